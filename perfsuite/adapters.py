@@ -1,0 +1,298 @@
+"""Every adapter design the suite measures, in one registry.
+
+Rank ``r`` is the bottleneck width (the LoRA rank); r = 0 is the plain model.
+``attach(model, name, rank)`` changes a :class:`~perfsuite.model.GPT2` in place
+and returns it. Adapter weights are drawn from ``seed``; ``init="zero"`` gives the
+identity initialisations of the papers (output equal to the base model), while
+the default ``"random"`` keeps every weight non-zero so that timing never runs on
+zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.model import GPT2
+
+INIT_STD = 0.02  # std of the random initialisation of adapter weights
+
+
+class UnknownAdapterError(PerfsuiteError, ValueError):
+    pass
+
+
+class Bottleneck(nn.Module):
+    """h + up(act(down(h))): the bottleneck adapter of Houlsby et al. (2019), optionally after a LayerNorm."""
+
+    is_adapter = True
+
+    def __init__(self, d: int, r: int, *, layernorm: bool = False, residual: bool = True):
+        super().__init__()
+        self.ln = nn.LayerNorm(d) if layernorm else None
+        self.down = nn.Linear(d, r)
+        self.up = nn.Linear(r, d)
+        self.residual = residual
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.ln(h) if self.ln is not None else h
+        out = self.up(F.gelu(self.down(z), approximate="tanh"))
+        return h + out if self.residual else out
+
+
+class LoRAQKV(nn.Module):
+    """Unmerged LoRA on W_q and W_v of GPT-2's fused ``c_attn``: h = Wx + (α/r)·B(Ax) (Hu et al. 2021, eq. 3).
+
+    ``A`` stacks A_q and A_v (2r × d) so the down-projection is one product, as in loralib's MergedLinear.
+    """
+
+    is_adapter = True
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        d = base.in_features
+        self.base = base
+        self.r = r
+        self.scaling = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(2 * r, d, dtype=base.weight.dtype, device=base.weight.device))
+        self.lora_B_q = nn.Parameter(torch.empty(d, r, dtype=base.weight.dtype, device=base.weight.device))
+        self.lora_B_v = nn.Parameter(torch.empty(d, r, dtype=base.weight.dtype, device=base.weight.device))
+
+    def delta_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ΔW_q, ΔW_v) = (α/r)·B·A, each d × d."""
+        a_q, a_v = self.lora_A[: self.r], self.lora_A[self.r :]
+        return self.scaling * self.lora_B_q @ a_q, self.scaling * self.lora_B_v @ a_v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.base(x)
+        d = self.lora_B_q.shape[0]
+        z = F.linear(x, self.lora_A) * self.scaling  # (B, T, 2r)
+        dq = F.linear(z[..., : self.r], self.lora_B_q)
+        dv = F.linear(z[..., self.r :], self.lora_B_v)
+        return torch.cat([qkv[..., :d] + dq, qkv[..., d : 2 * d], qkv[..., 2 * d :] + dv], dim=-1)
+
+
+class SpectralRotation(nn.Module):
+    """Spectral AdapterR (Zhang & Pilanci 2024): rotate the top-r singular vectors of W.
+
+    With W = U S Vᵀ and orthogonal r × r rotations R_U, R_V (Cayley maps of skew matrices),
+    W' = W + U_r (R_U S_r R_Vᵀ − S_r) V_rᵀ; unmerged, that is the rank-r correction
+    x → V_rᵀx → M → U_r with M = R_U S_r R_Vᵀ − S_r. Applied to W_q and W_v, like LoRA.
+    """
+
+    is_adapter = True
+
+    def __init__(self, base: nn.Linear, r: int, generator: torch.Generator, init: str):
+        super().__init__()
+        d = base.in_features
+        self.base = base
+        w = base.weight.detach().float().cpu()
+        blocks_u, blocks_v, blocks_m = [], [], []
+        for rows in (slice(0, d), slice(2 * d, 3 * d)):  # W_q and W_v inside the fused c_attn
+            u, s, vh = torch.linalg.svd(w[rows], full_matrices=False)
+            u_r, s_r, v_r = u[:, :r], s[:r], vh[:r].T
+            if init == "zero":
+                m = torch.zeros(r, r)
+            else:
+                m = _cayley(generator, r) @ torch.diag(s_r) @ _cayley(generator, r).T - torch.diag(s_r)
+            blocks_u.append(u_r)
+            blocks_v.append(v_r)
+            blocks_m.append(m)
+        like = dict(dtype=base.weight.dtype, device=base.weight.device)
+        self.v_r = nn.Parameter(torch.cat(blocks_v, dim=1).T.contiguous().to(**like), requires_grad=False)  # (2r, d)
+        self.m_q = nn.Parameter(blocks_m[0].to(**like))
+        self.m_v = nn.Parameter(blocks_m[1].to(**like))
+        self.u_q = nn.Parameter(blocks_u[0].contiguous().to(**like), requires_grad=False)  # (d, r)
+        self.u_v = nn.Parameter(blocks_u[1].contiguous().to(**like), requires_grad=False)
+        self.r = r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.base(x)
+        d = self.u_q.shape[0]
+        z = F.linear(x, self.v_r)  # (B, T, 2r)
+        dq = F.linear(F.linear(z[..., : self.r], self.m_q), self.u_q)
+        dv = F.linear(F.linear(z[..., self.r :], self.m_v), self.u_v)
+        return torch.cat([qkv[..., :d] + dq, qkv[..., d : 2 * d], qkv[..., 2 * d :] + dv], dim=-1)
+
+
+def _cayley(generator: torch.Generator, r: int) -> torch.Tensor:
+    """A random rotation near the identity: (I − K)(I + K)⁻¹ for a small skew-symmetric K."""
+    a = torch.randn(r, r, generator=generator) * INIT_STD
+    k = a - a.T
+    eye = torch.eye(r)
+    return torch.linalg.solve(eye + k, eye - k)
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    attach: Callable[..., None]  # (model, rank, generator, init, **options) -> None
+    doc: str
+    trains_block_layernorms: bool = False  # fine-tunes ln_1 and ln_2 of adapted blocks (Houlsby et al.)
+
+
+def _bottleneck_init(mod: Bottleneck, generator: torch.Generator, init: str) -> None:
+    with torch.no_grad():
+        for lin in (mod.down, mod.up):
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=generator) * INIT_STD)
+            lin.bias.zero_()
+        if init == "zero":
+            mod.up.weight.zero_()  # Houlsby's near-identity start: the adapter adds nothing
+
+
+def _new_bottleneck(model: GPT2, rank: int, generator: torch.Generator, init: str, **kw) -> Bottleneck:
+    p = model.wte.weight
+    mod = Bottleneck(model.config.n_embd, rank, **kw)
+    _bottleneck_init(mod, generator, init)
+    return mod.to(dtype=p.dtype, device=p.device)
+
+
+def _attach_houlsby(model: GPT2, rank: int, generator, init, drop_layers: int = 0) -> None:
+    for i, block in enumerate(model.h):
+        if i < drop_layers:
+            continue
+        block.adapter_attn = _new_bottleneck(model, rank, generator, init)
+        block.adapter_mlp = _new_bottleneck(model, rank, generator, init)
+
+
+def _attach_lin(model: GPT2, rank: int, generator, init) -> None:
+    for block in model.h:
+        block.adapter_mlp = _new_bottleneck(model, rank, generator, init, layernorm=True)
+
+
+def _attach_pfeiffer(model: GPT2, rank: int, generator, init) -> None:
+    for block in model.h:
+        block.adapter_mlp = _new_bottleneck(model, rank, generator, init)
+
+
+def default_drop_layers(n_layer: int) -> int:
+    """AdapterDrop's default: drop the lowest 5/12 of the layers (Rücklé et al. 2021 drop 5 of 12 in BERT-base)."""
+    return round(n_layer * 5 / 12)
+
+
+def _attach_adapterdrop(model: GPT2, rank: int, generator, init, drop_layers: int | None = None) -> None:
+    n = model.config.n_layer
+    drop = default_drop_layers(n) if drop_layers is None else drop_layers
+    if not 0 <= drop < n:
+        raise ValueError(f"adapterdrop: drop_layers={drop} must be in [0, {n})")
+    _attach_houlsby(model, rank, generator, init, drop_layers=drop)
+
+
+def _attach_parallel(model: GPT2, rank: int, generator, init) -> None:
+    for block in model.h:
+        block.parallel_mlp = _new_bottleneck(model, rank, generator, init, residual=False)
+
+
+def _attach_lora(model: GPT2, rank: int, generator, init, alpha: float | None = None) -> None:
+    for block in model.h:
+        mod = LoRAQKV(block.attn.c_attn, rank, alpha=float(rank if alpha is None else alpha))
+        with torch.no_grad():
+            # LoRA's init (Hu et al. 2021 §4.1): A Gaussian, B zero. "random" draws B too.
+            mod.lora_A.copy_(torch.randn(mod.lora_A.shape, generator=generator) / math.sqrt(mod.lora_A.shape[1]))
+            for b in (mod.lora_B_q, mod.lora_B_v):
+                b.copy_(torch.randn(b.shape, generator=generator) * INIT_STD if init != "zero" else torch.zeros(b.shape))
+        block.attn.c_attn = mod
+
+
+def _attach_lora_merged(model: GPT2, rank: int, generator, init, alpha: float | None = None) -> None:
+    _attach_lora(model, rank, generator, init, alpha=alpha)
+    merge_lora(model)
+
+
+def merge_lora(model: GPT2) -> GPT2:
+    """Fold every unmerged LoRA into its weight (W += (α/r)·B·A), leaving a plain model: zero added latency."""
+    for block in model.h:
+        mod = block.attn.c_attn
+        if isinstance(mod, LoRAQKV):
+            d = mod.lora_B_q.shape[0]
+            dq, dv = mod.delta_weights()
+            with torch.no_grad():
+                mod.base.weight[:d] += dq.to(mod.base.weight.dtype)
+                mod.base.weight[2 * d :] += dv.to(mod.base.weight.dtype)
+            block.attn.c_attn = mod.base
+    return model
+
+
+def _attach_spectral(model: GPT2, rank: int, generator, init) -> None:
+    if rank > model.config.n_embd:
+        raise ValueError(f"spectral-r: rank {rank} exceeds the model width {model.config.n_embd}")
+    for block in model.h:
+        block.attn.c_attn = SpectralRotation(block.attn.c_attn, rank, generator, init)
+
+
+ADAPTERS: dict[str, AdapterSpec] = {
+    s.name: s
+    for s in [
+        AdapterSpec("none", lambda *a, **k: None, "The plain model (r = 0)."),
+        AdapterSpec("houlsby", _attach_houlsby,
+                    "AdapterH (Houlsby et al. 2019): two bottleneck adapters per block, after attention and after "
+                    "the MLP, each before its residual add.", trains_block_layernorms=True),
+        AdapterSpec("lin", _attach_lin,
+                    "AdapterL (Lin et al. 2020): one bottleneck adapter per block after the MLP, behind an extra "
+                    "LayerNorm."),
+        AdapterSpec("pfeiffer", _attach_pfeiffer,
+                    "AdapterP (Pfeiffer et al. 2021): one bottleneck adapter per block on the MLP output."),
+        AdapterSpec("adapterdrop", _attach_adapterdrop,
+                    "AdapterD (Rücklé et al. 2021): Houlsby adapters with those of the lowest layers dropped "
+                    "(option drop_layers, default 5/12 of the layers).", trains_block_layernorms=True),
+        AdapterSpec("parallel", _attach_parallel,
+                    "Parallel adapter (He et al. 2022): a bottleneck beside the MLP, fed the same input, its output "
+                    "added to the MLP's."),
+        AdapterSpec("spectral-r", _attach_spectral,
+                    "Spectral AdapterR (Zhang & Pilanci 2024): rotates the top-r singular vectors of W_q and W_v; "
+                    "unmerged, a rank-r correction through r × r matrices."),
+        AdapterSpec("lora", _attach_lora,
+                    "LoRA (Hu et al. 2021), unmerged, on W_q and W_v: h = Wx + (α/r)·B(Ax); option alpha "
+                    "(default r)."),
+        AdapterSpec("lora-merged", _attach_lora_merged,
+                    "LoRA merged into W_q and W_v before inference: the same weights as the base model's shapes, "
+                    "so its overhead should measure ≈ 0."),
+    ]
+}
+
+
+def get_adapter(name: str) -> AdapterSpec:
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise UnknownAdapterError(f"unknown adapter {name!r}; known: {', '.join(ADAPTERS)}") from None
+
+
+def attach(model: GPT2, name: str, rank: int, *, seed: int = 0, init: str = "random", **options) -> GPT2:
+    """Add adapter ``name`` of rank ``rank`` to ``model`` in place; r = 0 (or name "none") leaves it plain."""
+    spec = get_adapter(name)
+    if init not in ("random", "zero"):
+        raise ValueError(f"init must be 'random' or 'zero', not {init!r}")
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0, not {rank}")
+    if rank == 0 or name == "none":
+        return model
+    generator = torch.Generator().manual_seed(seed)
+    spec.attach(model, rank, generator, init, **options)
+    return model
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters an adapter added (the frozen SVD bases of spectral-r are buffers-in-all-but-name and excluded)."""
+    params = []
+    for mod in model.modules():
+        if getattr(mod, "is_adapter", False):
+            base = getattr(mod, "base", None)
+            base_ids = {id(p) for p in base.parameters()} if base is not None else set()
+            params += [p for p in mod.parameters() if p.requires_grad and id(p) not in base_ids]
+    return params
+
+
+def trainable_parameter_count(model: GPT2, name: str) -> int:
+    """|Θ| as the LoRA paper counts it: adapter weights plus the LayerNorms the method fine-tunes."""
+    n = sum(p.numel() for p in adapter_parameters(model))  # lin's extra LayerNorm is inside its adapter
+    if get_adapter(name).trains_block_layernorms:
+        adapted = [b for b in model.h if b.adapter_attn is not None]
+        n += sum(p.numel() for b in adapted for ln in (b.ln_1, b.ln_2) for p in ln.parameters())
+    return n

@@ -1,0 +1,1 @@
+"""One module per ``perfsuite`` subcommand (see perfsuite.cli)."""

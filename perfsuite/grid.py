@@ -1,0 +1,199 @@
+"""The grid: one :class:`Cell` per benchmark, grouped into named profiles.
+
+A cell's ``id`` is its pytest parameter id and its key everywhere downstream
+(JSON, DataFrame, baselines), e.g. ``latency[houlsby-r10-b1-s128]``.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Callable, Iterable
+
+from perfsuite.adapters import ADAPTERS
+from perfsuite.errors import PerfsuiteError
+
+WORKLOADS = ("latency", "recompute", "subspace")
+# Every adapter design but the plain model, in the order the report draws them.
+ADAPTER_NAMES = tuple(n for n in ADAPTERS if n != "none")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip."""
+
+    workload: str
+    adapter: str
+    rank: int
+    batch: int | None = None
+    seq_len: int | None = None  # latency: tokens per sequence; recompute: prompt length
+    window: int | None = None  # recompute: tokens verified at a time
+    gen_len: int | None = None  # recompute: output tokens per request
+    rank_b: int | None = None  # subspace: the rank of the second adapter
+    dtype: str = "float32"
+    device: str = "cpu"
+    model: str = "tiny"
+
+    @property
+    def param_id(self) -> str:
+        """The pytest parameter id: the sizes that vary within a run (not dtype, device or model)."""
+        parts = [self.adapter, f"r{self.rank}"]
+        for prefix, value in (("b", self.batch), ("s", self.seq_len), ("w", self.window),
+                              ("g", self.gen_len), ("R", self.rank_b)):
+            if value is not None:
+                parts.append(f"{prefix}{value}")
+        return "-".join(parts)
+
+    @property
+    def id(self) -> str:
+        return f"{self.workload}[{self.param_id}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"cell has unknown fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    model: str
+    dtype: str  # default dtype; --perfsuite-dtype overrides
+    needs_gpu: bool
+    rounds: int  # timed rounds per cell (the LoRA paper averaged 100 trials)
+    warmup: int  # untimed rounds first
+    make_cells: Callable[[], list[Cell]]
+
+    def cells(self, *, device: str, dtype: str | None = None) -> list[Cell]:
+        return [replace(c, device=device, dtype=dtype or self.dtype) for c in self.make_cells()]
+
+
+def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],
+                  seq_lens: Iterable[int]) -> list[Cell]:
+    """The latency grid, ordered adapter → rank → seq → batch so one adapted model serves consecutive cells.
+
+    r = 0 is one row of the plain model (adapter "none"), shared by every adapter.
+    """
+    ranks = list(ranks)
+    rows = [("none", 0)] if 0 in ranks else []
+    rows += [(a, r) for a in adapters for r in ranks if r > 0]
+    return [Cell("latency", a, r, batch=b, seq_len=s, model=model)
+            for (a, r), s, b in itertools.product(rows, list(seq_lens), list(batches))]
+
+
+def recompute_cells(model: str, adapters: Iterable[str], rank: int, batches: Iterable[int],
+                    windows: Iterable[int], prompt_len: int, gen_len: int) -> list[Cell]:
+    """The recompute grid (LLM-42, Gond et al. 2026, Fig. 13): batch × window for each adapter."""
+    return [Cell("recompute", a, 0 if a == "none" else rank, batch=b, seq_len=prompt_len, window=w,
+                 gen_len=gen_len, model=model)
+            for a, b, w in itertools.product(list(adapters), list(batches), list(windows))]
+
+
+def subspace_cells(model: str, rank_pairs: Iterable[tuple[int, int]]) -> list[Cell]:
+    """LoRA subspace similarity (Hu et al. 2021 §7.2): one cell per (r_A, r_B) pair of trained adapters."""
+    return [Cell("subspace", "lora", ra, rank_b=rb, model=model) for ra, rb in rank_pairs]
+
+
+def _smoke() -> list[Cell]:
+    return (latency_cells("tiny", ADAPTER_NAMES, ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
+            + recompute_cells("tiny", ("none", "lora"), rank=8, batches=(1, 4), windows=(8, 32),
+                              prompt_len=16, gen_len=64)
+            + subspace_cells("tiny", [(4, 8)]))
+
+
+def _paper() -> list[Cell]:
+    # LoRA paper, Figure 5: r × batch × seq for AdapterH and AdapterL, here for every adapter.
+    return latency_cells("gpt2-medium", ADAPTER_NAMES, ranks=(0, 10, 100, 250),
+                         batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
+
+
+def _recompute() -> list[Cell]:
+    # LLM-42 Figure 13: batch × window, 512-token budget (cells over it are recorded, not run).
+    return recompute_cells("gpt2-medium", ("none",), rank=0, batches=(1, 2, 4, 8, 16, 32),
+                           windows=(16, 32, 64, 128, 256, 512), prompt_len=128, gen_len=512)
+
+
+def _subspace() -> list[Cell]:
+    # LoRA paper Figures 3-4 and 6-7: ranks 8 and 64, two seeds each.
+    return subspace_cells("gpt2-medium", [(8, 64)])
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile("smoke", "tiny model, every adapter and workload, a few cells: about a minute on a CPU",
+                model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke),
+        Profile("paper", "LoRA paper Figure 5 latency grid on gpt2-medium (GPU)",
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10, make_cells=_paper),
+        Profile("recompute", "LLM-42 Figure 13 recompute grid on gpt2-medium in bf16 (GPU)",
+                model="gpt2-medium", dtype="bfloat16", needs_gpu=True, rounds=3, warmup=1, make_cells=_recompute),
+        Profile("subspace", "LoRA subspace similarity, ranks 8 and 64 on gpt2-medium (GPU)",
+                model="gpt2-medium", dtype="float32", needs_gpu=True, rounds=1, warmup=0, make_cells=_subspace),
+        Profile("full", "paper + recompute + subspace (GPU)",
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10,
+                make_cells=lambda: _paper() + _recompute() + _subspace()),
+    ]
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise PerfsuiteError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+# --- selecting cells by expression ------------------------------------------------------------
+
+_ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Compare, ast.Eq,
+                  ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.Name,
+                  ast.Load, ast.Constant, ast.Tuple, ast.List, ast.Set)
+_CELL_FIELDS = tuple(f.name for f in fields(Cell))
+
+
+class SelectionError(PerfsuiteError, ValueError):
+    pass
+
+
+def compile_selection(expr: str) -> Callable[[Cell], bool]:
+    """A predicate from an expression over cell fields, e.g. ``adapter in ('lora', 'houlsby') and batch <= 4``.
+
+    Only comparisons, ``and``/``or``/``not``, literals and field names are allowed.
+    """
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise SelectionError(f"cannot parse cell selection {expr!r}: {e.msg}") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise SelectionError(f"cell selection {expr!r}: {type(node).__name__} is not allowed "
+                                 "(use field names, literals, comparisons, and/or/not)")
+        if isinstance(node, ast.Name) and node.id not in _CELL_FIELDS + ("None", "True", "False"):
+            raise SelectionError(f"cell selection {expr!r}: unknown field {node.id!r}; fields: {', '.join(_CELL_FIELDS)}")
+    code = compile(tree, "<cells>", "eval")
+
+    def predicate(cell: Cell) -> bool:
+        try:
+            return bool(eval(code, {"__builtins__": {}}, asdict(cell)))
+        except TypeError as e:  # e.g. None <= 4 on a field this workload leaves empty
+            if "not supported between" in str(e):
+                return False
+            raise SelectionError(f"cell selection {expr!r} on {cell.id}: {e}") from None
+
+    return predicate
+
+
+def select(cells: Iterable[Cell], expr: str | None) -> list[Cell]:
+    cells = list(cells)
+    if not expr:
+        return cells
+    pred = compile_selection(expr)
+    return [c for c in cells if pred(c)]

@@ -1,0 +1,160 @@
+"""Device-correct timing of a cell against its r = 0 model, measured close in time.
+
+GPU work is asynchronous, so every timed call ends with a device synchronize
+(pytest-benchmark reads a host clock around it). The plain model is timed in
+pytest-benchmark's ``setup`` hook right before each round of the adapted one,
+so the two interleave and drift hits both alike; the slow-down is the median of
+the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+NOISY_IQR_PCT = 10.0  # warn when IQR / median of a cell exceeds this (torch.utils.benchmark's threshold)
+
+
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'. Asking for a missing device raises."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("no CUDA device is visible to torch on this machine")
+    if requested not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {requested!r}; use cpu, cuda or auto")
+    return requested
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def device_info(device: str) -> dict:
+    """What a result must carry to be compared honestly: which device, which software."""
+    info = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if device.startswith("cuda") else None,
+        "threads": torch.get_num_threads(),
+    }
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return "cpu: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return "cpu: " + (platform.processor() or platform.machine())
+
+
+def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds for one synchronized call of ``fn``."""
+    synchronize(device)
+    t0 = clock()
+    fn()
+    synchronize(device)
+    return clock() - t0
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """Raw per-round times (ms) of the adapted cell and of its r = 0 model, rounds paired in order."""
+
+    adapter_ms: tuple[float, ...]
+    base_ms: tuple[float, ...]
+    ratios: tuple[float, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", tuple(a / b for a, b in zip(self.adapter_ms, self.base_ms) if b > 0))
+
+    @property
+    def time_ms(self) -> float:
+        return statistics.median(self.adapter_ms)
+
+    @property
+    def base_time_ms(self) -> float:
+        return statistics.median(self.base_ms)
+
+    @property
+    def slowdown_pct(self) -> float:
+        """100·(t_adapter − t_base)/t_base, from the median of paired ratios (robust to drift)."""
+        return 100.0 * (statistics.median(self.ratios) - 1.0)
+
+    @property
+    def iqr_pct(self) -> float:
+        """Interquartile range of the adapted times, as % of their median."""
+        return 100.0 * iqr(self.adapter_ms) / self.time_ms
+
+
+def iqr(xs) -> float:
+    if len(xs) < 2:
+        return 0.0
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def paired_benchmark(benchmark, adapter_fn: Callable[[], object], base_fn: Callable[[], object], *, device: str,
+                     rounds: int, warmup: int) -> PairedTiming | None:
+    """Time ``adapter_fn`` with pytest-benchmark and ``base_fn`` right before each of its rounds.
+
+    Returns None when pytest-benchmark is disabled (``--benchmark-disable``): the function then ran once, untimed.
+    """
+    base_s: list[float] = []
+    clock = getattr(benchmark, "_timer", time.perf_counter)
+
+    def time_base() -> None:
+        base_s.append(timed_call(base_fn, device, clock))
+        synchronize(device)
+
+    def run_adapter() -> None:
+        adapter_fn()
+        synchronize(device)
+
+    benchmark.pedantic(run_adapter, setup=time_base, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    if getattr(benchmark, "disabled", False) or benchmark.stats is None:
+        return None
+    adapter_s = benchmark.stats.stats.data
+    base_s = base_s[warmup:]  # setup also ran before each warm-up round
+    return PairedTiming(tuple(1e3 * t for t in adapter_s), tuple(1e3 * t for t in base_s))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call, counted by torch's FlopCounterMode (matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Peak device memory allocated during one call; None on the CPU, where torch tracks none."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated())

@@ -1,0 +1,39 @@
+"""Latency: one inference forward pass of the adapted model against the plain one (LoRA paper, Fig. 5)."""
+
+from __future__ import annotations
+
+import torch
+
+from perfsuite.grid import Cell
+from perfsuite.record import cell_record, model_dims
+from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
+from perfsuite.workloads.models import ModelCache
+
+
+def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> dict:
+    """Time the cell with pytest-benchmark, r = 0 interleaved; returns the ``extra_info`` record."""
+    base = models.base(cell.model, cell.dtype, cell.device)
+    adapted = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
+    gen = torch.Generator().manual_seed(cell.batch * 100_003 + cell.seq_len)
+    tokens = torch.randint(0, base.config.vocab_size, (cell.batch, cell.seq_len), generator=gen).to(cell.device)
+
+    def forward(model):
+        return lambda: model(tokens)
+
+    with torch.inference_mode():
+        peak = peak_memory_bytes(forward(adapted), cell.device)
+        flops = count_flops(forward(adapted))
+        timing = paired_benchmark(benchmark, forward(adapted), forward(base), device=cell.device,
+                                  rounds=rounds, warmup=warmup)
+    metrics = {"flops": flops, "peak_mem_bytes": peak, "tokens": cell.batch * cell.seq_len}
+    if timing is not None:
+        metrics |= {
+            "time_ms": timing.time_ms,
+            "base_time_ms": timing.base_time_ms,
+            "slowdown_pct": timing.slowdown_pct,
+            "iqr_pct": timing.iqr_pct,
+            "flops_per_s": flops / (timing.time_ms / 1e3),
+            "samples_ms": list(timing.adapter_ms),
+            "base_samples_ms": list(timing.base_ms),
+        }
+    return cell_record(cell, env=device_info(cell.device), dims=model_dims(base), metrics=metrics)
