@@ -1,0 +1,73 @@
+import statistics
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from perfsuite.timing import DeviceUnavailable, PairedTiming, is_out_of_memory, resolve_device, timed_call
+
+times = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40)
+
+
+class FakeClock:
+    """A seeded stand-in for perf_counter: each call advances by the next scripted step."""
+
+    def __init__(self, steps):
+        self.now, self.steps = 0.0, iter(steps)
+
+    def __call__(self):
+        self.now += next(self.steps)
+        return self.now
+
+
+def test_timed_call_reads_the_clock_around_the_call():
+    calls = []
+    assert timed_call(lambda: calls.append(1), "cpu", FakeClock([5.0, 0.25])) == pytest.approx(0.25)
+    assert calls == [1]
+
+
+def test_paired_timing_statistics():
+    t = PairedTiming(adapter_ms=(1.2, 1.1, 1.3), base_ms=(1.0, 1.0, 1.0))
+    assert t.time_ms == pytest.approx(1.2) and t.base_time_ms == pytest.approx(1.0)
+    assert t.slowdown_pct == pytest.approx(20.0)
+
+
+def test_paired_ratios_cancel_drift():
+    """The machine slows down 2x half-way; the adapter costs +10% throughout: pairing still says +10%."""
+    base = [1.0] * 10 + [2.0] * 10
+    adapter = [1.1 * b for b in base]
+    assert PairedTiming(tuple(adapter), tuple(base)).slowdown_pct == pytest.approx(10.0)
+
+
+@given(times)
+def test_identical_runs_have_zero_slowdown(xs):
+    assert PairedTiming(tuple(xs), tuple(xs)).slowdown_pct == pytest.approx(0.0, abs=1e-9)
+
+
+@given(times, st.floats(0.5, 3.0))
+def test_slowdown_of_a_scaled_copy_is_the_scale(xs, k):
+    t = PairedTiming(tuple(k * x for x in xs), tuple(xs))
+    assert t.slowdown_pct == pytest.approx(100 * (k - 1), rel=1e-6, abs=1e-6)
+    assert t.time_ms == pytest.approx(k * statistics.median(xs))
+
+
+def test_devices():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_asking_for_a_missing_gpu_says_so(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailable, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_out_of_memory_is_recognised():
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))
