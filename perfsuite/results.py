@@ -43,9 +43,11 @@ def read_json(path: str | Path) -> dict:
     """The parsed file, or a one-line ResultsError naming the file and the problem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ResultsError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file (not UTF-8), so not a results JSON") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -81,7 +83,12 @@ def rows_from_doc(doc: dict, source: str) -> tuple[list[dict], dict]:
         if not isinstance(extra, dict) or "perfsuite_schema" not in extra:
             raise ResultsError(f"{source}: benchmark {name} has no perfsuite record in extra_info")
         rows.append(_row(extra, f"{source}: benchmark {name}", source, bench))
-    for i, entry in enumerate(meta.get("not_run", [])):
+    not_run = meta.get("not_run", [])
+    if not isinstance(not_run, list):
+        raise ResultsError(f"{source}: perfsuite.not_run is not a list")
+    for i, entry in enumerate(not_run):
+        if not isinstance(entry, dict):
+            raise ResultsError(f"{source}: not_run entry {i} is not a record")
         rows.append(_row(entry, f"{source}: not_run entry {i}", source, None))
     run = {
         "source": source,
@@ -126,9 +133,13 @@ def load_results(paths, *, strict: bool = True) -> Results:
         try:
             doc = read_json(path)
             rows, run = rows_from_doc(doc, str(path))
+            mine: set[str] = set()
             for r in rows:
                 if r["cell_id"] in seen:
                     raise ResultsError(f"{path}: duplicate cell {r['cell_id']} (also in {seen[r['cell_id']]})")
+                if r["cell_id"] in mine:
+                    raise ResultsError(f"{path}: duplicate cell {r['cell_id']} (twice in this file)")
+                mine.add(r["cell_id"])
             for r in rows:
                 seen[r["cell_id"]] = str(path)
         except ResultsError as e:
