@@ -9,13 +9,17 @@ recorded through ``perfsuite_skip`` and listed in the JSON under
 
 from __future__ import annotations
 
+import datetime as _dt
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
+from perfsuite.journal import Journal
 from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUSES
+from perfsuite.shard import estimated_cost, parse_shard, shard_cells
 from perfsuite.timing import DeviceUnavailable, resolve_device
 from perfsuite.workloads.models import DTYPES, ModelCache
 
@@ -37,11 +41,60 @@ def add_perfsuite_options(add) -> None:
         help="timed rounds per cell (default: the profile's)")
     add("--perfsuite-warmup", default=None, type=int, metavar="N",
         help="untimed warm-up rounds per cell (default: the profile's)")
+    add("--perfsuite-shard", default=None, metavar="I/N",
+        help="run only shard I of N (1-based): disjoint, balanced by estimated cost, deterministic")
+    add("--perfsuite-journal", default=None, metavar="FILE",
+        help="append each finished cell to FILE (JSON lines) as it is measured, so an interrupted run keeps it")
+    add("--perfsuite-resume", action="store_true", default=False,
+        help="with --perfsuite-journal: skip cells the journal already holds")
+    add("--perfsuite-progress", action="store_true", default=False,
+        help="print a progress line per cell: done/total, elapsed, estimated time left")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfsuite", "perfsuite: adapter performance regression suite")
     add_perfsuite_options(group.addoption)
+
+
+class Progress:
+    """Progress lines for long runs: cells done / total, elapsed, time left (estimated from cell costs)."""
+
+    def __init__(self):
+        self.total_cost = self.done_cost = 0.0
+        self.total = self.done = 0
+        self.t0 = time.monotonic()
+        self.reporter = None
+
+    def start(self, cells: list[Cell], config: pytest.Config) -> None:
+        self.total, self.total_cost = len(cells), sum(map(estimated_cost, cells))
+        self.reporter = config.pluginmanager.get_plugin("terminalreporter")
+        self.capture = config.pluginmanager.get_plugin("capturemanager")
+        self.t0 = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        if self.reporter is None:
+            return
+        if self.capture is None:
+            self.reporter.write_line(text)
+            return
+        with self.capture.global_and_fixture_disabled():  # like live logging: shown while output is captured
+            if self.reporter._tw.width_of_current_line:  # after pytest's progress dots
+                self.reporter._tw.line()
+            self.reporter.write_line(text)
+
+    def starting(self, cell: Cell) -> None:
+        elapsed = time.monotonic() - self.t0
+        left = "?" if not self.done_cost else _fmt_s(elapsed * (self.total_cost - self.done_cost) / self.done_cost)
+        self._line(f"[perfsuite {self.done + 1}/{self.total}] {cell.id}  elapsed {_fmt_s(elapsed)}, ~{left} left")
+
+    def finished(self, cell: Cell) -> None:
+        self.done += 1
+        self.done_cost += estimated_cost(cell)
+
+
+def _fmt_s(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @dataclass
@@ -53,12 +106,27 @@ class SessionState:
     rounds: int
     warmup: int
     selection: str | None
+    shard: tuple[int, int] | None = None
+    journal: Journal | None = None
+    done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
     not_run: list[dict] = field(default_factory=list)
     models: ModelCache = field(default_factory=ModelCache)
+    progress: Progress | None = None
+
+    def all_cells(self) -> list[Cell]:
+        """The profile's cells after selection and sharding (resumed cells included)."""
+        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        return shard_cells(cells, *self.shard) if self.shard else cells
 
     def cells(self, workload: str) -> list[Cell]:
-        cells = [c for c in self.profile.cells(device=self.device, dtype=self.dtype) if c.workload == workload]
-        return select(cells, self.selection)
+        return [c for c in self.all_cells() if c.workload == workload and c.id not in self.done]
+
+    def record_not_run(self, cell: Cell, status: str, reason: str) -> None:
+        entry = {"perfsuite_schema": SCHEMA_VERSION, "cell_id": cell.id, "cell": cell.to_dict(),
+                 "status": status, "reason": reason}
+        self.not_run.append(entry)
+        if self.journal:
+            self.journal.append("not_run", **entry)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +137,11 @@ def pytest_configure(config: pytest.Config) -> None:
         profile = get_profile(opt("perfsuite_profile"))
         if opt("perfsuite_cells"):
             compile_selection(opt("perfsuite_cells"))  # a bad expression fails before collection
+        shard = parse_shard(opt("perfsuite_shard")) if opt("perfsuite_shard") else None
+        journal = Journal(opt("perfsuite_journal")) if opt("perfsuite_journal") else None
+        if opt("perfsuite_resume") and journal is None:
+            raise PerfsuiteError("--perfsuite-resume needs --perfsuite-journal FILE")
+        done = journal.done_cell_ids() if journal and opt("perfsuite_resume") else set()
     except PerfsuiteError as e:
         raise pytest.UsageError(f"perfsuite: {e}") from None
     requested = opt("perfsuite_device")
@@ -83,7 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
         profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
         rounds=opt("perfsuite_rounds") or profile.rounds,
         warmup=profile.warmup if opt("perfsuite_warmup") is None else opt("perfsuite_warmup"),
-        selection=opt("perfsuite_cells"))
+        selection=opt("perfsuite_cells"), shard=shard, journal=journal, done=done,
+        progress=Progress() if opt("perfsuite_progress") else None)
 
 
 def _state(config: pytest.Config) -> SessionState:
@@ -103,7 +177,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if workload not in WORKLOADS:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: workload must be one of {WORKLOADS}, not {workload!r}")
     cells = _state(metafunc.config).cells(workload)
-    metafunc.parametrize("perfsuite_cell", cells, ids=[c.param_id for c in cells])
+    metafunc.parametrize("perfsuite_cell", cells, ids=[c.param_id for c in cells], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +197,7 @@ def perfsuite_skip(perfsuite_state: SessionState):
     def skip(cell: Cell, status: str, reason: str):
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        perfsuite_state.not_run.append({"perfsuite_schema": SCHEMA_VERSION, "cell_id": cell.id,
-                                        "cell": cell.to_dict(), "status": status, "reason": reason})
+        perfsuite_state.record_not_run(cell, status, reason)
         pytest.skip(f"{cell.id}: {status}: {reason}")
 
     return skip
@@ -138,11 +211,8 @@ def perfsuite_cell(request: pytest.FixtureRequest, perfsuite_state: SessionState
     return cell
 
 
-def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    state = getattr(config, "_perfsuite", None)
-    if state is None:
-        return
-    output_json["perfsuite"] = {
+def _run_settings(state: SessionState) -> dict:
+    return {
         "perfsuite_schema": SCHEMA_VERSION,
         "profile": state.profile.name,
         "device": state.device,
@@ -150,5 +220,59 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "rounds": state.rounds,
         "warmup": state.warmup,
         "selection": state.selection,
-        "not_run": list(state.not_run),
+        "shard": f"{state.shard[0]}/{state.shard[1]}" if state.shard else None,
     }
+
+
+def _cell_of(item: pytest.Item) -> Cell | None:
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("perfsuite_cell") if callspec else None
+    return cell if isinstance(cell, Cell) else None  # not NOTSET, pytest's value for an empty parameter set
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = getattr(session.config, "_perfsuite", None)
+    if state is None:
+        return
+    cells = [c for c in map(_cell_of, session.items) if c is not None]
+    if state.progress:
+        state.progress.start(cells, session.config)
+    if state.journal and cells:
+        from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
+        from pytest_benchmark import __version__ as pb_version
+
+        state.journal.append("header", machine_info=pytest_benchmark_generate_machine_info(),
+                             commit_info=pytest_benchmark_generate_commit_info(session.config),
+                             pytest_benchmark_version=pb_version, perfsuite=_run_settings(state),
+                             datetime=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+                             cells=[c.id for c in cells], resumed=sorted(state.done))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    cell = _cell_of(item)
+    state = getattr(item.config, "_perfsuite", None)
+    if cell is None or state is None:
+        return
+    report = outcome.get_result()
+    if report.when == "call" and report.passed and state.journal:
+        fixture = item.funcargs.get("benchmark")
+        if fixture is not None and fixture.stats:
+            state.journal.append("benchmark", benchmark=fixture.stats.as_dict(include_data=True))
+    if report.when == "teardown" and state.progress:
+        state.progress.finished(cell)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state = getattr(item.config, "_perfsuite", None)
+    cell = _cell_of(item)
+    if state and state.progress and cell is not None:
+        state.progress.starting(cell)
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    state = getattr(config, "_perfsuite", None)
+    if state is None:
+        return
+    output_json["perfsuite"] = {**_run_settings(state), "not_run": list(state.not_run)}

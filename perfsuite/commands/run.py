@@ -1,0 +1,49 @@
+"""``perfsuite run``: the main job (benchmark → compare → report) in one command."""
+
+from __future__ import annotations
+
+import argparse
+
+from perfsuite.plugin import add_perfsuite_options
+from perfsuite.run import run_job
+
+HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
+
+# Plugin options that `perfsuite run` manages itself.
+MANAGED = {"--perfsuite-journal", "--perfsuite-resume", "--perfsuite-progress"}
+PASSED_ON = []  # plugin option names (without the prefix) forwarded to pytest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    def add(name: str, **kw):
+        if name in MANAGED:
+            return
+        short = name.removeprefix("--perfsuite-")
+        PASSED_ON.append(short)
+        p.add_argument(f"--{short}", dest=short.replace("-", "_"), **kw)
+
+    add_perfsuite_options(add)  # the same options as the pytest plugin, without the --perfsuite- prefix
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where results, comparison and report go (default: perfsuite-out/PROFILE)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out: measure only missing cells")
+    p.add_argument("--fresh", action="store_true", help="discard an earlier run's journal in --out and start over")
+    p.add_argument("--baseline", default=None, metavar="FILE",
+                   help="compare with FILE (a baseline or another results JSON); default: the matching baseline "
+                        "in baselines/, if any")
+    p.add_argument("--no-compare", action="store_true", help="skip the baseline comparison")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    p.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                   help="after --: extra arguments passed to pytest as they are")
+
+
+def run(args) -> int:
+    options = {name: getattr(args, name.replace("-", "_")) for name in dict.fromkeys(PASSED_ON)}
+    out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
+    extra = [a for a in args.pytest_args if a != "--"]
+    outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,
+                      benchmarks=args.benchmarks, baseline=args.baseline, compare=not args.no_compare,
+                      report=not args.no_report, extra_pytest_args=extra)
+    print("\n".join(["", "perfsuite run: summary", *("  " + line for line in outcome.lines)]))
+    return outcome.exit_code

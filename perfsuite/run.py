@@ -1,0 +1,127 @@
+"""The main job: benchmark → results JSON → compare with the matching baseline → report.
+
+pytest (with pytest-benchmark and the perfsuite plugin) does the measuring, so
+everything stays reachable with plain ``pytest`` too. Cells are journaled as
+they finish; the results JSON is assembled from the journal even after Ctrl-C,
+and ``--resume`` measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.journal import Journal, write_json_atomic
+
+JOURNAL_NAME = "journal.jsonl"
+RESULTS_NAME = "results.json"
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    exit_code: int
+    results: Path | None = None
+    comparison: Path | None = None
+    report: Path | None = None
+    lines: list[str] = field(default_factory=list)  # the one-screen summary
+
+
+def find_benchmarks_dir(explicit: str | None = None) -> Path:
+    """The benchmark tests: an explicit folder, else tests/benchmarks of this checkout or of the current folder."""
+    import perfsuite
+
+    candidates = [Path(explicit)] if explicit else [
+        Path(perfsuite.__file__).resolve().parents[1] / "tests" / "benchmarks", Path.cwd() / "tests" / "benchmarks"]
+    for c in candidates:
+        if (c / "test_latency.py").exists():
+            return c
+    raise PerfsuiteError(f"cannot find the benchmark tests (looked in {', '.join(map(str, candidates))}); "
+                         "run from a perfsuite checkout or pass --benchmarks DIR")
+
+
+def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], resume: bool,
+                extra: list[str]) -> list[str]:
+    """The pytest command line for a run: the plugin's own options plus journal and progress."""
+    args = [str(benchmarks), "-q", "-p", "no:cacheprovider", "--perfsuite-progress",
+            f"--perfsuite-journal={journal}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
+    for name, value in options.items():
+        if value is not None and value is not False:
+            args.append(f"--perfsuite-{name}" if value is True else f"--perfsuite-{name}={value}")
+    if resume:
+        args.append("--perfsuite-resume")
+    return args + list(extra)
+
+
+def resume_options(journal: Journal) -> dict[str, object]:
+    """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
+    headers = [e for e in journal.read() if e.get("kind") == "header"]
+    if not headers:
+        raise PerfsuiteError(f"{journal.path}: no run header to resume from")
+    s = headers[-1]["perfsuite"]
+    return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
+            "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard")}
+
+
+def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
+            benchmarks: str | None = None, baseline: str | None = None, compare: bool = True,
+            report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
+    out = Path(out_dir)
+    journal = Journal(out / JOURNAL_NAME)
+    if journal.path.exists() and not (resume or fresh):
+        raise PerfsuiteError(f"{journal.path} holds an earlier run: pass --resume to finish it "
+                             "or --fresh to start over")
+    if fresh and journal.path.exists():
+        journal.path.unlink()
+    if resume and not journal.path.exists():
+        raise PerfsuiteError(f"nothing to resume: {journal.path} does not exist")
+    if resume:
+        options = resume_options(journal)
+    out.mkdir(parents=True, exist_ok=True)
+    bench_dir = find_benchmarks_dir(benchmarks)
+
+    t0 = time.monotonic()
+    code = pytest.main(pytest_args(benchmarks=bench_dir, journal=journal.path, options=options, resume=resume,
+                                   extra=extra_pytest_args or []))
+    outcome = RunOutcome(out_dir=out, exit_code=EXIT_OK)
+    interrupted = code == pytest.ExitCode.INTERRUPTED
+    if code == pytest.ExitCode.USAGE_ERROR:
+        raise PerfsuiteError("pytest refused the options (see the message above)")
+    if not journal.read():
+        outcome.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_USAGE
+        outcome.lines.append("no cell was measured; nothing written")
+        return outcome
+
+    doc = journal.to_results_json()
+    outcome.results = write_json_atomic(out / RESULTS_NAME, doc)
+    n_ok, n_not_run = len(doc["benchmarks"]), len(doc["perfsuite"]["not_run"])
+    outcome.lines.append(f"cells measured: {n_ok}, not run: {n_not_run}, in {time.monotonic() - t0:.0f} s")
+    outcome.lines.append(f"results:    {outcome.results}")
+    if interrupted:
+        outcome.exit_code = EXIT_INTERRUPTED
+        outcome.lines.append(f"interrupted: the {n_ok + n_not_run} cells done are kept; "
+                             f"finish with: perfsuite run --resume --out {out}")
+        return outcome
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        outcome.exit_code = EXIT_REGRESSION
+        outcome.lines.append(f"pytest exited with {int(code)}: some cells failed (see above)")
+
+    if compare:
+        _compare_step(outcome, baseline)
+    if report:
+        _report_step(outcome)
+    return outcome
+
+
+def _compare_step(outcome: RunOutcome, baseline: str | None) -> None:
+    outcome.lines.append("comparison: not available yet")
+
+
+def _report_step(outcome: RunOutcome) -> None:
+    outcome.lines.append("report:     not available yet")

@@ -1,0 +1,50 @@
+"""Split a cell list into N disjoint, balanced shards, so a grid can spread over several runners.
+
+Greedy longest-processing-time: cells sorted by estimated cost (ties by id) go
+one by one to the lightest shard. Deterministic for a given cell list; the
+union of all shards is the whole list; each shard keeps the grid's order so
+consecutive cells still share an adapted model.
+"""
+
+from __future__ import annotations
+
+import re
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.grid import Cell
+
+CELL_OVERHEAD_TOKENS = 256  # fixed cost of a cell (model copy, warm-up), in token-equivalents
+
+
+def estimated_cost(cell: Cell) -> float:
+    """Rough relative cost of a cell: tokens pushed through the model, plus a fixed overhead."""
+    if cell.workload == "latency":
+        work = (cell.batch or 1) * (cell.seq_len or 1)
+    elif cell.workload == "recompute":
+        # decoding is sequential: each output token costs a step, verification replays each window once more
+        work = (cell.gen_len or 1) * (2 * (cell.batch or 1) + 32) + (cell.batch or 1) * (cell.seq_len or 0)
+    else:
+        work = 64 * ((cell.rank or 1) + (cell.rank_b or 1))
+    return float(work + CELL_OVERHEAD_TOKENS)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' → (2, 4): the second of four shards, counted from 1."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise PerfsuiteError(f"shard {text!r} is not of the form I/N (e.g. 1/4)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if not 1 <= i <= n:
+        raise PerfsuiteError(f"shard {text!r}: need 1 <= I <= N")
+    return i, n
+
+
+def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """The cells of shard ``index`` (1-based) of ``count``, in their original order."""
+    loads = [0.0] * count
+    owner: dict[str, int] = {}
+    for cell in sorted(cells, key=lambda c: (-estimated_cost(c), c.id)):
+        k = min(range(count), key=lambda s: (loads[s], s))
+        loads[k] += estimated_cost(cell)
+        owner[cell.id] = k
+    return [c for c in cells if owner[c.id] == index - 1]

@@ -1,0 +1,100 @@
+"""The plugin as a user meets it: run in a subprocess with pytester, check the JSON and the terminal."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+LATENCY_TEST = (Path(__file__).parents[1] / "benchmarks" / "test_latency.py").read_text()
+FAST = ["--perfsuite-rounds=3", "--perfsuite-warmup=1", "-p", "no:cacheprovider"]
+
+
+@pytest.fixture
+def suite(pytester):
+    pytester.makepyfile(test_latency=LATENCY_TEST)
+    return pytester
+
+
+def test_every_cell_writes_the_whole_record(suite):
+    cells = "adapter in ('none', 'lora', 'lora-merged') and batch == 1"
+    result = suite.runpytest_subprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", *FAST)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_latency?lora-r8-b1-s32?*"])
+    doc = json.loads((suite.path / "out.json").read_text())
+    assert doc["perfsuite"]["profile"] == "smoke" and doc["perfsuite"]["not_run"] == []
+    by_id = {b["extra_info"]["cell_id"]: b["extra_info"] for b in doc["benchmarks"]}
+    assert set(by_id) == {"latency[none-r0-b1-s32]", "latency[lora-r8-b1-s32]", "latency[lora-merged-r8-b1-s32]"}
+    for info in by_id.values():
+        assert info["perfsuite_schema"] == 1 and info["status"] == "ok"
+        assert info["cell"]["model"] == "tiny" and info["cell"]["device"] == "cpu"
+        assert info["model_dims"]["n_layer"] == 2
+        assert info["env"]["torch_version"] and info["env"]["device_name"]
+        assert len(info["samples_ms"]) == len(info["base_samples_ms"]) == 3
+        assert info["flops"] > 0 and info["flops_per_s"] > 0
+        assert "slowdown_pct" in info and info["time_ms"] > 0
+    # unmerged LoRA does more arithmetic than the plain model; merged LoRA exactly as much
+    assert by_id["latency[lora-r8-b1-s32]"]["flops"] > by_id["latency[none-r0-b1-s32]"]["flops"]
+    assert by_id["latency[lora-merged-r8-b1-s32]"]["flops"] == by_id["latency[none-r0-b1-s32]"]["flops"]
+
+
+def test_out_of_memory_is_recorded_and_the_run_goes_on(suite):
+    suite.makeconftest("""
+import pytest, torch
+import perfsuite.workloads.latency as latency
+
+@pytest.fixture(autouse=True)
+def oom_at_batch_4(request, monkeypatch):
+    cell = request.node.callspec.params["perfsuite_cell"]
+    if cell.batch == 4:
+        def boom(fn):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        monkeypatch.setattr(latency, "count_flops", boom)
+""")
+    result = suite.runpytest_subprocess("--perfsuite-cells=adapter == 'lora'", "--benchmark-json=out.json", "-rs",
+                                        *FAST)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*latency?lora-r8-b4-s32?: oom: CUDA out of memory*"])
+    doc = json.loads((suite.path / "out.json").read_text())
+    assert [b["extra_info"]["cell_id"] for b in doc["benchmarks"]] == ["latency[lora-r8-b1-s32]"]
+    (entry,) = doc["perfsuite"]["not_run"]
+    assert entry["cell_id"] == "latency[lora-r8-b4-s32]" and entry["status"] == "oom"
+
+
+def test_gpu_profile_without_a_gpu_is_skipped_with_a_reason(suite, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = suite.runpytest_subprocess("--perfsuite-profile=paper", "-rs", *FAST,
+                                        "--perfsuite-cells=adapter == 'lora' and batch == 1 and seq_len == 128")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["*no_device: profile 'paper' needs a GPU and none is visible*"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--perfsuite-profile=huge"], "*perfsuite: unknown profile 'huge'; known: smoke, paper*"),
+    (["--perfsuite-cells=batch <"], "*perfsuite: cannot parse cell selection*"),
+    (["--perfsuite-shard=3/2"], "*perfsuite: shard '3/2': need 1 <= I <= N*"),
+    (["--perfsuite-resume"], "*--perfsuite-resume needs --perfsuite-journal FILE*"),
+])
+def test_bad_options_give_one_clear_line(suite, args, message):
+    result = suite.runpytest_subprocess(*args, *FAST)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_journal_keeps_cells_and_resume_skips_them(suite):
+    args = ["--perfsuite-cells=adapter == 'pfeiffer'", "--perfsuite-journal=j.jsonl", *FAST]
+    suite.runpytest_subprocess(*args).assert_outcomes(passed=2)
+    second = suite.runpytest_subprocess(*args, "--perfsuite-resume")
+    second.assert_outcomes(skipped=1)  # the empty parameter set: nothing left to measure
+    lines = [json.loads(x) for x in (suite.path / "j.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["header", "benchmark", "benchmark"]
+
+
+def test_shards_split_the_grid(suite):
+    ids = []
+    for i in (1, 2, 3):
+        result = suite.runpytest_subprocess("--collect-only", "-q", f"--perfsuite-shard={i}/3", *FAST)
+        ids.append({line for line in result.stdout.lines if "test_latency[" in line})
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    whole = suite.runpytest_subprocess("--collect-only", "-q", *FAST)
+    assert ids[0] | ids[1] | ids[2] == {line for line in whole.stdout.lines if "test_latency[" in line}

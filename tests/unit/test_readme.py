@@ -1,0 +1,23 @@
+"""The README's two commands are the ones CI runs and the ones a new user types."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_has_the_two_commands():
+    commands = readme_commands()
+    assert "pip install -e . && perfsuite run" in commands
+    assert "pip install -e '.[test]' && pytest" in commands
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    test_command = next(c for c in readme_commands() if c.endswith("pytest"))
+    assert ci[-1] == test_command
+    assert any(line.startswith("python -m pip install -q torch==2.13.0") for line in ci), "CPU torch first"
