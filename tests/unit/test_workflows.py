@@ -1,0 +1,64 @@
+"""The GitHub workflows: valid YAML, the expected triggers and jobs, and every perfsuite command they
+call parses with the real command line (actionlint's PyPI wrapper downloads its binary, which this
+project's machines cannot, so structure is checked here)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from perfsuite.cli import build_parser
+
+WORKFLOWS = Path(__file__).parents[2] / ".github" / "workflows"
+
+
+def load(name):
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as True
+    return doc
+
+
+def run_lines(doc):
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            yield from step.get("run", "").replace("\\\n", " ").splitlines()
+
+
+def perfsuite_commands(doc):
+    for line in run_lines(doc):
+        line = re.sub(r"\$\{\{[^}]*\}\}", "1", line).replace('"$PROFILE"', "full").replace("$SHARDS", "4")
+        if line.strip().startswith("perfsuite "):
+            yield shlex.split(line)[1:]
+
+
+def test_pull_request_workflow():
+    doc = load("pr.yml")
+    assert set(doc["on"]) == {"pull_request", "workflow_dispatch"}
+    assert doc["permissions"]["pull-requests"] == "write"
+    steps = doc["jobs"]["smoke"]["steps"]
+    text = yaml.safe_dump(steps)
+    assert "torch==2.13.0" in text and "pytest" in text and "GITHUB_STEP_SUMMARY" in text
+    assert any("github-script" in s.get("uses", "") for s in steps), "posts or updates one PR comment"
+    assert steps[-1]["if"] == "steps.run.outputs.exit != '0'", "fails the check on a confirmed regression"
+
+
+def test_nightly_workflow():
+    doc = load("nightly.yml")
+    assert set(doc["on"]) == {"schedule", "workflow_dispatch"}
+    shard = doc["jobs"]["shard"]
+    assert "self-hosted" in shard["runs-on"] and "gpu" in shard["runs-on"]
+    assert shard["strategy"]["matrix"]["shard"] == list(range(1, int(doc["env"]["SHARDS"]) + 1))
+    merge = doc["jobs"]["merge"]
+    assert merge["needs"] == "shard"
+    assert any("issues.create" in s.get("with", {}).get("script", "") for s in merge["steps"])
+
+
+@pytest.mark.parametrize("name", ["pr.yml", "nightly.yml"])
+def test_every_perfsuite_command_in_the_workflows_parses(name):
+    commands = list(perfsuite_commands(load(name)))
+    assert commands, f"{name} calls no perfsuite command"
+    parser = build_parser()
+    for argv in commands:
+        parser.parse_args(argv)  # SystemExit (a failed test) on an unknown command or option
