@@ -1,0 +1,43 @@
+"""``perfsuite report``: result JSON files → heatmaps, CSV and a summary page (a thin layer over render_report)."""
+
+from __future__ import annotations
+
+import sys
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.results import load_results
+
+HELP = "render the heatmaps, results.csv and a summary page (index.html, summary.md) from result JSON files"
+DEFAULT_OUT = "perfsuite-out/report"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("results", nargs="+", metavar="RESULTS.json",
+                   help="pytest-benchmark JSON files written with perfsuite (shards of one run, or several runs)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--comparison", default=None, metavar="FILE",
+                   help="verdict JSON from `perfsuite compare`; its table goes on top of the page")
+    p.add_argument("--vector", default="svg", choices=("svg", "pdf", "none"),
+                   help="vector format written beside each PNG (default: svg)")
+    p.add_argument("--title", default=None, help="page title (default: 'perfsuite report — PROFILE')")
+
+
+def run(args) -> int:
+    from perfsuite.report import load_comparison, render_report  # matplotlib: only when a report is made
+
+    comparison = load_comparison(args.comparison) if args.comparison else None
+    results = load_results(args.results, strict=False)
+    for line in results.errors:
+        print(f"perfsuite report: error: {line}", file=sys.stderr)
+    if not results.runs:
+        raise PerfsuiteError(f"none of the {len(args.results)} result file(s) could be read; nothing to report")
+    files = render_report(results, args.out, comparison=comparison, title=args.title,
+                          vector=None if args.vector == "none" else args.vector)
+    print(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/")
+    for path in (files.index, files.summary, files.csv, *files.figures):
+        print(f"  {path.name}")
+    if files.missing:
+        print(f"missing ({len(files.missing)}):")
+        for line in files.missing:
+            print(f"  {line}")
+    return 2 if results.errors else 0

@@ -1,0 +1,251 @@
+"""Report, step 2 — figures: the grids of :mod:`perfsuite.report.tables` → matplotlib figures, after the papers.
+
+* :func:`latency_figure` — LoRA (Hu et al. 2021) Fig. 5: a panel row per adapter, a column per sequence
+  length; y = rank r, x = batch; colour = % slow-down against r = 0, one shared colour bar.
+* :func:`recompute_figure` — LLM-42 (Gond et al. 2026) Fig. 13: y = batch, x = window; recompute cost (%)
+  and throughput normalised to the best cell; cells over the token budget blank.
+* :func:`subspace_figure` — LoRA Figs. 4 and 7: φ(A, A′, i, j), i down, j across, a panel per (layer,
+  matrix) and the random-Gaussian control, one shared colour bar.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, never pyplot: no GUI backend, no global
+figure registry to leak into, nothing to close. Values are written in the cells; a cell without a
+number is hatched and says why (OOM, missing, …), except cells blank by design (over the token budget).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
+from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, Phi, RecomputeData, SubspaceGroup, adapter_label,
+                                     check_phi, setup_label, subspace_groups)
+
+VECTOR_FORMATS = ("svg", "pdf")
+PNG_DPI = 150
+HEATMAP_CMAP = "magma"  # the LoRA paper's dark purple → peach scale (seaborn's "rocket" is the same family)
+# LLM-42 Fig. 13's blue → sand → orange, for recompute cost.
+RECOMPUTE_CMAP = LinearSegmentedColormap.from_list("perfsuite_recompute", ["#3a6ea5", "#9cc3da", "#efd9b4", "#e8924a",
+                                                                           "#c4501b"])
+THROUGHPUT_CMAP = "viridis"
+MISSING_FACE = "#eeeeee"  # hatched background of a cell without a number
+MISSING_HATCH = "////"
+CELL_FONT = 7.5
+OUTLIER_FACTOR = 2.0  # colour scales stop at this × the 90th percentile (see _norm)
+
+
+def _text_colour(cmap, norm, v: float) -> str:
+    r, g, b, _ = cmap(norm(v))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def draw_grid(ax, grid: Grid, *, cmap, norm, label=lambda v: f"{v:.1f}", annotate: bool = True,
+              fontsize: float = CELL_FONT):
+    """One heatmap panel: rows top to bottom as listed, numbers in the cells, holes hatched with their reason."""
+    cmap = colormaps[cmap] if isinstance(cmap, str) else cmap
+    data = np.ma.masked_invalid(grid.values)
+    im = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(grid.cols)), [str(c) for c in grid.cols])
+    ax.set_yticks(range(len(grid.rows)), [str(r) for r in grid.rows])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    for i, line in enumerate(grid.status):
+        for j, status in enumerate(line):
+            if status == STATUS_OK:
+                if annotate:
+                    v = grid.values[i, j]
+                    ax.text(j, i, label(v), ha="center", va="center", fontsize=fontsize,
+                            color=_text_colour(cmap, norm, v))
+            elif status != STATUS_OUTSIDE_BUDGET:  # over the budget: blank, as in LLM-42 Fig. 13
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=MISSING_FACE, edgecolor="#9a9a9a",
+                                       hatch=MISSING_HATCH, linewidth=0))
+                ax.text(j, i, CELL_NOTES.get(status, status), ha="center", va="center", fontsize=fontsize - 1,
+                        color="#444444", bbox={"facecolor": MISSING_FACE, "edgecolor": "none", "pad": 0.6})
+    ax.set_xlim(-0.5, len(grid.cols) - 0.5)
+    ax.set_ylim(len(grid.rows) - 0.5, -0.5)
+    return im
+
+
+def _norm(grids: Iterable[Grid], *, floor: float | None = 0.0, robust: bool = False) -> tuple[Normalize, str]:
+    """One colour scale for all the panels, from min(floor, data) to max(data), and the colour bar's ``extend``.
+
+    ``robust``: a few outliers (e.g. a first-call warm-up) must not turn every other cell black, so the
+    top is capped at OUTLIER_FACTOR × the 90th percentile; the bar then gets an arrow, and the capped cells
+    still show their own number.
+    """
+    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in grids] or [np.array([])])
+    lo = float(vals.min()) if vals.size else 0.0
+    hi = float(vals.max()) if vals.size else 1.0
+    if floor is not None:
+        lo = min(lo, floor)
+    extend = "neither"
+    if robust and vals.size >= 4:
+        cap = OUTLIER_FACTOR * float(np.percentile(vals, 90))
+        if cap > lo and hi > cap:
+            hi, extend = cap, "max"
+    return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0), extend
+
+
+def _pct(v: float) -> str:
+    return f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}"
+
+
+# --- latency ---------------------------------------------------------------------------------------
+
+
+def latency_figure(data: LatencyData) -> Figure:
+    """LoRA paper Fig. 5 from a :class:`LatencyData`: slow-down % of each adapter against the plain model."""
+    nrows, ncols = len(data.adapters), len(data.seq_lens)
+    batches = next(iter(data.panels.values())).cols
+    ranks = max(len(g.rows) for g in data.panels.values())
+    panel_w = max(1.7, 0.5 * len(batches) + 0.7)
+    panel_h = max(1.1, 0.3 * ranks + 0.55)
+    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    norm, extend = _norm(data.panels.values(), robust=True)
+    cmap = colormaps[HEATMAP_CMAP]
+    im = None
+    for r, adapter in enumerate(data.adapters):
+        for c, seq in enumerate(data.seq_lens):
+            ax = axes[r][c]
+            im = draw_grid(ax, data.grid(adapter, seq), cmap=cmap, norm=norm, label=_pct)
+            if r == 0:
+                ax.set_title(f"Seq Len = {seq}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
+            else:
+                ax.tick_params(labelleft=False)
+            if r == nrows - 1:
+                ax.set_xlabel("Batch Size")
+            else:
+                ax.tick_params(labelbottom=False)
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02, extend=extend)
+    bar.set_label("slow-down vs. r = 0 (%)")
+    fig.suptitle(f"Latency slow-down against r = 0\n{setup_label(data.setup)}", fontsize=10)
+    return fig
+
+
+# --- recompute -------------------------------------------------------------------------------------
+
+
+def recompute_figure(data: RecomputeData) -> Figure:
+    """LLM-42 Fig. 13 from a :class:`RecomputeData`: a row per adapter setup; recompute cost, normalised
+    throughput."""
+    nrows = len(data.panels)
+    first = data.panels[0].cost
+    panel_w = max(2.6, 0.62 * len(first.cols) + 0.9)
+    panel_h = max(1.8, 0.36 * len(first.rows) + 0.8)
+    fig = Figure(figsize=(2 * panel_w + 2.2, nrows * panel_h + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, 2, squeeze=False)
+    cost_norm, _ = _norm([p.cost for p in data.panels])
+    tput_norm = Normalize(vmin=0.0, vmax=1.0)
+    ims = [None, None]
+    for r, p in enumerate(data.panels):
+        ims[0] = draw_grid(axes[r][0], p.cost, cmap=RECOMPUTE_CMAP, norm=cost_norm, label=lambda v: f"{v:.2f}%")
+        ims[1] = draw_grid(axes[r][1], p.throughput, cmap=THROUGHPUT_CMAP, norm=tput_norm, label=lambda v: f"{v:.2f}")
+        for c, what in enumerate(("recompute cost", "normalised throughput")):
+            ax = axes[r][c]
+            ax.set_title(f"{p.title}: {what}", fontsize=9)
+            ax.set_ylabel("Batch Size")
+            ax.set_xlabel("Window Size")
+    for c, (label, fmt) in enumerate((("Recompute Cost (%)", "{x:.0f}%"), ("throughput / best cell", "{x:.1f}"))):
+        bar = fig.colorbar(ims[c], ax=[axes[r][c] for r in range(nrows)], aspect=max(12, 10 * nrows), pad=0.02,
+                           format=fmt)
+        bar.set_label(label)
+    fig.suptitle(f"Recompute cost of verified decoding, batch × window\n{setup_label(data.setup)}", fontsize=10)
+    return fig
+
+
+# --- subspace similarity -------------------------------------------------------------------------
+
+
+def _phi_ticks(n: int) -> list[int]:
+    """1-based tick positions: every index when few, else about eight, always starting at 1."""
+    if n <= 12:
+        return list(range(1, n + 1))
+    step = int(np.ceil(n / 8))
+    return list(range(1, n + 1, step))
+
+
+def _grid_shape(group: SubspaceGroup) -> tuple[int, int]:
+    """(rows, columns) of the non-control panels: one row when four or fewer, else whole layers per row."""
+    n = len(group.panels)
+    if n <= 4:
+        return (1 if n else 0), n
+    per_layer = max(1, len({p.matrix for p in group.panels}))
+    ncols = per_layer * max(1, 4 // per_layer) if per_layer <= 4 else per_layer
+    return int(np.ceil(n / ncols)), ncols
+
+
+def subspace_figure(group: SubspaceGroup) -> Figure:
+    """LoRA paper Figs. 4 / 7 from a :class:`SubspaceGroup`; the controls in a column on the right."""
+    prow, pcol = _grid_shape(group)
+    ncols = pcol + (1 if group.controls else 0)
+    nrows = max(prow, len(group.controls))
+    first = (group.panels or group.controls)[0]
+    side = 2.3 if max(first.r_a, first.r_b) > 12 else 1.9
+    aspect = first.r_a / first.r_b
+    fig = Figure(figsize=(ncols * side + 1.3, nrows * max(1.4, side * min(1.0, aspect * 1.15)) + 0.9),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    placed: list[tuple[object, Phi]] = []
+    for k, p in enumerate(group.panels):
+        placed.append((axes[k // pcol][k % pcol], p))
+    for k, p in enumerate(group.controls):
+        placed.append((axes[k][ncols - 1], p))
+    used = {id(ax) for ax, _ in placed}
+    for line in axes:
+        for ax in line:
+            if id(ax) not in used:
+                ax.remove()
+    norm = Normalize(vmin=0.0, vmax=max(float(np.nanmax(p.phi)) for _, p in placed) or 1.0)
+    im = None
+    for ax, p in placed:
+        im = ax.imshow(p.phi, cmap=HEATMAP_CMAP, norm=norm, aspect="auto", interpolation="nearest",
+                       extent=(0.5, p.r_b + 0.5, p.r_a + 0.5, 0.5))
+        ax.set_xticks(_phi_ticks(p.r_b))
+        ax.set_yticks(_phi_ticks(p.r_a))
+        ax.tick_params(labelsize=7, length=2)
+        ax.set_title(p.title, fontsize=9)
+        ax.set_xlabel("j", fontsize=9)
+        ax.set_ylabel("i", fontsize=9)
+    bar = fig.colorbar(im, ax=[ax for ax, _ in placed], aspect=max(15, 10 * nrows), pad=0.02)
+    bar.set_label("$\\phi$")
+    fig.suptitle(group.title, fontsize=11)
+    return fig
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | None = "svg") -> list[Path]:
+    """``stem``.png (for the page) and ``stem``.svg/.pdf (vector), in ``out_dir``; the PNG first."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png"]
+    fig.savefig(paths[0], dpi=PNG_DPI)
+    if vector:
+        if vector not in VECTOR_FORMATS:
+            raise ValueError(f"vector format must be one of {VECTOR_FORMATS}, not {vector!r}")
+        paths.append(out_dir / f"{stem}.{vector}")
+        fig.savefig(paths[-1], metadata={"Date": None} if vector == "svg" else {"CreationDate": None})
+    return paths
+
+
+def render_subspace(comparisons, out_dir: str | Path, *, vector: str | None = "svg") -> list[Path]:
+    """φ heatmaps from comparison records of the subspace data contract (dicts, or objects with ``to_dict()``,
+    such as :class:`perfsuite.subspace.Comparison`): one figure per (kind of comparison, r_a, r_b), the
+    random-Gaussian controls of the same shape beside it. Returns the files written, each PNG before its
+    vector twin. Raises ReportError (one line) on a malformed record."""
+    phis = [check_phi(c, f"comparison {k}") for k, c in enumerate(comparisons)]
+    paths: list[Path] = []
+    for group in subspace_groups(phis):
+        paths += save_figure(subspace_figure(group), out_dir, group.stem, vector=vector)
+    return paths

@@ -1,0 +1,238 @@
+"""Report, step 3 — the page: figures and tables → DIR/index.html (static, opens from disk) and DIR/summary.md.
+
+:func:`render_report` is the whole report step: results (and optionally a baseline comparison) in,
+files out. Both pages carry the same content in the same order: run metadata, the baseline
+verdicts (regressions first), what is missing, then every figure with the table of the numbers it
+was drawn from. The Markdown is meant to be posted as a pull-request comment.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perfsuite.record import STATUS_OK
+from perfsuite.report.figures import latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.tables import (CELL_NOTES, Grid, ReportError, Table, check_comparison, latency_data,
+                                     latency_tables, missing_lines, phi_frame, plain_label, recompute_data,
+                                     recompute_tables, report_frame, run_table, setup_label, subspace_groups,
+                                     subspace_records, subspace_tables, verdict_tables)
+from perfsuite.results import Results
+
+CSV_NAME = "results.csv"
+PHI_CSV_NAME = "subspace_phi.csv"
+_HOLE_TEXTS = frozenset(t for t in CELL_NOTES.values() if t)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One figure of the page with the tables of its numbers."""
+
+    title: str
+    figures: tuple[Path, ...]  # PNG first, then its vector twin; empty when there was nothing to draw
+    tables: tuple[Table, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`render_report` wrote."""
+
+    out_dir: Path
+    index: Path  # index.html
+    summary: Path  # summary.md
+    csv: Path  # results.csv: the tidy frame with run metadata
+    figures: tuple[Path, ...]  # every PNG and vector file
+    missing: tuple[str, ...]  # one line per thing the report could not show
+
+
+def _coverage(statuses: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    total = sum(counts.values())
+    ok = counts.pop(STATUS_OK, 0)
+    rest = ", ".join(f"{v} {CELL_NOTES.get(k) or k.replace('_', ' ')}" for k, v in sorted(counts.items()))
+    return f"{ok} of {total} cells measured" + (f"; {rest}" if rest else "") + "."
+
+
+def _has_numbers(grids: list[Grid]) -> bool:
+    return any(np.isfinite(g.values).any() for g in grids)
+
+
+def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tuple[list[Section], list[str]]:
+    """Draw and save every figure the results allow; returns the sections and the missing-lines."""
+    frame = results.frame
+    sections, drawn = [], {}
+    for data in latency_data(frame):
+        grids = list(data.panels.values())
+        paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths), tuple(latency_tables(data)),
+                                "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
+                                "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())))
+        drawn |= data.cell_statuses()
+    for data in recompute_data(frame):
+        grids = [p.cost for p in data.panels]
+        paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        sections.append(Section(f"Recompute — {setup_label(data.setup)}", tuple(paths), tuple(recompute_tables(data)),
+                                "Share of output tokens rolled back and recomputed by verified decoding, and "
+                                "throughput relative to the best cell, after LLM-42 (Gond et al. 2026) Fig. 13. "
+                                + _coverage(data.cell_statuses())))
+        drawn |= data.cell_statuses()
+    phis = subspace_records(frame)
+    for group in subspace_groups(phis):
+        paths = save_figure(subspace_figure(group), out_dir, group.stem, vector=vector)
+        sections.append(Section(f"Subspace similarity — {plain_label(group.title)}", tuple(paths),
+                                tuple(subspace_tables(group)),
+                                "φ(A, A′, i, j) = ‖U_A^i⊤ U_A′^j‖²_F / min(i, j): how much of the top-i directions of one "
+                                "adapter's A lie in the top-j of the other's, after LoRA (Hu et al. 2021) Figs. 4 and 7."))
+    if phis:
+        phi_frame(phis).to_csv(out_dir / PHI_CSV_NAME, index=False)
+    return sections, missing_lines(results, drawn)
+
+
+def render_report(results: Results, out_dir: str | Path, *, comparison: dict | None = None,
+                  vector: str | None = "svg", title: str | None = None) -> ReportFiles:
+    """The report step: results.csv, a figure per workload and setup present, index.html and summary.md
+    in ``out_dir``. ``comparison`` is a ``perfsuite compare`` verdict document (its table goes on top);
+    ``vector`` is "svg", "pdf" or None (PNG only). Renders whatever the results hold, and lists the rest."""
+    out_dir = Path(out_dir)
+    if comparison is not None:
+        comparison = check_comparison(comparison)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
+    csv = out_dir / CSV_NAME
+    report_frame(results).to_csv(csv, index=False)
+    sections, missing = build_sections(results, out_dir, vector=vector)
+    profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
+    title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
+    head = [run_table(results)]
+    verdicts = verdict_tables(comparison) if comparison is not None else []
+    index = out_dir / "index.html"
+    summary = out_dir / "summary.md"
+    extra = [p.name for p in (csv, out_dir / PHI_CSV_NAME) if p.exists()]
+    index.write_text(html_page(title, head, verdicts, missing, sections, extra))
+    summary.write_text(markdown_page(title, head, verdicts, missing, sections, extra))
+    return ReportFiles(out_dir, index, summary, csv, tuple(p for s in sections for p in s.figures), tuple(missing))
+
+
+# --- HTML ------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1180px;
+       padding: 0 1em; color: #1d1d1f; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1em; margin: 1.2em 0 .4em; }
+table { border-collapse: collapse; margin: .4em 0 1em; font-size: 12.5px; }
+th, td { border: 1px solid #d5d5d5; padding: 2px 7px; } th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } td.hole { color: #888; font-style: italic;
+         text-align: center; background: repeating-linear-gradient(135deg, #f3f3f3 0 4px, #fff 4px 8px); }
+tr.strong td { font-weight: 600; background: #fff0f0; }
+img { max-width: 100%; border: 1px solid #eee; } .note { color: #555; } .files { color: #555; font-size: 12.5px; }
+ul.missing li { font-family: ui-monospace, monospace; font-size: 12.5px; }
+"""
+
+
+def _is_number_text(text: str) -> bool:
+    t = text.rstrip("%†").replace(",", "").replace("+", "").replace("−", "-").strip()
+    try:
+        float(t)
+    except ValueError:
+        return t.startswith("[") or t.startswith("<")
+    return True
+
+
+def html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    body = []
+    for k, row in enumerate(t.rows):
+        cells = []
+        for text in row:
+            cls = "num" if _is_number_text(text) else "hole" if t.marks_holes and text in _HOLE_TEXTS else ""
+            td = f'<td class="{cls}">' if cls else "<td>"
+            cells.append(f"{td}{html.escape(text)}</td>")
+        tr = '<tr class="strong">' if k in t.strong_rows else "<tr>"
+        body.append(f"{tr}{''.join(cells)}</tr>")
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
+    note = f"<p class=\"note\">{html.escape(t.note)}</p>" if t.note else ""
+    if t.collapsed:
+        return f"<details><summary>{html.escape(t.title)}</summary>{table}{note}</details>"
+    return f"<h3>{html.escape(t.title)}</h3>{table}{note}"
+
+
+def html_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
+              extra_files: list[str]) -> str:
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts += [html_table(t) for t in head]
+    if verdicts:
+        parts.append("<h2>Baseline comparison</h2>")
+        parts += [html_table(t) for t in verdicts]
+    if missing:
+        parts.append("<h2>Missing</h2><ul class=\"missing\">"
+                     + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2><p class=\"note\">{html.escape(s.note)}</p>")
+        if s.figures:
+            png = s.figures[0].name
+            parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
+                         f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
+                                                                  for p in s.figures) + "</p>")
+        else:
+            parts.append("<p class=\"note\">No cell has a number to draw.</p>")
+        parts += [html_table(t) for t in s.tables]
+    if extra_files:
+        parts.append("<p class=\"files\">Data: " + " · ".join(f"<a href=\"{html.escape(f)}\">{html.escape(f)}</a>"
+                                                              for f in extra_files) + "</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# --- Markdown --------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(t: Table, *, heading: str = "####") -> str:
+    align = ["---:" if t.rows and all(_is_number_text(r[k]) or not r[k] or r[k] in _HOLE_TEXTS for r in t.rows)
+             and any(_is_number_text(r[k]) for r in t.rows) else "---" for k in range(len(t.columns))]
+    lines = ["| " + " | ".join(_md_cell(c) for c in t.columns) + " |", "| " + " | ".join(align) + " |"]
+    for k, row in enumerate(t.rows):
+        cells = [_md_cell(c) for c in row]
+        if k in t.strong_rows:
+            cells = [f"**{c}**" if c else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    body = "\n".join(lines) + (f"\n\n{t.note}" if t.note else "")
+    if t.collapsed:
+        return f"<details><summary>{html.escape(t.title)}</summary>\n\n{body}\n\n</details>"
+    return f"{heading} {t.title}\n\n{body}"
+
+
+def markdown_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
+                  extra_files: list[str]) -> str:
+    parts = [f"## {title}"]
+    parts += [markdown_table(t) for t in head]
+    if verdicts:
+        parts.append("### Baseline comparison")
+        parts += [markdown_table(t) for t in verdicts]
+    if missing:
+        parts.append("### Missing\n\n" + "\n".join(f"- `{m}`" for m in missing))
+    for s in sections:
+        parts.append(f"### {s.title}\n\n{s.note}")
+        if s.figures:
+            parts.append(f"![{s.title}]({s.figures[0].name})\n\n"
+                         + " · ".join(f"[{p.name}]({p.name})" for p in s.figures))
+        else:
+            parts.append("_No cell has a number to draw._")
+        # φ grids stay on the HTML page (and in subspace_phi.csv): too long for a pull-request comment.
+        parts += [markdown_table(t) for t in s.tables if not t.title.startswith("φ(i, j)")]
+    if extra_files:
+        parts.append("Data: " + " · ".join(f"[{f}]({f})" for f in extra_files))
+    return "\n\n".join(parts) + "\n"

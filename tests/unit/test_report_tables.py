@@ -1,0 +1,226 @@
+"""perfsuite.report.tables: the numbers each heatmap draws and the tables printed under it."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perfsuite.grid import ADAPTER_NAMES
+from perfsuite.report.tables import (MISSING, ReportError, check_comparison, check_phi, latency_data, latency_tables,
+                                     load_comparison, missing_lines, phi_frame, recompute_data, recompute_tables,
+                                     report_frame, subspace_groups, subspace_records, subspace_tables, verdict_table,
+                                     verdict_tables)
+from perfsuite.results import load_results
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
+SMOKE = load_results([FIXTURES / "latency_smoke.json"])
+PARTIAL = load_results([FIXTURES / "latency_partial.json"])
+RECOMPUTE = load_results([FIXTURES / "recompute_fig13.json"])
+SUBSPACE = load_results([FIXTURES / "subspace_small.json"])
+COMPARISON = load_comparison(FIXTURES / "comparison.json")
+# LLM-42 Fig. 13, batch → recompute % per window 16, 32, …; the fixture's plain-model panel holds exactly these.
+FIG13 = {1: [3.44, 6.81, 12.42, 24.92, 46.41, 42.33], 2: [3.31, 6.03, 13.86, 28.96, 42.28], 4: [2.97, 6.47, 14.09, 27.85],
+         8: [3.11, 6.49, 13.83], 16: [3.09, 6.40], 32: [2.82]}
+
+
+def slowdown(results, cell_id):
+    (value,) = results.frame.loc[results.frame["cell_id"] == cell_id, "slowdown_pct"]
+    return value
+
+
+# --- latency ---------------------------------------------------------------------------------------
+
+
+def test_latency_grid_holds_the_frame_numbers():
+    (data,) = latency_data(SMOKE.frame)
+    assert data.stem == "latency" and data.setup == {"model": "tiny", "dtype": "float32", "device": "cpu"}
+    assert data.adapters == ADAPTER_NAMES and data.seq_lens == (32,)
+    g = data.grid("houlsby", 32)
+    assert (g.rows, g.cols, g.title) == ((0, 8), (1, 4), "Seq Len = 32")
+    expected = [[slowdown(SMOKE, f"latency[none-r0-b{b}-s32]") for b in (1, 4)],
+                [slowdown(SMOKE, f"latency[houlsby-r8-b{b}-s32]") for b in (1, 4)]]
+    np.testing.assert_allclose(g.values, expected)
+    assert g.values[1, 0] == pytest.approx(29.697487796306454)
+    tg = data.times[("houlsby", 32)]
+    assert tg.values[1, 1] == pytest.approx(SMOKE.frame.set_index("cell_id").loc["latency[houlsby-r8-b4-s32]", "time_ms"])
+
+
+def test_the_r0_row_is_the_plain_model_in_every_adapter_panel():
+    (data,) = latency_data(SMOKE.frame)
+    base = data.grid("houlsby", 32).values[0]
+    for a in data.adapters:
+        np.testing.assert_array_equal(data.grid(a, 32).values[0], base)
+    assert len(data.cell_statuses()) == 18  # the shared r = 0 cells counted once
+
+
+def test_partial_results_show_oom_and_missing_never_zero():
+    (data,) = latency_data(PARTIAL.frame)
+    assert data.adapters == ("houlsby", "lin")
+    h, lin = data.grid("houlsby", 32), data.grid("lin", 32)
+    assert h.status == (("ok", "ok"), ("ok", "oom"))
+    assert lin.status == (("ok", "ok"), ("ok", MISSING))
+    assert math.isnan(h.values[1, 1]) and math.isnan(lin.values[1, 1])
+    lines = missing_lines(PARTIAL, data.cell_statuses())
+    assert lines == ["not in these results: recompute, subspace",
+                     "latency[houlsby-r8-b4-s32] did not run (oom: CUDA out of memory. Tried to allocate 2.00 GiB)",
+                     "latency[lin-r8-b4-s32]: in no result file"]
+
+
+def test_latency_table_is_the_drawn_numbers():
+    (data,) = latency_data(PARTIAL.frame)
+    slow, times = latency_tables(data)
+    assert slow.columns == ("adapter", "seq len", "r", "b=1", "b=4")
+    assert [r[:3] for r in slow.rows] == [("none", "32", "0"), ("AdapterH", "32", "8"), ("AdapterL", "32", "8")]
+    houlsby = slow.rows[1]
+    assert houlsby[3].rstrip("†") == f"{slowdown(PARTIAL, 'latency[houlsby-r8-b1-s32]'):.1f}" == "29.7"
+    assert houlsby[4] == "OOM" and slow.rows[2][4] == "missing"
+    assert "noisy" in slow.note and houlsby[3].endswith("†")  # the smoke run's IQR is 18 % of the median
+    assert times.collapsed and times.rows[1][3] == "0.330"
+
+
+def test_one_figure_per_setup():
+    frame = SMOKE.frame.copy()
+    frame.loc[frame["adapter"] == "lora", "dtype"] = "bfloat16"
+    stems = [d.stem for d in latency_data(frame)]
+    assert stems == ["latency-tiny-bfloat16-cpu", "latency-tiny-float32-cpu"]
+
+
+def test_no_data_when_the_cell_ran_without_timing():
+    frame = SMOKE.frame.copy()
+    frame.loc[frame["cell_id"] == "latency[lora-r8-b1-s32]", "slowdown_pct"] = float("nan")
+    (data,) = latency_data(frame)
+    assert data.grid("lora", 32).status[1][0] == "no_data"
+    assert "latency[lora-r8-b1-s32]: ran, but recorded no number" in missing_lines(SMOKE, data.cell_statuses())
+
+
+# --- recompute -------------------------------------------------------------------------------------
+
+
+def test_recompute_grid_matches_the_paper_and_leaves_the_budget_blank():
+    (data,) = recompute_data(RECOMPUTE.frame)
+    assert [p.key for p in data.panels] == [("none", 0, 128, 512), ("lora", 16, 128, 512)]
+    plain = data.panels[0]
+    assert plain.cost.rows == (32, 16, 8, 4, 2, 1) and plain.cost.cols == (16, 32, 64, 128, 256, 512)
+    for i, b in enumerate(plain.cost.rows):
+        n = len(FIG13[b])
+        np.testing.assert_allclose(plain.cost.values[i, :n], FIG13[b])
+        assert plain.cost.status[i][n:] == ("outside_budget",) * (6 - n)
+        assert np.isnan(plain.cost.values[i, n:]).all()
+    assert data.cell_statuses()["recompute[none-r0-b32-s128-w512-g512]"] == "outside_budget"
+
+
+def test_normalised_throughput_is_over_the_panel_best():
+    (data,) = recompute_data(RECOMPUTE.frame)
+    frame = RECOMPUTE.frame
+    for p in data.panels:
+        mine = frame[(frame["adapter"] == p.key[0]) & (frame["status"] == "ok")]
+        best = mine["throughput_tok_s"].max()
+        assert p.best_tok_s == pytest.approx(best)
+        assert np.nanmax(p.throughput.values) == pytest.approx(1.0)
+        cid = f"recompute[{p.key[0]}-r{p.key[1]}-b2-s128-w64-g512]"
+        (tput,) = mine.loc[mine["cell_id"] == cid, "throughput_tok_s"]
+        assert p.throughput.values[p.cost.rows.index(2), 2] == pytest.approx(tput / best)
+
+
+def test_recompute_tables():
+    (data,) = recompute_data(RECOMPUTE.frame)
+    cost, tput, *_ = recompute_tables(data)
+    assert cost.columns == ("batch \\ window", "16", "32", "64", "128", "256", "512")
+    assert cost.rows[-1] == ("1", "3.44%", "6.81%", "12.42%", "24.92%", "46.41%", "42.33%")
+    assert cost.rows[0] == ("32", "2.82%", "", "", "", "", "")  # over the budget: blank, as in the figure
+    assert "outside the token budget" in cost.note and "1.00 = " in tput.note
+    assert cost.title.startswith("plain model (prompt 128, 512 output tokens)")
+
+
+# --- subspace --------------------------------------------------------------------------------------
+
+
+def test_subspace_groups_follow_the_paper_figures():
+    phis = subspace_records(SUBSPACE.frame)
+    assert len(phis) == 10
+    seed, rank = subspace_groups(phis)
+    assert seed.stem == "subspace-seed-r8-r8" and rank.stem == "subspace-rank-r4-r8"
+    assert [(p.layer, p.matrix) for p in seed.panels] == [(0, "q"), (0, "v"), (1, "q"), (1, "v")]
+    assert [(c.r_a, c.r_b) for c in seed.controls] == [(8, 8)] and [(c.r_a, c.r_b) for c in rank.controls] == [(4, 8)]
+    assert seed.title == "$\\phi({A}_{r=8}, A'_{r=8}, i, j)$" and "A_{r=8}, i" in rank.title
+    raw = SUBSPACE.frame["subspace"].iloc[0][0]
+    np.testing.assert_array_equal(seed.panels[0].phi, np.array(raw["phi"]))
+
+
+def test_subspace_tables_and_long_csv():
+    seed, _ = subspace_groups(subspace_records(SUBSPACE.frame))
+    summary, *grids = subspace_tables(seed)
+    assert summary.column("matrix") == ["q", "v", "q", "v", ""]
+    assert summary.column("φ(1,1)")[0] == f"{seed.panels[0].phi[0, 0]:.3f}"
+    assert len(grids) == 5 and grids[0].rows[0][1] == f"{seed.panels[0].phi[0, 0]:.2f}"
+    long = phi_frame(seed.panels)
+    assert len(long) == 4 * 64
+    assert long.iloc[9].to_dict() | {"phi": 0} == {"layer": 0, "matrix": "q", "comparison": "seed",
+                                                    "label": seed.panels[0].label, "r_a": 8, "r_b": 8, "i": 2, "j": 2,
+                                                    "phi": 0}
+    assert long.iloc[9]["phi"] == seed.panels[0].phi[1, 1]
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"layer": 0, "matrix": "q"}, "has no 'phi' grid"),
+    ({"phi": [[0.5, 0.1], [0.2]]}, "'phi' is not a grid of numbers"),
+    ({"phi": [0.5, 0.1]}, "must be r_a lists of r_b numbers"),
+    ({"phi": [[0.5, 0.1]], "r_a": 2}, "r_a = 2 but 'phi' has 1 rows"),
+    ("phi", "expected a comparison record"),
+])
+def test_malformed_phi_records(record, message):
+    with pytest.raises(ReportError, match=message):
+        check_phi(record, "x.json: comparison 3")
+
+
+# --- baseline verdicts -----------------------------------------------------------------------------
+
+
+def test_verdicts_regressions_first_largest_first():
+    table = verdict_table(COMPARISON)
+    verdicts = table.column("verdict")
+    assert verdicts[:6] == ["regression", "regression", "missing", "inconclusive", "improvement", "new"]
+    assert table.column("cell")[:2] == ["latency[houlsby-r8-b1-s32]", "latency[lora-r8-b4-s32]"]
+    assert table.strong_rows == {0, 1}
+    assert table.rows[0][5:] == ("+31.0", "[+18.2, +45.3]", "<0.001")
+    assert table.rows[2][3:] == ("0.41", "", "", "", "")  # missing values blank, never 0
+    assert "2 regression, 1 missing, 1 inconclusive, 1 improvement, 1 new, 14 unchanged" in table.note
+    main, unchanged = verdict_tables(COMPARISON)
+    assert len(main.rows) == 6 and len(unchanged.rows) == 14 and unchanged.collapsed
+
+
+def test_verdicts_render_whatever_keys_there_are():
+    table = verdict_table({"perfsuite_comparison": 1, "cells": [{"cell_id": "a", "verdict": "weird"}, {},
+                                                                 {"verdict": "regression"}, "junk"]})
+    assert table.column("verdict")[0] == "regression"  # known verdicts first, then the rest by cell id
+    assert table.rows[1:] == (("", "", "", "", "", "", "", ""), ("weird", "a", "", "", "", "", "", ""))
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"cells": []}, "not a perfsuite comparison file"),
+    ({"perfsuite_comparison": 2, "cells": []}, "perfsuite_comparison 2 is newer than this perfsuite reads"),
+    ({"perfsuite_comparison": "1", "cells": []}, "unknown perfsuite_comparison version '1'"),
+    ({"perfsuite_comparison": 1, "cells": {}}, "'cells' is not a list"),
+])
+def test_bad_comparison_files(tmp_path, doc, message):
+    path = tmp_path / "cmp.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ReportError, match=f"{path}: .*{message}"):
+        load_comparison(path)
+    assert check_comparison({"perfsuite_comparison": 1, "cells": []})["cells"] == []
+
+
+# --- the frame as CSV ------------------------------------------------------------------------------
+
+
+def test_report_frame_keeps_run_metadata_and_flattens():
+    results = load_results([FIXTURES / "latency_smoke.json", FIXTURES / "subspace_small.json"])
+    frame = report_frame(results)
+    assert "subspace" not in frame.columns
+    row = frame.set_index("cell_id").loc["latency[lin-r8-b1-s32]"]
+    assert row["run_profile"] == "smoke" and row["run_commit"].startswith("f493f28")
+    assert row["batch"] == 1 and str(frame["batch"].dtype) == "Int64"
+    assert json.loads(row["samples_ms"])[0] == pytest.approx(
+        results.frame.set_index("cell_id").loc["latency[lin-r8-b1-s32]", "samples_ms"][0])
