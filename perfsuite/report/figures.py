@@ -22,6 +22,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, Phi, RecomputeData, SubspaceGroup, adapter_label,
@@ -136,13 +137,14 @@ def latency_figure(data: LatencyData) -> Figure:
 
 
 def recompute_figure(data: RecomputeData) -> Figure:
-    """LLM-42 Fig. 13 from a :class:`RecomputeData`: a row per adapter setup; recompute cost, normalised
-    throughput."""
+    """LLM-42 Fig. 13 from a :class:`RecomputeData`: a panel row per adapter; recompute cost, then
+    throughput normalised to the row's best cell."""
     nrows = len(data.panels)
-    first = data.panels[0].cost
-    panel_w = max(2.6, 0.62 * len(first.cols) + 0.9)
-    panel_h = max(1.8, 0.36 * len(first.rows) + 0.8)
-    fig = Figure(figsize=(2 * panel_w + 2.2, nrows * panel_h + 0.8), layout="constrained")
+    cols = max(len(p.cost.cols) for p in data.panels)
+    rows = max(len(p.cost.rows) for p in data.panels)
+    panel_w = max(2.6, 0.62 * cols + 0.9)
+    panel_h = max(1.6, 0.36 * rows + 0.7)
+    fig = Figure(figsize=(2 * panel_w + 2.4, nrows * panel_h + 1.0), layout="constrained")
     axes = fig.subplots(nrows, 2, squeeze=False)
     cost_norm, _ = _norm([p.cost for p in data.panels])
     tput_norm = Normalize(vmin=0.0, vmax=1.0)
@@ -150,16 +152,24 @@ def recompute_figure(data: RecomputeData) -> Figure:
     for r, p in enumerate(data.panels):
         ims[0] = draw_grid(axes[r][0], p.cost, cmap=RECOMPUTE_CMAP, norm=cost_norm, label=lambda v: f"{v:.2f}%")
         ims[1] = draw_grid(axes[r][1], p.throughput, cmap=THROUGHPUT_CMAP, norm=tput_norm, label=lambda v: f"{v:.2f}")
-        for c, what in enumerate(("recompute cost", "normalised throughput")):
-            ax = axes[r][c]
-            ax.set_title(f"{p.title}: {what}", fontsize=9)
-            ax.set_ylabel("Batch Size")
+        axes[r][0].set_ylabel(f"{p.title}\nBatch Size")
+        axes[r][1].set_ylabel("Batch Size")
+        for ax in axes[r]:
             ax.set_xlabel("Window Size")
-    for c, (label, fmt) in enumerate((("Recompute Cost (%)", "{x:.0f}%"), ("throughput / best cell", "{x:.1f}"))):
+    axes[0][0].set_title("Recompute cost (% of output tokens)", fontsize=10)
+    axes[0][1].set_title("Throughput / best cell of the row", fontsize=10)
+    for c, (label, fmt) in enumerate((("Recompute Cost (%)", lambda x, _: f"{x:g}%"),
+                                      ("normalised throughput", lambda x, _: f"{x:g}"))):
         bar = fig.colorbar(ims[c], ax=[axes[r][c] for r in range(nrows)], aspect=max(12, 10 * nrows), pad=0.02,
-                           format=fmt)
+                           format=FuncFormatter(fmt))
         bar.set_label(label)
-    fig.suptitle(f"Recompute cost of verified decoding, batch × window\n{setup_label(data.setup)}", fontsize=10)
+    setups = {(p.key[2], p.key[3]) for p in data.panels}
+    sizes = ""
+    if len(setups) == 1 and None not in next(iter(setups)):
+        prompt, gen = next(iter(setups))
+        sizes = f", prompt {prompt}, {gen} output tokens"
+    fig.suptitle(f"Recompute cost of verified decoding, batch × window\n{setup_label(data.setup)}{sizes}",
+                 fontsize=10)
     return fig
 
 
@@ -241,8 +251,8 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | No
 
 def render_subspace(comparisons, out_dir: str | Path, *, vector: str | None = "svg") -> list[Path]:
     """φ heatmaps from comparison records of the subspace data contract (dicts, or objects with ``to_dict()``,
-    such as :class:`perfsuite.subspace.Comparison`): one figure per (kind of comparison, r_a, r_b), the
-    random-Gaussian controls of the same shape beside it. Returns the files written, each PNG before its
+    such as :class:`perfsuite.subspace.Comparison`): one figure per (kind of comparison, r_a, r_b), a
+    random-Gaussian control beside it (see :func:`~perfsuite.report.tables.subspace_groups`). Returns the files written, each PNG before its
     vector twin. Raises ReportError (one line) on a malformed record."""
     phis = [check_phi(c, f"comparison {k}") for k, c in enumerate(comparisons)]
     paths: list[Path] = []

@@ -1,8 +1,8 @@
 """Report, step 3 — the page: figures and tables → DIR/index.html (static, opens from disk) and DIR/summary.md.
 
 :func:`render_report` is the whole report step: results (and optionally a baseline comparison) in,
-files out. Both pages carry the same content in the same order: run metadata, the baseline
-verdicts (regressions first), what is missing, then every figure with the table of the numbers it
+files out. Both pages carry the same content in the same order: the baseline verdicts (regressions
+first), run metadata, what is missing, then every figure with the table of the numbers it
 was drawn from. The Markdown is meant to be posted as a pull-request comment.
 """
 
@@ -169,10 +169,10 @@ def html_page(title: str, head: list[Table], verdicts: list[Table], missing: lis
               extra_files: list[str]) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    parts += [html_table(t) for t in head]
     if verdicts:
         parts.append("<h2>Baseline comparison</h2>")
         parts += [html_table(t) for t in verdicts]
+    parts += [html_table(t) for t in head]
     if missing:
         parts.append("<h2>Missing</h2><ul class=\"missing\">"
                      + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
@@ -218,10 +218,10 @@ def markdown_table(t: Table, *, heading: str = "####") -> str:
 def markdown_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
                   extra_files: list[str]) -> str:
     parts = [f"## {title}"]
-    parts += [markdown_table(t) for t in head]
     if verdicts:
         parts.append("### Baseline comparison")
         parts += [markdown_table(t) for t in verdicts]
+    parts += [markdown_table(t) for t in head]
     if missing:
         parts.append("### Missing\n\n" + "\n".join(f"- `{m}`" for m in missing))
     for s in sections:

@@ -39,6 +39,7 @@ ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapt
                   "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
                   "lora": "LoRA", "lora-merged": "LoRA (merged)"}
 SETUP_COLUMNS = ("model", "dtype", "device")  # a figure never mixes these
+MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
 MAX_INLINE_PHI_CELLS = 1024  # φ grids larger than this are only in subspace_phi.csv, not printed on the page
 
 
@@ -158,7 +159,7 @@ class Phi:
     @property
     def title(self) -> str:
         if self.comparison == "control":
-            return self.label or "random Gaussian"
+            return "random Gaussian"
         return f"Layer {self.layer}  {matrix_label(self.matrix)}"
 
 
@@ -169,7 +170,7 @@ class SubspaceGroup:
     stem: str
     title: str
     panels: tuple[Phi, ...]
-    controls: tuple[Phi, ...] = field(default_factory=tuple)
+    controls: tuple[Phi, ...] = field(default_factory=tuple)  # at most one: the random-Gaussian panel
 
 
 # --- small formatting helpers ----------------------------------------------------------------------
@@ -366,16 +367,19 @@ def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
         recs = _of_setup(rec_frame, setup).to_dict("records")
         keys = sorted({(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) for r in recs},
                       key=lambda k: (_adapter_rank(k[0]), k[0], *(-1 if x is None else x for x in k[1:])))
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None}, reverse=True)  # batch 1 at the bottom
-        windows = sorted({as_int(r["window"]) for r in recs} - {None})
         panels = []
         for key in keys:
             by_pos = {(as_int(r["batch"]), as_int(r["window"])): r for r in recs
                       if (r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) == key}
+            # Each panel spans its own batches and windows (a profile may give one adapter a smaller grid);
+            # a position inside that span with no record is a lost cell.
+            batches = sorted({b for b, _ in by_pos} - {None}, reverse=True)  # batch 1 at the bottom
+            windows = sorted({w for _, w in by_pos} - {None})
             lookup = lambda b, w, by_pos=by_pos: by_pos.get((b, w))  # noqa: E731
             a, rank, prompt, gen = key
             title = adapter_label(a) + (f" r = {rank}" if rank else "")
-            title += f" (prompt {prompt}, {gen} output tokens)" if prompt and gen else ""
+            if len({k[2:] for k in keys}) > 1:  # rows differ in more than the adapter
+                title += f" ({_sizes(prompt, gen)})"
             cost = _grid(title, batches, windows, lookup, "recompute_pct")
             tput = _grid(title, batches, windows, lookup, "throughput_tok_s")
             best = float(np.nanmax(tput.values)) if np.isfinite(tput.values).any() else float("nan")
@@ -384,6 +388,10 @@ def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
             panels.append(RecomputePanel(key, title, cost, norm, best))
         out.append(RecomputeData(_stem("recompute", setup, len(setups) > 1), setup, tuple(panels)))
     return out
+
+
+def _sizes(prompt: int | None, gen: int | None) -> str:
+    return f"prompt {prompt}, {gen} output tokens"
 
 
 def recompute_tables(data: RecomputeData) -> list[Table]:
@@ -398,7 +406,8 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
             rows = tuple((str(b), *(_cell_text(grid, i, j, digits, suffix=suffix) for j in range(len(grid.cols))))
                          for i, b in enumerate(grid.rows))
             has_blank = any(s == STATUS_OUTSIDE_BUDGET for line in grid.status for s in line)
-            tables.append(Table(f"{plain_label(p.title)}: {what}", head, rows,
+            who = plain_label(p.title) if "(" in p.title else f"{plain_label(p.title)} ({_sizes(*p.key[2:])})"
+            tables.append(Table(f"{who}: {what}", head, rows,
                                 note=((note if has_blank else "") + extra).strip()))
     return tables
 
@@ -447,23 +456,37 @@ _MATRIX_ORDER = ("q", "k", "v", "o")
 
 
 def subspace_groups(phis: Iterable[Phi]) -> list[SubspaceGroup]:
-    """Group φ grids into figures: one per (kind of comparison, r_a, r_b); controls of the same shape join it."""
+    """Group φ grids into figures: one per (kind of comparison, r_a, r_b), with one random-Gaussian control.
+
+    The control is one of the same shape if there is one, else the top-left corner of a larger one: the
+    top-i right-singular subspace of a Gaussian matrix is uniformly random whatever its rank, so the corner
+    is the chance level for the smaller ranks too. Results with controls only get a figure of controls.
+    """
     phis = list(phis)
     main = [p for p in phis if p.comparison != "control"]
-    controls = [p for p in phis if p.comparison == "control"]
+    controls = sorted((p for p in phis if p.comparison == "control"), key=lambda p: (p.r_a * p.r_b, _order(p)))
     keys = sorted({(p.comparison, p.r_a, p.r_b) for p in main}, key=lambda k: (k[0] != "seed", k))
-    order = lambda p: (p.layer, _MATRIX_ORDER.index(p.matrix) if p.matrix in _MATRIX_ORDER else 9, p.matrix)  # noqa: E731
-    groups, used = [], set()
+    groups = []
     for kind, ra, rb in keys:
-        mine = sorted((p for p in main if (p.comparison, p.r_a, p.r_b) == (kind, ra, rb)), key=order)
-        ctrl = [p for p in controls if (p.r_a, p.r_b) == (ra, rb)]
-        used |= {id(p) for p in ctrl}
-        groups.append(SubspaceGroup(f"subspace-{kind}-r{ra}-r{rb}", phi_title(kind, ra, rb), tuple(mine), tuple(ctrl)))
-    for shape in sorted({(p.r_a, p.r_b) for p in controls if id(p) not in used}):
-        ctrl = [p for p in controls if id(p) not in used and (p.r_a, p.r_b) == shape]
-        groups.append(SubspaceGroup(f"subspace-control-r{shape[0]}-r{shape[1]}", phi_title("control", *shape), (),
-                                    tuple(ctrl)))
+        mine = sorted((p for p in main if (p.comparison, p.r_a, p.r_b) == (kind, ra, rb)), key=_order)
+        fits = [c for c in controls if c.r_a >= ra and c.r_b >= rb]
+        ctrl = ()
+        if fits:
+            c = fits[0]
+            if (c.r_a, c.r_b) != (ra, rb):
+                c = Phi(c.layer, c.matrix, c.comparison, f"{c.label} (top-left {ra} × {rb} of {c.r_a} × {c.r_b})",
+                        c.phi[:ra, :rb])
+            ctrl = (c,)
+        groups.append(SubspaceGroup(f"subspace-{kind}-r{ra}-r{rb}", phi_title(kind, ra, rb), tuple(mine), ctrl))
+    if not main:
+        for ra, rb in sorted({(c.r_a, c.r_b) for c in controls}):
+            mine = tuple(c for c in controls if (c.r_a, c.r_b) == (ra, rb))
+            groups.append(SubspaceGroup(f"subspace-control-r{ra}-r{rb}", phi_title("control", ra, rb), mine))
     return groups
+
+
+def _order(p: Phi) -> tuple:
+    return p.layer, _MATRIX_ORDER.index(p.matrix) if p.matrix in _MATRIX_ORDER else 9, p.matrix
 
 
 def phi_title(kind: str, r_a: int, r_b: int) -> str:
@@ -519,20 +542,28 @@ def run_table(results: Results) -> Table:
 
 def missing_lines(results: Results, drawn: dict[str, str] | None = None) -> list[str]:
     """What the report cannot show, one line each: unreadable files, absent workloads, cells that did not
-    run (with their reason), and positions of a drawn grid without a number (``drawn``: cell id → status)."""
+    run (with their reason), and positions of a drawn grid without a number (``drawn``: cell id → status).
+    More than MAX_LISTED cells with the same reason share one line."""
     lines = [f"could not read {e}" for e in results.errors]
     frame = results.frame
     present = set(frame["workload"]) if len(frame) else set()
     absent = [w for w in WORKLOADS if w not in present]
     if absent:
         lines.append(f"not in these results: {', '.join(absent)}")
+    groups: dict[str, list[str]] = {}
     for rec in frame.to_dict("records"):
         if rec.get("status") not in (STATUS_OK, STATUS_OUTSIDE_BUDGET):
             why = f": {rec['reason']}" if isinstance(rec.get("reason"), str) and rec["reason"] else ""
-            lines.append(f"{rec['cell_id']} did not run ({rec['status']}{why})")
+            groups.setdefault(f"did not run ({rec['status']}{why})", []).append(rec["cell_id"])
     for cell_id, status in (drawn or {}).items():
         if status in (MISSING, NO_DATA):
-            lines.append(f"{cell_id}: " + ("in no result file" if status == MISSING else "ran, but recorded no number"))
+            why = "in no result file" if status == MISSING else "ran, but recorded no number"
+            groups.setdefault(why, []).append(cell_id)
+    for why, ids in groups.items():
+        if len(ids) <= MAX_LISTED:
+            lines += [f"{i} {why}" if why.startswith("did not") else f"{i}: {why}" for i in ids]
+        else:
+            lines.append(f"{len(ids)} cells {why}: {', '.join(ids[:MAX_LISTED])} and {len(ids) - MAX_LISTED} more")
     return lines
 
 

@@ -82,14 +82,16 @@ def test_recompute_layout_like_llm42_figure_13():
     fig = recompute_figure(data)
     assert len(fig.axes) == 2 * 2 + 2  # cost and throughput per panel row, a colour bar per column
     cost, tput = fig.axes[0], fig.axes[1]
-    assert cost.get_ylabel() == "Batch Size" and cost.get_xlabel() == "Window Size"
+    assert cost.get_ylabel() == "plain model\nBatch Size" and cost.get_xlabel() == "Window Size"
+    assert fig.axes[2].get_ylabel() == "LoRA r = 16\nBatch Size" and tput.get_ylabel() == "Batch Size"
     assert [t.get_text() for t in cost.get_yticklabels()] == ["32", "16", "8", "4", "2", "1"]
     assert [t.get_text() for t in cost.get_xticklabels()] == ["16", "32", "64", "128", "256", "512"]
-    assert cost.get_title() == "plain model (prompt 128, 512 output tokens): recompute cost"
-    assert fig.axes[2].get_title().startswith("LoRA r = 16")
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["Recompute cost (% of output tokens)",
+                                                       "Throughput / best cell of the row", "", ""]
+    assert fig.get_suptitle().endswith("gpt2-medium, bfloat16, cuda, prompt 128, 512 output tokens")
     assert len(texts(cost)) == 21 and hatched(cost) == 0  # the 15 cells over the budget are blank
     assert "46.41%" in texts(cost) and "1.00" in texts(tput)
-    assert [fig.axes[4].get_ylabel(), fig.axes[5].get_ylabel()] == ["Recompute Cost (%)", "throughput / best cell"]
+    assert [fig.axes[4].get_ylabel(), fig.axes[5].get_ylabel()] == ["Recompute Cost (%)", "normalised throughput"]
 
 
 def test_subspace_layout_like_lora_figure_4():
@@ -117,6 +119,19 @@ def test_subspace_eight_layers_wrap_two_layers_per_row():
     positions = [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes[:8]]
     assert positions == [(2, 4)] * 8  # LoRA Fig. 7: 2 rows × 4 columns
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(j) for j in range(1, 65, 8)]
+
+
+def test_smaller_groups_get_the_corner_of_a_larger_control():
+    rng = np.random.default_rng(1)
+    comps = [check_phi({"layer": 0, "matrix": "q", "comparison": "seed", "phi": rng.random((4, 4))}, "a"),
+             check_phi({"layer": 0, "matrix": "q", "comparison": "control", "label": "G", "phi": rng.random((8, 8))},
+                       "b")]
+    (group,) = subspace_groups(comps)
+    (control,) = group.controls
+    np.testing.assert_array_equal(control.phi, comps[1].phi[:4, :4])
+    assert control.label == "G (top-left 4 × 4 of 8 × 8)" and control.title == "random Gaussian"
+    (only,) = subspace_groups(comps[1:])
+    assert only.panels == (comps[1],) and only.stem == "subspace-control-r8-r8"
 
 
 def test_render_subspace_takes_records_or_comparison_objects(tmp_path):

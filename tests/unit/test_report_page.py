@@ -124,7 +124,7 @@ def test_page_has_run_metadata_verdicts_on_top_then_figures(report):
                            "cpu: AMD EPYC", "float32", "2.13.0+cpu"]
     verdicts = html_tables(files.index)["Verdicts"]
     assert [r[0] for r in verdicts[1:3]] == ["regression", "regression"]
-    assert page.index("Verdicts") < page.index("<img") < page.index("subspace-seed-r8-r8.png")
+    assert page.index("Verdicts") < page.index("<h3>Runs") < page.index("<img") < page.index("subspace-seed-r8-r8.png")
     assert page.count("<img") == 4
     assert '<tr class="strong"><td>regression</td><td>latency[houlsby-r8-b1-s32]</td>' in page
 
@@ -133,7 +133,7 @@ def test_markdown_is_the_same_tables(report):
     _, files = report
     md = files.summary.read_text()
     assert md.startswith("## perfsuite report — recompute, smoke\n")
-    assert md.index("### Baseline comparison") < md.index("### Latency") < md.index("### Recompute") < md.index(
+    assert md.index("### Baseline comparison") < md.index("#### Runs") < md.index("### Latency") < md.index("### Recompute") < md.index(
         "### Subspace")
     tables = html_tables(files.index)
     for title in ("Runs", "Verdicts", "Slow-down against r = 0 (%)", "14 unchanged cells",

@@ -224,3 +224,14 @@ def test_report_frame_keeps_run_metadata_and_flattens():
     assert row["batch"] == 1 and str(frame["batch"].dtype) == "Int64"
     assert json.loads(row["samples_ms"])[0] == pytest.approx(
         results.frame.set_index("cell_id").loc["latency[lin-r8-b1-s32]", "samples_ms"][0])
+
+
+def test_many_cells_with_one_reason_share_a_line():
+    results = load_results([FIXTURES / "recompute_fig13.json"])
+    results.frame = results.frame.assign(status="no_device", reason="profile 'recompute' needs a GPU")
+    lines = missing_lines(results)
+    assert lines[1] == ("72 cells did not run (no_device: profile 'recompute' needs a GPU): "
+                        "recompute[lora-r16-b1-s128-w16-g512], recompute[lora-r16-b1-s128-w32-g512], "
+                        "recompute[lora-r16-b1-s128-w64-g512], recompute[lora-r16-b1-s128-w128-g512], "
+                        "recompute[lora-r16-b1-s128-w256-g512] and 67 more")
+    assert len(lines) == 2
