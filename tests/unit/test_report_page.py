@@ -220,3 +220,14 @@ def test_fixture_comparison_summary_matches_its_cells():
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     assert counts == doc["summary"]
     assert re.fullmatch(r"latency\[.*\]", doc["cells"][0]["cell_id"])
+
+
+def test_a_real_smoke_run_renders_every_workload(tmp_path):
+    files = render_report(load_results([FIXTURES / "smoke_all_workloads.json"]), tmp_path, vector=None)
+    assert [p.name for p in files.figures] == ["latency.png", "recompute.png", "subspace-seed-r4-r4.png",
+                                               "subspace-seed-r8-r8.png", "subspace-rank-r4-r8.png"]
+    assert files.missing == ()
+    md = files.summary.read_text()
+    assert "18 of 18 cells measured." in md and "4 of 5 cells measured; 1 outside budget." in md
+    cost = md_table(md, "plain model (prompt 16, 32 output tokens): recompute cost")
+    assert cost == [["batch \\ window", "8", "32"], ["4", "0.00%", ""], ["1", "0.00%", "0.00%"]]
