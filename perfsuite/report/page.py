@@ -160,9 +160,10 @@ def html_table(t: Table) -> str:
         body.append(f"{tr}{''.join(cells)}</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
     note = f"<p class=\"note\">{html.escape(t.note)}</p>" if t.note else ""
+    lead = f"<p>{html.escape(t.lead)}</p>" if t.lead else ""
     if t.collapsed:
-        return f"<details><summary>{html.escape(t.title)}</summary>{table}{note}</details>"
-    return f"<h3>{html.escape(t.title)}</h3>{table}{note}"
+        return f"<details><summary>{html.escape(t.title)}</summary>{lead}{table}{note}</details>"
+    return f"<h3>{html.escape(t.title)}</h3>{lead}{table}{note}"
 
 
 def html_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
@@ -209,7 +210,7 @@ def markdown_table(t: Table, *, heading: str = "####") -> str:
         if k in t.strong_rows:
             cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    body = "\n".join(lines) + (f"\n\n{t.note}" if t.note else "")
+    body = (f"{t.lead}\n\n" if t.lead else "") + "\n".join(lines) + (f"\n\n{t.note}" if t.note else "")
     if t.collapsed:
         return f"<details><summary>{html.escape(t.title)}</summary>\n\n{body}\n\n</details>"
     return f"{heading} {t.title}\n\n{body}"

@@ -70,7 +70,8 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
-    note: str = ""
+    note: str = ""  # printed under the table
+    lead: str = ""  # printed above it
     strong_rows: frozenset[int] = frozenset()  # rows to emphasise (regressions)
     collapsed: bool = False  # show folded (HTML <details>) — secondary numbers
     marks_holes: bool = True  # cells reading "OOM", "missing", … are grid holes (not so in the verdict table)
@@ -280,7 +281,7 @@ def _cell_status(rec: dict | None, metric: str) -> str:
     return status
 
 
-def _grid(title: str, rows, cols, lookup, metric: str, *, scale=None) -> Grid:
+def _grid(title: str, rows, cols, lookup, metric: str) -> Grid:
     values = np.full((len(rows), len(cols)), np.nan)
     status, noisy = [], set()
     for i, r in enumerate(rows):
@@ -289,7 +290,7 @@ def _grid(title: str, rows, cols, lookup, metric: str, *, scale=None) -> Grid:
             rec = lookup(r, c)
             s = _cell_status(rec, metric)
             if s == STATUS_OK:
-                values[i, j] = float(rec[metric]) * (scale or 1.0)
+                values[i, j] = float(rec[metric])
                 if is_number(rec.get("iqr_pct")) and rec["iqr_pct"] > NOISY_IQR_PCT:
                     noisy.add((i, j))
             line.append(s)
@@ -611,11 +612,11 @@ def verdict_table(comparison: dict) -> Table:
         counts = {}
         for c in cells:
             counts[c.get("verdict")] = counts.get(c.get("verdict"), 0) + 1
-    summary = ", ".join(f"{counts[v]} {v}" for v in sorted(counts, key=_verdict_rank))
-    note = (f"Against {comparison.get('baseline') or 'the baseline'}"
-            + (f", comparing {comparison['compared']}" if comparison.get("compared") else "") + f": {summary}.")
+    summary = ", ".join(f"{counts[v]} {v}" for v in sorted(counts, key=_verdict_rank) if counts[v] != 0)
+    lead = (f"Against {comparison.get('baseline') or 'the baseline'}"
+            + (f", comparing {comparison['compared']}" if comparison.get("compared") else "") + f": {summary or 'no cells'}.")
     return Table("Verdicts", ("verdict", "cell", "metric", "baseline", "current", "change %", "CI %", "p"),
-                 tuple(rows), note=note, strong_rows=frozenset(strong), marks_holes=False)
+                 tuple(rows), lead=lead, strong_rows=frozenset(strong), marks_holes=False)
 
 
 def verdict_tables(comparison: dict) -> list[Table]:
@@ -625,7 +626,7 @@ def verdict_tables(comparison: dict) -> list[Table]:
     k = full.columns.index("verdict")
     keep = [i for i, r in enumerate(full.rows) if r[k] != "unchanged"]
     same = [r for r in full.rows if r[k] == "unchanged"]
-    main = Table(full.title, full.columns, tuple(full.rows[i] for i in keep), note=full.note,
+    main = Table(full.title, full.columns, tuple(full.rows[i] for i in keep), lead=full.lead,
                  strong_rows=frozenset(n for n, i in enumerate(keep) if i in full.strong_rows), marks_holes=False)
     return [main] + ([Table(f"{len(same)} unchanged cells", full.columns, tuple(same), collapsed=True,
                             marks_holes=False)] if same else [])

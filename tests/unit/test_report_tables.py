@@ -186,7 +186,10 @@ def test_verdicts_regressions_first_largest_first():
     assert table.strong_rows == {0, 1}
     assert table.rows[0][5:] == ("+31.0", "[+18.2, +45.3]", "<0.001")
     assert table.rows[2][3:] == ("0.41", "", "", "", "")  # missing values blank, never 0
-    assert "2 regression, 1 missing, 1 inconclusive, 1 improvement, 1 new, 14 unchanged" in table.note
+    assert table.lead == ("Against baseline/main-2026-11-20.json, comparing time: 2 regression, 1 missing, "
+                          "1 inconclusive, 1 improvement, 1 new, 14 unchanged.")
+    zeros = verdict_table({"perfsuite_comparison": 1, "cells": [], "summary": {"regression": 0, "new": 0}})
+    assert zeros.lead == "Against the baseline: no cells."
     main, unchanged = verdict_tables(COMPARISON)
     assert len(main.rows) == 6 and len(unchanged.rows) == 14 and unchanged.collapsed
 
