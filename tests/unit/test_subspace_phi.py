@@ -27,6 +27,8 @@ from perfsuite.workloads import subspace as workload
 from perfsuite.workloads.models import ModelCache
 
 TOL = 1e-9
+# No per-example deadline: the suite runs on shared, busy CPUs, where a 200 ms deadline flakes.
+PROPERTY = settings(deadline=None)
 CONTRACT_KEYS = {"layer", "matrix", "comparison", "label", "r_a", "r_b", "phi", "phi_11", "top_agree"}
 
 
@@ -62,6 +64,7 @@ def spread_pair(draw):
             spread_matrix(r_b, d, draw(st.integers(0, 2**32 - 1))))
 
 
+@PROPERTY
 @given(matrix_pair())
 def test_phi_is_in_unit_interval(pair):
     grid = phi_grid(*pair)
@@ -70,17 +73,20 @@ def test_phi_is_in_unit_interval(pair):
     assert np.all((grid >= 0) & (grid <= 1))
 
 
+@PROPERTY
 @given(any_matrix())
 def test_phi_of_a_matrix_with_itself_is_one_on_the_diagonal(a):
     np.testing.assert_allclose(np.diagonal(phi_grid(a, a)), 1.0, atol=TOL)
 
 
+@PROPERTY
 @given(matrix_pair())
 def test_phi_is_symmetric_under_swapping_the_pair(pair):
     a, b = pair
     np.testing.assert_allclose(phi_grid(a, b), phi_grid(b, a).T, atol=TOL)
 
 
+@PROPERTY
 @given(spread_pair(), st.floats(1e-3, 1e3), st.integers(0, 2**32 - 1))
 def test_phi_is_invariant_to_scaling_and_to_rotating_the_rows(pair, scale, seed):
     a, b = pair
@@ -94,6 +100,7 @@ def _projector(m: np.ndarray) -> np.ndarray:
     return m.T @ np.linalg.solve(m @ m.T, m)
 
 
+@PROPERTY
 @given(spread_pair())
 def test_phi_at_full_rank_is_the_subspace_overlap(pair):
     a, b = pair
@@ -101,7 +108,7 @@ def test_phi_at_full_rank_is_the_subspace_overlap(pair):
     assert phi_grid(a, b)[-1, -1] == pytest.approx(overlap, abs=1e-8)
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(spread_pair())
 def test_grid_matches_the_definition_cell_by_cell(pair):
     a, b = pair
