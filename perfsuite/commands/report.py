@@ -31,8 +31,7 @@ def run(args) -> int:
         print(f"perfsuite report: error: {line}", file=sys.stderr)
     if not results.runs:
         raise PerfsuiteError(f"none of the {len(args.results)} result file(s) could be read; nothing to report")
-    files = render_report(results, args.out, comparison=comparison, title=args.title,
-                          vector=None if args.vector == "none" else args.vector)
+    files = render_report(results, args.out, comparison=comparison, title=args.title, vector=args.vector)
     print(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/")
     for path in (files.index, files.summary, files.csv, *files.figures):
         print(f"  {path.name}")

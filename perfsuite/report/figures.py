@@ -236,12 +236,13 @@ def subspace_figure(group: SubspaceGroup) -> Figure:
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | None = "svg") -> list[Path]:
-    """``stem``.png (for the page) and ``stem``.svg/.pdf (vector), in ``out_dir``; the PNG first."""
+    """``stem``.png (for the page) and ``stem``.svg/.pdf (vector; None or "none": PNG only), in ``out_dir``;
+    the PNG first."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png"]
     fig.savefig(paths[0], dpi=PNG_DPI)
-    if vector:
+    if vector and vector != "none":
         if vector not in VECTOR_FORMATS:
             raise ValueError(f"vector format must be one of {VECTOR_FORMATS}, not {vector!r}")
         paths.append(out_dir / f"{stem}.{vector}")

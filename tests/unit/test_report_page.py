@@ -172,12 +172,12 @@ def test_nothing_to_draw_is_said_not_drawn(tmp_path):
 
 
 def test_cli_writes_the_report(tmp_path, capsys):
-    rc = main(["report", str(FIXTURES / "latency_partial.json"), "--out", str(tmp_path / "r"), "--vector", "none",
+    rc = main(["report", str(FIXTURES / "latency_partial.json"), "--out", str(tmp_path / "r"), "--vector", "pdf",
                "--title", "PR #12"])
     out = capsys.readouterr().out
     assert rc == 0
     assert out.splitlines()[:6] == [f"5 cells from 1 file(s) → {tmp_path / 'r'}/", "  index.html", "  summary.md",
-                                    "  results.csv", "  latency.png", "missing (3):"]
+                                    "  results.csv", "  latency.png", "  latency.pdf"]
     assert (tmp_path / "r" / "summary.md").read_text().startswith("## PR #12\n")
 
 
