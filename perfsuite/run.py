@@ -123,5 +123,10 @@ def _compare_step(outcome: RunOutcome, baseline: str | None) -> None:
     outcome.lines.append("comparison: not available yet")
 
 
-def _report_step(outcome: RunOutcome) -> None:
-    outcome.lines.append("report:     not available yet")
+def _report_step(outcome: RunOutcome, comparison: dict | None = None) -> None:
+    from perfsuite.report import render_report
+    from perfsuite.results import load_results
+
+    files = render_report(load_results([outcome.results]), outcome.out_dir / "report", comparison=comparison)
+    outcome.report = files.index
+    outcome.lines.append(f"report:     {files.index} (and summary.md, results.csv, {len(files.figures)} figure files)")

@@ -2,13 +2,16 @@
 
 GPU work is asynchronous, so every timed call ends with a device synchronize
 (pytest-benchmark reads a host clock around it). The plain model is timed in
-pytest-benchmark's ``setup`` hook right before each round of the adapted one,
-so the two interleave and drift hits both alike; the slow-down is the median of
-the per-round ratios.
+pytest-benchmark's ``setup`` hook before even rounds of the adapted one and in
+its ``teardown`` hook after odd rounds, so the two interleave (drift hits both
+alike) and each takes the first and the second place equally often (the order
+bias cancels within a pair of rounds). The slow-down is the median over pairs
+of rounds of the geometric mean of their two ratios.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -98,9 +101,16 @@ class PairedTiming:
         return statistics.median(self.base_ms)
 
     @property
+    def pair_ratios(self) -> tuple[float, ...]:
+        """Geometric means of the ratios of rounds (0, 1), (2, 3), …: the base ran first in one, second in the other."""
+        r = self.ratios
+        pairs = [math.sqrt(r[i] * r[i + 1]) for i in range(0, len(r) - 1, 2)]
+        return tuple(pairs + ([r[-1]] if len(r) % 2 else []))
+
+    @property
     def slowdown_pct(self) -> float:
-        """100·(t_adapter − t_base)/t_base, from the median of paired ratios (robust to drift)."""
-        return 100.0 * (statistics.median(self.ratios) - 1.0)
+        """100·(t_adapter − t_base)/t_base, from the median of paired ratios (robust to drift and order)."""
+        return 100.0 * (statistics.median(self.pair_ratios) - 1.0)
 
     @property
     def iqr_pct(self) -> float:
@@ -123,16 +133,23 @@ def paired_benchmark(benchmark, adapter_fn: Callable[[], object], base_fn: Calla
     """
     base_s: list[float] = []
     clock = getattr(benchmark, "_timer", time.perf_counter)
+    round_no = [0]  # rounds started, warm-up included
 
-    def time_base() -> None:
-        base_s.append(timed_call(base_fn, device, clock))
+    def before() -> None:
+        if round_no[0] % 2 == 0:
+            base_s.append(timed_call(base_fn, device, clock))
+        round_no[0] += 1
         synchronize(device)
+
+    def after() -> None:
+        if round_no[0] % 2 == 0:
+            base_s.append(timed_call(base_fn, device, clock))
 
     def run_adapter() -> None:
         adapter_fn()
         synchronize(device)
 
-    benchmark.pedantic(run_adapter, setup=time_base, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    benchmark.pedantic(run_adapter, setup=before, teardown=after, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if getattr(benchmark, "disabled", False) or benchmark.stats is None:
         return None
     adapter_s = benchmark.stats.stats.data

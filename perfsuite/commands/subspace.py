@@ -153,7 +153,10 @@ def write_outputs(out: Path, results: dict[str, Any]) -> list[Path]:
         w.writerow(keys + ("phi_11", "top_agree"))
         for c in results["subspace"]:
             w.writerow([c[k] for k in keys] + [f"{c['phi_11']:.6f}", c["top_agree"]])
-    return [out / JSON_FILE, out / GRID_CSV, out / SUMMARY_CSV]
+    from perfsuite.report import render_subspace
+
+    figures = render_subspace(results["subspace"], out)  # the φ heatmaps, like the LoRA paper's Figs. 4 and 7
+    return [out / JSON_FILE, out / GRID_CSV, out / SUMMARY_CSV, *figures]
 
 
 def summary_table(comparisons: list[Comparison]) -> list[str]:

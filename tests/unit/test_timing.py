@@ -1,3 +1,4 @@
+import math
 import statistics
 
 import pytest
@@ -27,8 +28,10 @@ def test_timed_call_reads_the_clock_around_the_call():
 
 
 def test_paired_timing_statistics():
-    t = PairedTiming(adapter_ms=(1.2, 1.1, 1.3), base_ms=(1.0, 1.0, 1.0))
+    t = PairedTiming(adapter_ms=(1.2, 1.1, 1.3, 1.25, 1.2), base_ms=(1.0, 1.0, 1.0, 1.0, 1.0))
     assert t.time_ms == pytest.approx(1.2) and t.base_time_ms == pytest.approx(1.0)
+    # pairs (1.2, 1.1), (1.3, 1.25) and the odd one out 1.2: geometric means 1.1489, 1.2748, 1.2 → median 1.2
+    assert t.pair_ratios == pytest.approx((math.sqrt(1.32), math.sqrt(1.625), 1.2))
     assert t.slowdown_pct == pytest.approx(20.0)
 
 
@@ -71,3 +74,44 @@ def test_out_of_memory_is_recognised():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_order_bias_cancels_within_a_pair_of_rounds():
+    """Whichever runs second in a round is 3 % faster; the base runs first in even rounds, second in odd ones.
+    An adapter that truly costs +10 % must still measure +10 %."""
+    base, adapter = [], []
+    for i in range(20):
+        first, second = (1.0, 0.97) if i % 2 == 0 else (0.97, 1.0)  # (base, adapter) position factors
+        base.append(1.0 * first)
+        adapter.append(1.1 * second)
+    t = PairedTiming(tuple(adapter), tuple(base))
+    assert t.slowdown_pct == pytest.approx(10.0, abs=1e-9)
+    assert statistics.median(t.ratios) != pytest.approx(1.1)  # the unpaired per-round median is biased
+
+
+class FakeBenchmark:
+    """Enough of pytest-benchmark's fixture to drive paired_benchmark: pedantic() with setup/teardown."""
+
+    def __init__(self):
+        self.calls, self.disabled = [], False
+
+    def pedantic(self, target, setup, teardown, rounds, warmup_rounds, iterations):
+        data = []
+        for k in range(warmup_rounds + rounds):
+            setup()
+            target()
+            teardown()
+            if k >= warmup_rounds:
+                data.append(0.002)
+        self.stats = type("M", (), {"stats": type("S", (), {"data": data})()})()
+
+
+def test_paired_benchmark_interleaves_base_before_and_after():
+    from perfsuite.timing import paired_benchmark
+
+    order = []
+    bench = FakeBenchmark()
+    timing = paired_benchmark(bench, lambda: order.append("A"), lambda: order.append("b"), device="cpu",
+                              rounds=4, warmup=2)
+    assert "".join(order) == "bAAbbAAbbAAb"  # warm-up rounds first, then the same alternation
+    assert len(timing.base_ms) == len(timing.adapter_ms) == 4
