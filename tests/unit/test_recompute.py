@@ -1,0 +1,253 @@
+"""Decode–verify–rollback (LLM-42): determinism, the fixed-schedule reference, mismatch injection, budget."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from perfsuite.adapters import ADAPTERS, attach
+from perfsuite.grid import Cell
+from perfsuite.model import build_model
+from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
+from perfsuite.workloads.models import ModelCache
+from perfsuite.workloads.recompute import (DEFAULT_TOKEN_BUDGET, Schedule, _forward, _KVBuffer, budget_violation,
+                                           decode_fixed, decode_plain, decode_verified, run_recompute_cell,
+                                           untied_head)
+
+GEN = 32  # output tokens per request
+SCHEDULE = Schedule(window=8, context=100 + GEN, token_budget=64)  # 8 rows; prompts up to 100 tokens
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a shared 2-core machine OpenMP spinning costs 50×, and numerics then match everywhere."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def prompt(seed: int, n: int) -> torch.Tensor:
+    return torch.randint(0, 512, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    """The tiny model in bf16, decoding with an untied head: the setting where the fast path diverges."""
+    model = build_model("tiny", dtype=torch.bfloat16)
+    return model, untied_head(model)
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    """fp32 on this CPU never flips a greedy token of the tiny model: a clean slate for injected mismatches."""
+    model = build_model("tiny")
+    return model, untied_head(model)
+
+
+# --- the ragged forward pass is the model's forward pass --------------------------------------
+
+@pytest.mark.parametrize("name", ADAPTERS)
+@torch.inference_mode()
+def test_ragged_forward_equals_the_model_for_every_adapter(name):
+    model = attach(build_model("tiny", seed=1, dtype=torch.float64), name, 4, seed=2)
+    lengths = [5, 9, 12]
+    prompts = [prompt(i, n) for i, n in enumerate(lengths)]
+    cache = _KVBuffer(model, 3, 16)
+    idx = torch.zeros(3, 12, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        idx[b, : len(p)] = p
+    logits = _forward(model, cache, idx[:, :4], torch.zeros(3, dtype=torch.long), 4)  # a chunk ...
+    nxt = _forward(model, cache, idx[:, 4:], torch.full((3,), 4), 12)  # ... then the rest after the cache
+    for b, p in enumerate(prompts):
+        ref, _ = model(p[None])
+        torch.testing.assert_close(torch.cat([logits, nxt], 1)[b, : len(p)], ref[0])
+
+
+@torch.inference_mode()
+def test_plain_decoding_is_the_models_greedy_kv_cache_decode():
+    model = build_model("tiny", seed=1, dtype=torch.float64)
+    prompts = torch.stack([prompt(i, 6) for i in range(3)])
+    logits, past = model(prompts)
+    tokens = [logits[:, -1].argmax(-1)]
+    for _ in range(9):
+        logits, past = model(tokens[-1][:, None], past)
+        tokens.append(logits[:, -1].argmax(-1))
+    assert torch.equal(decode_plain(model, prompts, 10), torch.stack(tokens, 1))
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+TARGET = prompt(2, 16)
+NEIGHBOURS = [prompt(1020 + i, n) for i, n in enumerate((40, 70, 100))]
+
+
+def test_bf16_fast_path_diverges_with_its_neighbours_and_verification_undoes_it(bf16):
+    """The same request alone and beside longer ones: different plain tokens, identical verified tokens."""
+    model, head = bf16
+    alone = decode_plain(model, [TARGET], GEN, head=head)[0]
+    batched = decode_plain(model, [TARGET, *NEIGHBOURS], GEN, head=head)[0]
+    assert not torch.equal(alone, batched), "bf16 fast path no longer diverges here: the test proves nothing"
+    verified_alone = decode_verified(model, [TARGET], GEN, SCHEDULE, head=head)
+    verified_batched = decode_verified(model, [*NEIGHBOURS[:2], TARGET, NEIGHBOURS[2]], GEN, SCHEDULE, head=head)
+    assert torch.equal(verified_alone.tokens[0], verified_batched.tokens[2])
+    assert torch.equal(verified_alone.tokens[0], decode_fixed(model, [TARGET], GEN, SCHEDULE, head=head)[0])
+
+
+@pytest.fixture(scope="module")
+def bf16_twins(bf16):
+    """bf16 with output rows in near-equal pairs: every step is a near-tie, so argmax turns any difference
+    in the last bits of the hidden state into a different token. Makes a determinism test sensitive."""
+    model, head = bf16
+    head = head.float()
+    noise = torch.randn(head[0::2].shape, generator=torch.Generator().manual_seed(5))
+    head[1::2] = head[0::2] * (1 + 1e-2 * noise)
+    return model, head.to(torch.bfloat16)
+
+
+def test_with_twin_rows_most_requests_diverge_beside_longer_ones(bf16_twins):
+    model, head = bf16_twins
+    diverged = 0
+    for seed in range(6):
+        mine, others = prompt(seed, 16), [prompt(1000 + 10 * seed + i, n) for i, n in enumerate((40, 70, 100))]
+        alone = decode_plain(model, [mine], GEN, head=head)[0]
+        diverged += not torch.equal(alone, decode_plain(model, [mine, *others], GEN, head=head)[0])
+    assert diverged >= 4
+
+
+@settings(max_examples=50, deadline=None)
+@given(target=st.integers(0, 5), neighbours=st.lists(st.tuples(st.integers(100, 10**6), st.integers(1, 100)),
+                                                      max_size=4),
+       position=st.integers(0, 4))
+def test_verified_tokens_do_not_depend_on_neighbours_or_arrival_order(bf16_twins, target, neighbours, position):
+    model, head = bf16_twins
+    mine = prompt(target, 16)
+    batch = [prompt(seed, n) for seed, n in neighbours]
+    position = min(position, len(batch))
+    batch.insert(position, mine)
+    got = decode_verified(model, batch, GEN, SCHEDULE, head=head).tokens[position]
+    assert torch.equal(got, _verified_alone(model, head, target))
+
+
+_ALONE: dict[int, torch.Tensor] = {}
+
+
+def _verified_alone(model, head, target: int) -> torch.Tensor:
+    if target not in _ALONE:
+        _ALONE[target] = decode_verified(model, [prompt(target, 16)], GEN, SCHEDULE, head=head).tokens[0]
+    return _ALONE[target]
+
+
+def test_verified_equals_the_fixed_schedule_decode_after_natural_rollbacks(bf16):
+    model, head = bf16
+    prompts = [prompt(s, 16) for s in range(4)]
+    result = decode_verified(model, prompts, GEN, SCHEDULE, head=head)
+    assert result.mismatch_positions == ((2, 15),), "expected one natural bf16 mismatch here"
+    assert torch.equal(result.tokens, decode_fixed(model, prompts, GEN, SCHEDULE, head=head))
+    # position 15 is the 7th of the window 9..16: the 1 token after it is decoded again
+    assert result.recomputed_tokens == 1
+    assert result.fast_tokens == len(prompts) * (GEN - 1) + result.recomputed_tokens
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_every_adapter_verifies_to_the_fixed_schedule(name):
+    model = attach(build_model("tiny", dtype=torch.bfloat16), name, 4, seed=3)
+    head = untied_head(model)
+    prompts = [prompt(s, n) for s, n in ((0, 16), (1, 9), (2, 23))]
+    result = decode_verified(model, prompts, 24, SCHEDULE, head=head, inject=[(1, 5)])
+    assert (1, 5) in result.mismatch_positions
+    assert torch.equal(result.tokens, decode_fixed(model, prompts, 24, SCHEDULE, head=head))
+
+
+# --- mismatch injection ------------------------------------------------------------------------
+
+def expected_rollbacks(injected: set[int], window: int, gen_len: int) -> list[tuple[int, int]]:
+    """(position, tokens recomputed) for one request, when only injected tokens mismatch."""
+    out, pos = [], 1  # position 0 comes from the verified prefill
+    while pos < gen_len:
+        end = min(pos + window, gen_len) - 1  # the window is pos..end
+        hit = min((p for p in injected if pos <= p <= end), default=None)
+        if hit is None:
+            pos = end + 1
+        else:
+            out.append((hit, end - hit))
+            pos = hit + 1
+    return out
+
+
+def test_an_injected_mismatch_rolls_back_the_rest_of_its_window(fp32):
+    model, head = fp32
+    prompts = [prompt(s, 16) for s in range(3)]
+    clean = decode_verified(model, prompts, GEN, SCHEDULE, head=head)
+    assert clean.mismatch_positions == () and clean.recomputed_tokens == 0
+    hit = decode_verified(model, prompts, GEN, SCHEDULE, head=head, inject=[(1, 20)])
+    assert hit.mismatch_positions == ((1, 20),)
+    assert hit.recomputed_tokens == 4  # window 17..24: tokens 21-24 are decoded again
+    assert hit.recompute_pct == pytest.approx(100 * 4 / (3 * GEN))
+    assert torch.equal(hit.tokens, clean.tokens)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, GEN - 1)), max_size=6), st.sampled_from([1, 3, 8]))
+def test_injected_mismatches_give_exactly_the_expected_rollbacks(fp32, injected, window):
+    model, head = fp32
+    prompts = [prompt(s, 16) for s in range(3)]
+    schedule = Schedule(window=window, context=16 + GEN, token_budget=64)
+    result = decode_verified(model, prompts, GEN, schedule, head=head, inject=injected)
+    expected = {b: expected_rollbacks({p for r, p in injected if r == b}, window, GEN) for b in range(3)}
+    assert sorted(result.mismatch_positions) == sorted((b, p) for b in expected for p, _ in expected[b])
+    assert result.recomputed_tokens == sum(n for rows in expected.values() for _, n in rows)
+    assert torch.equal(result.tokens, decode_fixed(model, prompts, GEN, schedule, head=head))
+
+
+@pytest.mark.parametrize("where", [(0, 0), (3, 5), (0, GEN)])
+def test_injecting_outside_the_fast_path_is_refused(fp32, where):
+    model, head = fp32
+    with pytest.raises(ValueError, match="cannot inject"):
+        decode_verified(model, [prompt(s, 8) for s in range(3)], GEN, SCHEDULE, head=head, inject=[where])
+
+
+# --- token budget and the benchmark cell --------------------------------------------------------
+
+def test_token_budget():
+    assert DEFAULT_TOKEN_BUDGET == 512
+    assert budget_violation(32, 16) is None and budget_violation(1, 512) is None
+    assert "2 × 512 = 1024 tokens exceeds the verification token budget of 512" in budget_violation(2, 512)
+    assert Schedule(window=16, context=64).rows == 32
+    with pytest.raises(ValueError, match="exceeds the token budget"):
+        Schedule(window=1024, context=64)
+
+
+def test_a_batch_over_the_budget_is_refused(fp32):
+    model, head = fp32
+    with pytest.raises(ValueError, match="exceeds the verification token budget of 64"):
+        decode_verified(model, [prompt(s, 8) for s in range(9)], GEN, SCHEDULE, head=head)
+
+
+def test_a_cell_over_the_budget_is_recorded_not_run():
+    cell = Cell("recompute", "none", 0, batch=32, seq_len=128, window=32, gen_len=512, model="gpt2-medium")
+    record = run_recompute_cell(None, cell, None, rounds=1, warmup=0)  # builds nothing
+    assert record["status"] == STATUS_OUTSIDE_BUDGET and record["token_budget"] == 512
+    assert "32 × 32 = 1024" in record["reason"]
+
+
+class DisabledBenchmark:
+    """pytest-benchmark under --benchmark-disable: runs the function once, untimed."""
+
+    disabled, stats = True, None
+
+    def pedantic(self, fn, setup=None, teardown=None, **_):
+        for hook in (setup, fn, teardown):
+            if hook is not None:
+                hook()
+
+
+def test_cell_record_carries_the_metrics():
+    cell = Cell("recompute", "lora", 4, batch=2, seq_len=8, window=4, gen_len=12)
+    record = run_recompute_cell(DisabledBenchmark(), cell, ModelCache(), rounds=1, warmup=0)
+    assert record["status"] == STATUS_OK and record["cell_id"] == "recompute[lora-r4-b2-s8-w4-g12]"
+    assert record["output_tokens"] == 24 and record["token_budget"] == 64 and record["verify_rows"] == 16
+    assert record["matches_fixed_schedule"] is True
+    assert record["recompute_pct"] == 100 * record["recomputed_tokens"] / 24
+    assert record["mismatches"] == len(record["mismatch_positions"])
+    assert record["flops"] > 0 and "time_ms" not in record
