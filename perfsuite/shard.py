@@ -21,8 +21,16 @@ def estimated_cost(cell: Cell) -> float:
     if cell.workload == "latency":
         work = (cell.batch or 1) * (cell.seq_len or 1)
     elif cell.workload == "recompute":
-        # decoding is sequential: each output token costs a step, verification replays each window once more
-        work = (cell.gen_len or 1) * (2 * (cell.batch or 1) + 32) + (cell.batch or 1) * (cell.seq_len or 0)
+        from perfsuite.workloads.recompute import budget_violation, token_budget
+
+        batch, window, gen = cell.batch or 1, cell.window or 1, cell.gen_len or 1
+        budget = token_budget(cell)
+        if budget_violation(batch, window, budget):
+            work = 0  # recorded as outside the budget, never run
+        else:
+            # fast path: one step per output token (per-step overhead ~32 tokens); a fixed-shape verify pass
+            # of `budget` tokens per window; the check against the fixed-schedule decode, one pass per token
+            work = gen * (batch + 32) + (gen // window + 1) * budget + gen * budget
     else:
         work = 64 * ((cell.rank or 1) + (cell.rank_b or 1))
     return float(work + CELL_OVERHEAD_TOKENS)
