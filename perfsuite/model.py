@@ -107,6 +107,14 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, past: LayerCache | None = None) -> tuple[torch.Tensor, LayerCache]:
         a, present = self.attn(self.ln_1(x), past)
+        return self.after_attention(x, a), present
+
+    def after_attention(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The block from the attention output ``a`` on: residual adds, MLP and the adapter slots.
+
+        Separate so that a decoder with its own attention (the recompute workload's ragged KV cache) runs the
+        very same rest of the block.
+        """
         if self.adapter_attn is not None:
             a = self.adapter_attn(a)
         x = x + a
@@ -116,7 +124,7 @@ class Block(nn.Module):
             m = m + self.parallel_mlp(h)
         if self.adapter_mlp is not None:
             m = self.adapter_mlp(m)
-        return x + m, present
+        return x + m
 
 
 class GPT2(nn.Module):

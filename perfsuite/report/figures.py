@@ -25,8 +25,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
-from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, Phi, RecomputeData, SubspaceGroup, adapter_label,
-                                     check_phi, setup_label, subspace_groups)
+from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, RecomputeData, SubspaceGroup, adapter_label,
+                                     check_phi, panel_title, setup_label, subspace_groups)
+from perfsuite.subspace import Comparison
 
 VECTOR_FORMATS = ("svg", "pdf")
 PNG_DPI = 150
@@ -205,7 +206,7 @@ def subspace_figure(group: SubspaceGroup) -> Figure:
     fig = Figure(figsize=(ncols * side + 1.3, nrows * max(1.4, side * min(1.0, aspect * 1.15)) + 0.9),
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    placed: list[tuple[object, Phi]] = []
+    placed: list[tuple[object, Comparison]] = []
     for k, p in enumerate(group.panels):
         placed.append((axes[k // pcol][k % pcol], p))
     for k, p in enumerate(group.controls):
@@ -223,7 +224,7 @@ def subspace_figure(group: SubspaceGroup) -> Figure:
         ax.set_xticks(_phi_ticks(p.r_b))
         ax.set_yticks(_phi_ticks(p.r_a))
         ax.tick_params(labelsize=7, length=2)
-        ax.set_title(p.title, fontsize=9)
+        ax.set_title(panel_title(p), fontsize=9)
         ax.set_xlabel("j", fontsize=9)
         ax.set_ylabel("i", fontsize=9)
     bar = fig.colorbar(im, ax=[ax for ax, _ in placed], aspect=max(15, 10 * nrows), pad=0.02)

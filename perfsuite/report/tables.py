@@ -19,6 +19,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import ADAPTER_NAMES, WORKLOADS, Cell
 from perfsuite.record import STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET
 from perfsuite.results import Results, read_json
+from perfsuite.subspace import Comparison
 from perfsuite.timing import NOISY_IQR_PCT
 
 # Format history of the ``perfsuite compare`` verdict file this report reads ("perfsuite_comparison"):
@@ -138,30 +139,11 @@ def _positions(g: Grid) -> list[tuple[int, int, str]]:
     return [(i, j, s) for i, line in enumerate(g.status) for j, s in enumerate(line)]
 
 
-@dataclass(frozen=True)
-class Phi:
-    """One φ(A, A′, i, j) grid of the subspace data contract, checked."""
-
-    layer: int
-    matrix: str
-    comparison: str  # "seed", "rank", "control" (others are drawn like "seed")
-    label: str
-    phi: np.ndarray  # (r_a, r_b): phi[i-1, j-1]
-    top_agree: int | None = None
-
-    @property
-    def r_a(self) -> int:
-        return self.phi.shape[0]
-
-    @property
-    def r_b(self) -> int:
-        return self.phi.shape[1]
-
-    @property
-    def title(self) -> str:
-        if self.comparison == "control":
-            return "random Gaussian"
-        return f"Layer {self.layer}  {matrix_label(self.matrix)}"
+def panel_title(p: Comparison) -> str:
+    """A φ panel's title: its layer and matrix, or "random Gaussian" for the control."""
+    if p.comparison == "control":
+        return "random Gaussian"
+    return f"Layer {p.layer}  {matrix_label(p.matrix)}"
 
 
 @dataclass(frozen=True)
@@ -170,8 +152,8 @@ class SubspaceGroup:
 
     stem: str
     title: str
-    panels: tuple[Phi, ...]
-    controls: tuple[Phi, ...] = field(default_factory=tuple)  # at most one: the random-Gaussian panel
+    panels: tuple[Comparison, ...]
+    controls: tuple[Comparison, ...] = field(default_factory=tuple)  # at most one: the random-Gaussian panel
 
 
 # --- small formatting helpers ----------------------------------------------------------------------
@@ -416,8 +398,8 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
 # --- subspace similarity: LoRA paper Figures 3-4 and 6-7 -------------------------------------------
 
 
-def check_phi(c: Any, where: str) -> Phi:
-    """A comparison record (dict of the data contract, or an object with ``to_dict()``) → :class:`Phi`."""
+def check_phi(c: Any, where: str) -> Comparison:
+    """A comparison record (dict of the data contract, or an object with ``to_dict()``) → :class:`~perfsuite.subspace.Comparison`."""
     if hasattr(c, "to_dict") and not isinstance(c, dict):
         c = c.to_dict()
     if not isinstance(c, dict):
@@ -434,12 +416,15 @@ def check_phi(c: Any, where: str) -> Phi:
         want = phi.shape[0 if k == "r_a" else 1]
         if c.get(k) is not None and c.get(k) != want:
             raise ReportError(f"{where}: {k} = {c.get(k)} but 'phi' has {want} {'rows' if k == 'r_a' else 'columns'}")
-    return Phi(layer=as_int(c.get("layer")) if as_int(c.get("layer")) is not None else -1,
-               matrix=str(c.get("matrix", "?")), comparison=str(c.get("comparison", "seed")),
-               label=str(c.get("label") or ""), phi=phi, top_agree=as_int(c.get("top_agree")))
+    try:
+        return Comparison(layer=as_int(c.get("layer")) if as_int(c.get("layer")) is not None else -1,
+                          matrix=str(c.get("matrix", "?")), comparison=str(c.get("comparison", "seed")),
+                          label=str(c.get("label") or ""), phi=phi)
+    except ValueError as e:
+        raise ReportError(f"{where}: {e}") from None
 
 
-def subspace_records(frame: pd.DataFrame) -> list[Phi]:
+def subspace_records(frame: pd.DataFrame) -> list[Comparison]:
     """Every φ grid in the frame's subspace rows (the ``subspace`` column of ok cells), checked."""
     sub = frame[frame["workload"] == "subspace"]
     out = []
@@ -456,7 +441,7 @@ def subspace_records(frame: pd.DataFrame) -> list[Phi]:
 _MATRIX_ORDER = ("q", "k", "v", "o")
 
 
-def subspace_groups(phis: Iterable[Phi]) -> list[SubspaceGroup]:
+def subspace_groups(phis: Iterable[Comparison]) -> list[SubspaceGroup]:
     """Group φ grids into figures: one per (kind of comparison, r_a, r_b), with one random-Gaussian control.
 
     The control is one of the same shape if there is one, else the top-left corner of a larger one: the
@@ -475,7 +460,7 @@ def subspace_groups(phis: Iterable[Phi]) -> list[SubspaceGroup]:
         if fits:
             c = fits[0]
             if (c.r_a, c.r_b) != (ra, rb):
-                c = Phi(c.layer, c.matrix, c.comparison, f"{c.label} (top-left {ra} × {rb} of {c.r_a} × {c.r_b})",
+                c = Comparison(c.layer, c.matrix, c.comparison, f"{c.label} (top-left {ra} × {rb} of {c.r_a} × {c.r_b})",
                         c.phi[:ra, :rb])
             ctrl = (c,)
         groups.append(SubspaceGroup(f"subspace-{kind}-r{ra}-r{rb}", phi_title(kind, ra, rb), tuple(mine), ctrl))
@@ -486,7 +471,7 @@ def subspace_groups(phis: Iterable[Phi]) -> list[SubspaceGroup]:
     return groups
 
 
-def _order(p: Phi) -> tuple:
+def _order(p: Comparison) -> tuple:
     return p.layer, _MATRIX_ORDER.index(p.matrix) if p.matrix in _MATRIX_ORDER else 9, p.matrix
 
 
@@ -509,13 +494,13 @@ def subspace_tables(group: SubspaceGroup) -> list[Table]:
     tables = [summary]
     for p in (*group.panels, *group.controls):
         if p.phi.size <= MAX_INLINE_PHI_CELLS:
-            tables.append(Table(f"φ(i, j): {plain_label(p.title)}", ("i \\ j", *(str(j + 1) for j in range(p.r_b))),
+            tables.append(Table(f"φ(i, j): {plain_label(panel_title(p))}", ("i \\ j", *(str(j + 1) for j in range(p.r_b))),
                                 tuple((str(i + 1), *(fmt(v, 2) for v in p.phi[i])) for i in range(p.r_a)),
                                 collapsed=True))
     return tables
 
 
-def phi_frame(phis: Iterable[Phi]) -> pd.DataFrame:
+def phi_frame(phis: Iterable[Comparison]) -> pd.DataFrame:
     """Every φ(i, j) in long form: one row per (comparison, i, j), 1-based like the paper."""
     rows = [{"layer": p.layer, "matrix": p.matrix, "comparison": p.comparison, "label": p.label, "r_a": p.r_a,
              "r_b": p.r_b, "i": i + 1, "j": j + 1, "phi": float(p.phi[i, j])}

@@ -141,23 +141,9 @@ def _forward(model: GPT2, cache: _KVBuffer, idx: torch.Tensor, starts: torch.Ten
             keys, values = cache.k[i][rows, :, :ctx], cache.v[i][rows, :, :ctx]
         y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # (R, nh, T, hs)
         a = attn.c_proj(y.transpose(1, 2).reshape(R, T, C))
-        x = _block_rest(block, x, a)
+        x = block.after_attention(x, a)
     x = model.ln_f(x)
     return model.lm_head(x) if head is None else F.linear(x, head)
-
-
-def _block_rest(block, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """The rest of :meth:`perfsuite.model.Block.forward` after attention, adapter slots included."""
-    if block.adapter_attn is not None:
-        a = block.adapter_attn(a)
-    x = x + a
-    h = block.ln_2(x)
-    m = block.mlp(h)
-    if block.parallel_mlp is not None:
-        m = m + block.parallel_mlp(h)
-    if block.adapter_mlp is not None:
-        m = block.adapter_mlp(m)
-    return x + m
 
 
 def _prompts(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int) -> list[torch.Tensor]:

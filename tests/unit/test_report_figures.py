@@ -9,7 +9,7 @@ from matplotlib.patches import Rectangle
 from perfsuite.grid import Cell, latency_cells
 from perfsuite.report import (ReportError, latency_data, latency_figure, recompute_data, recompute_figure,
                               render_subspace, subspace_figure, subspace_groups, subspace_records)
-from perfsuite.report.tables import check_phi
+from perfsuite.report.tables import check_phi, panel_title
 from perfsuite.results import load_results, tidy_frame
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
@@ -129,7 +129,7 @@ def test_smaller_groups_get_the_corner_of_a_larger_control():
     (group,) = subspace_groups(comps)
     (control,) = group.controls
     np.testing.assert_array_equal(control.phi, comps[1].phi[:4, :4])
-    assert control.label == "G (top-left 4 × 4 of 8 × 8)" and control.title == "random Gaussian"
+    assert control.label == "G (top-left 4 × 4 of 8 × 8)" and panel_title(control) == "random Gaussian"
     (only,) = subspace_groups(comps[1:])
     assert only.panels == (comps[1],) and only.stem == "subspace-control-r8-r8"
 
