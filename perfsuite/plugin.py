@@ -41,6 +41,9 @@ def add_perfsuite_options(add) -> None:
         help="timed rounds per cell (default: the profile's)")
     add("--perfsuite-warmup", default=None, type=int, metavar="N",
         help="untimed warm-up rounds per cell (default: the profile's)")
+    add("--perfsuite-compare", nargs="?", const="auto", default=None, metavar="BASELINE",
+        help="at the end of the session, compare the cells with BASELINE (a baseline file or a results JSON; "
+             "default: the matching one in baselines/), re-measure suspects, fail on a confirmed regression")
     add("--perfsuite-shard", default=None, metavar="I/N",
         help="run only shard I of N (1-based): disjoint, balanced by estimated cost, deterministic")
     add("--perfsuite-journal", default=None, metavar="FILE",
@@ -54,6 +57,14 @@ def add_perfsuite_options(add) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfsuite", "perfsuite: adapter performance regression suite")
     add_perfsuite_options(group.addoption)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    baseline = session.config.getoption("perfsuite_compare", None)
+    if baseline is not None:  # the comparison runs at session end, once pytest-benchmark has its results
+        from perfsuite.compare import SessionComparison
+
+        session.config.pluginmanager.register(SessionComparison(session.config, baseline), "perfsuite-compare")
 
 
 class Progress:
