@@ -1,0 +1,106 @@
+"""``perfsuite selftest``: measure the regression detector on this machine (false alarms and power)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from perfsuite.compare import REMEASURE
+from perfsuite.errors import PerfsuiteError
+from perfsuite.selftest import THREADS_NOTE, SelftestOptions, run_selftest
+from perfsuite.stats import ALPHA, MIN_EFFECT_PCT
+
+HELP = ("measure the detector on this machine: false-alarm rate over A/A comparisons and detection rate for real "
+        "slow-downs of known size")
+
+DEFAULTS = SelftestOptions()
+METRICS = ("slowdown", "time")  # the selftest's cell is a latency cell: timed against r = 0
+# --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
+QUICK = dict(trials=3, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PerfsuiteError(f"--effects {text!r}: give comma-separated percentages, e.g. 2,5,10,20") from None
+    if not values:
+        raise PerfsuiteError("--effects: give at least one effect size")
+    return values
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--trials", type=int, default=DEFAULTS.trials,
+                   help=f"A/A comparisons, and comparisons per effect size (default: {DEFAULTS.trials}; "
+                        "about 1-3 minutes on a 2-core CPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few seconds: checks the selftest runs, its rates mean little")
+    p.add_argument("--rounds", type=int, default=DEFAULTS.rounds,
+                   help=f"timed rounds per measured block, like a cell's rounds (default: {DEFAULTS.rounds})")
+    p.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="warm-up rounds per block")
+    p.add_argument("--effects", default=",".join(f"{e:g}" for e in DEFAULTS.effects_pct), metavar="PCTS",
+                   help="slow-downs to detect, %% (default: 2,5,10,20)")
+    p.add_argument("--metrics", default=",".join(DEFAULTS.metrics), metavar="LIST",
+                   help=f"metrics to test: {', '.join(METRICS)} (default: both)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--model", default=DEFAULTS.model, help="model preset of the measured cell (default: tiny)")
+    p.add_argument("--adapter", default=DEFAULTS.adapter, help="adapter of the measured cell (default: lora)")
+    p.add_argument("--rank", type=int, default=DEFAULTS.rank)
+    p.add_argument("--batch", type=int, default=DEFAULTS.batch)
+    p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len)
+    p.add_argument("--dtype", default=DEFAULTS.dtype)
+    p.add_argument("--min-effect", type=float, default=MIN_EFFECT_PCT, metavar="PCT",
+                   help=f"the comparison's minimum effect (default: {MIN_EFFECT_PCT:g})")
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default: {ALPHA:g})")
+    p.add_argument("--remeasure", type=int, default=REMEASURE, metavar="N",
+                   help=f"re-measure suspect regressions N times, as the gate does (default: {REMEASURE})")
+    p.add_argument("--threads", type=int, default=DEFAULTS.threads, metavar="N",
+                   help="torch CPU threads while measuring; 0: leave torch's setting (default: 1, because "
+                        + THREADS_NOTE.replace("%", "%%") + ")")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+
+
+def _check_cell(o: SelftestOptions) -> None:
+    """Unknown names fail here, in one line, before minutes of measuring."""
+    from perfsuite.adapters import get_adapter
+    from perfsuite.model import PRESETS
+    from perfsuite.timing import DeviceUnavailable, resolve_device
+    from perfsuite.workloads.models import DTYPES
+
+    if o.model not in PRESETS:
+        raise PerfsuiteError(f"unknown model preset {o.model!r}; known: {', '.join(PRESETS)}")
+    if o.dtype not in DTYPES:
+        raise PerfsuiteError(f"unknown dtype {o.dtype!r}; known: {', '.join(DTYPES)}")
+    get_adapter(o.adapter)  # raises a PerfsuiteError naming the known adapters
+    if o.rank < 1:
+        raise PerfsuiteError("--rank must be >= 1: the measured cell is an adapted model, timed against r = 0")
+    try:
+        resolve_device(o.device)
+    except DeviceUnavailable as e:
+        raise PerfsuiteError(str(e)) from None
+
+
+def run(args) -> int:
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise PerfsuiteError(f"--metrics: unknown {unknown or 'empty list'}; use {', '.join(METRICS)}")
+    try:
+        options = SelftestOptions(
+            trials=args.trials, rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
+            metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
+            batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
+            min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed)
+        if args.quick:
+            options = replace(options, **QUICK)
+    except ValueError as e:
+        raise PerfsuiteError(str(e)) from None
+    _check_cell(options)
+    report = run_selftest(options, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    return 0
