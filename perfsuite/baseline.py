@@ -167,8 +167,9 @@ def _slug(text: str) -> str:
 def default_name(fingerprint: Fingerprint, profile: str | None) -> str:
     """E.g. ``smoke_cpu-amd-epyc_torch-2.13.0-cpu_nocuda_float32_tiny``: the profile, then the fingerprint."""
     cuda = f"cuda-{_slug(fingerprint.cuda_version)}" if fingerprint.cuda_version else "nocuda"
-    return "_".join([_slug(profile or "any"), _slug(fingerprint.device_name), f"torch-{_slug(fingerprint.torch_version)}",
-                     cuda, _slug(fingerprint.dtype), _slug(fingerprint.model)])
+    return "_".join([_slug(profile or "any"), _slug(fingerprint.device_name),
+                     f"torch-{_slug(fingerprint.torch_version)}", cuda, _slug(fingerprint.dtype),
+                     _slug(fingerprint.model)])
 
 
 def source_of(results: Results) -> dict:

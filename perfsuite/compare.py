@@ -8,19 +8,21 @@ this run), missing (only in the baseline, or did not run now).
 What is compared (``metric``):
   slowdown  the per-round ratios adapted / r = 0 (the slow-down % against the plain model, timed in
             interleaved rounds). Portable across machines of one dtype and model, and immune to drift that
-            moves both models alike. The default (``auto``), on the same device too: between separate runs on
-            the 2-core CPU runner, 0 of 540 A/A cell comparisons of it moved by 3 %, while 77 of 540 of the
-            absolute times did (see ``perfsuite selftest`` and the project notes). What it cannot see is a change
-            that slows the plain model as much as the adapted one; the r = 0 cells are 0 % by construction.
+            moves both models alike. The default (``auto``), on the same device too: over 8 separate smoke
+            runs on the shared 2-core CPU runner (1 288 A/A cell comparisons) it moved by 2.7 % at most and
+            gave no regression verdict, while the absolute times moved by up to 20 % and gave 166 (13 %).
+            What it cannot see is a change that slows the plain model as much as the adapted one; the r = 0
+            cells are 0 % by construction.
   recompute the same for recompute cells: their times over plain decoding's, timed in interleaved rounds
             (compared with ``slowdown``; their deterministic ``recompute_pct`` is reported, not tested).
   time      the adapted model's raw times (ms), only against a baseline of the same device fingerprint; asked
             for with ``--metric time`` (for a quiet, dedicated machine), or, with ``auto``, the fallback for a
             cell without r = 0 samples on the same device.
 
-``change_pct`` is always a relative change of the cell's time — for ``slowdown``, of its time in units of its
-r = 0 model's time — so one minimum effect applies to both. ``baseline`` and ``current`` are the medians
-(ms for time, slow-down % for slowdown).
+``change_pct`` is always a relative change of the cell's time — for ``slowdown`` and ``recompute``, of its time
+in units of its reference's time: ``median(current) / median(baseline) - 1`` of the per-round samples — so one
+minimum effect applies to all. ``baseline`` and ``current`` are the cell's own summary numbers: median time (ms),
+slow-down % (``slowdown_pct``, from pairs of rounds), or overhead % over plain decoding.
 
 The comparison document (``perfsuite compare --json``) — format history of ``perfsuite_comparison``:
   1 — {perfsuite_comparison, baseline, compared, cells: [{cell_id, verdict, metric, baseline, current,
@@ -145,8 +147,9 @@ def resolve_metric(requested: str, current: Baseline, baseline: Baseline) -> str
     if requested != "time":
         for key in ("dtype", "model"):
             if getattr(current.fingerprint, key) != getattr(baseline.fingerprint, key):
+                old, new = getattr(baseline.fingerprint, key), getattr(current.fingerprint, key)
                 raise CompareError(f"the slow-down is portable across machines, not across {key}s: baseline "
-                                   f"{getattr(baseline.fingerprint, key)!r}, current {getattr(current.fingerprint, key)!r}")
+                                   f"{old!r}, current {new!r}")
     return "time" if requested == "time" else "slowdown"
 
 

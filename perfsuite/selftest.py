@@ -6,8 +6,8 @@ each requested slow-down — and compares every current block with the baseline
 through the very function ``perfsuite compare`` uses. A block is what one cell
 of a benchmark run is: fresh model copies (new memory, as in a new run), a few
 warm-up rounds, then ``rounds`` rounds of the r = 0 model and the adapted one,
-interleaved in alternating order as ``perfsuite.timing.paired_benchmark`` does. A suspect regression is re-measured as ``perfsuite compare
---remeasure`` would.
+interleaved in alternating order as ``perfsuite.timing.paired_benchmark`` does.
+A suspect regression is re-measured as ``perfsuite compare --remeasure`` would.
 
 The slow-downs are real extra work inside the measured function: ``k`` tiny
 tensor operations after the adapted forward pass, ``k`` calibrated from the
@@ -16,8 +16,8 @@ really has is then measured on its own (interleaved, many rounds) and reported
 beside the nominal one.
 
 Blocks measured seconds apart drift less than runs made days apart, so these
-rates are the best case for this machine's run-to-run noise at the time of the
-test, and they change with the load on the machine.
+rates are the best case for this machine's run-to-run noise, and they change
+with the load other jobs put on the machine: run it more than once.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ class SelftestReport:
 
     def table(self) -> str:
         o = self.options
-        lines = [f"perfsuite selftest on {self.device} ({self.threads} thread{'s' if self.threads != 1 else ''}): {o.model} {o.adapter} r{o.rank} "
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        lines = [f"perfsuite selftest on {self.device} ({threads}): {o.model} {o.adapter} r{o.rank} "
                  f"b{o.batch} s{o.seq_len}, forward {self.forward_ms:.3f} ms; {o.trials} trials x {len(self.levels)} "
                  f"levels, {o.rounds} rounds per block, {self.blocks} blocks in {self.seconds:.0f} s",
                  f"gates: p < {o.alpha:g} and change >= {o.min_effect_pct:g}%; suspect regressions re-measured "
@@ -136,9 +137,10 @@ class SelftestReport:
                              f"{np.median(est):+10.1f}%")
             aa = self.levels[0]
             rate, low, high = self.rate(aa, metric)
+            changed = aa.count(metric, "regression") + aa.count(metric, "improvement")
             lines.append(f"  false-alarm rate (A/A regressions): {100 * rate:.1f}% (95% CI {100 * low:.1f}-"
                          f"{100 * high:.1f}%); any A/A change (regression or improvement): "
-                         f"{aa.count(metric, 'regression') + aa.count(metric, 'improvement')}/{len(aa.verdicts[metric])}")
+                         f"{changed}/{len(aa.verdicts[metric])}")
         return "\n".join(lines)
 
 

@@ -8,9 +8,9 @@ to half the samples being off:
 * effect: ``median(current) / median(baseline) - 1``, as a % change;
 * interval and p-value: a percentile bootstrap of that ratio, each run resampled
   on its own (Efron & Tibshirani 1993, ch. 13 and 16), with a fixed seed so the
-  same samples always give the same answer. Measured on this project's CPU
-  runner (``perfsuite selftest``), the Mann–Whitney U test lost a third of its
-  power to such contamination where the bootstrap of medians did not;
+  same samples always give the same answer. On this project's CPU runner the
+  Mann–Whitney U test missed 5 of 150 real 5 % slow-downs whose blocks had a
+  fifth of their rounds descheduled; the bootstrap of medians found all 150;
 * below ``BOOTSTRAP_MIN_N`` samples a side the bootstrap has too few distinct
   medians to mean much: the exact Mann–Whitney U test decides instead (it
   cannot reach 1 % with 4 samples or fewer a side, which is the honest answer),
@@ -34,9 +34,10 @@ import numpy as np
 # Two-sided significance level. 1 %: a run compares tens of cells, and sampling noise alone should rarely pass
 # this gate; drift between runs is the minimum effect's job.
 ALPHA = 0.01
-# Smallest change (%) that can be called a regression or an improvement. From `perfsuite selftest` and A/A runs on
-# the 2-core CPU runner (see the project notes): A/A changes of the paired slow-down stay within about ±1.5 % between
-# runs, while a real 5 % slow-down is estimated at 5 ± 0.5 %. Overridden by --min-effect.
+# Smallest change (%) that can be called a regression or an improvement. Measured on the shared 2-core CPU runner:
+# between 8 separate smoke runs (1 288 A/A cell comparisons) the paired slow-down moved by at most 2.7 % (99th
+# percentile 1.9 %), and `perfsuite selftest` estimates a real 5 % slow-down at 5.0 ± 0.4 %. 3 % sits above the
+# A/A noise with margin, and well below a real 5 % slow-down. Overridden by --min-effect.
 MIN_EFFECT_PCT = 3.0
 # A non-significant cell whose interval reaches past this multiple of the minimum effect is "inconclusive", not
 # "unchanged": the run could hide a slow-down of the size the detector is meant to catch (its measured power is
