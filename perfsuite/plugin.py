@@ -18,9 +18,9 @@ import pytest
 from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
 from perfsuite.journal import Journal
-from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUSES
+from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUSES
 from perfsuite.shard import estimated_cost, parse_shard, shard_cells
-from perfsuite.timing import DeviceUnavailable, resolve_device
+from perfsuite.timing import DeviceUnavailable, is_out_of_memory, resolve_device
 from perfsuite.workloads.models import DTYPES, ModelCache
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
@@ -212,6 +212,31 @@ def perfsuite_skip(perfsuite_state: SessionState):
         pytest.skip(f"{cell.id}: {status}: {reason}")
 
     return skip
+
+
+@pytest.fixture
+def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionState, perfsuite_skip):
+    """Run a workload's ``run_cell(benchmark, cell, models, rounds=, warmup=)`` and return its record.
+
+    Out of memory, or a record whose status is not ok (e.g. over the token budget), is recorded in the
+    JSON and skipped with the reason; the record goes into pytest-benchmark's ``extra_info``.
+    """
+
+    def measure(run_cell) -> dict:
+        state, cell = perfsuite_state, perfsuite_cell
+        try:
+            record = run_cell(benchmark, cell, state.models, rounds=state.rounds, warmup=state.warmup)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            state.models.clear()
+            perfsuite_skip(cell, STATUS_OOM, str(e).splitlines()[0])
+        if record["status"] != STATUS_OK:
+            perfsuite_skip(cell, record["status"], record["reason"])
+        benchmark.extra_info.update(record)
+        return record
+
+    return measure
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ the seeds agree on the top direction far above the Gaussian control, and not on 
 
 import pytest
 
-from perfsuite.record import STATUS_OOM
-from perfsuite.timing import is_out_of_memory
 from perfsuite.workloads.subspace import run_subspace_cell
 
 SEED_PHI_11_MIN = 0.5  # every layer and matrix: the two seeds' top directions agree (φ(1,1) above one half)
@@ -17,18 +15,9 @@ FINAL_LOSS_MAX = 0.05  # the students learned the planted update (the untrained 
 
 
 @pytest.mark.perfsuite(workload="subspace")
-def test_subspace(benchmark, perfsuite_cell, perfsuite_state, perfsuite_models, perfsuite_skip):
+def test_subspace(benchmark, perfsuite_cell, perfsuite_measure):
     benchmark.group = f"subspace-{perfsuite_cell.model}"
-    try:
-        record = run_subspace_cell(benchmark, perfsuite_cell, perfsuite_models,
-                                   rounds=perfsuite_state.rounds, warmup=perfsuite_state.warmup)
-    except Exception as e:
-        if not is_out_of_memory(e):
-            raise
-        perfsuite_models.clear()
-        perfsuite_skip(perfsuite_cell, STATUS_OOM, str(e).splitlines()[0])
-    benchmark.extra_info.update(record)
-    assert record["status"] == "ok"
+    record = perfsuite_measure(run_subspace_cell)
     assert record["final_loss"] < FINAL_LOSS_MAX, record["train_runs"]
     comparisons = record["subspace"]
     seeds = [c for c in comparisons if c["comparison"] == "seed"]
