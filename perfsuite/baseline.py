@@ -138,6 +138,12 @@ def records_from_results(results: Results) -> tuple[dict[str, dict], list[str]]:
     return cells, not_ok
 
 
+def ran_any(results: Results) -> bool:
+    """Whether any cell ran (status ok): only those have a device fingerprint and something to compare."""
+    frame = results.frame
+    return bool(len(frame)) and bool((frame["status"] == STATUS_OK).any())
+
+
 def fingerprint_of(results: Results, where: str = "results") -> Fingerprint:
     """The one fingerprint of the cells that ran; an error when there are none or several."""
     frame = results.frame
@@ -286,7 +292,7 @@ def find_baseline(results: Results, directory: str | Path = BASELINE_DIR) -> Pat
     with the default name wins; otherwise the choice is ambiguous and an error.
     """
     directory = Path(directory)
-    if not directory.is_dir():
+    if not directory.is_dir() or not ran_any(results):
         return None
     fp, profile = fingerprint_of(results), profile_of(results)
     matches = [p for p in sorted(directory.glob("*.json"))

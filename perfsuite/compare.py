@@ -328,12 +328,12 @@ class SessionComparison:
         return Results(frame=tidy_frame(rows), runs=[run]), doc
 
     def pytest_sessionfinish(self, session) -> None:
-        from perfsuite.baseline import find_baseline, load_reference
+        from perfsuite.baseline import find_baseline, load_reference, ran_any
 
         try:
             results, doc = self.session_results()
-            if not len(results.frame):
-                self.text = "perfsuite compare: no perfsuite cells ran in this session; nothing compared"
+            if not ran_any(results):
+                self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
                 return
             if self.baseline == "auto":
                 path = find_baseline(results, Path(self.config.rootpath) / self.baselines_dir)

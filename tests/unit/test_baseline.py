@@ -178,3 +178,15 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         write_atomic(path, {"not json": object()})
     assert path.read_text() == '{"old": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]
+
+
+def test_no_baseline_matches_a_run_where_no_cell_ran(tmp_path):
+    update_baseline(load_results([RUN_A]), directory=tmp_path)
+    doc = json.loads(RUN_A.read_text())
+    doc["perfsuite"]["not_run"] = [{**b["extra_info"], "status": "no_device", "reason": "no GPU"}
+                                   for b in doc["benchmarks"]]
+    doc["benchmarks"] = []
+    nothing = tmp_path / "runs" / "nothing.json"
+    nothing.parent.mkdir()
+    nothing.write_text(json.dumps(doc))
+    assert find_baseline(load_results([nothing]), tmp_path) is None
