@@ -25,7 +25,8 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--min-effect", type=float, default=MIN_EFFECT_PCT, metavar="PCT",
                    help=f"smallest change (%%) called a regression or improvement (default: {MIN_EFFECT_PCT:g})")
     p.add_argument("--alpha", type=float, default=ALPHA,
-                   help=f"significance level of the Mann-Whitney U test (default: {ALPHA:g})")
+                   help=f"two-sided significance level: bootstrap of the ratio of medians, exact Mann-Whitney U "
+                        f"below 8 samples a side (default: {ALPHA:g})")
     p.add_argument("--remeasure", type=int, default=0, metavar="N",
                    help="re-run suspect regressions N times with pytest (from --rootdir) before declaring them; "
                         "each re-measurement must agree (default: 0)")
