@@ -9,11 +9,13 @@ recorded through ``perfsuite_skip`` and listed in the JSON under
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
@@ -41,6 +43,9 @@ def add_perfsuite_options(add) -> None:
         help="timed rounds per cell (default: the profile's)")
     add("--perfsuite-warmup", default=None, type=int, metavar="N",
         help="untimed warm-up rounds per cell (default: the profile's)")
+    add("--perfsuite-threads", default=None, type=int, metavar="N",
+        help="CPU threads for torch while cells run (default: 1 on the CPU, where a second thread stalls "
+             "calls by hundreds of ms on shared runners; 0: torch's own default)")
     add("--perfsuite-compare", nargs="?", const="auto", default=None, metavar="BASELINE",
         help="at the end of the session, compare the cells with BASELINE (a baseline file or a results JSON; "
              "default: the matching one in baselines/), re-measure suspects, fail on a confirmed regression")
@@ -117,6 +122,7 @@ class SessionState:
     rounds: int
     warmup: int
     selection: str | None
+    threads: int = 1  # torch CPU threads for cells on the CPU (0: torch's default)
     shard: tuple[int, int] | None = None
     journal: Journal | None = None
     done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
@@ -167,7 +173,8 @@ def pytest_configure(config: pytest.Config) -> None:
         profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
         rounds=opt("perfsuite_rounds") or profile.rounds,
         warmup=profile.warmup if opt("perfsuite_warmup") is None else opt("perfsuite_warmup"),
-        selection=opt("perfsuite_cells"), shard=shard, journal=journal, done=done,
+        selection=opt("perfsuite_cells"), threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"),
+        shard=shard, journal=journal, done=done,
         progress=Progress() if opt("perfsuite_progress") else None)
 
 
@@ -214,6 +221,18 @@ def perfsuite_skip(perfsuite_state: SessionState):
     return skip
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's CPU thread count set to ``n`` for the block (None or 0: left as it is), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionState, perfsuite_skip):
     """Run a workload's ``run_cell(benchmark, cell, models, rounds=, warmup=)`` and return its record.
@@ -225,7 +244,8 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
     def measure(run_cell) -> dict:
         state, cell = perfsuite_state, perfsuite_cell
         try:
-            record = run_cell(benchmark, cell, state.models, rounds=state.rounds, warmup=state.warmup)
+            with cpu_threads(state.threads if cell.device == "cpu" else None):
+                record = run_cell(benchmark, cell, state.models, rounds=state.rounds, warmup=state.warmup)
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
@@ -256,6 +276,7 @@ def _run_settings(state: SessionState) -> dict:
         "rounds": state.rounds,
         "warmup": state.warmup,
         "selection": state.selection,
+        "threads": state.threads,
         "shard": f"{state.shard[0]}/{state.shard[1]}" if state.shard else None,
     }
 

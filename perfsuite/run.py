@@ -66,12 +66,13 @@ def resume_options(journal: Journal) -> dict[str, object]:
         raise PerfsuiteError(f"{journal.path}: no run header to resume from")
     s = headers[-1]["perfsuite"]
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
-            "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard")}
+            "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads")}
 
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
-            benchmarks: str | None = None, baseline: str | None = None, compare: bool = True,
+            benchmarks: str | None = None, baseline: str | None = None, compare_options=None,
             report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
+    """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report."""
     out = Path(out_dir)
     journal = Journal(out / JOURNAL_NAME)
     if journal.path.exists() and not (resume or fresh):
@@ -112,15 +113,35 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append(f"pytest exited with {int(code)}: some cells failed (see above)")
 
-    if compare:
-        _compare_step(outcome, baseline)
+    comparison = _compare_step(outcome, baseline, compare_options, bench_dir.parents[1]) if compare_options else None
     if report:
-        _report_step(outcome)
+        _report_step(outcome, comparison)
     return outcome
 
 
-def _compare_step(outcome: RunOutcome, baseline: str | None) -> None:
-    outcome.lines.append("comparison: not available yet")
+def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: Path) -> dict | None:
+    """Compare with ``baseline`` or the matching one in baselines/; write comparison.json and .md."""
+    from perfsuite.baseline import find_baseline, load_reference
+    from perfsuite.compare import compare, has_regression, pytest_remeasurer, render_markdown, render_terminal
+    from perfsuite.results import load_results
+
+    results = load_results([outcome.results])
+    ref = Path(baseline) if baseline else find_baseline(results, rootdir / "baselines")
+    if ref is None:
+        outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}; store this run as one "
+                             f"with: perfsuite baseline update {outcome.results}")
+        return None
+    remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
+    doc = compare(results, load_reference(ref), options, remeasure=remeasure)
+    outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc)
+    (outcome.out_dir / "comparison.md").write_text(render_markdown(doc) + "\n")
+    print(render_terminal(doc))
+    counts = ", ".join(f"{n} {v}" for v, n in doc["summary"].items() if n)
+    outcome.lines.append(f"comparison: {outcome.comparison} vs {ref} ({counts})")
+    if has_regression(doc):
+        outcome.exit_code = EXIT_REGRESSION
+        outcome.lines.append("REGRESSION confirmed: see the comparison table above")
+    return doc
 
 
 def _report_step(outcome: RunOutcome, comparison: dict | None = None) -> None:

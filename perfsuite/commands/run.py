@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from perfsuite.commands.compare import add_compare_arguments, options_from_args
+from perfsuite.compare import REMEASURE
 from perfsuite.plugin import add_perfsuite_options
 from perfsuite.run import run_job
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
 # Plugin options that `perfsuite run` manages itself.
-MANAGED = {"--perfsuite-journal", "--perfsuite-resume", "--perfsuite-progress"}
+MANAGED = {"--perfsuite-journal", "--perfsuite-resume", "--perfsuite-progress", "--perfsuite-compare"}
 PASSED_ON = []  # plugin option names (without the prefix) forwarded to pytest
 
 
@@ -31,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compare with FILE (a baseline or another results JSON); default: the matching baseline "
                         "in baselines/, if any")
     p.add_argument("--no-compare", action="store_true", help="skip the baseline comparison")
+    add_compare_arguments(p)  # --metric, --min-effect, --alpha, --remeasure: as in perfsuite compare
+    p.set_defaults(remeasure=REMEASURE)
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
                    help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
@@ -43,7 +47,8 @@ def run(args) -> int:
     out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
     extra = [a for a in args.pytest_args if a != "--"]
     outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,
-                      benchmarks=args.benchmarks, baseline=args.baseline, compare=not args.no_compare,
+                      benchmarks=args.benchmarks, baseline=args.baseline,
+                      compare_options=None if args.no_compare else options_from_args(args),
                       report=not args.no_report, extra_pytest_args=extra)
     print("\n".join(["", "perfsuite run: summary", *("  " + line for line in outcome.lines)]))
     return outcome.exit_code
