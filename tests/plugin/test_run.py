@@ -1,0 +1,94 @@
+"""``perfsuite run`` end to end, as a user types it: results, comparison and report; Ctrl-C keeps the cells
+measured so far and --resume measures only the rest; shards merge into the unsharded grid."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from perfsuite.results import load_results
+
+ROOT = Path(__file__).parents[2]
+CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
+FAST = ["--rounds", "3", "--warmup", "1", "--cells", CELLS]
+# columns that are measured (differ between any two runs); everything else must match cell for cell
+TIMED = {"time_ms", "base_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "base_samples_ms",
+         "source", "rounds", "peak_mem_bytes"}
+
+
+def perfsuite(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "perfsuite.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          **kw)
+
+
+def test_run_writes_results_comparison_and_report(tmp_path):
+    out = tmp_path / "run"
+    proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp_path)), "--remeasure", "0")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "perfsuite run: summary" in proc.stdout and "cells measured: 8, not run: 0" in proc.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["benchmarks"]) == 8 and doc["perfsuite"]["profile"] == "smoke"
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert {c["cell_id"] for c in comparison["cells"]} == {b["extra_info"]["cell_id"] for b in doc["benchmarks"]}
+    assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
+    again = perfsuite("run", *FAST, "--out", str(out))
+    assert again.returncode == 2 and "pass --resume to finish it or --fresh to start over" in again.stderr
+
+
+def _baseline(tmp_path):
+    """Another run's results as the reference (compare accepts a results JSON as baseline)."""
+    out = tmp_path / "reference"
+    proc = perfsuite("run", *FAST, "--out", str(out), "--no-compare", "--no-report")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out / "results.json"
+
+
+def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    slow = ["--rounds", "40", "--warmup", "1", "--cells", "workload == 'latency'"]
+    proc = subprocess.Popen([sys.executable, "-m", "perfsuite.cli", "run", *slow, "--out", str(out), "--no-compare",
+                             "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = out / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until two cells are journaled, then press Ctrl-C
+        if journal.exists() and journal.read_text().count('"kind": "benchmark"') >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert f"finish with: perfsuite run --resume --out {out}" in stdout
+    kept = {b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"]}
+    assert 2 <= len(kept) < 18
+
+    resumed = perfsuite("run", "--resume", "--out", str(out), "--no-compare", "--no-report")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["benchmarks"]) == 18 and doc["perfsuite"]["rounds"] == 40  # the journal's own settings
+    headers = [json.loads(x) for x in journal.read_text().splitlines() if '"kind": "header"' in x]
+    assert len(headers) == 2 and set(headers[1]["resumed"]) >= kept
+    assert not set(headers[1]["cells"]) & kept, "a resumed run measures only the missing cells"
+
+
+def test_shards_merge_into_the_unsharded_grid(tmp_path):
+    whole = tmp_path / "whole"
+    assert perfsuite("run", *FAST, "--out", str(whole), "--no-compare", "--no-report").returncode == 0
+    shard_files = []
+    for i in (1, 2, 3):
+        out = tmp_path / f"shard{i}"
+        proc = perfsuite("run", *FAST, "--shard", f"{i}/3", "--out", str(out), "--no-compare", "--no-report")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        shard_files.append(out / "results.json")
+    merged = load_results(shard_files).frame
+    single = load_results([whole / "results.json"]).frame
+    keep = [c for c in single.columns if c not in TIMED]
+    assert list(merged["cell_id"]) == list(single["cell_id"])
+    assert merged[keep].equals(single[keep])
+    report = perfsuite("report", *map(str, shard_files), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report" / "index.html").exists()
