@@ -246,6 +246,11 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         try:
             with cpu_threads(state.threads if cell.device == "cpu" else None):
                 record = run_cell(benchmark, cell, state.models, rounds=state.rounds, warmup=state.warmup)
+        except KeyboardInterrupt:
+            # Ctrl-C before the timing started: pytest-benchmark would warn "fixture was not used" at session end,
+            # an error under filterwarnings=error, and the interrupted run would end in a traceback.
+            benchmark.skipped = True
+            raise
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

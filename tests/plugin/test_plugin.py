@@ -98,3 +98,21 @@ def test_shards_split_the_grid(suite):
     assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     whole = suite.runpytest_subprocess("--collect-only", "-q", *FAST)
     assert ids[0] | ids[1] | ids[2] == {line for line in whole.stdout.lines if "test_latency[" in line}
+
+
+def test_ctrl_c_inside_a_cell_ends_as_an_interruption_not_a_traceback(pytester):
+    """Interrupted before its timing started, a cell must not leave pytest-benchmark's 'fixture was not used'
+    warning behind: under filterwarnings=error it turned Ctrl-C into a traceback wall and exit 1."""
+    pytester.makepyfile(test_interrupted="""
+import pytest
+
+@pytest.mark.perfsuite(workload="latency")
+def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
+    def run_cell(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the model is being built
+    perfsuite_measure(run_cell)
+""")
+    result = pytester.runpytest_subprocess("-W", "error::pytest_benchmark.logger.PytestBenchmarkWarning",
+                                           "--perfsuite-cells=adapter == 'none' and batch == 1", *FAST)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert "PytestBenchmarkWarning" not in result.stdout.str() + result.stderr.str()
