@@ -126,7 +126,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: P
     from perfsuite.results import load_results
 
     results = load_results([outcome.results])
-    ref = Path(baseline) if baseline else find_baseline(results, rootdir / "baselines")
+    ref = Path(baseline) if baseline else find_baseline(results, _shortest(rootdir / "baselines"))
     if ref is None:
         outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}; store this run as one "
                              f"with: perfsuite baseline update {outcome.results}")
@@ -142,6 +142,14 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: P
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append("REGRESSION confirmed: see the comparison table above")
     return doc
+
+
+def _shortest(path: Path) -> Path:
+    """``path`` relative to the current folder when it is inside it (what the reports and messages show)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _report_step(outcome: RunOutcome, comparison: dict | None = None) -> None:
