@@ -262,23 +262,23 @@ def baseline_from_json(doc, where: str, path: Path | None = None) -> Baseline:
                     created=doc.get("created"), updated=doc.get("updated"), note=doc.get("note"), path=path)
 
 
+def _read_doc(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except ResultsError as e:
+        raise BaselineError(str(e)) from None
+
+
 def load_baseline(path: str | Path) -> Baseline:
     """A baseline file, migrated to the current format in memory; BaselineError (one line) if it is not one."""
     path = Path(path)
-    try:
-        doc = read_json(path)
-    except ResultsError as e:
-        raise BaselineError(str(e)) from None
-    return baseline_from_json(doc, str(path), path)
+    return baseline_from_json(_read_doc(path), str(path), path)
 
 
 def load_reference(path: str | Path) -> Baseline:
     """What to compare against: a baseline file, or another run's pytest-benchmark results JSON."""
     path = Path(path)
-    try:
-        doc = read_json(path)
-    except ResultsError as e:
-        raise BaselineError(str(e)) from None
+    doc = _read_doc(path)
     if isinstance(doc, dict) and "benchmarks" in doc and "perfsuite_baseline" not in doc:
         rows, run = rows_from_doc(doc, str(path))
         return baseline_from_results(Results(frame=tidy_frame(rows), runs=[run]), name=str(path), path=path)
