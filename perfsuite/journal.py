@@ -62,6 +62,16 @@ class Journal:
                 done.add(e["cell_id"])
         return done
 
+    def is_complete(self) -> bool:
+        """Whether every cell the first session collected has a result or a not-run record."""
+        entries = self.read()
+        headers = [e for e in entries if e.get("kind") == "header"]
+        if not headers:
+            return False
+        recorded = {e["benchmark"]["extra_info"]["cell_id"] for e in entries if e.get("kind") == "benchmark"}
+        recorded |= {e["cell_id"] for e in entries if e.get("kind") == "not_run"}
+        return set(headers[0].get("cells", [])) <= recorded
+
     def to_results_json(self) -> dict:
         """A pytest-benchmark JSON document (plus the ``perfsuite`` section) from the journal.
 

@@ -76,8 +76,11 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     out = Path(out_dir)
     journal = Journal(out / JOURNAL_NAME)
     if journal.path.exists() and not (resume or fresh):
-        raise PerfsuiteError(f"{journal.path} holds an earlier run: pass --resume to finish it "
-                             "or --fresh to start over")
+        if not journal.is_complete():
+            raise PerfsuiteError(f"{journal.path} holds an unfinished run: pass --resume to finish it "
+                                 "or --fresh to start over")
+        fresh = True  # the earlier run finished: its results.json is replaced by this run's
+        print(f"perfsuite run: replacing the finished run in {out}")
     if fresh and journal.path.exists():
         journal.path.unlink()
     if resume and not journal.path.exists():

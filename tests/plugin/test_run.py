@@ -36,8 +36,8 @@ def test_run_writes_results_comparison_and_report(tmp_path):
     comparison = json.loads((out / "comparison.json").read_text())
     assert {c["cell_id"] for c in comparison["cells"]} == {b["extra_info"]["cell_id"] for b in doc["benchmarks"]}
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
-    again = perfsuite("run", *FAST, "--out", str(out))
-    assert again.returncode == 2 and "pass --resume to finish it or --fresh to start over" in again.stderr
+    again = perfsuite("run", *FAST, "--out", str(out), "--no-compare", "--no-report")
+    assert again.returncode == 0 and f"replacing the finished run in {out}" in again.stdout  # the README command twice
 
 
 def _baseline(tmp_path):
@@ -63,6 +63,8 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert f"finish with: perfsuite run --resume --out {out}" in stdout
+    refused = perfsuite("run", "--out", str(out))
+    assert refused.returncode == 2 and "holds an unfinished run: pass --resume to finish it" in refused.stderr
     kept = {b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"]}
     assert 2 <= len(kept) < 18
 

@@ -25,6 +25,16 @@ def test_results_from_the_journal_keep_the_last_measurement(tmp_path):
     assert j.done_cell_ids() == {"latency[a]", "latency[b]"}
 
 
+def test_a_journal_is_complete_when_every_collected_cell_is_recorded(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    assert not j.is_complete()
+    j.append("header", **HEADER, cells=["latency[a]", "latency[b]"])
+    j.append("benchmark", benchmark=bench("latency[a]", 1.0))
+    assert not j.is_complete()
+    j.append("not_run", cell_id="latency[b]", status="no_device", reason="no GPU")
+    assert j.is_complete()
+
+
 def test_a_torn_last_line_is_dropped_a_broken_middle_line_is_an_error(tmp_path):
     path = tmp_path / "j.jsonl"
     j = Journal(path)
