@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.journal import write_json_atomic
 from perfsuite.grid import Cell
 from perfsuite.record import STATUS_OK
 from perfsuite.results import Results, ResultsError, read_json, rows_from_doc, tidy_frame
@@ -308,22 +308,6 @@ def find_baseline(results: Results, directory: str | Path = BASELINE_DIR) -> Pat
 
 # --- writing -----------------------------------------------------------------------------------------------------
 
-def write_atomic(path: Path, doc: dict) -> None:
-    """Write JSON to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 @dataclass
 class UpdateReport:
     path: Path
@@ -402,5 +386,7 @@ def update_baseline(results: Results, *, directory: str | Path = BASELINE_DIR, n
             report.kept.append(cell_id)
     baseline = Baseline(name=name, fingerprint=fp, profile=profile, cells=cells, created=created, updated=_now(),
                         source=source_of(results), note=note if note is not None else old_note, path=path)
-    write_atomic(path, baseline.to_json())
+    doc = baseline.to_json()
+    baseline_from_json(doc, str(path), path)  # what is written must read back: check before replacing anything
+    write_json_atomic(path, doc)
     return report

@@ -9,7 +9,6 @@ recorded through ``perfsuite_skip`` and listed in the JSON under
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_prof
 from perfsuite.journal import Journal
 from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUSES
 from perfsuite.shard import estimated_cost, parse_shard, shard_cells
-from perfsuite.timing import DeviceUnavailable, is_out_of_memory, resolve_device
+from perfsuite.timing import DeviceUnavailable, cpu_threads, is_out_of_memory, resolve_device
 from perfsuite.workloads.models import DTYPES, ModelCache
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
@@ -219,18 +218,6 @@ def perfsuite_skip(perfsuite_state: SessionState):
         pytest.skip(f"{cell.id}: {status}: {reason}")
 
     return skip
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """torch's CPU thread count set to ``n`` for the block (None or 0: left as it is), then restored."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture

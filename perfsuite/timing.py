@@ -11,6 +11,7 @@ of rounds of the geometric mean of their two ratios.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -35,6 +36,18 @@ def resolve_device(requested: str) -> str:
     if requested not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {requested!r}; use cpu, cuda or auto")
     return requested
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's CPU thread count set to ``n`` for the block (None or 0: left as it is), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synchronize(device: str) -> None:

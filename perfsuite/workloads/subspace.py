@@ -29,7 +29,6 @@ analysis (the SVDs and grids of every comparison), and ``train_time_s`` the trai
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
@@ -44,7 +43,7 @@ from perfsuite.grid import Cell
 from perfsuite.model import GPT2
 from perfsuite.record import cell_record, model_dims
 from perfsuite.subspace import Comparison, compare, gaussian_pair
-from perfsuite.timing import device_info
+from perfsuite.timing import cpu_threads, device_info
 from perfsuite.workloads.models import ModelCache
 
 SEEDS = (0, 1)  # the two seeds of every rank
@@ -108,7 +107,7 @@ def planted_teacher(base: GPT2, cfg: TrainConfig) -> GPT2:
     gen = torch.Generator().manual_seed(TASK_SEED)
     teacher = copy.deepcopy(base).requires_grad_(False)
     d = base.config.n_embd
-    unit = torch.linalg.matrix_norm(base.h[0].attn.c_attn.weight[:d].double(), ord=2)
+    unit = torch.linalg.matrix_norm(base.h[0].attn.c_attn.weight[:d].double(), ord=2).item()  # a float: s stays on the CPU
     s = cfg.planted_scale * unit * 0.5 ** torch.arange(cfg.planted_rank, dtype=torch.float64)
     with torch.no_grad():
         for block in teacher.h:
@@ -199,21 +198,9 @@ def train_students(base: GPT2, ranks: tuple[int, ...], cfg: TrainConfig) -> dict
     """Every (rank, seed) student of a cell, trained against one planted teacher."""
     alpha = cfg.alpha if cfg.alpha is not None else min(ranks)
     on_cpu = base.wte.weight.device.type == "cpu"
-    with _cpu_threads(cfg.cpu_threads if on_cpu else None):
+    with cpu_threads(cfg.cpu_threads if on_cpu else None):
         task = PlantedTask(base, cfg)
         return {(r, s): train_lora(task, r, s, alpha) for r in dict.fromkeys(ranks) for s in SEEDS}
-
-
-@contextlib.contextmanager
-def _cpu_threads(n: int | None):
-    """torch's intra-op CPU threads set to ``n`` inside the block (restored after); None leaves them alone."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _label(r_a: int, s_a: int, r_b: int, s_b: int) -> str:
@@ -259,6 +246,7 @@ def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int,
     metrics: dict = {"subspace": [c.to_dict() for c in comparisons]}
     if not getattr(benchmark, "disabled", False) and benchmark.stats is not None:
         metrics["time_ms"] = 1e3 * statistics.median(benchmark.stats.stats.data)
+        metrics["samples_ms"] = [1e3 * t for t in benchmark.stats.stats.data]  # so compare can test the analysis time
     runs = sorted(students.values(), key=lambda t: (t.rank, t.seed))
     metrics |= {
         "train_time_s": sum(t.train_time_s for t in runs),

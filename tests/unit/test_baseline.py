@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from perfsuite.journal import write_json_atomic
 from perfsuite.baseline import BASELINE_VERSION, BaselineError, cell_stats, default_name, find_baseline, \
-    fingerprint_of, load_baseline, load_reference, update_baseline, write_atomic
+    fingerprint_of, load_baseline, load_reference, update_baseline
 from perfsuite.cli import main
 from perfsuite.results import load_results
 
@@ -46,7 +47,7 @@ def test_update_creates_a_baseline_named_by_profile_and_fingerprint(tmp_path):
 def test_round_trip_is_lossless(tmp_path):
     path = update_baseline(load_results([RUN_A]), directory=tmp_path).path
     first = load_baseline(path)
-    write_atomic(tmp_path / "copy.json", first.to_json())
+    write_json_atomic(tmp_path / "copy.json", first.to_json())
     second = load_baseline(tmp_path / "copy.json")
     assert second.to_json() == first.to_json()
     assert json.loads(path.read_text())["perfsuite_baseline"] == BASELINE_VERSION
@@ -175,7 +176,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "b.json"
     path.write_text('{"old": true}\n')
     with pytest.raises(TypeError):
-        write_atomic(path, {"not json": object()})
+        write_json_atomic(path, {"not json": object()})
     assert path.read_text() == '{"old": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]
 
@@ -190,3 +191,12 @@ def test_no_baseline_matches_a_run_where_no_cell_ran(tmp_path):
     nothing.parent.mkdir()
     nothing.write_text(json.dumps(doc))
     assert find_baseline(load_results([nothing]), tmp_path) is None
+
+
+def test_a_baseline_that_would_not_read_back_is_not_written(tmp_path):
+    results = load_results([RUN_A])
+    row = results.frame.index[results.frame["samples_ms"].notna()][0]
+    results.frame.at[row, "samples_ms"] = "abc"
+    with pytest.raises(BaselineError, match="samples"):
+        update_baseline(results, directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
