@@ -7,6 +7,7 @@ A cell's ``id`` is its pytest parameter id and its key everywhere downstream
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Iterable
@@ -63,17 +64,30 @@ class Cell:
 
 @dataclass(frozen=True)
 class Profile:
+    """A named grid. A composite profile (``parts``) is the union of others, each keeping its own dtype and
+    rounds, so ``full`` runs the recompute grid in bf16 with few rounds and the latency grid with 100."""
+
     name: str
     description: str
     model: str
-    dtype: str  # default dtype; --perfsuite-dtype overrides
+    dtype: str | None  # default dtype; --perfsuite-dtype overrides; None: each part's
     needs_gpu: bool
-    rounds: int  # timed rounds per cell (the LoRA paper averaged 100 trials)
-    warmup: int  # untimed rounds first
-    make_cells: Callable[[], list[Cell]]
+    rounds: int | None  # timed rounds per cell (the LoRA paper averaged 100 trials); None: each part's
+    warmup: int | None  # untimed rounds first
+    make_cells: Callable[[], list[Cell]] = list
+    parts: tuple[str, ...] = ()
 
     def cells(self, *, device: str, dtype: str | None = None) -> list[Cell]:
+        if self.parts:
+            return [c for p in self.parts for c in get_profile(p).cells(device=device, dtype=dtype)]
         return [replace(c, device=device, dtype=dtype or self.dtype) for c in self.make_cells()]
+
+    def timing(self, cell: Cell) -> tuple[int, int]:
+        """(rounds, warm-up rounds) for ``cell``: the profile's, or in a composite profile its part's."""
+        for p in self.parts:
+            if cell.workload in _workloads(p):
+                return get_profile(p).timing(cell)
+        return self.rounds, self.warmup
 
 
 def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],
@@ -135,15 +149,21 @@ PROFILES: dict[str, Profile] = {
                 model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke),
         Profile("paper", "LoRA paper Figure 5 latency grid on gpt2-medium (GPU)",
                 model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10, make_cells=_paper),
+        # 5 rounds: the fewest with which the exact Mann-Whitney test can reach the comparison's 1 % level
         Profile("recompute", "LLM-42 Figure 13 recompute grid on gpt2-medium in bf16 (GPU)",
-                model="gpt2-medium", dtype="bfloat16", needs_gpu=True, rounds=3, warmup=1, make_cells=_recompute),
+                model="gpt2-medium", dtype="bfloat16", needs_gpu=True, rounds=5, warmup=1, make_cells=_recompute),
         Profile("subspace", "LoRA subspace similarity, ranks 8 and 64 on gpt2-medium (GPU)",
                 model="gpt2-medium", dtype="float32", needs_gpu=True, rounds=1, warmup=0, make_cells=_subspace),
-        Profile("full", "paper + recompute + subspace (GPU)",
-                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10,
-                make_cells=lambda: _paper() + _recompute() + _subspace()),
+        Profile("full", "paper + recompute + subspace, each with its own dtype and rounds (GPU)",
+                model="gpt2-medium", dtype=None, needs_gpu=True, rounds=None, warmup=None,
+                parts=("paper", "recompute", "subspace")),
     ]
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _workloads(profile: str) -> frozenset[str]:
+    return frozenset(c.workload for c in get_profile(profile).cells(device="cpu"))
 
 
 def get_profile(name: str) -> Profile:

@@ -117,9 +117,9 @@ class SessionState:
     profile: Profile
     device: str  # the device cells are built for
     device_missing: str | None  # why that device cannot run here, or None
-    dtype: str | None
-    rounds: int
-    warmup: int
+    dtype: str | None  # --perfsuite-dtype, or None: the profile's
+    rounds: int | None  # --perfsuite-rounds, or None: the profile's (per part of a composite profile)
+    warmup: int | None
     selection: str | None
     threads: int = 1  # torch CPU threads for cells on the CPU (0: torch's default)
     shard: tuple[int, int] | None = None
@@ -128,6 +128,11 @@ class SessionState:
     not_run: list[dict] = field(default_factory=list)
     models: ModelCache = field(default_factory=ModelCache)
     progress: Progress | None = None
+
+    def timing(self, cell: Cell) -> tuple[int, int]:
+        """(rounds, warm-up rounds) of ``cell``: the command line's, else its profile's."""
+        rounds, warmup = self.profile.timing(cell)
+        return self.rounds or rounds, warmup if self.warmup is None else self.warmup
 
     def all_cells(self) -> list[Cell]:
         """The profile's cells after selection and sharding (resumed cells included)."""
@@ -170,8 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
         device, missing = "cuda", str(e)
     config._perfsuite = SessionState(
         profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
-        rounds=opt("perfsuite_rounds") or profile.rounds,
-        warmup=profile.warmup if opt("perfsuite_warmup") is None else opt("perfsuite_warmup"),
+        rounds=opt("perfsuite_rounds"), warmup=opt("perfsuite_warmup"),
         selection=opt("perfsuite_cells"), threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"),
         shard=shard, journal=journal, done=done,
         progress=Progress() if opt("perfsuite_progress") else None)
@@ -232,7 +236,8 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         state, cell = perfsuite_state, perfsuite_cell
         try:
             with cpu_threads(state.threads if cell.device == "cpu" else None):
-                record = run_cell(benchmark, cell, state.models, rounds=state.rounds, warmup=state.warmup)
+                rounds, warmup = state.timing(cell)
+                record = run_cell(benchmark, cell, state.models, rounds=rounds, warmup=warmup)
         except KeyboardInterrupt:
             # Ctrl-C before the timing started: pytest-benchmark would warn "fixture was not used" at session end,
             # an error under filterwarnings=error, and the interrupted run would end in a traceback.
@@ -265,8 +270,8 @@ def _run_settings(state: SessionState) -> dict:
         "profile": state.profile.name,
         "device": state.device,
         "dtype": state.dtype or state.profile.dtype,
-        "rounds": state.rounds,
-        "warmup": state.warmup,
+        "rounds": state.rounds or state.profile.rounds,  # None: each part of a composite profile has its own
+        "warmup": state.profile.warmup if state.warmup is None else state.warmup,
         "selection": state.selection,
         "threads": state.threads,
         "shard": f"{state.shard[0]}/{state.shard[1]}" if state.shard else None,

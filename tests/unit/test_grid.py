@@ -62,3 +62,15 @@ def test_selection_returns_a_subsequence(profile, max_batch):
     cells = PROFILES[profile].cells(device="cpu")
     picked = select(cells, f"batch is not None and batch <= {max_batch}")
     assert picked == [c for c in cells if c.batch is not None and c.batch <= max_batch]
+
+
+def test_full_is_its_parts_each_with_its_own_dtype_and_rounds():
+    full = get_profile("full")
+    parts = [get_profile(p) for p in ("paper", "recompute", "subspace")]
+    cells = full.cells(device="cuda")
+    assert cells == [c for p in parts for c in p.cells(device="cuda")]
+    for part in parts:
+        for cell in part.cells(device="cuda"):
+            assert full.timing(cell) == (part.rounds, part.warmup)
+    assert {c.dtype for c in cells if c.workload == "recompute"} == {"bfloat16"}
+    assert {c.dtype for c in full.cells(device="cuda", dtype="float32")} == {"float32"}  # --perfsuite-dtype wins
