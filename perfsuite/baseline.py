@@ -285,18 +285,23 @@ def load_reference(path: str | Path) -> Baseline:
     return baseline_from_json(doc, str(path), path)
 
 
-def find_baseline(results: Results, directory: str | Path = BASELINE_DIR) -> Path | None:
+def find_baseline(results: Results, directory: str | Path = BASELINE_DIR, *, portable: bool = False) -> Path | None:
     """The baseline in ``directory`` for these results' device fingerprint and profile, or None if there is none.
 
-    A file there that is not a readable baseline is an error, not something to skip. When several match, the one
-    with the default name wins; otherwise the choice is ambiguous and an error.
+    With ``portable`` (the comparison tests the slow-down, not absolute times) and no exact match, a baseline of
+    the same profile, dtype, model and kind of device (CPU or GPU) from another machine serves: that is how a
+    hosted CI runner, whose CPU is not the baseline's, still gets a verdict. A file there that is not a readable
+    baseline is an error, not something to skip. When several match, the one with the default name wins;
+    otherwise the choice is ambiguous and an error.
     """
     directory = Path(directory)
     if not directory.is_dir() or not ran_any(results):
         return None
     fp, profile = fingerprint_of(results), profile_of(results)
-    matches = [p for p in sorted(directory.glob("*.json"))
-               if (b := load_baseline(p)).fingerprint == fp and b.profile == profile]
+    baselines = {p: load_baseline(p) for p in sorted(directory.glob("*.json"))}
+    matches = [p for p, b in baselines.items() if b.fingerprint == fp and b.profile == profile]
+    if not matches and portable:
+        matches = [p for p, b in baselines.items() if b.profile == profile and _same_setup(b.fingerprint, fp)]
     if len(matches) <= 1:
         return matches[0] if matches else None
     preferred = [p for p in matches if p.stem == default_name(fp, profile)]
@@ -304,6 +309,11 @@ def find_baseline(results: Results, directory: str | Path = BASELINE_DIR) -> Pat
         return preferred[0]
     raise BaselineError(f"several baselines in {directory} match these results: "
                         f"{', '.join(p.name for p in matches)}; pass one with --baseline")
+
+
+def _same_setup(a: Fingerprint, b: Fingerprint) -> bool:
+    """Same dtype, model and kind of device: what the portable slow-down needs to be comparable."""
+    return a.dtype == b.dtype and a.model == b.model and (a.cuda_version is None) == (b.cuda_version is None)
 
 
 # --- writing -----------------------------------------------------------------------------------------------------

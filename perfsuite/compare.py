@@ -336,7 +336,7 @@ class SessionComparison:
                 self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
                 return
             if self.baseline == "auto":
-                path = find_baseline(results, Path(self.config.rootpath) / self.baselines_dir)
+                path = find_baseline(results, Path(self.config.rootpath) / self.baselines_dir, portable=True)
                 if path is None:
                     self.text = ("perfsuite compare: no baseline in baselines/ matches this run's device and profile; "
                                  "nothing compared (make one with `perfsuite baseline update RESULTS.json`)")

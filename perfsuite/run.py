@@ -129,7 +129,8 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: P
     from perfsuite.results import load_results
 
     results = load_results([outcome.results])
-    ref = Path(baseline) if baseline else find_baseline(results, _shortest(rootdir / "baselines"))
+    ref = Path(baseline) if baseline else find_baseline(results, _shortest(rootdir / "baselines"),
+                                                                 portable=options.metric != "time")
     if ref is None:
         outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}; store this run as one "
                              f"with: perfsuite baseline update {outcome.results}")

@@ -59,7 +59,7 @@ def run(args) -> int:
     options = options_from_args(args)
     results = load_results(args.results)
     if args.baseline is None:
-        path = find_baseline(results, args.baselines_dir)
+        path = find_baseline(results, args.baselines_dir, portable=options.metric != "time")
         if path is None:
             fp, profile = fingerprint_of(results), profile_of(results)
             raise CompareError(f"no baseline in {args.baselines_dir} for profile {profile} on {fp.describe()}; make "

@@ -143,6 +143,8 @@ def test_find_baseline_by_fingerprint_and_profile(tmp_path):
     assert find_baseline(results, tmp_path) is None
     update_baseline(load_results([other_device(tmp_path)]), directory=tmp_path)
     assert find_baseline(results, tmp_path) is None  # only another device's baseline there
+    other = find_baseline(results, tmp_path, portable=True)  # ... which serves the portable slow-down
+    assert other is not None and load_baseline(other).fingerprint.device_name == "cpu: Other CPU"
     path = update_baseline(results, directory=tmp_path).path
     assert find_baseline(results, tmp_path) == path
     (tmp_path / "broken.json").write_text("{")
