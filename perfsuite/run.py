@@ -116,7 +116,13 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append(f"pytest exited with {int(code)}: some cells failed (see above)")
 
-    comparison = _compare_step(outcome, baseline, compare_options, bench_dir.parents[1]) if compare_options else None
+    comparison = None
+    if compare_options:
+        try:
+            comparison = _compare_step(outcome, baseline, compare_options, bench_dir.parents[1])
+        except PerfsuiteError as e:  # a bad baseline must not cost the report: say so, render, exit 2
+            outcome.exit_code = EXIT_USAGE
+            outcome.lines.append(f"comparison: failed: {e}")
     if report:
         _report_step(outcome, comparison)
     return outcome
@@ -132,8 +138,11 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: P
     ref = Path(baseline) if baseline else find_baseline(results, _shortest(rootdir / "baselines"),
                                                                  portable=options.metric != "time")
     if ref is None:
-        outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}; store this run as one "
-                             f"with: perfsuite baseline update {outcome.results}")
+        from perfsuite.baseline import ran_any
+
+        hint = (f"; store this run as one with: perfsuite baseline update {outcome.results}" if ran_any(results)
+                else " (no cell was measured)")
+        outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}{hint}")
         return None
     remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
     doc = compare(results, load_reference(ref), options, remeasure=remeasure)
