@@ -18,7 +18,7 @@ import torch
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
-from perfsuite.journal import Journal
+from perfsuite.journal import Journal, write_json_atomic
 from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUSES
 from perfsuite.shard import estimated_cost, parse_shard, shard_cells
 from perfsuite.timing import DeviceUnavailable, cpu_threads, is_out_of_memory, resolve_device
@@ -179,6 +179,28 @@ def pytest_configure(config: pytest.Config) -> None:
         selection=opt("perfsuite_cells"), threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"),
         shard=shard, journal=journal, done=done,
         progress=Progress() if opt("perfsuite_progress") else None)
+    try:
+        _check_session(config._perfsuite, resume=opt("perfsuite_resume"))
+    except PerfsuiteError as e:
+        raise pytest.UsageError(f"perfsuite: {e}") from None
+
+
+RESUME_MUST_MATCH = ("profile", "device", "dtype")  # what makes a journal's cell ids mean the same measurement
+
+
+def _check_session(state: SessionState, *, resume: bool) -> None:
+    """Refuse, before collection, a selection that picks no cell and a resume of a journal of other settings."""
+    cells = select(state.profile.cells(device=state.device, dtype=state.dtype), state.selection)
+    if state.selection and not cells:
+        raise PerfsuiteError(f"cell selection {state.selection!r} matches none of the cells of profile "
+                             f"{state.profile.name!r} (list them with: perfsuite cells --profile {state.profile.name})")
+    headers = [e for e in state.journal.read() if e.get("kind") == "header"] if resume and state.journal else []
+    if headers:
+        before, now = headers[0]["perfsuite"], _run_settings(state)
+        differ = [f"{k} {before.get(k)!r} → {now.get(k)!r}" for k in RESUME_MUST_MATCH if before.get(k) != now.get(k)]
+        if differ:
+            raise PerfsuiteError(f"cannot resume {state.journal.path} with other settings ({', '.join(differ)}); "
+                                 "use the journal's settings or start a new journal")
 
 
 def _state(config: pytest.Config) -> SessionState:
@@ -292,14 +314,39 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state.progress:
         state.progress.start(cells, session.config)
     if state.journal and cells:
-        from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
-        from pytest_benchmark import __version__ as pb_version
-
-        state.journal.append("header", machine_info=pytest_benchmark_generate_machine_info(),
-                             commit_info=pytest_benchmark_generate_commit_info(session.config),
-                             pytest_benchmark_version=pb_version, perfsuite=_run_settings(state),
-                             datetime=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+        state.journal.append("header", **_run_header(session.config), perfsuite=_run_settings(state),
                              cells=[c.id for c in cells], resumed=sorted(state.done))
+
+
+def _run_header(config: pytest.Config) -> dict:
+    """What pytest-benchmark writes about the machine, the commit and itself, and when."""
+    from pytest_benchmark import __version__ as pb_version
+    from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
+
+    return {"machine_info": pytest_benchmark_generate_machine_info(),
+            "commit_info": pytest_benchmark_generate_commit_info(config), "pytest_benchmark_version": pb_version,
+            "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves
+def pytest_sessionfinish(session: pytest.Session):
+    """No cell was timed (all skipped: no GPU, out of budget, out of memory): pytest-benchmark would write no JSON
+    and warn. Write the JSON ourselves, with the cells that did not run, so none of them is lost."""
+    _save_not_run_only(session.config)
+    yield
+
+
+def _save_not_run_only(config: pytest.Config) -> None:
+    state = getattr(config, "_perfsuite", None)
+    bench = getattr(config, "_benchmarksession", None)
+    if state is None or bench is None or bench.benchmarks or not bench.json or bench.disabled or not state.not_run:
+        return
+    header = _run_header(config)
+    doc = {"machine_info": header["machine_info"], "commit_info": header["commit_info"], "benchmarks": [],
+           "datetime": header["datetime"], "version": header["pytest_benchmark_version"],
+           "perfsuite": {**_run_settings(state), "not_run": list(state.not_run)}}
+    write_json_atomic(bench.json, doc)
+    bench.json = None  # written: nothing left for pytest-benchmark to save
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -116,3 +116,32 @@ def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
                                            "--perfsuite-cells=adapter == 'none' and batch == 1", *FAST)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert "PytestBenchmarkWarning" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_gpu_profile_without_a_gpu_still_writes_its_json(suite, monkeypatch):
+    """No cell timed: pytest-benchmark alone writes no JSON; the cells that did not run must not be lost."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = suite.runpytest_subprocess("--perfsuite-profile=paper", "--benchmark-json=out.json", "-W", "error",
+                                        "--perfsuite-cells=adapter == 'lora' and batch == 1 and seq_len == 128", *FAST)
+    result.assert_outcomes(skipped=3)
+    doc = json.loads((suite.path / "out.json").read_text())
+    assert doc["benchmarks"] == [] and {e["status"] for e in doc["perfsuite"]["not_run"]} == {"no_device"}
+    assert len(doc["perfsuite"]["not_run"]) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--perfsuite-cells=adapter == 'nonexistent'"], "*matches none of the cells of profile 'smoke'*"),
+    (["--perfsuite-cells=adapter in 5"], "*cell selection 'adapter in 5' on *"),
+])
+def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
+    result = suite.runpytest_subprocess(*args, *FAST)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_resuming_a_journal_with_other_settings_is_refused(suite):
+    args = ["--perfsuite-cells=adapter == 'pfeiffer' and batch == 1", "--perfsuite-journal=j.jsonl", *FAST]
+    suite.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    result = suite.runpytest_subprocess(*args, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot resume j.jsonl with other settings (dtype 'float32' → 'bfloat16')*"])
