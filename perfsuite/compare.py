@@ -107,6 +107,13 @@ def metric_samples(record: dict, metric: str) -> np.ndarray | None:
 
 def metric_value(record: dict, metric: str) -> float | None:
     """The number shown for a cell: its median time (ms), its slow-down %, or its overhead % over plain decoding."""
+    try:
+        return _metric_value(record, metric)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise CompareError(f"{record.get('cell_id', 'a cell')}: its {metric} value is not a number ({e})") from None
+
+
+def _metric_value(record: dict, metric: str) -> float | None:
     if metric == "time" and record.get("time_ms") is not None:
         return float(record["time_ms"])
     if metric == "slowdown" and record.get("slowdown_pct") is not None:

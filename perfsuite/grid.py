@@ -36,6 +36,15 @@ class Cell:
     device: str = "cpu"
     model: str = "tiny"
 
+    def __post_init__(self) -> None:
+        """Field types are checked: cells are read back from JSON files that may be malformed."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want_int = f.name in _INT_FIELDS
+            ok = (isinstance(value, int) and not isinstance(value, bool)) if want_int else isinstance(value, str)
+            if not ok and not (value is None and f.name in _OPTIONAL_FIELDS):
+                raise ValueError(f"cell field {f.name} = {value!r} is not {'an integer' if want_int else 'a string'}")
+
     @property
     def param_id(self) -> str:
         """The pytest parameter id: the sizes that vary within a run (not dtype, device or model)."""
@@ -60,6 +69,10 @@ class Cell:
         if unknown:
             raise ValueError(f"cell has unknown fields: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+_INT_FIELDS = frozenset({"rank", "batch", "seq_len", "window", "gen_len", "rank_b"})
+_OPTIONAL_FIELDS = _INT_FIELDS - {"rank"}
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,10 @@ def _row(extra: dict, where: str, source: str, bench: dict | None) -> dict:
         raise ResultsError(f"{where}: malformed cell record ({e})") from None
     row = {"cell_id": cell.id, **cell.to_dict(), "status": extra.get("status", STATUS_OK),
            "reason": extra.get("reason"), "source": source}
-    row |= {k: v for k, v in (extra.get("env") or {}).items() if k in ENV_COLUMNS}
+    env = extra.get("env") or {}
+    if not isinstance(env, dict):
+        raise ResultsError(f"{where}: 'env' is {type(env).__name__}, not an object")
+    row |= {k: v for k, v in env.items() if k in ENV_COLUMNS}
     for key, value in extra.items():
         if key in ("cell", "env", "model_dims", "perfsuite_schema", "cell_id", "status", "reason"):
             continue

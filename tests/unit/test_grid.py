@@ -74,3 +74,10 @@ def test_full_is_its_parts_each_with_its_own_dtype_and_rounds():
             assert full.timing(cell) == (part.rounds, part.warmup)
     assert {c.dtype for c in cells if c.workload == "recompute"} == {"bfloat16"}
     assert {c.dtype for c in full.cells(device="cuda", dtype="float32")} == {"float32"}  # --perfsuite-dtype wins
+
+
+@pytest.mark.parametrize("field,value", [("rank", "8"), ("batch", 1.5), ("adapter", 3), ("rank", None), ("batch", True)])
+def test_cells_refuse_fields_of_the_wrong_type(field, value):
+    good = Cell("latency", "lora", 8, batch=1, seq_len=32).to_dict()
+    with pytest.raises(ValueError, match=f"cell field {field} = "):
+        Cell.from_dict({**good, field: value})
