@@ -10,7 +10,7 @@ HELP = "list the cells of a profile (after --cells selection) without running an
 def add_arguments(p) -> None:
     p.add_argument("--profile", default="smoke", help=f"profile: {', '.join(PROFILES)} (default: smoke)")
     p.add_argument("--cells", default=None, metavar="EXPR", help="selection expression over cell fields")
-    p.add_argument("--device", default="cpu", help="device written into the cells (default: cpu)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device written into the cells (default: cpu)")
 
 
 def run(args) -> int:

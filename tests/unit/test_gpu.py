@@ -38,3 +38,22 @@ def test_merged_lora_matches_unmerged_on_gpu(dtype):
     x = torch.randint(0, base.config.vocab_size, (2, 16), device="cuda")
     a, b = unmerged(x)[0].double(), merged(x)[0].double()
     assert (a - b).norm() / a.norm() < 5e-2
+
+
+def test_every_smoke_workload_runs_on_cuda(tmp_path):
+    """The smoke profile end to end on the GPU: latency, recompute and subspace cells, CUDA timing and memory."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "cuda.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/benchmarks", "--perfsuite-device=cuda", "-q",
+                           "--perfsuite-rounds=5", "--perfsuite-warmup=1", "-p", "no:cacheprovider",
+                           f"--benchmark-json={out}"], cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert {b["extra_info"]["cell"]["workload"] for b in doc["benchmarks"]} == {"latency", "recompute", "subspace"}
+    assert all(b["extra_info"]["cell"]["device"] == "cuda" for b in doc["benchmarks"])
+    assert all(b["extra_info"]["peak_mem_bytes"] > 0 for b in doc["benchmarks"]
+               if b["extra_info"]["cell"]["workload"] == "latency")
