@@ -15,7 +15,6 @@ Format history of ``perfsuite_baseline`` (bump on any change a reader must know 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics

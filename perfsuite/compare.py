@@ -256,6 +256,19 @@ def compare(results: Results | Baseline, baseline: Baseline | Results, options: 
             "summary": summary}
 
 
+def compare_with_reference(results: Results, baseline: str | Path | None, baselines_dir: str | Path,
+                           options: CompareOptions, remeasure: RemeasureFn | None = None) -> tuple[dict, Path] | None:
+    """Compare with ``baseline`` (a file), or with the matching one in ``baselines_dir`` (a baseline of another
+    machine serves the portable metrics); None when there is none. The one path of ``perfsuite compare``,
+    ``perfsuite run`` and ``--perfsuite-compare``."""
+    from perfsuite.baseline import find_baseline, load_reference
+
+    path = Path(baseline) if baseline else find_baseline(results, baselines_dir, portable=options.metric != "time")
+    if path is None:
+        return None
+    return compare(results, load_reference(path), options, remeasure=remeasure), path
+
+
 def has_regression(comparison: dict) -> bool:
     return comparison["summary"].get("regression", 0) > 0
 
@@ -336,21 +349,13 @@ class SessionComparison:
         return Results(frame=tidy_frame(rows), runs=[run]), doc
 
     def pytest_sessionfinish(self, session) -> None:
-        from perfsuite.baseline import find_baseline, load_reference, ran_any
+        from perfsuite.baseline import ran_any
 
         try:
             results, doc = self.session_results()
             if not ran_any(results):
                 self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
                 return
-            if self.baseline == "auto":
-                path = find_baseline(results, Path(self.config.rootpath) / self.baselines_dir, portable=True)
-                if path is None:
-                    self.text = ("perfsuite compare: no baseline in baselines/ matches this run's device and profile; "
-                                 "nothing compared (make one with `perfsuite baseline update RESULTS.json`)")
-                    return
-            else:
-                path = Path(self.baseline)
             ids = node_ids_of(doc)
             run = results.runs[0]
             remeasured: list[int] = []
@@ -359,8 +364,14 @@ class SessionComparison:
                 remeasured.append(len(cell_ids))
                 return run_cells([ids[c] for c in cell_ids], run, self.config.rootpath)
 
-            comparison = compare(results, load_reference(path), CompareOptions(remeasure=REMEASURE),
-                                 remeasure=remeasure)
+            found = compare_with_reference(results, None if self.baseline == "auto" else self.baseline,
+                                           Path(self.config.rootpath) / self.baselines_dir,
+                                           CompareOptions(remeasure=REMEASURE), remeasure=remeasure)
+            if found is None:
+                self.text = ("perfsuite compare: no baseline in baselines/ matches this run's device and profile; "
+                             "nothing compared (make one with `perfsuite baseline update RESULTS.json`)")
+                return
+            comparison, _ = found
         except PerfsuiteError as e:  # an error is reported as one, and fails the session; never a verdict
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest_exit_code("usage")

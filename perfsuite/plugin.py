@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-import torch
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select

@@ -130,22 +130,20 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
 
 def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: Path) -> dict | None:
     """Compare with ``baseline`` or the matching one in baselines/; write comparison.json and .md."""
-    from perfsuite.baseline import find_baseline, load_reference
-    from perfsuite.compare import compare, has_regression, pytest_remeasurer, render_markdown, render_terminal
+    from perfsuite.baseline import ran_any
+    from perfsuite.compare import compare_with_reference, has_regression, pytest_remeasurer, render_markdown, \
+        render_terminal
     from perfsuite.results import load_results
 
     results = load_results([outcome.results])
-    ref = Path(baseline) if baseline else find_baseline(results, _shortest(rootdir / "baselines"),
-                                                                 portable=options.metric != "time")
-    if ref is None:
-        from perfsuite.baseline import ran_any
-
+    remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
+    found = compare_with_reference(results, baseline, _shortest(rootdir / "baselines"), options, remeasure)
+    if found is None:
         hint = (f"; store this run as one with: perfsuite baseline update {outcome.results}" if ran_any(results)
                 else " (no cell was measured)")
         outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}{hint}")
         return None
-    remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
-    doc = compare(results, load_reference(ref), options, remeasure=remeasure)
+    doc, ref = found
     outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc)
     (outcome.out_dir / "comparison.md").write_text(render_markdown(doc) + "\n")
     print(render_terminal(doc))

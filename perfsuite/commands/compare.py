@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from perfsuite.baseline import BASELINE_DIR, default_name, find_baseline, fingerprint_of, load_reference, profile_of
-from perfsuite.compare import MODES, CompareError, CompareOptions, compare, has_regression, pytest_remeasurer, \
-    render_markdown, render_terminal
+from perfsuite.baseline import BASELINE_DIR, default_name, fingerprint_of, profile_of
+from perfsuite.compare import MODES, CompareError, CompareOptions, compare_with_reference, has_regression, \
+    pytest_remeasurer, render_markdown, render_terminal
 from perfsuite.results import load_results
 from perfsuite.stats import ALPHA, MIN_EFFECT_PCT
 
@@ -58,16 +58,6 @@ def options_from_args(args) -> CompareOptions:
 def run(args) -> int:
     options = options_from_args(args)
     results = load_results(args.results)
-    if args.baseline is None:
-        path = find_baseline(results, args.baselines_dir, portable=options.metric != "time")
-        if path is None:
-            fp, profile = fingerprint_of(results), profile_of(results)
-            raise CompareError(f"no baseline in {args.baselines_dir} for profile {profile} on {fp.describe()}; make "
-                               f"one with `perfsuite baseline update RESULTS.json` (it would be "
-                               f"{default_name(fp, profile)}.json) or pass --baseline")
-    else:
-        path = Path(args.baseline)
-    reference = load_reference(path)
     remeasure = None
     if options.remeasure:
         run_again = pytest_remeasurer(args.results, results, args.rootdir)
@@ -76,7 +66,13 @@ def run(args) -> int:
             print(f"re-measuring {len(cell_ids)} suspect cells with pytest ...", file=sys.stderr, flush=True)
             return run_again(cell_ids)
 
-    comparison = compare(results, reference, options, remeasure=remeasure)
+    found = compare_with_reference(results, args.baseline, args.baselines_dir, options, remeasure=remeasure)
+    if found is None:
+        fp, profile = fingerprint_of(results), profile_of(results)
+        raise CompareError(f"no baseline in {args.baselines_dir} for profile {profile} on {fp.describe()}; make "
+                           f"one with `perfsuite baseline update RESULTS.json` (it would be "
+                           f"{default_name(fp, profile)}.json) or pass --baseline")
+    comparison, _ = found
     if args.json:
         Path(args.json).write_text(json.dumps(comparison, indent=1) + "\n")
     if args.markdown:

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from perfsuite.results import load_results
 
 ROOT = Path(__file__).parents[2]
