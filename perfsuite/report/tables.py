@@ -207,16 +207,12 @@ def _adapter_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names) - {"none"}, key=lambda a: (_adapter_rank(a), a))
 
 
-def _setups(frame: pd.DataFrame) -> list[dict[str, str]]:
-    keys = sorted({tuple(str(r[c]) for c in SETUP_COLUMNS) for r in frame.to_dict("records")})
-    return [dict(zip(SETUP_COLUMNS, k)) for k in keys]
-
-
-def _of_setup(frame: pd.DataFrame, setup: dict[str, str]) -> pd.DataFrame:
-    mask = np.ones(len(frame), dtype=bool)
-    for c, v in setup.items():
-        mask &= (frame[c].astype(str) == v).to_numpy()
-    return frame[mask]
+def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
+    """The workload's rows, grouped by (model, dtype, device): one figure each, in a stable order."""
+    rows = frame[frame["workload"] == workload].to_dict("records")
+    keys = sorted({tuple(str(r[c]) for c in SETUP_COLUMNS) for r in rows})
+    return [(dict(zip(SETUP_COLUMNS, k)), [r for r in rows if tuple(str(r[c]) for c in SETUP_COLUMNS) == k])
+            for k in keys]
 
 
 def _stem(workload: str, setup: dict[str, str], many: bool) -> str:
@@ -282,11 +278,9 @@ def _grid(title: str, rows, cols, lookup, metric: str) -> Grid:
 
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
-    lat = frame[frame["workload"] == "latency"]
-    setups = _setups(lat)
+    setups = _records_by_setup(frame, "latency")
     out = []
-    for setup in setups:
-        recs = _of_setup(lat, setup).to_dict("records")
+    for setup, recs in setups:
         by_key = {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
         adapters = _adapter_order(r["adapter"] for r in recs) or ["none"]
         seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
@@ -343,11 +337,9 @@ def _cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_n
 
 
 def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
-    rec_frame = frame[frame["workload"] == "recompute"]
-    setups = _setups(rec_frame)
+    setups = _records_by_setup(frame, "recompute")
     out = []
-    for setup in setups:
-        recs = _of_setup(rec_frame, setup).to_dict("records")
+    for setup, recs in setups:
         keys = sorted({(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) for r in recs},
                       key=lambda k: (_adapter_rank(k[0]), k[0], *(-1 if x is None else x for x in k[1:])))
         panels = []
