@@ -9,9 +9,9 @@ plugin; the marker tells pytest not to try rewriting asserts in modules already 
 
 from perfsuite.adapters import ADAPTERS, attach, merge_lora
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import PROFILES, Cell, get_profile, select
+from perfsuite.cells.grid import PROFILES, Cell, get_profile, select
 from perfsuite.model import PRESETS, GPT2, GPT2Config, build_model
-from perfsuite.results import Results, load_results
+from perfsuite.formats.results import Results, load_results
 
 __all__ = ["ADAPTERS", "PROFILES", "PRESETS", "Cell", "GPT2", "GPT2Config", "PerfsuiteError", "Results", "attach",
            "build_model", "get_profile", "load_results", "merge_lora", "select"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.journal import Journal, write_json_atomic
+from perfsuite.formats.journal import Journal, write_json_atomic
 
 JOURNAL_NAME = "journal.jsonl"
 RESULTS_NAME = "results.json"
@@ -130,10 +130,10 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
 
 def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: Path) -> dict | None:
     """Compare with ``baseline`` or the matching one in baselines/; write comparison.json and .md."""
-    from perfsuite.baseline import ran_any
-    from perfsuite.compare import compare_with_reference, has_regression, pytest_remeasurer, render_markdown, \
+    from perfsuite.formats.baseline import ran_any
+    from perfsuite.compare.verdicts import compare_with_reference, has_regression, pytest_remeasurer, render_markdown, \
         render_terminal
-    from perfsuite.results import load_results
+    from perfsuite.formats.results import load_results
 
     results = load_results([outcome.results])
     remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
@@ -165,7 +165,7 @@ def _shortest(path: Path) -> Path:
 
 def _report_step(outcome: RunOutcome, comparison: dict | None = None) -> None:
     from perfsuite.report import render_report
-    from perfsuite.results import load_results
+    from perfsuite.formats.results import load_results
 
     files = render_report(load_results([outcome.results]), outcome.out_dir / "report", comparison=comparison)
     outcome.report = files.index

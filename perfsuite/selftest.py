@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from perfsuite.compare import REMEASURE, CompareOptions, compare_records, confirm
-from perfsuite.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
+from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_records, confirm
+from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
 from perfsuite.timing import resolve_device, synchronize, timed_call
 from perfsuite.workloads.models import ModelCache
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from perfsuite.baseline import BASELINE_DIR, default_name, find_baseline, fingerprint_of, load_baseline, \
+from perfsuite.formats.baseline import BASELINE_DIR, default_name, find_baseline, fingerprint_of, load_baseline, \
     profile_of, update_baseline
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 HELP = "manage baselines: update one from a results JSON, show one, find the one matching a run"
 

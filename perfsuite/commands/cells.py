@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perfsuite.grid import PROFILES, get_profile, select
+from perfsuite.cells.grid import PROFILES, get_profile, select
 
 HELP = "list the cells of a profile (after --cells selection) without running anything"
 

@@ -6,11 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from perfsuite.baseline import BASELINE_DIR, default_name, fingerprint_of, profile_of
-from perfsuite.compare import MODES, CompareError, CompareOptions, compare_with_reference, has_regression, \
+from perfsuite.formats.baseline import BASELINE_DIR, default_name, fingerprint_of, profile_of
+from perfsuite.compare.verdicts import MODES, CompareError, CompareOptions, compare_with_reference, has_regression, \
     pytest_remeasurer, render_markdown, render_terminal
-from perfsuite.results import load_results
-from perfsuite.stats import ALPHA, MIN_EFFECT_PCT
+from perfsuite.formats.results import load_results
+from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 
 HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
 

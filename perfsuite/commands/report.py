@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 HELP = "render the heatmaps, results.csv and a summary page (index.html, summary.md) from result JSON files"
 DEFAULT_OUT = "perfsuite-out/report"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from perfsuite.commands.compare import add_compare_arguments, options_from_args
-from perfsuite.compare import REMEASURE
+from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.plugin import add_perfsuite_options
 from perfsuite.run import run_job
 

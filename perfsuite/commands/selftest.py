@@ -7,10 +7,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from perfsuite.compare import REMEASURE
+from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
 from perfsuite.selftest import THREADS_NOTE, SelftestOptions, run_selftest
-from perfsuite.stats import ALPHA, MIN_EFFECT_PCT
+from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 
 HELP = ("measure the detector on this machine: false-alarm rate over A/A comparisons and detection rate for real "
         "slow-downs of known size")

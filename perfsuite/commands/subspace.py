@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.peft_io import LoraCheckpoint, module_names, read_lora_checkpoint
-from perfsuite.subspace import Comparison, compare, gaussian_pair
+from perfsuite.subspace.peft_io import LoraCheckpoint, module_names, read_lora_checkpoint
+from perfsuite.subspace.phi import Comparison, compare, gaussian_pair
 
 HELP = "subspace similarity φ(A, A', i, j) of two peft LoRA checkpoints, layer by layer (LoRA paper §7.2)"
 

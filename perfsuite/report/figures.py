@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, RecomputeData, SubspaceGroup, adapter_label,
                                      check_phi, panel_title, setup_label, subspace_groups)
-from perfsuite.subspace import Comparison
+from perfsuite.subspace.phi import Comparison
 
 VECTOR_FORMATS = ("svg", "pdf")
 PNG_DPI = 150

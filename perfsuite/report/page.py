@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from perfsuite.record import STATUS_OK
+from perfsuite.formats.record import STATUS_OK
 from perfsuite.report.figures import latency_figure, recompute_figure, save_figure, subspace_figure
 from perfsuite.report.tables import (CELL_NOTES, Grid, ReportError, Table, check_comparison, latency_data,
                                      latency_tables, missing_lines, phi_frame, plain_label, recompute_data,
                                      recompute_tables, report_frame, run_table, setup_label, subspace_groups,
                                      subspace_records, subspace_tables, verdict_tables)
-from perfsuite.results import Results
+from perfsuite.formats.results import Results
 
 CSV_NAME = "results.csv"
 PHI_CSV_NAME = "subspace_phi.csv"

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import ADAPTER_NAMES, WORKLOADS, Cell
-from perfsuite.record import STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET
-from perfsuite.results import Results, read_json
-from perfsuite.subspace import Comparison
+from perfsuite.cells.grid import ADAPTER_NAMES, WORKLOADS, Cell
+from perfsuite.formats.record import STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.results import Results, read_json
+from perfsuite.subspace.phi import Comparison
 from perfsuite.timing import NOISY_IQR_PCT
 
 # Format history of the ``perfsuite compare`` verdict file this report reads ("perfsuite_comparison"):
@@ -27,7 +27,7 @@ from perfsuite.timing import NOISY_IQR_PCT
 #       summary {verdict: count}.
 COMPARISON_FORMAT = 1
 
-# Why a grid position has no number, besides the statuses a cell records (perfsuite.record).
+# Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
 MISSING = "missing"  # no result file has a row for this position of the grid
 NO_DATA = "no_data"  # the cell ran but recorded no number (e.g. pytest --benchmark-disable)
 # What a panel writes in a cell without a number; "" leaves it blank (by design, not a failure).

@@ -1,1 +1,1 @@
-"""One module per workload; each turns a :class:`~perfsuite.grid.Cell` into timed work and metrics."""
+"""One module per workload; each turns a :class:`~perfsuite.cells.grid.Cell` into timed work and metrics."""

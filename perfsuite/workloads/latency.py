@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from perfsuite.grid import Cell
-from perfsuite.record import cell_record, model_dims
+from perfsuite.cells.grid import Cell
+from perfsuite.formats.record import cell_record, model_dims
 from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 

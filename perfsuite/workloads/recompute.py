@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from perfsuite.adapters import INIT_STD
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2
-from perfsuite.record import STATUS_OUTSIDE_BUDGET, cell_record, model_dims
+from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, cell_record, model_dims
 from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 

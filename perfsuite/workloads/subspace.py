@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from perfsuite.adapters import LoRAQKV, adapter_parameters, attach
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2
-from perfsuite.record import cell_record, model_dims
-from perfsuite.subspace import Comparison, compare, gaussian_pair
+from perfsuite.formats.record import cell_record, model_dims
+from perfsuite.subspace.phi import Comparison, compare, gaussian_pair
 from perfsuite.timing import cpu_threads, device_info
 from perfsuite.workloads.models import ModelCache
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 ROOT = Path(__file__).parents[2]
 CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"

@@ -5,7 +5,7 @@ import torch
 
 from perfsuite.adapters import (ADAPTERS, UnknownAdapterError, attach, default_drop_layers, merge_lora,
                                 trainable_parameter_count)
-from perfsuite.grid import ADAPTER_NAMES
+from perfsuite.cells.grid import ADAPTER_NAMES
 from perfsuite.model import build_model
 
 RANK = 4

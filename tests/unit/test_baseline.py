@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from perfsuite.journal import write_json_atomic
-from perfsuite.baseline import BASELINE_VERSION, BaselineError, cell_stats, default_name, find_baseline, \
+from perfsuite.formats.journal import write_json_atomic
+from perfsuite.formats.baseline import BASELINE_VERSION, BaselineError, cell_stats, default_name, find_baseline, \
     fingerprint_of, load_baseline, load_reference, update_baseline
 from perfsuite.cli import main
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "baselines"
 REPO = Path(__file__).parents[2]

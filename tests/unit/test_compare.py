@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfsuite.baseline import Baseline, Fingerprint, cell_stats, load_reference, update_baseline
+from perfsuite.formats.baseline import Baseline, Fingerprint, cell_stats, load_reference, update_baseline
 from perfsuite.cli import main
-from perfsuite.compare import CompareError, CompareOptions, compare, has_regression, render_markdown, \
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare, has_regression, render_markdown, \
     render_terminal, run_cells
-from perfsuite.grid import Cell
-from perfsuite.results import load_results
-from perfsuite.stats import VERDICTS
+from perfsuite.cells.grid import Cell
+from perfsuite.formats.results import load_results
+from perfsuite.compare.stats import VERDICTS
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "baselines"
 RUN_A = FIXTURES / "results_smoke_cpu_a.json"

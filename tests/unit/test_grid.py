@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfsuite.grid import ADAPTER_NAMES, PROFILES, Cell, SelectionError, compile_selection, get_profile, select
+from perfsuite.cells.grid import ADAPTER_NAMES, PROFILES, Cell, SelectionError, compile_selection, get_profile, select
 
 
 def test_cell_id_is_readable_and_round_trips():

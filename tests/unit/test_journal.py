@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from perfsuite.journal import Journal, JournalError, write_json_atomic
+from perfsuite.formats.journal import Journal, JournalError, write_json_atomic
 
 HEADER = {"machine_info": {"node": "x"}, "commit_info": {"id": "abc"}, "perfsuite": {"profile": "smoke"}}
 

@@ -23,14 +23,14 @@ from perfsuite.commands.subspace import (
     read_results_json,
 )
 from perfsuite.errors import PerfsuiteError
-from perfsuite.peft_io import (
+from perfsuite.subspace.peft_io import (
     PeftFormatError,
     layer_of,
     module_names,
     read_lora_checkpoint,
     write_lora_checkpoint,
 )
-from perfsuite.subspace import phi_grid
+from perfsuite.subspace.phi import phi_grid
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peft"
 FIXTURE_RANKS = {"r4-seed0": (4, 0), "r4-seed1": (4, 1), "r2-seed2": (2, 2)}

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfsuite.adapters import ADAPTERS, attach
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
-from perfsuite.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.workloads.models import ModelCache
 from perfsuite.workloads.recompute import (DEFAULT_TOKEN_BUDGET, Schedule, _forward, _KVBuffer, budget_violation,
                                            decode_fixed, decode_plain, decode_verified, run_recompute_cell,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
 
-from perfsuite.grid import Cell, latency_cells
+from perfsuite.cells.grid import Cell, latency_cells
 from perfsuite.report import (ReportError, latency_data, latency_figure, recompute_data, recompute_figure,
                               render_subspace, subspace_figure, subspace_groups, subspace_records)
 from perfsuite.report.tables import check_phi, panel_title
-from perfsuite.results import load_results, tidy_frame
+from perfsuite.formats.results import load_results, tidy_frame
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 PAPER_SEQ = (128, 256, 512)
@@ -135,7 +135,7 @@ def test_smaller_groups_get_the_corner_of_a_larger_control():
 
 
 def test_render_subspace_takes_records_or_comparison_objects(tmp_path):
-    from perfsuite.subspace import compare, gaussian_pair
+    from perfsuite.subspace.phi import compare, gaussian_pair
 
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((4, 32)), rng.standard_normal((4, 32))

@@ -10,7 +10,7 @@ import pytest
 
 from perfsuite.cli import main
 from perfsuite.report import ReportError, load_comparison, render_report
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 GOOD = [FIXTURES / n for n in ("latency_smoke.json", "recompute_fig13.json", "subspace_small.json")]

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfsuite.grid import ADAPTER_NAMES
+from perfsuite.cells.grid import ADAPTER_NAMES
 from perfsuite.report.tables import (MISSING, ReportError, check_comparison, check_phi, latency_data, latency_tables,
                                      load_comparison, missing_lines, phi_frame, recompute_data, recompute_tables,
                                      report_frame, subspace_groups, subspace_records, subspace_tables, verdict_table,
                                      verdict_tables)
-from perfsuite.results import load_results
+from perfsuite.formats.results import load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 SMOKE = load_results([FIXTURES / "latency_smoke.json"])

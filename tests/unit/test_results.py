@@ -1,4 +1,4 @@
-"""perfsuite.results: pytest-benchmark JSON files → one tidy frame, against the committed fixtures."""
+"""perfsuite.formats.results: pytest-benchmark JSON files → one tidy frame, against the committed fixtures."""
 
 import json
 import math
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perfsuite.results import ResultsError, load_results
+from perfsuite.formats.results import ResultsError, load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 SMOKE = FIXTURES / "latency_smoke.json"

@@ -3,8 +3,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import PROFILES
-from perfsuite.shard import estimated_cost, parse_shard, shard_cells
+from perfsuite.cells.grid import PROFILES
+from perfsuite.cells.shard import estimated_cost, parse_shard, shard_cells
 
 ALL = PROFILES["full"].cells(device="cuda") + PROFILES["smoke"].cells(device="cpu")
 

@@ -11,9 +11,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
-from perfsuite.subspace import (
+from perfsuite.subspace.phi import (
     Comparison,
     SubspaceError,
     chance_level,

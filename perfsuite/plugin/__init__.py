@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
-from perfsuite.journal import Journal, write_json_atomic
-from perfsuite.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUSES
-from perfsuite.shard import estimated_cost, parse_shard, shard_cells
+from perfsuite.cells.grid import WORKLOADS, Cell, Profile, compile_selection, get_profile, select
+from perfsuite.formats.journal import Journal, write_json_atomic
+from perfsuite.formats.record import SCHEMA_VERSION, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUSES
+from perfsuite.cells.shard import estimated_cost, parse_shard, shard_cells
 from perfsuite.timing import DeviceUnavailable, cpu_threads, is_out_of_memory, resolve_device
 from perfsuite.workloads.models import DTYPES, ModelCache
 
@@ -65,7 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     baseline = session.config.getoption("perfsuite_compare", None)
     if baseline is not None:  # the comparison runs at session end, once pytest-benchmark has its results
-        from perfsuite.compare import SessionComparison
+        from perfsuite.compare.verdicts import SessionComparison
 
         session.config.pluginmanager.register(SessionComparison(session.config, baseline), "perfsuite-compare")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 
 SCHEMA_VERSION = 1
 

@@ -1,7 +1,7 @@
 """A run against a baseline: a verdict per cell, with the effect size and its confidence interval.
 
 Verdicts: regression / improvement (significant AND at least the minimum
-effect, see :mod:`perfsuite.stats`), unchanged, inconclusive (too noisy to say,
+effect, see :mod:`perfsuite.compare.stats`), unchanged, inconclusive (too noisy to say,
 or a suspect regression that did not reproduce when re-measured), new (only in
 this run), missing (only in the baseline, or did not run now).
 
@@ -42,10 +42,10 @@ from typing import Callable
 
 import numpy as np
 
-from perfsuite.baseline import Baseline, BaselineError, baseline_from_results, records_from_results
+from perfsuite.formats.baseline import Baseline, BaselineError, baseline_from_results, records_from_results
 from perfsuite.errors import PerfsuiteError
-from perfsuite.results import Results, ResultsError, load_results, read_json
-from perfsuite.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, Shift, compare_samples
+from perfsuite.formats.results import Results, ResultsError, load_results, read_json
+from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, Shift, compare_samples
 
 COMPARISON_VERSION = 1
 METRICS = {
@@ -261,7 +261,7 @@ def compare_with_reference(results: Results, baseline: str | Path | None, baseli
     """Compare with ``baseline`` (a file), or with the matching one in ``baselines_dir`` (a baseline of another
     machine serves the portable metrics); None when there is none. The one path of ``perfsuite compare``,
     ``perfsuite run`` and ``--perfsuite-compare``."""
-    from perfsuite.baseline import find_baseline, load_reference
+    from perfsuite.formats.baseline import find_baseline, load_reference
 
     path = Path(baseline) if baseline else find_baseline(results, baselines_dir, portable=options.metric != "time")
     if path is None:
@@ -339,7 +339,7 @@ class SessionComparison:
         self.text: str | None = None
 
     def session_results(self) -> tuple[Results, dict]:
-        from perfsuite.results import rows_from_doc, tidy_frame
+        from perfsuite.formats.results import rows_from_doc, tidy_frame
 
         bs = self.config._benchmarksession
         doc = self.config.hook.pytest_benchmark_generate_json(
@@ -349,7 +349,7 @@ class SessionComparison:
         return Results(frame=tidy_frame(rows), runs=[run]), doc
 
     def pytest_sessionfinish(self, session) -> None:
-        from perfsuite.baseline import ran_any
+        from perfsuite.formats.baseline import ran_any
 
         try:
             results, doc = self.session_results()

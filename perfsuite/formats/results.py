@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import Cell
-from perfsuite.record import SCHEMA_VERSION, STATUS_OK
+from perfsuite.cells.grid import Cell
+from perfsuite.formats.record import SCHEMA_VERSION, STATUS_OK
 
 CELL_COLUMNS = [f for f in Cell.__dataclass_fields__]
 # Columns every frame has, in this order; workload metrics follow, then run metadata.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.grid import Cell
+from perfsuite.cells.grid import Cell
 
 CELL_OVERHEAD_TOKENS = 256  # fixed cost of a cell (model copy, warm-up), in token-equivalents
 

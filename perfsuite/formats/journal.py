@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.record import SCHEMA_VERSION
+from perfsuite.formats.record import SCHEMA_VERSION
 
 
 class JournalError(PerfsuiteError):

@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.journal import write_json_atomic
-from perfsuite.grid import Cell
-from perfsuite.record import STATUS_OK
-from perfsuite.results import Results, ResultsError, read_json, rows_from_doc, tidy_frame
+from perfsuite.formats.journal import write_json_atomic
+from perfsuite.cells.grid import Cell
+from perfsuite.formats.record import STATUS_OK
+from perfsuite.formats.results import Results, ResultsError, read_json, rows_from_doc, tidy_frame
 from perfsuite.timing import PairedTiming, iqr
 
 BASELINE_VERSION = 2
