@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.journal import Journal, write_json_atomic
+from perfsuite.formats.io import write_json_atomic, write_text_atomic
+from perfsuite.formats.journal import Journal
+from perfsuite.plugin.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
 RESULTS_NAME = "results.json"
@@ -50,10 +52,8 @@ def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], 
                 extra: list[str]) -> list[str]:
     """The pytest command line for a run: the plugin's own options plus journal and progress."""
     args = [str(benchmarks), "-q", "-p", "no:cacheprovider", "--perfsuite-progress",
-            f"--perfsuite-journal={journal}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
-    for name, value in options.items():
-        if value is not None and value is not False:
-            args.append(f"--perfsuite-{name}" if value is True else f"--perfsuite-{name}={value}")
+            f"--perfsuite-journal={journal}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
+            *cell_option_args(options)]
     if resume:
         args.append("--perfsuite-resume")
     return args + list(extra)
@@ -61,10 +61,7 @@ def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], 
 
 def resume_options(journal: Journal) -> dict[str, object]:
     """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
-    headers = [e for e in journal.read() if e.get("kind") == "header"]
-    if not headers:
-        raise PerfsuiteError(f"{journal.path}: no run header to resume from")
-    s = headers[-1]["perfsuite"]
+    s = journal.settings()
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
             "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads")}
 
@@ -130,9 +127,10 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
 
 def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: Path) -> dict | None:
     """Compare with ``baseline`` or the matching one in baselines/; write comparison.json and .md."""
+    from perfsuite.compare.remeasure import pytest_remeasurer
+    from perfsuite.compare.render import render_markdown, render_terminal
+    from perfsuite.compare.verdicts import compare_with_reference, has_regression
     from perfsuite.formats.baseline import ran_any
-    from perfsuite.compare.verdicts import compare_with_reference, has_regression, pytest_remeasurer, render_markdown, \
-        render_terminal
     from perfsuite.formats.results import load_results
 
     results = load_results([outcome.results])
@@ -145,7 +143,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: P
         return None
     doc, ref = found
     outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc)
-    (outcome.out_dir / "comparison.md").write_text(render_markdown(doc) + "\n")
+    write_text_atomic(outcome.out_dir / "comparison.md", render_markdown(doc) + "\n")
     print(render_terminal(doc))
     counts = ", ".join(f"{n} {v}" for v, n in doc["summary"].items() if n)
     outcome.lines.append(f"comparison: {outcome.comparison} vs {ref} ({counts})")

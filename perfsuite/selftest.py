@@ -201,7 +201,7 @@ class Bench:
                 if i >= self.o.warmup:
                     base_ms.append(1e3 * b)
                     adapted_ms.append(1e3 * a)
-        return {"samples_ms": adapted_ms, "base_samples_ms": base_ms}
+        return {"samples_ms": adapted_ms, "ref_samples_ms": base_ms}
 
     def calibrate(self) -> tuple[float, float]:
         """(median forward ms, median µs of one extra operation), measured interleaved."""

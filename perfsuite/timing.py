@@ -99,19 +99,19 @@ class PairedTiming:
     """Raw per-round times (ms) of the adapted cell and of its r = 0 model, rounds paired in order."""
 
     adapter_ms: tuple[float, ...]
-    base_ms: tuple[float, ...]
+    ref_ms: tuple[float, ...]  # the paired reference: the r = 0 model, or plain decoding
     ratios: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ratios", tuple(a / b for a, b in zip(self.adapter_ms, self.base_ms) if b > 0))
+        object.__setattr__(self, "ratios", tuple(a / b for a, b in zip(self.adapter_ms, self.ref_ms) if b > 0))
 
     @property
     def time_ms(self) -> float:
         return statistics.median(self.adapter_ms)
 
     @property
-    def base_time_ms(self) -> float:
-        return statistics.median(self.base_ms)
+    def ref_time_ms(self) -> float:
+        return statistics.median(self.ref_ms)
 
     @property
     def pair_ratios(self) -> tuple[float, ...]:

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from perfsuite.formats.baseline import BASELINE_DIR, default_name, fingerprint_of, profile_of
-from perfsuite.compare.verdicts import MODES, CompareError, CompareOptions, compare_with_reference, has_regression, \
-    pytest_remeasurer, render_markdown, render_terminal
+from perfsuite.compare.remeasure import pytest_remeasurer
+from perfsuite.compare.render import render_markdown, render_terminal
+from perfsuite.compare.verdicts import MODES, CompareError, CompareOptions, compare_with_reference, has_regression
 from perfsuite.formats.results import load_results
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 

@@ -6,25 +6,13 @@ import argparse
 
 from perfsuite.commands.compare import add_compare_arguments, options_from_args
 from perfsuite.compare.verdicts import REMEASURE
-from perfsuite.plugin import add_perfsuite_options
+from perfsuite.plugin.options import add_cell_options, cell_option_values
 from perfsuite.run import run_job
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
-# Plugin options that `perfsuite run` manages itself.
-MANAGED = {"--perfsuite-journal", "--perfsuite-resume", "--perfsuite-progress", "--perfsuite-compare"}
-PASSED_ON = []  # plugin option names (without the prefix) forwarded to pytest
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    def add(name: str, **kw):
-        if name in MANAGED:
-            return
-        short = name.removeprefix("--perfsuite-")
-        PASSED_ON.append(short)
-        p.add_argument(f"--{short}", dest=short.replace("-", "_"), **kw)
-
-    add_perfsuite_options(add)  # the same options as the pytest plugin, without the --perfsuite- prefix
+    add_cell_options(p.add_argument, prefix="--")  # the pytest plugin's, without the --perfsuite- prefix
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where results, comparison and report go (default: perfsuite-out/PROFILE)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out: measure only missing cells")
@@ -43,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    options = {name: getattr(args, name.replace("-", "_")) for name in dict.fromkeys(PASSED_ON)}
+    options = cell_option_values(args)
     out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
     extra = [a for a in args.pytest_args if a != "--"]
     outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,

@@ -33,18 +33,15 @@ The comparison document (``perfsuite compare --json``) — format history of ``p
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from perfsuite.formats.baseline import Baseline, BaselineError, baseline_from_results, records_from_results
+from perfsuite.formats.baseline import Baseline, BaselineError, baseline_from_results
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.results import Results, ResultsError, load_results, read_json
+from perfsuite.formats.results import Results
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, Shift, compare_samples
 
 COMPARISON_VERSION = 1
@@ -55,7 +52,7 @@ METRICS = {
 }
 MODES = ("auto", "slowdown", "time")  # what --metric asks for; "slowdown" stands for the portable metrics
 # The reference each portable metric divides a cell's times by, timed in interleaved rounds.
-PAIRED_WITH = {"slowdown": "base_samples_ms", "recompute": "plain_samples_ms"}
+PAIRED_WITH = {"slowdown": "ref_samples_ms", "recompute": "ref_samples_ms"}
 # Suspect regressions are re-measured this many times by default, and each re-measurement must agree (the pytest
 # option and `perfsuite run` use this; `perfsuite compare` needs the benchmarks at hand and has --remeasure).
 REMEASURE = 1
@@ -166,9 +163,9 @@ def cell_metric(metric: str, requested: str, base: dict, cur: dict, same_device:
     on the same device. A cell lacking its metric's samples is inconclusive."""
     if metric == "time":
         return "time"
-    for portable in ("recompute", "slowdown"):
-        if metric_samples(base, portable) is not None and metric_samples(cur, portable) is not None:
-            return portable
+    portable = "recompute" if (cur.get("cell") or {}).get("workload") == "recompute" else "slowdown"
+    if metric_samples(base, portable) is not None and metric_samples(cur, portable) is not None:
+        return portable
     return "time" if requested == "auto" and same_device else metric
 
 
@@ -271,210 +268,3 @@ def compare_with_reference(results: Results, baseline: str | Path | None, baseli
 
 def has_regression(comparison: dict) -> bool:
     return comparison["summary"].get("regression", 0) > 0
-
-
-# --- re-measuring suspect cells with pytest ----------------------------------------------------------------------
-
-def run_cells(node_ids: list[str], run: dict, rootdir: str | Path) -> dict[str, dict]:
-    """Run benchmark tests (pytest node ids) again, with the original run's settings; their fresh cell records."""
-    with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
-        out = Path(tmp) / "remeasure.json"
-        cmd = [sys.executable, "-m", "pytest", *node_ids, "-q", "-p", "no:cacheprovider", "--benchmark-json", str(out)]
-        for flag, key in (("--perfsuite-profile", "profile"), ("--perfsuite-device", "device"),
-                          ("--perfsuite-dtype", "dtype"), ("--perfsuite-rounds", "rounds"),
-                          ("--perfsuite-warmup", "warmup"), ("--perfsuite-threads", "threads")):
-            if run.get(key) is not None:
-                cmd += [flag, str(run[key])]
-        proc = subprocess.run(cmd, cwd=rootdir, capture_output=True, text=True)
-        if proc.returncode != 0 or not out.exists():
-            last = ((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-1:] or ["no output"]
-            raise CompareError(f"re-measuring {len(node_ids)} cells with pytest failed (exit {proc.returncode}): "
-                               f"{last[0]}")
-        try:
-            records, _ = records_from_results(load_results([out]))
-        except ResultsError as e:
-            raise CompareError(f"re-measurement: {e}") from None
-        return records
-
-
-def node_ids_of(doc: dict) -> dict[str, str]:
-    """cell id -> pytest node id, from a pytest-benchmark document."""
-    ids = {}
-    for bench in doc.get("benchmarks", []):
-        extra = bench.get("extra_info") or {}
-        if extra.get("cell_id") and bench.get("fullname"):
-            ids[extra["cell_id"]] = bench["fullname"]
-    return ids
-
-
-def pytest_remeasurer(paths, results: Results, rootdir: str | Path = ".") -> RemeasureFn:
-    """Re-measure cells of these result files by running their benchmark tests again from ``rootdir``."""
-    node_ids: dict[str, str] = {}
-    for path in paths:
-        node_ids |= node_ids_of(read_json(path))
-    settings = [{k: r.get(k) for k in ("profile", "device", "dtype", "rounds", "warmup", "threads")}
-                for r in results.runs]
-    if any(s != settings[0] for s in settings):
-        raise CompareError("cannot re-measure: the result files were made with different settings")
-
-    def remeasure(cell_ids: list[str]) -> dict[str, dict]:
-        unknown = [c for c in cell_ids if c not in node_ids]
-        if unknown:
-            raise CompareError(f"cannot re-measure {unknown[0]}: no pytest node id for it in the results")
-        return run_cells([node_ids[c] for c in cell_ids], settings[0], rootdir)
-
-    return remeasure
-
-
-class SessionComparison:
-    """The comparison at the end of a pytest benchmark session (``--perfsuite-compare[=BASELINE]``).
-
-    Registered as a plugin when the option is given: after pytest-benchmark has finished its session, compares
-    the session's cells with the baseline, re-measures suspects (REMEASURE times), prints the table in the terminal
-    summary and makes the session fail on a confirmed regression.
-    """
-
-    def __init__(self, config, baseline: str, baselines_dir: str | Path = "baselines"):
-        self.config, self.baseline, self.baselines_dir = config, baseline, baselines_dir
-        self.text: str | None = None
-
-    def session_results(self) -> tuple[Results, dict]:
-        from perfsuite.formats.results import rows_from_doc, tidy_frame
-
-        bs = self.config._benchmarksession
-        doc = self.config.hook.pytest_benchmark_generate_json(
-            config=self.config, benchmarks=bs.benchmarks, include_data=True, machine_info={}, commit_info={})
-        self.config.hook.pytest_benchmark_update_json(config=self.config, benchmarks=bs.benchmarks, output_json=doc)
-        rows, run = rows_from_doc(doc, "this session")
-        return Results(frame=tidy_frame(rows), runs=[run]), doc
-
-    def pytest_sessionfinish(self, session) -> None:
-        from perfsuite.formats.baseline import ran_any
-
-        try:
-            results, doc = self.session_results()
-            if not ran_any(results):
-                self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
-                return
-            ids = node_ids_of(doc)
-            run = results.runs[0]
-            remeasured: list[int] = []
-
-            def remeasure(cell_ids):
-                remeasured.append(len(cell_ids))
-                return run_cells([ids[c] for c in cell_ids], run, self.config.rootpath)
-
-            found = compare_with_reference(results, None if self.baseline == "auto" else self.baseline,
-                                           Path(self.config.rootpath) / self.baselines_dir,
-                                           CompareOptions(remeasure=REMEASURE), remeasure=remeasure)
-            if found is None:
-                self.text = ("perfsuite compare: no baseline in baselines/ matches this run's device and profile; "
-                             "nothing compared (make one with `perfsuite baseline update RESULTS.json`)")
-                return
-            comparison, _ = found
-        except PerfsuiteError as e:  # an error is reported as one, and fails the session; never a verdict
-            self.text = f"perfsuite compare: error: {e}"
-            session.exitstatus = pytest_exit_code("usage")
-            return
-        self.text = render_terminal(comparison)
-        if remeasured:
-            self.text += f"\nsuspect regressions re-measured before deciding: {', '.join(map(str, remeasured))} cells"
-        if has_regression(comparison):
-            session.exitstatus = pytest_exit_code("failed")
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.text:
-            terminalreporter.section("perfsuite comparison")
-            terminalreporter.write_line(self.text)
-
-
-def pytest_exit_code(kind: str) -> int:
-    import pytest
-
-    return {"failed": pytest.ExitCode.TESTS_FAILED, "usage": pytest.ExitCode.USAGE_ERROR}[kind]
-
-
-# --- rendering ---------------------------------------------------------------------------------------------------
-
-def _value(v: float | None, metric: str) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g} ms" if metric == "time" else f"{v:+.1f}%"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
-
-
-def _ci(e: dict) -> str:
-    if e["change_pct"] is None or (e["ci_low_pct"] is None and e["ci_high_pct"] is None):
-        return "-"
-    low = "-inf" if e["ci_low_pct"] is None else f"{e['ci_low_pct']:+.1f}"
-    high = "+inf" if e["ci_high_pct"] is None else f"{e['ci_high_pct']:+.1f}"
-    return f"[{low}, {high}]%"
-
-
-def _p(v: float | None) -> str:
-    return "-" if v is None else (f"{v:.2g}" if v >= 1e-4 else "<1e-4")
-
-
-def _rows(comparison: dict) -> list[list[str]]:
-    return [[e["cell_id"], e["verdict"], e["metric"], _value(e["baseline"], e["metric"]),
-             _value(e["current"], e["metric"]), _pct(e["change_pct"]), _ci(e), _p(e["p_value"])]
-            for e in comparison["cells"]]
-
-
-def summary_line(comparison: dict) -> str:
-    s = comparison["summary"]
-    return f"{len(comparison['cells'])} cells: " + ", ".join(f"{s.get(v, 0)} {v}" for v in VERDICTS)
-
-
-def describe_metric(comparison: dict) -> str:
-    metric = comparison["compared"]
-    return f"{metric} ({METRICS.get(metric, metric)})"
-
-
-HEADER = ["cell", "verdict", "metric", "baseline", "current", "change", "CI", "p"]
-
-
-def render_terminal(comparison: dict) -> str:
-    """A fixed-width table for a terminal, then the verdict counts."""
-    rows = [HEADER] + _rows(comparison)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    right = {3, 4, 5, 6, 7}
-
-    def fmt(r):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    lines = [f"perfsuite compare against {comparison['baseline']}",
-             f"compared: {describe_metric(comparison)}", fmt(rows[0]), fmt(["-" * w for w in widths])]
-    lines += [fmt(r) for r in rows[1:]]
-    lines.append(summary_line(comparison))
-    return "\n".join(lines)
-
-
-_NOTABLE = ("regression", "improvement", "inconclusive", "new", "missing")
-
-
-def render_markdown(comparison: dict) -> str:
-    """A pull-request comment: the outcome first, notable cells in a table, all cells folded below."""
-    s = comparison["summary"]
-    n_reg = s.get("regression", 0)
-    head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**" if n_reg else "no regression"
-    out = [f"### perfsuite: {head}", "",
-           f"Compared **{comparison['compared']}** ({METRICS.get(comparison['compared'], '')}) "
-           f"against `{comparison['baseline']}`.", "", summary_line(comparison), ""]
-
-    def table(entries):
-        rows = _rows({"cells": entries})
-        t = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
-        t += ["| " + " | ".join([f"`{r[0]}`", f"**{r[1]}**" if r[1] == "regression" else r[1], *r[2:]]) + " |"
-              for r in rows]
-        return t
-
-    notable = [e for e in comparison["cells"] if e["verdict"] in _NOTABLE]
-    notable.sort(key=lambda e: _NOTABLE.index(e["verdict"]))
-    if notable:
-        out += table(notable) + [""]
-    out += ["<details><summary>All cells</summary>", ""] + table(comparison["cells"]) + ["", "</details>"]
-    return "\n".join(out)

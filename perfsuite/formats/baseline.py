@@ -23,16 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.journal import write_json_atomic
+from perfsuite.formats.io import write_json_atomic
 from perfsuite.cells.grid import Cell
 from perfsuite.formats.record import STATUS_OK
-from perfsuite.formats.results import Results, ResultsError, read_json, rows_from_doc, tidy_frame
+from perfsuite.formats.io import read_json
+from perfsuite.formats.results import Results, ResultsError, results_from_document
 from perfsuite.timing import PairedTiming, iqr
 
 BASELINE_VERSION = 2
 BASELINE_DIR = Path("baselines")
 FINGERPRINT_FIELDS = ("device_name", "torch_version", "cuda_version", "dtype", "model")
-SAMPLE_FIELDS = ("samples_ms", "base_samples_ms")
+SAMPLE_FIELDS = ("samples_ms", "ref_samples_ms")
 # Per-cell columns a baseline does not keep: the cell's own fields and status live elsewhere, the environment is in
 # the fingerprint, and these describe the run rather than the cell.
 _NOT_KEPT = {"cell_id", "status", "reason", "source", "threads", "device_name", "torch_version", "cuda_version",
@@ -110,7 +111,7 @@ def cell_stats(samples_ms, base_samples_ms) -> dict:
         return stats
     if base_samples_ms and len(base_samples_ms) == len(samples_ms) and min(base_samples_ms) > 0:
         timing = PairedTiming(tuple(samples_ms), tuple(base_samples_ms))
-        return stats | {"time_ms": timing.time_ms, "base_time_ms": timing.base_time_ms,
+        return stats | {"time_ms": timing.time_ms, "ref_time_ms": timing.ref_time_ms,
                         "slowdown_pct": timing.slowdown_pct, "iqr_pct": timing.iqr_pct}
     med = statistics.median(samples_ms)
     return stats | {"time_ms": med, "iqr_pct": 100.0 * iqr(samples_ms) / med}
@@ -200,7 +201,7 @@ def _update_to_2(doc: dict) -> dict:
             raise ValueError("a v1 cell entry without cell_id")
         samples, base = entry.get("samples_ms") or [], entry.get("base_samples_ms") or []
         cells[entry["cell_id"]] = {"cell": entry.get("cell"), **cell_stats(samples, base),
-                                   "samples_ms": samples, "base_samples_ms": base}
+                                   "samples_ms": samples, "ref_samples_ms": base}
     return {"perfsuite_baseline": 2, "name": doc.get("name"), "profile": doc.get("profile"),
             "fingerprint": {k: doc.get(k) for k in FINGERPRINT_FIELDS}, "created": doc.get("created"),
             "updated": doc.get("created"), "source": {}, "cells": cells}
@@ -243,6 +244,8 @@ def baseline_from_json(doc, where: str, path: Path | None = None) -> Baseline:
     cells = doc.get("cells")
     if not isinstance(cells, dict):
         raise BaselineError(f"{where}: 'cells' must be an object keyed by cell id")
+    cells = {k: {{"base_samples_ms": "ref_samples_ms", "base_time_ms": "ref_time_ms"}.get(f, f): v for f, v in r.items()}
+             if isinstance(r, dict) else r for k, r in cells.items()}
     for cell_id, record in cells.items():
         here = f"{where}: cell {cell_id}"
         if not isinstance(record, dict):
@@ -263,7 +266,7 @@ def baseline_from_json(doc, where: str, path: Path | None = None) -> Baseline:
 
 def _read_doc(path: Path) -> dict:
     try:
-        return read_json(path)
+        return read_json(path, ResultsError)
     except ResultsError as e:
         raise BaselineError(str(e)) from None
 
@@ -279,8 +282,7 @@ def load_reference(path: str | Path) -> Baseline:
     path = Path(path)
     doc = _read_doc(path)
     if isinstance(doc, dict) and "benchmarks" in doc and "perfsuite_baseline" not in doc:
-        rows, run = rows_from_doc(doc, str(path))
-        return baseline_from_results(Results(frame=tidy_frame(rows), runs=[run]), name=str(path), path=path)
+        return baseline_from_results(results_from_document(doc, str(path)), name=str(path), path=path)
     return baseline_from_json(doc, str(path), path)
 
 

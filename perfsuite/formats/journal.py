@@ -1,23 +1,25 @@
-"""Results written as they are measured: one JSON line per finished cell.
+"""The journal: results written as they are measured, one JSON line per finished cell.
 
-A run that is interrupted keeps every cell it finished; a resumed run skips
-them; the final pytest-benchmark JSON is assembled from the journal, so the
-journal is the single source of truth for ``perfsuite run``.
+A run that is interrupted keeps every cell it finished; a resumed run skips them; the final results
+document is assembled from the journal, so the journal is the single source of truth for ``perfsuite run``.
 
-Line kinds: ``header`` (machine and run settings, one per session),
-``benchmark`` (a pytest-benchmark entry, stats and extra_info included),
-``not_run`` (a cell recorded as not run, with status and reason).
+Format history (one line per event; the ``kind`` field says which):
+  1 — ``header`` (pytest-benchmark's machine_info/commit_info/datetime/version, the run settings under
+      ``perfsuite``, the collected ``cells`` and the ``resumed`` ones; one per pytest session),
+      ``benchmark`` (a pytest-benchmark entry with its perfsuite record in ``extra_info``) and ``not_run``
+      (a :class:`~perfsuite.formats.record.CellRecord` of a cell that did not run, its fields inline).
+      Records carry their own schema and migrate as in :mod:`perfsuite.formats.record`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.record import SCHEMA_VERSION
+from perfsuite.formats.record import STATUS_NO_DEVICE, CellRecord, RecordError
+from perfsuite.formats.results import results_document
 
 
 class JournalError(PerfsuiteError):
@@ -36,6 +38,15 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
 
+    def append_header(self, header: dict, settings: dict, cells: list[str], resumed: list[str]) -> None:
+        self.append("header", **header, perfsuite=settings, cells=cells, resumed=resumed)
+
+    def append_benchmark(self, entry: dict) -> None:
+        self.append("benchmark", benchmark=entry)
+
+    def append_not_run(self, record: CellRecord) -> None:
+        self.append("not_run", **record.to_dict())
+
     def read(self) -> list[dict]:
         """Every complete line; a torn last line (the run was killed mid-write) is dropped, others must parse."""
         if not self.path.exists():
@@ -53,69 +64,53 @@ class Journal:
                 raise JournalError(f"{self.path}: line {n} is not valid JSON") from None
         return entries
 
+    def headers(self) -> list[dict]:
+        return [e for e in self.read() if e.get("kind") == "header"]
+
+    def _cells(self) -> tuple[list[dict], dict[str, dict], dict[str, CellRecord]]:
+        """(headers, benchmark entries by cell id, not-run records by cell id); a later line about a cell
+        replaces an earlier one (a resumed run that measured it again)."""
+        headers, benches, not_run = [], {}, {}
+        for n, e in enumerate(self.read(), 1):
+            kind = e.get("kind")
+            if kind == "header":
+                headers.append(e)
+            elif kind == "benchmark":
+                cid = ((e.get("benchmark") or {}).get("extra_info") or {}).get("cell_id")
+                if not cid:
+                    raise JournalError(f"{self.path}: line {n}: a benchmark without a perfsuite cell id")
+                benches[cid] = e["benchmark"]
+                not_run.pop(cid, None)
+            elif kind == "not_run":
+                try:
+                    rec = CellRecord.from_dict({k: v for k, v in e.items() if k != "kind"}, f"{self.path}: line {n}")
+                except RecordError as err:
+                    raise JournalError(str(err)) from None
+                not_run[rec.id] = rec
+                benches.pop(rec.id, None)
+        return headers, benches, not_run
+
     def done_cell_ids(self) -> set[str]:
-        done = set()
-        for e in self.read():
-            if e.get("kind") == "benchmark":
-                done.add(e["benchmark"]["extra_info"]["cell_id"])
-            elif e.get("kind") == "not_run" and e.get("status") != "no_device":
-                done.add(e["cell_id"])
-        return done
+        """Cells a resumed run need not measure again (a cell skipped for want of a device is tried again)."""
+        _, benches, not_run = self._cells()
+        return set(benches) | {cid for cid, r in not_run.items() if r.status != STATUS_NO_DEVICE}
 
     def is_complete(self) -> bool:
         """Whether every cell the first session collected has a result or a not-run record."""
-        entries = self.read()
-        headers = [e for e in entries if e.get("kind") == "header"]
-        if not headers:
-            return False
-        recorded = {e["benchmark"]["extra_info"]["cell_id"] for e in entries if e.get("kind") == "benchmark"}
-        recorded |= {e["cell_id"] for e in entries if e.get("kind") == "not_run"}
-        return set(headers[0].get("cells", [])) <= recorded
+        headers, benches, not_run = self._cells()
+        return bool(headers) and set(headers[0].get("cells", [])) <= set(benches) | set(not_run)
 
-    def to_results_json(self) -> dict:
-        """A pytest-benchmark JSON document (plus the ``perfsuite`` section) from the journal.
-
-        A cell measured twice (a resumed run that re-ran it) keeps its last measurement.
-        """
-        entries = self.read()
-        headers = [e for e in entries if e.get("kind") == "header"]
+    def settings(self) -> dict:
+        """The run settings of the last session (what a resumed run must reuse)."""
+        headers = self.headers()
         if not headers:
             raise JournalError(f"{self.path}: no run header; not a perfsuite journal")
-        benches: dict[str, dict] = {}
-        not_run: dict[str, dict] = {}
-        for e in entries:
-            if e.get("kind") == "benchmark":
-                cid = e["benchmark"]["extra_info"]["cell_id"]
-                benches[cid] = e["benchmark"]
-                not_run.pop(cid, None)
-            elif e.get("kind") == "not_run":
-                entry = {k: v for k, v in e.items() if k != "kind"}
-                not_run[entry["cell_id"]] = entry
-                benches.pop(entry["cell_id"], None)
-        last = headers[-1]
-        return {
-            "machine_info": last["machine_info"],
-            "commit_info": last["commit_info"],
-            "benchmarks": list(benches.values()),
-            "datetime": last.get("datetime") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "version": last.get("pytest_benchmark_version"),
-            "perfsuite": {**last["perfsuite"], "perfsuite_schema": SCHEMA_VERSION, "sessions": len(headers),
-                          "not_run": list(not_run.values())},
-        }
+        return {k: v for k, v in headers[-1]["perfsuite"].items() if k != "perfsuite_schema"}
 
-
-def write_json_atomic(path: str | Path, doc: dict) -> Path:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    def to_results_json(self) -> dict:
+        """The results document (:func:`~perfsuite.formats.results.results_document`) of the journal."""
+        headers, benches, not_run = self._cells()
+        if not headers:
+            raise JournalError(f"{self.path}: no run header; not a perfsuite journal")
+        return results_document(headers[-1], list(benches.values()), self.settings(), not_run.values(),
+                                 sessions=len(headers))

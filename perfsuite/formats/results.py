@@ -1,24 +1,30 @@
-"""pytest-benchmark JSON → one tidy DataFrame: a row per cell, columns with units.
+"""The results file: pytest-benchmark's JSON with a ``perfsuite`` section, read into :class:`Results`.
 
-Reads the files a benchmark run writes (shards of one run, or several runs with
-different cells), checks each is a perfsuite results file of a schema this
-version knows, and merges them. Cells that did not run (listed under
-``perfsuite.not_run``) become rows too, with their status and reason and no
-metrics, so downstream steps can show them as missing instead of losing them.
+Reads the files a benchmark run writes (shards of one run, or several runs with different cells),
+checks each is a perfsuite results file, migrates its records (:class:`~perfsuite.formats.record.CellRecord`)
+and merges them. Cells that did not run (``perfsuite.not_run``) are records too, with their status and
+reason, so downstream steps show them as missing instead of losing them. :func:`results_document` is the
+one place that builds the document, for the plugin and the journal alike.
+
+The ``perfsuite`` section: ``perfsuite_schema`` (the record schema of :mod:`~perfsuite.formats.record`,
+whose format history applies), the run settings (profile, device, dtype, rounds, warmup, selection,
+threads, shard), ``sessions`` (journaled runs: pytest sessions that made it) and ``not_run``.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Iterable
 
 import pandas as pd
 
-from perfsuite.errors import PerfsuiteError
 from perfsuite.cells.grid import Cell
-from perfsuite.formats.record import SCHEMA_VERSION, STATUS_OK
+from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import read_json
+from perfsuite.formats.record import RECORD_FORMAT, SCHEMA_VERSION, CellRecord, RecordError
 
+SECTION = "perfsuite"
 CELL_COLUMNS = [f for f in Cell.__dataclass_fields__]
 # Columns every frame has, in this order; workload metrics follow, then run metadata.
 LEADING_COLUMNS = ["cell_id", *CELL_COLUMNS, "status", "reason"]
@@ -29,130 +35,115 @@ class ResultsError(PerfsuiteError):
     pass
 
 
+def perfsuite_section(settings: dict, not_run: Iterable[CellRecord], **extra: Any) -> dict:
+    """The document's own section: schema, run settings, the cells that did not run."""
+    return {"perfsuite_schema": SCHEMA_VERSION, **settings, **extra, "not_run": [r.to_dict() for r in not_run]}
+
+
+def results_document(header: dict, benchmarks: list[dict], settings: dict, not_run: Iterable[CellRecord],
+                     **extra: Any) -> dict:
+    """A results document: pytest-benchmark's fields (``header``: machine_info, commit_info, datetime,
+    pytest_benchmark_version) and its benchmark entries, plus the perfsuite section."""
+    return {"machine_info": header["machine_info"], "commit_info": header["commit_info"], "benchmarks": benchmarks,
+            "datetime": header["datetime"], "version": header.get("pytest_benchmark_version"),
+            SECTION: perfsuite_section(settings, not_run, **extra)}
+
+
 @dataclass
 class Results:
-    frame: pd.DataFrame  # one row per cell
+    """The records of one or more results files, and one run-metadata dict per file read."""
+
+    records: list[CellRecord] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)  # per file: source, datetime, commit, profile, device, ...
     errors: list[str] = field(default_factory=list)  # one line per file that could not be read (non-strict)
+    sources: list[str] = field(default_factory=list)  # the file each record came from, parallel to records
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """One row per cell, columns with units: the tidy table the report and CSV are made from."""
+        return tidy_frame([_row(r, s) for r, s in zip(self.records, self.sources or [None] * len(self.records))])
 
     def workload(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["workload"] == name]
 
+    def ok(self) -> list[CellRecord]:
+        return [r for r in self.records if r.ok]
 
-def read_json(path: str | Path) -> dict:
-    """The parsed file, or a one-line ResultsError naming the file and the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ResultsError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ResultsError(f"{path}: not a text file (not UTF-8), so not a results JSON") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    def by_id(self) -> dict[str, CellRecord]:
+        return {r.id: r for r in self.records}
+
+
+def read_document(doc: Any, source: str) -> tuple[list[CellRecord], dict]:
+    """The records and the run metadata of one results document."""
     if not isinstance(doc, dict):
-        raise ResultsError(f"{path}: expected a JSON object, found {type(doc).__name__}")
-    return doc
-
-
-def _check_schema(version, where: str) -> None:
-    if not isinstance(version, int):
-        raise ResultsError(f"{where}: perfsuite_schema is {version!r}, not a version number")
-    if version > SCHEMA_VERSION:
-        raise ResultsError(f"{where}: perfsuite schema {version} is newer than this perfsuite reads "
-                           f"({SCHEMA_VERSION}); upgrade perfsuite")
-    if version < 1:
-        raise ResultsError(f"{where}: unknown perfsuite schema {version}")
-
-
-def rows_from_doc(doc: dict, source: str) -> tuple[list[dict], dict]:
-    """The cell rows and the run metadata of one pytest-benchmark JSON document."""
-    benches = doc.get("benchmarks")
-    meta = doc.get("perfsuite")
+        raise ResultsError(f"{source}: expected a JSON object, found {type(doc).__name__}")
+    benches, meta = doc.get("benchmarks"), doc.get(SECTION)
     if not isinstance(benches, list) or "machine_info" not in doc:
         raise ResultsError(f"{source}: not a pytest-benchmark JSON file (no 'benchmarks' list / 'machine_info')")
     if not isinstance(meta, dict):
         raise ResultsError(f"{source}: a pytest-benchmark file, but not written by perfsuite (no 'perfsuite' section)")
-    _check_schema(meta.get("perfsuite_schema"), source)
-    rows = []
-    for i, bench in enumerate(benches):
-        extra = bench.get("extra_info") if isinstance(bench, dict) else None
-        name = bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}"
-        if not isinstance(extra, dict) or "perfsuite_schema" not in extra:
-            raise ResultsError(f"{source}: benchmark {name} has no perfsuite record in extra_info")
-        rows.append(_row(extra, f"{source}: benchmark {name}", source, bench))
-    not_run = meta.get("not_run", [])
-    if not isinstance(not_run, list):
-        raise ResultsError(f"{source}: perfsuite.not_run is not a list")
-    for i, entry in enumerate(not_run):
-        if not isinstance(entry, dict):
-            raise ResultsError(f"{source}: not_run entry {i} is not a record")
-        rows.append(_row(entry, f"{source}: not_run entry {i}", source, None))
-    run = {
-        "source": source,
-        "datetime": doc.get("datetime"),
-        "commit": (doc.get("commit_info") or {}).get("id"),
-        "branch": (doc.get("commit_info") or {}).get("branch"),
-        "machine_node": (doc.get("machine_info") or {}).get("node"),
-        **{k: v for k, v in meta.items() if k not in ("not_run",)},
-    }
-    env = next((r for r in rows if r.get("device_name")), {})
-    run |= {k: env.get(k) for k in ENV_COLUMNS}
-    return rows, run
-
-
-def _row(extra: dict, where: str, source: str, bench: dict | None) -> dict:
-    _check_schema(extra.get("perfsuite_schema"), where)
     try:
-        cell = Cell.from_dict(extra["cell"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ResultsError(f"{where}: malformed cell record ({e})") from None
-    row = {"cell_id": cell.id, **cell.to_dict(), "status": extra.get("status", STATUS_OK),
-           "reason": extra.get("reason"), "source": source}
-    env = extra.get("env") or {}
-    if not isinstance(env, dict):
-        raise ResultsError(f"{where}: 'env' is {type(env).__name__}, not an object")
-    row |= {k: v for k, v in env.items() if k in ENV_COLUMNS}
-    for key, value in extra.items():
-        if key in ("cell", "env", "model_dims", "perfsuite_schema", "cell_id", "status", "reason"):
-            continue
-        row[key] = value
-    if bench is not None:
-        stats = bench.get("stats") or {}
-        row["rounds"] = stats.get("rounds")
-    return row
+        RECORD_FORMAT.version_of(meta, source)
+        records = []
+        for i, bench in enumerate(benches):
+            extra = bench.get("extra_info") if isinstance(bench, dict) else None
+            name = bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}"
+            if not isinstance(extra, dict) or "perfsuite_schema" not in extra:
+                raise ResultsError(f"{source}: benchmark {name} has no perfsuite record in extra_info")
+            rec = CellRecord.from_dict(extra, f"{source}: benchmark {name}")
+            rounds = (bench.get("stats") or {}).get("rounds")
+            records.append(rec if "rounds" in rec.metrics or rounds is None else rec.with_metrics(rounds=rounds))
+        not_run = meta.get("not_run", [])
+        if not isinstance(not_run, list):
+            raise ResultsError(f"{source}: perfsuite.not_run is not a list")
+        records += [CellRecord.from_dict(e, f"{source}: not_run entry {i}") for i, e in enumerate(not_run)]
+    except RecordError as e:
+        raise ResultsError(str(e)) from None
+    commit, machine = doc.get("commit_info") or {}, doc.get("machine_info") or {}
+    run = {"source": source, "datetime": doc.get("datetime"), "commit": commit.get("id"),
+           "branch": commit.get("branch"), "dirty": commit.get("dirty"), "machine_node": machine.get("node"),
+           **{k: v for k, v in meta.items() if k not in ("not_run", "perfsuite_schema")}}
+    env = next((r.env for r in records if r.env.get("device_name")), {})
+    run |= {k: env.get(k) for k in ENV_COLUMNS}
+    return records, run
 
 
 def load_results(paths, *, strict: bool = True) -> Results:
-    """Merge result files into one frame. A duplicate cell across files is an error (two runs of one cell
-    cannot both be the result). With ``strict=False`` a bad file is reported in ``errors`` and the rest kept."""
-    all_rows: list[dict] = []
-    runs: list[dict] = []
-    errors: list[str] = []
+    """Merge result files. A duplicate cell across files is an error (two runs of one cell cannot both be
+    the result). With ``strict=False`` a bad file is reported in ``errors`` and the rest kept."""
+    out = Results()
     seen: dict[str, str] = {}
     for path in paths:
         try:
-            doc = read_json(path)
-            rows, run = rows_from_doc(doc, str(path))
+            records, run = read_document(read_json(path, ResultsError), str(path))
             mine: set[str] = set()
-            for r in rows:
-                if r["cell_id"] in seen:
-                    raise ResultsError(f"{path}: duplicate cell {r['cell_id']} (also in {seen[r['cell_id']]})")
-                if r["cell_id"] in mine:
-                    raise ResultsError(f"{path}: duplicate cell {r['cell_id']} (twice in this file)")
-                mine.add(r["cell_id"])
-            for r in rows:
-                seen[r["cell_id"]] = str(path)
+            for r in records:
+                if r.id in seen:
+                    raise ResultsError(f"{path}: duplicate cell {r.id} (also in {seen[r.id]})")
+                if r.id in mine:
+                    raise ResultsError(f"{path}: duplicate cell {r.id} (twice in this file)")
+                mine.add(r.id)
         except ResultsError as e:
             if strict:
                 raise
-            errors.append(str(e))
+            out.errors.append(str(e))
             continue
-        all_rows += rows
-        runs.append(run)
-    return Results(frame=tidy_frame(all_rows), runs=runs, errors=errors)
+        seen |= {r.id: str(path) for r in records}
+        out.records += records
+        out.sources += [str(path)] * len(records)
+        out.runs.append(run)
+    return out
+
+
+def results_from_document(doc: dict, source: str) -> Results:
+    records, run = read_document(doc, source)
+    return Results(records, [run], [], [source] * len(records))
+
+
+def _row(rec: CellRecord, source: str | None) -> dict:
+    row = {"cell_id": rec.id, **rec.cell.to_dict(), "status": rec.status, "reason": rec.reason, "source": source}
+    row |= {k: v for k, v in rec.env.items() if k in ENV_COLUMNS}
+    return row | dict(rec.metrics)
 
 
 def tidy_frame(rows: list[dict]) -> pd.DataFrame:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from perfsuite.cells.grid import Cell
-from perfsuite.formats.record import cell_record, model_dims
+from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 
 
-def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> dict:
-    """Time the cell with pytest-benchmark, r = 0 interleaved; returns the ``extra_info`` record."""
+def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> CellRecord:
+    """Time the cell with pytest-benchmark, r = 0 interleaved (the paired reference); returns its record."""
     base = models.base(cell.model, cell.dtype, cell.device)
     adapted = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
     gen = torch.Generator().manual_seed(cell.batch * 100_003 + cell.seq_len)
@@ -29,11 +29,11 @@ def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, 
     if timing is not None:
         metrics |= {
             "time_ms": timing.time_ms,
-            "base_time_ms": timing.base_time_ms,
+            "ref_time_ms": timing.ref_time_ms,
             "slowdown_pct": timing.slowdown_pct,
             "iqr_pct": timing.iqr_pct,
             "flops_per_s": flops / (timing.time_ms / 1e3),
             "samples_ms": list(timing.adapter_ms),
-            "base_samples_ms": list(timing.base_ms),
+            "ref_samples_ms": list(timing.ref_ms),
         }
-    return cell_record(cell, env=device_info(cell.device), dims=model_dims(base), metrics=metrics)
+    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(base), metrics=metrics)

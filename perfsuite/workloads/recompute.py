@@ -34,16 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from perfsuite.adapters import INIT_STD
-from perfsuite.cells.grid import Cell
+from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, Cell, budget_violation, token_budget
 from perfsuite.model import GPT2
-from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, cell_record, model_dims
+from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, CellRecord, model_dims, not_run
 from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 
-DEFAULT_TOKEN_BUDGET = 512  # tokens per verification pass (LLM-42 Fig. 13); batch × window above it is not run
-# The smoke profile's tiny model runs a scaled-down Figure 13 (budget 512 / 8), so that
-# its grid has cells over the budget and a verification pass costs a millisecond on a CPU.
-TOKEN_BUDGETS = {"tiny": 64}
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
 HEAD_SEED = 4343  # the untied output head the cells decode with (see untied_head)
 
@@ -66,19 +62,6 @@ class Schedule:
     def rows(self) -> int:
         """Requests one pass verifies; fewer requests are padded to this many rows."""
         return self.token_budget // self.window
-
-
-def budget_violation(batch: int, window: int, token_budget: int = DEFAULT_TOKEN_BUDGET) -> str | None:
-    """Why ``batch`` requests of ``window`` tokens do not fit one verification pass, or None when they do."""
-    if batch * window > token_budget:
-        return (f"batch × window = {batch} × {window} = {batch * window} tokens exceeds the verification "
-                f"token budget of {token_budget}")
-    return None
-
-
-def token_budget(cell: Cell) -> int:
-    """The cell's verification budget: the default, or its model's scaled-down one (TOKEN_BUDGETS)."""
-    return TOKEN_BUDGETS.get(cell.model, DEFAULT_TOKEN_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -328,15 +311,16 @@ def cell_prompts(cell: Cell, vocab_size: int) -> torch.Tensor:
     return torch.stack(rows).to(cell.device)
 
 
-def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> dict:
-    """Time decode–verify–rollback with pytest-benchmark, plain decoding interleaved; returns ``extra_info``.
+def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> CellRecord:
+    """Time decode–verify–rollback with pytest-benchmark, plain decoding interleaved (the paired reference);
+    returns its record.
 
     A cell over its token budget is not run: its record has status ``outside_budget`` and the reason.
     """
     budget = token_budget(cell)
     reason = budget_violation(cell.batch, cell.window, budget)
     if reason:
-        return cell_record(cell, status=STATUS_OUTSIDE_BUDGET, reason=reason, metrics={"token_budget": budget})
+        return not_run(cell, STATUS_OUTSIDE_BUDGET, reason, token_budget=budget)
     model = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
     head = untied_head(model)
     prompts = cell_prompts(cell, model.config.vocab_size)
@@ -374,13 +358,14 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
         n = result.output_tokens
         metrics |= {
             "time_ms": timing.time_ms,
-            "plain_time_ms": timing.base_time_ms,
+            "ref_time_ms": timing.ref_time_ms,
+            "slowdown_pct": timing.slowdown_pct,  # verified against plain decoding, from paired rounds
             "iqr_pct": timing.iqr_pct,
             "throughput_tok_s": n / (timing.time_ms / 1e3),
-            "plain_throughput_tok_s": n / (timing.base_time_ms / 1e3),
+            "plain_throughput_tok_s": n / (timing.ref_time_ms / 1e3),
             # plain time / verified time from rounds paired close in time (timing.PairedTiming.pair_ratios)
             "throughput_ratio": statistics.median(1.0 / r for r in timing.pair_ratios),
             "samples_ms": list(timing.adapter_ms),
-            "plain_samples_ms": list(timing.base_ms),
+            "ref_samples_ms": list(timing.ref_ms),
         }
-    return cell_record(cell, env=device_info(cell.device), dims=model_dims(model), metrics=metrics)
+    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(model), metrics=metrics)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from perfsuite.adapters import LoRAQKV, adapter_parameters, attach
 from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2
-from perfsuite.formats.record import cell_record, model_dims
+from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import Comparison, compare, gaussian_pair
 from perfsuite.timing import cpu_threads, device_info
 from perfsuite.workloads.models import ModelCache
@@ -229,8 +229,8 @@ def analyse(students: dict[tuple[int, int], TrainedLoRA], r_a: int, r_b: int, n_
 
 
 def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int,
-                      config: TrainConfig | None = None) -> dict:
-    """Train the cell's four students, time the φ analysis with pytest-benchmark; returns the ``extra_info``."""
+                      config: TrainConfig | None = None) -> CellRecord:
+    """Train the cell's four students, time the φ analysis with pytest-benchmark; returns its record."""
     if cell.rank_b is None:
         raise ValueError(f"{cell.id}: a subspace cell needs rank_b")
     cfg = config or train_config(cell.model)
@@ -256,4 +256,4 @@ def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int,
         "train_runs": [{"rank": t.rank, "seed": t.seed, "initial_loss": t.initial_loss,
                         "final_loss": t.final_loss, "train_time_s": t.train_time_s} for t in runs],
     }
-    return cell_record(cell, env=device_info(cell.device), dims=model_dims(base), metrics=metrics)
+    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(base), metrics=metrics)

@@ -18,8 +18,8 @@ FINAL_LOSS_MAX = 0.05  # the students learned the planted update (the untrained 
 def test_subspace(benchmark, perfsuite_cell, perfsuite_measure):
     benchmark.group = f"subspace-{perfsuite_cell.model}"
     record = perfsuite_measure(run_subspace_cell)
-    assert record["final_loss"] < FINAL_LOSS_MAX, record["train_runs"]
-    comparisons = record["subspace"]
+    assert record.get("final_loss") < FINAL_LOSS_MAX, record.get("train_runs")
+    comparisons = record.get("subspace")
     seeds = [c for c in comparisons if c["comparison"] == "seed"]
     controls = [c for c in comparisons if c["comparison"] == "control"]
     assert seeds and controls

@@ -16,7 +16,7 @@ from perfsuite.workloads.latency import run_latency_cell
 def test_latency(benchmark, perfsuite_cell, perfsuite_state, perfsuite_models):
     record = run_latency_cell(benchmark, perfsuite_cell, perfsuite_models, rounds=perfsuite_state.rounds,
                               warmup=perfsuite_state.warmup)
-    benchmark.extra_info.update(record)
+    benchmark.extra_info.update(record.to_dict())
 """
 ONE_CELL = ["-p", "no:cacheprovider", "--perfsuite-device", "cpu", "--perfsuite-rounds", "5", "--perfsuite-warmup",
             "1", "--perfsuite-cells", "adapter == 'lora' and batch == 1"]

@@ -25,11 +25,11 @@ def test_every_cell_writes_the_whole_record(suite):
     by_id = {b["extra_info"]["cell_id"]: b["extra_info"] for b in doc["benchmarks"]}
     assert set(by_id) == {"latency[none-r0-b1-s32]", "latency[lora-r8-b1-s32]", "latency[lora-merged-r8-b1-s32]"}
     for info in by_id.values():
-        assert info["perfsuite_schema"] == 1 and info["status"] == "ok"
+        assert info["perfsuite_schema"] == 2 and info["status"] == "ok"
         assert info["cell"]["model"] == "tiny" and info["cell"]["device"] == "cpu"
         assert info["model_dims"]["n_layer"] == 2
         assert info["env"]["torch_version"] and info["env"]["device_name"]
-        assert len(info["samples_ms"]) == len(info["base_samples_ms"]) == 3
+        assert len(info["samples_ms"]) == len(info["ref_samples_ms"]) == 3
         assert info["flops"] > 0 and info["flops_per_s"] > 0
         assert "slowdown_pct" in info and info["time_ms"] > 0
     # unmerged LoRA does more arithmetic than the plain model; merged LoRA exactly as much

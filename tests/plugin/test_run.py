@@ -15,7 +15,7 @@ ROOT = Path(__file__).parents[2]
 CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
 FAST = ["--rounds", "3", "--warmup", "1", "--cells", CELLS]
 # columns that are measured (differ between any two runs); everything else must match cell for cell
-TIMED = {"time_ms", "base_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "base_samples_ms",
+TIMED = {"time_ms", "ref_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "ref_samples_ms",
          "source", "rounds", "peak_mem_bytes"}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perfsuite.formats.journal import write_json_atomic
+from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.baseline import BASELINE_VERSION, BaselineError, cell_stats, default_name, find_baseline, \
     fingerprint_of, load_baseline, load_reference, update_baseline
 from perfsuite.cli import main
@@ -39,7 +39,7 @@ def test_update_creates_a_baseline_named_by_profile_and_fingerprint(tmp_path):
     assert set(baseline.cells) == set(frame.index[frame["status"] == "ok"])
     for cell_id, record in baseline.cells.items():
         assert record["samples_ms"] == frame.loc[cell_id, "samples_ms"]
-        assert record["base_samples_ms"] == frame.loc[cell_id, "base_samples_ms"]
+        assert record["ref_samples_ms"] == frame.loc[cell_id, "ref_samples_ms"]
         assert record["time_ms"] == pytest.approx(frame.loc[cell_id, "time_ms"])
         assert record["slowdown_pct"] == pytest.approx(frame.loc[cell_id, "slowdown_pct"])
 
@@ -171,7 +171,7 @@ def test_committed_cpu_smoke_baseline_is_current_and_complete():
         baseline = load_baseline(path)
         assert path.stem == default_name(baseline.fingerprint, baseline.profile)
         latency = [r for r in baseline.cells.values() if r["cell"]["workload"] == "latency"]
-        assert latency and all(len(r["samples_ms"]) == len(r["base_samples_ms"]) >= 10 for r in latency)
+        assert latency and all(len(r["samples_ms"]) == len(r["ref_samples_ms"]) >= 10 for r in latency)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -8,8 +8,9 @@ import pytest
 
 from perfsuite.formats.baseline import Baseline, Fingerprint, cell_stats, load_reference, update_baseline
 from perfsuite.cli import main
-from perfsuite.compare.verdicts import CompareError, CompareOptions, compare, has_regression, render_markdown, \
-    render_terminal, run_cells
+from perfsuite.compare.remeasure import run_cells
+from perfsuite.compare.render import render_markdown, render_terminal
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare, has_regression
 from perfsuite.cells.grid import Cell
 from perfsuite.formats.results import load_results
 from perfsuite.compare.stats import VERDICTS
@@ -31,7 +32,7 @@ def samples(seed, scale=1.0, n=30, spread=0.01):
 
 def reference(cells: dict, device="cpu: Test CPU", dtype="float32", model="tiny", name="ref") -> Baseline:
     """A baseline from {Cell: (adapted samples, r = 0 samples)}."""
-    records = {c.id: {"cell": c.to_dict(), **cell_stats(a, b), "samples_ms": a, "base_samples_ms": b}
+    records = {c.id: {"cell": c.to_dict(), **cell_stats(a, b), "samples_ms": a, "ref_samples_ms": b}
                for c, (a, b) in cells.items()}
     return Baseline(name=name, fingerprint=Fingerprint(device, "2.13.0+cpu", None, dtype, model), profile="smoke",
                     cells=records)
@@ -74,7 +75,7 @@ def test_auto_compares_the_slowdown_and_times_only_where_asked_and_possible():
 
 def test_a_cell_without_r0_samples_falls_back_to_time_on_the_same_device_only():
     base = reference({cell(): (samples(1), samples(2))})
-    del base.cells[cell().id]["base_samples_ms"]
+    del base.cells[cell().id]["ref_samples_ms"]
     same = reference({cell(): (samples(3, 1.2), samples(4))})
     entry = compare(same, base)["cells"][0]
     assert entry["metric"] == "time" and entry["verdict"] == "regression"
@@ -101,7 +102,7 @@ def test_suspects_are_remeasured_and_must_reproduce():
     def fresh(scale):
         def remeasure(cell_ids):
             calls.append(cell_ids)
-            return {c: {"samples_ms": samples(9 + len(calls), scale), "base_samples_ms": samples(2)} for c in cell_ids}
+            return {c: {"samples_ms": samples(9 + len(calls), scale), "ref_samples_ms": samples(2)} for c in cell_ids}
         return remeasure
 
     doc = compare(cur, base, CompareOptions(remeasure=2), remeasure=fresh(1.1))
@@ -223,7 +224,7 @@ def test_recompute_cells_are_compared_against_plain_decoding():
     for name, scale in (("base", 1.0), ("cur", 1.2)):
         verified, plain = samples(1, scale), samples(2)
         records[name] = reference({})
-        records[name].cells[rc.id] = {"cell": rc.to_dict(), "samples_ms": verified, "plain_samples_ms": plain}
+        records[name].cells[rc.id] = {"cell": rc.to_dict(), "samples_ms": verified, "ref_samples_ms": plain}
     entry = compare(records["cur"], records["base"])["cells"][0]
     assert entry["metric"] == "recompute" and entry["verdict"] == "regression"
     assert entry["change_pct"] == pytest.approx(20.0, abs=2.0)

@@ -10,7 +10,8 @@ from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.workloads.models import ModelCache
-from perfsuite.workloads.recompute import (DEFAULT_TOKEN_BUDGET, Schedule, _forward, _KVBuffer, budget_violation,
+from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
+from perfsuite.workloads.recompute import (Schedule, _forward, _KVBuffer,
                                            decode_fixed, decode_plain, decode_verified, run_recompute_cell,
                                            untied_head)
 
@@ -227,7 +228,7 @@ def test_a_batch_over_the_budget_is_refused(fp32):
 
 def test_a_cell_over_the_budget_is_recorded_not_run():
     cell = Cell("recompute", "none", 0, batch=32, seq_len=128, window=32, gen_len=512, model="gpt2-medium")
-    record = run_recompute_cell(None, cell, None, rounds=1, warmup=0)  # builds nothing
+    record = run_recompute_cell(None, cell, None, rounds=1, warmup=0).to_dict()  # builds nothing
     assert record["status"] == STATUS_OUTSIDE_BUDGET and record["token_budget"] == 512
     assert "32 × 32 = 1024" in record["reason"]
 
@@ -245,7 +246,7 @@ class DisabledBenchmark:
 
 def test_cell_record_carries_the_metrics():
     cell = Cell("recompute", "lora", 4, batch=2, seq_len=8, window=4, gen_len=12)
-    record = run_recompute_cell(DisabledBenchmark(), cell, ModelCache(), rounds=1, warmup=0)
+    record = run_recompute_cell(DisabledBenchmark(), cell, ModelCache(), rounds=1, warmup=0).to_dict()
     assert record["status"] == STATUS_OK and record["cell_id"] == "recompute[lora-r4-b2-s8-w4-g12]"
     assert record["output_tokens"] == 24 and record["token_budget"] == 64 and record["verify_rows"] == 16
     assert record["matches_fixed_schedule"] is True

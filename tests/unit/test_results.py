@@ -38,7 +38,7 @@ def test_smoke_run_is_one_row_per_cell_with_its_numbers():
     houlsby = row(frame, "latency[houlsby-r8-b1-s32]")
     assert houlsby["slowdown_pct"] == pytest.approx(29.697487796306454)
     assert houlsby["time_ms"] == pytest.approx(raw["latency[houlsby-r8-b1-s32]"]["time_ms"])
-    assert houlsby["base_time_ms"] == pytest.approx(0.2509594999935416)
+    assert houlsby["ref_time_ms"] == pytest.approx(0.2509594999935416)
     assert (houlsby["adapter"], houlsby["rank"], houlsby["batch"], houlsby["seq_len"]) == ("houlsby", 8, 1, 32)
     assert houlsby["status"] == "ok" and houlsby["device_name"] == "cpu: AMD EPYC"
     assert pd.isna(houlsby["peak_mem_bytes"])  # None on the CPU stays missing, never 0
@@ -82,7 +82,7 @@ def test_workloads_merge_into_one_frame():
     ("broken.json", "not valid JSON (line"),
     ("foreign_pytest_benchmark.json", "not written by perfsuite (no 'perfsuite' section)"),
     ("not_a_benchmark.json", "not a pytest-benchmark JSON file"),
-    ("newer_schema.json", "perfsuite schema 2 is newer than this perfsuite reads (1); upgrade perfsuite"),
+    ("newer_schema.json", "cell record format 99 is newer than this perfsuite reads (2); upgrade perfsuite"),
 ])
 def test_bad_files_are_one_line_naming_file_and_problem(name, message):
     with pytest.raises(ResultsError) as info:
@@ -114,7 +114,7 @@ def test_malformed_not_run_is_an_error_not_a_crash(tmp_path):
     bad = doc(FIXTURES / "latency_partial.json")
     bad["perfsuite"]["not_run"] = ["latency[houlsby-r8-b4-s32]"]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(ResultsError, match="bad.json: not_run entry 0 is not a record"):
+    with pytest.raises(ResultsError, match="bad.json: not_run entry 0: expected a JSON object, found str"):
         load_results([tmp_path / "bad.json"])
 
 

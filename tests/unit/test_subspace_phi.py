@@ -217,7 +217,7 @@ class FakeBenchmark:
 def test_cell_record_carries_every_comparison_of_the_data_contract():
     cell = Cell("subspace", "lora", 2, rank_b=3, model="tiny")
     bench = FakeBenchmark()
-    record = workload.run_subspace_cell(bench, cell, ModelCache(), rounds=3, warmup=1, config=QUICK)
+    record = workload.run_subspace_cell(bench, cell, ModelCache(), rounds=3, warmup=1, config=QUICK).to_dict()
     assert bench.calls == 4 and record["time_ms"] == pytest.approx(2.0)
     assert record["status"] == "ok" and record["cell_id"] == "subspace[lora-r2-R3]"
     assert record["train_time_s"] > 0 and len(record["train_runs"]) == 4

@@ -28,8 +28,8 @@ def test_timed_call_reads_the_clock_around_the_call():
 
 
 def test_paired_timing_statistics():
-    t = PairedTiming(adapter_ms=(1.2, 1.1, 1.3, 1.25, 1.2), base_ms=(1.0, 1.0, 1.0, 1.0, 1.0))
-    assert t.time_ms == pytest.approx(1.2) and t.base_time_ms == pytest.approx(1.0)
+    t = PairedTiming(adapter_ms=(1.2, 1.1, 1.3, 1.25, 1.2), ref_ms=(1.0, 1.0, 1.0, 1.0, 1.0))
+    assert t.time_ms == pytest.approx(1.2) and t.ref_time_ms == pytest.approx(1.0)
     # pairs (1.2, 1.1), (1.3, 1.25) and the odd one out 1.2: geometric means 1.1489, 1.2748, 1.2 → median 1.2
     assert t.pair_ratios == pytest.approx((math.sqrt(1.32), math.sqrt(1.625), 1.2))
     assert t.slowdown_pct == pytest.approx(20.0)
@@ -114,4 +114,4 @@ def test_paired_benchmark_interleaves_base_before_and_after():
     timing = paired_benchmark(bench, lambda: order.append("A"), lambda: order.append("b"), device="cpu",
                               rounds=4, warmup=2)
     assert "".join(order) == "bAAbbAAbbAAb"  # warm-up rounds first, then the same alternation
-    assert len(timing.base_ms) == len(timing.adapter_ms) == 4
+    assert len(timing.ref_ms) == len(timing.adapter_ms) == 4

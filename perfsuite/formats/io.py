@@ -1,0 +1,113 @@
+"""How every perfsuite file is read and written: parse, check the format version, migrate, write atomically.
+
+Each file format (results records, journal, baseline, comparison, subspace) declares one :class:`Format`:
+the key that holds its version, the current version, and a chain of small ``update_to_N`` steps (asv's
+idea) that bring an older document forward one version at a time. A newer version than this perfsuite
+knows is refused with one line; a broken file is one line naming the file and the problem, never a
+traceback. Writers replace a file by renaming a finished temporary file over it, so a reader never sees
+half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from perfsuite.errors import PerfsuiteError
+
+
+class FormatError(PerfsuiteError):
+    """A file that is not what it should be: unreadable, not JSON, the wrong format, or a newer version."""
+
+
+def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> Any:
+    """The parsed file, or ``error`` with one line naming the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (not UTF-8), so not JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_json_atomic(path: str | Path, doc: Any) -> Path:
+    return write_text_atomic(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+
+
+Step = Callable[[dict], dict]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One versioned JSON format: where its version lives, which version is current, how to migrate."""
+
+    what: str  # e.g. "baseline", for messages
+    key: str  # the field holding the version, e.g. "perfsuite_baseline"
+    current: int
+    steps: Mapping[int, Step] = field(default_factory=dict)  # target version -> step from the version before
+    error: type[PerfsuiteError] = FormatError
+
+    def __post_init__(self) -> None:
+        missing = [v for v in range(2, self.current + 1) if v not in self.steps]
+        if missing:  # a programming error: every older version must have a way forward
+            raise ValueError(f"{self.what} format: no update_to_{missing[0]} step")
+
+    def version_of(self, doc: Any, where: str) -> int:
+        if not isinstance(doc, dict):
+            raise self.error(f"{where}: expected a JSON object, found {type(doc).__name__}")
+        if self.key not in doc:
+            raise self.error(f"{where}: not a perfsuite {self.what} (no {self.key!r} format version)")
+        version = doc[self.key]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise self.error(f"{where}: unknown {self.what} format {version!r}")
+        if version > self.current:
+            raise self.error(f"{where}: {self.what} format {version} is newer than this perfsuite reads "
+                             f"({self.current}); upgrade perfsuite")
+        return version
+
+    def upgrade(self, doc: Any, where: str) -> dict:
+        """``doc`` brought to the current version in memory (the file is left as it is)."""
+        version = self.version_of(doc, where)
+        for target in range(version + 1, self.current + 1):
+            try:
+                doc = self.steps[target](dict(doc))
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                raise self.error(f"{where}: cannot migrate {self.what} format {target - 1} to {target}: "
+                                 f"{e}") from None
+            doc[self.key] = target
+        return doc
+
+    def load(self, path: str | Path) -> dict:
+        return self.upgrade(read_json(path, self.error), str(path))
+
+    def stamp(self, doc: dict) -> dict:
+        """``doc`` with the current version first (the key readers look for)."""
+        return {self.key: self.current, **{k: v for k, v in doc.items() if k != self.key}}
+
+    def save(self, path: str | Path, doc: dict) -> Path:
+        return write_json_atomic(path, self.stamp(doc))

@@ -1,0 +1,66 @@
+"""The plugin's options, built by shared functions so pytest's flags and the ``perfsuite`` commands cannot drift.
+
+In pytest-benchmark's shape: ``add_cell_options(addoption, prefix="--perfsuite-")`` adds the options that
+choose and time cells; ``perfsuite run``, ``baseline record`` and ``ab`` add the same ones with
+``prefix="--"`` and pass them on to pytest with :func:`cell_option_args`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+PREFIX = "--perfsuite-"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# The options that choose and time cells (their dest names without the prefix), in the order they are added.
+CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard")
+
+
+def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
+    """Which cells run and how they are timed."""
+    addoption(f"{prefix}profile", default="smoke", metavar="NAME",
+              help="grid of cells to run: smoke (default), paper, recompute, subspace, full")
+    addoption(f"{prefix}device", default="auto", choices=DEVICES,
+              help="device to run cells on; auto picks cuda when a GPU is visible (default: auto)")
+    addoption(f"{prefix}dtype", default=None, choices=DTYPE_NAMES, help="override the profile's dtype")
+    addoption(f"{prefix}cells", default=None, metavar="EXPR",
+              help="run only cells matching a Python-like expression over cell fields, "
+                   "e.g. \"adapter in ('lora', 'houlsby') and batch <= 4\"")
+    addoption(f"{prefix}rounds", default=None, type=int, metavar="N",
+              help="timed rounds per cell (default: the profile's)")
+    addoption(f"{prefix}warmup", default=None, type=int, metavar="N",
+              help="untimed warm-up rounds per cell (default: the profile's)")
+    addoption(f"{prefix}threads", default=None, type=int, metavar="N",
+              help="CPU threads for torch while cells run (default: 1 on the CPU, where a second thread stalls "
+                   "calls by hundreds of ms on shared runners; 0: torch's own default)")
+    addoption(f"{prefix}shard", default=None, metavar="I/N",
+              help="run only shard I of N (1-based): disjoint, balanced by estimated cost, deterministic")
+
+
+def add_session_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
+    """What a pytest session does around the cells: journal, resume, progress, the comparison gate."""
+    addoption(f"{prefix}compare", nargs="?", const="auto", default=None, metavar="BASELINE",
+              help="at the end of the session, compare the cells with BASELINE (a baseline file or a results JSON; "
+                   "default: this machine's baseline in baselines/), re-measure suspects, fail on a confirmed "
+                   "regression")
+    addoption(f"{prefix}journal", default=None, metavar="FILE",
+              help="append each finished cell to FILE (JSON lines) as it is measured, so an interrupted run keeps it")
+    addoption(f"{prefix}resume", action="store_true", default=False,
+              help="with --perfsuite-journal: skip cells the journal already holds")
+    addoption(f"{prefix}progress", action="store_true", default=False,
+              help="show progress: a live bar (current cell, elapsed, time left) on a terminal, a line per cell "
+                   "otherwise")
+
+
+def cell_option_args(values: dict[str, Any]) -> list[str]:
+    """``{"profile": "smoke", "rounds": 50, ...}`` → pytest's ``--perfsuite-profile=smoke --perfsuite-rounds=50``
+    (unset values are left out)."""
+    unknown = set(values) - set(CELL_OPTIONS)
+    if unknown:
+        raise ValueError(f"not cell options: {sorted(unknown)}")
+    return [f"{PREFIX}{name}={values[name]}" for name in CELL_OPTIONS if values.get(name) is not None]
+
+
+def cell_option_values(args: Any) -> dict[str, Any]:
+    """The cell options of an argparse namespace made with ``add_cell_options(..., prefix="--")``."""
+    return {name: getattr(args, name) for name in CELL_OPTIONS}

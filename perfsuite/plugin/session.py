@@ -1,0 +1,95 @@
+"""What a pytest session of perfsuite cells holds: its settings, the cells it runs, its journal and its progress.
+
+Kept in ``config.stash[STATE]`` (pytest's supported place for a plugin's state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from perfsuite.cells.grid import Cell, Profile, select
+from perfsuite.cells.shard import shard_cells
+from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.journal import Journal
+from perfsuite.formats.record import CellRecord, not_run
+
+RESUME_MUST_MATCH = ("profile", "device", "dtype")  # what makes a journal's cell ids mean the same measurement
+
+
+@dataclass
+class SessionState:
+    profile: Profile
+    device: str  # the device cells are built for
+    device_missing: str | None  # why that device cannot run here, or None
+    dtype: str | None  # --perfsuite-dtype, or None: the profile's
+    rounds: int | None  # --perfsuite-rounds, or None: the profile's (per part of a composite profile)
+    warmup: int | None
+    selection: str | None
+    threads: int = 1  # torch CPU threads for cells on the CPU (0: torch's default)
+    shard: tuple[int, int] | None = None
+    journal: Journal | None = None
+    done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
+    not_run: list[CellRecord] = field(default_factory=list)
+    models: object = None  # perfsuite.workloads.models.ModelCache, built on first use (it imports torch)
+    cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
+    benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
+
+    def timing(self, cell: Cell) -> tuple[int, int]:
+        """(rounds, warm-up rounds) of ``cell``: the command line's, else its profile's."""
+        rounds, warmup = self.profile.timing(cell)
+        return self.rounds or rounds, warmup if self.warmup is None else self.warmup
+
+    def all_cells(self) -> list[Cell]:
+        """The profile's cells after selection and sharding (resumed cells included)."""
+        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        if not self.shard:
+            return cells
+        from perfsuite.workloads import estimated_cost
+
+        return shard_cells(cells, *self.shard, cost=estimated_cost)
+
+    def cells(self, workload: str) -> list[Cell]:
+        return [c for c in self.all_cells() if c.workload == workload and c.id not in self.done]
+
+    def record_not_run(self, cell: Cell, status: str, reason: str, **metrics) -> CellRecord:
+        record = not_run(cell, status, reason, **metrics)
+        self.not_run.append(record)
+        if self.journal:
+            self.journal.append_not_run(record)
+        return record
+
+    def settings(self) -> dict:
+        """The run settings every results document and journal header carries."""
+        return {
+            "profile": self.profile.name,
+            "device": self.device,
+            "dtype": self.dtype or self.profile.dtype,
+            "rounds": self.rounds or self.profile.rounds,  # None: each part of a composite profile has its own
+            "warmup": self.profile.warmup if self.warmup is None else self.warmup,
+            "selection": self.selection,
+            "threads": self.threads,
+            "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+        }
+
+    def check(self, *, resume: bool) -> None:
+        """Refuse, before collection, a selection that picks no cell and a resume of a journal of other settings."""
+        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        if self.selection and not cells:
+            raise PerfsuiteError(f"cell selection {self.selection!r} matches none of the cells of profile "
+                                 f"{self.profile.name!r} (list them with: perfsuite cells --profile {self.profile.name})")
+        headers = self.journal.headers() if resume and self.journal else []
+        if headers:
+            before, now = headers[0]["perfsuite"], self.settings()
+            differ = [f"{k} {before.get(k)!r} → {now.get(k)!r}" for k in RESUME_MUST_MATCH if before.get(k) != now.get(k)]
+            if differ:
+                raise PerfsuiteError(f"cannot resume {self.journal.path} with other settings ({', '.join(differ)}); "
+                                     "use the journal's settings or start a new journal")
+
+
+STATE = pytest.StashKey[SessionState]()
+
+
+def state_of(config: pytest.Config) -> SessionState | None:
+    return config.stash.get(STATE, None)
