@@ -60,31 +60,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def device_info(device: str) -> dict:
-    """What a result must carry to be compared honestly: which device, which software."""
-    info = {
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda if device.startswith("cuda") else None,
-        "threads": torch.get_num_threads(),
-    }
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return "cpu: " + (platform.processor() or platform.machine())
-
-
 def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds for one synchronized call of ``fn``."""
     synchronize(device)

@@ -6,7 +6,8 @@ import torch
 
 from perfsuite.cells.grid import Cell
 from perfsuite.formats.record import CellRecord, model_dims
-from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
+from perfsuite.machine import machine_env
+from perfsuite.timing import count_flops, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 
 
@@ -36,4 +37,4 @@ def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, 
             "samples_ms": list(timing.adapter_ms),
             "ref_samples_ms": list(timing.ref_ms),
         }
-    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(base), metrics=metrics)
+    return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(base), metrics=metrics)

@@ -35,9 +35,10 @@ import torch.nn.functional as F
 
 from perfsuite.adapters import INIT_STD
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, Cell, budget_violation, token_budget
+from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, CellRecord, model_dims, not_run
-from perfsuite.timing import count_flops, device_info, paired_benchmark, peak_memory_bytes
+from perfsuite.timing import count_flops, paired_benchmark, peak_memory_bytes
 from perfsuite.workloads.models import ModelCache
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
@@ -368,4 +369,4 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
             "samples_ms": list(timing.adapter_ms),
             "ref_samples_ms": list(timing.ref_ms),
         }
-    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(model), metrics=metrics)
+    return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(model), metrics=metrics)

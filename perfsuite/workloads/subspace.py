@@ -40,10 +40,11 @@ import torch.nn.functional as F
 
 from perfsuite.adapters import LoRAQKV, adapter_parameters, attach
 from perfsuite.cells.grid import Cell
+from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import Comparison, compare, gaussian_pair
-from perfsuite.timing import cpu_threads, device_info
+from perfsuite.timing import cpu_threads
 from perfsuite.workloads.models import ModelCache
 
 SEEDS = (0, 1)  # the two seeds of every rank
@@ -256,4 +257,4 @@ def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int,
         "train_runs": [{"rank": t.rank, "seed": t.seed, "initial_loss": t.initial_loss,
                         "final_loss": t.final_loss, "train_time_s": t.train_time_s} for t in runs],
     }
-    return CellRecord(cell, env=device_info(cell.device), model_dims=model_dims(base), metrics=metrics)
+    return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(base), metrics=metrics)

@@ -1,0 +1,191 @@
+"""Machine identity: what a measurement was made on, precise enough that two different machines never share it.
+
+Two VMs that both report "AMD EPYC" ran the same forward pass in 0.30 ms and 1.03 ms, and two VMs of one
+CPU model still differ in load, clocks and neighbours. So a cell's ``env`` records, and a
+:class:`Fingerprint` compares:
+
+* the machine — the host (``PERFSUITE_MACHINE_ID`` when set, else the host name and this boot: VMs cloned
+  from one image share a host name, and a machine rebooted may come back on other hardware), the CPU (vendor,
+  family/model/stepping, model name), the ISA level torch dispatches to
+  (``torch.backends.cpu.get_cpu_capability()``), the cores this process may use; on a GPU its name,
+  compute capability, SM count, memory and driver;
+* the software — torch, CUDA and cuDNN versions (and, for cells that use them, other libraries);
+* the setup — device kind, dtype, model, torch threads (from the cell and the run).
+
+Only a baseline with the same fingerprint can fail a run (:mod:`perfsuite.compare.verdicts`). A pool of
+identical runners that should share baselines, or a machine whose baselines should outlive a reboot, sets
+``PERFSUITE_MACHINE_ID`` (for a pool: the same on all of them, with the baseline's runs recorded across the
+pool, so its spread includes the runners' differences).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+MACHINE_ID_ENV = "PERFSUITE_MACHINE_ID"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_identity() -> dict[str, Any]:
+    """The CPU as /proc/cpuinfo and torch see it: ``cpu`` (vendor family/model/stepping and model name),
+    ``cpu_isa`` (the vector ISA torch uses) and ``cpu_cores`` (cores this process may run on)."""
+    fields_: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields_.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields_.get("model name") or platform.processor() or platform.machine()
+    if "vendor_id" in fields_:
+        cpu = (f"{fields_['vendor_id']} family {fields_.get('cpu family', '?')} model {fields_.get('model', '?')} "
+               f"stepping {fields_.get('stepping', '?')}: {name}")
+    else:
+        cpu = name
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count()
+    return {"cpu": cpu, "cpu_isa": _cpu_isa(), "cpu_cores": cores}
+
+
+def _cpu_isa() -> str | None:
+    import torch
+
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return str(get()) if get else None
+
+
+def gpu_identity(index: int | None = None, nvml=None) -> dict[str, Any]:
+    """The GPU a cell runs on: ``gpu`` (name, compute capability, SMs, memory) and ``gpu_driver`` (from NVML
+    when the nvidia-ml-py package is installed; None otherwise, never guessed)."""
+    import torch
+
+    index = torch.cuda.current_device() if index is None else index
+    p = torch.cuda.get_device_properties(index)
+    gpu = (f"{p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+           f"{p.total_memory / 2 ** 30:.1f} GiB")
+    return {"gpu": gpu, "gpu_driver": driver_version(nvml)}
+
+
+def driver_version(nvml=None) -> str | None:
+    """The NVIDIA driver version from NVML (``nvml``: a module with pynvml's API, for tests), or None."""
+    if nvml is None:
+        try:
+            import pynvml as nvml  # the nvidia-ml-py package
+        except ImportError:
+            return None
+    try:
+        nvml.nvmlInit()
+        version = nvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # NVML present but unusable (no driver, no permission): unknown, not an error
+        return None
+
+
+def host_id() -> str:
+    """``PERFSUITE_MACHINE_ID``, else ``hostname#boot-xxxxxxxx`` (Linux's boot id; the host name alone elsewhere)."""
+    if os.environ.get(MACHINE_ID_ENV):
+        return os.environ[MACHINE_ID_ENV]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{socket.gethostname()}#boot-{f.read().strip()[:8]}"
+    except OSError:
+        return socket.gethostname()
+
+
+def machine_env(device: str) -> dict[str, Any]:
+    """What a cell's ``env`` carries about the machine and its software (see the module docstring)."""
+    import torch
+
+    on_gpu = device.startswith("cuda")
+    env: dict[str, Any] = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if on_gpu else "cpu: " + cpu_identity()["cpu"].split(": ", 1)[-1],
+        "host": host_id(),
+        **cpu_identity(),
+        "gpu": None,
+        "gpu_driver": None,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if on_gpu else None,
+        "cudnn_version": (str(torch.backends.cudnn.version()) if on_gpu and torch.backends.cudnn.is_available()
+                          else None),
+        "threads": torch.get_num_threads(),
+    }
+    if on_gpu:
+        env |= gpu_identity()
+    return env
+
+
+@dataclass(frozen=True, order=True)
+class Fingerprint:
+    """Machine + software + setup of a group of cells. Equal fingerprints: the same machine, software and setup,
+    so absolute times compare and a verdict may fail a run."""
+
+    host: str | None
+    cpu: str | None
+    cpu_isa: str | None
+    cpu_cores: int | None
+    gpu: str | None
+    gpu_driver: str | None
+    torch_version: str | None
+    cuda_version: str | None
+    cudnn_version: str | None
+    libraries: str | None  # other libraries a cell's implementation depends on (e.g. "peft 0.21.2"), or None
+    device: str  # "cpu" or "cuda"
+    dtype: str
+    model: str
+    threads: int | None
+
+    @classmethod
+    def of(cls, env: Mapping[str, Any], cell) -> "Fingerprint":
+        """The fingerprint of a cell's record: its ``env`` and the cell's device, dtype and model."""
+        return cls(host=env.get("host"), cpu=env.get("cpu"), cpu_isa=env.get("cpu_isa"),
+                   cpu_cores=env.get("cpu_cores"), gpu=env.get("gpu"), gpu_driver=env.get("gpu_driver"),
+                   torch_version=env.get("torch_version"), cuda_version=env.get("cuda_version"),
+                   cudnn_version=env.get("cudnn_version"), libraries=env.get("libraries"),
+                   device="cuda" if str(cell.device).startswith("cuda") else "cpu", dtype=cell.dtype,
+                   model=cell.model, threads=env.get("threads"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Fingerprint":
+        names = {f.name for f in fields(cls)}
+        missing = {"device", "dtype", "model"} - set(d)
+        if missing:
+            raise ValueError(f"fingerprint lacks {', '.join(sorted(missing))}")
+        return cls(**{k: d.get(k) for k in names})
+
+    @property
+    def setup(self) -> tuple[str, str, str]:
+        """(device kind, dtype, model): what a reference comparison across machines still needs in common."""
+        return self.device, self.dtype, self.model
+
+    def describe(self) -> str:
+        where = self.gpu or self.cpu or "unknown machine"
+        isa = f" ({self.cpu_isa})" if self.cpu_isa and not self.gpu else ""
+        host = f" on host {self.host}" if self.host else ""
+        return (f"{where}{isa}{host}, torch {self.torch_version}, {self.dtype}, model {self.model}, "
+                f"{self.threads} thread{'s' if self.threads != 1 else ''}")
+
+    def differences(self, other: "Fingerprint") -> list[str]:
+        """``field: self's vs other's`` for every field that differs."""
+        return [f"{f.name}: {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}" for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)]
+
+    def short_id(self) -> str:
+        """Eight hex digits of a hash of every field: tells baselines of one setup on different machines apart."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
