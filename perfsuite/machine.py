@@ -30,26 +30,32 @@ from typing import Any, Mapping
 MACHINE_ID_ENV = "PERFSUITE_MACHINE_ID"
 
 
+def describe_cpu(cpuinfo: str, fallback: str) -> str:
+    """``vendor family F model M stepping S: model name`` from /proc/cpuinfo's first processor (x86); the model
+    name alone, or ``fallback``, where those fields are absent (other architectures, other systems)."""
+    fields_: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields_.setdefault(key.strip(), value.strip())
+    name = fields_.get("model name") or fields_.get("Model") or fallback
+    if "vendor_id" not in fields_:
+        return name
+    return (f"{fields_['vendor_id']} family {fields_.get('cpu family', '?')} model {fields_.get('model', '?')} "
+            f"stepping {fields_.get('stepping', '?')}: {name}")
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_identity() -> dict[str, Any]:
     """The CPU as /proc/cpuinfo and torch see it: ``cpu`` (vendor family/model/stepping and model name),
     ``cpu_isa`` (the vector ISA torch uses) and ``cpu_cores`` (cores this process may run on)."""
-    fields_: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, value = line.partition(":")
-                fields_.setdefault(key.strip(), value.strip())
+            cpuinfo = f.read()
     except OSError:
-        pass
-    name = fields_.get("model name") or platform.processor() or platform.machine()
-    if "vendor_id" in fields_:
-        cpu = (f"{fields_['vendor_id']} family {fields_.get('cpu family', '?')} model {fields_.get('model', '?')} "
-               f"stepping {fields_.get('stepping', '?')}: {name}")
-    else:
-        cpu = name
+        cpuinfo = ""
+    cpu = describe_cpu(cpuinfo, platform.processor() or platform.machine())
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -67,8 +67,8 @@ def resume_options(journal: Journal) -> dict[str, object]:
 
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
-            benchmarks: str | None = None, baseline: str | None = None, compare_options=None,
-            report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
+            benchmarks: str | None = None, baseline: str | None = None, baselines_dir: str | None = None,
+            compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
     """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report."""
     out = Path(out_dir)
     journal = Journal(out / JOURNAL_NAME)
@@ -116,7 +116,8 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     comparison = None
     if compare_options:
         try:
-            comparison = _compare_step(outcome, baseline, compare_options, bench_dir.parents[1])
+            comparison = _compare_step(outcome, baseline, baselines_dir, compare_options, bench_dir.parents[1],
+                                       record_hint(options))
         except PerfsuiteError as e:  # a bad baseline must not cost the report: say so, render, exit 2
             outcome.exit_code = EXIT_USAGE
             outcome.lines.append(f"comparison: failed: {e}")
@@ -125,32 +126,54 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     return outcome
 
 
-def _compare_step(outcome: RunOutcome, baseline: str | None, options, rootdir: Path) -> dict | None:
-    """Compare with ``baseline`` or the matching one in baselines/; write comparison.json and .md."""
-    from perfsuite.compare.remeasure import pytest_remeasurer
+def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str | Path | None, options,
+                  rootdir: Path, hint: str) -> dict | None:
+    """Compare each part with this machine's baseline (gating) or another machine's (reference); write
+    comparison.json and .md when anything was compared."""
+    from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.render import render_markdown, render_terminal
-    from perfsuite.compare.verdicts import compare_with_reference, has_regression
-    from perfsuite.formats.baseline import ran_any
+    from perfsuite.compare.verdicts import compare_results, has_regression
+    from perfsuite.formats.io import read_json
     from perfsuite.formats.results import load_results
+    from perfsuite.runs import node_ids_of, remeasurer
 
     results = load_results([outcome.results])
-    remeasure = pytest_remeasurer([outcome.results], results, rootdir) if options.remeasure else None
-    found = compare_with_reference(results, baseline, _shortest(rootdir / "baselines"), options, remeasure)
-    if found is None:
-        hint = (f"; store this run as one with: perfsuite baseline update {outcome.results}" if ran_any(results)
-                else " (no cell was measured)")
-        outcome.lines.append(f"comparison: no matching baseline in {rootdir / 'baselines'}{hint}")
+    directory = Path(baselines_dir) if baselines_dir else _shortest(rootdir / "baselines")
+    baselines = load_reference(baseline) if baseline else load_all(directory)
+    remeasure = (remeasurer(results, node_ids_of(read_json(outcome.results)), rootdir, outcome.out_dir)
+                 if options.remeasure else None)
+    doc = compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint)
+    if not doc["parts"]:
+        outcome.lines.append("comparison: no cell was measured")
         return None
-    doc, ref = found
+    for p in doc["parts"]:
+        if p["mode"] == "none":
+            outcome.lines.append(f"comparison: part {p['profile']}: no baseline for this machine in {directory}; "
+                                 f"{p['hint']}")
+        elif p["mode"] == "reference":
+            outcome.lines.append(f"comparison: part {p['profile']}: no baseline for this machine; compared with "
+                                 f"{p['baseline']} of another machine for reference only (never fails the run); "
+                                 f"{p['hint']}")
+        else:
+            outcome.lines.append(f"comparison: part {p['profile']}: against this machine's {p['baseline']} "
+                                 f"({p['baseline_runs']} runs)")
+    if not doc["cells"]:
+        return None
     outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc)
-    write_text_atomic(outcome.out_dir / "comparison.md", render_markdown(doc) + "\n")
+    write_text_atomic(outcome.out_dir / "comparison.md", render_markdown(doc))
     print(render_terminal(doc))
     counts = ", ".join(f"{n} {v}" for v, n in doc["summary"].items() if n)
-    outcome.lines.append(f"comparison: {outcome.comparison} vs {ref} ({counts})")
+    outcome.lines.append(f"comparison: {outcome.comparison} ({counts})")
     if has_regression(doc):
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append("REGRESSION confirmed: see the comparison table above")
     return doc
+
+
+def record_hint(options: dict) -> str:
+    """The command that records this machine's baseline for the run's profile and device."""
+    extra = "".join(f" --{k} {options[k]}" for k in ("device", "dtype") if options.get(k) not in (None, "auto"))
+    return f"record one with: perfsuite baseline record --profile {options.get('profile') or 'smoke'}{extra}"
 
 
 def _shortest(path: Path) -> Path:

@@ -1,53 +1,65 @@
-"""Measure the detector itself on this machine: false alarms over A/A comparisons, and power for real slow-downs.
+"""Measure the detector where it runs: false alarms and detection power *between separate processes*.
 
-Each trial measures a *baseline* block and then, in a random order, one
-*current* block per effect size — 0 % (nothing changed: an A/A comparison) and
-each requested slow-down — and compares every current block with the baseline
-through the very function ``perfsuite compare`` uses. A block is what one cell
-of a benchmark run is: fresh model copies (new memory, as in a new run), a few
-warm-up rounds, then ``rounds`` rounds of the r = 0 model and the adapted one,
-interleaved in alternating order as ``perfsuite.timing.paired_benchmark`` does.
-A suspect regression is re-measured as ``perfsuite compare --remeasure`` would.
+Users meet the detector across processes — a run against a baseline recorded earlier, or A/B runs of two
+commits — so that is what is measured. ``processes`` worker processes each measure one block per level (0 %:
+nothing changed; and each planted slow-down), in a random order, with fresh models per block: a block is one
+latency cell timed as a run times it, through the same timing loop
+(:func:`perfsuite.timing.paired_benchmark`). Comparisons are then formed from blocks of *different*
+processes and judged by the same function ``perfsuite compare`` and ``perfsuite ab`` use
+(:func:`perfsuite.compare.verdicts.compare_metric`):
 
-The slow-downs are real extra work inside the measured function: ``k`` tiny
-tensor operations after the adapted forward pass, ``k`` calibrated from the
-measured cost of one operation and of the forward pass; the effect each ``k``
-really has is then measured on its own (interleaved, many rounds) and reported
-beside the nominal one.
+* ``ab``: ``runs`` processes' 0 % blocks (A) against ``runs`` other processes' blocks of a level (B);
+* ``baseline``: ``runs`` processes' 0 % blocks (the baseline) against one other process's block of a level,
+  a suspect regression re-measured with one more process's block, as ``perfsuite run`` does.
 
-Blocks measured seconds apart drift less than runs made days apart, so these
-rates are the best case for this machine's run-to-run noise, and they change
-with the load other jobs put on the machine: run it more than once.
+A/A comparisons (level 0 against level 0) give the false-alarm rate; the planted levels the detection rate.
+The ``trials`` comparisons per level are drawn from the pool of processes, so they share processes and are
+not independent: the intervals printed (Wilson, 95 %) are for independent trials and understate the
+uncertainty; the pool's size is what bounds it.
+
+The slow-downs are real extra work inside the measured call: ``k`` tiny tensor operations after the adapted
+forward pass, ``k`` calibrated from the measured cost of one operation and of the forward pass; the effect
+each ``k`` really has is measured on its own (interleaved, many rounds) and reported beside the nominal one.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
-from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_records, confirm
+from perfsuite.cells.grid import Cell
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
-from perfsuite.timing import resolve_device, synchronize, timed_call
-from perfsuite.workloads.models import ModelCache
+from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_metric
+from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.record import CellRecord
 
 THREADS_NOTE = ("one thread: the tiny smoke cell gains nothing from more, and on a shared 2-core runner two OpenMP "
                 "threads stall for whole scheduler slices (measured under load: median 0.3 ms, but 10-40 % of calls "
                 "200-700 ms); run the suite the same way, OMP_NUM_THREADS=1")
 EXTRA_OP_NUMEL = 64  # elements of the tensors the extra work adds: small, so it never wakes torch's thread pool
 CALIBRATION_OPS = 50  # extra operations timed together when calibrating the cost of one
+MODES = ("ab", "baseline")
+METRICS = ("slowdown", "time")
 
 
 @dataclass(frozen=True)
 class SelftestOptions:
-    trials: int = 300  # A/A comparisons, and comparisons per effect size (300: 0 false alarms bound the rate at 1.3 %)
-    rounds: int = 30  # timed rounds per block: the smoke profile's rounds per cell
+    processes: int = 40  # worker processes: the pool the comparisons are drawn from
+    trials: int = 300  # comparisons per mode and level, drawn from the pool
+    runs: int = 5  # runs per side in A/B mode; baseline runs in baseline mode
+    rounds: int = 100  # timed rounds per block: the smoke profile's rounds per latency cell
     warmup: int = 3
     effects_pct: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)
-    metrics: tuple[str, ...] = ("slowdown", "time")
+    modes: tuple[str, ...] = MODES
+    metrics: tuple[str, ...] = METRICS
     device: str = "auto"
     model: str = "tiny"
     adapter: str = "lora"
@@ -65,93 +77,51 @@ class SelftestOptions:
     def __post_init__(self) -> None:
         if self.trials < 1 or self.rounds < 2 or self.warmup < 0 or self.calibration_rounds < 10 or self.threads < 0:
             raise ValueError("need trials >= 1, rounds >= 2, warmup >= 0, calibration_rounds >= 10, threads >= 0")
+        if self.runs < 2:
+            raise ValueError("need runs >= 2: a between-run spread needs two runs a side")
+        need = max(2 * self.runs if "ab" in self.modes else 0,
+                   self.runs + 1 + self.remeasure if "baseline" in self.modes else 0)
+        if self.processes < need:
+            raise ValueError(f"need at least {need} processes for {self.runs} runs a side")
         if any(e <= 0 for e in self.effects_pct):
             raise ValueError("effect sizes must be positive (%)")
+        if not self.modes or set(self.modes) - set(MODES) or not self.metrics or set(self.metrics) - set(METRICS):
+            raise ValueError(f"modes must be among {MODES}, metrics among {METRICS}")
+
+    @property
+    def cell(self) -> Cell:
+        device = "cuda" if self.device == "cuda" else "cpu"
+        return Cell("latency", self.adapter, self.rank, batch=self.batch, seq_len=self.seq_len, dtype=self.dtype,
+                    device=device, model=self.model)
 
 
 @dataclass
 class Level:
-    """One effect size: the extra work that makes it, and what the trials decided."""
+    """One effect size: the extra work that makes it, and what the trials decided, per mode and metric."""
 
     nominal_pct: float
     extra_ops: int
     measured_pct: float | None = None  # the slow-down the extra work really causes, measured on its own
-    verdicts: dict[str, list[str]] = field(default_factory=dict)  # metric -> one verdict per trial
-    estimates: dict[str, list[float]] = field(default_factory=dict)  # metric -> estimated change_pct per trial
+    verdicts: dict[str, list[str]] = field(default_factory=dict)  # "mode/metric" -> one verdict per trial
 
-    def count(self, metric: str, verdict: str) -> int:
-        return sum(v == verdict for v in self.verdicts.get(metric, []))
+    def count(self, key: str, verdict: str) -> int:
+        return sum(v == verdict for v in self.verdicts.get(key, []))
 
 
-@dataclass
-class SelftestReport:
-    options: SelftestOptions
-    device: str
-    forward_ms: float  # median time of the measured function
-    extra_op_us: float  # measured cost of one extra operation
-    levels: list[Level]  # levels[0] is the A/A level (0 %)
-    seconds: float
-    blocks: int
-    threads: int  # torch CPU threads while measuring
-
-    def rate(self, level: Level, metric: str, verdict: str = "regression") -> tuple[float, float, float]:
-        n = len(level.verdicts.get(metric, []))
-        k = level.count(metric, verdict)
-        low, high = wilson_interval(k, n)
-        return (k / n if n else 0.0), low, high
-
-    def to_json(self) -> dict:
-        return {
-            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options.__dict__.items()},
-            "device": self.device, "forward_ms": self.forward_ms, "extra_op_us": self.extra_op_us,
-            "seconds": self.seconds, "blocks": self.blocks, "threads": self.threads,
-            "levels": [{"nominal_pct": lv.nominal_pct, "extra_ops": lv.extra_ops, "measured_pct": lv.measured_pct,
-                        "verdicts": {m: {v: lv.count(m, v) for v in sorted(set(vs))} for m, vs in lv.verdicts.items()},
-                        "trials": {m: len(vs) for m, vs in lv.verdicts.items()},
-                        "median_estimate_pct": {m: float(np.median(es)) if es else None
-                                                for m, es in lv.estimates.items()}}
-                       for lv in self.levels],
-        }
-
-    def table(self) -> str:
-        o = self.options
-        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
-        lines = [f"perfsuite selftest on {self.device} ({threads}): {o.model} {o.adapter} r{o.rank} "
-                 f"b{o.batch} s{o.seq_len}, forward {self.forward_ms:.3f} ms; {o.trials} trials x {len(self.levels)} "
-                 f"levels, {o.rounds} rounds per block, {self.blocks} blocks in {self.seconds:.0f} s",
-                 f"gates: p < {o.alpha:g} and change >= {o.min_effect_pct:g}%; suspect regressions re-measured "
-                 f"{o.remeasure}x; rates with 95% Wilson intervals"]
-        for metric in o.metrics:
-            lines += ["", f"metric {metric}:",
-                      f"  {'effect':>7}  {'measured':>8}  {'regression (detection) rate':<32}  {'improv.':>7}  "
-                      f"{'inconcl.':>8}  {'median est.':>11}"]
-            for lv in self.levels:
-                rate, low, high = self.rate(lv, metric)
-                n = len(lv.verdicts.get(metric, []))
-                measured = "-" if lv.measured_pct is None else f"{lv.measured_pct:+.1f}%"
-                est = lv.estimates.get(metric) or [0.0]
-                label = "A/A" if lv.nominal_pct == 0 else f"+{lv.nominal_pct:g}%"
-                lines.append(f"  {label:>7}  {measured:>8}  {lv.count(metric, 'regression'):>4}/{n:<4} = "
-                             f"{100 * rate:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]  "
-                             f"{lv.count(metric, 'improvement'):>7}  {lv.count(metric, 'inconclusive'):>8}  "
-                             f"{np.median(est):+10.1f}%")
-            aa = self.levels[0]
-            rate, low, high = self.rate(aa, metric)
-            changed = aa.count(metric, "regression") + aa.count(metric, "improvement")
-            lines.append(f"  false-alarm rate (A/A regressions): {100 * rate:.1f}% (95% CI {100 * low:.1f}-"
-                         f"{100 * high:.1f}%); any A/A change (regression or improvement): "
-                         f"{changed}/{len(aa.verdicts[metric])}")
-        return "\n".join(lines)
-
+# --- the measured function -----------------------------------------------------------------------------------------
 
 class ExtraWork:
     """``k`` tiny tensor additions on the device: real work of a tunable cost, appended to the measured function."""
 
     def __init__(self, device: str):
+        import torch
+
         self.src = torch.ones(EXTRA_OP_NUMEL, device=device)
         self.out = torch.empty_like(self.src)
 
     def __call__(self, k: int) -> None:
+        import torch
+
         for _ in range(k):
             torch.add(self.src, 1.0, out=self.out)
 
@@ -160,18 +130,16 @@ class Bench:
     """The measured function (a forward pass of the adapted model, plus ``k`` extra operations) and its r = 0 twin."""
 
     def __init__(self, options: SelftestOptions, device: str):
+        import torch
+
+        from perfsuite.workloads.models import ModelCache
+
         self.o, self.device = options, device
-        gen = torch.Generator().manual_seed(options.seed)
         self.extra = ExtraWork(device)
         self.models = ModelCache(seed=options.seed)
         vocab = self.models.base(options.model, options.dtype, device).config.vocab_size
+        gen = torch.Generator().manual_seed(options.seed)
         self.tokens = torch.randint(0, vocab, (options.batch, options.seq_len), generator=gen).to(device)
-
-    def fresh_models(self) -> None:
-        """New copies of both models, as a new benchmark run would build (new memory, new layout)."""
-        self.models.clear()
-        self.models.base(self.o.model, self.o.dtype, self.device)
-        self.models.adapted(self.o.model, self.o.dtype, self.device, self.o.adapter, self.o.rank)
 
     def functions(self, k: int) -> tuple[Callable[[], object], Callable[[], object]]:
         base = self.models.base(self.o.model, self.o.dtype, self.device)
@@ -185,27 +153,24 @@ class Bench:
         return measured, (lambda: base(tokens))
 
     def block(self, k: int) -> dict:
-        """One cell's worth of measurement, as a record ``compare`` reads: interleaved r = 0 and adapted times."""
-        self.fresh_models()
+        """One cell's worth of measurement, with fresh models (as a run builds them): the paired samples."""
+        import torch
+
+        from perfsuite.timing import LocalBenchmark, paired_benchmark
+
+        self.models.clear()
         fn, base_fn = self.functions(k)
-        adapted_ms, base_ms = [], []
         with torch.inference_mode():
-            for i in range(self.o.warmup + self.o.rounds):
-                # as perfsuite.timing.paired_benchmark: r = 0 before the adapted call in even rounds, after in odd
-                if i % 2 == 0:
-                    b = timed_call(base_fn, self.device)
-                    a = timed_call(fn, self.device)
-                else:
-                    a = timed_call(fn, self.device)
-                    b = timed_call(base_fn, self.device)
-                if i >= self.o.warmup:
-                    base_ms.append(1e3 * b)
-                    adapted_ms.append(1e3 * a)
-        return {"samples_ms": adapted_ms, "ref_samples_ms": base_ms}
+            timing = paired_benchmark(LocalBenchmark(), fn, base_fn, device=self.device, rounds=self.o.rounds,
+                                      warmup=self.o.warmup)
+        return {"samples_ms": list(timing.adapter_ms), "ref_samples_ms": list(timing.ref_ms)}
 
     def calibrate(self) -> tuple[float, float]:
         """(median forward ms, median µs of one extra operation), measured interleaved."""
-        self.fresh_models()
+        import torch
+
+        from perfsuite.timing import timed_call
+
         fn, _ = self.functions(0)
         fwd, op = [], []
         with torch.inference_mode():
@@ -216,6 +181,10 @@ class Bench:
 
     def measure_effect(self, k: int) -> float:
         """The slow-down ``k`` extra operations really cause: median of paired ratios, interleaved rounds."""
+        import torch
+
+        from perfsuite.timing import timed_call
+
         fn, _ = self.functions(0)
         slow, _ = self.functions(k)
         ratios = []
@@ -227,52 +196,146 @@ class Bench:
         return 100.0 * (float(np.median(ratios)) - 1.0)
 
 
-def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lambda s: None) -> SelftestReport:
-    """Calibrate the slow-downs, then run the trials (see the module docstring)."""
-    threads = torch.get_num_threads()
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    try:
-        return _run(options, progress)
-    finally:
-        torch.set_num_threads(threads)
+def _with_threads(options: SelftestOptions, fn):
+    from perfsuite.timing import cpu_threads
+
+    with cpu_threads(options.threads or None):
+        return fn()
 
 
-def _run(options: SelftestOptions, progress: Callable[[str], None]) -> SelftestReport:
-    t_start = time.monotonic()
+def worker(spec_path: str, out_path: str) -> None:
+    """One worker process: a block per level, in the order given, written as JSON {level index: samples}."""
+    spec = json.loads(Path(spec_path).read_text())
+    options = SelftestOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()})
+    bench = Bench(options, spec["device"])
+    blocks = _with_threads(options, lambda: {i: bench.block(spec["extra_ops"][i]) for i in spec["order"]})
+    Path(out_path).write_text(json.dumps(blocks))
+
+
+# --- the trials ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class SelftestReport:
+    options: SelftestOptions
+    device: str
+    forward_ms: float
+    extra_op_us: float
+    levels: list[Level]  # levels[0] is the A/A level (0 %)
+    seconds: float
+    processes: int
+
+    def rate(self, level: Level, key: str, verdict: str = "regression") -> tuple[float, float, float]:
+        n = len(level.verdicts.get(key, []))
+        k = level.count(key, verdict)
+        low, high = wilson_interval(k, n)
+        return (k / n if n else 0.0), low, high
+
+    def to_json(self) -> dict:
+        return {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.options).items()},
+                "device": self.device, "forward_ms": self.forward_ms, "extra_op_us": self.extra_op_us,
+                "seconds": self.seconds, "processes": self.processes,
+                "levels": [{"nominal_pct": lv.nominal_pct, "extra_ops": lv.extra_ops, "measured_pct": lv.measured_pct,
+                            "verdicts": {key: {v: lv.count(key, v) for v in sorted(set(vs))}
+                                         for key, vs in lv.verdicts.items()},
+                            "trials": {key: len(vs) for key, vs in lv.verdicts.items()}} for lv in self.levels]}
+
+    def table(self) -> str:
+        o = self.options
+        lines = [f"perfsuite selftest on {self.device}: {o.model} {o.adapter} r{o.rank} b{o.batch} s{o.seq_len}, "
+                 f"forward {self.forward_ms:.3f} ms, {o.rounds} rounds per block; {self.processes} separate worker "
+                 f"processes in {self.seconds:.0f} s; {o.trials} comparisons per mode and level drawn from them",
+                 f"gates: p < {o.alpha:g} (t test on the between-run spread) and change >= {o.min_effect_pct:g}%; "
+                 f"runs per side: {o.runs}; baseline mode re-measures a suspect {o.remeasure}x; 95% Wilson intervals "
+                 "(the trials share processes: the true uncertainty is larger)"]
+        for mode in o.modes:
+            for metric in o.metrics:
+                key = f"{mode}/{metric}"
+                what = "A/B" if mode == "ab" else "against a baseline"
+                lines += ["", f"{what}, metric {metric}:",
+                          f"  {'effect':>7}  {'measured':>8}  {'regression (detection) rate':<32}  {'improv.':>7}  "
+                          f"{'inconcl.':>8}"]
+                for lv in self.levels:
+                    rate, low, high = self.rate(lv, key)
+                    n = len(lv.verdicts.get(key, []))
+                    measured = "-" if lv.measured_pct is None else f"{lv.measured_pct:+.1f}%"
+                    label = "A/A" if lv.nominal_pct == 0 else f"+{lv.nominal_pct:g}%"
+                    lines.append(f"  {label:>7}  {measured:>8}  {lv.count(key, 'regression'):>4}/{n:<4} = "
+                                 f"{100 * rate:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]  "
+                                 f"{lv.count(key, 'improvement'):>7}  {lv.count(key, 'inconclusive'):>8}")
+        return "\n".join(lines)
+
+
+def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lambda s: None,
+                 workdir: str | Path | None = None) -> SelftestReport:
+    """Calibrate the slow-downs, measure the pool of worker processes, then draw and judge the comparisons."""
+    from perfsuite.timing import resolve_device, synchronize
+
+    t0 = time.monotonic()
     device = resolve_device(options.device)
     bench = Bench(options, device)
-    forward_ms, op_us = bench.calibrate()
+    forward_ms, op_us = _with_threads(options, bench.calibrate)
     levels = [Level(0.0, 0)] + [Level(e, max(1, round(e / 100 * forward_ms * 1e3 / op_us)))
                                 for e in options.effects_pct]
     for lv in levels[1:]:
-        lv.measured_pct = bench.measure_effect(lv.extra_ops)
+        lv.measured_pct = _with_threads(options, lambda lv=lv: bench.measure_effect(lv.extra_ops))
         progress(f"calibrated +{lv.nominal_pct:g}%: {lv.extra_ops} extra ops, measured {lv.measured_pct:+.2f}%")
-    compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
-    rng = np.random.default_rng(options.seed)
-    blocks = 0
-    for trial in range(options.trials):
-        baseline = bench.block(0)
-        blocks += 1
-        for i in rng.permutation(len(levels)):
-            lv = levels[i]
-            current = bench.block(lv.extra_ops)
-            blocks += 1
-            first = {m: compare_records(baseline, current, m, compare_options) for m in options.metrics}
-            retries: dict[str, list[str]] = {m: [] for m in options.metrics}
-            suspects = [m for m in options.metrics if first[m].verdict == "regression"]
-            for _ in range(options.remeasure if suspects else 0):
-                again = bench.block(lv.extra_ops)
-                blocks += 1
-                for m in suspects:
-                    retries[m].append(compare_records(baseline, again, m, compare_options).verdict)
-            for m in options.metrics:
-                lv.verdicts.setdefault(m, []).append(confirm(first[m].verdict, retries[m]))
-                lv.estimates.setdefault(m, []).append(first[m].change_pct)
-        if (trial + 1) % max(1, options.trials // 10) == 0:
-            aa = levels[0]
-            progress(f"trial {trial + 1}/{options.trials}, {time.monotonic() - t_start:.0f} s: A/A regressions "
-                     + ", ".join(f"{m} {aa.count(m, 'regression')}" for m in options.metrics))
     synchronize(device)
-    return SelftestReport(options=options, device=device, forward_ms=forward_ms, extra_op_us=op_us, levels=levels,
-                          seconds=time.monotonic() - t_start, blocks=blocks, threads=torch.get_num_threads())
+    pool = _measure_pool(options, device, [lv.extra_ops for lv in levels], progress, workdir)
+    rng = np.random.default_rng(options.seed)
+    compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
+    cell = options.cell
+    for li, lv in enumerate(levels):
+        for _ in range(options.trials):
+            for mode in options.modes:
+                _trial(mode, pool, li, rng, options, compare_options, cell, lv)
+    return SelftestReport(options, device, forward_ms, op_us, levels, time.monotonic() - t0, len(pool))
+
+
+def _measure_pool(options: SelftestOptions, device: str, extra_ops: list[int], progress, workdir) -> list[dict]:
+    rng = np.random.default_rng(options.seed + 1)
+    pool = []
+    with tempfile.TemporaryDirectory(prefix="perfsuite-selftest-", dir=workdir) as tmp:
+        t0 = time.monotonic()
+        for p in range(options.processes):
+            spec = Path(tmp) / f"spec-{p}.json"
+            out = Path(tmp) / f"blocks-{p}.json"
+            spec.write_text(json.dumps({"options": asdict(options), "device": device, "extra_ops": extra_ops,
+                                        "order": [int(i) for i in rng.permutation(len(extra_ops))]}))
+            proc = subprocess.run([sys.executable, "-m", "perfsuite.selftest", str(spec), str(out)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0 or not out.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise PerfsuiteError(f"selftest worker {p + 1} failed (exit {proc.returncode}): {tail[0]}")
+            pool.append({int(k): v for k, v in json.loads(out.read_text()).items()})
+            if (p + 1) % max(1, options.processes // 10) == 0:
+                progress(f"worker processes: {p + 1}/{options.processes}, {time.monotonic() - t0:.0f} s")
+    return pool
+
+
+def _record(cell: Cell, block: dict) -> CellRecord:
+    return CellRecord(cell, metrics=block)
+
+
+def _trial(mode: str, pool: list[dict], level: int, rng, options: SelftestOptions, compare_options: CompareOptions,
+           cell: Cell, lv: Level) -> None:
+    """One comparison of ``mode`` for ``level``, from distinct processes of the pool."""
+    r = options.runs
+    picks = [int(i) for i in rng.choice(len(pool), size=2 * r if mode == "ab" else r + 1 + options.remeasure,
+                                        replace=False)]
+    base = [_record(cell, pool[i][0]) for i in picks[:r]]
+    if mode == "ab":
+        current = [_record(cell, pool[i][level]) for i in picks[r:]]
+    else:
+        current = [_record(cell, pool[picks[r]][level])]
+    for metric in options.metrics:
+        entry = compare_metric(base, current, metric, compare_options)
+        extra = list(picks[r + 1:]) if mode == "baseline" else []
+        cur = list(current)
+        while entry["verdict"] == "regression" and extra:  # a suspect: one more fresh process, as perfsuite run does
+            cur.append(_record(cell, pool[extra.pop(0)][level]))
+            entry = compare_metric(base, cur, metric, compare_options)
+        lv.verdicts.setdefault(f"{mode}/{metric}", []).append(entry["verdict"])
+
+
+if __name__ == "__main__":
+    worker(*sys.argv[1:3])

@@ -16,6 +16,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -113,14 +114,45 @@ def iqr(xs) -> float:
     return q[2] - q[0]
 
 
+class LocalBenchmark:
+    """pytest-benchmark's ``pedantic`` without pytest: the same rounds, ``setup`` before and ``teardown`` after
+    each (warm-up included), only the target timed, with ``clock``. So :func:`paired_benchmark`, the one timing
+    loop, also serves the selftest's worker processes and tests with fake clocks."""
+
+    disabled = False
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.stats = None
+
+    def pedantic(self, target, *, setup=None, teardown=None, rounds: int = 1, warmup_rounds: int = 0,
+                 iterations: int = 1) -> None:
+        if iterations != 1:
+            raise ValueError("LocalBenchmark times one call per round")
+        data = []
+        for i in range(warmup_rounds + rounds):
+            if setup is not None:
+                setup()
+            t0 = self.clock()
+            target()
+            t1 = self.clock()
+            if teardown is not None:
+                teardown()
+            if i >= warmup_rounds:
+                data.append(t1 - t0)
+        self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
+
+
 def paired_benchmark(benchmark, adapter_fn: Callable[[], object], base_fn: Callable[[], object], *, device: str,
                      rounds: int, warmup: int) -> PairedTiming | None:
-    """Time ``adapter_fn`` with pytest-benchmark and ``base_fn`` right before each of its rounds.
+    """Time ``adapter_fn`` with ``benchmark`` (pytest-benchmark's fixture, or a :class:`LocalBenchmark`) and
+    ``base_fn`` right before or after each of its rounds, with the same clock (pytest-benchmark's default timer,
+    ``time.perf_counter``, or the LocalBenchmark's).
 
     Returns None when pytest-benchmark is disabled (``--benchmark-disable``): the function then ran once, untimed.
     """
     base_s: list[float] = []
-    clock = getattr(benchmark, "_timer", time.perf_counter)
+    clock = benchmark.clock if isinstance(benchmark, LocalBenchmark) else time.perf_counter
     round_no = [0]  # rounds started, warm-up included
 
     def before() -> None:

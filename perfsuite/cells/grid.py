@@ -119,10 +119,17 @@ class Profile:
 
     def timing(self, cell: Cell) -> tuple[int, int]:
         """(rounds, warm-up rounds) for ``cell``: the profile's, or in a composite profile its part's."""
+        part = self.part_of(cell)
+        profile = self if part == self.name else get_profile(part)
+        return profile.rounds, profile.warmup
+
+    def part_of(self, cell: Cell) -> str:
+        """The profile a cell's numbers belong to: this one, or in a composite profile the part that has its
+        workload (baselines and comparisons are kept part by part: each part has its own dtype and model)."""
         for p in self.parts:
             if cell.workload in _workloads(p):
-                return get_profile(p).timing(cell)
-        return self.rounds, self.warmup
+                return p
+        return self.name
 
 
 def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],

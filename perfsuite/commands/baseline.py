@@ -1,64 +1,130 @@
-"""``perfsuite baseline``: write, inspect and find the per-device baselines under ``baselines/``."""
+"""``perfsuite baseline``: record this machine's baselines (several separate runs), add runs, show and find them."""
 
 from __future__ import annotations
 
-from perfsuite.formats.baseline import BASELINE_DIR, default_name, find_baseline, fingerprint_of, load_baseline, \
-    profile_of, update_baseline
-from perfsuite.formats.results import load_results
+import statistics
+import sys
+import time
+from pathlib import Path
 
-HELP = "manage baselines: update one from a results JSON, show one, find the one matching a run"
+from perfsuite.compare.baselines import BASELINE_DIR, add_runs, default_name, find, load_all, parts_of
+from perfsuite.formats.baseline import KEEP_RUNS, load_baseline
+from perfsuite.formats.results import load_results
+from perfsuite.plugin.options import add_cell_options, cell_option_values
+
+HELP = "record this machine's baselines (separate runs), add a run to them, show one, find the one of a run"
+DEFAULT_RECORD_RUNS = 5
 
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = sub.add_parser("update", help="write a run's cells into its device's baseline (atomically; says what changed)")
+    rec = sub.add_parser("record", help="run a profile N times, each in a fresh process, and store the runs as this "
+                                        "machine's baseline of each part (replacing its earlier runs)")
+    add_cell_options(rec.add_argument, prefix="--")
+    rec.add_argument("--runs", type=int, default=DEFAULT_RECORD_RUNS, metavar="N",
+                     help=f"separate runs to record (default: {DEFAULT_RECORD_RUNS}; at least 2 for a between-run "
+                          "spread, 5 for a useful one)")
+    rec.add_argument("--keep", type=int, default=None, metavar="N",
+                     help=f"runs the baseline keeps when later runs are added (default: max(N, {KEEP_RUNS}))")
+    _common(rec)
+    rec.add_argument("--out", default="perfsuite-out/baseline-record", metavar="DIR",
+                     help="where the runs' result files go (default: perfsuite-out/baseline-record)")
+    rec.add_argument("--benchmarks", default=None, metavar="DIR",
+                     help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
+    up = sub.add_parser("update", help="add a run's results to its parts' baselines, keeping the last N runs")
     up.add_argument("results", nargs="+", metavar="RESULTS.json",
-                    help="pytest-benchmark JSON of a perfsuite run (several files: shards of one run)")
+                    help="results of ONE run (several files: its shards)")
     up.add_argument("--name", default=None,
-                    help="baseline name (file DIR/NAME.json); default: the profile and device fingerprint, "
-                         "e.g. smoke_cpu-amd-epyc_torch-2.13.0-cpu_nocuda_float32_tiny")
-    up.add_argument("--dir", default=str(BASELINE_DIR), metavar="DIR", help="baseline directory (default: baselines)")
+                    help="baseline name (file DIR/NAME.json; one-part runs only); default: part, device, setup and a "
+                         "hash of the machine fingerprint")
+    up.add_argument("--keep", type=int, default=None, metavar="N",
+                    help=f"runs to keep (default: the baseline's own setting, {KEEP_RUNS} for a new one)")
+    up.add_argument("--replace", action="store_true", help="start the baseline afresh with this run")
     up.add_argument("--force", action="store_true",
-                    help="overwrite a baseline of another device fingerprint or profile (refused otherwise)")
-    up.add_argument("--note", default=None, metavar="TEXT",
-                    help="free text kept in the file, e.g. the command that made the results (default: keep the "
-                         "existing note)")
-    up.add_argument("--prune", action="store_true",
-                    help="drop baseline cells these results lack (kept by default, so shards can be added one by one)")
-    show = sub.add_parser("show", help="print a baseline's fingerprint and cells")
+                    help="overwrite a file holding a baseline of another fingerprint or part (refused otherwise)")
+    up.add_argument("--prune", action="store_true", help="drop, from the kept runs, cells this run lacks")
+    _common(up)
+    show = sub.add_parser("show", help="print a baseline's machine, runs and cells")
     show.add_argument("file", metavar="FILE")
-    find = sub.add_parser("find", help="print the baseline matching a run's fingerprint and profile (exit 1: none)")
-    find.add_argument("results", nargs="+", metavar="RESULTS.json")
-    find.add_argument("--dir", default=str(BASELINE_DIR), metavar="DIR", help="baseline directory (default: baselines)")
+    fnd = sub.add_parser("find", help="print the baseline of each part of a run on this machine (exit 1: a part "
+                                      "has none)")
+    fnd.add_argument("results", nargs="+", metavar="RESULTS.json")
+    fnd.add_argument("--dir", default=str(BASELINE_DIR), metavar="DIR", help="baseline directory (default: baselines)")
+
+
+def _common(p) -> None:
+    p.add_argument("--dir", default=str(BASELINE_DIR), metavar="DIR", help="baseline directory (default: baselines)")
+    p.add_argument("--note", default=None, metavar="TEXT",
+                   help="free text kept in the file, e.g. why it was recorded (default: keep the existing note)")
 
 
 def run(args) -> int:
-    if args.action == "update":
-        report = update_baseline(load_results(args.results), directory=args.dir, name=args.name, force=args.force,
-                                 prune=args.prune, note=args.note)
-        print("\n".join(report.lines()))
-        return 0
-    if args.action == "show":
-        b = load_baseline(args.file)
-        print(f"{b.path}: baseline {b.name!r}, profile {b.profile}")
-        print(f"fingerprint: {b.fingerprint.describe()}")
-        print(f"created {b.created}, updated {b.updated}, {len(b.cells)} cells, torch threads "
-              f"{b.source.get('threads')}")
-        if b.note:
-            print(f"note: {b.note}")
-        for cell_id, rec in sorted(b.cells.items()):
-            time_ms, slow = rec.get("time_ms"), rec.get("slowdown_pct")
-            stats = [f"{time_ms:.4g} ms" if time_ms is not None else "",
-                     f"slow-down {slow:+.1f}%" if slow is not None else "",
-                     f"{len(rec.get('samples_ms') or [])} samples"]
-            print(f"  {cell_id}  " + ", ".join(s for s in stats if s))
-        return 0
-    results = load_results(args.results)
-    path = find_baseline(results, args.dir)
-    if path is None:
-        fp, profile = fingerprint_of(results), profile_of(results)
-        print(f"no baseline in {args.dir} for profile {profile} on {fp.describe()} "
-              f"(its default name would be {default_name(fp, profile)}.json)")
-        return 1
-    print(path)
+    return {"record": _record, "update": _update, "show": _show, "find": _find}[args.action](args)
+
+
+def _record(args) -> int:
+    from perfsuite.errors import PerfsuiteError
+    from perfsuite.run import find_benchmarks_dir
+    from perfsuite.runs import load_run, run_benchmarks
+
+    if args.runs < 1:
+        raise PerfsuiteError("--runs must be >= 1")
+    checkout = find_benchmarks_dir(args.benchmarks).parents[1]
+    options = cell_option_values(args)
+    runs, t0 = [], time.monotonic()
+    for i in range(1, args.runs + 1):
+        print(f"[baseline record {i}/{args.runs}] profile {args.profile}: a fresh pytest process in {checkout} "
+              f"(elapsed {time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        runs.append(load_run(run_benchmarks(checkout, Path(args.out) / f"run-{i}.json", options)))
+    keep = args.keep if args.keep is not None else max(args.runs, KEEP_RUNS)
+    reports = add_runs(runs, directory=args.dir, keep=keep, replace=True, note=args.note)
+    for r in reports:
+        print("\n".join(r.lines()))
+    print(f"{args.runs} runs in {time.monotonic() - t0:.0f} s; commit the file(s) above to share them "
+          "(they gate only runs on this machine: see README, Baselines)")
     return 0
+
+
+def _update(args) -> int:
+    reports = add_runs([load_results(args.results)], directory=args.dir, name=args.name, keep=args.keep,
+                       replace=args.replace, force=args.force, note=args.note, prune=args.prune)
+    for r in reports:
+        print("\n".join(r.lines()))
+    return 0
+
+
+def _show(args) -> int:
+    b = load_baseline(args.file)
+    print(f"{b.path}: baseline {b.name!r}, part {b.profile}, {len(b.runs)} run(s) (keeps {b.keep})")
+    print(f"machine: {b.fingerprint.describe()}")
+    print(f"created {b.created}, updated {b.updated}")
+    if b.note:
+        print(f"note: {b.note}")
+    for cell_id in b.cell_ids():
+        recs = b.cell_runs(cell_id)
+        times = [r.get("time_ms") for r in recs if r.get("time_ms")]
+        slows = [r.get("slowdown_pct") for r in recs if r.get("slowdown_pct") is not None]
+        parts = []
+        if times:
+            spread = f" (runs {min(times):.4g}-{max(times):.4g})" if len(times) > 1 else ""
+            parts.append(f"{statistics.median(times):.4g} ms{spread}")
+        if slows:
+            parts.append(f"slow-down {statistics.median(slows):+.1f}%")
+        print(f"  {cell_id}  " + ", ".join(parts) + f"  [{len(recs)} runs]")
+    return 0
+
+
+def _find(args) -> int:
+    results = load_results(args.results)
+    baselines = load_all(args.dir)
+    missing = 0
+    for part in parts_of(results):
+        exact, other = find(part, baselines)
+        if exact:
+            print(f"{part.profile}: {exact.path}")
+        else:
+            missing += 1
+            ref = f"; another machine's, for reference: {other.path}" if other else ""
+            print(f"{part.profile}: no baseline in {args.dir} for {part.fingerprint.describe()} "
+                  f"(it would be {default_name(part)}.json){ref}")
+    return 1 if missing else 0

@@ -1,4 +1,4 @@
-"""``perfsuite compare``: a run against a baseline (or another run); exit 1 on a confirmed regression."""
+"""``perfsuite compare``: a run against its baseline (or another run); exit 1 on a confirmed regression."""
 
 from __future__ import annotations
 
@@ -6,44 +6,43 @@ import json
 import sys
 from pathlib import Path
 
-from perfsuite.formats.baseline import BASELINE_DIR, default_name, fingerprint_of, profile_of
-from perfsuite.compare.remeasure import pytest_remeasurer
+from perfsuite.compare.baselines import BASELINE_DIR, load_all, load_reference
 from perfsuite.compare.render import render_markdown, render_terminal
-from perfsuite.compare.verdicts import MODES, CompareError, CompareOptions, compare_with_reference, has_regression
-from perfsuite.formats.results import load_results
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, has_regression
+from perfsuite.formats.io import read_json, write_json_atomic, write_text_atomic
+from perfsuite.formats.results import load_results
 
 HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
 
 
-def add_compare_arguments(p) -> None:
-    """The statistical options, shared with ``perfsuite run``."""
-    p.add_argument("--metric", default="auto", choices=MODES,
-                   help="slowdown: the portable metrics, round by round - slow-down %% against the r = 0 model, and "
-                        "recompute cells' time against plain decoding (robust to drift); "
-                        "time: absolute times (same device fingerprint only; for quiet dedicated machines); "
-                        "auto (default): slowdown, and time for cells without r = 0 samples on the same device")
+def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
+    """The statistical options, shared with ``perfsuite run`` and ``perfsuite ab``."""
     p.add_argument("--min-effect", type=float, default=MIN_EFFECT_PCT, metavar="PCT",
-                   help=f"smallest change (%%) called a regression or improvement (default: {MIN_EFFECT_PCT:g})")
+                   help=f"smallest change (%%) called a regression or an improvement, however significant "
+                        f"(default: {MIN_EFFECT_PCT:g})")
     p.add_argument("--alpha", type=float, default=ALPHA,
-                   help=f"two-sided significance level: bootstrap of the ratio of medians, exact Mann-Whitney U "
-                        f"below 8 samples a side (default: {ALPHA:g})")
-    p.add_argument("--remeasure", type=int, default=0, metavar="N",
-                   help="re-run suspect regressions N times with pytest (from --rootdir) before declaring them; "
-                        "each re-measurement must agree (default: 0)")
+                   help=f"two-sided significance level of the t test on the run-to-run spread (default: {ALPHA:g})")
+    p.add_argument("--remeasure", type=int, default=remeasure_default, metavar="N",
+                   help="re-measure a suspect regression N times, each in a fresh pytest process, before calling it "
+                        f"(default: {remeasure_default})")
+    p.add_argument("--baselines-dir", default=None, metavar="DIR",
+                   help="where the baselines are (default: baselines/ of the checkout)")
+
+
+def options_from_args(args) -> CompareOptions:
+    return CompareOptions(alpha=args.alpha, min_effect_pct=args.min_effect, remeasure=args.remeasure)
 
 
 def add_arguments(p) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS.json",
                    help="pytest-benchmark JSON of a perfsuite run (several files: shards of one run)")
     p.add_argument("--baseline", default=None, metavar="FILE",
-                   help="a baseline file, or another run's results JSON (default: the baseline in --baselines-dir "
-                        "matching the run's device fingerprint and profile)")
-    p.add_argument("--baselines-dir", default=str(BASELINE_DIR), metavar="DIR",
-                   help="where to look for the matching baseline (default: baselines)")
+                   help="a baseline file, or another run's results JSON (default: this machine's baseline in "
+                        "--baselines-dir, else another machine's as a reference)")
     add_compare_arguments(p)
     p.add_argument("--rootdir", default=".", metavar="DIR",
-                   help="where to run pytest when re-measuring (the checkout the results came from; default: .)")
+                   help="the checkout the results came from, where --remeasure runs pytest (default: .)")
     p.add_argument("--format", default="table", choices=("table", "markdown", "json"),
                    help="what to print (default: table)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON to FILE")
@@ -51,33 +50,38 @@ def add_arguments(p) -> None:
                    help="also write the comparison as Markdown (a pull-request comment) to FILE")
 
 
-def options_from_args(args) -> CompareOptions:
-    return CompareOptions(metric=args.metric, alpha=args.alpha, min_effect_pct=args.min_effect,
-                          remeasure=args.remeasure)
+def _remeasurer(args, results):
+    """Suspects re-measured in a fresh pytest process of --rootdir, saying so."""
+    from perfsuite.runs import node_ids_of, remeasurer
+
+    ids = {}
+    for path in args.results:
+        ids |= node_ids_of(read_json(path))
+    run_again = remeasurer(results, ids, args.rootdir, Path(args.json or args.results[0]).parent)
+
+    def remeasure(cell_ids):
+        print(f"re-measuring {len(cell_ids)} suspect cells in a fresh pytest process ...", file=sys.stderr, flush=True)
+        return run_again(cell_ids)
+
+    return remeasure
 
 
 def run(args) -> int:
     options = options_from_args(args)
     results = load_results(args.results)
-    remeasure = None
-    if options.remeasure:
-        run_again = pytest_remeasurer(args.results, results, args.rootdir)
-
-        def remeasure(cell_ids):
-            print(f"re-measuring {len(cell_ids)} suspect cells with pytest ...", file=sys.stderr, flush=True)
-            return run_again(cell_ids)
-
-    found = compare_with_reference(results, args.baseline, args.baselines_dir, options, remeasure=remeasure)
-    if found is None:
-        fp, profile = fingerprint_of(results), profile_of(results)
-        raise CompareError(f"no baseline in {args.baselines_dir} for profile {profile} on {fp.describe()}; make "
-                           f"one with `perfsuite baseline update RESULTS.json` (it would be "
-                           f"{default_name(fp, profile)}.json) or pass --baseline")
-    comparison, _ = found
+    baselines_dir = args.baselines_dir or str(Path(args.rootdir) / BASELINE_DIR)
+    baselines = load_reference(args.baseline) if args.baseline else load_all(baselines_dir)
+    comparison = compare_results(results, baselines, options,
+                                 remeasure=_remeasurer(args, results) if options.remeasure else None)
+    if comparison["parts"] and all(p["mode"] == "none" for p in comparison["parts"]):
+        where = args.baseline or baselines_dir
+        raise CompareError(f"no baseline in {where} for {', '.join(str(p['profile']) for p in comparison['parts'])} "
+                           f"on {comparison['parts'][0]['machine']}; record one with `perfsuite baseline record` "
+                           "or pass --baseline")
     if args.json:
-        Path(args.json).write_text(json.dumps(comparison, indent=1) + "\n")
+        write_json_atomic(args.json, comparison)
     if args.markdown:
-        Path(args.markdown).write_text(render_markdown(comparison) + "\n")
+        write_text_atomic(args.markdown, render_markdown(comparison))
     if args.format == "json":
         print(json.dumps(comparison, indent=1))
     elif args.format == "markdown":

@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from perfsuite.report import load_comparison, render_report  # matplotlib: only when a report is made
+    from perfsuite.formats.comparison import load_comparison
+    from perfsuite.report import render_report  # matplotlib: only when a report is made
 
     comparison = load_comparison(args.comparison) if args.comparison else None
     results = load_results(args.results, strict=False)

@@ -18,11 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out: measure only missing cells")
     p.add_argument("--fresh", action="store_true", help="discard an earlier run's journal in --out and start over")
     p.add_argument("--baseline", default=None, metavar="FILE",
-                   help="compare with FILE (a baseline or another results JSON); default: the matching baseline "
-                        "in baselines/, if any")
+                   help="compare with FILE (a baseline or another results JSON); default: this machine's baseline in "
+                        "--baselines-dir, else another machine's as a reference (never failing the run)")
     p.add_argument("--no-compare", action="store_true", help="skip the baseline comparison")
-    add_compare_arguments(p)  # --metric, --min-effect, --alpha, --remeasure: as in perfsuite compare
-    p.set_defaults(remeasure=REMEASURE)
+    add_compare_arguments(p, remeasure_default=REMEASURE)  # as in perfsuite compare
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
                    help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
@@ -35,7 +34,7 @@ def run(args) -> int:
     out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
     extra = [a for a in args.pytest_args if a != "--"]
     outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,
-                      benchmarks=args.benchmarks, baseline=args.baseline,
+                      benchmarks=args.benchmarks, baseline=args.baseline, baselines_dir=args.baselines_dir,
                       compare_options=None if args.no_compare else options_from_args(args),
                       report=not args.no_report, extra_pytest_args=extra)
     print("\n".join(["", "perfsuite run: summary", *("  " + line for line in outcome.lines)]))

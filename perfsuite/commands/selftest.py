@@ -9,16 +9,15 @@ from pathlib import Path
 
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
-from perfsuite.selftest import THREADS_NOTE, SelftestOptions, run_selftest
+from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, run_selftest
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 
-HELP = ("measure the detector on this machine: false-alarm rate over A/A comparisons and detection rate for real "
-        "slow-downs of known size")
+HELP = ("measure the detector on this machine, between separate processes: false alarms over A/A comparisons and "
+        "detection of real slow-downs of known size, in A/B mode and against a baseline")
 
 DEFAULTS = SelftestOptions()
-METRICS = ("slowdown", "time")  # the selftest's cell is a latency cell: timed against r = 0
 # --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
-QUICK = dict(trials=3, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
+QUICK = dict(processes=6, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -32,13 +31,20 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--processes", type=int, default=DEFAULTS.processes, metavar="N",
+                   help=f"separate worker processes measured, the pool comparisons are drawn from (default: "
+                        f"{DEFAULTS.processes}; about 2 s each for the default cell on a 2-core CPU)")
     p.add_argument("--trials", type=int, default=DEFAULTS.trials,
-                   help=f"A/A comparisons, and comparisons per effect size (default: {DEFAULTS.trials}; "
-                        "about 1-3 minutes on a 2-core CPU)")
+                   help=f"comparisons per mode and effect size, drawn from the pool (default: {DEFAULTS.trials})")
+    p.add_argument("--runs", type=int, default=DEFAULTS.runs, metavar="N",
+                   help=f"runs per side in A/B mode, baseline runs in baseline mode (default: {DEFAULTS.runs})")
+    p.add_argument("--modes", default=",".join(DEFAULTS.modes), metavar="LIST",
+                   help="ab (two sides of separate runs) and/or baseline (one run against recorded runs, a suspect "
+                        "re-measured) (default: both)")
     p.add_argument("--quick", action="store_true",
                    help="a few seconds: checks the selftest runs, its rates mean little")
     p.add_argument("--rounds", type=int, default=DEFAULTS.rounds,
-                   help=f"timed rounds per measured block, like a cell's rounds (default: {DEFAULTS.rounds})")
+                   help=f"timed rounds per block, like a cell's rounds (default: {DEFAULTS.rounds})")
     p.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="warm-up rounds per block")
     p.add_argument("--effects", default=",".join(f"{e:g}" for e in DEFAULTS.effects_pct), metavar="PCTS",
                    help="slow-downs to detect, %% (default: 2,5,10,20)")
@@ -55,7 +61,8 @@ def add_arguments(p) -> None:
                    help=f"the comparison's minimum effect (default: {MIN_EFFECT_PCT:g})")
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default: {ALPHA:g})")
     p.add_argument("--remeasure", type=int, default=REMEASURE, metavar="N",
-                   help=f"re-measure suspect regressions N times, as the gate does (default: {REMEASURE})")
+                   help=f"baseline mode: re-measure a suspect N times with further processes, as perfsuite run "
+                        f"does (default: {REMEASURE})")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, metavar="N",
                    help="torch CPU threads while measuring; 0: leave torch's setting (default: 1, because "
                         + THREADS_NOTE.replace("%", "%%") + ")")
@@ -83,14 +90,21 @@ def _check_cell(o: SelftestOptions) -> None:
         raise PerfsuiteError(str(e)) from None
 
 
+def _names(text: str, option: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise PerfsuiteError(f"{option}: unknown {unknown or 'empty list'}; use {', '.join(known)}")
+    return names
+
+
 def run(args) -> int:
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise PerfsuiteError(f"--metrics: unknown {unknown or 'empty list'}; use {', '.join(METRICS)}")
+    metrics = _names(args.metrics, "--metrics", METRICS)
+    modes = _names(args.modes, "--modes", MODES)
     try:
         options = SelftestOptions(
-            trials=args.trials, rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
+            processes=args.processes, trials=args.trials, runs=args.runs, modes=modes,
+            rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
             metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
             batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
             min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed)

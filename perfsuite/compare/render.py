@@ -1,90 +1,146 @@
-"""A comparison document rendered for a terminal and for a pull-request comment."""
+"""A comparison document as tables: built once here, written for a terminal, a pull-request comment or the report.
+
+Each line of the verdict table starts with the cell id and then its verdict (on that metric); a cell compared
+on two metrics has two lines. Times read in ms and their change in %; slow-downs in % and their change in
+percentage points, so 20.2 % → 27.0 % reads +6.8 pp, not a number a reader must convert.
+"""
 
 from __future__ import annotations
 
+import statistics
+
 from perfsuite.compare.stats import VERDICTS
-from perfsuite.compare.verdicts import METRICS
+from perfsuite.table import Table, markdown_table, text_table
+
+COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
+MODE_TEXT = {
+    "gating": "this machine's baseline: a confirmed regression fails the run",
+    "ab": "A/B on this machine, separate processes alternated: a confirmed regression fails the run",
+    "reference": "REFERENCE ONLY: a baseline of another machine; shown for information, never fails the run",
+    "none": "no baseline for this machine and part",
+}
+
+
+def _rank(verdict: str) -> int:
+    return VERDICTS.index(verdict) if verdict in VERDICTS else len(VERDICTS)
 
 
 def _value(v: float | None, metric: str) -> str:
     if v is None:
-        return "-"
+        return ""
     return f"{v:.4g} ms" if metric == "time" else f"{v:+.1f}%"
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
+def _change(v: float | None, unit: str) -> str:
+    return "" if v is None else f"{v:+.1f} pp" if unit == "pp" else f"{v:+.1f}%"
 
 
-def _ci(e: dict) -> str:
-    if e["change_pct"] is None or (e["ci_low_pct"] is None and e["ci_high_pct"] is None):
-        return "-"
-    low = "-inf" if e["ci_low_pct"] is None else f"{e['ci_low_pct']:+.1f}"
-    high = "+inf" if e["ci_high_pct"] is None else f"{e['ci_high_pct']:+.1f}"
-    return f"[{low}, {high}]%"
+def _interval(m: dict) -> str:
+    low, high = m.get("ci_low"), m.get("ci_high")
+    if low is None or high is None:
+        return ""
+    return f"[{low:+.1f}, {high:+.1f}]" + (" pp" if m["unit"] == "pp" else "%")
 
 
 def _p(v: float | None) -> str:
-    return "-" if v is None else (f"{v:.2g}" if v >= 1e-4 else "<1e-4")
+    return "" if v is None else f"{v:.2g}" if v >= 1e-4 else "<1e-4"
 
 
-def _rows(comparison: dict) -> list[list[str]]:
-    return [[e["cell_id"], e["verdict"], e["metric"], _value(e["baseline"], e["metric"]),
-             _value(e["current"], e["metric"]), _pct(e["change_pct"]), _ci(e), _p(e["p_value"])]
-            for e in comparison["cells"]]
+def _rows(cells: list[dict]) -> list[tuple[tuple[str, ...], bool]]:
+    """(row, is a regression) per (cell, metric), most urgent verdict first, then the largest change."""
+    def key(c):
+        change = max((abs(m["change"]) for m in c["metrics"] if m.get("change") is not None), default=0.0)
+        return _rank(c["verdict"]), -change, c["cell_id"]
+
+    rows = []
+    for c in sorted(cells, key=key):
+        if not c["metrics"]:
+            rows.append(((c["cell_id"], c["verdict"], "", "", "", "", "", "", c.get("note", "")), False))
+        for m in c["metrics"]:
+            runs = f"{m['baseline_runs']}→{m['current_runs']}"
+            rows.append(((c["cell_id"], m["verdict"], m["metric"], _value(m["baseline"], m["metric"]),
+                          _value(m["current"], m["metric"]), _change(m["change"], m["unit"]), _interval(m),
+                          _p(m["p_value"]), runs), m["verdict"] == "regression"))
+    return rows
 
 
 def summary_line(comparison: dict) -> str:
     s = comparison["summary"]
-    return f"{len(comparison['cells'])} cells: " + ", ".join(f"{s.get(v, 0)} {v}" for v in VERDICTS)
+    return f"{len(comparison['cells'])} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
 
 
-def describe_metric(comparison: dict) -> str:
-    metric = comparison["compared"]
-    return f"{metric} ({METRICS.get(metric, metric)})"
+def detectable_line(comparison: dict, part: str | None) -> str | None:
+    """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
+    change that would have been significant."""
+    found: dict[str, list[float]] = {}
+    for c in comparison["cells"]:
+        if c.get("part") == part:
+            for m in c["metrics"]:
+                if m.get("detectable") is not None:
+                    found.setdefault(m["metric"], []).append(m["detectable"])
+    if not found:
+        return None
+    parts = [f"{name} {statistics.median(v):.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in sorted(found.items())]
+    return "  detects changes above (median over cells): " + ", ".join(parts)
 
 
-HEADER = ["cell", "verdict", "metric", "baseline", "current", "change", "CI", "p"]
+def part_lines(comparison: dict) -> list[str]:
+    out = []
+    for p in comparison["parts"]:
+        head = f"part {p['profile']}: {MODE_TEXT.get(p['mode'], p['mode'])}"
+        if p.get("baseline"):
+            head += f" — {p['baseline']} ({p['baseline_runs']} run{'s' if p['baseline_runs'] != 1 else ''})"
+        out.append(head)
+        if p["mode"] == "reference" and p.get("differences"):
+            out.append("  differs in: " + "; ".join(p["differences"]))
+        if p.get("hint") and p["mode"] in ("reference", "none"):
+            out.append(f"  {p['hint']}")
+        if p["mode"] in ("gating", "ab"):
+            line = detectable_line(comparison, p["profile"])
+            out += [line] if line else []
+    return out
 
 
-def render_terminal(comparison: dict) -> str:
-    """A fixed-width table for a terminal, then the verdict counts."""
-    rows = [HEADER] + _rows(comparison)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    right = {3, 4, 5, 6, 7}
+def verdict_tables(comparison: dict) -> list[Table]:
+    """The cells that need a look (everything but unchanged), then the unchanged ones, folded."""
+    notable = [c for c in comparison["cells"] if c["verdict"] != "unchanged"]
+    same = [c for c in comparison["cells"] if c["verdict"] == "unchanged"]
+    tables = []
+    for cells, title, collapsed in ((notable, "Verdicts", False), (same, f"{len(same)} unchanged cells", True)):
+        if not cells and collapsed:
+            continue
+        rows = _rows(cells)
+        tables.append(Table(title, COLUMNS, tuple(r for r, _ in rows),
+                            lead=summary_line(comparison) + "." if not collapsed else "",
+                            strong_rows=frozenset(k for k, (_, strong) in enumerate(rows) if strong),
+                            collapsed=collapsed, marks_holes=False))
+    return tables
 
-    def fmt(r):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
-    lines = [f"perfsuite compare against {comparison['baseline']}",
-             f"compared: {describe_metric(comparison)}", fmt(rows[0]), fmt(["-" * w for w in widths])]
-    lines += [fmt(r) for r in rows[1:]]
+def full_table(comparison: dict) -> Table:
+    rows = _rows(comparison["cells"])
+    return Table("", COLUMNS, tuple(r for r, _ in rows),
+                 strong_rows=frozenset(k for k, (_, strong) in enumerate(rows) if strong), marks_holes=False)
+
+
+def render_terminal(comparison: dict, title: str = "perfsuite compare") -> str:
+    lines = [title, *part_lines(comparison)]
+    if comparison["cells"]:
+        lines.append(text_table(full_table(comparison)))
     lines.append(summary_line(comparison))
     return "\n".join(lines)
 
 
-_NOTABLE = ("regression", "improvement", "inconclusive", "new", "missing")
-
-
-def render_markdown(comparison: dict) -> str:
-    """A pull-request comment: the outcome first, notable cells in a table, all cells folded below."""
-    s = comparison["summary"]
-    n_reg = s.get("regression", 0)
-    head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**" if n_reg else "no regression"
-    out = [f"### perfsuite: {head}", "",
-           f"Compared **{comparison['compared']}** ({METRICS.get(comparison['compared'], '')}) "
-           f"against `{comparison['baseline']}`.", "", summary_line(comparison), ""]
-
-    def table(entries):
-        rows = _rows({"cells": entries})
-        t = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
-        t += ["| " + " | ".join([f"`{r[0]}`", f"**{r[1]}**" if r[1] == "regression" else r[1], *r[2:]]) + " |"
-              for r in rows]
-        return t
-
-    notable = [e for e in comparison["cells"] if e["verdict"] in _NOTABLE]
-    notable.sort(key=lambda e: _NOTABLE.index(e["verdict"]))
-    if notable:
-        out += table(notable) + [""]
-    out += ["<details><summary>All cells</summary>", ""] + table(comparison["cells"]) + ["", "</details>"]
-    return "\n".join(out)
+def render_markdown(comparison: dict, title: str = "perfsuite") -> str:
+    """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
+    n_reg = comparison["summary"].get("regression", 0)
+    if n_reg:
+        head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**"
+    elif not comparison["gating"]:
+        head = "no gating comparison (no baseline of this machine)"
+    else:
+        head = "no regression"
+    out = [f"### {title}: {head}", "", *(f"- {line.strip()}" for line in part_lines(comparison)), ""]
+    for t in verdict_tables(comparison):
+        out += [markdown_table(t), ""]
+    return "\n".join(out).rstrip() + "\n"

@@ -1,24 +1,22 @@
-"""Two-sample statistics for a verdict on raw timing samples: the ratio of medians, bootstrapped.
+"""Two-sample statistics for verdicts: between separate runs (the noise that matters), and within one run.
 
-Timing samples are skewed and contaminated: on a shared runner a fifth of the
-rounds of a cell can be hit by a descheduled thread, in either run. So nothing
-here assumes normality, and the effect is a ratio of medians, which ignores up
-to half the samples being off:
+**Between runs.** Samples inside one process understate the variance (pyperf's lesson): on this
+project's 2-core CPU runner a cell's median time moved 3-10 % from one process to the next while its
+within-run bootstrap interval was 1-2 % wide. So a verdict compares *run-level* estimates — one per
+separate process: the log of the cell's median time, or of its median time over its paired reference —
+with Student's t on the pooled between-run spread (:func:`between_runs`). The spread is floored at the
+runs' own within-run standard error, so a lucky tight baseline cannot make the gate narrower than one
+run's sampling error. With a single run on each side there is no between-run spread to test against:
+the caller must not give a verdict that fails a run (see :mod:`perfsuite.compare.verdicts`).
 
-* effect: ``median(current) / median(baseline) - 1``, as a % change;
-* interval and p-value: a percentile bootstrap of that ratio, each run resampled
-  on its own (Efron & Tibshirani 1993, ch. 13 and 16), with a fixed seed so the
-  same samples always give the same answer. On this project's CPU runner the
-  Mann–Whitney U test missed 5 of 150 real 5 % slow-downs whose blocks had a
-  fifth of their rounds descheduled; the bootstrap of medians found all 150;
-* below ``BOOTSTRAP_MIN_N`` samples a side the bootstrap has too few distinct
-  medians to mean much: the exact Mann–Whitney U test decides instead (it
-  cannot reach 1 % with 4 samples or fewer a side, which is the honest answer),
-  and no interval is given.
+**Within one run** (the spread floor, and a description of a single pair of runs): timing samples are
+skewed and contaminated (a fifth of the rounds of a cell can be hit by a descheduled thread), so the
+effect is a ratio of medians with a percentile bootstrap interval (Efron & Tibshirani 1993), seeded so
+the same samples always give the same answer, and the exact Mann–Whitney U test below
+``BOOTSTRAP_MIN_N`` samples a side.
 
-Everything works on ratios, so results do not depend on the unit or on scaling
-both runs by one factor. A verdict needs two gates, as in asv: significant AND
-at least the minimum effect. Bad input (empty, non-finite, non-positive)
+Everything works on ratios (logs), so results do not depend on the unit. A verdict needs two gates, as
+in asv: significant AND at least the minimum effect. Bad input (empty, non-finite, non-positive)
 raises: an error never becomes a verdict.
 """
 
@@ -34,15 +32,10 @@ import numpy as np
 # Two-sided significance level. 1 %: a run compares tens of cells, and sampling noise alone should rarely pass
 # this gate; drift between runs is the minimum effect's job.
 ALPHA = 0.01
-# Smallest change (%) that can be called a regression or an improvement. Measured on the shared 2-core CPU runner:
-# between 8 separate smoke runs (1 288 A/A cell comparisons) the paired slow-down moved by at most 2.7 % (99th
-# percentile 1.9 %), and `perfsuite selftest` estimates a real 5 % slow-down at 5.0 ± 0.4 %. 3 % sits above the
-# A/A noise with margin, and well below a real 5 % slow-down. Overridden by --min-effect.
+# Smallest change (%) that can be called a regression or an improvement, whatever its significance: a floor under
+# the noise-calibrated gate (changes below it are not worth an alarm even on a quiet machine). Overridden by
+# --min-effect.
 MIN_EFFECT_PCT = 3.0
-# A non-significant cell whose interval reaches past this multiple of the minimum effect is "inconclusive", not
-# "unchanged": the run could hide a slow-down of the size the detector is meant to catch (its measured power is
-# for 5 % with a 3 % minimum). Narrower intervals around a small change are "unchanged", as in asv.
-TOO_NOISY_FACTOR = 2.0
 BOOTSTRAP_RESAMPLES = 2000  # p-value resolution 1/2001; Monte Carlo error at p = 1 % is about 0.2 %
 BOOTSTRAP_MIN_N = 8  # fewer samples a side: exact Mann-Whitney U instead (the bootstrap covers well from 8 up)
 BOOTSTRAP_SEED = 20240607  # fixed, so a comparison is a pure function of its samples
@@ -50,18 +43,24 @@ BOOTSTRAP_SEED = 20240607  # fixed, so a comparison is a pure function of its sa
 # approximation with tie and continuity corrections.
 EXACT_MAX_N = 20
 
-VERDICTS = ("regression", "improvement", "unchanged", "inconclusive", "new", "missing")
+# Every verdict, in the order a reader needs them: what needs attention first. "reference": compared with a
+# baseline of another machine, for information only (never a verdict on the change).
+VERDICTS = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
+BOOTSTRAP_SE_RESAMPLES = 400  # resamples for a run's within-run standard error (a floor: precision matters little)
 
 
 @dataclass(frozen=True)
 class Shift:
-    """Baseline vs current samples: effect (% change), its interval, the U test's p-value, and the verdict."""
+    """Baseline vs current: effect (% change), its interval, the p-value, and the verdict from the two gates."""
 
-    change_pct: float  # 100·(median(current) / median(baseline) − 1)
-    ci_low_pct: float  # bootstrap 1 − α interval; -inf when the samples are too few for one
+    change_pct: float  # 100·(current / baseline − 1) of the compared quantity
+    ci_low_pct: float  # 1 − α interval; -inf when there is none
     ci_high_pct: float  # +inf likewise
-    p_value: float  # two-sided: bootstrap, or exact Mann–Whitney U for small samples
+    p_value: float  # two-sided
     verdict: str
+    df: int | None = None  # between runs: the t test's degrees of freedom (None: a within-run comparison)
+    noise_pct: float | None = None  # between runs: the run-to-run spread used, as % (floored)
+    detectable_pct: float | None = None  # between runs: the smallest change that would have been significant
 
 
 def check_samples(x, what: str) -> np.ndarray:
@@ -156,16 +155,17 @@ def decide(change_pct: float, ci_low_pct: float, ci_high_pct: float, p_value: fl
     """The verdict from the two gates.
 
     regression / improvement: significant (p < α) AND the change is at least the minimum effect.
-    inconclusive: not significant, yet the change looks as large as the minimum effect, or the interval reaches
-        past TOO_NOISY_FACTOR × the minimum effect (or there is no interval): too noisy to say.
-    unchanged: otherwise — no significant change as large as the minimum effect.
+    inconclusive: not significant, yet the change looks as large as the minimum effect (a suspect that the
+        noise cannot confirm), or there is no interval at all (too few samples).
+    unchanged: otherwise — no significant change as large as the minimum effect. How large a change the
+        comparison could have missed is its interval's half-width, reported beside the verdict (asv's
+        "no change" likewise does not claim a wide interval away).
     """
     if p_value < alpha and change_pct >= min_effect_pct:
         return "regression"
     if p_value < alpha and change_pct <= -min_effect_pct:
         return "improvement"
-    wide = TOO_NOISY_FACTOR * min_effect_pct
-    if p_value >= alpha and (abs(change_pct) >= min_effect_pct or ci_high_pct >= wide or ci_low_pct <= -wide):
+    if abs(change_pct) >= min_effect_pct or not (math.isfinite(ci_low_pct) and math.isfinite(ci_high_pct)):
         return "inconclusive"
     return "unchanged"
 
@@ -190,3 +190,113 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# --- between runs: Student's t on run-level log estimates ---------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz; Numerical Recipes §6.4)."""
+    tiny, eps = 1e-300, 3e-16
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"Student's t needs df >= 1, not {df}")
+    if not math.isfinite(t):
+        return 0.0
+    return min(1.0, betainc(df / 2.0, 0.5, df / (df + t * t)))
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The t with P(T ≤ t) = ``p`` (0.5 < p < 1), by bisection on :func:`t_two_sided_p`."""
+    if not 0.5 < p < 1.0:
+        raise ValueError(f"need 0.5 < p < 1, not {p}")
+    target = 2.0 * (1.0 - p)  # two-sided tail beyond t
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, df) > target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_two_sided_p(mid, df) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def bootstrap_se(values, statistic=np.median, resamples: int = BOOTSTRAP_SE_RESAMPLES) -> float:
+    """Standard error of ``statistic`` of ``values`` by a seeded bootstrap (0 for fewer than 2 values)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return 0.0
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    stats = statistic(v[rng.integers(0, v.size, (resamples, v.size))], axis=1)
+    return float(np.std(stats, ddof=1))
+
+
+def between_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = ALPHA,
+                 min_effect_pct: float = MIN_EFFECT_PCT) -> Shift:
+    """Baseline runs vs current runs, each one log estimate per separate process (e.g. log median time).
+
+    Pooled two-sample t test: the difference of the means of the logs, its standard error from the pooled
+    between-run variance (at least ``floor_sd``², the runs' within-run sampling error) times √(1/N + 1/M),
+    N + M − 2 degrees of freedom. With one run a side (no spread to pool) raises ValueError: that is not
+    a comparison that can give a verdict.
+    """
+    x = np.asarray(base_logs, dtype=float)
+    y = np.asarray(cur_logs, dtype=float)
+    if x.ndim != 1 or y.ndim != 1 or not x.size or not y.size:
+        raise ValueError("need at least one run on each side")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("run estimates contain NaN or infinity")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    df = x.size + y.size - 2
+    if df < 1:
+        raise ValueError("one run on each side: no between-run spread to test against")
+    ss = float(np.sum((x - x.mean()) ** 2) + np.sum((y - y.mean()) ** 2))
+    sd = max(math.sqrt(ss / df), float(floor_sd))
+    diff = float(y.mean() - x.mean())
+    se = sd * math.sqrt(1.0 / x.size + 1.0 / y.size)
+    half = t_quantile(1.0 - alpha / 2.0, df) * se
+    p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
+    change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
+    return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
+                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=100.0 * math.expm1(half))

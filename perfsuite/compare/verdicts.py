@@ -1,63 +1,51 @@
-"""A run against a baseline: a verdict per cell, with the effect size and its confidence interval.
+"""Verdicts: runs compared with a baseline's runs (or A runs with B runs), cell by cell, metric by metric.
 
-Verdicts: regression / improvement (significant AND at least the minimum
-effect, see :mod:`perfsuite.compare.stats`), unchanged, inconclusive (too noisy to say,
-or a suspect regression that did not reproduce when re-measured), new (only in
-this run), missing (only in the baseline, or did not run now).
-
-What is compared (``metric``):
-  slowdown  the per-round ratios adapted / r = 0 (the slow-down % against the plain model, timed in
-            interleaved rounds). Portable across machines of one dtype and model, and immune to drift that
-            moves both models alike. The default (``auto``), on the same device too: over 8 separate smoke
-            runs on the shared 2-core CPU runner (1 288 A/A cell comparisons) it moved by 2.7 % at most and
-            gave no regression verdict, while the absolute times moved by up to 20 % and gave 166 (13 %).
-            What it cannot see is a change that slows the plain model as much as the adapted one; the r = 0
-            cells are 0 % by construction.
-  recompute the same for recompute cells: their times over plain decoding's, timed in interleaved rounds
-            (compared with ``slowdown``; their deterministic ``recompute_pct`` is reported, not tested).
-  time      the adapted model's raw times (ms), only against a baseline of the same device fingerprint; asked
-            for with ``--metric time`` (for a quiet, dedicated machine), or, with ``auto``, the fallback for a
-            cell without r = 0 samples on the same device.
-
-``change_pct`` is always a relative change of the cell's time — for ``slowdown`` and ``recompute``, of its time
-in units of its reference's time: ``median(current) / median(baseline) - 1`` of the per-round samples — so one
-minimum effect applies to all. ``baseline`` and ``current`` are the cell's own summary numbers: median time (ms),
-slow-down % (``slowdown_pct``, from pairs of rounds), or overhead % over plain decoding.
-
-The comparison document (``perfsuite compare --json``) — format history of ``perfsuite_comparison``:
-  1 — {perfsuite_comparison, baseline, compared, cells: [{cell_id, verdict, metric, baseline, current,
-      change_pct, ci_low_pct, ci_high_pct, p_value}], summary: {verdict: count}}; an interval bound is null
-      when the samples are too few for any interval.
+Each cell is compared on every metric it has, each from one estimate per separate run (process):
+  time      log of the cell's median time — catches a change that slows everything alike (a torch
+            upgrade, a slower attention), which the slow-down alone cannot see;
+  slowdown  log of the cell's time over its paired reference's (the r = 0 model for latency, plain decoding
+            for recompute), from rounds timed in alternation so drift hits both: the adapter's own cost.
+            Shown in percentage points of slow-down (20.2 % → 27.0 % is +6.8 pp).
+The test is :func:`perfsuite.compare.stats.between_runs`: the spread *between runs* is the noise a verdict
+must beat. Modes:
+  gating    the baseline is of this machine (same fingerprint): a confirmed regression fails the run.
+            A suspect is re-measured in a fresh process and must stay a regression with that run added.
+  reference the baseline is of another machine: changes are shown for the slow-down, labelled, and never
+            fail the run (verdict ``reference``); times across machines are not compared at all.
+With one run a side there is no between-run spread: the comparison is described from the within-run
+samples, but a regression or improvement it suggests is reported as ``inconclusive``, never as a verdict.
+The document is :mod:`perfsuite.formats.comparison`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from perfsuite.formats.baseline import Baseline, BaselineError, baseline_from_results
+from perfsuite.compare.baselines import Part, find, parts_of
+from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, between_runs, bootstrap_se, check_samples, \
+    compare_samples
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.baseline import Baseline
+from perfsuite.formats.comparison import COMPARISON_FORMAT
+from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
-from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, Shift, compare_samples
+from perfsuite.timing import PairedTiming
 
-COMPARISON_VERSION = 1
 METRICS = {
-    "slowdown": "slow-down % against the r = 0 model, round by round; portable across machines",
-    "recompute": "recompute cells' time against plain decoding, round by round; portable across machines",
-    "time": "absolute time of the adapted model, ms; same device only",
+    "time": "median time of the cell, %; same machine only",
+    "slowdown": "time over the paired reference (r = 0 model, or plain decoding), in percentage points of slow-down",
 }
-MODES = ("auto", "slowdown", "time")  # what --metric asks for; "slowdown" stands for the portable metrics
-# The reference each portable metric divides a cell's times by, timed in interleaved rounds.
-PAIRED_WITH = {"slowdown": "ref_samples_ms", "recompute": "ref_samples_ms"}
-# Suspect regressions are re-measured this many times by default, and each re-measurement must agree (the pytest
-# option and `perfsuite run` use this; `perfsuite compare` needs the benchmarks at hand and has --remeasure).
+UNITS = {"time": "%", "slowdown": "pp"}
+# Suspect regressions are re-measured this many times (in a fresh process) by default before they count.
 REMEASURE = 1
+# What a cell's verdict is when its metrics disagree: the first of these that any metric has.
+CELL_VERDICT_ORDER = ("regression", "improvement", "inconclusive", "unchanged", "reference")
 
-RemeasureFn = Callable[[list[str]], dict[str, dict]]  # cell ids -> fresh cell records (as in a baseline)
+RemeasureFn = Callable[[list[str]], dict[str, CellRecord]]  # cell ids -> a fresh record each
 
 
 class CompareError(PerfsuiteError):
@@ -66,14 +54,11 @@ class CompareError(PerfsuiteError):
 
 @dataclass(frozen=True)
 class CompareOptions:
-    metric: str = "auto"  # auto: slowdown (time for cells without r = 0 samples, on the same device)
-    alpha: float = ALPHA  # significance level of the U test (two-sided)
+    alpha: float = ALPHA  # two-sided significance level of the between-run t test
     min_effect_pct: float = MIN_EFFECT_PCT  # smallest change called a regression or an improvement
-    remeasure: int = 0  # re-measure a suspect regression this many times; each must agree
+    remeasure: int = 0  # re-measure a suspect regression this many times (fresh processes); each must agree
 
     def __post_init__(self) -> None:
-        if self.metric not in MODES:
-            raise CompareError(f"unknown metric {self.metric!r}; use {', '.join(MODES)}")
         if not 0 < self.alpha < 1:
             raise CompareError(f"alpha must be between 0 and 1, not {self.alpha}")
         if not self.min_effect_pct >= 0:
@@ -82,188 +67,220 @@ class CompareOptions:
             raise CompareError(f"remeasure must be >= 0, not {self.remeasure}")
 
 
-def metric_samples(record: dict, metric: str) -> np.ndarray | None:
-    """The samples a metric tests, or None if the cell has none: raw times (ms), or the per-round ratios of the
-    cell's times to its reference's (r = 0 model for ``slowdown``, plain decoding for ``recompute``).
+# --- one cell, one metric -----------------------------------------------------------------------------------------
 
-    The ratios are per round, not per pair of rounds as in ``slowdown_pct`` (perfsuite.timing.PairedTiming): every
-    run alternates which one is timed first in the same way, so the mix of orders is the same in both runs and
-    cancels in their comparison, and all the rounds stay samples. Measured with ``perfsuite selftest`` on the CPU
-    runner, testing the 15 pair ratios of 30 rounds instead found a 5 % slow-down in 47 of 60 trials, not 60 of 60.
-    """
-    times = record.get("samples_ms")
-    if not times:
+def cell_metrics(rec: CellRecord) -> tuple[str, ...]:
+    """The metrics a cell is compared on: its time, and its slow-down when it has a paired reference that is not
+    itself (the r = 0 latency cell is timed against itself: its slow-down is 0 by construction)."""
+    plain_vs_plain = rec.cell.workload == "latency" and (rec.cell.adapter == "none" or rec.cell.rank == 0)
+    return ("time",) if plain_vs_plain or rec.ref_samples_ms is None else ("time", "slowdown")
+
+
+def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
+    """The per-round (time) or per-pair-of-rounds (slow-down) logs whose median is the run's estimate."""
+    if rec.samples_ms is None:
         return None
     if metric == "time":
-        return np.asarray(times, dtype=float)
-    reference = record.get(PAIRED_WITH[metric])
-    if not reference or len(reference) != len(times) or min(reference) <= 0:
+        return np.log(np.asarray(rec.samples_ms, dtype=float))
+    ref = rec.ref_samples_ms
+    if ref is None:
         return None
-    return np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)
+    return np.log(np.asarray(PairedTiming(tuple(rec.samples_ms), tuple(ref)).pair_ratios, dtype=float))
 
 
-def metric_value(record: dict, metric: str) -> float | None:
-    """The number shown for a cell: its median time (ms), its slow-down %, or its overhead % over plain decoding."""
+def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
+    """(log estimate, its within-run standard error) of one run, or None when the run lacks the metric.
+    Samples that are not positive finite numbers are an error (ValueError), never dropped."""
+    for name in ("samples_ms", "ref_samples_ms") if metric == "slowdown" else ("samples_ms",):
+        if rec.get(name):
+            check_samples(rec.get(name), name)
+    values = _log_values(rec, metric)
+    if values is None or not values.size:
+        return None
+    return float(np.median(values)), bootstrap_se(values)
+
+
+def _shown(log_value: float, metric: str) -> float:
+    """What a table shows: the time in ms, or the slow-down in %."""
+    return math.exp(log_value) if metric == "time" else 100.0 * math.expm1(log_value)
+
+
+def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
+                   *, gating: bool = True) -> dict:
+    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document."""
     try:
-        return _metric_value(record, metric)
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-        raise CompareError(f"{record.get('cell_id', 'a cell')}: its {metric} value is not a number ({e})") from None
-
-
-def _metric_value(record: dict, metric: str) -> float | None:
-    if metric == "time" and record.get("time_ms") is not None:
-        return float(record["time_ms"])
-    if metric == "slowdown" and record.get("slowdown_pct") is not None:
-        return float(record["slowdown_pct"])
-    if metric == "recompute" and record.get("throughput_ratio"):
-        return 100.0 * (1.0 / float(record["throughput_ratio"]) - 1.0)
-    samples = metric_samples(record, metric)
-    if samples is None or not len(samples):
-        return None
-    median = float(np.median(samples))
-    return median if metric == "time" else 100.0 * (median - 1.0)
-
-
-def compare_records(baseline: dict, current: dict, metric: str, options: CompareOptions) -> Shift | None:
-    """The statistics of one cell on one metric, or None when either side lacks that metric's samples."""
-    x, y = metric_samples(baseline, metric), metric_samples(current, metric)
-    if x is None or y is None:
-        return None
-    return compare_samples(x, y, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
-
-
-def confirm(first: str, retries: list[str]) -> str:
-    """A regression stands only if every re-measurement is a regression too; one that does not reproduce is
-    inconclusive (the measurements disagree). Other verdicts are not re-measured."""
-    if first != "regression" or not retries:
-        return first
-    return "regression" if all(v == "regression" for v in retries) else "inconclusive"
-
-
-def resolve_metric(requested: str, current: Baseline, baseline: Baseline) -> str:
-    """The metric compared: ``slowdown`` (the portable metrics) unless ``time`` is asked for (see the module
-    docstring for why)."""
-    same = current.fingerprint == baseline.fingerprint
-    if requested == "time" and not same:
-        raise CompareError("absolute times are compared only against a baseline of the same device fingerprint; "
-                           f"these differ in {'; '.join(baseline.fingerprint.differences(current.fingerprint))}. "
-                           "Use --metric slowdown (portable) or a baseline of this device")
-    if requested != "time":
-        for key in ("dtype", "model"):
-            if getattr(current.fingerprint, key) != getattr(baseline.fingerprint, key):
-                old, new = getattr(baseline.fingerprint, key), getattr(current.fingerprint, key)
-                raise CompareError(f"the slow-down is portable across machines, not across {key}s: baseline "
-                                   f"{old!r}, current {new!r}")
-    return "time" if requested == "time" else "slowdown"
-
-
-def cell_metric(metric: str, requested: str, base: dict, cur: dict, same_device: bool) -> str:
-    """The metric of one cell. Portable mode: ``recompute`` for cells timed against plain decoding, ``slowdown``
-    for cells timed against r = 0; with ``auto``, a cell with neither (another workload) falls back to its times
-    on the same device. A cell lacking its metric's samples is inconclusive."""
-    if metric == "time":
-        return "time"
-    portable = "recompute" if (cur.get("cell") or {}).get("workload") == "recompute" else "slowdown"
-    if metric_samples(base, portable) is not None and metric_samples(cur, portable) is not None:
-        return portable
-    return "time" if requested == "auto" and same_device else metric
-
-
-def _as_reference(side, what: str) -> Baseline:
-    if isinstance(side, Baseline):
-        return side
-    if isinstance(side, Results):
-        try:
-            return baseline_from_results(side, name=what)
-        except BaselineError as e:
-            raise CompareError(str(e)) from None
-    raise TypeError(f"{what}: expected Results or Baseline, got {type(side).__name__}")
+        xs = [e for e in (run_estimate(r, metric) for r in base) if e is not None]
+        ys = [e for e in (run_estimate(r, metric) for r in cur) if e is not None]
+    except ValueError as e:  # bad samples: an error, never a verdict
+        raise CompareError(f"cannot compare {metric}: {e}") from None
+    entry = {"metric": metric, "unit": UNITS[metric], "verdict": "inconclusive", "baseline": None, "current": None,
+             "change": None, "change_pct": None, "ci_low": None, "ci_high": None, "ci_low_pct": None,
+             "ci_high_pct": None, "p_value": None, "detectable": None,
+             "df": None, "noise_pct": None, "baseline_runs": len(xs), "current_runs": len(ys)}
+    if not xs or not ys:
+        return entry | {"note": "no samples on one side"}
+    x_mean, y_mean = float(np.mean([v for v, _ in xs])), float(np.mean([v for v, _ in ys]))
+    entry["baseline"], entry["current"] = _shown(x_mean, metric), _shown(y_mean, metric)
+    entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
+                       else 100.0 * math.expm1(y_mean - x_mean))
+    try:
+        if len(xs) + len(ys) >= 3:
+            floor = float(np.median([se for _, se in xs + ys]))
+            shift = between_runs([v for v, _ in xs], [v for v, _ in ys], floor_sd=floor, alpha=options.alpha,
+                                 min_effect_pct=options.min_effect_pct)
+        else:  # one run a side: the within-run samples describe it, they cannot give a verdict
+            shift = compare_samples(np.exp(_log_values(base[0], metric)), np.exp(_log_values(cur[0], metric)),
+                                    alpha=options.alpha, min_effect_pct=options.min_effect_pct)
+            entry["note"] = "one run a side: no between-run spread, so no verdict (record more runs)"
+    except ValueError as e:  # bad samples: an error, never a verdict
+        raise CompareError(f"cannot compare {metric}: {e}") from None
+    entry |= {"change_pct": _finite(shift.change_pct), "ci_low_pct": _finite(shift.ci_low_pct),
+              "ci_high_pct": _finite(shift.ci_high_pct), "p_value": shift.p_value, "df": shift.df,
+              "noise_pct": shift.noise_pct}
+    # the interval in the metric's unit: % of time, or pp of slow-down (the ratio's relative change × its baseline)
+    scale = 1.0 if metric == "time" else 1.0 + entry["baseline"] / 100.0
+    entry["ci_low"], entry["ci_high"], entry["detectable"] = (
+        None if v is None else scale * v for v in (entry["ci_low_pct"], entry["ci_high_pct"], shift.detectable_pct))
+    verdict = shift.verdict
+    if "note" in entry and verdict in ("regression", "improvement"):
+        verdict = "inconclusive"
+    entry["verdict"] = verdict if gating else "reference"
+    return entry
 
 
 def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def _entry(cell_id: str, verdict: str, metric: str, base: dict | None, cur: dict | None,
-           shift: Shift | None) -> dict:
-    return {"cell_id": cell_id, "verdict": verdict, "metric": metric,
-            "baseline": metric_value(base, metric) if base else None,
-            "current": metric_value(cur, metric) if cur else None,
-            "change_pct": _finite(shift.change_pct) if shift else None,
-            "ci_low_pct": _finite(shift.ci_low_pct) if shift else None,
-            "ci_high_pct": _finite(shift.ci_high_pct) if shift else None,
-            "p_value": shift.p_value if shift else None}
+def cell_verdict(metric_verdicts: list[str]) -> str:
+    for v in CELL_VERDICT_ORDER:
+        if v in metric_verdicts:
+            return v
+    return "inconclusive"
 
 
-def _shift(base: dict, cur: dict, metric: str, options: CompareOptions, cell_id: str) -> Shift | None:
+def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
+                 options: CompareOptions, *, gating: bool) -> dict:
+    metrics = cell_metrics(cur[-1])
+    if not gating:
+        metrics = tuple(m for m in metrics if m != "time")  # times across machines say nothing about the code
     try:
-        return compare_records(base, cur, metric, options)
-    except ValueError as e:  # bad samples: an error, never a verdict
-        raise CompareError(f"cell {cell_id}: cannot compare: {e}") from None
+        entries = [compare_metric(base, cur, m, options, gating=gating) for m in metrics]
+    except CompareError as e:
+        raise CompareError(f"cell {cell_id}: {e}") from None
+    verdicts = [e["verdict"] for e in entries]
+    return {"cell_id": cell_id, "part": part, "verdict": cell_verdict(verdicts) if entries else "reference",
+            "moved": [e["metric"] for e in entries if e["verdict"] in ("regression", "improvement")],
+            "remeasured": 0, "metrics": entries}
 
 
-def compare(results: Results | Baseline, baseline: Baseline | Results, options: CompareOptions = CompareOptions(),
-            *, remeasure: RemeasureFn | None = None) -> dict:
-    """The comparison document (see the module docstring) of ``results`` against ``baseline``.
+def _missing(cell_id: str, part: str | None, why: str) -> dict:
+    return {"cell_id": cell_id, "part": part, "verdict": "missing", "moved": [], "remeasured": 0, "metrics": [],
+            "note": why}
 
-    With ``options.remeasure`` > 0, cells whose verdict is a regression are measured again through
-    ``remeasure(cell_ids)`` (up to that many times) and stay regressions only if each re-measurement agrees.
-    """
-    current = _as_reference(results, "current results")
-    reference = _as_reference(baseline, "baseline")
-    metric = resolve_metric(options.metric, current, reference)
-    same_device = current.fingerprint == reference.fingerprint
-    metrics: dict[str, str] = {}  # cell id -> the metric its verdict is on
-    if options.remeasure and remeasure is None:
-        raise CompareError("re-measuring suspect cells needs a way to run them (remeasure=...)")
-    entries: dict[str, dict] = {}
-    for cell_id, cur in current.cells.items():
-        base = reference.cells.get(cell_id)
-        if base is None:
-            entries[cell_id] = _entry(cell_id, "new", metric, None, cur, None)
-            continue
-        metrics[cell_id] = m = cell_metric(metric, options.metric, base, cur, same_device)
-        shift = _shift(base, cur, m, options, cell_id)
-        entries[cell_id] = _entry(cell_id, shift.verdict if shift else "inconclusive", m, base, cur, shift)
-    for cell_id in sorted(set(reference.cells) - set(current.cells)):
-        entries[cell_id] = _entry(cell_id, "missing", metric, reference.cells[cell_id], None, None)
 
-    suspects = [c for c, e in entries.items() if e["verdict"] == "regression"]
-    for _ in range(options.remeasure):
+def _new(cell_id: str, part: str | None) -> dict:
+    return {"cell_id": cell_id, "part": part, "verdict": "new", "moved": [], "remeasured": 0, "metrics": []}
+
+
+# --- parts and documents ------------------------------------------------------------------------------------------
+
+def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
+                 remeasure: RemeasureFn | None = None) -> list[dict]:
+    """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs."""
+    part = current[0].profile
+    cur_runs: dict[str, list[CellRecord]] = {}
+    for run in current:
+        for rec in run.records:
+            cur_runs.setdefault(rec.id, []).append(rec)
+    lost = {r.id: r for run in current for r in run.not_run}
+    entries = {}
+    for cid, recs in cur_runs.items():
+        base = baseline.cell_runs(cid)
+        entries[cid] = compare_cell(cid, part, base, recs, options, gating=gating) if base else _new(cid, part)
+    for cid in baseline.cell_ids():
+        if cid not in entries:
+            why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
+            entries[cid] = _missing(cid, part, why)
+    for _ in range(options.remeasure if gating else 0):
+        suspects = [cid for cid, e in entries.items() if e["verdict"] == "regression"]
         if not suspects:
             break
+        if remeasure is None:
+            raise CompareError("re-measuring suspect cells needs a way to run them")
         fresh = remeasure(suspects)
-        still = []
-        for cell_id in suspects:
-            cur = fresh.get(cell_id)
-            if cur is None:
-                raise CompareError(f"cell {cell_id}: the re-measurement did not produce it")
-            m = metrics[cell_id]
-            shift = _shift(reference.cells[cell_id], cur, m, options, cell_id)
-            verdict = confirm("regression", [shift.verdict if shift else "inconclusive"])
-            entries[cell_id] = _entry(cell_id, verdict, m, reference.cells[cell_id], cur, shift)
-            if verdict == "regression":
-                still.append(cell_id)
-        suspects = still
-
-    cells = list(entries.values())
-    summary = {v: sum(e["verdict"] == v for e in cells) for v in VERDICTS}
-    name = str(reference.path) if reference.path else reference.name
-    return {"perfsuite_comparison": COMPARISON_VERSION, "baseline": name, "compared": metric, "cells": cells,
-            "summary": summary}
+        for cid in suspects:
+            if cid not in fresh:
+                raise CompareError(f"cell {cid}: the re-measurement did not produce it")
+            cur_runs[cid].append(fresh[cid])
+            again = compare_cell(cid, part, baseline.cell_runs(cid), cur_runs[cid], options, gating=True)
+            entries[cid] = again | {"remeasured": entries[cid]["remeasured"] + 1}
+    return [entries[cid] for cid in sorted(entries)]
 
 
-def compare_with_reference(results: Results, baseline: str | Path | None, baselines_dir: str | Path,
-                           options: CompareOptions, remeasure: RemeasureFn | None = None) -> tuple[dict, Path] | None:
-    """Compare with ``baseline`` (a file), or with the matching one in ``baselines_dir`` (a baseline of another
-    machine serves the portable metrics); None when there is none. The one path of ``perfsuite compare``,
-    ``perfsuite run`` and ``--perfsuite-compare``."""
-    from perfsuite.formats.baseline import find_baseline, load_reference
+def comparison_document(parts: list[dict], cells: list[dict]) -> dict:
+    summary = {v: sum(c["verdict"] == v for c in cells) for v in VERDICTS}
+    return COMPARISON_FORMAT.stamp({"gating": any(p["mode"] in ("gating", "ab") for p in parts), "parts": parts,
+                                    "cells": cells, "summary": summary})
 
-    path = Path(baseline) if baseline else find_baseline(results, baselines_dir, portable=options.metric != "time")
-    if path is None:
-        return None
-    return compare(results, load_reference(path), options, remeasure=remeasure), path
+
+def part_entry(part: Part | None, mode: str, baseline: Baseline | None, *, profile: str | None = None,
+               current_runs: int = 1, hint: str | None = None) -> dict:
+    fp = part.fingerprint if part else None
+    return {"profile": part.profile if part else profile, "mode": mode,
+            "baseline": (str(baseline.path) if baseline.path else baseline.name) if baseline else None,
+            "baseline_runs": len(baseline.runs) if baseline else 0, "current_runs": current_runs,
+            "machine": fp.describe() if fp else None,
+            "baseline_machine": baseline.fingerprint.describe() if baseline else None,
+            "differences": baseline.fingerprint.differences(fp) if baseline and fp else [], "hint": hint}
+
+
+def compare_results(results: Results, baselines: list[Baseline], options: CompareOptions = CompareOptions(), *,
+                    remeasure: RemeasureFn | None = None, record_hint: str | None = None) -> dict:
+    """The comparison document of a run against the baselines available: per part, this machine's baseline
+    (gating), else another machine's of the same part and setup (reference), else none."""
+    parts, cells = [], []
+    for part in parts_of(results):
+        exact, other = find(part, baselines)
+        hint = record_hint or "record this machine's baseline with: perfsuite baseline record"
+        if exact is not None:
+            parts.append(part_entry(part, "gating", exact))
+            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure)
+        elif other is not None:
+            parts.append(part_entry(part, "reference", other, hint=hint))
+            cells += compare_part([part], other, options, gating=False)
+        else:
+            parts.append(part_entry(part, "none", None, hint=hint))
+    return comparison_document(parts, cells)
+
+
+def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = CompareOptions(), *,
+                 labels: tuple[str, str] = ("A", "B")) -> dict:
+    """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part."""
+    from perfsuite.compare.baselines import baseline_of
+
+    a_parts: dict[tuple, list[Part]] = {}
+    b_parts: dict[tuple, list[Part]] = {}
+    for side, runs in ((a_parts, a), (b_parts, b)):
+        for results in runs:
+            for part in parts_of(results):
+                side.setdefault((part.profile, part.fingerprint.setup), []).append(part)
+    parts, cells = [], []
+    for key in sorted(set(a_parts) | set(b_parts), key=str):
+        if key not in a_parts or key not in b_parts:
+            only = labels[0] if key in a_parts else labels[1]
+            raise CompareError(f"part {key[0]} ({', '.join(key[1])}) ran only on {only}")
+        a_runs, b_runs = a_parts[key], b_parts[key]
+        base = baseline_of([_as_fingerprint(p, a_runs[0].fingerprint) for p in a_runs], name=labels[0],
+                           keep=len(a_runs))
+        parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]})
+        cells += compare_part(b_runs, base, options, gating=True)
+    return comparison_document(parts, cells)
+
+
+def _as_fingerprint(part: Part, fp) -> Part:
+    """A/B runs differ only in the code under test: their host and software are the same machine's."""
+    return Part(part.profile, fp, part.records, part.not_run, part.source)
 
 
 def has_regression(comparison: dict) -> bool:

@@ -1,14 +1,15 @@
 """``--perfsuite-compare[=BASELINE]``: the comparison at the end of a pytest session, failing it on a regression.
 
-Registered as a plugin object when the option is given. At session end it builds the session's results
-from the cells the perfsuite plugin saw timed (no reach into pytest-benchmark's session), compares them
-with the baseline, re-measures suspects in a fresh pytest process, prints the table in the terminal
-summary and makes the session fail on a confirmed regression. An error is reported as one, never as a
-verdict.
+Registered as a plugin object when the option is given. At session end it builds the session's results from
+the cells the perfsuite plugin saw timed (no reach into pytest-benchmark's session), compares each part with
+this machine's baseline (or, for information only, another machine's), re-measures suspects in a fresh
+pytest process, prints the table in the terminal summary and fails the session on a confirmed regression. An
+error is reported as one, never as a verdict.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,40 +31,30 @@ class SessionGate:
         return results_document(run_header(self.config), list(state.benchmarks), state.settings(), state.not_run)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from perfsuite.compare.remeasure import node_ids_of, run_cells
+        from perfsuite.compare.baselines import load_all, load_reference
         from perfsuite.compare.render import render_terminal
-        from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_with_reference, has_regression
-        from perfsuite.formats.baseline import ran_any
+        from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results, has_regression
         from perfsuite.formats.results import results_from_document
+        from perfsuite.runs import node_ids_of, remeasurer
 
+        rootdir = Path(self.config.rootpath)
         try:
             doc = self.session_document()
             results = results_from_document(doc, "this session")
-            if not ran_any(results):
+            if not results.ok():
                 self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
                 return
-            ids, run = node_ids_of(doc), results.runs[0]
-            remeasured: list[int] = []
-
-            def remeasure(cell_ids):
-                remeasured.append(len(cell_ids))
-                return run_cells([ids[c] for c in cell_ids], run, self.config.rootpath)
-
-            found = compare_with_reference(results, None if self.baseline == "auto" else self.baseline,
-                                           Path(self.config.rootpath) / self.baselines_dir,
-                                           CompareOptions(remeasure=REMEASURE), remeasure=remeasure)
-            if found is None:
-                self.text = ("perfsuite compare: no baseline in baselines/ matches this run's device and profile; "
-                             "nothing compared (make one with `perfsuite baseline update RESULTS.json`)")
-                return
-            comparison, _ = found
+            baselines = (load_all(rootdir / self.baselines_dir) if self.baseline == "auto"
+                         else load_reference(self.baseline))
+            with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
+                remeasure = remeasurer(results, node_ids_of(doc), rootdir, tmp)
+                comparison = compare_results(results, baselines, CompareOptions(remeasure=REMEASURE),
+                                             remeasure=remeasure)
         except PerfsuiteError as e:
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
-        self.text = render_terminal(comparison)
-        if remeasured:
-            self.text += f"\nsuspect regressions re-measured before deciding: {', '.join(map(str, remeasured))} cells"
+        self.text = render_terminal(comparison, "perfsuite compare (end of session)")
         if has_regression(comparison):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

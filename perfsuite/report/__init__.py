@@ -1,16 +1,16 @@
-"""The report step: tidy results → tables → heatmaps after the papers → a static summary page.
+"""The report step: tidy results → grids → figures after the papers → a static summary page.
 
-One module per step: :mod:`~perfsuite.report.tables` (numbers), :mod:`~perfsuite.report.figures`
-(matplotlib, Agg-only, no pyplot), :mod:`~perfsuite.report.page` (index.html, summary.md).
-The names below are the whole API.
+One module per step: :mod:`~perfsuite.report.data` (the grid model), :mod:`~perfsuite.report.tables` (the
+numbers under each figure), :mod:`~perfsuite.report.figures` (matplotlib, Agg-only, no pyplot),
+:mod:`~perfsuite.report.page` (index.html, summary.md). The names below are the whole API.
 """
 
-from perfsuite.report.figures import (latency_figure, recompute_figure, render_subspace, save_figure,
+from perfsuite.report.data import (ReportError, change_data, latency_data, recompute_data, report_frame,
+                                   subspace_groups, subspace_records)
+from perfsuite.report.figures import (change_figure, latency_figure, recompute_figure, render_subspace, save_figure,
                                       subspace_figure)
 from perfsuite.report.page import ReportFiles, render_report
-from perfsuite.report.tables import (ReportError, check_comparison, latency_data, load_comparison, recompute_data,
-                                     report_frame, subspace_groups, subspace_records)
 
-__all__ = ["ReportError", "ReportFiles", "check_comparison", "latency_data", "latency_figure", "load_comparison",
+__all__ = ["ReportError", "ReportFiles", "change_data", "change_figure", "latency_data", "latency_figure",
            "recompute_data", "recompute_figure", "render_report", "render_subspace", "report_frame", "save_figure",
            "subspace_figure", "subspace_groups", "subspace_records"]

@@ -1,4 +1,4 @@
-"""Report, step 2 — figures: the grids of :mod:`perfsuite.report.tables` → matplotlib figures, after the papers.
+"""Report, step 3 — figures: the grids of :mod:`perfsuite.report.data` → matplotlib figures, after the papers.
 
 * :func:`latency_figure` — LoRA (Hu et al. 2021) Fig. 5: a panel row per adapter, a column per sequence
   length; y = rank r, x = batch; colour = % slow-down against r = 0, one shared colour bar.
@@ -6,6 +6,8 @@
   and throughput normalised to the best cell; cells over the token budget blank.
 * :func:`subspace_figure` — LoRA Figs. 4 and 7: φ(A, A′, i, j), i down, j across, a panel per (layer,
   matrix) and the random-Gaussian control, one shared colour bar.
+* :func:`change_figure` — a comparison in the latency layout: colour = change against the baseline (blue
+  faster, red slower, white none), ▲ on a confirmed regression and ▼ on a confirmed improvement.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, never pyplot: no GUI backend, no global
 figure registry to leak into, nothing to close. Values are written in the cells; a cell without a
@@ -19,15 +21,15 @@ from typing import Iterable
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.colors import LinearSegmentedColormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
-from perfsuite.report.tables import (CELL_NOTES, Grid, LatencyData, RecomputeData, SubspaceGroup, adapter_label,
-                                     check_phi, panel_title, setup_label, subspace_groups)
-from perfsuite.subspace.phi import Comparison
+from perfsuite.report.data import (CELL_NOTES, CHANGE_UNITS, ChangeData, Grid, LatencyData, RecomputeData,
+                                   SubspaceGroup, adapter_label, check_phi, panel_title, setup_label, subspace_groups)
+from perfsuite.subspace.phi import PhiGrid
 
 VECTOR_FORMATS = ("svg", "pdf")
 PNG_DPI = 150
@@ -40,6 +42,8 @@ MISSING_FACE = "#eeeeee"  # hatched background of a cell without a number
 MISSING_HATCH = "////"
 CELL_FONT = 7.5
 OUTLIER_FACTOR = 2.0  # colour scales stop at this × the 90th percentile (see _norm)
+CHANGE_CMAP = "RdBu_r"  # change heatmaps: blue faster, white unchanged, red slower
+CHANGE_MIN_SPAN = 5.0  # the change scale spans at least ±5 (% or pp): small noise stays pale
 
 
 def _text_colour(cmap, norm, v: float) -> str:
@@ -134,6 +138,50 @@ def latency_figure(data: LatencyData) -> Figure:
     return fig
 
 
+def change_figure(data: ChangeData) -> Figure:
+    """The comparison in the latency layout: one colour scale centred on no change, marks on the verdicts."""
+    nrows, ncols = len(data.adapters), len(data.seq_lens)
+    batches = next(iter(data.panels.values())).cols
+    ranks = max(len(g.rows) for g in data.panels.values())
+    panel_w = max(1.7, 0.5 * len(batches) + 0.7)
+    panel_h = max(1.1, 0.3 * ranks + 0.55)
+    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in data.panels.values()])
+    span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+    cmap = colormaps[CHANGE_CMAP]
+    im = None
+    for r, adapter in enumerate(data.adapters):
+        for c, seq in enumerate(data.seq_lens):
+            ax = axes[r][c]
+            grid = data.panels[(adapter, seq)]
+            im = draw_grid(ax, grid, cmap=cmap, norm=norm, label=lambda v: f"{v:+.1f}")
+            for (i, j), verdict in data.marks[(adapter, seq)].items():
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
+                                       linewidth=2.2 if verdict == "regression" else 1.2))
+                ax.text(j + 0.42, i - 0.42, "▲" if verdict == "regression" else "▼", ha="right", va="top",
+                        fontsize=CELL_FONT - 1, color="black")
+            if r == 0:
+                ax.set_title(f"Seq Len = {seq}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
+            else:
+                ax.tick_params(labelleft=False)
+            if r == nrows - 1:
+                ax.set_xlabel("Batch Size")
+            else:
+                ax.tick_params(labelbottom=False)
+    unit = CHANGE_UNITS[data.metric]
+    what = "slow-down against r = 0" if data.metric == "slowdown" else "median time"
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02)
+    bar.set_label(f"change of the {what} ({'percentage points' if unit == 'pp' else '%'})")
+    short = "slow-down" if data.metric == "slowdown" else "median time"
+    fig.suptitle(f"Δ {short} vs. baseline ({unit})\n▲ regression, ▼ improvement\n{setup_label(data.setup)}",
+                 fontsize=10)
+    return fig
+
+
 # --- recompute -------------------------------------------------------------------------------------
 
 
@@ -206,7 +254,7 @@ def subspace_figure(group: SubspaceGroup) -> Figure:
     fig = Figure(figsize=(ncols * side + 1.3, nrows * max(1.4, side * min(1.0, aspect * 1.15)) + 0.9),
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    placed: list[tuple[object, Comparison]] = []
+    placed: list[tuple[object, PhiGrid]] = []
     for k, p in enumerate(group.panels):
         placed.append((axes[k // pcol][k % pcol], p))
     for k, p in enumerate(group.controls):
@@ -253,7 +301,7 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | No
 
 def render_subspace(comparisons, out_dir: str | Path, *, vector: str | None = "svg") -> list[Path]:
     """φ heatmaps from comparison records of the subspace data contract (dicts, or objects with ``to_dict()``,
-    such as :class:`perfsuite.subspace.Comparison`): one figure per (kind of comparison, r_a, r_b), a
+    such as :class:`perfsuite.subspace.phi.PhiGrid`): one figure per (kind of comparison, r_a, r_b), a
     random-Gaussian control beside it (see :func:`~perfsuite.report.tables.subspace_groups`). Returns the files written, each PNG before its
     vector twin. Raises ReportError (one line) on a malformed record."""
     phis = [check_phi(c, f"comparison {k}") for k, c in enumerate(comparisons)]

@@ -1,4 +1,4 @@
-"""Report, step 3 — the page: figures and tables → DIR/index.html (static, opens from disk) and DIR/summary.md.
+"""Report, step 4 — the page: figures and tables → DIR/index.html (static, opens from disk) and DIR/summary.md.
 
 :func:`render_report` is the whole report step: results (and optionally a baseline comparison) in,
 files out. Both pages carry the same content in the same order: the baseline verdicts (regressions
@@ -14,17 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from perfsuite.compare.render import part_lines, verdict_tables
+from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.record import STATUS_OK
-from perfsuite.report.figures import latency_figure, recompute_figure, save_figure, subspace_figure
-from perfsuite.report.tables import (CELL_NOTES, Grid, ReportError, Table, check_comparison, latency_data,
-                                     latency_tables, missing_lines, phi_frame, plain_label, recompute_data,
-                                     recompute_tables, report_frame, run_table, setup_label, subspace_groups,
-                                     subspace_records, subspace_tables, verdict_tables)
 from perfsuite.formats.results import Results
+from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, phi_frame,
+                                   recompute_data, report_frame, setup_label, subspace_groups, subspace_records)
+from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.tables import (latency_tables, missing_lines, plain_label, recompute_tables, run_table,
+                                     subspace_tables)
+from perfsuite.table import Table, html_table, markdown_table
 
 CSV_NAME = "results.csv"
 PHI_CSV_NAME = "subspace_phi.csv"
-_HOLE_TEXTS = frozenset(t for t in CELL_NOTES.values() if t)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Section:
     figures: tuple[Path, ...]  # PNG first, then its vector twin; empty when there was nothing to draw
     tables: tuple[Table, ...]
     note: str = ""
+    drawn: bool = True  # a section meant to have a figure (says so when it has none)
 
 
 @dataclass(frozen=True)
@@ -112,13 +115,28 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
     title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
     head = [run_table(results)]
-    verdicts = verdict_tables(comparison) if comparison is not None else []
+    compared = comparison_sections(results, comparison, out_dir, vector=vector) if comparison is not None else []
     index = out_dir / "index.html"
     summary = out_dir / "summary.md"
     extra = [p.name for p in (csv, out_dir / PHI_CSV_NAME) if p.exists()]
-    index.write_text(html_page(title, head, verdicts, missing, sections, extra))
-    summary.write_text(markdown_page(title, head, verdicts, missing, sections, extra))
-    return ReportFiles(out_dir, index, summary, csv, tuple(p for s in sections for p in s.figures), tuple(missing))
+    index.write_text(html_page(title, head, compared, missing, sections, extra))
+    summary.write_text(markdown_page(title, head, compared, missing, sections, extra))
+    return ReportFiles(out_dir, index, summary, csv, tuple(p for s in compared + sections for p in s.figures),
+                       tuple(missing))
+
+
+def comparison_sections(results: Results, comparison: dict, out_dir: Path, *,
+                        vector: str | None) -> list[Section]:
+    """The verdicts on top: what each part was compared with, the verdict table, and the change heatmaps in the
+    latency layout (slow-down change in pp, time change in %)."""
+    changes = {d.metric: d for d in change_data(results.frame, comparison)}
+    figures = {m: tuple(save_figure(change_figure(d), out_dir, d.stem, vector=vector)) for m, d in changes.items()}
+    first = Section("Baseline comparison", figures.get("slowdown", ()), tuple(verdict_tables(comparison)),
+                    " ".join(part_lines(comparison)), drawn=False)
+    rest = [Section("Change of the median time", paths, (), "The same comparison on the cells' median times: "
+                    "a change that slows the plain model and the adapters alike shows here, not in the slow-down.",
+                    drawn=False) for m, paths in figures.items() if m == "time"]
+    return [first, *rest]
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -138,55 +156,30 @@ ul.missing li { font-family: ui-monospace, monospace; font-size: 12.5px; }
 """
 
 
-def _is_number_text(text: str) -> bool:
-    t = text.rstrip("%†").replace(",", "").replace("+", "").replace("−", "-").strip()
-    try:
-        float(t)
-    except ValueError:
-        return t.startswith("[") or t.startswith("<")
-    return True
+def _html_section(s: Section) -> list[str]:
+    parts = [f"<h2>{html.escape(s.title)}</h2><p class=\"note\">{html.escape(s.note)}</p>"]
+    if s.figures:
+        png = s.figures[0].name
+        parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
+                     f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
+                                                              for p in s.figures) + "</p>")
+    elif s.drawn:
+        parts.append("<p class=\"note\">No cell has a number to draw.</p>")
+    return parts + [html_table(t) for t in s.tables]
 
 
-def html_table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
-    body = []
-    for k, row in enumerate(t.rows):
-        cells = []
-        for text in row:
-            cls = "num" if _is_number_text(text) else "hole" if t.marks_holes and text in _HOLE_TEXTS else ""
-            td = f'<td class="{cls}">' if cls else "<td>"
-            cells.append(f"{td}{html.escape(text)}</td>")
-        tr = '<tr class="strong">' if k in t.strong_rows else "<tr>"
-        body.append(f"{tr}{''.join(cells)}</tr>")
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
-    note = f"<p class=\"note\">{html.escape(t.note)}</p>" if t.note else ""
-    lead = f"<p>{html.escape(t.lead)}</p>" if t.lead else ""
-    if t.collapsed:
-        return f"<details><summary>{html.escape(t.title)}</summary>{lead}{table}{note}</details>"
-    return f"<h3>{html.escape(t.title)}</h3>{lead}{table}{note}"
-
-
-def html_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
+def html_page(title: str, head: list[Table], comparison: list[Section], missing: list[str], sections: list[Section],
               extra_files: list[str]) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    if verdicts:
-        parts.append("<h2>Baseline comparison</h2>")
-        parts += [html_table(t) for t in verdicts]
+    for s in comparison:
+        parts += _html_section(s)
     parts += [html_table(t) for t in head]
     if missing:
         parts.append("<h2>Missing</h2><ul class=\"missing\">"
                      + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2><p class=\"note\">{html.escape(s.note)}</p>")
-        if s.figures:
-            png = s.figures[0].name
-            parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
-                         f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
-                                                                  for p in s.figures) + "</p>")
-        else:
-            parts.append("<p class=\"note\">No cell has a number to draw.</p>")
-        parts += [html_table(t) for t in s.tables]
+        parts += _html_section(s)
     if extra_files:
         parts.append("<p class=\"files\">Data: " + " · ".join(f"<a href=\"{html.escape(f)}\">{html.escape(f)}</a>"
                                                               for f in extra_files) + "</p>")
@@ -197,43 +190,26 @@ def html_page(title: str, head: list[Table], verdicts: list[Table], missing: lis
 # --- Markdown --------------------------------------------------------------------------------------
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _markdown_section(s: Section) -> list[str]:
+    parts = [f"### {s.title}\n\n{s.note}"]
+    if s.figures:
+        parts.append(f"![{s.title}]({s.figures[0].name})\n\n" + " · ".join(f"[{p.name}]({p.name})" for p in s.figures))
+    elif s.drawn:
+        parts.append("_No cell has a number to draw._")
+    # φ grids stay on the HTML page (and in subspace_phi.csv): too long for a pull-request comment.
+    return parts + [markdown_table(t) for t in s.tables if not t.title.startswith("φ(i, j)")]
 
 
-def markdown_table(t: Table, *, heading: str = "####") -> str:
-    align = ["---:" if t.rows and all(_is_number_text(r[k]) or not r[k] or r[k] in _HOLE_TEXTS for r in t.rows)
-             and any(_is_number_text(r[k]) for r in t.rows) else "---" for k in range(len(t.columns))]
-    lines = ["| " + " | ".join(_md_cell(c) for c in t.columns) + " |", "| " + " | ".join(align) + " |"]
-    for k, row in enumerate(t.rows):
-        cells = [_md_cell(c) for c in row]
-        if k in t.strong_rows:
-            cells = [f"**{c}**" if c else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    body = (f"{t.lead}\n\n" if t.lead else "") + "\n".join(lines) + (f"\n\n{t.note}" if t.note else "")
-    if t.collapsed:
-        return f"<details><summary>{html.escape(t.title)}</summary>\n\n{body}\n\n</details>"
-    return f"{heading} {t.title}\n\n{body}"
-
-
-def markdown_page(title: str, head: list[Table], verdicts: list[Table], missing: list[str], sections: list[Section],
-                  extra_files: list[str]) -> str:
+def markdown_page(title: str, head: list[Table], comparison: list[Section], missing: list[str],
+                  sections: list[Section], extra_files: list[str]) -> str:
     parts = [f"## {title}"]
-    if verdicts:
-        parts.append("### Baseline comparison")
-        parts += [markdown_table(t) for t in verdicts]
+    for s in comparison:
+        parts += _markdown_section(s)
     parts += [markdown_table(t) for t in head]
     if missing:
         parts.append("### Missing\n\n" + "\n".join(f"- `{m}`" for m in missing))
     for s in sections:
-        parts.append(f"### {s.title}\n\n{s.note}")
-        if s.figures:
-            parts.append(f"![{s.title}]({s.figures[0].name})\n\n"
-                         + " · ".join(f"[{p.name}]({p.name})" for p in s.figures))
-        else:
-            parts.append("_No cell has a number to draw._")
-        # φ grids stay on the HTML page (and in subspace_phi.csv): too long for a pull-request comment.
-        parts += [markdown_table(t) for t in s.tables if not t.title.startswith("φ(i, j)")]
+        parts += _markdown_section(s)
     if extra_files:
         parts.append("Data: " + " · ".join(f"[{f}]({f})" for f in extra_files))
     return "\n\n".join(parts) + "\n"

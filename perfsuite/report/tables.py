@@ -1,171 +1,21 @@
-"""Report, step 1 — numbers: the tidy frame → the grid each heatmap panel draws, and the tables under it.
-
-Every figure is drawn from :class:`Grid` objects built here, and the table printed
-under the figure is made from the same grids, so the page never shows a number the
-picture does not. Nothing here imports matplotlib.
+"""Report, step 2 — the tables under each figure, from the same grids (:mod:`perfsuite.report.data`), and
+the run metadata and what the report cannot show. Written by :mod:`perfsuite.table`'s writers.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from perfsuite.errors import PerfsuiteError
-from perfsuite.cells.grid import ADAPTER_NAMES, WORKLOADS, Cell
-from perfsuite.formats.record import STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET
-from perfsuite.formats.results import Results, read_json
-from perfsuite.subspace.phi import Comparison
+from perfsuite.cells.grid import WORKLOADS
+from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.results import Results
+from perfsuite.report.data import (CELL_NOTES, MAX_INLINE_PHI_CELLS, MAX_LISTED, MISSING, NO_DATA, Grid,
+                                   LatencyData, RecomputeData, SubspaceGroup, adapter_label, is_number, panel_title,
+                                   sizes)
+from perfsuite.table import Table
 from perfsuite.timing import NOISY_IQR_PCT
-
-# Format history of the ``perfsuite compare`` verdict file this report reads ("perfsuite_comparison"):
-#   1 — baseline, compared, cells [{cell_id, verdict, metric, baseline, current, change_pct, ci_*_pct, p_value}],
-#       summary {verdict: count}.
-COMPARISON_FORMAT = 1
-
-# Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
-MISSING = "missing"  # no result file has a row for this position of the grid
-NO_DATA = "no_data"  # the cell ran but recorded no number (e.g. pytest --benchmark-disable)
-# What a panel writes in a cell without a number; "" leaves it blank (by design, not a failure).
-CELL_NOTES = {STATUS_OOM: "OOM", STATUS_NO_DEVICE: "no device", STATUS_OUTSIDE_BUDGET: "", MISSING: "missing",
-              NO_DATA: "no data"}
-# The order verdicts are listed in: what needs a reviewer's attention first.
-VERDICT_ORDER = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged")
-# Display names of the adapters, after the papers' notation (LoRA paper Table 1 / Fig. 5).
-ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapter$^L$", "pfeiffer": "Adapter$^P$",
-                  "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
-                  "lora": "LoRA", "lora-merged": "LoRA (merged)"}
-SETUP_COLUMNS = ("model", "dtype", "device")  # a figure never mixes these
-MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
-MAX_INLINE_PHI_CELLS = 1024  # φ grids larger than this are only in subspace_phi.csv, not printed on the page
-
-
-class ReportError(PerfsuiteError):
-    pass
-
-
-@dataclass(frozen=True)
-class Grid:
-    """One heatmap panel: ``values[i, j]`` at (``rows[i]``, ``cols[j]``), rows in drawing order (top first).
-
-    ``status[i][j]`` is "ok" where ``values`` has a number, else why not: a cell status
-    (oom, no_device, outside_budget) or MISSING / NO_DATA.
-    """
-
-    title: str
-    rows: tuple[int, ...]
-    cols: tuple[int, ...]
-    values: np.ndarray  # (len(rows), len(cols)) float, NaN where there is no number
-    status: tuple[tuple[str, ...], ...]
-    noisy: frozenset[tuple[int, int]] = frozenset()  # (i, j) of cells whose timing spread is large
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table as text: the page writes it as HTML and as Markdown."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    note: str = ""  # printed under the table
-    lead: str = ""  # printed above it
-    strong_rows: frozenset[int] = frozenset()  # rows to emphasise (regressions)
-    collapsed: bool = False  # show folded (HTML <details>) — secondary numbers
-    marks_holes: bool = True  # cells reading "OOM", "missing", … are grid holes (not so in the verdict table)
-
-    def column(self, name: str) -> list[str]:
-        k = self.columns.index(name)
-        return [r[k] for r in self.rows]
-
-
-@dataclass(frozen=True)
-class LatencyData:
-    """LoRA paper Fig. 5: one panel row per adapter, one panel column per sequence length."""
-
-    stem: str  # output file name without suffix
-    setup: dict[str, str]
-    adapters: tuple[str, ...]
-    seq_lens: tuple[int, ...]
-    panels: dict[tuple[str, int], Grid]  # (adapter, seq_len) → rank × batch grid of slowdown_pct
-    times: dict[tuple[str, int], Grid]  # the same positions, time_ms
-
-    def grid(self, adapter: str, seq_len: int) -> Grid:
-        return self.panels[(adapter, seq_len)]
-
-    def cell_statuses(self) -> dict[str, str]:
-        """Cell id → status of every drawn position; the shared r = 0 cells once."""
-        out = {}
-        for (a, s), g in self.panels.items():
-            for i, j, status in _positions(g):
-                adapter = "none" if g.rows[i] == 0 else a
-                out.setdefault(Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s).id, status)
-        return out
-
-
-@dataclass(frozen=True)
-class RecomputePanel:
-    key: tuple[str, int, int | None, int | None]  # adapter, rank, seq_len (prompt), gen_len
-    title: str
-    cost: Grid  # batch × window of recompute_pct, batch 1 at the bottom
-    throughput: Grid  # the same positions, throughput_tok_s / the panel's best
-    best_tok_s: float
-
-
-@dataclass(frozen=True)
-class RecomputeData:
-    """LLM-42 Fig. 13: recompute cost and normalised throughput, batch × window, one panel row per setup."""
-
-    stem: str
-    setup: dict[str, str]
-    panels: tuple[RecomputePanel, ...]
-
-    def cell_statuses(self) -> dict[str, str]:
-        """Cell id → status of every drawn position."""
-        out = {}
-        for p in self.panels:
-            a, rank, prompt, gen = p.key
-            for i, j, status in _positions(p.cost):
-                cell = Cell("recompute", a, rank, batch=p.cost.rows[i], seq_len=prompt, window=p.cost.cols[j],
-                            gen_len=gen)
-                out[cell.id] = status
-        return out
-
-
-def _positions(g: Grid) -> list[tuple[int, int, str]]:
-    return [(i, j, s) for i, line in enumerate(g.status) for j, s in enumerate(line)]
-
-
-def panel_title(p: Comparison) -> str:
-    """A φ panel's title: its layer and matrix, or "random Gaussian" for the control."""
-    if p.comparison == "control":
-        return "random Gaussian"
-    return f"Layer {p.layer}  {matrix_label(p.matrix)}"
-
-
-@dataclass(frozen=True)
-class SubspaceGroup:
-    """The panels of one subspace figure (LoRA Figs. 3-4, 6-7): same kind of comparison, same ranks."""
-
-    stem: str
-    title: str
-    panels: tuple[Comparison, ...]
-    controls: tuple[Comparison, ...] = field(default_factory=tuple)  # at most one: the random-Gaussian panel
-
-
-# --- small formatting helpers ----------------------------------------------------------------------
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def as_int(v: Any) -> int | None:
-    return int(v) if is_number(v) else None
-
 
 def fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
     """A number for a table; "" for None/NaN, so a missing value is blank, never 0."""
@@ -180,127 +30,12 @@ def fmt_sig(v: Any) -> str:
     return f"{v:.4g}" if is_number(v) else ""
 
 
-def adapter_label(name: str) -> str:
-    return ADAPTER_LABELS.get(name, name)
-
-
 def plain_label(text: str) -> str:
     """Mathtext labels as plain text for the tables: Adapter$^H$ → AdapterH."""
     for a, b in (("$^{\\parallel}$", "∥"), ("$^", ""), ("$_", "_"), ("{", ""), ("}", ""), ("$", ""),
                  ("\\Delta ", "Δ"), ("\\phi", "φ")):
         text = text.replace(a, b)
     return text
-
-
-def matrix_label(matrix: str) -> str:
-    name = str(matrix).replace("_", "\\_")
-    return f"$\\Delta W_{{{name}}}$"
-
-
-def _adapter_rank(name: str) -> int:
-    """The plain model first, then the registry's order, then adapters it does not know."""
-    return -1 if name == "none" else ADAPTER_NAMES.index(name) if name in ADAPTER_NAMES else len(ADAPTER_NAMES)
-
-
-def _adapter_order(names: Iterable[str]) -> list[str]:
-    """The adapters (not "none") in drawing order."""
-    return sorted(set(names) - {"none"}, key=lambda a: (_adapter_rank(a), a))
-
-
-def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
-    """The workload's rows, grouped by (model, dtype, device): one figure each, in a stable order."""
-    rows = frame[frame["workload"] == workload].to_dict("records")
-    keys = sorted({tuple(str(r[c]) for c in SETUP_COLUMNS) for r in rows})
-    return [(dict(zip(SETUP_COLUMNS, k)), [r for r in rows if tuple(str(r[c]) for c in SETUP_COLUMNS) == k])
-            for k in keys]
-
-
-def _stem(workload: str, setup: dict[str, str], many: bool) -> str:
-    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}" if many else workload
-
-
-def setup_label(setup: dict[str, str]) -> str:
-    return f"{setup['model']}, {setup['dtype']}, {setup['device']}"
-
-
-# --- the tidy frame, for CSV -----------------------------------------------------------------------
-
-RUN_COLUMNS = ("datetime", "commit", "branch", "profile", "selection")  # run metadata copied onto each row
-# Integer columns that pandas holds as float when another workload leaves them empty; written as integers.
-INT_COLUMNS = ("rank", "batch", "seq_len", "window", "gen_len", "rank_b", "rounds", "threads", "tokens", "flops",
-               "mismatches", "peak_mem_bytes")
-
-
-def report_frame(results: Results) -> pd.DataFrame:
-    """The tidy frame with each row's run metadata (``run_datetime``, ``run_commit``, …) and no φ grids
-    (those go to subspace_phi.csv); list columns (raw samples) as JSON text, so it writes as flat CSV."""
-    frame = results.frame.drop(columns=["subspace"], errors="ignore").copy()
-    by_source = {r.get("source"): r for r in results.runs}
-    for key in RUN_COLUMNS:
-        frame[f"run_{key}"] = [by_source.get(s, {}).get(key) for s in frame.get("source", [])]
-    for col in INT_COLUMNS:
-        if col in frame.columns and frame[col].map(lambda v: v is None or not is_number(v) or float(v).is_integer()).all():
-            frame[col] = pd.array([int(v) if is_number(v) else None for v in frame[col]], dtype="Int64")
-    for col in frame.columns:
-        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, (list, dict))).any():
-            frame[col] = frame[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
-    return frame
-
-
-# --- latency: LoRA paper Figure 5 ------------------------------------------------------------------
-
-
-def _cell_status(rec: dict | None, metric: str) -> str:
-    if rec is None:
-        return MISSING
-    status = rec.get("status") or STATUS_OK
-    if status == STATUS_OK and not is_number(rec.get(metric)):
-        return NO_DATA
-    return status
-
-
-def _grid(title: str, rows, cols, lookup, metric: str) -> Grid:
-    values = np.full((len(rows), len(cols)), np.nan)
-    status, noisy = [], set()
-    for i, r in enumerate(rows):
-        line = []
-        for j, c in enumerate(cols):
-            rec = lookup(r, c)
-            s = _cell_status(rec, metric)
-            if s == STATUS_OK:
-                values[i, j] = float(rec[metric])
-                if is_number(rec.get("iqr_pct")) and rec["iqr_pct"] > NOISY_IQR_PCT:
-                    noisy.add((i, j))
-            line.append(s)
-        status.append(tuple(line))
-    return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy))
-
-
-def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
-    """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
-    setups = _records_by_setup(frame, "latency")
-    out = []
-    for setup, recs in setups:
-        by_key = {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
-        adapters = _adapter_order(r["adapter"] for r in recs) or ["none"]
-        seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None})
-        has_base = any(r["adapter"] == "none" for r in recs)
-        panels, times = {}, {}
-        for a in adapters:
-            ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} | ({0} if has_base else set()))
-            for s in seq_lens:
-                def lookup(r, b, a=a, s=s):
-                    if r == 0:
-                        return by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b))
-                    return by_key.get((a, r, s, b))
-
-                title = f"Seq Len = {s}"
-                panels[(a, s)] = _grid(title, ranks, batches, lookup, "slowdown_pct")
-                times[(a, s)] = _grid(title, ranks, batches, lookup, "time_ms")
-        out.append(LatencyData(_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
-                               panels, times))
-    return out
 
 
 def latency_tables(data: LatencyData) -> list[Table]:
@@ -333,42 +68,6 @@ def _cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_n
     return fmt(g.values[i, j], digits, suffix) + ("†" if mark_noisy and (i, j) in g.noisy else "")
 
 
-# --- recompute: LLM-42 Figure 13 -------------------------------------------------------------------
-
-
-def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
-    setups = _records_by_setup(frame, "recompute")
-    out = []
-    for setup, recs in setups:
-        keys = sorted({(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) for r in recs},
-                      key=lambda k: (_adapter_rank(k[0]), k[0], *(-1 if x is None else x for x in k[1:])))
-        panels = []
-        for key in keys:
-            by_pos = {(as_int(r["batch"]), as_int(r["window"])): r for r in recs
-                      if (r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) == key}
-            # Each panel spans its own batches and windows (a profile may give one adapter a smaller grid);
-            # a position inside that span with no record is a lost cell.
-            batches = sorted({b for b, _ in by_pos} - {None}, reverse=True)  # batch 1 at the bottom
-            windows = sorted({w for _, w in by_pos} - {None})
-            lookup = lambda b, w, by_pos=by_pos: by_pos.get((b, w))  # noqa: E731
-            a, rank, prompt, gen = key
-            title = adapter_label(a) + (f" r = {rank}" if rank else "")
-            if len({k[2:] for k in keys}) > 1:  # rows differ in more than the adapter
-                title += f" ({_sizes(prompt, gen)})"
-            cost = _grid(title, batches, windows, lookup, "recompute_pct")
-            tput = _grid(title, batches, windows, lookup, "throughput_tok_s")
-            best = float(np.nanmax(tput.values)) if np.isfinite(tput.values).any() else float("nan")
-            norm = Grid(title, tput.rows, tput.cols, tput.values / best if best > 0 else tput.values * np.nan,
-                        tput.status)
-            panels.append(RecomputePanel(key, title, cost, norm, best))
-        out.append(RecomputeData(_stem("recompute", setup, len(setups) > 1), setup, tuple(panels)))
-    return out
-
-
-def _sizes(prompt: int | None, gen: int | None) -> str:
-    return f"prompt {prompt}, {gen} output tokens"
-
-
 def recompute_tables(data: RecomputeData) -> list[Table]:
     tables = []
     for p in data.panels:
@@ -381,96 +80,10 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
             rows = tuple((str(b), *(_cell_text(grid, i, j, digits, suffix=suffix) for j in range(len(grid.cols))))
                          for i, b in enumerate(grid.rows))
             has_blank = any(s == STATUS_OUTSIDE_BUDGET for line in grid.status for s in line)
-            who = plain_label(p.title) if "(" in p.title else f"{plain_label(p.title)} ({_sizes(*p.key[2:])})"
+            who = plain_label(p.title) if "(" in p.title else f"{plain_label(p.title)} ({sizes(*p.key[2:])})"
             tables.append(Table(f"{who}: {what}", head, rows,
                                 note=((note if has_blank else "") + extra).strip()))
     return tables
-
-
-# --- subspace similarity: LoRA paper Figures 3-4 and 6-7 -------------------------------------------
-
-
-def check_phi(c: Any, where: str) -> Comparison:
-    """A comparison record (dict of the data contract, or an object with ``to_dict()``) → :class:`~perfsuite.subspace.Comparison`."""
-    if hasattr(c, "to_dict") and not isinstance(c, dict):
-        c = c.to_dict()
-    if not isinstance(c, dict):
-        raise ReportError(f"{where}: expected a comparison record, found {type(c).__name__}")
-    try:
-        phi = np.asarray(c["phi"], dtype=float)
-    except KeyError:
-        raise ReportError(f"{where}: comparison record has no 'phi' grid") from None
-    except (TypeError, ValueError):
-        raise ReportError(f"{where}: 'phi' is not a grid of numbers") from None
-    if phi.ndim != 2 or phi.size == 0:
-        raise ReportError(f"{where}: 'phi' must be r_a lists of r_b numbers, found shape {phi.shape}")
-    for k in ("r_a", "r_b"):
-        want = phi.shape[0 if k == "r_a" else 1]
-        if c.get(k) is not None and c.get(k) != want:
-            raise ReportError(f"{where}: {k} = {c.get(k)} but 'phi' has {want} {'rows' if k == 'r_a' else 'columns'}")
-    try:
-        return Comparison(layer=as_int(c.get("layer")) if as_int(c.get("layer")) is not None else -1,
-                          matrix=str(c.get("matrix", "?")), comparison=str(c.get("comparison", "seed")),
-                          label=str(c.get("label") or ""), phi=phi)
-    except ValueError as e:
-        raise ReportError(f"{where}: {e}") from None
-
-
-def subspace_records(frame: pd.DataFrame) -> list[Comparison]:
-    """Every φ grid in the frame's subspace rows (the ``subspace`` column of ok cells), checked."""
-    sub = frame[frame["workload"] == "subspace"]
-    out = []
-    if "subspace" not in sub.columns:
-        return out
-    for rec in sub.to_dict("records"):
-        items = rec.get("subspace")
-        if rec.get("status") != STATUS_OK or not isinstance(items, list):
-            continue
-        out += [check_phi(c, f"{rec.get('source')}: {rec['cell_id']} comparison {k}") for k, c in enumerate(items)]
-    return out
-
-
-_MATRIX_ORDER = ("q", "k", "v", "o")
-
-
-def subspace_groups(phis: Iterable[Comparison]) -> list[SubspaceGroup]:
-    """Group φ grids into figures: one per (kind of comparison, r_a, r_b), with one random-Gaussian control.
-
-    The control is one of the same shape if there is one, else the top-left corner of a larger one: the
-    top-i right-singular subspace of a Gaussian matrix is uniformly random whatever its rank, so the corner
-    is the chance level for the smaller ranks too. Results with controls only get a figure of controls.
-    """
-    phis = list(phis)
-    main = [p for p in phis if p.comparison != "control"]
-    controls = sorted((p for p in phis if p.comparison == "control"), key=lambda p: (p.r_a * p.r_b, _order(p)))
-    keys = sorted({(p.comparison, p.r_a, p.r_b) for p in main}, key=lambda k: (k[0] != "seed", k))
-    groups = []
-    for kind, ra, rb in keys:
-        mine = sorted((p for p in main if (p.comparison, p.r_a, p.r_b) == (kind, ra, rb)), key=_order)
-        fits = [c for c in controls if c.r_a >= ra and c.r_b >= rb]
-        ctrl = ()
-        if fits:
-            c = fits[0]
-            if (c.r_a, c.r_b) != (ra, rb):
-                c = Comparison(c.layer, c.matrix, c.comparison, f"{c.label} (top-left {ra} × {rb} of {c.r_a} × {c.r_b})",
-                        c.phi[:ra, :rb])
-            ctrl = (c,)
-        groups.append(SubspaceGroup(f"subspace-{kind}-r{ra}-r{rb}", phi_title(kind, ra, rb), tuple(mine), ctrl))
-    if not main:
-        for ra, rb in sorted({(c.r_a, c.r_b) for c in controls}):
-            mine = tuple(c for c in controls if (c.r_a, c.r_b) == (ra, rb))
-            groups.append(SubspaceGroup(f"subspace-control-r{ra}-r{rb}", phi_title("control", ra, rb), mine))
-    return groups
-
-
-def _order(p: Comparison) -> tuple:
-    return p.layer, _MATRIX_ORDER.index(p.matrix) if p.matrix in _MATRIX_ORDER else 9, p.matrix
-
-
-def phi_title(kind: str, r_a: int, r_b: int) -> str:
-    """φ(A_{r=8}, A′_{r=64}, i, j) as in the LoRA paper; A vs A (no prime) when only the rank differs."""
-    second = "A" if kind == "rank" else "A'"
-    return f"$\\phi({{A}}_{{r={r_a}}}, {second}_{{r={r_b}}}, i, j)$"
 
 
 def subspace_tables(group: SubspaceGroup) -> list[Table]:
@@ -490,14 +103,6 @@ def subspace_tables(group: SubspaceGroup) -> list[Table]:
                                 tuple((str(i + 1), *(fmt(v, 2) for v in p.phi[i])) for i in range(p.r_a)),
                                 collapsed=True))
     return tables
-
-
-def phi_frame(phis: Iterable[Comparison]) -> pd.DataFrame:
-    """Every φ(i, j) in long form: one row per (comparison, i, j), 1-based like the paper."""
-    rows = [{"layer": p.layer, "matrix": p.matrix, "comparison": p.comparison, "label": p.label, "r_a": p.r_a,
-             "r_b": p.r_b, "i": i + 1, "j": j + 1, "phi": float(p.phi[i, j])}
-            for p in phis for i in range(p.r_a) for j in range(p.r_b)]
-    return pd.DataFrame(rows, columns=["layer", "matrix", "comparison", "label", "r_a", "r_b", "i", "j", "phi"])
 
 
 # --- run metadata, what is missing, baseline verdicts ----------------------------------------------
@@ -545,65 +150,3 @@ def missing_lines(results: Results, drawn: dict[str, str] | None = None) -> list
     return lines
 
 
-def load_comparison(path) -> dict:
-    """A ``perfsuite compare`` verdict file, checked (one-line ReportError naming the file otherwise)."""
-    return check_comparison(read_json(path), str(path))
-
-
-def check_comparison(doc: Any, source: str = "comparison") -> dict:
-    if not isinstance(doc, dict) or "perfsuite_comparison" not in doc:
-        raise ReportError(f"{source}: not a perfsuite comparison file (no 'perfsuite_comparison' version)")
-    version = doc["perfsuite_comparison"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ReportError(f"{source}: unknown perfsuite_comparison version {version!r}")
-    if version > COMPARISON_FORMAT:
-        raise ReportError(f"{source}: perfsuite_comparison {version} is newer than this perfsuite reads "
-                          f"({COMPARISON_FORMAT}); upgrade perfsuite")
-    if not isinstance(doc.get("cells"), list):
-        raise ReportError(f"{source}: 'cells' is not a list of verdicts")
-    return doc
-
-
-def _verdict_rank(verdict: Any) -> int:
-    return VERDICT_ORDER.index(verdict) if verdict in VERDICT_ORDER else len(VERDICT_ORDER)
-
-
-def verdict_table(comparison: dict) -> Table:
-    """The comparison's cells, regressions first (largest change first), then missing, inconclusive, …;
-    any key a cell lacks is left blank."""
-    cells = [c for c in comparison.get("cells", []) if isinstance(c, dict)]
-    cells.sort(key=lambda c: (_verdict_rank(c.get("verdict")),
-                              -abs(c["change_pct"]) if is_number(c.get("change_pct")) else 0, str(c.get("cell_id"))))
-    rows, strong = [], set()
-    for k, c in enumerate(cells):
-        lo, hi = c.get("ci_low_pct"), c.get("ci_high_pct")
-        ci = f"[{fmt_signed(lo)}, {fmt_signed(hi)}]" if is_number(lo) and is_number(hi) else ""
-        p = c.get("p_value")
-        rows.append((str(c.get("verdict") or ""), str(c.get("cell_id") or ""), str(c.get("metric") or ""),
-                     fmt_sig(c.get("baseline")), fmt_sig(c.get("current")), fmt_signed(c.get("change_pct")), ci,
-                     (f"{p:.2g}" if p >= 1e-3 else "<0.001") if is_number(p) else ""))
-        if c.get("verdict") == "regression":
-            strong.add(k)
-    counts = comparison.get("summary")
-    if not isinstance(counts, dict):
-        counts = {}
-        for c in cells:
-            counts[c.get("verdict")] = counts.get(c.get("verdict"), 0) + 1
-    summary = ", ".join(f"{counts[v]} {v}" for v in sorted(counts, key=_verdict_rank) if counts[v] != 0)
-    lead = (f"Against {comparison.get('baseline') or 'the baseline'}"
-            + (f", comparing {comparison['compared']}" if comparison.get("compared") else "") + f": {summary or 'no cells'}.")
-    return Table("Verdicts", ("verdict", "cell", "metric", "baseline", "current", "change %", "CI %", "p"),
-                 tuple(rows), lead=lead, strong_rows=frozenset(strong), marks_holes=False)
-
-
-def verdict_tables(comparison: dict) -> list[Table]:
-    """:func:`verdict_table`, with the unchanged cells moved to a second, folded table (a pull-request
-    comment should show what needs attention, not hundreds of unchanged rows)."""
-    full = verdict_table(comparison)
-    k = full.columns.index("verdict")
-    keep = [i for i, r in enumerate(full.rows) if r[k] != "unchanged"]
-    same = [r for r in full.rows if r[k] == "unchanged"]
-    main = Table(full.title, full.columns, tuple(full.rows[i] for i in keep), lead=full.lead,
-                 strong_rows=frozenset(n for n, i in enumerate(keep) if i in full.strong_rows), marks_holes=False)
-    return [main] + ([Table(f"{len(same)} unchanged cells", full.columns, tuple(same), collapsed=True,
-                            marks_holes=False)] if same else [])

@@ -114,7 +114,7 @@ def top_agree(grid: np.ndarray, threshold: float = AGREE_THRESHOLD) -> int:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PhiGrid:
     """The φ grid of one pair of adapter matrices, and what the pair is."""
 
     layer: int
@@ -158,7 +158,7 @@ class Comparison:
         }
 
 
-def compare(layer: int, matrix: str, comparison: str, label: str, a: Any, b: Any) -> Comparison:
-    """A :class:`Comparison` of ``a`` and ``b`` (both r × d, same d)."""
+def compare(layer: int, matrix: str, comparison: str, label: str, a: Any, b: Any) -> PhiGrid:
+    """The :class:`PhiGrid` of ``a`` and ``b`` (both r × d, same d)."""
     names = (f"layer {layer} {matrix}: A", f"layer {layer} {matrix}: A'")
-    return Comparison(layer, matrix, comparison, label, phi_grid(a, b, names=names))
+    return PhiGrid(layer, matrix, comparison, label, phi_grid(a, b, names=names))

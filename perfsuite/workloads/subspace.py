@@ -43,7 +43,7 @@ from perfsuite.cells.grid import Cell
 from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
-from perfsuite.subspace.phi import Comparison, compare, gaussian_pair
+from perfsuite.subspace.phi import PhiGrid, compare, gaussian_pair
 from perfsuite.timing import cpu_threads
 from perfsuite.workloads.models import ModelCache
 
@@ -210,7 +210,7 @@ def _label(r_a: int, s_a: int, r_b: int, s_b: int) -> str:
 
 
 def analyse(students: dict[tuple[int, int], TrainedLoRA], r_a: int, r_b: int, n_layer: int,
-            d: int) -> list[Comparison]:
+            d: int) -> list[PhiGrid]:
     """Every comparison of a cell, in the order: per layer, per matrix (q, v): seed r_a, seed r_b, rank, control."""
     s0, s1 = SEEDS
     r_c = max(r_a, r_b)
@@ -239,7 +239,7 @@ def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int,
     students = train_students(base, (cell.rank, cell.rank_b), cfg)
     n_layer, d = base.config.n_layer, base.config.n_embd
 
-    def analysis() -> list[Comparison]:
+    def analysis() -> list[PhiGrid]:
         return analyse(students, cell.rank, cell.rank_b, n_layer, d)
 
     comparisons = analysis()

@@ -1,9 +1,15 @@
-"""``--perfsuite-compare``: the comparison at the end of a real benchmark session, run in a subprocess."""
+"""``--perfsuite-compare``: the comparison at the end of a real benchmark session, run in a subprocess.
 
-import json
-import statistics
+The baselines are planted: five runs of this very machine (its live identity) whose numbers no real run can
+come near (a LoRA forward at 0.5× or 3× the plain model's, times of a second), so the verdicts are logic,
+not timing, on any machine.
+"""
 
 import pytest
+import synthetic as syn
+
+from perfsuite.compare.baselines import add_runs
+from perfsuite.machine import machine_env
 
 pytest_plugins = ["pytester"]
 
@@ -13,29 +19,21 @@ from perfsuite.workloads.latency import run_latency_cell
 
 
 @pytest.mark.perfsuite(workload="latency")
-def test_latency(benchmark, perfsuite_cell, perfsuite_state, perfsuite_models):
-    record = run_latency_cell(benchmark, perfsuite_cell, perfsuite_models, rounds=perfsuite_state.rounds,
-                              warmup=perfsuite_state.warmup)
-    benchmark.extra_info.update(record.to_dict())
+def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
+    perfsuite_measure(run_latency_cell)
 """
 ONE_CELL = ["-p", "no:cacheprovider", "--perfsuite-device", "cpu", "--perfsuite-rounds", "5", "--perfsuite-warmup",
             "1", "--perfsuite-cells", "adapter == 'lora' and batch == 1"]
+LORA = syn.cell("lora")
 
 
-def baseline_file(pytester, ratio: float) -> str:
-    """A baseline of another machine whose LoRA cell ran at ``ratio`` × its r = 0 time: compared on the slow-down."""
-    base = [0.25 + 0.001 * i for i in range(20)]
-    adapted = [ratio * t for t in base]
-    cell = {"workload": "latency", "adapter": "lora", "rank": 8, "batch": 1, "seq_len": 32, "window": None,
-            "gen_len": None, "rank_b": None, "dtype": "float32", "device": "cpu", "model": "tiny"}
-    doc = {"perfsuite_baseline": 2, "name": "test", "profile": "smoke",
-           "fingerprint": {"device_name": "cpu: test machine", "torch_version": "2.0", "cuda_version": None,
-                           "dtype": "float32", "model": "tiny"},
-           "cells": {"latency[lora-r8-b1-s32]": {"cell": cell, "samples_ms": adapted, "base_samples_ms": base,
-                                                 "time_ms": statistics.median(adapted)}}}
-    path = pytester.path / "baseline.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
+def plant(pytester, ratio: float, *, base_ms: float = 1000.0, host: str | None = None) -> str:
+    """Five baseline runs of the LoRA cell at ``ratio`` × the plain model's time, on this machine (or ``host``)."""
+    env = machine_env("cpu") | {"threads": 1} | ({"host": host} if host else {})
+    runs = [syn.results([syn.record(LORA, seed=k, ratio=ratio, base_ms=base_ms, run_sd=0.01, e=env)])
+            for k in range(5)]
+    (report,) = add_runs(runs, directory=pytester.path / "baselines")
+    return str(report.path)
 
 
 @pytest.fixture
@@ -46,32 +44,47 @@ def bench(pytester, monkeypatch):
     return pytester
 
 
-def test_no_regression_passes_and_prints_the_table(bench):
-    result = bench.runpytest_subprocess(*ONE_CELL, f"--perfsuite-compare={baseline_file(bench, 3.0)}")
-    result.stdout.fnmatch_lines(["*perfsuite comparison*", "perfsuite compare against *baseline.json",
-                                 "compared: slowdown*", "latency[[]lora-r8-b1-s32[]]  improvement  slowdown *",
-                                 "1 cells: 0 regression, 1 improvement, *"])
+def test_an_improvement_passes_and_prints_the_table(bench):
+    plant(bench, 3.0)  # the baseline's LoRA took 3× the plain model and a whole second
+    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result.stdout.fnmatch_lines(["*perfsuite comparison*", "perfsuite compare (end of session)",
+                                 "part smoke: this machine's baseline: a confirmed regression fails the run*",
+                                 "  detects changes above (median over cells): slowdown * pp, time * %",
+                                 "latency[[]lora-r8-b1-s32[]]  improvement  time *",
+                                 "latency[[]lora-r8-b1-s32[]]  improvement  slowdown *",
+                                 "1 cells: 1 improvement"])
     assert result.ret == 0
 
 
 def test_a_confirmed_regression_fails_the_session(bench):
-    result = bench.runpytest_subprocess(*ONE_CELL, f"--perfsuite-compare={baseline_file(bench, 0.5)}")
-    result.stdout.fnmatch_lines(["*perfsuite comparison*", "latency[[]lora-r8-b1-s32[]]  regression  slowdown *",
-                                 "1 cells: 1 regression, *",
-                                 "suspect regressions re-measured before deciding: 1 cells", "*1 passed*"])
+    plant(bench, 0.5, base_ms=1e-4)  # the baseline's LoRA ran at half the plain model's time, in 0.1 µs
+    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result.stdout.fnmatch_lines(["*perfsuite comparison*", "latency[[]lora-r8-b1-s32[]]  regression  *",
+                                 "1 cells: 1 regression", "*1 passed*"])
+    assert "5→2" in result.stdout.str()  # re-measured once in a fresh process before it counted
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_another_machines_baseline_is_shown_and_never_fails(bench):
+    plant(bench, 0.5, base_ms=1e-4, host="the-machine-the-baseline-came-from")
+    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result.stdout.fnmatch_lines(["*REFERENCE ONLY: a baseline of another machine*",
+                                 "*differs in: host: 'the-machine-the-baseline-came-from' vs *",
+                                 "latency[[]lora-r8-b1-s32[]]  reference  slowdown *"])
+    result.stdout.no_fnmatch_line("*  regression  *")
+    assert result.ret == 0
+
+
 def test_a_broken_baseline_is_an_error_not_a_verdict(bench):
-    (bench.path / "broken.json").write_text('{"perfsuite_baseline": 2, "cells": ')
+    (bench.path / "broken.json").write_text('{"perfsuite_baseline": 3, "runs": ')
     result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare=broken.json")
     result.stdout.fnmatch_lines(["perfsuite compare: error: broken.json: not valid JSON*"])
     result.stdout.no_fnmatch_line("*regression*")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
-def test_without_a_matching_baseline_nothing_is_compared(bench):
+def test_without_any_baseline_nothing_is_compared(bench):
     result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
-    result.stdout.fnmatch_lines(["perfsuite compare: no baseline in baselines/ matches this run's device and "
-                                 "profile; nothing compared*"])
+    result.stdout.fnmatch_lines(["part smoke: no baseline for this machine and part",
+                                 "*record this machine's baseline with: perfsuite baseline record*"])
     assert result.ret == 0

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import synthetic as syn
+
+from perfsuite.compare.baselines import add_runs
 from perfsuite.formats.results import load_results
 
 ROOT = Path(__file__).parents[2]
@@ -25,6 +28,7 @@ def perfsuite(*args, **kw):
 
 
 def test_run_writes_results_comparison_and_report(tmp_path):
+    """Against another run's results (one run: no between-run spread, so described, never a verdict)."""
     out = tmp_path / "run"
     proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp_path)), "--remeasure", "0")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -33,9 +37,45 @@ def test_run_writes_results_comparison_and_report(tmp_path):
     assert len(doc["benchmarks"]) == 8 and doc["perfsuite"]["profile"] == "smoke"
     comparison = json.loads((out / "comparison.json").read_text())
     assert {c["cell_id"] for c in comparison["cells"]} == {b["extra_info"]["cell_id"] for b in doc["benchmarks"]}
+    assert comparison["parts"][0]["mode"] == "gating" and comparison["parts"][0]["baseline_runs"] == 1
+    assert comparison["summary"]["regression"] == 0 and comparison["summary"]["improvement"] == 0
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
+    assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
     again = perfsuite("run", *FAST, "--out", str(out), "--no-compare", "--no-report")
     assert again.returncode == 0 and f"replacing the finished run in {out}" in again.stdout  # the README command twice
+
+
+def test_a_fresh_machine_has_no_baseline_and_exits_0(tmp_path):
+    """What a new user meets: baselines only of other machines (or none); nothing can fail the run."""
+    lora = syn.cell("lora")
+    other = [syn.results([syn.record(lora, seed=k, ratio=5.0, e=syn.env(host="the-baseline-machine"))])
+             for k in range(3)]
+    add_runs(other, directory=tmp_path / "baselines")
+    out = tmp_path / "run"
+    proc = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
+            and "for reference only (never fails the run); record one with: perfsuite baseline record --profile "
+                "smoke" in proc.stdout)
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["parts"][0]["mode"] == "reference" and not comparison["gating"]
+    assert {c["verdict"] for c in comparison["cells"]} <= {"reference", "new", "missing"}
+    empty = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "none"), "--no-report")
+    assert empty.returncode == 0 and "no baseline for this machine in " in empty.stdout
+
+
+def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
+    cells = ["--cells", "workload == 'latency' and adapter in ('none', 'lora') and batch == 1"]
+    rec = perfsuite("baseline", "record", "--runs", "2", "--rounds", "5", "--warmup", "1", *cells, "--dir",
+                    str(tmp_path / "b"), "--out", str(tmp_path / "rec"))
+    assert rec.returncode == 0, rec.stdout[-2000:] + rec.stderr[-2000:]
+    assert "[baseline record 2/2]" in rec.stderr and "2 run(s) kept (2 added, 0 dropped), 2 cells" in rec.stdout
+    proc = perfsuite("run", "--rounds", "5", "--warmup", "1", *cells, "--out", str(tmp_path / "run"),
+                     "--baselines-dir", str(tmp_path / "b"), "--no-report")
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    assert comparison["gating"] and comparison["parts"][0]["baseline_runs"] == 2
+    assert "against this machine's" in proc.stdout
 
 
 def _baseline(tmp_path):

@@ -1,204 +1,181 @@
-"""Baselines: round trip, merge, migration of committed old files; bad and mismatched files leave disk untouched."""
+"""Baselines: the file format (v1 and v2 migrate), the store (parts, runs kept, refusals) and finding a match."""
 
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import synthetic as syn
 
-from perfsuite.formats.io import write_json_atomic
-from perfsuite.formats.baseline import BASELINE_VERSION, BaselineError, cell_stats, default_name, find_baseline, \
-    fingerprint_of, load_baseline, load_reference, update_baseline
 from perfsuite.cli import main
-from perfsuite.formats.results import load_results
+from perfsuite.compare.baselines import add_runs, default_name, find, load_all, load_reference, parts_of
+from perfsuite.formats.baseline import BASELINE_FORMAT, BaselineError, load_baseline
+from perfsuite.machine import Fingerprint
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "baselines"
-REPO = Path(__file__).parents[2]
-RUN_A = FIXTURES / "results_smoke_cpu_a.json"
-RUN_B = FIXTURES / "results_smoke_cpu_b.json"
-DEFAULT = "smoke_cpu-amd-epyc_torch-2.13.0-cpu_nocuda_float32_tiny.json"
+ROOT = Path(__file__).parents[2]
+CELLS = [syn.cell("none"), syn.cell("lora"), syn.cell("lora", batch=4)]
 
 
-def other_device(tmp_path: Path, source: Path = RUN_A, device_name: str = "cpu: Other CPU") -> Path:
-    doc = json.loads(source.read_text())
-    for bench in doc["benchmarks"]:
-        bench["extra_info"]["env"]["device_name"] = device_name
-    out = tmp_path / "runs" / "other.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(doc))
-    return out
+def run(seed: int, e=None, cells=CELLS, profile="smoke"):
+    return syn.results([syn.record(c, seed=seed * 10 + k, run_sd=0.03, e=e) for k, c in enumerate(cells)], profile)
 
 
-def test_update_creates_a_baseline_named_by_profile_and_fingerprint(tmp_path):
-    results = load_results([RUN_A])
-    report = update_baseline(results, directory=tmp_path)
-    assert report.created and report.path == tmp_path / DEFAULT
-    baseline = load_baseline(report.path)
-    assert baseline.fingerprint == fingerprint_of(results) and baseline.profile == "smoke"
-    frame = results.frame.set_index("cell_id")
-    assert set(baseline.cells) == set(frame.index[frame["status"] == "ok"])
-    for cell_id, record in baseline.cells.items():
-        assert record["samples_ms"] == frame.loc[cell_id, "samples_ms"]
-        assert record["ref_samples_ms"] == frame.loc[cell_id, "ref_samples_ms"]
-        assert record["time_ms"] == pytest.approx(frame.loc[cell_id, "time_ms"])
-        assert record["slowdown_pct"] == pytest.approx(frame.loc[cell_id, "slowdown_pct"])
+def test_runs_are_stored_per_part_and_keep_the_last_n(tmp_path):
+    (r,) = add_runs([run(1), run(2)], directory=tmp_path, keep=3)
+    assert r.created and r.runs_added == 2 and r.runs_kept == 2 and r.cells == 3
+    assert r.path.name == default_name(parts_of(run(1))[0]) + ".json"
+    (r,) = add_runs([run(3), run(4)], directory=tmp_path)  # the file's own keep (3) applies
+    assert not r.created and (r.runs_before, r.runs_added, r.runs_kept) == (2, 2, 3)
+    b = load_baseline(r.path)
+    assert [run.cells["latency[lora-r8-b1-s32]"].get("time_ms") for run in b.runs] == [
+        p.records[1].get("time_ms") for p in (parts_of(run(k))[0] for k in (2, 3, 4))]
+    assert b.keep == 3 and b.fingerprint == parts_of(run(1))[0].fingerprint
+    (r,) = add_runs([run(5)], directory=tmp_path, replace=True)
+    assert load_baseline(r.path).runs[0].cells["latency[lora-r8-b1-s32]"].get("time_ms") == \
+        parts_of(run(5))[0].records[1].get("time_ms") and len(load_baseline(r.path).runs) == 1
 
 
-def test_round_trip_is_lossless(tmp_path):
-    path = update_baseline(load_results([RUN_A]), directory=tmp_path).path
-    first = load_baseline(path)
-    write_json_atomic(tmp_path / "copy.json", first.to_json())
-    second = load_baseline(tmp_path / "copy.json")
-    assert second.to_json() == first.to_json()
-    assert json.loads(path.read_text())["perfsuite_baseline"] == BASELINE_VERSION
+def test_round_trip_keeps_samples_and_numbers(tmp_path):
+    (r,) = add_runs([run(1)], directory=tmp_path, note="made by a test")
+    b = load_baseline(r.path)
+    original = {rec.id: rec for rec in parts_of(run(1))[0].records}
+    for cid, rec in b.runs[0].cells.items():
+        assert rec.samples_ms == original[cid].samples_ms and rec.ref_samples_ms == original[cid].ref_samples_ms
+        assert rec.get("slowdown_pct") == original[cid].get("slowdown_pct")
+        assert rec.env == {}  # the machine is in the fingerprint, not repeated per cell
+    assert b.note == "made by a test" and json.loads(r.path.read_text())["perfsuite_baseline"] == 3
 
 
-def test_update_merges_cells_and_says_what_changed(tmp_path, capsys):
-    assert main(["baseline", "update", str(RUN_A), "--dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f"created {tmp_path / DEFAULT}\n")
-    assert "4 cells added, 0 replaced, 0 kept as they were, 0 removed" in out
-    assert main(["baseline", "update", str(RUN_B), "--dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f"updated {tmp_path / DEFAULT}\n")
-    assert "0 cells added, 4 replaced" in out
-    assert "  ~ latency[lora-r8-b1-s32]: " in out and " ms (" in out
-    b_cells = load_results([RUN_B]).frame.set_index("cell_id")
-    stored = load_baseline(tmp_path / DEFAULT).cells
-    assert stored["latency[lora-r8-b1-s32]"]["samples_ms"] == b_cells.loc["latency[lora-r8-b1-s32]", "samples_ms"]
+def test_a_file_of_another_machine_is_never_silently_replaced(tmp_path):
+    (r,) = add_runs([run(1)], directory=tmp_path, name="mine")
+    before = r.path.read_text()
+    other = run(2, e=syn.env(host="host-b#boot-0002"))
+    with pytest.raises(BaselineError, match=r"mine.json is the baseline of another setup \(host: "
+                                            "'host-a#boot-0001' vs 'host-b#boot-0002'\\); refusing"):
+        add_runs([other], directory=tmp_path, name="mine")
+    assert r.path.read_text() == before
+    (r2,) = add_runs([other], directory=tmp_path, name="mine", force=True)
+    assert r2.replaced_other and load_baseline(r2.path).fingerprint.host == "host-b#boot-0002"
 
 
-def test_cells_missing_from_a_run_are_kept_unless_pruned(tmp_path):
-    path = update_baseline(load_results([RUN_A]), directory=tmp_path).path
-    doc = json.loads(RUN_B.read_text())
-    doc["benchmarks"] = [b for b in doc["benchmarks"] if "lora" in b["name"]]
-    partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps(doc))
-    report = update_baseline(load_results([partial]), directory=tmp_path)
-    assert sorted(report.kept) == ["latency[none-r0-b1-s32]", "latency[none-r0-b4-s32]"]
-    assert len(load_baseline(path).cells) == 4
-    report = update_baseline(load_results([partial]), directory=tmp_path, prune=True)
-    assert sorted(report.removed) == ["latency[none-r0-b1-s32]", "latency[none-r0-b4-s32]"]
-    assert sorted(load_baseline(path).cells) == ["latency[lora-r8-b1-s32]", "latency[lora-r8-b4-s32]"]
+def test_prune_drops_cells_the_newest_run_lacks(tmp_path):
+    add_runs([run(1)], directory=tmp_path)
+    (r,) = add_runs([run(2, cells=CELLS[:2])], directory=tmp_path, prune=True)
+    assert load_baseline(r.path).cell_ids() == sorted(c.id for c in CELLS[:2])
 
 
-def test_a_baseline_of_another_device_is_never_silently_replaced(tmp_path, capsys):
-    path = update_baseline(load_results([RUN_A]), directory=tmp_path).path
-    before = path.read_bytes()
-    other = other_device(tmp_path)
-    code = main(["baseline", "update", str(other), "--dir", str(tmp_path), "--name", path.stem])
-    err = capsys.readouterr().err
-    assert code == 2 and path.read_bytes() == before
-    assert err.count("\n") == 1 and "is the baseline of another setup (device_name: 'cpu: AMD EPYC' vs " \
-                                    "'cpu: Other CPU'); refusing to replace it" in err
-    report = update_baseline(load_results([other]), directory=tmp_path, name=path.stem, force=True)
-    assert report.replaced_other.startswith("cpu: AMD EPYC") and len(report.added) == 4
-    assert load_baseline(path).fingerprint.device_name == "cpu: Other CPU"
+def test_composite_results_are_stored_part_by_part(tmp_path):
+    """A `full`-shaped run: fp16 latency (paper), bf16 recompute, fp32 subspace; one baseline per part."""
+    lat = syn.cell("lora", batch=1, seq_len=128, dtype="float16", model="gpt2-medium")
+    rec = syn.Cell("recompute", "none", 0, batch=1, seq_len=128, window=16, gen_len=512, dtype="bfloat16",
+                   model="gpt2-medium")
+    sub = syn.Cell("subspace", "lora", 8, rank_b=64, model="gpt2-medium")
+    results = syn.results([syn.record(lat, seed=1), syn.record(rec, seed=2), syn.timed_only(sub, seed=3)], "full")
+    parts = parts_of(results)
+    assert [(p.profile, p.fingerprint.dtype) for p in parts] == [("paper", "float16"), ("recompute", "bfloat16"),
+                                                                  ("subspace", "float32")]
+    reports = add_runs([results], directory=tmp_path)
+    assert sorted(r.path.name.split("_")[0] for r in reports) == ["paper", "recompute", "subspace"]
+    assert all(len(load_baseline(r.path).cell_ids()) == 1 for r in reports)
 
 
-@pytest.mark.parametrize("fixture,message", [
-    ("corrupt_truncated.json", "not valid JSON (line"),
-    ("corrupt_samples.json", "cell latency[lora-r8-b1-s32]: samples_ms: samples must be a list of positive finite"),
-    ("corrupt_cell.json", "cell latency[lora-r8-b1-s32]: the record describes latency[lora-r16-b1-s32]"),
-    ("future_v99.json", "baseline format 99 is newer than this perfsuite reads (2); upgrade perfsuite"),
+def test_find_this_machine_else_a_reference_of_the_same_setup(tmp_path):
+    add_runs([run(1)], directory=tmp_path)
+    add_runs([run(2, e=syn.env(host="elsewhere"))], directory=tmp_path)
+    baselines = load_all(tmp_path)
+    exact, ref = find(parts_of(run(3))[0], baselines)
+    assert exact.fingerprint.host == "host-a#boot-0001" and ref is None
+    exact, ref = find(parts_of(run(3, e=syn.env(host="third")))[0], baselines)
+    assert exact is None and ref is not None
+    exact, ref = find(parts_of(run(3, cells=[syn.cell("lora", dtype="float16")]))[0], baselines)
+    assert exact is None and ref is None  # another dtype is another setup: not even a reference
+
+
+def test_a_results_file_serves_as_a_single_run_reference(tmp_path):
+    path = syn.write(tmp_path / "other.json", [syn.record(c, seed=k) for k, c in enumerate(CELLS)])
+    (b,) = load_reference(path)
+    assert len(b.runs) == 1 and b.cell_ids() == sorted(c.id for c in CELLS) and b.name == str(path)
+
+
+def test_v1_and_v2_files_migrate_and_never_gate():
+    v1 = load_baseline(FIXTURES / "v1_smoke_cpu.json")
+    raw = json.loads((FIXTURES / "v1_smoke_cpu.json").read_text())
+    assert v1.profile == "smoke" and len(v1.runs) == 1
+    assert sorted(v1.cell_ids()) == sorted(c["cell_id"] for c in raw["cells"])
+    entry = raw["cells"][0]
+    rec = v1.runs[0].cells[entry["cell_id"]]
+    assert rec.samples_ms == entry["samples_ms"] and rec.ref_samples_ms == entry["base_samples_ms"]
+    assert v1.fingerprint.host is None and v1.fingerprint.cpu == "cpu: AMD EPYC" and v1.fingerprint.dtype == "float32"
+    v2_doc = json.loads((FIXTURES / "corrupt_cell.json").read_text())
+    v2_doc["cells"]["latency[lora-r8-b1-s32]"]["cell"]["rank"] = 8  # repair the planted fault: a valid v2 file
+    doc = BASELINE_FORMAT.upgrade(v2_doc, "v2")
+    assert doc["perfsuite_baseline"] == 3 and doc["fingerprint"]["threads"] == v2_doc["source"]["threads"]
+    assert "ref_samples_ms" in doc["runs"][0]["cells"]["latency[lora-r8-b1-s32]"]
+    live = parts_of(run(1, e=syn.env(host=None, cpu="cpu: AMD EPYC", torch="2.13.0+cpu")))[0]
+    assert live.fingerprint != v1.fingerprint  # a migrated file lacks the machine fields a live run has
+
+
+@pytest.mark.parametrize("fixture, message", [
+    ("corrupt_truncated.json", "not valid JSON"),
+    ("corrupt_samples.json", "run 0: cell latency[lora-r8-b1-s32]: samples_ms: samples must be a list of positive"),
+    ("corrupt_cell.json", "run 0: cell latency[lora-r8-b1-s32]: the record describes latency[lora-r16-b1-s32]"),
+    ("future_v99.json", "baseline format 99 is newer than this perfsuite reads (3); upgrade perfsuite"),
     ("not_a_baseline.json", "not a perfsuite baseline (no 'perfsuite_baseline' format version)"),
 ])
 def test_bad_baselines_give_one_clear_line_and_stay_untouched(tmp_path, capsys, fixture, message):
-    target = tmp_path / DEFAULT
+    target = tmp_path / fixture
     shutil.copy(FIXTURES / fixture, target)
     before = target.read_bytes()
-    with pytest.raises(BaselineError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                       .replace("]", r"\]")):
+    with pytest.raises(BaselineError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
         load_baseline(target)
-    assert main(["baseline", "update", str(RUN_A), "--dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("perfsuite baseline: error: ") and err.count("\n") == 1 and message in err
+    assert main(["baseline", "show", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("perfsuite baseline: error: ")
     assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [DEFAULT]  # no temporary file left behind
 
 
-def test_v1_baseline_migrates_in_memory_and_on_update(tmp_path):
-    v1 = FIXTURES / "v1_smoke_cpu.json"
-    raw = json.loads(v1.read_text())
-    assert raw["perfsuite_baseline"] == 1
-    baseline = load_baseline(v1)
-    assert baseline.profile == "smoke" and baseline.fingerprint.device_name == "cpu: AMD EPYC"
-    assert sorted(baseline.cells) == sorted(c["cell_id"] for c in raw["cells"])
-    for entry in raw["cells"]:
-        record = baseline.cells[entry["cell_id"]]
-        assert record["samples_ms"] == entry["samples_ms"]
-        expected = cell_stats(entry["samples_ms"], entry["base_samples_ms"])
-        assert record["time_ms"] == expected["time_ms"] and record["slowdown_pct"] == expected["slowdown_pct"]
-    assert json.loads(v1.read_text()) == raw  # reading never rewrites the file
-    target = tmp_path / DEFAULT
-    shutil.copy(v1, target)
-    report = update_baseline(load_results([RUN_B]), directory=tmp_path)
-    assert json.loads(target.read_text())["perfsuite_baseline"] == BASELINE_VERSION
-    assert len(report.replaced) == 2 and len(report.added) == 2  # v1 held the two lora cells
-
-
-def test_find_baseline_by_fingerprint_and_profile(tmp_path):
-    results = load_results([RUN_A])
-    assert find_baseline(results, tmp_path / "absent") is None
-    assert find_baseline(results, tmp_path) is None
-    update_baseline(load_results([other_device(tmp_path)]), directory=tmp_path)
-    assert find_baseline(results, tmp_path) is None  # only another device's baseline there
-    other = find_baseline(results, tmp_path, portable=True)  # ... which serves the portable slow-down
-    assert other is not None and load_baseline(other).fingerprint.device_name == "cpu: Other CPU"
-    path = update_baseline(results, directory=tmp_path).path
-    assert find_baseline(results, tmp_path) == path
-    (tmp_path / "broken.json").write_text("{")
+def test_an_unreadable_file_in_the_directory_is_an_error_not_a_skip(tmp_path):
+    add_runs([run(1)], directory=tmp_path)
+    shutil.copy(FIXTURES / "corrupt_truncated.json", tmp_path / "broken.json")
     with pytest.raises(BaselineError, match="broken.json: not valid JSON"):
-        find_baseline(results, tmp_path)
+        load_all(tmp_path)
 
 
-def test_a_results_file_serves_as_a_reference():
-    reference = load_reference(RUN_B)
-    assert reference.fingerprint == fingerprint_of(load_results([RUN_B]))
-    assert reference.name == str(RUN_B) and len(reference.cells) == 4
+def test_nothing_to_store_from_a_run_where_no_cell_ran(tmp_path):
+    with pytest.raises(BaselineError, match="no cell ran"):
+        add_runs([syn.results([syn.skipped(CELLS[0])])], directory=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
-def test_default_name_shows_profile_and_fingerprint():
-    fp = fingerprint_of(load_results([RUN_A]))
-    assert default_name(fp, "smoke") + ".json" == DEFAULT
+def test_default_name_is_part_device_setup_and_fingerprint_hash():
+    part = parts_of(run(1))[0]
+    name = default_name(part)
+    assert name.startswith("smoke_cpu-test-cpu_float32_tiny_") and name.endswith(part.fingerprint.short_id())
+    other = parts_of(run(1, e=syn.env(host="elsewhere")))[0]
+    assert default_name(other) != name  # two machines of one setup get two files
 
 
-def test_committed_cpu_smoke_baseline_is_current_and_complete():
-    files = sorted((REPO / "baselines").glob("smoke_*.json"))
-    assert files, "the CPU smoke baseline is committed under baselines/"
-    for path in files:
-        assert json.loads(path.read_text())["perfsuite_baseline"] == BASELINE_VERSION
-        baseline = load_baseline(path)
-        assert path.stem == default_name(baseline.fingerprint, baseline.profile)
-        latency = [r for r in baseline.cells.values() if r["cell"]["workload"] == "latency"]
-        assert latency and all(len(r["samples_ms"]) == len(r["ref_samples_ms"]) >= 10 for r in latency)
+def test_cli_update_show_find(tmp_path, capsys):
+    res = syn.write(tmp_path / "r1.json", [syn.record(c, seed=k, run_sd=0.03) for k, c in enumerate(CELLS)])
+    assert main(["baseline", "update", str(res), "--dir", str(tmp_path / "b"), "--note", "two runs"]) == 0
+    assert main(["baseline", "update", str(res), "--dir", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "created " in out and "updated " in out and "2 run(s) kept (1 added, 0 dropped), 3 cells" in out
+    (path,) = (tmp_path / "b").glob("*.json")
+    assert main(["baseline", "show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "part smoke, 2 run(s) (keeps 5)" in shown and "note: two runs" in shown
+    assert "latency[lora-r8-b1-s32]" in shown and "[2 runs]" in shown
+    assert main(["baseline", "find", str(res), "--dir", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.strip() == f"smoke: {path}"
+    elsewhere = syn.write(tmp_path / "r2.json", [syn.record(CELLS[0], seed=1, e=syn.env(host="b"))])
+    assert main(["baseline", "find", str(elsewhere), "--dir", str(tmp_path / "b")]) == 1
+    assert f"another machine's, for reference: {path}" in capsys.readouterr().out
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    path = tmp_path / "b.json"
-    path.write_text('{"old": true}\n')
-    with pytest.raises(TypeError):
-        write_json_atomic(path, {"not json": object()})
-    assert path.read_text() == '{"old": true}\n'
-    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]
-
-
-def test_no_baseline_matches_a_run_where_no_cell_ran(tmp_path):
-    update_baseline(load_results([RUN_A]), directory=tmp_path)
-    doc = json.loads(RUN_A.read_text())
-    doc["perfsuite"]["not_run"] = [{**b["extra_info"], "status": "no_device", "reason": "no GPU"}
-                                   for b in doc["benchmarks"]]
-    doc["benchmarks"] = []
-    nothing = tmp_path / "runs" / "nothing.json"
-    nothing.parent.mkdir()
-    nothing.write_text(json.dumps(doc))
-    assert find_baseline(load_results([nothing]), tmp_path) is None
-
-
-def test_a_baseline_that_would_not_read_back_is_not_written(tmp_path):
-    results = load_results([RUN_A])
-    row = results.frame.index[results.frame["samples_ms"].notna()][0]
-    results.frame.at[row, "samples_ms"] = "abc"
-    with pytest.raises(BaselineError, match="samples"):
-        update_baseline(results, directory=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def test_the_committed_baselines_read():
+    """Every baseline committed under baselines/ reads (migrations included) and has at least one run."""
+    for b in load_all(ROOT / "baselines"):
+        assert b.runs and b.cell_ids() and isinstance(b.fingerprint, Fingerprint)

@@ -1,264 +1,269 @@
-"""Comparisons: the JSON contract, metric choice, re-measurement, renderers, and the CLI on committed real runs."""
+"""Verdicts on planted runs: between-run spread, both metrics, gating vs reference, re-measuring, parts, rendering."""
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+import synthetic as syn
 
-from perfsuite.formats.baseline import Baseline, Fingerprint, cell_stats, load_reference, update_baseline
 from perfsuite.cli import main
-from perfsuite.compare.remeasure import run_cells
-from perfsuite.compare.render import render_markdown, render_terminal
-from perfsuite.compare.verdicts import CompareError, CompareOptions, compare, has_regression
-from perfsuite.cells.grid import Cell
-from perfsuite.formats.results import load_results
+from perfsuite.compare.baselines import add_runs, baseline_of, load_all, parts_of
+from perfsuite.compare.render import render_markdown, render_terminal, verdict_tables
 from perfsuite.compare.stats import VERDICTS
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs, has_regression
+from perfsuite.formats.comparison import check_comparison
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "baselines"
-RUN_A = FIXTURES / "results_smoke_cpu_a.json"
-RUN_B = FIXTURES / "results_smoke_cpu_b.json"
-CELL_KEYS = ["cell_id", "verdict", "metric", "baseline", "current", "change_pct", "ci_low_pct", "ci_high_pct",
-             "p_value"]
-
-
-def cell(adapter="lora", rank=8, batch=1, dtype="float32", model="tiny"):
-    return Cell("latency", adapter, rank, batch=batch, seq_len=32, dtype=dtype, model=model)
+LORA, PLAIN, LORA4 = syn.cell("lora"), syn.cell("none"), syn.cell("lora", batch=4)
+NOISE = dict(run_sd=0.05, round_sd=0.02, ratio_run_sd=0.01)  # like the 2-core runner: 5 % between processes
 
 
-def samples(seed, scale=1.0, n=30, spread=0.01):
-    return list(scale * np.random.default_rng(seed).lognormal(np.log(0.3), spread, n))
+def runs(n, *, start=0, ratio=1.2, base_ms=0.3, e=None, cells=(PLAIN, LORA, LORA4), **kw):
+    """``n`` separate planted runs of ``cells`` (the plain model at its own ratio 1)."""
+    noise = NOISE | kw
+    return [syn.results([syn.record(c, seed=1000 * (start + i) + k, ratio=1.0 if c.adapter == "none" else ratio,
+                                    base_ms=base_ms, e=e, **noise) for k, c in enumerate(cells)], source=f"r{start + i}")
+            for i in range(n)]
 
 
-def reference(cells: dict, device="cpu: Test CPU", dtype="float32", model="tiny", name="ref") -> Baseline:
-    """A baseline from {Cell: (adapted samples, r = 0 samples)}."""
-    records = {c.id: {"cell": c.to_dict(), **cell_stats(a, b), "samples_ms": a, "ref_samples_ms": b}
-               for c, (a, b) in cells.items()}
-    return Baseline(name=name, fingerprint=Fingerprint(device, "2.13.0+cpu", None, dtype, model), profile="smoke",
-                    cells=records)
+def baseline(n=5, **kw):
+    return baseline_of([parts_of(r)[0] for r in runs(n, **kw)], name="base")
 
 
-def test_the_comparison_document_keeps_the_contract():
-    base = reference({cell(): (samples(1), samples(2)), cell(batch=4): (samples(3), samples(4))})
-    cur = reference({cell(): (samples(5, 1.10), samples(6)), cell(rank=16): (samples(7), samples(8))})
-    doc = compare(cur, base)
-    assert list(doc) == ["perfsuite_comparison", "baseline", "compared", "cells", "summary"]
-    assert doc["perfsuite_comparison"] == 1 and doc["baseline"] == "ref" and doc["compared"] == "slowdown"
-    assert all(list(e) == CELL_KEYS for e in doc["cells"])
-    json.dumps(doc, allow_nan=False)  # no NaN or infinity in the JSON
-    by_id = {e["cell_id"]: e for e in doc["cells"]}
-    assert by_id["latency[lora-r8-b1-s32]"]["verdict"] == "regression"
-    assert by_id["latency[lora-r16-b1-s32]"]["verdict"] == "new"
-    assert by_id["latency[lora-r8-b4-s32]"]["verdict"] == "missing"
-    assert by_id["latency[lora-r8-b4-s32]"]["current"] is None
-    assert doc["summary"] == {v: {"regression": 1, "new": 1, "missing": 1}.get(v, 0) for v in VERDICTS}
-    reg = by_id["latency[lora-r8-b1-s32]"]
-    assert reg["ci_low_pct"] < reg["change_pct"] < reg["ci_high_pct"]
-    assert reg["change_pct"] == pytest.approx(10.0, abs=1.5)
-    assert reg["p_value"] < 1e-3 and has_regression(doc)
+def by_id(doc):
+    return {c["cell_id"]: c for c in doc["cells"]}
 
 
-def test_auto_compares_the_slowdown_and_times_only_where_asked_and_possible():
-    base = reference({cell(): (samples(1), samples(2))})
-    same = reference({cell(): (samples(3), samples(4))})
-    other = reference({cell(): (samples(3), samples(4))}, device="cpu: Other CPU")
-    assert compare(same, base)["compared"] == "slowdown"
-    assert compare(same, base, CompareOptions(metric="time"))["cells"][0]["metric"] == "time"
-    doc = compare(other, base)
-    assert doc["compared"] == "slowdown" and doc["cells"][0]["metric"] == "slowdown"
-    with pytest.raises(CompareError, match="absolute times are compared only against a baseline of the same device "
-                                           "fingerprint; these differ in device_name: 'cpu: Test CPU' vs 'cpu: Oth"):
-        compare(other, base, CompareOptions(metric="time"))
-    with pytest.raises(CompareError, match="not across dtypes"):
-        compare(reference({cell(dtype="float16"): (samples(3), samples(4))}, dtype="float16"), base)
+def metric(entry, name):
+    return next(m for m in entry["metrics"] if m["metric"] == name)
 
 
-def test_a_cell_without_r0_samples_falls_back_to_time_on_the_same_device_only():
-    base = reference({cell(): (samples(1), samples(2))})
-    del base.cells[cell().id]["ref_samples_ms"]
-    same = reference({cell(): (samples(3, 1.2), samples(4))})
-    entry = compare(same, base)["cells"][0]
-    assert entry["metric"] == "time" and entry["verdict"] == "regression"
-    other = reference({cell(): (samples(3, 1.2), samples(4))}, device="cpu: Other CPU")
-    entry = compare(other, base)["cells"][0]
-    assert entry["metric"] == "slowdown" and entry["verdict"] == "inconclusive" and entry["p_value"] is None
+def test_unchanged_code_across_processes_raises_no_alarm():
+    """A/A between separate runs, with 5 % process noise on times: 30 new runs against one 5-run baseline, each
+    suspect re-measured in a (planted) fresh run as perfsuite run does."""
+    base = baseline()
+    fresh = iter(range(10_000, 20_000))
+
+    def remeasure(cell_ids):
+        again = runs(1, start=next(fresh))[0]
+        return {r.id: r for r in again.records if r.id in cell_ids}
+
+    docs = [compare_results(runs(1, start=100 + i)[0], [base], CompareOptions(remeasure=1), remeasure=remeasure)
+            for i in range(30)]
+    metrics = [m["verdict"] for d in docs for c in d["cells"] for m in c["metrics"]]
+    assert len(metrics) == 150 and not any(has_regression(d) for d in docs)
+    assert sum(v in ("regression", "improvement") for v in metrics) <= 3  # ~α/2 a side at the first stage
 
 
-def test_the_paired_slowdown_cancels_drift_that_moves_both_models():
-    """The machine is 20 % slower for the current run, for the adapted model and r = 0 alike."""
-    base = reference({cell(): (samples(1), samples(2, 0.8))})
-    cur = reference({cell(): (samples(3, 1.2), samples(4, 0.96))})
-    assert compare(cur, base, CompareOptions(metric="time"))["cells"][0]["verdict"] == "regression"
-    slow = compare(cur, base, CompareOptions(metric="slowdown"))["cells"][0]
-    assert slow["verdict"] == "unchanged" and abs(slow["change_pct"]) < 1.0
-    assert slow["baseline"] == pytest.approx(25.0, abs=1.0)  # the slow-down %, not a time
+def test_an_adapter_slowdown_is_caught_on_the_slowdown_and_reported_in_points():
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])  # LoRA 10 % slower, plain unchanged
+    lora = by_id(doc)[LORA.id]
+    assert lora["verdict"] == "regression" and "slowdown" in lora["moved"]
+    m = metric(lora, "slowdown")
+    assert m["unit"] == "pp" and m["baseline"] == pytest.approx(20.0, abs=1.5)
+    assert m["current"] == pytest.approx(32.0, abs=1.5) and m["change"] == pytest.approx(12.0, abs=2.0)
+    assert m["ci_low"] < m["change"] < m["ci_high"] and m["df"] == 4 and m["baseline_runs"] == 5
+    assert by_id(doc)[PLAIN.id]["verdict"] in ("unchanged", "inconclusive") and has_regression(doc)
 
 
-def test_suspects_are_remeasured_and_must_reproduce():
-    base = reference({cell(): (samples(1), samples(2)), cell(batch=4): (samples(3), samples(4))})
-    cur = reference({cell(): (samples(5, 1.1), samples(6)), cell(batch=4): (samples(7), samples(8))})
+def test_a_uniform_slowdown_is_caught_on_time_not_on_the_slowdown():
+    """A slower plain model (a torch upgrade, a slower attention) moves every time and no ratio."""
+    base = baseline(run_sd=0.005, round_sd=0.01)
+    doc = compare_results(runs(1, start=60, base_ms=0.3 * 1.15, run_sd=0.005, round_sd=0.01)[0], [base])
+    for cid in (PLAIN.id, LORA.id, LORA4.id):
+        entry = by_id(doc)[cid]
+        assert entry["verdict"] == "regression" and entry["moved"] == ["time"], entry
+    assert metric(by_id(doc)[LORA.id], "slowdown")["verdict"] == "unchanged"
+    assert metric(by_id(doc)[LORA.id], "time")["change"] == pytest.approx(15.0, abs=2.5)
+
+
+def test_another_machine_is_a_reference_that_never_fails_the_run():
+    other = baseline(e=syn.env(host="the-baseline-machine", cpu="AuthenticAMD family 25 model 1 stepping 1: EPYC"))
+    doc = compare_results(runs(1, start=70, ratio=2.0)[0], [other])  # LoRA twice as slow: still not a verdict
+    (part,) = doc["parts"]
+    assert part["mode"] == "reference" and not doc["gating"] and not has_regression(doc)
+    assert any(d.startswith("host: 'the-baseline-machine' vs 'host-a#boot-0001'") for d in part["differences"])
+    assert any(d.startswith("cpu: ") for d in part["differences"])
+    lora = by_id(doc)[LORA.id]
+    assert lora["verdict"] == "reference" and [m["metric"] for m in lora["metrics"]] == ["slowdown"]  # no times
+    assert metric(lora, "slowdown")["change"] > 50  # the change is shown all the same
+    assert "REFERENCE ONLY" in render_terminal(doc) and "perfsuite baseline record" in render_terminal(doc)
+
+
+def test_no_baseline_at_all_is_a_part_with_mode_none():
+    doc = compare_results(runs(1)[0], [], record_hint="record one with: perfsuite baseline record --profile smoke")
+    assert doc["parts"][0]["mode"] == "none" and doc["cells"] == [] and not has_regression(doc)
+    assert "record one with: perfsuite baseline record --profile smoke" in render_terminal(doc)
+
+
+def test_one_run_a_side_is_never_a_verdict():
+    """Without a between-run spread a 30 % change is described, not judged."""
+    base = baseline(n=1)
+    doc = compare_results(runs(1, start=80, ratio=1.2 * 1.3)[0], [base])
+    m = metric(by_id(doc)[LORA.id], "slowdown")
+    assert m["verdict"] == "inconclusive" and "one run a side" in m["note"] and m["change"] > 20
+    assert not has_regression(doc)
+
+
+def test_a_suspect_is_remeasured_in_a_fresh_run_and_must_stay_a_regression():
+    base = baseline(run_sd=0.01)
+    slow = runs(1, start=90, ratio=1.2 * 1.25, run_sd=0.01)[0]
     calls = []
 
-    def fresh(scale):
+    def fresh(ratio):
         def remeasure(cell_ids):
-            calls.append(cell_ids)
-            return {c: {"samples_ms": samples(9 + len(calls), scale), "ref_samples_ms": samples(2)} for c in cell_ids}
+            calls.append(sorted(cell_ids))
+            again = runs(1, start=95 + len(calls), ratio=ratio, run_sd=0.01)[0]
+            return {r.id: r for r in again.records if r.id in cell_ids}
         return remeasure
 
-    doc = compare(cur, base, CompareOptions(remeasure=2), remeasure=fresh(1.1))
-    assert calls == [["latency[lora-r8-b1-s32]"]] * 2  # only the suspect, each time
-    assert doc["summary"]["regression"] == 1
-    calls.clear()
-    doc = compare(cur, base, CompareOptions(remeasure=2), remeasure=fresh(1.0))
-    assert len(calls) == 1  # it did not reproduce: no second try
-    entry = doc["cells"][0]
-    assert entry["verdict"] == "inconclusive" and abs(entry["change_pct"]) < 2.0  # the re-measurement's numbers
+    confirmed = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2 * 1.25))
+    assert by_id(confirmed)[LORA.id]["verdict"] == "regression" and by_id(confirmed)[LORA.id]["remeasured"] == 1
+    assert calls == [[LORA.id, LORA4.id]] and metric(by_id(confirmed)[LORA.id], "slowdown")["current_runs"] == 2
+    gone = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2))
+    assert by_id(gone)[LORA.id]["verdict"] != "regression" and not has_regression(gone)
     with pytest.raises(CompareError, match="needs a way to run them"):
-        compare(cur, base, CompareOptions(remeasure=1))
+        compare_results(slow, [base], CompareOptions(remeasure=1))
 
 
-def test_bad_samples_are_an_error_never_a_verdict():
-    base = reference({cell(): (samples(1), samples(2))})
-    cur = reference({cell(): (samples(3), samples(4))})
-    cur.cells[cell().id]["samples_ms"][0] = float("nan")
-    with pytest.raises(CompareError, match=r"cell latency\[lora-r8-b1-s32\]: cannot compare: current: samples "
-                                           "contain NaN"):
-        compare(cur, base)
+def test_new_and_missing_cells():
+    doc = compare_results(runs(1, cells=(PLAIN, LORA, syn.cell("lora", rank=16)))[0], [baseline()])
+    assert by_id(doc)[syn.cell("lora", rank=16).id]["verdict"] == "new"
+    missing = by_id(doc)[LORA4.id]
+    assert missing["verdict"] == "missing" and missing["metrics"] == [] and missing["note"] == "not in this run"
+    lost = syn.results([*runs(1)[0].records[:2], syn.skipped(LORA4)])
+    assert by_id(compare_results(lost, [baseline()]))[LORA4.id]["note"] == "did not run (oom: CUDA out of memory)"
 
 
-def test_a_cell_without_samples_is_inconclusive_not_skipped():
-    base = reference({cell(): (samples(1), samples(2))})
-    cur = reference({cell(): (samples(3), samples(4))})
-    del cur.cells[cell().id]["samples_ms"]
-    entry = compare(cur, base)["cells"][0]
-    assert entry["verdict"] == "inconclusive" and entry["p_value"] is None and entry["current"] is not None
+def test_composite_results_compare_part_by_part(tmp_path):
+    """`full`-shaped results (fp16 latency, bf16 recompute, fp32 subspace): each part against its own baseline."""
+    lat = syn.cell("lora", seq_len=128, dtype="float16", model="gpt2-medium")
+    rec = syn.Cell("recompute", "none", 0, batch=1, seq_len=128, window=16, gen_len=512, dtype="bfloat16",
+                   model="gpt2-medium")
+    sub = syn.Cell("subspace", "lora", 8, rank_b=64, model="gpt2-medium")
+
+    def full(seed, slow=1.0):
+        return syn.results([syn.record(lat, seed=seed, ratio=1.3, **NOISE),
+                            syn.record(rec, seed=seed + 1, ratio=1.8 * slow, **NOISE),
+                            syn.timed_only(sub, seed=seed + 2, run_sd=0.02)], "full")
+
+    add_runs([full(10 * i) for i in range(5)], directory=tmp_path)
+    doc = compare_results(full(99, slow=1.25), load_all(tmp_path))
+    assert [(p["profile"], p["mode"]) for p in doc["parts"]] == [("paper", "gating"), ("recompute", "gating"),
+                                                                 ("subspace", "gating")]
+    assert by_id(doc)[rec.id]["verdict"] == "regression" and by_id(doc)[rec.id]["part"] == "recompute"
+    assert by_id(doc)[lat.id]["verdict"] != "regression" and has_regression(doc)
+    assert [m["metric"] for m in by_id(doc)[sub.id]["metrics"]] == ["time"]
 
 
-def test_options_are_checked():
-    with pytest.raises(CompareError, match="unknown metric"):
-        CompareOptions(metric="speed")
-    with pytest.raises(CompareError, match="alpha"):
-        CompareOptions(alpha=1.5)
+def test_ab_compares_runs_with_runs():
+    a = runs(5, start=200)
+    b = runs(5, start=300, ratio=1.2 * 1.08)
+    doc = compare_runs(a, b, labels=("A: main", "B: working tree"))
+    assert doc["parts"][0]["mode"] == "ab" and doc["parts"][0]["baseline"] == "A: main" and doc["gating"]
+    m = metric(by_id(doc)[LORA.id], "slowdown")
+    assert m["verdict"] == "regression" and m["df"] == 8 and m["current_runs"] == 5
+    same = compare_runs(runs(5, start=400), runs(5, start=500))
+    assert not has_regression(same) and "improvement" not in [c["verdict"] for c in same["cells"]]
+    with pytest.raises(CompareError, match="ran only on B"):
+        compare_runs(runs(2), runs(2, cells=(syn.cell("lora", dtype="float16"),)))
 
 
-def test_renderers():
-    base = reference({cell(): (samples(1), samples(2)), cell(batch=4): (samples(3), samples(4))})
-    cur = reference({cell(): (samples(5, 1.1), samples(6)), cell(batch=4): (samples(7), samples(8))})
-    doc = compare(cur, base, CompareOptions(metric="time"))
+def test_the_document_keeps_its_contract_and_is_strict_json():
+    doc = compare_results(runs(1, ratio=1.5)[0], [baseline()])
+    assert list(doc) == ["perfsuite_comparison", "gating", "parts", "cells", "summary"]
+    assert doc["perfsuite_comparison"] == 2 and check_comparison(json.loads(json.dumps(doc))) == doc
+    json.dumps(doc, allow_nan=False)
+    assert set(doc["summary"]) == set(VERDICTS) and sum(doc["summary"].values()) == len(doc["cells"])
+    for c in doc["cells"]:
+        assert list(c)[:6] == ["cell_id", "part", "verdict", "moved", "remeasured", "metrics"]
+
+
+def test_a_malformed_sample_is_an_error_not_a_verdict():
+    cur = runs(1)[0]
+    bad = cur.records[1].with_metrics(samples_ms=[0.3] * 29 + [float("nan")])
+    with pytest.raises(CompareError, match=r"cell latency\[lora-r8-b1-s32\]: cannot compare"):
+        compare_results(syn.results([cur.records[0], bad]), [baseline()])
+
+
+# --- rendering -----------------------------------------------------------------------------------------------------
+
+
+def test_every_table_line_starts_with_the_cell_id_then_its_verdict():
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
     text = render_terminal(doc)
     lines = text.splitlines()
-    assert lines[0] == "perfsuite compare against ref"
-    assert lines[1] == "compared: time (absolute time of the adapted model, ms; same device only)"
-    assert lines[2].split() == ["cell", "verdict", "metric", "baseline", "current", "change", "CI", "p"]
-    assert lines[4].startswith("latency[lora-r8-b1-s32]  regression  time") and " ms" in lines[4]
-    assert lines[-1] == "2 cells: 1 regression, 0 improvement, 1 unchanged, 0 inconclusive, 0 new, 0 missing"
+    header = next(i for i, line in enumerate(lines) if line.startswith("cell "))
+    body = [line for line in lines[header + 2:] if line.startswith("latency[")]
+    assert len(body) == 5  # plain: time; LoRA b1, b4: time and slow-down
+    for line in body:
+        cell_id, verdict = line.split()[:2]
+        assert cell_id in by_id(doc) and verdict in VERDICTS
+    slow = next(line for line in body if line.split()[2] == "slowdown")
+    assert slow.split()[0] in (LORA.id, LORA4.id) and slow.split()[1] == "regression"
+    assert " pp " in slow and "pp" in slow.split("[")[1]  # the change and its interval in percentage points
+    assert lines[-1].startswith("3 cells: 2 regression")
+    assert any(line.startswith("  detects changes above (median over cells): slowdown ") for line in lines)
+
+
+def test_markdown_and_report_tables_are_the_same_rows():
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
     md = render_markdown(doc)
-    assert md.startswith("### perfsuite: **1 regression**\n")
-    assert "| `latency[lora-r8-b1-s32]` | **regression** | time |" in md and "<details><summary>All cells" in md
+    assert md.startswith("### perfsuite: **2 regressions**") and "this machine's baseline" in md
+    main_table = verdict_tables(doc)[0]
+    for row in main_table.rows:
+        assert "| " + " | ".join(f"**{c}**" if c and row[1] == "regression" else c for c in row) + " |" in md
 
 
-# --- the command line, on committed real runs ----------------------------------------------------------------------
-
-EXPECTED_A_VS_B = """\
-perfsuite compare against {a}
-compared: slowdown (slow-down % against the r = 0 model, round by round; portable across machines)
-"""
+# --- the command line, on files ------------------------------------------------------------------------------------
 
 
-def test_cli_compares_two_real_runs(capsys, tmp_path):
-    code = main(["compare", str(RUN_B), "--baseline", str(RUN_A), "--json", str(tmp_path / "c.json"),
-                 "--markdown", str(tmp_path / "c.md")])
+def test_cli_compare_gates_only_on_this_machine(tmp_path, capsys):
+    add_runs(runs(5), directory=tmp_path / "b")
+    slow = syn.write(tmp_path / "slow.json", runs(1, start=50, ratio=1.2 * 1.15)[0].records)
+    assert main(["compare", str(slow), "--baselines-dir", str(tmp_path / "b"), "--json", str(tmp_path / "c.json"),
+                 "--markdown", str(tmp_path / "c.md")]) == 1
     out = capsys.readouterr().out
-    doc = json.loads((tmp_path / "c.json").read_text())
-    assert out == render_terminal(doc) + "\n"
-    assert out.startswith(EXPECTED_A_VS_B.format(a=RUN_A))
-    assert code == (1 if doc["summary"]["regression"] else 0)
-    assert [e["cell_id"] for e in doc["cells"]] == ["latency[lora-r8-b1-s32]", "latency[lora-r8-b4-s32]",
-                                                   "latency[none-r0-b1-s32]", "latency[none-r0-b4-s32]"]
-    assert (tmp_path / "c.md").read_text() == render_markdown(doc) + "\n"
-    # the statistics are deterministic: the same files always give the same document
-    assert main(["compare", str(RUN_B), "--baseline", str(RUN_A), "--format", "json"]) == code
-    assert json.loads(capsys.readouterr().out) == doc
+    assert "this machine's baseline: a confirmed regression fails the run" in out
+    assert json.loads((tmp_path / "c.json").read_text())["summary"]["regression"] == 2
+    assert (tmp_path / "c.md").read_text().startswith("### perfsuite: **2 regressions**")
+    elsewhere = syn.write(tmp_path / "other.json", runs(1, ratio=2.0, e=syn.env(host="another-vm"))[0].records)
+    assert main(["compare", str(elsewhere), "--baselines-dir", str(tmp_path / "b")]) == 0
+    assert "REFERENCE ONLY" in capsys.readouterr().out
 
 
-def test_cli_finds_the_matching_baseline(capsys, tmp_path):
-    update_baseline(load_results([RUN_A]), directory=tmp_path)
-    main(["compare", str(RUN_B), "--baselines-dir", str(tmp_path), "--metric", "slowdown", "--format", "markdown"])
-    out = capsys.readouterr().out
-    assert out.startswith("### perfsuite: ")
-    assert "Compared **slowdown**" in out and "smoke_cpu-amd-epyc_torch-2.13.0-cpu_nocuda_float32_tiny.json" in out
+def test_cli_compare_without_any_baseline_is_one_error_line(tmp_path, capsys):
+    res = syn.write(tmp_path / "r.json", runs(1)[0].records)
+    assert main(["compare", str(res), "--baselines-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("perfsuite compare: error: no baseline in ")
+    assert "perfsuite baseline record" in err[0]
 
 
-def test_cli_without_a_baseline_says_how_to_make_one(capsys, tmp_path):
-    assert main(["compare", str(RUN_B), "--baselines-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith(f"perfsuite compare: error: no baseline in {tmp_path} for profile smoke on cpu: AMD EPYC")
-    assert "perfsuite baseline update RESULTS.json" in err
+@pytest.mark.parametrize("option, message", [("--alpha=1.5", "alpha must be between 0 and 1"),
+                                             ("--min-effect=-1", "the minimum effect must be >= 0")])
+def test_cli_bad_options(tmp_path, capsys, option, message):
+    res = syn.write(tmp_path / "r.json", runs(1)[0].records)
+    assert main(["compare", str(res), option, "--baseline", str(res)]) == 2
+    assert message in capsys.readouterr().err
 
 
-def test_cli_gates_on_a_regression(capsys, tmp_path):
-    """A run made 50 % slower than its baseline (every sample): exit 1, and a regression row per cell."""
-    doc = json.loads(RUN_B.read_text())
-    for bench in doc["benchmarks"]:
-        extra = bench["extra_info"]
-        extra["samples_ms"] = [1.5 * t for t in extra["samples_ms"]]
-        for key in ("time_ms", "slowdown_pct", "iqr_pct"):  # recomputed from the samples
-            del extra[key]
-    slower = tmp_path / "slower.json"
-    slower.write_text(json.dumps(doc))
-    assert main(["compare", str(slower), "--baseline", str(RUN_B)]) == 1
-    out = capsys.readouterr().out
-    assert out.count("  regression  ") == 4 and out.rstrip().endswith("4 cells: 4 regression, 0 improvement, "
-                                                                     "0 unchanged, 0 inconclusive, 0 new, 0 missing")
+def test_cli_remeasures_suspects_with_pytest(tmp_path, monkeypatch, capsys):
+    """--remeasure runs the suspects' benchmark tests again through the fresh-process runner (planted here)."""
+    import perfsuite.runs as runs_module
 
+    add_runs(runs(5), directory=tmp_path / "b")
+    slow = syn.write(tmp_path / "slow.json", runs(1, start=50, ratio=1.2 * 1.15)[0].records)
+    seen = []
 
-def test_remeasuring_failures_are_errors(tmp_path):
-    with pytest.raises(CompareError, match=r"re-measuring 1 cells with pytest failed \(exit 4\)"):
-        run_cells(["no_such_test.py::test_x"], {"profile": "smoke", "device": "cpu"}, tmp_path)
+    def fake_run(checkout, out_json, options, *, node_ids=None, **kw):
+        seen.append((Path(checkout), options, node_ids))
+        return syn.write(Path(out_json), runs(1, start=60, ratio=1.2)[0].records)  # did not reproduce
 
-
-def test_recompute_cells_are_compared_against_plain_decoding():
-    rc = Cell("recompute", "lora", 8, batch=1, seq_len=16, window=4, gen_len=16)
-    records = {}
-    for name, scale in (("base", 1.0), ("cur", 1.2)):
-        verified, plain = samples(1, scale), samples(2)
-        records[name] = reference({})
-        records[name].cells[rc.id] = {"cell": rc.to_dict(), "samples_ms": verified, "ref_samples_ms": plain}
-    entry = compare(records["cur"], records["base"])["cells"][0]
-    assert entry["metric"] == "recompute" and entry["verdict"] == "regression"
-    assert entry["change_pct"] == pytest.approx(20.0, abs=2.0)
-
-
-def test_every_workload_of_a_real_smoke_run(tmp_path):
-    """The report's fixture: latency, recompute and subspace cells (5 samples each): stored, compared, no error."""
-    source = Path(__file__).parents[1] / "fixtures" / "results" / "smoke_all_workloads.json"
-    results = load_results([source])
-    path = update_baseline(results, directory=tmp_path).path
-    doc = compare(results, load_reference(path))
-    metrics = {e["cell_id"].split("[")[0]: e["metric"] for e in doc["cells"]}
-    assert metrics == {"latency": "slowdown", "recompute": "recompute", "subspace": "time"}
-    assert doc["summary"]["regression"] == 0 and doc["summary"]["improvement"] == 0
-    assert all(e["change_pct"] in (0.0, None) for e in doc["cells"])
-
-
-def test_cli_remeasures_suspects_with_pytest(capsys, tmp_path, monkeypatch):
-    """Two cells of a real run doctored 50 % slower: re-run for real, they do not reproduce — inconclusive, exit 0."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the fixture runs were made
-    doc = json.loads(RUN_B.read_text())
-    for bench in doc["benchmarks"]:
-        extra = bench["extra_info"]
-        if extra["cell"]["adapter"] == "lora":
-            extra["samples_ms"] = [1.5 * t for t in extra["samples_ms"]]
-            for key in ("time_ms", "slowdown_pct", "iqr_pct"):
-                del extra[key]
-    doctored = tmp_path / "doctored.json"
-    doctored.write_text(json.dumps(doc))
-    repo = Path(__file__).parents[2]
-    code = main(["compare", str(doctored), "--baseline", str(RUN_A), "--remeasure", "1", "--rootdir", str(repo),
-                 "--format", "json"])
-    captured = capsys.readouterr()
-    assert captured.err == "re-measuring 2 suspect cells with pytest ...\n"
-    verdicts = {e["cell_id"]: e["verdict"] for e in json.loads(captured.out)["cells"]}
-    assert verdicts["latency[lora-r8-b1-s32]"] == verdicts["latency[lora-r8-b4-s32]"] == "inconclusive"
-    assert code == 0
+    monkeypatch.setattr(runs_module, "run_benchmarks", fake_run)
+    assert main(["compare", str(slow), "--baselines-dir", str(tmp_path / "b"), "--remeasure", "1",
+                 "--rootdir", str(tmp_path)]) == 0
+    (checkout, options, node_ids), = seen
+    assert checkout == tmp_path and options["profile"] == "smoke"
+    assert node_ids == ["tests/benchmarks/test_latency.py::test_latency[lora-r8-b1-s32]",
+                        "tests/benchmarks/test_latency.py::test_latency[lora-r8-b4-s32]"]
+    assert "re-measuring 2 suspect cells in a fresh pytest process" in capsys.readouterr().err

@@ -16,12 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from perfsuite.cli import main
-from perfsuite.commands.subspace import (
-    FORMAT_VERSION,
-    compare_checkpoints,
-    parse_layers,
-    read_results_json,
-)
+from perfsuite.commands.subspace import parse_layers
+from perfsuite.formats.subspace import FORMAT_VERSION, read_results_json
+from perfsuite.subspace.checkpoints import compare_checkpoints
 from perfsuite.errors import PerfsuiteError
 from perfsuite.subspace.peft_io import (
     PeftFormatError,

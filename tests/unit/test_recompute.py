@@ -41,9 +41,10 @@ def bf16():
 
 @pytest.fixture(scope="module")
 def fp32():
-    """fp32 on this CPU never flips a greedy token of the tiny model: a clean slate for injected mismatches."""
-    model = build_model("tiny")
-    return model, untied_head(model)
+    """A clean slate for injected mismatches, by construction: with the tied random embeddings greedy decoding
+    repeats its input token by a wide margin, so no rounding difference between the fast path and the
+    fixed-shape pass can flip a token on any CPU (head None: the tied output embedding)."""
+    return build_model("tiny"), None
 
 
 # --- the ragged forward pass is the model's forward pass --------------------------------------
@@ -83,14 +84,15 @@ TARGET = prompt(2, 16)
 NEIGHBOURS = [prompt(1020 + i, n) for i, n in enumerate((40, 70, 100))]
 
 
-def test_bf16_fast_path_diverges_with_its_neighbours_and_verification_undoes_it(bf16):
-    """The same request alone and beside longer ones: different plain tokens, identical verified tokens."""
+def test_verification_undoes_a_fast_path_that_depends_on_its_neighbours(bf16):
+    """The same request alone and beside longer ones whose fast path went astray (planted: the injector flips
+    the target's fast-path tokens only in the batch; any natural bf16 divergence of this CPU adds to it):
+    the verified tokens are the same, and the fixed-schedule decode's."""
     model, head = bf16
-    alone = decode_plain(model, [TARGET], GEN, head=head)[0]
-    batched = decode_plain(model, [TARGET, *NEIGHBOURS], GEN, head=head)[0]
-    assert not torch.equal(alone, batched), "bf16 fast path no longer diverges here: the test proves nothing"
     verified_alone = decode_verified(model, [TARGET], GEN, SCHEDULE, head=head)
-    verified_batched = decode_verified(model, [*NEIGHBOURS[:2], TARGET, NEIGHBOURS[2]], GEN, SCHEDULE, head=head)
+    verified_batched = decode_verified(model, [*NEIGHBOURS[:2], TARGET, NEIGHBOURS[2]], GEN, SCHEDULE, head=head,
+                                       inject=[(2, 3), (2, 11), (2, 30)])
+    assert {(2, 3), (2, 11)} <= set(verified_batched.mismatch_positions)
     assert torch.equal(verified_alone.tokens[0], verified_batched.tokens[2])
     assert torch.equal(verified_alone.tokens[0], decode_fixed(model, [TARGET], GEN, SCHEDULE, head=head)[0])
 
@@ -104,16 +106,6 @@ def bf16_twins(bf16):
     noise = torch.randn(head[0::2].shape, generator=torch.Generator().manual_seed(5))
     head[1::2] = head[0::2] * (1 + 1e-2 * noise)
     return model, head.to(torch.bfloat16)
-
-
-def test_with_twin_rows_most_requests_diverge_beside_longer_ones(bf16_twins):
-    model, head = bf16_twins
-    diverged = 0
-    for seed in range(6):
-        mine, others = prompt(seed, 16), [prompt(1000 + 10 * seed + i, n) for i, n in enumerate((40, 70, 100))]
-        alone = decode_plain(model, [mine], GEN, head=head)[0]
-        diverged += not torch.equal(alone, decode_plain(model, [mine, *others], GEN, head=head)[0])
-    assert diverged >= 4
 
 
 @settings(max_examples=50, deadline=None)
@@ -140,14 +132,15 @@ def _fixed_alone(model, head, target: int) -> torch.Tensor:
     return _ALONE[target]
 
 
-def test_verified_equals_the_fixed_schedule_decode_after_natural_rollbacks(bf16):
+def test_verified_equals_the_fixed_schedule_decode_whatever_rolls_back(bf16):
+    """Planted rollbacks (and whatever natural bf16 mismatches this CPU adds) never change the verified output:
+    it is the fixed-schedule decode's, and every discarded token is counted as decoded again."""
     model, head = bf16
     prompts = [prompt(s, 16) for s in range(4)]
-    result = decode_verified(model, prompts, GEN, SCHEDULE, head=head)
-    assert result.mismatch_positions == ((2, 15),), "expected one natural bf16 mismatch here"
+    result = decode_verified(model, prompts, GEN, SCHEDULE, head=head, inject=[(2, 15), (0, 4)])
+    assert {(2, 15), (0, 4)} <= set(result.mismatch_positions)
     assert torch.equal(result.tokens, decode_fixed(model, prompts, GEN, SCHEDULE, head=head))
-    # position 15 is the 7th of the window 9..16: the 1 token after it is decoded again
-    assert result.recomputed_tokens == 1
+    assert result.recomputed_tokens >= 1 + 4  # 16 after 15 in the window 9..16; 5..8 after 4 in 1..8
     assert result.fast_tokens == len(prompts) * (GEN - 1) + result.recomputed_tokens
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from perfsuite.cli import main
-from perfsuite.report import ReportError, load_comparison, render_report
+from perfsuite.formats.comparison import ComparisonError, load_comparison
+from perfsuite.report import render_report
 from perfsuite.formats.results import load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
@@ -79,10 +80,11 @@ def report(tmp_path_factory):
 def test_files_written(report):
     _, files = report
     names = sorted(p.name for p in files.out_dir.iterdir())
-    assert names == ["index.html", "latency.png", "latency.svg", "recompute.png", "recompute.svg", "results.csv",
+    assert names == ["change-time.png", "change-time.svg", "index.html", "latency.png", "latency.svg", "recompute.png",
+                     "recompute.svg", "results.csv",
                      "subspace-rank-r4-r8.png", "subspace-rank-r4-r8.svg", "subspace-seed-r8-r8.png",
                      "subspace-seed-r8-r8.svg", "subspace_phi.csv", "summary.md"]
-    assert [p.name for p in files.figures][:2] == ["latency.png", "latency.svg"]
+    assert [p.name for p in files.figures][:4] == ["change-time.png", "change-time.svg", "latency.png", "latency.svg"]
     assert files.missing == ()
 
 
@@ -123,10 +125,15 @@ def test_page_has_run_metadata_verdicts_on_top_then_figures(report):
     assert runs[1][:8] == ["latency_smoke.json", "2026-11-23 00:11:33", "f493f28baa (main)", "smoke", "cpu",
                            "cpu: AMD EPYC", "float32", "2.13.0+cpu"]
     verdicts = html_tables(files.index)["Verdicts"]
-    assert [r[0] for r in verdicts[1:3]] == ["regression", "regression"]
-    assert page.index("Verdicts") < page.index("<h3>Runs") < page.index("<img") < page.index("subspace-seed-r8-r8.png")
-    assert page.count("<img") == 4
-    assert '<tr class="strong"><td>regression</td><td>latency[houlsby-r8-b1-s32]</td>' in page
+    assert verdicts[0] == ["cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs"]
+    assert [r[:2] for r in verdicts[1:3]] == [["latency[houlsby-r8-b1-s32]", "regression"],
+                                             ["latency[lora-r8-b4-s32]", "regression"]]
+    assert verdicts[1][5:7] == ["+31.0%", "[+18.2, +45.3]%"]
+    assert page.index("Verdicts") < page.index("<h3>Runs") < page.index("latency.png") < page.index(
+        "subspace-seed-r8-r8.png")
+    assert page.index("change-time.png") < page.index("<h3>Runs")
+    assert page.count("<img") == 5
+    assert '<tr class="strong"><td>latency[houlsby-r8-b1-s32]</td><td>regression</td>' in page
 
 
 def test_markdown_is_the_same_tables(report):
@@ -139,8 +146,10 @@ def test_markdown_is_the_same_tables(report):
     for title in ("Runs", "Verdicts", "Slow-down against r = 0 (%)", "14 unchanged cells",
                   "LoRA r = 16 (prompt 128, 512 output tokens): throughput normalised to the best cell"):
         assert [[c.replace("**", "") for c in row] for row in md_table(md, title)] == tables[title]
-    assert md_table(md, "Verdicts")[1][0] == "**regression**"
-    assert "| **regression** | **latency[houlsby-r8-b1-s32]** |" in md
+    assert md_table(md, "Verdicts")[1][:2] == ["**latency[houlsby-r8-b1-s32]**", "**regression**"]
+    assert "| **latency[houlsby-r8-b1-s32]** | **regression** | **time** |" in md
+    assert "![Baseline comparison](change-time.png)" not in md  # the time change has its own section
+    assert "![Change of the median time](change-time.png)" in md
     assert "![Latency — tiny, float32, cpu](latency.png)" in md
     assert "<summary>φ(i, j)" not in md and "<summary>φ(i, j)" in files.index.read_text()  # grids: HTML only
     assert len(md) < 65536  # fits a GitHub comment
@@ -197,7 +206,7 @@ def test_cli_bad_file_is_one_line_and_the_rest_is_kept(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["newer_schema.json"], "none of the 1 result file(s) could be read; nothing to report"),
     (["latency_partial.json", "--comparison", "latency_smoke.json"],
-     "latency_smoke.json: not a perfsuite comparison file (no 'perfsuite_comparison' version)"),
+     "latency_smoke.json: not a perfsuite comparison (no 'perfsuite_comparison' format version)"),
 ])
 def test_cli_errors(tmp_path, capsys, args, message):
     argv = ["report", *(str(FIXTURES / a) if a.endswith(".json") else a for a in args), "--out", str(tmp_path)]
@@ -208,7 +217,7 @@ def test_cli_errors(tmp_path, capsys, args, message):
 
 
 def test_render_report_checks_the_comparison(tmp_path):
-    with pytest.raises(ReportError, match="comparison: perfsuite_comparison 9 is newer"):
+    with pytest.raises(ComparisonError, match="comparison: comparison format 9 is newer"):
         render_report(load_results([FIXTURES / "latency_partial.json"]), tmp_path,
                       comparison={"perfsuite_comparison": 9, "cells": []})
 

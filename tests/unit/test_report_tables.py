@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from perfsuite.cells.grid import ADAPTER_NAMES
-from perfsuite.report.tables import (MISSING, ReportError, check_comparison, check_phi, latency_data, latency_tables,
-                                     load_comparison, missing_lines, phi_frame, recompute_data, recompute_tables,
-                                     report_frame, subspace_groups, subspace_records, subspace_tables, verdict_table,
-                                     verdict_tables)
+from perfsuite.formats.comparison import ComparisonError, check_comparison, load_comparison
+from perfsuite.report.data import (MISSING, ReportError, change_data, check_phi, latency_data, phi_frame,
+                                   recompute_data, report_frame, subspace_groups, subspace_records)
+from perfsuite.report.tables import latency_tables, missing_lines, recompute_tables, subspace_tables
 from perfsuite.formats.results import load_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
@@ -175,44 +175,46 @@ def test_malformed_phi_records(record, message):
         check_phi(record, "x.json: comparison 3")
 
 
-# --- baseline verdicts -----------------------------------------------------------------------------
+# --- comparison files and the change heatmap ------------------------------------------------------
 
 
-def test_verdicts_regressions_first_largest_first():
-    table = verdict_table(COMPARISON)
-    verdicts = table.column("verdict")
-    assert verdicts[:6] == ["regression", "regression", "missing", "inconclusive", "improvement", "new"]
-    assert table.column("cell")[:2] == ["latency[houlsby-r8-b1-s32]", "latency[lora-r8-b4-s32]"]
-    assert table.strong_rows == {0, 1}
-    assert table.rows[0][5:] == ("+31.0", "[+18.2, +45.3]", "<0.001")
-    assert table.rows[2][3:] == ("0.41", "", "", "", "")  # missing values blank, never 0
-    assert table.lead == ("Against baseline/main-2026-11-20.json, comparing time: 2 regression, 1 missing, "
-                          "1 inconclusive, 1 improvement, 1 new, 14 unchanged.")
-    zeros = verdict_table({"perfsuite_comparison": 1, "cells": [], "summary": {"regression": 0, "new": 0}})
-    assert zeros.lead == "Against the baseline: no cells."
-    main, unchanged = verdict_tables(COMPARISON)
-    assert len(main.rows) == 6 and len(unchanged.rows) == 14 and unchanged.collapsed
-
-
-def test_verdicts_render_whatever_keys_there_are():
-    table = verdict_table({"perfsuite_comparison": 1, "cells": [{"cell_id": "a", "verdict": "weird"}, {},
-                                                                 {"verdict": "regression"}, "junk"]})
-    assert table.column("verdict")[0] == "regression"  # known verdicts first, then the rest by cell id
-    assert table.rows[1:] == (("", "", "", "", "", "", "", ""), ("weird", "a", "", "", "", "", "", ""))
+def test_a_version_1_comparison_file_migrates():
+    """The fixture is a format-1 file: one metric per cell, named as the old code named them."""
+    cells = {c["cell_id"]: c for c in COMPARISON["cells"]}
+    reg = cells["latency[houlsby-r8-b1-s32]"]
+    assert reg["verdict"] == "regression" and reg["moved"] == ["time"]
+    (m,) = reg["metrics"]
+    assert (m["metric"], m["unit"], m["change"], m["ci_low"], m["ci_high"]) == ("time", "%", 31.0, 18.2, 45.3)
+    assert cells["latency[lin-r8-b4-s32]"]["moved"] == [] and COMPARISON["gating"] is True
+    assert COMPARISON["parts"][0]["baseline"] == "baseline/main-2026-11-20.json"
 
 
 @pytest.mark.parametrize("doc, message", [
-    ({"cells": []}, "not a perfsuite comparison file"),
-    ({"perfsuite_comparison": 2, "cells": []}, "perfsuite_comparison 2 is newer than this perfsuite reads"),
-    ({"perfsuite_comparison": "1", "cells": []}, "unknown perfsuite_comparison version '1'"),
-    ({"perfsuite_comparison": 1, "cells": {}}, "'cells' is not a list"),
+    ({"cells": []}, "not a perfsuite comparison"),
+    ({"perfsuite_comparison": 3, "cells": []}, "comparison format 3 is newer than this perfsuite reads"),
+    ({"perfsuite_comparison": "1", "cells": []}, "unknown comparison format '1'"),
+    ({"perfsuite_comparison": 1, "cells": {}}, "cannot migrate comparison format 1 to 2: 'cells' is not a list"),
+    ({"perfsuite_comparison": 2, "cells": "x", "parts": []}, "'cells' is not a list of verdicts"),
 ])
 def test_bad_comparison_files(tmp_path, doc, message):
     path = tmp_path / "cmp.json"
     path.write_text(json.dumps(doc))
-    with pytest.raises(ReportError, match=f"{path}: .*{message}"):
+    with pytest.raises(ComparisonError, match=f"{path}: .*{message}"):
         load_comparison(path)
     assert check_comparison({"perfsuite_comparison": 1, "cells": []})["cells"] == []
+
+
+def test_change_data_draws_the_comparison_in_the_latency_layout():
+    frame = load_results([FIXTURES / "latency_smoke.json"]).frame
+    (time,) = change_data(frame, COMPARISON)  # the fixture compared times only: no slow-down figure
+    assert time.metric == "time" and time.stem == "change-time"
+    g = time.panels[("houlsby", 32)]
+    assert g.rows == (0, 8) and g.cols == (1, 4)
+    assert g.values[1, 0] == pytest.approx(31.0) and time.marks[("houlsby", 32)] == {(1, 0): "regression"}
+    assert g.values[0, 0] == pytest.approx(0.4)  # the plain model's own time change sits in the r = 0 row
+    assert time.marks[("lora", 32)] == {(1, 1): "regression"}
+    assert time.marks[("parallel", 32)] == {(1, 0): "improvement"}
+    assert time.marks[("lin", 32)] == {}  # inconclusive is drawn, not marked
 
 
 # --- the frame as CSV ------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_too_few_samples_give_no_interval_and_no_verdict():
     (1.0, 0.5, 1.5, 0.001, "unchanged"),  # real, but below the minimum effect
     (0.2, -1.0, 1.0, 0.5, "unchanged"),  # not significant, and the interval rules out a 3 % change
     (2.0, -1.0, 5.0, 0.2, "unchanged"),  # not significant; a 3 % change is possible, a 6 % one is not
-    (0.5, -7.0, 8.0, 0.6, "inconclusive"),  # so noisy that a 6 % (twice the minimum) change could hide in it
+    (0.5, -7.0, 8.0, 0.6, "unchanged"),  # noisy: the interval (reported beside it) says what could hide in it
     (6.0, -1.0, 12.0, 0.02, "inconclusive"),  # as large as the minimum effect, but not significant at 1 %
 ])
 def test_decide_applies_both_gates(change, low, high, p, expected):
@@ -182,3 +182,41 @@ def test_swapping_the_runs_never_gives_two_regressions(seed, n, spread, shift):
     assert "regression" not in (forward.verdict, backward.verdict) or forward.verdict != backward.verdict
     if forward.verdict == "regression":
         assert backward.verdict in ("improvement", "unchanged", "inconclusive")
+
+
+# --- between runs: Student's t on run-level estimates ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("df, q, t", [(1, 0.995, 63.657), (4, 0.995, 4.604), (8, 0.995, 3.355), (4, 0.975, 2.776),
+                                      (30, 0.975, 2.042), (10_000, 0.975, 1.960)])
+def test_t_quantiles_match_the_tables(df, q, t):
+    assert stats.t_quantile(q, df) == pytest.approx(t, abs=2e-3)
+    assert stats.t_two_sided_p(t, df) == pytest.approx(2 * (1 - q), rel=2e-3)
+
+
+@given(st.floats(0, 50), st.floats(0, 50), st.integers(1, 200))
+def test_t_tail_is_monotone(a, b, df):
+    lo, hi = sorted((a, b))
+    assert stats.t_two_sided_p(hi, df) <= stats.t_two_sided_p(lo, df) + 1e-12
+
+
+def test_between_runs_false_alarms_are_at_the_level_and_power_follows_the_spread():
+    """Run estimates ~ N(0, 2 %) between processes; 5 baseline runs, 1 current: A/A alarms at about α."""
+    rng = np.random.default_rng(7)
+    aa = [stats.between_runs(rng.normal(0, 0.02, 5), rng.normal(0, 0.02, 1), alpha=0.05, min_effect_pct=0).p_value
+          < 0.05 for _ in range(2000)]
+    assert 0.035 <= np.mean(aa) <= 0.065
+    hit = [stats.between_runs(rng.normal(0, 0.01, 5), rng.normal(np.log(1.10), 0.01, 5)).verdict == "regression"
+           for _ in range(200)]
+    assert np.mean(hit) >= 0.95  # a 10 % step against 1 % between-run noise, 5 runs a side
+
+
+def test_between_runs_floors_the_spread_and_needs_two_runs():
+    x, y = np.log([1.0, 1.0, 1.0]), np.log([1.05])
+    assert stats.between_runs(x, y).p_value == 0.0 and stats.between_runs(x, y).verdict == "regression"
+    floored = stats.between_runs(x, y, floor_sd=0.05)
+    assert floored.noise_pct == pytest.approx(100 * (np.exp(0.05) - 1)) and floored.verdict != "regression"
+    with pytest.raises(ValueError, match="one run on each side"):
+        stats.between_runs([0.0], [0.1])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        stats.between_runs([0.0, np.nan], [0.1])

@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
 from perfsuite.subspace.phi import (
-    Comparison,
+    PhiGrid,
     SubspaceError,
     chance_level,
     gaussian_pair,
@@ -164,7 +164,7 @@ def test_phi_checks_its_indices():
 
 
 def test_comparison_record_follows_the_data_contract():
-    c = Comparison(2, "q", "seed", "A_r=2 seed 0 vs A'_r=3 seed 1", np.array([[0.9, 0.5, 0.4], [0.3, 0.6, 0.2]]))
+    c = PhiGrid(2, "q", "seed", "A_r=2 seed 0 vs A'_r=3 seed 1", np.array([[0.9, 0.5, 0.4], [0.3, 0.6, 0.2]]))
     d = c.to_dict()
     assert set(d) == CONTRACT_KEYS
     assert (d["r_a"], d["r_b"], d["phi_11"], d["top_agree"]) == (2, 3, 0.9, 2)

@@ -115,3 +115,21 @@ def test_paired_benchmark_interleaves_base_before_and_after():
                               rounds=4, warmup=2)
     assert "".join(order) == "bAAbbAAbbAAb"  # warm-up rounds first, then the same alternation
     assert len(timing.ref_ms) == len(timing.adapter_ms) == 4
+
+
+def test_the_local_runner_times_like_pytest_benchmark_with_a_fake_clock():
+    """LocalBenchmark (the selftest's runner) and paired_benchmark, the one timing loop, on a fake clock: the
+    adapted call costs 3 ticks, the plain one 2; setup and teardown are not timed as the adapted call."""
+    from perfsuite.timing import LocalBenchmark, paired_benchmark
+
+    now = [0.0]
+
+    def tick(n):
+        return lambda: now.__setitem__(0, now[0] + n)
+
+    bench = LocalBenchmark(clock=lambda: now[0])
+    timing = paired_benchmark(bench, tick(3e-3), tick(2e-3), device="cpu", rounds=6, warmup=2)
+    assert timing.adapter_ms == pytest.approx((3.0,) * 6) and timing.ref_ms == pytest.approx((2.0,) * 6)
+    assert timing.slowdown_pct == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="one call per round"):
+        bench.pedantic(tick(1), iterations=2)

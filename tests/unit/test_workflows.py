@@ -29,6 +29,7 @@ def run_lines(doc):
 def perfsuite_commands(doc):
     for line in run_lines(doc):
         line = re.sub(r"\$\{\{[^}]*\}\}", "1", line).replace('"$PROFILE"', "full").replace("$SHARDS", "4")
+        line = re.sub(r'"\$\(git merge-base [^)]*\)"', "main", line)
         if line.strip().startswith("perfsuite "):
             yield shlex.split(line)[1:]
 
@@ -41,7 +42,10 @@ def test_pull_request_workflow():
     text = yaml.safe_dump(steps)
     assert "torch==2.13.0" in text and "pytest" in text and "GITHUB_STEP_SUMMARY" in text
     assert any("github-script" in s.get("uses", "") for s in steps), "posts or updates one PR comment"
-    assert steps[-1]["if"] == "steps.run.outputs.exit != '0'", "fails the check on a confirmed regression"
+    assert steps[0]["with"]["fetch-depth"] == 0, "the A/B run needs the merge base"
+    ab = next(s for s in steps if s.get("id") == "ab")
+    assert "perfsuite ab \"$(git merge-base" in ab["run"], "gates on A/B against the merge base"
+    assert "steps.ab.outputs.exit != '0'" in steps[-1]["if"], "fails the check on a confirmed A/B regression"
 
 
 def test_nightly_workflow():

@@ -1,0 +1,134 @@
+"""A/B runs: two commits' code measured alternately on one machine, each run in its own process.
+
+How asv's ``continuous`` and pyperf's ``compare_to`` get trustworthy answers on noisy machines: the base
+commit's code goes into a git worktree, the head is the working tree (or another commit's worktree); the
+same cells run A B, B A, A B, … so slow drift of the machine hits both sides alike and each goes first
+equally often; the verdict per cell comes from the spread between the processes
+(:func:`perfsuite.compare.verdicts.compare_runs`). No baseline of the machine is needed, which is why a
+pull request on a hosted runner is gated this way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.results import Results
+from perfsuite.runs import load_run, run_benchmarks
+
+DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
+
+
+class ABError(PerfsuiteError):
+    pass
+
+
+@dataclass
+class Side:
+    label: str  # "A" or "B"
+    ref: str  # what the user named ("working tree" for the checkout as it is)
+    commit: str | None  # the resolved commit, None for the working tree
+    path: Path  # the checkout whose code runs
+    worktree: bool = False  # made by us (removed at the end)
+    runs: list[Path] = field(default_factory=list)  # result files, in order
+
+
+def _git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ABError(f"git {' '.join(args)}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['failed']}")
+    return proc.stdout.strip()
+
+
+def repo_root(start: str | Path = ".") -> Path:
+    try:
+        return Path(_git(Path(start), "rev-parse", "--show-toplevel"))
+    except ABError:
+        raise ABError(f"{Path(start).resolve()} is not inside a git checkout; perfsuite ab compares commits") from None
+
+
+def prepare_side(repo: Path, ref: str | None, label: str, workdir: Path) -> Side:
+    """The checkout of ``ref`` (a git worktree) or, for None, the working tree as it is."""
+    if ref is None:
+        side = Side(label, "working tree", None, repo)
+    else:
+        try:
+            commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        except ABError:
+            raise ABError(f"{label}: {ref!r} is not a commit of {repo}") from None
+        path = workdir / f"worktree-{label.lower()}"
+        if path.exists():
+            shutil.rmtree(path)
+        _git(repo, "worktree", "add", "--detach", str(path), commit)
+        side = Side(label, ref, commit, path, worktree=True)
+    if not (side.path / "tests" / "benchmarks" / "test_latency.py").exists():
+        raise ABError(f"{label} ({side.ref}) has no perfsuite benchmarks (tests/benchmarks/test_latency.py)")
+    _check_own_code(side)
+    return side
+
+
+def _check_own_code(side: Side) -> None:
+    """The side's runs must import its own perfsuite, not the installed one."""
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(side.path))
+    proc = subprocess.run([sys.executable, "-c", "import perfsuite; print(perfsuite.__file__)"], cwd=side.path,
+                          capture_output=True, text=True, env=env)
+    where = Path(proc.stdout.strip() or "?").resolve()
+    if proc.returncode != 0 or side.path.resolve() not in where.parents:
+        raise ABError(f"{side.label} ({side.ref}) imports perfsuite from {where}, not from its checkout "
+                      f"{side.path}: {proc.stderr.strip().splitlines()[-1:] or ''}")
+
+
+def remove_side(repo: Path, side: Side) -> None:
+    if side.worktree:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(side.path)], capture_output=True)
+
+
+def run_alternately(a: Side, b: Side, options: dict, runs: int, out_dir: Path,
+                    progress: Callable[[str], None] = lambda s: None) -> tuple[list[Results], list[Results]]:
+    """``runs`` runs of each side, alternating A B, B A, …; each side's results, in order."""
+    if runs < 2:
+        raise ABError("--runs must be at least 2: a verdict needs a spread between runs on each side")
+    t0 = time.monotonic()
+    total = 2 * runs
+    for i in range(runs):
+        for side in ((a, b) if i % 2 == 0 else (b, a)):
+            done = len(a.runs) + len(b.runs)
+            left = "" if not done else f", ~{(time.monotonic() - t0) / done * (total - done):.0f} s left"
+            progress(f"[ab {done + 1}/{total}] {side.label} = {side.ref}: run {len(side.runs) + 1}/{runs} "
+                     f"(elapsed {time.monotonic() - t0:.0f} s{left})")
+            out = out_dir / f"{side.label.lower()}-{len(side.runs) + 1}.json"
+            side.runs.append(run_benchmarks(side.path, out, options, own_code=True))
+    return [load_run(p) for p in a.runs], [load_run(p) for p in b.runs]
+
+
+def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, out_dir: str | Path,
+       compare_options=None, keep_worktrees: bool = False, start: str | Path = ".",
+       progress: Callable[[str], None] = lambda s: None) -> tuple[dict, Side, Side, float]:
+    """Run the A/B comparison; (comparison document, side A, side B, seconds)."""
+    from perfsuite.compare.verdicts import CompareOptions, compare_runs
+
+    repo, out_dir = repo_root(start), Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    sides: list[Side] = []
+    try:
+        sides.append(prepare_side(repo, base, "A", out_dir))
+        sides.append(prepare_side(repo, head, "B", out_dir))
+        a_runs, b_runs = run_alternately(*sides, options, runs, out_dir, progress)
+    finally:
+        if not keep_worktrees:
+            for side in sides:
+                remove_side(repo, side)
+    a, b = sides
+    doc = compare_runs(a_runs, b_runs, compare_options or CompareOptions(),
+                       labels=(f"A: {a.ref}" + (f" ({a.commit[:10]})" if a.commit else ""),
+                               f"B: {b.ref}" + (f" ({b.commit[:10]})" if b.commit else "")))
+    return doc, a, b, time.monotonic() - t0

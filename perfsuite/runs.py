@@ -1,0 +1,92 @@
+"""Separate runs: a checkout's benchmark tests in a fresh pytest process, each writing its own results file.
+
+Between-process noise (memory layout, clocks, the machine's load) is the noise a verdict must survive, so
+everything that needs an independent measurement — a baseline's runs, a suspect's re-measurement, the two
+sides of an A/B comparison — goes through :func:`run_benchmarks`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.record import CellRecord
+from perfsuite.formats.results import Results, ResultsError, load_results
+from perfsuite.plugin.options import CELL_OPTIONS, cell_option_args
+
+BENCHMARKS = "tests/benchmarks"
+# Run settings (the results' perfsuite section) a fresh run must share with the run it repeats.
+REPEATED_SETTINGS = ("profile", "device", "dtype", "rounds", "warmup", "threads")
+
+
+class RunError(PerfsuiteError):
+    pass
+
+
+def run_benchmarks(checkout: str | Path, out_json: str | Path, options: dict, *, node_ids: list[str] | None = None,
+                   own_code: bool = False, extra_args: list[str] | None = None) -> Path:
+    """Run the benchmark tests of ``checkout`` (or just ``node_ids``) in a new pytest process; its results file.
+
+    ``options``: cell options (see :data:`perfsuite.plugin.options.CELL_OPTIONS`). ``own_code``: import
+    perfsuite from ``checkout`` itself (an A/B worktree), not from the installed package.
+    """
+    checkout, out_json = Path(checkout), Path(out_json).resolve()
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    if out_json.exists():
+        out_json.unlink()
+    cmd = [sys.executable, "-m", "pytest", *(node_ids or [BENCHMARKS]), "-q", "-p", "no:cacheprovider",
+           "--benchmark-json", str(out_json), *cell_option_args({k: v for k, v in options.items() if k in CELL_OPTIONS}),
+           *(extra_args or [])]
+    env = dict(os.environ)
+    if own_code:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not out_json.exists():
+        tail = [line for line in ((proc.stdout or "") + (proc.stderr or "")).strip().splitlines() if line.strip()]
+        raise RunError(f"pytest in {checkout} exited with {proc.returncode}: {tail[-1] if tail else 'no output'}")
+    return out_json
+
+
+def load_run(path: Path) -> Results:
+    try:
+        return load_results([path])
+    except ResultsError as e:
+        raise RunError(f"the run wrote an unreadable results file: {e}") from None
+
+
+def repeat_settings(results: Results) -> dict:
+    """The cell options that repeat a run of these results (all their files must share them)."""
+    settings = [{k: r.get(k) for k in REPEATED_SETTINGS} for r in results.runs]
+    if any(s != settings[0] for s in settings):
+        raise RunError("cannot repeat these results: their files were made with different settings")
+    return settings[0] if settings else {}
+
+
+def remeasurer(results: Results, node_ids: dict[str, str], checkout: str | Path, workdir: str | Path):
+    """A function re-measuring cells of ``results`` (cell id → pytest node id) in fresh processes."""
+    settings = repeat_settings(results)
+    calls = [0]
+
+    def remeasure(cell_ids: list[str]) -> dict[str, CellRecord]:
+        unknown = [c for c in cell_ids if c not in node_ids]
+        if unknown:
+            raise RunError(f"cannot re-measure {unknown[0]}: no pytest node id for it in the results")
+        calls[0] += 1
+        out = run_benchmarks(checkout, Path(workdir) / f"remeasure-{calls[0]}.json", settings,
+                             node_ids=[node_ids[c] for c in cell_ids])
+        return load_run(out).by_id()
+
+    return remeasure
+
+
+def node_ids_of(doc: dict) -> dict[str, str]:
+    """cell id → pytest node id, from a results document."""
+    ids = {}
+    for bench in doc.get("benchmarks", []):
+        extra = bench.get("extra_info") or {}
+        if extra.get("cell_id") and bench.get("fullname"):
+            ids[extra["cell_id"]] = bench["fullname"]
+    return ids

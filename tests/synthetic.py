@@ -1,0 +1,75 @@
+"""Planted runs for the tests: records with known samples, on a machine of our choosing, as results documents.
+
+Nothing here measures anything: times are drawn from seeded distributions with a run-to-run (process) effect,
+so the comparison logic is tested against known truths on any machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perfsuite.cells.grid import Cell
+from perfsuite.formats.io import write_json_atomic
+from perfsuite.formats.record import CellRecord, not_run
+from perfsuite.formats.results import Results, results_document, results_from_document
+from perfsuite.timing import PairedTiming
+
+CPU = "GenuineIntel family 6 model 143 stepping 8: Test CPU"
+HEADER = {"machine_info": {"node": "test"}, "commit_info": {"id": "0123456789abcdef", "branch": "main"},
+          "datetime": "2026-11-23T00:00:00+00:00", "pytest_benchmark_version": "5.2.0"}
+
+
+def env(host: str = "host-a#boot-0001", cpu: str = CPU, threads: int = 1, torch: str = "2.13.0+cpu", **extra) -> dict:
+    return {"device": "cpu", "device_name": "cpu: Test CPU", "host": host, "cpu": cpu, "cpu_isa": "AVX2",
+            "cpu_cores": 2, "gpu": None, "gpu_driver": None, "torch_version": torch, "cuda_version": None,
+            "cudnn_version": None, "threads": threads, **extra}
+
+
+def cell(adapter: str = "lora", rank: int = 8, batch: int = 1, seq_len: int = 32, **kw) -> Cell:
+    return Cell("latency", adapter, rank if adapter != "none" else 0, batch=batch, seq_len=seq_len, **kw)
+
+
+def record(c: Cell, *, seed: int, ratio: float = 1.2, base_ms: float = 0.3, run_sd: float = 0.0,
+           round_sd: float = 0.01, ratio_run_sd: float = 0.0, n: int = 30, e: dict | None = None) -> CellRecord:
+    """A timed cell: the reference's rounds ~ base_ms × process effect × lognormal noise; the cell's rounds its
+    reference's times ``ratio`` (× a process effect on the ratio, and round noise)."""
+    rng = np.random.default_rng(seed)
+    process = float(np.exp(rng.normal(0.0, run_sd)))
+    ratio_process = float(np.exp(rng.normal(0.0, ratio_run_sd)))
+    ref = base_ms * process * rng.lognormal(0.0, round_sd, n)
+    own = ref * ratio * ratio_process * rng.lognormal(0.0, round_sd, n)
+    t = PairedTiming(tuple(own), tuple(ref))
+    return CellRecord(c, env=e or env(), metrics={
+        "time_ms": t.time_ms, "ref_time_ms": t.ref_time_ms, "slowdown_pct": t.slowdown_pct, "iqr_pct": t.iqr_pct,
+        "samples_ms": list(t.adapter_ms), "ref_samples_ms": list(t.ref_ms), "rounds": n})
+
+
+def timed_only(c: Cell, *, seed: int, time_ms: float = 2.0, run_sd: float = 0.0, n: int = 30,
+               e: dict | None = None) -> CellRecord:
+    """A cell without a paired reference (e.g. the subspace analysis): times only."""
+    rng = np.random.default_rng(seed)
+    samples = time_ms * float(np.exp(rng.normal(0.0, run_sd))) * rng.lognormal(0.0, 0.01, n)
+    return CellRecord(c, env=e or env(), metrics={"time_ms": float(np.median(samples)), "samples_ms": list(samples)})
+
+
+def document(records: list[CellRecord], profile: str = "smoke", **settings) -> dict:
+    """A results document as a run writes it (benchmarks for the cells that ran, not_run for the others)."""
+    benches = [{"name": f"test_{r.cell.workload}[{r.cell.param_id}]", "fullname":
+                f"tests/benchmarks/test_{r.cell.workload}.py::test_{r.cell.workload}[{r.cell.param_id}]",
+                "extra_info": r.to_dict(), "stats": {"rounds": len(r.samples_ms or [])}} for r in records if r.ok]
+    return results_document(HEADER, benches, {"profile": profile, "device": "cpu", "dtype": "float32", **settings},
+                            [r for r in records if not r.ok])
+
+
+def results(records: list[CellRecord], profile: str = "smoke", source: str = "run.json") -> Results:
+    return results_from_document(document(records, profile), source)
+
+
+def write(path: Path, records: list[CellRecord], profile: str = "smoke") -> Path:
+    return write_json_atomic(path, document(records, profile))
+
+
+def skipped(c: Cell, status: str = "oom", reason: str = "CUDA out of memory") -> CellRecord:
+    return not_run(c, status, reason)

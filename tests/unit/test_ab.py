@@ -1,0 +1,109 @@
+"""A/B runs: worktrees of real commits, alternation A B, B A, …, and verdicts from planted runs."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import synthetic as syn
+
+import perfsuite.ab as ab_module
+from perfsuite.ab import ABError, Side, prepare_side, remove_side, run_alternately
+from perfsuite.cli import main
+
+CELLS = [syn.cell("none"), syn.cell("lora"), syn.cell("houlsby")]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A tiny git repository shaped like a perfsuite checkout: two commits."""
+    root = tmp_path / "repo"
+    (root / "perfsuite").mkdir(parents=True)
+    (root / "tests" / "benchmarks").mkdir(parents=True)
+    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'base'\n")
+    (root / "tests" / "benchmarks" / "test_latency.py").write_text("# stand-in\n")
+    git(root, "init", "-q")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'head'\n")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "head")
+    return root
+
+
+def test_a_side_is_a_worktree_of_its_commit_importing_its_own_code(repo, tmp_path):
+    side = prepare_side(repo, "HEAD~1", "A", tmp_path / "out")
+    assert side.worktree and side.commit == git(repo, "rev-parse", "HEAD~1")
+    assert (side.path / "perfsuite" / "__init__.py").read_text() == "VERSION = 'base'\n"
+    remove_side(repo, side)
+    assert not side.path.exists() and str(side.path) not in git(repo, "worktree", "list")
+    here = prepare_side(repo, None, "B", tmp_path / "out")
+    assert here.path == repo and not here.worktree and here.ref == "working tree"
+
+
+def test_bad_refs_and_checkouts_are_one_line_errors(repo, tmp_path):
+    with pytest.raises(ABError, match="A: 'no-such-branch' is not a commit of "):
+        prepare_side(repo, "no-such-branch", "A", tmp_path)
+    (repo / "tests" / "benchmarks" / "test_latency.py").unlink()
+    with pytest.raises(ABError, match=r"B \(working tree\) has no perfsuite benchmarks"):
+        prepare_side(repo, None, "B", tmp_path)
+    with pytest.raises(ABError, match="is not inside a git checkout"):
+        ab_module.repo_root(tmp_path)
+
+
+def planted_runner(ratios: dict[str, float], calls: list):
+    """run_benchmarks stand-in: writes a planted run; the LoRA cell's slow-down depends on the side's checkout."""
+    def run(checkout, out_json, options, *, own_code=False, **kw):
+        assert own_code  # every A/B run imports its own side's code
+        side = "A" if "worktree-a" in str(checkout) else "B"
+        calls.append(side)
+        k = len(calls)
+        records = [syn.record(c, seed=97 * k + i, ratio=1.0 if c.adapter == "none" else
+                              (ratios[side] if c.adapter == "lora" else 1.2), run_sd=0.03, ratio_run_sd=0.005)
+                   for i, c in enumerate(CELLS)]
+        return syn.write(Path(out_json), records)
+    return run
+
+
+def test_runs_alternate_a_b_then_b_a(monkeypatch, tmp_path):
+    calls, lines = [], []
+    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2}, calls))
+    a = Side("A", "main", "abc", tmp_path / "worktree-a")
+    b = Side("B", "working tree", None, tmp_path / "here")
+    a_runs, b_runs = run_alternately(a, b, {"profile": "smoke"}, 3, tmp_path, lines.append)
+    assert calls == ["A", "B", "B", "A", "A", "B"] and len(a_runs) == len(b_runs) == 3
+    assert [p.name for p in a.runs] == ["a-1.json", "a-2.json", "a-3.json"]
+    assert lines[0].startswith("[ab 1/6] A = main: run 1/3") and "left)" in lines[-1]
+    with pytest.raises(ABError, match="--runs must be at least 2"):
+        run_alternately(a, b, {}, 1, tmp_path)
+
+
+def test_cli_ab_flags_the_planted_lora_slowdown_and_nothing_else(monkeypatch, repo, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2 * 2.0}, calls))
+    monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
+    monkeypatch.chdir(repo)
+    code = main(["ab", "HEAD~1", "--runs", "4", "--out", str(tmp_path / "ab"), "--json", str(tmp_path / "ab.json"),
+                 "--markdown", str(tmp_path / "ab.md")])
+    assert code == 1 and len(calls) == 8
+    doc = json.loads((tmp_path / "ab.json").read_text())
+    verdicts = {c["cell_id"]: c["verdict"] for c in doc["cells"]}
+    assert verdicts.pop("latency[lora-r8-b1-s32]") == "regression"
+    assert "regression" not in verdicts.values() and len(verdicts) == 2
+    assert doc["parts"][0]["mode"] == "ab" and doc["parts"][0]["baseline"].startswith("A: HEAD~1 (")
+    out = capsys.readouterr()
+    assert out.out.startswith("perfsuite ab: A = HEAD~1, B = working tree, 4 runs each")
+    assert "[ab 8/8]" in out.err and (tmp_path / "ab.md").read_text().startswith("### perfsuite A/B: HEAD~1 →")
+    assert len(git(repo, "worktree", "list").splitlines()) == 1  # A's worktree is removed afterwards
+
+
+def test_cli_ab_of_identical_code_flags_nothing(monkeypatch, repo, tmp_path):
+    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2}, []))
+    monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
+    monkeypatch.chdir(repo)
+    assert main(["ab", "HEAD", "HEAD", "--runs", "4", "--out", str(tmp_path / "ab"), "--json",
+                 str(tmp_path / "ab.json")]) == 0
+    assert "regression" not in {c["verdict"] for c in json.loads((tmp_path / "ab.json").read_text())["cells"]}
