@@ -47,6 +47,11 @@ EXACT_MAX_N = 20
 # baseline of another machine, for information only (never a verdict on the change).
 VERDICTS = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
 BOOTSTRAP_SE_RESAMPLES = 400  # resamples for a run's within-run standard error (a floor: precision matters little)
+# One run per side may be set aside as an outlier by Dixon's Q test at 99 % (Dean & Dixon 1951; Rorabacher 1991):
+# one process hammered by a neighbour (seen here: a cell at +165 % with an IQR of 385 % among runs at +17 %) must
+# not decide the spread of the others. Q = gap to the nearest other run / range; critical values by runs.
+DIXON_Q99 = {3: 0.994, 4: 0.926, 5: 0.821, 6: 0.740, 7: 0.680, 8: 0.634, 9: 0.598, 10: 0.568}
+SCREEN_MIN_RUNS = 4  # with 3 runs a single outlier cannot be told from a bimodal machine
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,25 @@ def bootstrap_se(values, statistic=np.median, resamples: int = BOOTSTRAP_SE_RESA
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     stats = statistic(v[rng.integers(0, v.size, (resamples, v.size))], axis=1)
     return float(np.std(stats, ddof=1))
+
+
+def screen_runs(values) -> tuple[np.ndarray, int]:
+    """(the runs kept, how many were set aside): the most extreme run, if Dixon's Q test at 99 % calls it an
+    outlier (its gap to the nearest other run above DIXON_Q99 × the range); at most one, none below
+    SCREEN_MIN_RUNS runs. Scale-free, so it needs no estimate of the spread it protects."""
+    v = np.asarray(values, dtype=float)
+    if v.size < SCREEN_MIN_RUNS:
+        return v, 0
+    order = np.sort(v)
+    spread = float(order[-1] - order[0])
+    if spread <= 0:
+        return v, 0
+    low_gap, high_gap = float(order[1] - order[0]), float(order[-1] - order[-2])
+    critical = DIXON_Q99.get(v.size, DIXON_Q99[10])
+    if max(low_gap, high_gap) / spread <= critical:
+        return v, 0
+    drop = int(np.argmin(v)) if low_gap > high_gap else int(np.argmax(v))
+    return np.delete(v, drop), 1
 
 
 def between_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = ALPHA,

@@ -27,7 +27,7 @@ import numpy as np
 
 from perfsuite.compare.baselines import Part, find, parts_of
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, between_runs, bootstrap_se, check_samples, \
-    compare_samples
+    compare_samples, screen_runs
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
@@ -114,20 +114,22 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     except ValueError as e:  # bad samples: an error, never a verdict
         raise CompareError(f"cannot compare {metric}: {e}") from None
     entry = {"metric": metric, "unit": UNITS[metric], "verdict": "inconclusive", "baseline": None, "current": None,
-             "change": None, "change_pct": None, "ci_low": None, "ci_high": None, "ci_low_pct": None,
-             "ci_high_pct": None, "p_value": None, "detectable": None,
-             "df": None, "noise_pct": None, "baseline_runs": len(xs), "current_runs": len(ys)}
+             "change": None, "ci_low": None, "ci_high": None, "detectable": None, "change_pct": None,
+             "ci_low_pct": None, "ci_high_pct": None, "p_value": None, "df": None, "noise_pct": None,
+             "baseline_runs": len(xs), "current_runs": len(ys)}
     if not xs or not ys:
         return entry | {"note": "no samples on one side"}
-    x_mean, y_mean = float(np.mean([v for v, _ in xs])), float(np.mean([v for v, _ in ys]))
-    entry["baseline"], entry["current"] = _shown(x_mean, metric), _shown(y_mean, metric)
+    floor = float(np.median([se for _, se in xs + ys]))
+    x, x_out = screen_runs([v for v, _ in xs])
+    y, y_out = screen_runs([v for v, _ in ys])
+    if x_out or y_out:
+        entry["outlier_runs"] = x_out + y_out  # set aside by Dixon's Q test: see perfsuite.compare.stats
+    entry["baseline"], entry["current"] = _shown(float(np.mean(x)), metric), _shown(float(np.mean(y)), metric)
     entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
-                       else 100.0 * math.expm1(y_mean - x_mean))
+                       else 100.0 * math.expm1(float(np.mean(y)) - float(np.mean(x))))
     try:
-        if len(xs) + len(ys) >= 3:
-            floor = float(np.median([se for _, se in xs + ys]))
-            shift = between_runs([v for v, _ in xs], [v for v, _ in ys], floor_sd=floor, alpha=options.alpha,
-                                 min_effect_pct=options.min_effect_pct)
+        if x.size + y.size >= 3:
+            shift = between_runs(x, y, floor_sd=floor, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
         else:  # one run a side: the within-run samples describe it, they cannot give a verdict
             shift = compare_samples(np.exp(_log_values(base[0], metric)), np.exp(_log_values(cur[0], metric)),
                                     alpha=options.alpha, min_effect_pct=options.min_effect_pct)

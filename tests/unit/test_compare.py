@@ -267,3 +267,12 @@ def test_cli_remeasures_suspects_with_pytest(tmp_path, monkeypatch, capsys):
     assert node_ids == ["tests/benchmarks/test_latency.py::test_latency[lora-r8-b1-s32]",
                         "tests/benchmarks/test_latency.py::test_latency[lora-r8-b4-s32]"]
     assert "re-measuring 2 suspect cells in a fresh pytest process" in capsys.readouterr().err
+
+
+def test_a_run_hammered_by_a_neighbour_is_set_aside_and_counted():
+    base = [parts_of(r)[0] for r in runs(5)]
+    hammered = base[2].records[1].with_metrics(samples_ms=[3 * t for t in base[2].records[1].samples_ms])
+    base[2] = type(base[2])(base[2].profile, base[2].fingerprint, (base[2].records[0], hammered, base[2].records[2]))
+    doc = compare_results(runs(1, start=40)[0], [baseline_of(base, name="base")])
+    m = metric(by_id(doc)[LORA.id], "slowdown")
+    assert m["outlier_runs"] == 1 and m["baseline_runs"] == 5 and m["verdict"] != "improvement"

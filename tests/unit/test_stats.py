@@ -220,3 +220,26 @@ def test_between_runs_floors_the_spread_and_needs_two_runs():
         stats.between_runs([0.0], [0.1])
     with pytest.raises(ValueError, match="NaN or infinity"):
         stats.between_runs([0.0, np.nan], [0.1])
+
+
+def test_one_hammered_run_is_set_aside_not_allowed_to_decide_the_spread():
+    runs = np.log([1.17, 1.169, 1.204, 2.656, 1.188])  # the +165 % run seen on this runner among runs at +17-20 %
+    kept, dropped = stats.screen_runs(runs)
+    assert dropped == 1 and np.exp(kept).max() < 1.3
+    assert stats.screen_runs(runs[[0, 1, 3]])[1] == 0  # too few runs to tell an outlier
+    spread = np.log([1.0, 1.05, 0.95, 1.1, 0.9])
+    assert stats.screen_runs(spread)[1] == 0  # honest spread is kept
+
+
+def test_screening_sets_aside_about_one_percent_of_normal_runs():
+    rng = np.random.default_rng(3)
+    dropped = [stats.screen_runs(rng.normal(0, 0.02, 5))[1] for _ in range(3000)]
+    assert 0.003 <= np.mean(dropped) <= 0.02  # Dixon's Q at 99 %
+
+
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=12))
+def test_screening_drops_at_most_one_extreme_run(values):
+    kept, dropped = stats.screen_runs(values)
+    assert len(kept) + dropped == len(values) and dropped <= 1
+    if dropped:
+        assert min(values) not in kept or max(values) not in kept
