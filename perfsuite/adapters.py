@@ -10,6 +10,7 @@ zeros.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -92,6 +93,13 @@ class SpectralRotation(nn.Module):
         super().__init__()
         d = base.in_features
         self.base = base
+        like = dict(dtype=base.weight.dtype, device=base.weight.device)
+        if base.weight.is_meta:  # shapes only (FLOPs are counted on the meta device): no SVD of data there is not
+            self.v_r = nn.Parameter(torch.empty(2 * r, d, **like), requires_grad=False)
+            self.m_q, self.m_v = (nn.Parameter(torch.empty(r, r, **like)) for _ in range(2))
+            self.u_q, self.u_v = (nn.Parameter(torch.empty(d, r, **like), requires_grad=False) for _ in range(2))
+            self.r = r
+            return
         w = base.weight.detach().float().cpu()
         blocks_u, blocks_v, blocks_m = [], [], []
         for rows in (slice(0, d), slice(2 * d, 3 * d)):  # W_q and W_v inside the fused c_attn
@@ -104,7 +112,6 @@ class SpectralRotation(nn.Module):
             blocks_u.append(u_r)
             blocks_v.append(v_r)
             blocks_m.append(m)
-        like = dict(dtype=base.weight.dtype, device=base.weight.device)
         self.v_r = nn.Parameter(torch.cat(blocks_v, dim=1).T.contiguous().to(**like), requires_grad=False)  # (2r, d)
         self.m_q = nn.Parameter(blocks_m[0].to(**like))
         self.m_v = nn.Parameter(blocks_m[1].to(**like))
@@ -206,17 +213,33 @@ def _attach_lora_merged(model: GPT2, rank: int, generator, init, alpha: float | 
 
 
 def merge_lora(model: GPT2) -> GPT2:
-    """Fold every unmerged LoRA into its weight (W += (α/r)·B·A), leaving a plain model: zero added latency."""
+    """Fold every unmerged LoRA into its weight (W' = W + (α/r)·B·A), leaving a plain model: zero added latency.
+
+    W' is a new tensor: the base layer, which an adapted copy may share with the plain model
+    (:func:`adapted_copy`), is left as it was."""
     for block in model.h:
         mod = block.attn.c_attn
         if isinstance(mod, LoRAQKV):
             d = mod.lora_B_q.shape[0]
             dq, dv = mod.delta_weights()
+            merged = nn.Linear(mod.base.in_features, mod.base.out_features, bias=mod.base.bias is not None,
+                               dtype=mod.base.weight.dtype, device=mod.base.weight.device)
             with torch.no_grad():
-                mod.base.weight[:d] += dq.to(mod.base.weight.dtype)
-                mod.base.weight[2 * d :] += dv.to(mod.base.weight.dtype)
-            block.attn.c_attn = mod.base
+                merged.weight.copy_(mod.base.weight)
+                merged.weight[:d] += dq.to(merged.weight.dtype)
+                merged.weight[2 * d :] += dv.to(merged.weight.dtype)
+                if mod.base.bias is not None:
+                    merged.bias.copy_(mod.base.bias)
+            block.attn.c_attn = merged
     return model
+
+
+def adapted_copy(model: GPT2) -> GPT2:
+    """A copy of ``model`` whose modules are new but whose weights are the same tensors: an adapter attached to it
+    adds only its own weights, so every adapter of a shape can sit beside the plain model in device memory.
+    Adapters never write into the base weights (``merge_lora`` makes new ones)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo=shared)
 
 
 def _attach_spectral(model: GPT2, rank: int, generator, init) -> None:

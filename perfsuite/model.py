@@ -171,8 +171,12 @@ class GPT2(nn.Module):
 
 def build_model(preset: str = "tiny", *, seed: int = 0, dtype: torch.dtype = torch.float32,
                 device: str | torch.device = "cpu") -> GPT2:
-    """A GPT-2 of the named preset with random weights drawn from ``seed``, in eval mode."""
+    """A GPT-2 of the named preset with random weights drawn from ``seed``, in eval mode (drawn on the CPU, so a
+    seed gives the same weights on every device). On the meta device: shapes only, built there directly."""
     cfg = get_config(preset)
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return GPT2(cfg).to(dtype=dtype).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2(cfg)

@@ -4,7 +4,7 @@ Users meet the detector across processes — a run against a baseline recorded e
 commits — so that is what is measured. ``processes`` worker processes each measure one block per level (0 %:
 nothing changed; and each planted slow-down), in a random order, with fresh models per block: a block is one
 latency cell timed as a run times it, through the same timing loop
-(:func:`perfsuite.timing.paired_benchmark`). Comparisons are then formed from blocks of *different*
+(:func:`perfsuite.timing.round_robin`). Comparisons are then formed from blocks of *different*
 processes and judged by the same function ``perfsuite compare`` and ``perfsuite ab`` use
 (:func:`perfsuite.compare.verdicts.compare_metric`):
 
@@ -153,17 +153,18 @@ class Bench:
         return measured, (lambda: base(tokens))
 
     def block(self, k: int) -> dict:
-        """One cell's worth of measurement, with fresh models (as a run builds them): the paired samples."""
+        """One cell's worth of measurement, with fresh models (as a run builds them), through the loop cells use:
+        the plain model and the adapted one in one round-robin loop of exactly ``rounds`` rounds."""
         import torch
 
-        from perfsuite.timing import LocalBenchmark, paired_benchmark
+        from perfsuite.timing import RoundPolicy, round_robin
 
         self.models.clear()
         fn, base_fn = self.functions(k)
         with torch.inference_mode():
-            timing = paired_benchmark(LocalBenchmark(), fn, base_fn, device=self.device, rounds=self.o.rounds,
-                                      warmup=self.o.warmup)
-        return {"samples_ms": list(timing.adapter_ms), "ref_samples_ms": list(timing.ref_ms)}
+            samples = round_robin({"base": base_fn, "adapted": fn}, device=self.device,
+                                  policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
+        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"], "cycle": 2}
 
     def calibrate(self) -> tuple[float, float]:
         """(median forward ms, median µs of one extra operation), measured interleaved."""

@@ -1,12 +1,17 @@
-"""Device-correct timing of a cell against its r = 0 model, measured close in time.
+"""Device-correct timing: one round-robin loop times every model of a group, close in time, until it is precise.
 
-GPU work is asynchronous, so every timed call ends with a device synchronize
-(pytest-benchmark reads a host clock around it). The plain model is timed in
-pytest-benchmark's ``setup`` hook before even rounds of the adapted one and in
-its ``teardown`` hook after odd rounds, so the two interleave (drift hits both
-alike) and each takes the first and the second place equally often (the order
-bias cancels within a pair of rounds). The slow-down is the median over pairs
-of rounds of the geometric mean of their two ratios.
+GPU work is asynchronous, so every timed call ends with a device synchronize and the clock is read on the
+host around it. :func:`round_robin` times several functions once per round — the plain model and every
+adapter of one shape, or verified and plain decoding — rotating their order each round, so drift hits all
+of them alike and each takes every position equally often; a *cycle* is one full rotation, and a cell's
+slow-down is the median over cycles of the geometric mean of its per-round ratios to its reference (for two
+functions, a cycle is the pair of rounds with the reference first and then second). The loop stops once the
+confidence interval of every median is within ``RoundPolicy.target_ci_pct`` (torch.utils.benchmark's
+``adaptive_autorange`` and nvbench's noise target), between a floor and a ceiling of rounds.
+
+pytest-benchmark times one target per test; a shared loop times many, so perfsuite's loop measures and
+:func:`record_rounds` gives each cell's rounds to pytest-benchmark, whose table, JSON and statistics then
+show exactly them.
 """
 
 from __future__ import annotations
@@ -16,8 +21,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -71,11 +75,68 @@ def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float]
 
 
 @dataclass(frozen=True)
+class RoundPolicy:
+    """How many rounds a loop runs: at least ``min_rounds``, at most ``max_rounds``, stopping in between once every
+    median's 95 % confidence interval is within ``target_ci_pct`` of it (checked after whole cycles)."""
+
+    min_rounds: int
+    max_rounds: int
+    warmup: int = 0
+    target_ci_pct: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_rounds <= self.max_rounds or self.warmup < 0:
+            raise ValueError(f"need 1 <= min_rounds <= max_rounds and warmup >= 0, not {self}")
+
+    @classmethod
+    def fixed(cls, rounds: int, warmup: int = 0) -> "RoundPolicy":
+        return cls(rounds, rounds, warmup)
+
+
+def median_ci_pct(xs) -> float:
+    """Half-width of the distribution-free 95 % interval of the median (order statistics), as % of the median."""
+    n = len(xs)
+    if n < 6:
+        return math.inf
+    v = sorted(xs)
+    k = max(0, int(math.floor(n / 2 - 1.96 * math.sqrt(n) / 2)))
+    lo, hi = v[k], v[min(n - 1, n - 1 - k)]
+    med = statistics.median(v)
+    return 100.0 * (hi - lo) / (2 * med) if med > 0 else math.inf
+
+
+def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy: RoundPolicy,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Each function timed once per round (ms), the order rotated every round; rounds run in whole cycles (one
+    rotation) from the policy's floor to its ceiling, stopping early once every median is precise enough."""
+    keys = list(fns)
+    k = len(keys)
+    if not k:
+        raise ValueError("nothing to time")
+    for _ in range(policy.warmup):
+        for key in keys:
+            timed_call(fns[key], device, clock)
+    floor, ceiling = (-(-n // k) * k for n in (policy.min_rounds, policy.max_rounds))
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    rounds = 0
+    while rounds < ceiling:
+        for _ in range(k):  # one cycle: every position once for every function
+            start = rounds % k
+            for key in keys[start:] + keys[:start]:
+                samples[key].append(1e3 * timed_call(fns[key], device, clock))
+            rounds += 1
+        if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
+            break
+    return samples
+
+
+@dataclass(frozen=True)
 class PairedTiming:
-    """Raw per-round times (ms) of the adapted cell and of its r = 0 model, rounds paired in order."""
+    """Raw per-round times (ms) of a cell and of its paired reference, the same rounds of one loop."""
 
     adapter_ms: tuple[float, ...]
     ref_ms: tuple[float, ...]  # the paired reference: the r = 0 model, or plain decoding
+    cycle: int = 2  # rounds per rotation of the loop they came from (positions every function took once)
     ratios: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,14 +152,14 @@ class PairedTiming:
 
     @property
     def pair_ratios(self) -> tuple[float, ...]:
-        """Geometric means of the ratios of rounds (0, 1), (2, 3), …: the base ran first in one, second in the other."""
-        r = self.ratios
-        pairs = [math.sqrt(r[i] * r[i + 1]) for i in range(0, len(r) - 1, 2)]
-        return tuple(pairs + ([r[-1]] if len(r) % 2 else []))
+        """Geometric means of the ratios of each cycle (every position once: the order bias cancels); a last
+        partial cycle is one more, shorter mean."""
+        r, c = self.ratios, max(1, self.cycle)
+        return tuple(math.exp(statistics.fmean(math.log(x) for x in r[i:i + c])) for i in range(0, len(r), c))
 
     @property
     def slowdown_pct(self) -> float:
-        """100·(t_adapter − t_base)/t_base, from the median of paired ratios (robust to drift and order)."""
+        """100·(t_adapter − t_base)/t_base, from the median of cycle ratios (robust to drift and order)."""
         return 100.0 * (statistics.median(self.pair_ratios) - 1.0)
 
     @property
@@ -114,67 +175,16 @@ def iqr(xs) -> float:
     return q[2] - q[0]
 
 
-class LocalBenchmark:
-    """pytest-benchmark's ``pedantic`` without pytest: the same rounds, ``setup`` before and ``teardown`` after
-    each (warm-up included), only the target timed, with ``clock``. So :func:`paired_benchmark`, the one timing
-    loop, also serves the selftest's worker processes and tests with fake clocks."""
-
-    disabled = False
-
-    def __init__(self, clock: Callable[[], float] = time.perf_counter):
-        self.clock = clock
-        self.stats = None
-
-    def pedantic(self, target, *, setup=None, teardown=None, rounds: int = 1, warmup_rounds: int = 0,
-                 iterations: int = 1) -> None:
-        if iterations != 1:
-            raise ValueError("LocalBenchmark times one call per round")
-        data = []
-        for i in range(warmup_rounds + rounds):
-            if setup is not None:
-                setup()
-            t0 = self.clock()
-            target()
-            t1 = self.clock()
-            if teardown is not None:
-                teardown()
-            if i >= warmup_rounds:
-                data.append(t1 - t0)
-        self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
-
-
-def paired_benchmark(benchmark, adapter_fn: Callable[[], object], base_fn: Callable[[], object], *, device: str,
-                     rounds: int, warmup: int) -> PairedTiming | None:
-    """Time ``adapter_fn`` with ``benchmark`` (pytest-benchmark's fixture, or a :class:`LocalBenchmark`) and
-    ``base_fn`` right before or after each of its rounds, with the same clock (pytest-benchmark's default timer,
-    ``time.perf_counter``, or the LocalBenchmark's).
-
-    Returns None when pytest-benchmark is disabled (``--benchmark-disable``): the function then ran once, untimed.
-    """
-    base_s: list[float] = []
-    clock = benchmark.clock if isinstance(benchmark, LocalBenchmark) else time.perf_counter
-    round_no = [0]  # rounds started, warm-up included
-
-    def before() -> None:
-        if round_no[0] % 2 == 0:
-            base_s.append(timed_call(base_fn, device, clock))
-        round_no[0] += 1
-        synchronize(device)
-
-    def after() -> None:
-        if round_no[0] % 2 == 0:
-            base_s.append(timed_call(base_fn, device, clock))
-
-    def run_adapter() -> None:
-        adapter_fn()
-        synchronize(device)
-
-    benchmark.pedantic(run_adapter, setup=before, teardown=after, rounds=rounds, warmup_rounds=warmup, iterations=1)
-    if getattr(benchmark, "disabled", False) or benchmark.stats is None:
-        return None
-    adapter_s = benchmark.stats.stats.data
-    base_s = base_s[warmup:]  # setup also ran before each warm-up round
-    return PairedTiming(tuple(1e3 * t for t in adapter_s), tuple(1e3 * t for t in base_s))
+def record_rounds(benchmark, samples_ms: list[float]) -> bool:
+    """Give pytest-benchmark a cell's rounds (ms) measured by :func:`round_robin`: its statistics, table and JSON
+    then hold exactly them. False when pytest-benchmark is disabled (``--benchmark-disable``: nothing recorded)."""
+    if benchmark is None or getattr(benchmark, "disabled", False):
+        if benchmark is not None:
+            benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # marks the fixture as used
+        return False
+    benchmark.pedantic(lambda: None, rounds=len(samples_ms), iterations=1)
+    benchmark.stats.stats.data[:] = [t / 1e3 for t in samples_ms]  # pytest-benchmark keeps seconds
+    return True
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -186,12 +196,27 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def peak_memory_bytes(fn: Callable[[], object], device: str) -> int | None:
-    """Peak device memory allocated during one call; None on the CPU, where torch tracks none."""
+def tensor_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers of ``modules``, each tensor once (adapted copies share the plain
+    model's): the weights a cell's call has resident, computed the same way on every device."""
+    seen, total = set(), 0
+    for m in modules:
+        for t in (*m.parameters(), *m.buffers()):
+            if id(t) not in seen and not t.is_meta:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
+    """Device memory one call of ``fn`` needs above what was allocated before it (activations, workspaces, the
+    KV cache), so a cell's peak does not count the weights resident for the whole group; None on the CPU,
+    where torch tracks none."""
     if not device.startswith("cuda"):
         return None
     torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated())
+    return int(torch.cuda.max_memory_allocated() - before)

@@ -107,21 +107,23 @@ class Profile:
     model: str
     dtype: str | None  # default dtype; --perfsuite-dtype overrides; None: each part's
     needs_gpu: bool
-    rounds: int | None  # timed rounds per cell (the LoRA paper averaged 100 trials); None: each part's
+    rounds: int | None  # timed rounds per loop, at least (None: each part's)
     warmup: int | None  # untimed rounds first
     make_cells: Callable[[], list[Cell]] = list
     parts: tuple[str, ...] = ()
+    max_rounds: int | None = None  # at most (the LoRA paper averaged 100 trials); None: exactly ``rounds``
 
     def cells(self, *, device: str, dtype: str | None = None) -> list[Cell]:
         if self.parts:
             return [c for p in self.parts for c in get_profile(p).cells(device=device, dtype=dtype)]
         return [replace(c, device=device, dtype=dtype or self.dtype) for c in self.make_cells()]
 
-    def timing(self, cell: Cell) -> tuple[int, int]:
-        """(rounds, warm-up rounds) for ``cell``: the profile's, or in a composite profile its part's."""
+    def timing(self, cell: Cell) -> tuple[int, int, int]:
+        """(at least, at most, warm-up) rounds for ``cell``'s loop: the profile's, or in a composite profile its
+        part's. Between the two the loop stops once its medians are precise (perfsuite.timing.RoundPolicy)."""
         part = self.part_of(cell)
         profile = self if part == self.name else get_profile(part)
-        return profile.rounds, profile.warmup
+        return profile.rounds, profile.max_rounds or profile.rounds, profile.warmup
 
     def part_of(self, cell: Cell) -> str:
         """The profile a cell's numbers belong to: this one, or in a composite profile the part that has its
@@ -188,9 +190,12 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
         Profile("smoke", "tiny model, every adapter and workload, a few cells: about a minute on a CPU",
-                model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke),
+                model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke,
+                max_rounds=100),
+        # 30 to 100 rounds per shape group (the LoRA paper averaged 100 trials): quiet GPU cells stop early.
         Profile("paper", "LoRA paper Figure 5 latency grid on gpt2-medium (GPU)",
-                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10, make_cells=_paper),
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=30, warmup=10, make_cells=_paper,
+                max_rounds=100),
         # 5 rounds: the fewest with which the exact Mann-Whitney test can reach the comparison's 1 % level
         Profile("recompute", "LLM-42 Figure 13 recompute grid on gpt2-medium in bf16 (GPU)",
                 model="gpt2-medium", dtype="bfloat16", needs_gpu=True, rounds=5, warmup=1, make_cells=_recompute),

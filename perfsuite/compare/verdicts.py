@@ -85,7 +85,8 @@ def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
     ref = rec.ref_samples_ms
     if ref is None:
         return None
-    return np.log(np.asarray(PairedTiming(tuple(rec.samples_ms), tuple(ref)).pair_ratios, dtype=float))
+    cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
+    return np.log(np.asarray(PairedTiming(tuple(rec.samples_ms), tuple(ref), cycle=cycle).pair_ratios, dtype=float))
 
 
 def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:

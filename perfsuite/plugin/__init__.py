@@ -104,13 +104,17 @@ def perfsuite_state(request: pytest.FixtureRequest) -> SessionState:
 
 
 @pytest.fixture(scope="session")
-def perfsuite_models(perfsuite_state: SessionState):
-    """The models cells share (built once, adapted copies reused by consecutive cells)."""
-    from perfsuite.workloads.models import ModelCache
+def perfsuite_context(perfsuite_state: SessionState):
+    """What cells run with: the shared models, the rounds policy, the session's cells (shape groups share a
+    loop) and the GPU monitor (NVML; None on a CPU)."""
+    from perfsuite.gpu_state import monitor_for
+    from perfsuite.workloads.models import CellContext
 
-    if perfsuite_state.models is None:
-        perfsuite_state.models = ModelCache()
-    return perfsuite_state.models
+    state = perfsuite_state
+    if state.context is None:
+        state.context = CellContext(policy=state.policy, cells=[c for c in state.all_cells() if c.id not in state.done],
+                                    gpu=monitor_for(state.device))
+    return state.context
 
 
 @pytest.fixture
@@ -127,9 +131,9 @@ def perfsuite_skip(perfsuite_state: SessionState):
 
 
 @pytest.fixture
-def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionState, perfsuite_models,
+def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionState, perfsuite_context,
                       perfsuite_skip):
-    """Run a workload's ``run_cell(benchmark, cell, models, rounds=, warmup=)`` and return its record.
+    """Run a workload's ``run_cell(benchmark, cell, context)`` and return its record.
 
     Out of memory, or a record whose status is not ok (e.g. over the token budget), is recorded in the
     results and skipped with the reason; the record goes into pytest-benchmark's ``extra_info``.
@@ -142,8 +146,7 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         oom = None
         try:
             with cpu_threads(state.threads if cell.device == "cpu" else None):
-                rounds, warmup = state.timing(cell)
-                record = run_cell(benchmark, cell, perfsuite_models, rounds=rounds, warmup=warmup)
+                record = run_cell(benchmark, cell, perfsuite_context)
         except KeyboardInterrupt:
             # Ctrl-C before the timing started: pytest-benchmark would warn "fixture was not used" at session end,
             # an error under filterwarnings=error, and the interrupted run would end in a traceback.
@@ -156,7 +159,7 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         if oom is not None:
             # Out of the except block, the traceback no longer holds the failed cell's tensors: drop the cached
             # models, collect, then give the memory back, so the next cell starts clean (no OOM cascade).
-            perfsuite_models.clear()
+            perfsuite_context.models.clear()
             gc.collect()
             _empty_device_cache()
             perfsuite_skip(cell, STATUS_OOM, oom)

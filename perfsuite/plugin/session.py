@@ -32,14 +32,18 @@ class SessionState:
     journal: Journal | None = None
     done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
     not_run: list[CellRecord] = field(default_factory=list)
-    models: object = None  # perfsuite.workloads.models.ModelCache, built on first use (it imports torch)
+    context: object = None  # perfsuite.workloads.models.CellContext, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
 
-    def timing(self, cell: Cell) -> tuple[int, int]:
-        """(rounds, warm-up rounds) of ``cell``: the command line's, else its profile's."""
-        rounds, warmup = self.profile.timing(cell)
-        return self.rounds or rounds, warmup if self.warmup is None else self.warmup
+    def policy(self, cell: Cell):
+        """The rounds policy of ``cell``'s loop: exactly the command line's rounds when given, else its profile's
+        range (a floor, a ceiling, stopping once precise)."""
+        from perfsuite.timing import RoundPolicy
+
+        low, high, warmup = self.profile.timing(cell)
+        warmup = warmup if self.warmup is None else self.warmup
+        return RoundPolicy.fixed(self.rounds, warmup) if self.rounds else RoundPolicy(low, high, warmup)
 
     def all_cells(self) -> list[Cell]:
         """The profile's cells after selection and sharding (resumed cells included)."""
@@ -66,8 +70,9 @@ class SessionState:
             "profile": self.profile.name,
             "device": self.device,
             "dtype": self.dtype or self.profile.dtype,
-            "rounds": self.rounds or self.profile.rounds,  # None: each part of a composite profile has its own
-            "warmup": self.profile.warmup if self.warmup is None else self.warmup,
+            "rounds": self.rounds,  # None: the profile's policy (min_rounds..max_rounds, per part when composite)
+            "warmup": self.warmup,
+            "min_rounds": self.profile.rounds, "max_rounds": self.profile.max_rounds or self.profile.rounds,
             "selection": self.selection,
             "threads": self.threads,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,

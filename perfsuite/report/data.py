@@ -88,6 +88,8 @@ class RecomputePanel:
     cost: Grid  # batch × window of recompute_pct, batch 1 at the bottom
     throughput: Grid  # the same positions, throughput_tok_s / the panel's best
     best_tok_s: float
+    margins: Grid | None = None  # the same positions: 1st percentile of the top-1 − top-2 logit margins
+    ties: Grid | None = None  # the same positions: exact ties among the greedy decisions
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,11 @@ def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str
 
 def _stem(workload: str, setup: dict[str, str], many: bool) -> str:
     return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}" if many else workload
+
+
+def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:
+    """The workload's rows of one (model, dtype, device) setup."""
+    return next((recs for s, recs in _records_by_setup(frame, workload) if s == setup), [])
 
 
 def setup_label(setup: dict[str, str]) -> str:
@@ -284,7 +291,8 @@ def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
             best = float(np.nanmax(tput.values)) if np.isfinite(tput.values).any() else float("nan")
             norm = Grid(title, tput.rows, tput.cols, tput.values / best if best > 0 else tput.values * np.nan,
                         tput.status)
-            panels.append(RecomputePanel(key, title, cost, norm, best))
+            panels.append(RecomputePanel(key, title, cost, norm, best, _grid(title, batches, windows, lookup, "margin_p1"),
+                                         _grid(title, batches, windows, lookup, "exact_ties")))
         out.append(RecomputeData(_stem("recompute", setup, len(setups) > 1), setup, tuple(panels)))
     return out
 

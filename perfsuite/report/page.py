@@ -19,10 +19,11 @@ from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
 from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, phi_frame,
-                                   recompute_data, report_frame, setup_label, subspace_groups, subspace_records)
+                                   recompute_data, report_frame, setup_label, setup_rows, subspace_groups,
+                                   subspace_records)
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
-from perfsuite.report.tables import (latency_tables, missing_lines, plain_label, recompute_tables, run_table,
-                                     subspace_tables)
+from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
+                                     run_table, subspace_tables)
 from perfsuite.table import Table, html_table, markdown_table
 
 CSV_NAME = "results.csv"
@@ -73,7 +74,9 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
     for data in latency_data(frame):
         grids = list(data.panels.values())
         paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
-        sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths), tuple(latency_tables(data)),
+        gpu = gpu_state_table(setup_rows(frame, "latency", data.setup))
+        sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
+                                tuple(latency_tables(data)) + ((gpu,) if gpu else ()),
                                 "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
                                 "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())))
         drawn |= data.cell_statuses()

@@ -83,7 +83,40 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
             who = plain_label(p.title) if "(" in p.title else f"{plain_label(p.title)} ({sizes(*p.key[2:])})"
             tables.append(Table(f"{who}: {what}", head, rows,
                                 note=((note if has_blank else "") + extra).strip()))
+        if p.margins is not None and np.isfinite(p.margins.values).any():
+            rows = tuple((str(b), *(_margin_text(p, i, j) for j in range(len(p.cost.cols))))
+                         for i, b in enumerate(p.cost.rows))
+            tables.append(Table(f"{who}: how near a tie the greedy decisions were", head, rows, collapsed=True,
+                                note="1st percentile of the top-1 − top-2 logit margin (fp32) of the verified "
+                                     "decisions, and in brackets the exact ties: the nearer a tie, the likelier "
+                                     "a rounding difference flips the token."))
     return tables
+
+
+def _margin_text(p, i: int, j: int) -> str:
+    if p.margins.status[i][j] != STATUS_OK:
+        return _cell_text(p.margins, i, j, 3)
+    ties = p.ties.values[i, j] if p.ties is not None else float("nan")
+    return f"{p.margins.values[i, j]:.3g}" + (f" ({int(ties)})" if is_number(ties) else "")
+
+
+def gpu_state_table(rows: list[dict]) -> Table | None:
+    """The GPU's state around each loop (NVML), beside the times it explains; None when no cell has one."""
+    with_state = [r for r in rows if isinstance(r.get("gpu_state_before"), dict)]
+    if not with_state:
+        return None
+
+    def show(r):
+        a, b = r["gpu_state_before"], r.get("gpu_state_after") or {}
+        return (r["cell_id"], f"{a.get('sm_clock_mhz')} → {b.get('sm_clock_mhz')}", str(a.get("max_sm_clock_mhz")),
+                f"{b.get('temperature_c')}", fmt(b.get("power_w"), 0), str(r.get("gpu_throttled") or ""),
+                "yes" if r.get("remeasured_throttled") else "")
+
+    return Table("GPU state around each cell's loop", ("cell", "SM clock (MHz)", "max", "°C", "W", "throttled",
+                                                       "re-measured"), tuple(show(r) for r in with_state),
+                 collapsed=True, note="Read through NVML before and after each loop; a loop that ran throttled "
+                                      "(SM clock below 75 % of its maximum, or a power/thermal slow-down) is "
+                                      "measured once more.")
 
 
 def subspace_tables(group: SubspaceGroup) -> list[Table]:

@@ -1,40 +1,111 @@
-"""Latency: one inference forward pass of the adapted model against the plain one (LoRA paper, Fig. 5)."""
+"""Latency: one inference forward pass of each adapter against the plain model (LoRA paper, Fig. 5).
+
+The cells of one shape (model, dtype, device, batch, sequence length) are a *group*: the plain model and
+every adapter of the group are timed together in one round-robin loop (:func:`perfsuite.timing.round_robin`),
+so each round has one plain-model measurement that every adapter is paired with — instead of re-timing the
+plain model for every cell. The group is measured when its first cell runs; each cell then records its own
+rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is timed once per shape and its
+rounds serve each rank's cell (``timed_as``). FLOPs are counted once per (model, adapter, rank, shape) on
+the meta device: no arithmetic, no memory.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from perfsuite.adapters import adapted_copy, attach
 from perfsuite.cells.grid import Cell
-from perfsuite.formats.record import CellRecord, model_dims
+from perfsuite.formats.record import STATUS_OOM, CellRecord, model_dims, not_run
+from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
-from perfsuite.timing import count_flops, paired_benchmark, peak_memory_bytes
-from perfsuite.workloads.models import ModelCache
+from perfsuite.model import build_model
+from perfsuite.syncs import count_host_syncs
+from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.workloads.models import CellContext, torch_dtype
+
+BASE = ("none", 0)
 
 
-def run_latency_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> CellRecord:
-    """Time the cell with pytest-benchmark, r = 0 interleaved (the paired reference); returns its record."""
-    base = models.base(cell.model, cell.dtype, cell.device)
-    adapted = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
+def group_key(cell: Cell) -> tuple:
+    return cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len
+
+
+def timed_as(cell: Cell) -> tuple[str, int]:
+    """The model a cell's rounds come from: the plain model for r = 0, one merged LoRA per shape."""
+    if cell.adapter == "none" or cell.rank == 0:
+        return BASE
+    return (cell.adapter, 0) if cell.adapter == "lora-merged" else (cell.adapter, cell.rank)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(model: str, adapter: str, rank: int, dtype: str):
+    m = build_model(model, dtype=torch_dtype(dtype), device="meta")
+    return attach(adapted_copy(m), adapter, rank) if rank and adapter != "none" else m
+
+
+def forward_flops(model: str, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
+    """FLOPs of one forward pass: FlopCounterMode's count on the meta device (shapes only) at batch 1, times the
+    batch (every counted op — matmuls, attention — is linear in it), once per (model, adapter, rank, length)."""
+    return batch * _flops_at_batch_1(model, adapter, rank, seq_len, dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flops_at_batch_1(model: str, adapter: str, rank: int, seq_len: int, dtype: str) -> int:
+    m = _meta_model(model, adapter, rank, dtype)
+    with torch.inference_mode():
+        tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
+        return count_flops(lambda: m(tokens))
+
+
+def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
+    """Time the plain model and every adapter of ``cell``'s shape in one loop; per timed model its rounds (ms),
+    host syncs, memory, and the GPU state around the loop."""
+    members = [c for c in ctx.cells if c.workload == "latency" and group_key(c) == group_key(cell)] or [cell]
+    base = ctx.models.base(cell.model, cell.dtype, cell.device)
     gen = torch.Generator().manual_seed(cell.batch * 100_003 + cell.seq_len)
     tokens = torch.randint(0, base.config.vocab_size, (cell.batch, cell.seq_len), generator=gen).to(cell.device)
-
-    def forward(model):
-        return lambda: model(tokens)
-
+    models = {BASE: base}
+    for c in members:
+        if timed_as(c) not in models:
+            models[timed_as(c)] = ctx.models.build_adapted(c.model, c.dtype, c.device, *timed_as(c))
+    forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
     with torch.inference_mode():
-        peak = peak_memory_bytes(forward(adapted), cell.device)
-        flops = count_flops(forward(adapted))
-        timing = paired_benchmark(benchmark, forward(adapted), forward(base), device=cell.device,
-                                  rounds=rounds, warmup=warmup)
-    metrics = {"flops": flops, "peak_mem_bytes": peak, "tokens": cell.batch * cell.seq_len}
-    if timing is not None:
-        metrics |= {
-            "time_ms": timing.time_ms,
-            "ref_time_ms": timing.ref_time_ms,
-            "slowdown_pct": timing.slowdown_pct,
-            "iqr_pct": timing.iqr_pct,
-            "flops_per_s": flops / (timing.time_ms / 1e3),
-            "samples_ms": list(timing.adapter_ms),
-            "ref_samples_ms": list(timing.ref_ms),
-        }
+        extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()),
+                        "weights_bytes": tensor_bytes(models[key]),
+                        "peak_mem_bytes": peak_memory_above(fn, cell.device)} for key, fn in forwards.items()}
+        samples, gpu = watched(lambda: round_robin(forwards, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
+    return {key: extras[key] | gpu | {"samples_ms": samples[key], "cycle": len(forwards)} for key in forwards}
+
+
+def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
+    """The cell's record from its group's loop (measured now if this is the group's first cell)."""
+    key = group_key(cell)
+    if key not in ctx.shared:
+        try:
+            ctx.shared[key] = measure_group(cell, ctx)
+        except Exception as e:
+            from perfsuite.timing import is_out_of_memory
+
+            if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
+                ctx.shared[key] = str(e).splitlines()[0]
+            raise
+    group = ctx.shared[key]
+    if isinstance(group, str):
+        return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
+    mine, ref = group[timed_as(cell)], group[BASE]
+    flops = forward_flops(cell.model, cell.adapter, cell.rank, cell.batch, cell.seq_len, cell.dtype)
+    metrics = {"flops": flops, "tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
+               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle")}}
+    if timed_as(cell) != (cell.adapter, cell.rank):
+        metrics["timed_as"] = Cell("latency", *timed_as(cell), batch=cell.batch, seq_len=cell.seq_len).id
+    if record_rounds(benchmark, mine["samples_ms"]):
+        timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
+        metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
+                    "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
+        if timed_as(cell) != BASE:  # the plain model is not timed against itself
+            metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
+                        "ref_samples_ms": list(timing.ref_ms)}
+    base = ctx.models.base(cell.model, cell.dtype, cell.device)
     return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(base), metrics=metrics)

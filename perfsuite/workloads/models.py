@@ -1,13 +1,18 @@
-"""Models shared between cells of a session: built once, adapted copies reused by consecutive cells."""
+"""What cells run with: the models a session shares (built once, adapters on copies sharing the plain model's
+weights) and the :class:`CellContext` a workload receives (models, rounds policy, the session's cells for
+shared loops, the GPU monitor)."""
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
-from perfsuite.adapters import attach
+from perfsuite.adapters import adapted_copy, attach
+from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2, build_model
+from perfsuite.timing import RoundPolicy
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -20,10 +25,11 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 class ModelCache:
-    """Keeps one plain model per (preset, dtype, device) and the last adapted copy.
+    """One plain model per (preset, dtype, device), and the last adapted model asked for.
 
-    The grid orders cells adapter → rank → sizes, so keeping only the last adapted
-    model builds each one once without holding the whole grid in device memory.
+    Adapted models are :func:`~perfsuite.adapters.adapted_copy`\\ s: their weights are the plain model's, so a
+    latency group can hold every adapter of a shape at once (:meth:`build_adapted`) without a copy of the
+    model per adapter.
     """
 
     def __init__(self, seed: int = 0):
@@ -38,19 +44,34 @@ class ModelCache:
             self._base[key] = build_model(preset, seed=self.seed, dtype=torch_dtype(dtype), device=device)
         return self._base[key]
 
-    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
+    def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
+        """A new adapted model (not cached): the plain model itself for r = 0."""
         base = self.base(preset, dtype, device)
         if rank == 0 or adapter == "none":
             return base
+        return attach(adapted_copy(base), adapter, rank, seed=self.seed + 1).eval()
+
+    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
+        """The adapted model, kept until another one is asked for (consecutive cells share it)."""
         key = (preset, dtype, device, adapter, rank)
         if key != self._adapted_key:
             self._adapted = None  # free the previous copy before making the next
-            self._adapted = attach(copy.deepcopy(base), adapter, rank, seed=self.seed + 1).eval()
+            self._adapted = self.build_adapted(*key)
             self._adapted_key = key
         return self._adapted
 
     def clear(self) -> None:
+        """Drop every model (after an out-of-memory error the caller collects and empties the device cache)."""
         self._base.clear()
         self._adapted, self._adapted_key = None, None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+
+
+@dataclass
+class CellContext:
+    """What a workload runs a cell with."""
+
+    models: ModelCache = field(default_factory=ModelCache)
+    policy: Callable[[Cell], RoundPolicy] = lambda cell: RoundPolicy(30, 100, 3)
+    cells: list[Cell] = field(default_factory=list)  # the session's cells: a shared loop measures its group once
+    shared: dict[Any, Any] = field(default_factory=dict)  # results of shared loops, by group key
+    gpu: Any = None  # perfsuite.gpu_state.GpuMonitor on a GPU with NVML, else None

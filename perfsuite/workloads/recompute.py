@@ -38,8 +38,10 @@ from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, Cell, budget_violation, t
 from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, CellRecord, model_dims, not_run
-from perfsuite.timing import count_flops, paired_benchmark, peak_memory_bytes
-from perfsuite.workloads.models import ModelCache
+from perfsuite.gpu_state import watched
+from perfsuite.syncs import count_host_syncs
+from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.workloads.models import CellContext
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
 HEAD_SEED = 4343  # the untied output head the cells decode with (see untied_head)
@@ -74,6 +76,7 @@ class VerifiedDecode:
     recomputed_tokens: int  # fast-path tokens discarded after a mismatch, hence decoded again
     fast_tokens: int  # tokens the fast path decoded, discarded ones included
     verify_passes: int  # fixed-shape passes, the prompt's included
+    windows: int = 0  # verified windows (decode, verify, roll back): the host reads back once per window
 
     @property
     def output_tokens(self) -> int:
@@ -130,6 +133,15 @@ def _forward(model: GPT2, cache: _KVBuffer, idx: torch.Tensor, starts: torch.Ten
     return model.lm_head(x) if head is None else F.linear(x, head)
 
 
+def device_ints(values: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Host integers as a device tensor without a blocking copy: one scalar fill each (a kernel argument on a
+    GPU), where ``torch.tensor(values, device=...)`` would copy from pageable memory and wait for the device."""
+    out = torch.empty(len(values), dtype=torch.long, device=device)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
 def _prompts(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int) -> list[torch.Tensor]:
     device = model.wte.weight.device
     out = [torch.as_tensor(p, dtype=torch.long, device=device).flatten() for p in prompts]
@@ -152,7 +164,7 @@ def decode_plain(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
     """Greedy tokens (batch, gen_len) from the fast path alone: one batched prefill, then one step per token."""
     prompts = _prompts(model, prompts, gen_len)
     B, device = len(prompts), prompts[0].device
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    lengths = device_ints([len(p) for p in prompts], device)
     longest = max(len(p) for p in prompts)
     cache = _KVBuffer(model, B, longest + gen_len)
     idx = torch.zeros(B, longest, dtype=torch.long, device=device)
@@ -160,10 +172,10 @@ def decode_plain(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
         idx[b, : len(p)] = p
     logits = _forward(model, cache, idx, torch.zeros(B, dtype=torch.long, device=device), longest, head=head)
     out = torch.empty(B, gen_len, dtype=torch.long, device=device)
-    out[:, 0] = logits[torch.arange(B, device=device), lengths - 1].argmax(-1)
+    out[:, 0] = logits[torch.arange(B, device=device), lengths - 1].float().argmax(-1)
     for t in range(1, gen_len):
         logits = _forward(model, cache, out[:, t - 1 : t], lengths + (t - 1), longest + t, head=head)
-        out[:, t] = logits[:, -1].argmax(-1)
+        out[:, t] = logits[:, -1].float().argmax(-1)
     return out
 
 
@@ -183,9 +195,9 @@ def _prefill_fixed(model: GPT2, cache: _KVBuffer, prompts: list[torch.Tensor], s
                 starts[b] = c
                 if c + W >= len(p):
                     ends[b] = len(chunk) - 1
-        logits = _forward(model, cache, idx, torch.tensor(starts, device=device), schedule.context, head=head)
+        logits = _forward(model, cache, idx, device_ints(starts, device), schedule.context, head=head)
         for b, j in ends.items():
-            first[b] = logits[b, j].argmax(-1)
+            first[b] = logits[b, j].float().argmax(-1)
     return first
 
 
@@ -200,8 +212,11 @@ def _check_schedule(prompts: list[torch.Tensor], gen_len: int, schedule: Schedul
 
 @torch.inference_mode()
 def decode_fixed(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int, schedule: Schedule, *,
-                 head: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference: every token from the fixed-shape pass (a request per row, one token each). Slow, exact."""
+                 head: torch.Tensor | None = None, margins: list | None = None) -> torch.Tensor:
+    """The reference: every token from the fixed-shape pass (a request per row, one token each). Slow, exact.
+
+    ``margins``, a list, receives each decision's top-1 minus top-2 logit (fp32, (B,) per output token after the
+    first): how near a tie each greedy choice was, which is what decides how often rounding flips it."""
     prompts = _prompts(model, prompts, gen_len)
     _check_schedule(prompts, gen_len, schedule)
     B, device = len(prompts), prompts[0].device
@@ -209,12 +224,15 @@ def decode_fixed(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
     out = torch.empty(B, gen_len, dtype=torch.long, device=device)
     out[:, 0] = _prefill_fixed(model, cache, prompts, schedule, head)
     starts = torch.full((schedule.rows,), schedule.context, device=device)
-    starts[:B] = torch.tensor([len(p) for p in prompts], device=device)
+    starts[:B] = device_ints([len(p) for p in prompts], device)
     idx = torch.zeros(schedule.rows, schedule.window, dtype=torch.long, device=device)
     for t in range(1, gen_len):
         idx[:B, 0] = out[:, t - 1]
-        logits = _forward(model, cache, idx, starts, schedule.context, head=head)
-        out[:, t] = logits[:B, 0].argmax(-1)
+        logits = _forward(model, cache, idx, starts, schedule.context, head=head)[:B, 0].float()
+        out[:, t] = logits.argmax(-1)
+        if margins is not None:
+            top = logits.topk(2, dim=-1).values
+            margins.append(top[:, 0] - top[:, 1])
         starts[:B] += 1
     return out
 
@@ -223,6 +241,11 @@ def decode_fixed(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
 def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int, schedule: Schedule,
                     *, head: torch.Tensor | None = None, inject: Iterable[tuple[int, int]] = ()) -> VerifiedDecode:
     """Decode–verify–rollback: fast-path windows, each checked by one fixed-shape pass for the whole batch.
+
+    Everything a window needs stays on the device — positions, which requests still decode, the accepted
+    tokens — so the host reads back once per window (the accepted counts and first mismatches, which plan the
+    next window), and never blocks inside one. Every request steps through every decode step of a window
+    (those whose window is full compute on, their results discarded), so no step's shape depends on data.
 
     ``inject`` flips the fast path's token at (request, output position) every time it decodes it
     (LLM-42's mismatch injection), to test the rollback and calibrate the cost model. Position 0
@@ -238,57 +261,67 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
                              f"need 0 <= request < {B} and 1 <= position < {gen_len}")
     vocab = model.config.vocab_size
     cache = _KVBuffer(model, schedule.rows, schedule.context + W)
-    last = _prefill_fixed(model, cache, prompts, schedule, head)  # each request's last verified token
-    out: list[list[int]] = [[t] for t in last.tolist()]  # verified output tokens
-    verified = [len(p) for p in prompts]  # cache slots holding verified keys/values: prompt + output - 1
+    steps = torch.arange(W, device=device)
+    flip = torch.zeros(B, gen_len + W, dtype=torch.long, device=device)  # +1 where a mismatch is injected
+    for b, p in inject:
+        flip[b, p] = 1
+    out = torch.zeros(B, gen_len + W, dtype=torch.long, device=device)  # verified tokens (room for a window)
+    out[:, 0] = _prefill_fixed(model, cache, prompts, schedule, head)
+    last = out[:, 0].clone()  # each request's last verified token
+    prompt_len = [len(p) for p in prompts]
+    prompt_len_dev = device_ints(prompt_len, device)
+    n_out = [1] * B  # verified output tokens per request, as the host knows them (read back once per window)
+    n_out_dev = torch.ones(B, dtype=torch.long, device=device)
+    pad_starts = torch.full((schedule.rows - B,), schedule.context, dtype=torch.long, device=device)
     mismatches: list[tuple[int, int]] = []
-    recomputed = fast = 0
-    passes = -(-max(verified) // W)
+    recomputed = fast = windows = 0
+    passes = -(-max(prompt_len) // W)
     spec = torch.zeros(B, W, dtype=torch.long, device=device)  # this window's fast-path tokens
     while True:
-        want = [min(W, gen_len - len(o)) for o in out]  # tokens each request decodes in this window
+        want = [min(W, gen_len - n) for n in n_out]  # tokens each request decodes in this window
         if not any(want):
             break
-        # 1. Decode: the batch steps together; a request sits out once its window is full.
+        want_dev = (gen_len - n_out_dev).clamp(max=W)
+        verified = [p + n - 1 for p, n in zip(prompt_len, n_out)]  # cache slots holding verified keys/values
+        base = n_out_dev + prompt_len_dev - 1  # the same, on the device: where this window's tokens go
+        # 1. Decode: the whole batch steps together for the longest window of this round.
         for s in range(max(want)):
-            active = [b for b in range(B) if want[b] > s]
             prev = last if s == 0 else spec[:, s - 1]
-            rows = None if active == list(range(len(active))) else torch.tensor(active, device=device)
-            at = slice(0, len(active)) if rows is None else rows
-            starts = [verified[b] + s for b in active]
-            logits = _forward(model, cache, prev[at][:, None], torch.tensor(starts, device=device),
-                              max(starts) + 1, rows, head=head)
-            spec[at, s] = logits[:, -1].argmax(-1)
-            for b in active:
-                if (b, len(out[b]) + s) in inject:
-                    spec[b, s] = (spec[b, s] + 1) % vocab
+            logits = _forward(model, cache, prev[:, None], base + s, max(verified) + s + 1, head=head)
+            token = logits[:, -1].float().argmax(-1)
+            token = (token + flip.gather(1, (n_out_dev + s)[:, None])[:, 0]) % vocab
+            spec[:, s] = torch.where(want_dev > s, token, spec[:, s])
         fast += sum(want)
+        windows += 1
         # 2. Verify: each window replayed from its request's verified cache, one fixed-shape pass.
+        valid = steps < want_dev[:, None]  # (B, W): the tokens each request proposed
         idx = torch.zeros(schedule.rows, W, dtype=torch.long, device=device)
         idx[:B, 0] = last
         idx[:B, 1:] = spec[:, : W - 1]
-        idx[:B][torch.arange(W, device=device) >= torch.tensor(want, device=device)[:, None]] = 0
-        starts = [verified[b] if want[b] else schedule.context for b in range(B)]
-        starts += [schedule.context] * (schedule.rows - B)  # padding rows write past the context
-        logits = _forward(model, cache, idx, torch.tensor(starts, device=device), schedule.context, head=head)
-        checked = logits[:B].argmax(-1).tolist()
-        proposed = spec.tolist()
+        idx[:B] *= valid
+        starts = torch.cat([torch.where(want_dev > 0, base, schedule.context), pad_starts])
+        checked = _forward(model, cache, idx, starts, schedule.context, head=head)[:B].float().argmax(-1)
         passes += 1
-        # 3. Rollback: keep the verified token at the first disagreement, drop the rest of the window.
+        # 3. Rollback, on the device: keep the verified token at the first disagreement, drop the rest.
+        differ = (spec != checked) & valid
+        hit = differ.any(1)
+        first = torch.where(hit, differ.long().argmax(1), want_dev)  # argmax: the first True
+        accepted = torch.where(hit, first + 1, want_dev)
+        tokens = torch.where(hit[:, None] & (steps == first[:, None]), checked, spec)
+        slots = n_out_dev[:, None] + steps  # where this window's tokens go in ``out``
+        keep = steps < accepted[:, None]
+        out.scatter_(1, slots, torch.where(keep, tokens, out.gather(1, slots)))
+        last = torch.where(accepted > 0, tokens.gather(1, (accepted - 1).clamp(min=0)[:, None])[:, 0], last)
+        n_out_dev = n_out_dev + accepted
+        # The window's one read-back: what was accepted and where it first disagreed (plans the next window).
+        got, first_host, hit_host = torch.stack([accepted, first, hit.long()]).tolist()
         for b in range(B):
-            n = want[b]
-            j = next((j for j in range(n) if proposed[b][j] != checked[b][j]), None)
-            if j is None:
-                out[b] += proposed[b][:n]
-                verified[b] += n
-            else:
-                mismatches.append((b, len(out[b]) + j))
-                out[b] += proposed[b][:j] + [checked[b][j]]
-                verified[b] += j + 1
-                recomputed += n - j - 1
-        last = torch.tensor([o[-1] for o in out], device=device)
-    return VerifiedDecode(tokens=torch.tensor(out, device=device), mismatch_positions=tuple(mismatches),
-                          recomputed_tokens=recomputed, fast_tokens=fast, verify_passes=passes)
+            if hit_host[b]:
+                mismatches.append((b, n_out[b] + first_host[b]))
+                recomputed += want[b] - first_host[b] - 1
+            n_out[b] += got[b]
+    return VerifiedDecode(tokens=out[:, :gen_len], mismatch_positions=tuple(mismatches),
+                          recomputed_tokens=recomputed, fast_tokens=fast, verify_passes=passes, windows=windows)
 
 
 # --- the benchmark cell --------------------------------------------------------------------------
@@ -312,9 +345,18 @@ def cell_prompts(cell: Cell, vocab_size: int) -> torch.Tensor:
     return torch.stack(rows).to(cell.device)
 
 
-def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int) -> CellRecord:
-    """Time decode–verify–rollback with pytest-benchmark, plain decoding interleaved (the paired reference);
-    returns its record.
+def margin_stats(margins: list[torch.Tensor]) -> dict:
+    """Quantiles of the top-1 − top-2 logit margins of the greedy decisions, and how many were exact ties."""
+    m = torch.cat(margins).float().cpu() if margins else torch.zeros(0)
+    if not m.numel():
+        return {"margin_p1": None, "margin_p10": None, "margin_p50": None, "exact_ties": 0, "decisions": 0}
+    q = torch.quantile(m, torch.tensor([0.01, 0.10, 0.50])).tolist()
+    return {"margin_p1": q[0], "margin_p10": q[1], "margin_p50": q[2], "exact_ties": int((m == 0).sum()),
+            "decisions": int(m.numel())}
+
+
+def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
+    """Time decode–verify–rollback against plain decoding in one loop; returns the cell's record.
 
     A cell over its token budget is not run: its record has status ``outside_budget`` and the reason.
     """
@@ -322,7 +364,7 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
     reason = budget_violation(cell.batch, cell.window, budget)
     if reason:
         return not_run(cell, STATUS_OUTSIDE_BUDGET, reason, token_budget=budget)
-    model = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
+    model = ctx.models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
     head = untied_head(model)
     prompts = cell_prompts(cell, model.config.vocab_size)
     schedule = Schedule(window=cell.window, context=cell.seq_len + cell.gen_len, token_budget=budget)
@@ -333,12 +375,15 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
     def plain() -> torch.Tensor:
         return decode_plain(model, prompts, cell.gen_len, head=head)
 
-    result = verified()
-    reference = decode_fixed(model, prompts, cell.gen_len, schedule, head=head)
+    results = []
+    syncs = count_host_syncs(lambda: results.append(verified()))
+    result = results[0]
+    margins: list[torch.Tensor] = []
+    reference = decode_fixed(model, prompts, cell.gen_len, schedule, head=head, margins=margins)
     plain_tokens = plain()
-    peak = peak_memory_bytes(verified, cell.device)
     flops = count_flops(verified)
-    timing = paired_benchmark(benchmark, verified, plain, device=cell.device, rounds=rounds, warmup=warmup)
+    samples, gpu = watched(lambda: round_robin({"verified": verified, "plain": plain}, device=cell.device,
+                                               policy=ctx.policy(cell)), ctx.gpu)
     metrics = {
         "recompute_pct": result.recompute_pct,
         "recomputed_tokens": result.recomputed_tokens,
@@ -347,15 +392,24 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
         "mismatches": len(result.mismatch_positions),
         "mismatch_positions": [list(m) for m in result.mismatch_positions],  # [request, output position]
         "verify_passes": result.verify_passes,
+        "windows": result.windows,
+        "host_syncs": sum(syncs.values()),
+        "host_syncs_per_window": sum(syncs.values()) / max(1, result.windows),
         "token_budget": budget,
         "verify_rows": schedule.rows,
         "matches_fixed_schedule": bool(torch.equal(result.tokens, reference)),
         "plain_differing_tokens": int((plain_tokens != result.tokens).sum()),
         "output_head": "untied",
+        "argmax_dtype": "float32",
+        **margin_stats(margins),
         "flops": flops,
-        "peak_mem_bytes": peak,
+        "weights_bytes": tensor_bytes(model) + head.numel() * head.element_size(),
+        "peak_mem_bytes": peak_memory_above(verified, cell.device),
+        "rounds": len(samples["verified"]),
+        **gpu,
     }
-    if timing is not None:
+    if record_rounds(benchmark, samples["verified"]):
+        timing = PairedTiming(tuple(samples["verified"]), tuple(samples["plain"]), cycle=2)
         n = result.output_tokens
         metrics |= {
             "time_ms": timing.time_ms,
@@ -368,5 +422,6 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
             "throughput_ratio": statistics.median(1.0 / r for r in timing.pair_ratios),
             "samples_ms": list(timing.adapter_ms),
             "ref_samples_ms": list(timing.ref_ms),
+            "cycle": 2,
         }
     return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(model), metrics=metrics)

@@ -44,8 +44,8 @@ from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import PhiGrid, compare, gaussian_pair
-from perfsuite.timing import cpu_threads
-from perfsuite.workloads.models import ModelCache
+from perfsuite.timing import cpu_threads, record_rounds, round_robin
+from perfsuite.workloads.models import CellContext
 
 SEEDS = (0, 1)  # the two seeds of every rank
 TASK_SEED = 20210617  # draws the planted update and the evaluation batch (LoRA paper's arXiv date)
@@ -229,13 +229,12 @@ def analyse(students: dict[tuple[int, int], TrainedLoRA], r_a: int, r_b: int, n_
     return out
 
 
-def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int, warmup: int,
-                      config: TrainConfig | None = None) -> CellRecord:
-    """Train the cell's four students, time the φ analysis with pytest-benchmark; returns its record."""
+def run_subspace_cell(benchmark, cell: Cell, ctx: CellContext, *, config: TrainConfig | None = None) -> CellRecord:
+    """Train the cell's four students, time the φ analysis (recorded with pytest-benchmark); returns its record."""
     if cell.rank_b is None:
         raise ValueError(f"{cell.id}: a subspace cell needs rank_b")
     cfg = config or train_config(cell.model)
-    base = models.base(cell.model, "float32", cell.device)
+    base = ctx.models.base(cell.model, "float32", cell.device)
     students = train_students(base, (cell.rank, cell.rank_b), cfg)
     n_layer, d = base.config.n_layer, base.config.n_embd
 
@@ -243,11 +242,11 @@ def run_subspace_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int,
         return analyse(students, cell.rank, cell.rank_b, n_layer, d)
 
     comparisons = analysis()
-    benchmark.pedantic(analysis, rounds=rounds, warmup_rounds=warmup, iterations=1)
-    metrics: dict = {"subspace": [c.to_dict() for c in comparisons]}
-    if not getattr(benchmark, "disabled", False) and benchmark.stats is not None:
-        metrics["time_ms"] = 1e3 * statistics.median(benchmark.stats.stats.data)
-        metrics["samples_ms"] = [1e3 * t for t in benchmark.stats.stats.data]  # so compare can test the analysis time
+    samples = round_robin({"analysis": analysis}, device=cell.device, policy=ctx.policy(cell))["analysis"]
+    metrics: dict = {"subspace": [c.to_dict() for c in comparisons], "rounds": len(samples)}
+    if record_rounds(benchmark, samples):
+        metrics["time_ms"] = statistics.median(samples)
+        metrics["samples_ms"] = samples  # so compare can test the analysis time
     runs = sorted(students.values(), key=lambda t: (t.rank, t.seed))
     metrics |= {
         "train_time_s": sum(t.train_time_s for t in runs),

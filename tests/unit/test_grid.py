@@ -71,7 +71,8 @@ def test_full_is_its_parts_each_with_its_own_dtype_and_rounds():
     assert cells == [c for p in parts for c in p.cells(device="cuda")]
     for part in parts:
         for cell in part.cells(device="cuda"):
-            assert full.timing(cell) == (part.rounds, part.warmup)
+            assert full.timing(cell) == (part.rounds, part.max_rounds or part.rounds, part.warmup)
+            assert full.part_of(cell) == part.name
     assert {c.dtype for c in cells if c.workload == "recompute"} == {"bfloat16"}
     assert {c.dtype for c in full.cells(device="cuda", dtype="float32")} == {"float32"}  # --perfsuite-dtype wins
 
@@ -81,3 +82,16 @@ def test_cells_refuse_fields_of_the_wrong_type(field, value):
     good = Cell("latency", "lora", 8, batch=1, seq_len=32).to_dict()
     with pytest.raises(ValueError, match=f"cell field {field} = "):
         Cell.from_dict({**good, field: value})
+
+
+def test_the_grid_names_the_same_adapters_as_the_registry():
+    from perfsuite.adapters import ADAPTERS
+
+    assert ("none", *ADAPTER_NAMES) == tuple(ADAPTERS)
+
+
+def test_the_plugin_offers_the_dtypes_the_workloads_know():
+    from perfsuite.plugin.options import DTYPE_NAMES
+    from perfsuite.workloads.models import DTYPES
+
+    assert DTYPE_NAMES == tuple(DTYPES)

@@ -9,7 +9,7 @@ from perfsuite.adapters import ADAPTERS, attach
 from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
-from perfsuite.workloads.models import ModelCache
+from perfsuite.workloads.models import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
 from perfsuite.workloads.recompute import (Schedule, _forward, _KVBuffer,
                                            decode_fixed, decode_plain, decode_verified, run_recompute_cell,
@@ -221,7 +221,7 @@ def test_a_batch_over_the_budget_is_refused(fp32):
 
 def test_a_cell_over_the_budget_is_recorded_not_run():
     cell = Cell("recompute", "none", 0, batch=32, seq_len=128, window=32, gen_len=512, model="gpt2-medium")
-    record = run_recompute_cell(None, cell, None, rounds=1, warmup=0).to_dict()  # builds nothing
+    record = run_recompute_cell(None, cell, CellContext()).to_dict()  # builds nothing
     assert record["status"] == STATUS_OUTSIDE_BUDGET and record["token_budget"] == 512
     assert "32 × 32 = 1024" in record["reason"]
 
@@ -231,18 +231,21 @@ class DisabledBenchmark:
 
     disabled, stats = True, None
 
-    def pedantic(self, fn, setup=None, teardown=None, **_):
-        for hook in (setup, fn, teardown):
-            if hook is not None:
-                hook()
+    def pedantic(self, fn, **_):
+        fn()
 
 
 def test_cell_record_carries_the_metrics():
     cell = Cell("recompute", "lora", 4, batch=2, seq_len=8, window=4, gen_len=12)
-    record = run_recompute_cell(DisabledBenchmark(), cell, ModelCache(), rounds=1, warmup=0).to_dict()
+    record = run_recompute_cell(DisabledBenchmark(), cell, CellContext()).to_dict()
     assert record["status"] == STATUS_OK and record["cell_id"] == "recompute[lora-r4-b2-s8-w4-g12]"
     assert record["output_tokens"] == 24 and record["token_budget"] == 64 and record["verify_rows"] == 16
     assert record["matches_fixed_schedule"] is True
     assert record["recompute_pct"] == 100 * record["recomputed_tokens"] / 24
     assert record["mismatches"] == len(record["mismatch_positions"])
     assert record["flops"] > 0 and "time_ms" not in record
+    assert record["host_syncs"] == record["windows"] and record["host_syncs_per_window"] == 1.0
+    assert record["argmax_dtype"] == "float32" and record["decisions"] == 2 * 11  # 11 decisions after the first
+    assert record["margin_p1"] <= record["margin_p50"] and record["exact_ties"] >= 0
+    assert record["weights_bytes"] > 0 and record["peak_mem_bytes"] is None  # none on the CPU, never faked
+    assert record["gpu_state_before"] is None and record["gpu_throttled"] is None

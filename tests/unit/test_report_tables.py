@@ -240,3 +240,15 @@ def test_many_cells_with_one_reason_share_a_line():
                         "recompute[lora-r16-b1-s128-w64-g512], recompute[lora-r16-b1-s128-w128-g512], "
                         "recompute[lora-r16-b1-s128-w256-g512] and 67 more")
     assert len(lines) == 2
+
+
+def test_the_gpu_state_sits_beside_the_times_only_where_a_gpu_recorded_one():
+    from perfsuite.report.tables import gpu_state_table
+
+    assert gpu_state_table([{"cell_id": "a", "gpu_state_before": None}]) is None  # a CPU run: no table, no zeros
+    state = {"sm_clock_mhz": 1980, "max_sm_clock_mhz": 1980, "temperature_c": 60, "power_w": 400.0}
+    table = gpu_state_table([{"cell_id": "latency[lora-r8-b1-s128]", "gpu_state_before": state,
+                              "gpu_state_after": state | {"sm_clock_mhz": 1410}, "gpu_throttled": "SM clock 1410 MHz",
+                              "remeasured_throttled": True}])
+    assert table.rows == (("latency[lora-r8-b1-s128]", "1980 → 1410", "1980", "60", "400", "SM clock 1410 MHz",
+                           "yes"),)

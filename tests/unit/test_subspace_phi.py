@@ -24,7 +24,8 @@ from perfsuite.subspace.phi import (
     top_agree,
 )
 from perfsuite.workloads import subspace as workload
-from perfsuite.workloads.models import ModelCache
+from perfsuite.timing import RoundPolicy
+from perfsuite.workloads.models import CellContext
 
 TOL = 1e-9
 # No per-example deadline: the suite runs on shared, busy CPUs, where a 200 ms deadline flakes.
@@ -199,26 +200,24 @@ def test_training_is_reproducible_from_its_seeds():
 
 
 class FakeBenchmark:
-    """pytest-benchmark's ``pedantic`` without the plugin: runs the function, records fixed times."""
+    """Enough of pytest-benchmark's fixture for perfsuite.timing.record_rounds."""
 
     disabled = False
 
     def __init__(self):
-        self.calls = 0
         self.stats = None
 
-    def pedantic(self, fn, rounds, warmup_rounds, iterations):
-        for _ in range(rounds + warmup_rounds):
-            fn()
-            self.calls += 1
-        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.001, 0.003, 0.002][:rounds]})()})()
+    def pedantic(self, fn, rounds, iterations):
+        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.0] * rounds})()})()
 
 
 def test_cell_record_carries_every_comparison_of_the_data_contract():
     cell = Cell("subspace", "lora", 2, rank_b=3, model="tiny")
     bench = FakeBenchmark()
-    record = workload.run_subspace_cell(bench, cell, ModelCache(), rounds=3, warmup=1, config=QUICK).to_dict()
-    assert bench.calls == 4 and record["time_ms"] == pytest.approx(2.0)
+    context = CellContext(policy=lambda c: RoundPolicy.fixed(3, 1))
+    record = workload.run_subspace_cell(bench, cell, context, config=QUICK).to_dict()
+    assert record["rounds"] == 3 and record["time_ms"] == pytest.approx(sorted(record["samples_ms"])[1])
+    assert bench.stats.stats.data == pytest.approx([t / 1e3 for t in record["samples_ms"]])
     assert record["status"] == "ok" and record["cell_id"] == "subspace[lora-r2-R3]"
     assert record["train_time_s"] > 0 and len(record["train_runs"]) == 4
     subspace = record["subspace"]
@@ -234,4 +233,4 @@ def test_cell_record_carries_every_comparison_of_the_data_contract():
 
 def test_a_cell_without_rank_b_is_refused():
     with pytest.raises(ValueError, match="rank_b"):
-        workload.run_subspace_cell(FakeBenchmark(), Cell("subspace", "lora", 2), ModelCache(), rounds=1, warmup=0)
+        workload.run_subspace_cell(FakeBenchmark(), Cell("subspace", "lora", 2), CellContext())

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfsuite.timing import DeviceUnavailable, PairedTiming, is_out_of_memory, resolve_device, timed_call
+from perfsuite.timing import (DeviceUnavailable, PairedTiming, RoundPolicy, is_out_of_memory, record_rounds,
+                              resolve_device, round_robin, timed_call)
 
 times = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40)
 
@@ -89,47 +90,74 @@ def test_order_bias_cancels_within_a_pair_of_rounds():
     assert statistics.median(t.ratios) != pytest.approx(1.1)  # the unpaired per-round median is biased
 
 
-class FakeBenchmark:
-    """Enough of pytest-benchmark's fixture to drive paired_benchmark: pedantic() with setup/teardown."""
-
-    def __init__(self):
-        self.calls, self.disabled = [], False
-
-    def pedantic(self, target, setup, teardown, rounds, warmup_rounds, iterations):
-        data = []
-        for k in range(warmup_rounds + rounds):
-            setup()
-            target()
-            teardown()
-            if k >= warmup_rounds:
-                data.append(0.002)
-        self.stats = type("M", (), {"stats": type("S", (), {"data": data})()})()
-
-
-def test_paired_benchmark_interleaves_base_before_and_after():
-    from perfsuite.timing import paired_benchmark
-
+def test_the_round_robin_rotates_the_order_and_runs_whole_cycles():
     order = []
-    bench = FakeBenchmark()
-    timing = paired_benchmark(bench, lambda: order.append("A"), lambda: order.append("b"), device="cpu",
-                              rounds=4, warmup=2)
-    assert "".join(order) == "bAAbbAAbbAAb"  # warm-up rounds first, then the same alternation
-    assert len(timing.ref_ms) == len(timing.adapter_ms) == 4
+    fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    samples = round_robin(fns, device="cpu", policy=RoundPolicy.fixed(4, warmup=1), clock=FakeClock([1.0] * 1000))
+    assert "".join(order) == "abc" + "abc" + "bca" + "cab" + "abc" + "bca" + "cab"  # warm-up, then 2 cycles
+    assert all(len(v) == 6 for v in samples.values())  # 4 rounds asked for: whole cycles of 3 → 6
 
 
-def test_the_local_runner_times_like_pytest_benchmark_with_a_fake_clock():
-    """LocalBenchmark (the selftest's runner) and paired_benchmark, the one timing loop, on a fake clock: the
-    adapted call costs 3 ticks, the plain one 2; setup and teardown are not timed as the adapted call."""
-    from perfsuite.timing import LocalBenchmark, paired_benchmark
+def test_the_loop_stops_once_every_median_is_precise_and_never_outside_its_range():
+    steady = {"a": lambda: None, "b": lambda: None}
+    quiet = round_robin(steady, device="cpu", policy=RoundPolicy(10, 200), clock=FakeClock([0.0, 1e-3] * 10_000))
+    assert len(quiet["a"]) == 10  # every round the same: precise at the floor
+    noisy = FakeClock([0.0, 1e-3, 0.0, 3e-3] * 10_000)  # two levels, a factor of 3 apart: never within 0.5 %
+    assert len(round_robin(steady, device="cpu", policy=RoundPolicy(10, 40), clock=noisy)["a"]) == 40
 
-    now = [0.0]
 
-    def tick(n):
-        return lambda: now.__setitem__(0, now[0] + n)
+def test_timed_calls_synchronize_before_reading_the_clock(monkeypatch):
+    """The GPU path by construction: the clock is read only after the device has finished (CPU seam)."""
+    import perfsuite.timing as timing
 
-    bench = LocalBenchmark(clock=lambda: now[0])
-    timing = paired_benchmark(bench, tick(3e-3), tick(2e-3), device="cpu", rounds=6, warmup=2)
-    assert timing.adapter_ms == pytest.approx((3.0,) * 6) and timing.ref_ms == pytest.approx((2.0,) * 6)
-    assert timing.slowdown_pct == pytest.approx(50.0)
-    with pytest.raises(ValueError, match="one call per round"):
-        bench.pedantic(tick(1), iterations=2)
+    events = []
+    monkeypatch.setattr(timing, "synchronize", lambda device: events.append(f"sync {device}"))
+    clock = lambda: events.append("clock") or 0.0  # noqa: E731
+    timing.timed_call(lambda: events.append("work"), "cuda", clock)
+    assert events == ["sync cuda", "clock", "work", "sync cuda", "clock"]
+
+
+def test_cycles_cancel_the_position_bias_of_a_rotation():
+    """Three models in rotation; the one in the last place is 3 % faster. An adapter costing +10 % reads +10 %."""
+    factor = {0: 1.0, 1: 1.0, 2: 0.97}
+    keys = ["base", "x", "y"]
+    base, x = [], []
+    for r in range(30):
+        order = keys[r % 3:] + keys[:r % 3]
+        base.append(1.0 * factor[order.index("base")])
+        x.append(1.1 * factor[order.index("x")])
+    t = PairedTiming(tuple(x), tuple(base), cycle=3)
+    assert t.slowdown_pct == pytest.approx(10.0, abs=1e-9)
+
+
+class RecordingBenchmark:
+    """Enough of pytest-benchmark's fixture for record_rounds: pedantic() and its Metadata/Stats shape."""
+
+    def __init__(self, disabled=False):
+        self.disabled, self.stats, self.calls = disabled, None, []
+
+    def pedantic(self, target, rounds, iterations):
+        self.calls.append(rounds)
+        for _ in range(1 if self.disabled else rounds):
+            target()
+        if not self.disabled:
+            self.stats = type("M", (), {"stats": type("S", (), {"data": [0.0] * rounds})()})()
+
+
+def test_record_rounds_hands_the_cells_rounds_to_pytest_benchmark():
+    bench = RecordingBenchmark()
+    assert record_rounds(bench, [2.0, 3.0, 4.0]) and bench.stats.stats.data == [0.002, 0.003, 0.004]
+    off = RecordingBenchmark(disabled=True)
+    assert not record_rounds(off, [2.0, 3.0]) and off.calls == [1]  # the fixture is used, nothing recorded
+
+
+def test_tensor_bytes_counts_shared_weights_once_and_no_peak_is_faked_on_the_cpu():
+    from perfsuite.adapters import adapted_copy, attach
+    from perfsuite.model import build_model
+    from perfsuite.timing import peak_memory_above, tensor_bytes
+
+    base = build_model("tiny")
+    lora = attach(adapted_copy(base), "lora", 8)
+    own = sum(p.numel() * 4 for n, p in lora.named_parameters() if "lora_" in n)
+    assert tensor_bytes(lora) == tensor_bytes(base) + own and tensor_bytes(base, lora) == tensor_bytes(lora)
+    assert peak_memory_above(lambda: None, "cpu") is None

@@ -53,6 +53,13 @@ def test_nightly_workflow():
     assert set(doc["on"]) == {"schedule", "workflow_dispatch"}
     shard = doc["jobs"]["shard"]
     assert "self-hosted" in shard["runs-on"] and "gpu" in shard["runs-on"]
+    assert doc["concurrency"]["group"] == "perfsuite-nightly" and doc["env"]["PERFSUITE_MACHINE_ID"]
+    gpu_tests = next(s for s in shard["steps"] if "-m gpu" in s.get("run", ""))
+    assert not gpu_tests.get("continue-on-error"), "GPU tests gate the nightly"
+    install = next(s for s in shard["steps"] if "venv" in s.get("run", ""))
+    assert "--system-site-packages" in install["run"] and "CUDA_VISIBLE_DEVICES" in install["run"]
+    upload = next(s for s in shard["steps"] if "upload-artifact" in s.get("uses", ""))
+    assert "journal.jsonl" in upload["with"]["path"] and upload["if"] == "always()"
     assert shard["strategy"]["matrix"]["shard"] == list(range(1, int(doc["env"]["SHARDS"]) + 1))
     merge = doc["jobs"]["merge"]
     assert merge["needs"] == "shard"
