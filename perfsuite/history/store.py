@@ -12,7 +12,7 @@ the run's median, rounds, IQR) and ``acks``.
 
 Format history (``PRAGMA user_version``; a newer version is refused, an older one migrated in
 ``_MIGRATIONS``):
-  1 — runs, machines, cells, measurements, acks; view measurements_v.
+  1 — runs, machines, cells, metrics, measurements, acks; view measurements_v.
 """
 
 from __future__ import annotations
@@ -26,38 +26,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results, load_results
+from perfsuite.history.rows import METRICS, metric_rows, series_key, software_line
 from perfsuite.machine import Fingerprint
 
 STORE_VERSION = 1
-# Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
-# reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
-METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
-CI_CONFIDENCE_Z = 1.96  # the band of a night: the 95 % order-statistic interval of its median
-SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
 
+# Rows refer to cells, metrics and machines by small integers, and measurements are clustered by series
+# (WITHOUT ROWID, keyed cell → metric → run): a year of the full grid is ~350 000 rows.
 _SCHEMA = """
 CREATE TABLE runs (run_id INTEGER PRIMARY KEY, run_key TEXT NOT NULL UNIQUE, datetime TEXT NOT NULL,
                    commit_sha TEXT NOT NULL, branch TEXT, dirty INTEGER, profile TEXT, sources TEXT NOT NULL,
                    added_at TEXT NOT NULL);
-CREATE TABLE machines (machine_id TEXT PRIMARY KEY, series_key TEXT NOT NULL, fingerprint TEXT NOT NULL,
-                       description TEXT NOT NULL);
-CREATE TABLE cells (cell_id TEXT PRIMARY KEY, cell TEXT NOT NULL);
-CREATE TABLE measurements (run_id INTEGER NOT NULL REFERENCES runs, cell_id TEXT NOT NULL REFERENCES cells,
-                           metric TEXT NOT NULL, machine_id TEXT NOT NULL REFERENCES machines,
+CREATE TABLE machines (machine_key INTEGER PRIMARY KEY, machine_id TEXT NOT NULL UNIQUE, series_key TEXT NOT NULL,
+                       fingerprint TEXT NOT NULL, description TEXT NOT NULL);
+CREATE TABLE cells (cell_key INTEGER PRIMARY KEY, cell_id TEXT NOT NULL UNIQUE, cell TEXT NOT NULL);
+CREATE TABLE metrics (metric_key INTEGER PRIMARY KEY, metric TEXT NOT NULL UNIQUE);
+CREATE TABLE measurements (cell_key INTEGER NOT NULL REFERENCES cells, metric_key INTEGER NOT NULL REFERENCES metrics,
+                           run_id INTEGER NOT NULL REFERENCES runs, machine_key INTEGER NOT NULL REFERENCES machines,
                            value REAL NOT NULL, ci_low REAL, ci_high REAL, rounds INTEGER, iqr_pct REAL,
-                           PRIMARY KEY (run_id, cell_id, metric));
-CREATE TABLE acks (cell_id TEXT NOT NULL REFERENCES cells, run_id INTEGER NOT NULL REFERENCES runs,
-                   note TEXT NOT NULL, acked_at TEXT NOT NULL, PRIMARY KEY (cell_id, run_id));
+                           PRIMARY KEY (cell_key, metric_key, run_id)) WITHOUT ROWID;
+CREATE TABLE acks (cell_key INTEGER NOT NULL REFERENCES cells, run_id INTEGER NOT NULL REFERENCES runs,
+                   note TEXT NOT NULL, acked_at TEXT NOT NULL, PRIMARY KEY (cell_key, run_id));
 CREATE VIEW measurements_v AS
-  SELECT r.datetime, r.commit_sha, r.branch, m.cell_id, m.metric, m.value, m.ci_low, m.ci_high, m.rounds,
-         m.iqr_pct, mc.description AS machine, mc.series_key, m.run_id
-  FROM measurements m JOIN runs r USING (run_id) JOIN machines mc USING (machine_id);
+  SELECT r.datetime, r.commit_sha, r.branch, c.cell_id, k.metric, m.value, m.ci_low, m.ci_high, m.rounds,
+         m.iqr_pct, mc.machine_id, mc.description AS machine, mc.series_key, m.run_id
+  FROM measurements m JOIN runs r USING (run_id) JOIN cells c USING (cell_key) JOIN metrics k USING (metric_key)
+  JOIN machines mc USING (machine_key);
 """
 _MIGRATIONS: dict[int, str] = {}  # target version -> SQL from the version before (none yet)
 
@@ -122,53 +119,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def median_interval(samples) -> tuple[float | None, float | None]:
-    """Distribution-free 95 % interval of a median from order statistics (normal approximation of the binomial)."""
-    try:
-        s = np.sort(np.asarray(samples if samples is not None else (), dtype=float))
-    except (TypeError, ValueError):  # malformed samples: the night keeps its value, without a band
-        return None, None
-    n = s.size
-    if s.ndim != 1 or n < 3 or not np.all(np.isfinite(s)):
-        return None, None
-    half = CI_CONFIDENCE_Z * math.sqrt(n) / 2.0
-    lo, hi = int(max(0, math.floor(n / 2.0 - half))), int(min(n - 1, math.ceil(n / 2.0 + half) - 1))
-    return float(s[lo]), float(s[hi])
-
-
-def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float | None]]:
-    """(metric, value, ci_low, ci_high) for each of METRICS the record has as a positive number."""
-    rows = []
-    time_ms = rec.get("time_ms")
-    if _positive(time_ms):
-        rows.append(("time_ms", float(time_ms), *median_interval(rec.samples_ms)))
-    slowdown, ref = rec.get("slowdown_pct"), rec.ref_samples_ms
-    if rec.cell.adapter != "none" and isinstance(slowdown, (int, float)) and _positive(1 + slowdown / 100.0):
-        try:
-            ratios = np.asarray(rec.samples_ms, dtype=float) / np.asarray(ref, dtype=float) if ref else None
-        except (TypeError, ValueError):
-            ratios = None
-        rows.append(("slowdown_ratio", 1 + slowdown / 100.0, *median_interval(ratios)))
-    if _positive(rec.get("peak_mem_bytes")):
-        rows.append(("peak_mem_bytes", float(rec.get("peak_mem_bytes")), None, None))
-    return rows
-
-
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def series_key(fp: Fingerprint) -> str:
-    """The fingerprint without software versions and without the boot id: what one series continues on."""
-    d = {k: v for k, v in fp.to_dict().items() if k not in SOFTWARE_FIELDS}
-    d["host"] = str(d["host"]).split("#boot-")[0] if d.get("host") else None
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def _software(fp: dict) -> str:
-    return ", ".join(f"{k.removesuffix('_version')} {fp.get(k)}" for k in SOFTWARE_FIELDS if fp.get(k))
-
-
 class HistoryStore:
     """An open store. Use :func:`open_store`; every write is one transaction."""
 
@@ -211,17 +161,27 @@ class HistoryStore:
             run_id = cur.lastrowid
             for rec in results.ok():
                 fp = Fingerprint.of(rec.env, rec.cell)
-                self.conn.execute("INSERT OR IGNORE INTO machines VALUES (?, ?, ?, ?)",
-                                  (fp.short_id(), series_key(fp), json.dumps(fp.to_dict(), sort_keys=True),
-                                   fp.describe()))
-                self.conn.execute("INSERT OR IGNORE INTO cells VALUES (?, ?)",
-                                  (rec.id, json.dumps(rec.cell.to_dict(), sort_keys=True)))
+                machine = self._key("machines", "machine_key", "machine_id", fp.short_id(),
+                                    series_key=series_key(fp), fingerprint=json.dumps(fp.to_dict(), sort_keys=True),
+                                    description=fp.describe())
+                cell = self._key("cells", "cell_key", "cell_id", rec.id,
+                                 cell=json.dumps(rec.cell.to_dict(), sort_keys=True))
                 for metric, value, lo, hi in metric_rows(rec):
                     self.conn.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                      (run_id, rec.id, metric, fp.short_id(), value, lo, hi, rec.get("rounds"),
-                                       _finite(rec.get("iqr_pct"))))
+                                      (cell, self._key("metrics", "metric_key", "metric", metric), run_id, machine,
+                                       value, lo, hi, rec.get("rounds"), _finite(rec.get("iqr_pct"))))
                     rows += 1
         return Added(self.run(run_id), rows, len(results.ok()), len(results.records) - len(results.ok()))
+
+    def _key(self, table: str, key: str, name: str, value: str, **columns) -> int:
+        """The integer key of ``value`` in ``table``, inserted (with ``columns``) the first time."""
+        row = self.conn.execute(f"SELECT {key} FROM {table} WHERE {name} = ?", (value,)).fetchone()
+        if row:
+            return row[0]
+        cols = [name, *columns]
+        cur = self.conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                (value, *columns.values()))
+        return cur.lastrowid
 
     def ack(self, cell_ids: Iterable[str], commit: str, note: str) -> list[Ack]:
         """Mark the step at ``commit`` (a run's commit, or a unique prefix of one) as intended for these cells:
@@ -237,7 +197,8 @@ class HistoryStore:
         stamp = _now()
         with self.conn:
             for c in cell_ids:
-                self.conn.execute("INSERT OR REPLACE INTO acks VALUES (?, ?, ?, ?)", (c, run.run_id, note, stamp))
+                self.conn.execute("INSERT OR REPLACE INTO acks SELECT cell_key, ?, ?, ? FROM cells WHERE cell_id = ?",
+                                  (run.run_id, note, stamp, c))
         return [Ack(c, run, note, stamp) for c in cell_ids]
 
     # --- reading ---------------------------------------------------------------------------------
@@ -265,8 +226,9 @@ class HistoryStore:
         return runs[0]
 
     def acks(self) -> list[Ack]:
-        rows = self.conn.execute("SELECT a.cell_id, r.run_id, r.datetime, r.commit_sha, r.branch, a.note, a.acked_at "
-                                 "FROM acks a JOIN runs r USING (run_id) ORDER BY r.datetime, r.run_id, a.cell_id")
+        rows = self.conn.execute("SELECT c.cell_id, r.run_id, r.datetime, r.commit_sha, r.branch, a.note, a.acked_at "
+                                 "FROM acks a JOIN runs r USING (run_id) JOIN cells c USING (cell_key) "
+                                 "ORDER BY r.datetime, r.run_id, c.cell_id")
         return [Ack(c, Run(rid, dt, sha, br), note, at) for c, rid, dt, sha, br, note, at in rows]
 
     def cells(self, expr: str | None = None) -> list[Cell]:
@@ -278,25 +240,30 @@ class HistoryStore:
         where the cell has one, else time, as `perfsuite compare --metric auto`)."""
         if metric not in (*METRICS, "all", "auto"):
             raise HistoryError(f"unknown metric {metric!r}; known: auto, all, {', '.join(METRICS)}")
-        cells = {c.id: c for c in self.cells(cells_expr)}
-        rows = self.conn.execute(
-            "SELECT m.cell_id, m.metric, mc.series_key, mc.fingerprint, mc.description, r.run_id, r.datetime, "
-            "r.commit_sha, r.branch, m.value, m.ci_low, m.ci_high FROM measurements m JOIN runs r USING (run_id) "
-            "JOIN machines mc USING (machine_id) ORDER BY m.cell_id, m.metric, mc.series_key, r.datetime, r.run_id")
-        grouped: dict[tuple[str, str, str], list] = {}
-        for row in rows:
-            if row[0] in cells:
-                grouped.setdefault(row[:3], []).append(row)
+        wanted = {c.id: c for c in self.cells(cells_expr)}
+        # Small tables into dicts first, so each of the (many) measurement rows is five numbers.
+        cells = {k: wanted[cid] for k, cid in self.conn.execute("SELECT cell_key, cell_id FROM cells") if cid in wanted}
+        metrics = dict(self.conn.execute("SELECT metric_key, metric FROM metrics"))
+        machines = {k: (key, software_line(json.loads(fp)), desc) for k, key, fp, desc in
+                    self.conn.execute("SELECT machine_key, series_key, fingerprint, description FROM machines")}
+        runs = {r.run_id: r for r in self.runs()}
+        grouped: dict[tuple[int, str, str], list] = {}
+        for cell, mk, machine, run, value, lo, hi in self.conn.execute(
+                "SELECT cell_key, metric_key, machine_key, run_id, value, ci_low, ci_high FROM measurements"):
+            if cell in cells:
+                grouped.setdefault((cell, metrics[mk], machines[machine][0]), []).append((runs[run], value, lo, hi,
+                                                                                          machine))
         with_ratio = {k[0] for k in grouped if k[1] == "slowdown_ratio"}
         out = []
-        for (cell_id, m, key), group in grouped.items():
-            if metric == "auto" and m != ("slowdown_ratio" if cell_id in with_ratio else "time_ms"):
+        for (cell, m, key), group in grouped.items():
+            if metric == "auto" and m != ("slowdown_ratio" if cell in with_ratio else "time_ms"):
                 continue
             if metric not in ("auto", "all") and m != metric:
                 continue
-            points = tuple(Point(Run(g[5], g[6], g[7], g[8]), g[9], g[10], g[11]) for g in group)
-            software = tuple(_software(json.loads(g[3])) for g in group)
-            out.append(Series(cells[cell_id], m, key, group[-1][4], points, software))
+            group.sort(key=lambda g: (g[0].datetime, g[0].run_id))
+            points = tuple(Point(run, value, lo, hi) for run, value, lo, hi, _ in group)
+            software = tuple(machines[g[4]][1] for g in group)
+            out.append(Series(cells[cell], m, key, machines[group[-1][4]][2], points, software))
         return sorted(out, key=lambda s: (s.cell, s.metric, s.series_key))
 
 

@@ -17,6 +17,7 @@ The sections are :class:`perfsuite.report.page.Section`, so `perfsuite report` c
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ LARGE_INCHES = (9.0, 2.6)
 LARGE_DPI = 90
 MAX_LARGE_FIGURES = 40  # cells with change points drawn large; the rest are listed in the table
 POINT_COLOUR, LEVEL_COLOUR, STEP_COLOUR, BAND_COLOUR = "#4c72b0", "#1d1d1f", "#c4281c", "#c9d6ea"
+PNG_COLOURS = 64  # palette PNGs (median-cut at 32 colours lost the red of the steps)
 CSV_NAME = "trends.csv"
 UNITS = {"time_ms": "ms", "slowdown_ratio": "× plain", "peak_mem_bytes": "bytes"}
 
@@ -53,15 +55,32 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
+def bins(n: int, target: int = SMALL_POINTS) -> list[tuple[int, int]]:
+    """At most ``target`` runs of consecutive nights, [start, stop), covering 0..n."""
+    if n <= target:
+        return [(i, i + 1) for i in range(n)]
+    edges = np.linspace(0, n, target + 1).astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
 def downsample(values: np.ndarray, target: int = SMALL_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """(x, y): at most ``target`` points, each the median of a bin of consecutive nights, x its middle night."""
-    n = len(values)
-    if n <= target:
-        return np.arange(n, dtype=float), np.asarray(values, dtype=float)
-    edges = np.linspace(0, n, target + 1).astype(int)
-    xs = np.array([(a + b - 1) / 2.0 for a, b in zip(edges, edges[1:])])
-    ys = np.array([np.median(values[a:b]) for a, b in zip(edges, edges[1:])])
+    spans = bins(len(values), target)
+    xs = np.array([(a + b - 1) / 2.0 for a, b in spans])
+    ys = np.array([np.median(values[a:b]) for a, b in spans])
     return xs, ys
+
+
+def save_png(fig: Figure, path: Path, dpi: int) -> Path:
+    """The figure as a PNG of PNG_COLOURS colours: a third of the bytes of matplotlib's, the reds kept."""
+    from PIL import Image  # matplotlib's own dependency
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    Image.open(buf).convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(
+        path, optimize=True)
+    return path
 
 
 def _label(s: SeriesChanges) -> str:
@@ -176,7 +195,7 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
     for (workload, adapter, metric), group in sorted(_groups(found).items()):
         title = f"Trends — {workload}, {adapter}, {metric}"
         path = out_dir / f"trends-{slug(workload)}-{slug(adapter)}-{slug(metric)}.png"
-        small_multiples(group, title).savefig(path, dpi=SMALL_DPI)
+        save_png(small_multiples(group, title), path, SMALL_DPI)
         stepped = [c for s in group for c in s.changes]
         tables = ((change_table(stepped, "Change points in this figure"),) if stepped else ()) + (
             series_table(group, "Every series of this figure"),)
@@ -186,7 +205,7 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
     stepped = [s for s in found if s.changes][:MAX_LARGE_FIGURES]
     for s in stepped:
         path = out_dir / f"trend-{slug(s.series.cell.id)}-{slug(s.series.metric)}-{s.series.series_key}.png"
-        large_figure(s).savefig(path, dpi=LARGE_DPI)
+        save_png(large_figure(s), path, LARGE_DPI)
         sections.append(Section(f"Trend — {s.series.cell.id}, {s.series.metric}", (path,),
                                 (change_table(list(s.changes), "Its change points"),),
                                 f"On {s.series.machine}. The shaded span of a step is its commit range."))
@@ -194,18 +213,23 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
 
 
 def write_points_csv(found: list[SeriesChanges], path: Path) -> Path:
+    """The numbers drawn: every night of a series with a change point (its large figure), the medians of the
+    bins of the others (their panels). ``nights`` says how many nightlies a row stands for."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["cell_id", "metric", "series_key", "datetime", "commit", "value", "ci_low", "ci_high", "level",
-                    "step_pct"])
+        w.writerow(["cell_id", "metric", "series_key", "nights", "first_date", "last_date", "commit",
+                    "value", "ci_low", "ci_high", "level", "step_pct"])
         for s in found:
-            level = {i: g.level for a, b, g in ((s.start + g.start, s.start + g.stop, g) for g in s.detection.segments)
-                     for i in range(a, b)}
+            pts = s.series.points
+            values = np.array([p.value for p in pts])
+            level = {i: g.level for g in s.detection.segments for i in range(s.start + g.start, s.start + g.stop)}
             steps = {_index(s, c): c.step_pct for c in s.changes}
-            for i, p in enumerate(s.series.points):
-                w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, p.run.datetime, p.run.commit,
-                            f"{p.value:.6g}", _opt(p.ci_low), _opt(p.ci_high), _opt(level.get(i)),
-                            _opt(steps.get(i))])
+            for a, b in bins(len(pts), len(pts) if s.changes else SMALL_POINTS):
+                one = pts[a] if b - a == 1 else None
+                w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, b - a, pts[a].run.datetime[:10],
+                            pts[b - 1].run.datetime[:10], one.run.commit if one else "", f"{np.median(values[a:b]):.6g}",
+                            _opt(one and one.ci_low), _opt(one and one.ci_high), _opt(level.get(b - 1)),
+                            _opt(next((v for i, v in steps.items() if a <= i < b), None))])
     return path
 
 

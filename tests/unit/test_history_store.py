@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from perfsuite.cells.grid import get_profile
 from perfsuite.cli import main
-from perfsuite.history.store import (STORE_VERSION, HistoryError, add_files, median_interval, metric_rows,
-                                     open_store, series_key)
+from perfsuite.history.rows import median_interval, metric_rows, series_key
+from perfsuite.history.store import STORE_VERSION, HistoryError, add_files, open_store
 from perfsuite.history.synthetic import build_store, commit_of, night_document, night_records
 from perfsuite.machine import Fingerprint
 
