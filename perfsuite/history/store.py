@@ -138,15 +138,7 @@ class HistoryStore:
 
     def add(self, results: Results, sources: Sequence[str], run_key: str) -> Added:
         """Store one run (the records of one or more shard files of one commit) in one transaction."""
-        commits = {r.get("commit") for r in results.runs}
-        if None in commits or "" in commits:
-            raise HistoryError(f"{_files(sources)}: no commit recorded (run the benchmarks inside a git checkout)")
-        if len(commits) > 1:
-            raise HistoryError(f"{_files(sources)}: files from {len(commits)} commits; `history add` takes the "
-                               "shards of one run at a time")
-        stamps = [r.get("datetime") for r in results.runs]
-        if not all(isinstance(s, str) and s for s in stamps):
-            raise HistoryError(f"{_files(sources)}: a file has no datetime")
+        commit, stamp = check_one_run(results, sources)
         meta = results.runs[0]
         found = self.conn.execute("SELECT run_id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
         if found:
@@ -156,7 +148,7 @@ class HistoryStore:
             cur = self.conn.execute(
                 "INSERT INTO runs (run_key, datetime, commit_sha, branch, dirty, profile, sources, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_key, min(stamps), commits.pop(), meta.get("branch"), _bool(meta.get("dirty")),
+                (run_key, stamp, commit, meta.get("branch"), _bool(meta.get("dirty")),
                  meta.get("profile"), json.dumps(list(sources)), _now()))
             run_id = cur.lastrowid
             for rec in results.ok():
@@ -279,6 +271,20 @@ def _files(sources: Sequence[str]) -> str:
     return sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1} more)"
 
 
+def check_one_run(results: Results, sources: Sequence[str]) -> tuple[str, str]:
+    """(commit, earliest datetime) of files that are one run, or HistoryError saying why they are not."""
+    commits = {r.get("commit") for r in results.runs}
+    if None in commits or "" in commits:
+        raise HistoryError(f"{_files(sources)}: no commit recorded (run the benchmarks inside a git checkout)")
+    if len(commits) > 1:
+        raise HistoryError(f"{_files(sources)}: files from {len(commits)} commits; `history add` takes the "
+                           "shards of one run at a time")
+    stamps = [r.get("datetime") for r in results.runs]
+    if not all(isinstance(s, str) and s for s in stamps):
+        raise HistoryError(f"{_files(sources)}: a file has no datetime")
+    return commits.pop(), min(stamps)
+
+
 def run_key(paths: Sequence[str | Path]) -> str:
     """The identity of a run's files: their bytes, in any order (adding the same files again adds nothing)."""
     digests = sorted(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths)
@@ -326,6 +332,7 @@ def add_files(store_path: str | Path, paths: Sequence[str | Path]) -> Added:
         raise HistoryError(msg) from None
     if not results.records:
         raise HistoryError(f"{_files(sources)}: no cells")
+    check_one_run(results, sources)  # before the store is created: a refused run leaves no file behind
     key = run_key(sources)
     with open_store(store_path, create=True) as store:
         return store.add(results, sources, key)

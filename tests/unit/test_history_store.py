@@ -120,6 +120,7 @@ def test_files_of_two_commits_are_two_runs_and_refused_together(tmp_path, capsys
     two = [FIXTURES / "smoke_all_workloads.json", Path(__file__).parents[2] / "reports/smoke-cpu/results.json"]
     assert main(["history", "add", *map(str, two), "--store", str(store)]) == 2
     assert "shards of one run" in capsys.readouterr().err
+    assert not store.exists()
 
 
 def test_adding_the_same_run_twice_adds_it_once(tmp_path, capsys):
