@@ -20,6 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--vector", default="svg", choices=("svg", "pdf", "none"),
                    help="vector format written beside each PNG (default: svg)")
     p.add_argument("--title", default=None, help="page title (default: 'perfsuite report — PROFILE')")
+    p.add_argument("--history", default=None, metavar="STORE",
+                   help="a `perfsuite history` store: add its trends and change points at the end of the page")
 
 
 def run(args) -> int:
@@ -32,7 +34,9 @@ def run(args) -> int:
         print(f"perfsuite report: error: {line}", file=sys.stderr)
     if not results.runs:
         raise PerfsuiteError(f"none of the {len(args.results)} result file(s) could be read; nothing to report")
-    files = render_report(results, args.out, comparison=comparison, title=args.title, vector=args.vector)
+    trends = _trend_sections(args.history, args.out) if args.history else ()
+    files = render_report(results, args.out, comparison=comparison, title=args.title, vector=args.vector,
+                          trends=trends)
     print(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/")
     for path in (files.index, files.summary, files.csv, *files.figures):
         print(f"  {path.name}")
@@ -41,3 +45,11 @@ def run(args) -> int:
         for line in files.missing:
             print(f"  {line}")
     return 2 if results.errors else 0
+
+
+def _trend_sections(store_path: str, out_dir: str) -> list:
+    from perfsuite.history import find_changes, open_store
+    from perfsuite.history.trends import trend_sections
+
+    with open_store(store_path) as store:
+        return trend_sections(find_changes(store), out_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -101,10 +102,13 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
 
 
 def render_report(results: Results, out_dir: str | Path, *, comparison: dict | None = None,
-                  vector: str | None = "svg", title: str | None = None) -> ReportFiles:
+                  vector: str | None = "svg", title: str | None = None,
+                  trends: Sequence[Section] = ()) -> ReportFiles:
     """The report step: results.csv, a figure per workload and setup present, index.html and summary.md
     in ``out_dir``. ``comparison`` is a ``perfsuite compare`` verdict document (its table goes on top);
-    ``vector`` is "svg", "pdf" or None (PNG only). Renders whatever the results hold, and lists the rest."""
+    ``vector`` is "svg", "pdf" or None (PNG only); ``trends``: sections already drawn into ``out_dir``
+    (:func:`perfsuite.history.trends.trend_sections`), added at the end. Renders whatever the results
+    hold, and lists the rest."""
     out_dir = Path(out_dir)
     if comparison is not None:
         comparison = check_comparison(comparison)
@@ -115,6 +119,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     csv = out_dir / CSV_NAME
     report_frame(results).to_csv(csv, index=False)
     sections, missing = build_sections(results, out_dir, vector=vector)
+    sections += list(trends)
     profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
     title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
     head = [run_table(results)]

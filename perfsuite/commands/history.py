@@ -1,0 +1,184 @@
+"""``perfsuite history``: keep every nightly run, find the change points, draw the trends (thin over
+:mod:`perfsuite.history`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from perfsuite.errors import PerfsuiteError
+
+HELP = "nightly history: add runs to a store, list change points, acknowledge intended steps, draw trends"
+DEFAULT_STORE = "perfsuite-history.sqlite"
+DEFAULT_OUT = "perfsuite-out/trends"
+METRIC_CHOICES = ("auto", "all", "time_ms", "slowdown_ratio", "peak_mem_bytes")
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def with_store(q):
+        q.add_argument("--store", default=DEFAULT_STORE, metavar="PATH",
+                       help=f"the history store, an SQLite file (default: {DEFAULT_STORE})")
+        return q
+
+    def with_selection(q):
+        q.add_argument("--cells", default=None, metavar="EXPR", help="only cells matching a selection expression")
+        q.add_argument("--metric", default="auto", choices=METRIC_CHOICES,
+                       help="series to search: auto (slow-down ratio where a cell has one, else time), all, or one")
+        return q
+
+    a = with_store(sub.add_parser("add", help="add one run (its results file, or the shards of one run) to the store"))
+    a.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files of ONE run (shards of it)")
+    s = with_selection(with_store(sub.add_parser("show", help="list each change point: cell, step, commit range")))
+    s.add_argument("--json", default=None, metavar="FILE", help="also write the change points as JSON (for CI)")
+    k = with_store(sub.add_parser("ack", help="mark the step at a commit as intended: later searches start there"))
+    k.add_argument("cells", nargs="+", metavar="CELL", help="cell ids, e.g. 'latency[lora-r8-b1-s32]'")
+    k.add_argument("--commit", required=True, metavar="SHA", help="a run's commit (7+ hex digits), e.g. the end of "
+                                                                  "the change point's range")
+    k.add_argument("--note", required=True, metavar="TEXT", help="why the step is expected")
+    r = with_selection(with_store(sub.add_parser("report", help="render the trends page (index.html, figures, "
+                                                                   "trends.csv)")))
+    r.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    m = sub.add_parser("simulate", help="measure false change points (A/A) and detection power on simulated series")
+    m.add_argument("--nights", default="60,365", metavar="LIST", help="history lengths (default: 60,365)")
+    m.add_argument("--noise", default="1,3,5,10", metavar="PCTS", help="between-run noise sd, %% (default: 1,3,5,10)")
+    m.add_argument("--steps", default="2,5,10", metavar="PCTS", help="step sizes, %% (default: 2,5,10)")
+    m.add_argument("--stalls", type=float, default=0.0, metavar="SHARE",
+                   help="share of nights hit by a 10-50 %% stall (default: 0)")
+    m.add_argument("--trials", type=int, default=500, help="series per row (default: 500)")
+    m.add_argument("--seed", type=int, default=0)
+    y = with_store(sub.add_parser("synth", help="fill a store with synthetic nightlies (to size the page, or try it)"))
+    y.add_argument("--profile", default="smoke", help="whose cells (default: smoke)")
+    y.add_argument("--nights", type=int, default=60)
+    y.add_argument("--step", action="append", default=[], metavar="EXPR:PCT@NIGHT",
+                   help="a step of PCT %% from NIGHT on in the cells matching EXPR; repeatable")
+    y.add_argument("--time-noise", type=float, default=3.0, metavar="PCT", help="time noise sd, %% (default: 3)")
+    y.add_argument("--ratio-noise", type=float, default=1.5, metavar="PCT", help="slow-down noise sd, %% (1.5)")
+    y.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    return {"add": _add, "show": _show, "ack": _ack, "report": _report, "simulate": _simulate,
+            "synth": _synth}[args.action](args)
+
+
+def _add(args) -> int:
+    from perfsuite.history.store import add_files
+
+    added = add_files(args.store, args.results)
+    if added.run is None:
+        print(f"already in {args.store}: these files were added before; nothing changed")
+        return 0
+    skipped = f", {added.not_measured} not measured" if added.not_measured else ""
+    print(f"run {added.run.run_id}: commit {added.run.short} of {added.run.datetime[:19]}, {added.cells} cells"
+          f"{skipped}, {added.rows} rows → {args.store}")
+    return 0
+
+
+def _show(args) -> int:
+    from perfsuite.history.changes import find_changes, write_changes
+    from perfsuite.history.store import open_store
+
+    with open_store(args.store) as store:
+        found = find_changes(store, args.cells, args.metric)
+        runs, acks = store.runs(), store.acks()
+    changes = [c for s in found for c in s.changes]
+    for c in changes:
+        print(c.line())
+    wanted = {s.series.cell.id for s in found}
+    for a in acks:
+        if a.cell_id in wanted:
+            print(f"acknowledged: {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
+    cells = len({s.series.cell.id for s in found})
+    print(f"{len(changes)} change point{'s' * (len(changes) != 1)} in {len(found)} series of {cells} cells, "
+          f"{len(runs)} runs in {args.store}")
+    if args.json:
+        print(f"→ {write_changes(args.json, found, args.store)}")
+    return 0
+
+
+def _ack(args) -> int:
+    from perfsuite.history.store import open_store
+
+    with open_store(args.store) as store:
+        acks = store.ack(args.cells, args.commit, args.note)
+    for a in acks:
+        print(f"acknowledged {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
+    return 0
+
+
+def _report(args) -> int:
+    from perfsuite.history.changes import find_changes
+    from perfsuite.history.store import open_store
+    from perfsuite.history.trends import render_trends
+
+    start = time.perf_counter()
+    with open_store(args.store) as store:
+        found = find_changes(store, args.cells, args.metric)
+    if not found:
+        raise PerfsuiteError(f"{args.store}: no series to draw" + (f" for --cells {args.cells!r}" if args.cells else ""))
+    files = render_trends(found, args.out)
+    size = sum(p.stat().st_size for p in (files.index, *files.figures))
+    print(f"{len(found)} series, {len(files.figures)} figures → {files.index} "
+          f"({size / 1e6:.2f} MB with its figures; {files.csv.name} {files.csv.stat().st_size / 1e6:.2f} MB) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _pcts(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PerfsuiteError(f"{what} {text!r}: expected numbers separated by commas") from None
+    if not values or any(v <= 0 for v in values):
+        raise PerfsuiteError(f"{what} {text!r}: expected positive numbers")
+    return values
+
+
+def _simulate(args) -> int:
+    from perfsuite.history.synthetic import false_change_points, power
+
+    nights = [int(n) for n in _pcts(args.nights, "--nights")]
+    noises, steps = _pcts(args.noise, "--noise"), _pcts(args.steps, "--steps")
+    if args.trials < 1:
+        raise PerfsuiteError("--trials must be at least 1")
+    head = ["nightlies", "noise sd", "false change points (A/A)"]
+    head += [f"found +{s:g} % (range, nightlies)" for s in steps]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for n in nights:
+        for noise in noises:
+            aa = false_change_points(n, noise / 100, args.trials, args.seed, args.stalls)
+            cells = [str(n), f"{noise:g} %", aa.text()]
+            for k, step in enumerate(steps):
+                rate, width = power(n, noise / 100, step, args.trials, args.seed + k + 1, args.stalls)
+                cells.append(f"{rate.text()}, {width:.1f}")
+            print("| " + " | ".join(cells) + " |", flush=True)
+    print(f"\n{args.trials} series per cell of the table; [95 % Wilson interval]; steps at 2/3 of the history, "
+          f"found when a change point of the right sign has the step's night in its commit range"
+          + (f"; {args.stalls:g} of nights stalled" if args.stalls else ""))
+    return 0
+
+
+def _synth(args) -> int:
+    from perfsuite.cells.grid import get_profile, select
+    from perfsuite.history.synthetic import build_store
+
+    cells = get_profile(args.profile).cells(device="cpu")
+    steps: dict[str, tuple[int, float]] = {}
+    for spec in args.step:
+        expr, _, rest = spec.rpartition(":")
+        pct, _, night = rest.partition("@")
+        try:
+            step = (int(night), float(pct))
+        except ValueError:
+            raise PerfsuiteError(f"--step {spec!r}: expected EXPR:PCT@NIGHT, e.g. \"adapter == 'lora':5@40\"") from None
+        steps |= {c.id: step for c in select(cells, expr)}
+    if Path(args.store).exists():
+        raise PerfsuiteError(f"{args.store}: exists; synth fills a new store only")
+    start = time.perf_counter()
+    build_store(args.store, cells, args.nights, steps=steps, time_noise=args.time_noise / 100,
+                ratio_noise=args.ratio_noise / 100, seed=args.seed, profile=f"synthetic-{args.profile}")
+    print(f"{args.nights} nightlies × {len(cells)} cells ({len(steps)} stepped) → {args.store} "
+          f"({Path(args.store).stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s")
+    return 0

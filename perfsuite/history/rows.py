@@ -1,0 +1,67 @@
+"""What one cell record becomes in the history store: a row per metric with the band of the night's median,
+and the key of the series it continues."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+
+from perfsuite.formats.record import CellRecord
+from perfsuite.machine import Fingerprint
+
+# Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
+# reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
+METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
+CI_CONFIDENCE_Z = 1.96  # the band of a night: the 95 % order-statistic interval of its median
+SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
+
+
+def median_interval(samples) -> tuple[float | None, float | None]:
+    """Distribution-free 95 % interval of a median from order statistics (normal approximation of the binomial)."""
+    try:
+        s = np.sort(np.asarray(samples if samples is not None else (), dtype=float))
+    except (TypeError, ValueError):  # malformed samples: the night keeps its value, without a band
+        return None, None
+    n = s.size
+    if s.ndim != 1 or n < 3 or not np.all(np.isfinite(s)):
+        return None, None
+    half = CI_CONFIDENCE_Z * math.sqrt(n) / 2.0
+    lo, hi = int(max(0, math.floor(n / 2.0 - half))), int(min(n - 1, math.ceil(n / 2.0 + half) - 1))
+    return float(s[lo]), float(s[hi])
+
+
+def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float | None]]:
+    """(metric, value, ci_low, ci_high) for each of METRICS the record has as a positive number."""
+    rows = []
+    time_ms = rec.get("time_ms")
+    if _positive(time_ms):
+        rows.append(("time_ms", float(time_ms), *median_interval(rec.samples_ms)))
+    slowdown, ref = rec.get("slowdown_pct"), rec.ref_samples_ms
+    if rec.cell.adapter != "none" and isinstance(slowdown, (int, float)) and _positive(1 + slowdown / 100.0):
+        try:
+            ratios = np.asarray(rec.samples_ms, dtype=float) / np.asarray(ref, dtype=float) if ref else None
+        except (TypeError, ValueError):
+            ratios = None
+        rows.append(("slowdown_ratio", 1 + slowdown / 100.0, *median_interval(ratios)))
+    if _positive(rec.get("peak_mem_bytes")):
+        rows.append(("peak_mem_bytes", float(rec.get("peak_mem_bytes")), None, None))
+    return rows
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def series_key(fp: Fingerprint) -> str:
+    """The fingerprint without software versions and without the boot id: what one series continues on."""
+    d = {k: v for k, v in fp.to_dict().items() if k not in SOFTWARE_FIELDS}
+    d["host"] = str(d["host"]).split("#boot-")[0] if d.get("host") else None
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def software_line(fp: dict) -> str:
+    """The software of a fingerprint on one line, e.g. "torch 2.13.0+cpu, cuda 12.4"."""
+    return ", ".join(f"{k.removesuffix('_version')} {fp.get(k)}" for k in SOFTWARE_FIELDS if fp.get(k))
