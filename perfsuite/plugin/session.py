@@ -5,7 +5,7 @@ Kept in ``config.stash[STATE]`` (pytest's supported place for a plugin's state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -15,7 +15,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
 from perfsuite.formats.record import CellRecord, not_run
 
-RESUME_MUST_MATCH = ("profile", "device", "dtype")  # what makes a journal's cell ids mean the same measurement
+RESUME_MUST_MATCH = ("profile", "device", "dtype", "weights")  # what makes a journal's cell ids mean the same measurement
 
 
 @dataclass
@@ -35,15 +35,23 @@ class SessionState:
     models: object = None  # perfsuite.workloads.models.ModelCache, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
+    checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
 
     def timing(self, cell: Cell) -> tuple[int, int]:
         """(rounds, warm-up rounds) of ``cell``: the command line's, else its profile's."""
         rounds, warmup = self.profile.timing(cell)
         return self.rounds or rounds, warmup if self.warmup is None else self.warmup
 
+    def profile_cells(self) -> list[Cell]:
+        """The profile's cells; with a checkpoint, each one's model is the checkpoint's label."""
+        cells = self.profile.cells(device=self.device, dtype=self.dtype)
+        if self.checkpoint is None:
+            return cells
+        return [replace(c, model=self.checkpoint.label) for c in cells]
+
     def all_cells(self) -> list[Cell]:
         """The profile's cells after selection and sharding (resumed cells included)."""
-        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        cells = select(self.profile_cells(), self.selection)
         if not self.shard:
             return cells
         from perfsuite.workloads import estimated_cost
@@ -71,11 +79,13 @@ class SessionState:
             "selection": self.selection,
             "threads": self.threads,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+            "weights": self.checkpoint.label if self.checkpoint else None,
+            "weights_path": str(self.checkpoint.path) if self.checkpoint else None,
         }
 
     def check(self, *, resume: bool) -> None:
         """Refuse, before collection, a selection that picks no cell and a resume of a journal of other settings."""
-        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        cells = select(self.profile_cells(), self.selection)
         if self.selection and not cells:
             raise PerfsuiteError(f"cell selection {self.selection!r} matches none of the cells of profile "
                                  f"{self.profile.name!r} (list them with: perfsuite cells --profile {self.profile.name})")

@@ -22,6 +22,8 @@ attention mask (as serving engines do), not the model's concatenated cache.
 
 Benchmark cells decode with an untied random output head (:func:`untied_head`): with
 the random tied embeddings greedy decoding repeats its input token and nothing can flip.
+Cells on a checkpoint's trained weights (``--weights``) decode with the model's own tied head. hf cells run
+this same decoder on transformers' layers, peft's adapters inside them (:class:`perfsuite.hf.models.HFGPT2`).
 """
 
 from __future__ import annotations
@@ -323,7 +325,7 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
     if reason:
         return not_run(cell, STATUS_OUTSIDE_BUDGET, reason, token_budget=budget)
     model = models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
-    head = untied_head(model)
+    head = None if models.trained(cell.model) else untied_head(model)  # trained weights decode with their own head
     prompts = cell_prompts(cell, model.config.vocab_size)
     schedule = Schedule(window=cell.window, context=cell.seq_len + cell.gen_len, token_budget=budget)
 
@@ -351,7 +353,7 @@ def run_recompute_cell(benchmark, cell: Cell, models: ModelCache, *, rounds: int
         "verify_rows": schedule.rows,
         "matches_fixed_schedule": bool(torch.equal(result.tokens, reference)),
         "plain_differing_tokens": int((plain_tokens != result.tokens).sum()),
-        "output_head": "untied",
+        "output_head": "tied" if head is None else "untied",
         "flops": flops,
         "peak_mem_bytes": peak,
     }
