@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -22,7 +23,8 @@ from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.journal import Journal
-from perfsuite.formats.record import STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
+from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
+from perfsuite.hf import missing_extra
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
@@ -51,11 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
             raise PerfsuiteError("--perfsuite-resume needs --perfsuite-journal FILE")
         done = journal.done_cell_ids() if journal and opt("perfsuite_resume") else set()
         device, missing = _device(opt("perfsuite_device"), profile)
+        checkpoint = _checkpoint(opt("perfsuite_weights"))
         state = SessionState(
             profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
             rounds=opt("perfsuite_rounds"), warmup=opt("perfsuite_warmup"), selection=opt("perfsuite_cells"),
             threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"), shard=shard,
-            journal=journal, done=done)
+            journal=journal, done=done, checkpoint=checkpoint)
         state.check(resume=opt("perfsuite_resume"))
     except PerfsuiteError as e:
         raise pytest.UsageError(f"perfsuite: {e}") from None
@@ -67,6 +70,15 @@ def pytest_configure(config: pytest.Config) -> None:
         from perfsuite.plugin.gate import SessionGate
 
         config.pluginmanager.register(SessionGate(config, baseline), "perfsuite-gate")
+
+
+def _checkpoint(path: str | None):
+    """--perfsuite-weights DIR, read and hashed (CheckpointError, one line, when it is not a GPT-2 checkpoint)."""
+    if not path:
+        return None
+    from perfsuite.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)
 
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
@@ -109,7 +121,7 @@ def perfsuite_models(perfsuite_state: SessionState):
     from perfsuite.workloads.models import ModelCache
 
     if perfsuite_state.models is None:
-        perfsuite_state.models = ModelCache()
+        perfsuite_state.models = ModelCache(checkpoint=perfsuite_state.checkpoint)
     return perfsuite_state.models
 
 
@@ -143,7 +155,9 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         try:
             with cpu_threads(state.threads if cell.device == "cpu" else None):
                 rounds, warmup = state.timing(cell)
-                record = run_cell(benchmark, cell, perfsuite_models, rounds=rounds, warmup=warmup)
+                record = run_cell(benchmark, cell, perfsuite_models.for_impl(cell.impl), rounds=rounds,
+                                  warmup=warmup)
+                record = replace(record, env={**record.env, **perfsuite_models.env(cell)})
         except KeyboardInterrupt:
             # Ctrl-C before the timing started: pytest-benchmark would warn "fixture was not used" at session end,
             # an error under filterwarnings=error, and the interrupted run would end in a traceback.
@@ -179,6 +193,9 @@ def perfsuite_cell(request: pytest.FixtureRequest, perfsuite_state: SessionState
     cell: Cell = request.param
     if cell.device == perfsuite_state.device and perfsuite_state.device_missing:
         perfsuite_skip(cell, STATUS_NO_DEVICE, perfsuite_state.device_missing)
+    lacking = missing_extra(cell)
+    if lacking:
+        perfsuite_skip(cell, STATUS_MISSING_EXTRA, lacking)
     return cell
 
 
@@ -242,6 +259,23 @@ def _save_not_run_only(config: pytest.Config) -> None:
         return
     write_json_atomic(bench.json, results_document(run_header(config), [], state.settings(), state.not_run))
     bench.json = None  # written: nothing left for pytest-benchmark to save
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    """One line per optional package the run lacked, saying how to get it (its cells are listed as skipped)."""
+    state = state_of(config)
+    for reason, n in missing_extra_reasons(state.not_run if state else []).items():
+        terminalreporter.write_line(f"perfsuite: {n} cell{'s' if n != 1 else ''} not run: {reason}")
+
+
+def missing_extra_reasons(records) -> dict[str, int]:
+    """Distinct reasons of ``missing_extra`` records (CellRecords or their dicts) → how many cells gave each."""
+    out: dict[str, int] = {}
+    for r in records:
+        status, reason = (r.get("status"), r.get("reason")) if isinstance(r, dict) else (r.status, r.reason)
+        if status == STATUS_MISSING_EXTRA:
+            out[reason or ""] = out.get(reason or "", 0) + 1
+    return out
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
