@@ -16,6 +16,8 @@ import numpy as np
 
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.report.figures import latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
+from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables
 from perfsuite.report.tables import (CELL_NOTES, Grid, ReportError, Table, check_comparison, latency_data,
                                      latency_tables, missing_lines, phi_frame, plain_label, recompute_data,
                                      recompute_tables, report_frame, run_table, setup_label, subspace_groups,
@@ -74,6 +76,10 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
                                 "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())))
         drawn |= data.cell_statuses()
+    for data in overhead_data(frame):  # hf over ref, where latency cells ran on both implementations
+        paths = save_figure(overhead_figure(data), out_dir, data.stem, vector=vector) if has_numbers(data) else []
+        sections.append(Section(f"Implementation overhead — {setup_label(data.setup)}", tuple(paths),
+                                tuple(overhead_tables(data)), OVERHEAD_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
         paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
