@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import sys
 
 HF_EXTRA_HINT = "pip install -e '.[hf]' (or: pip install 'transformers>=4.46' 'peft>=0.14')"
 # AdapterHub's bottleneck adapters: the `adapters` package, which pins transformers below 5 (so it is not part of
@@ -20,6 +21,8 @@ ADAPTERHUB_HINT = ("AdapterHub's bottleneck adapters need the `adapters` package
 
 
 def _installed(module: str) -> bool:
+    if module in sys.modules and sys.modules[module] is None:  # import blocked (Python's convention)
+        return False
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
