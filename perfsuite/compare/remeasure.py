@@ -24,7 +24,8 @@ def run_cells(node_ids: list[str], run: dict, rootdir: str | Path) -> dict[str, 
         cmd = [sys.executable, "-m", "pytest", *node_ids, "-q", "-p", "no:cacheprovider", "--benchmark-json", str(out)]
         for flag, key in (("--perfsuite-profile", "profile"), ("--perfsuite-device", "device"),
                           ("--perfsuite-dtype", "dtype"), ("--perfsuite-rounds", "rounds"),
-                          ("--perfsuite-warmup", "warmup"), ("--perfsuite-threads", "threads")):
+                          ("--perfsuite-warmup", "warmup"), ("--perfsuite-threads", "threads"),
+                          ("--perfsuite-weights", "weights_path")):  # a checkpoint run re-measures on its weights
             if run.get(key) is not None:
                 cmd += [flag, str(run[key])]
         proc = subprocess.run(cmd, cwd=rootdir, capture_output=True, text=True)
@@ -54,7 +55,7 @@ def pytest_remeasurer(paths, results: Results, rootdir: str | Path = ".") -> Rem
     node_ids: dict[str, str] = {}
     for path in paths:
         node_ids |= node_ids_of(read_json(path))
-    settings = [{k: r.get(k) for k in ("profile", "device", "dtype", "rounds", "warmup", "threads")}
+    settings = [{k: r.get(k) for k in ("profile", "device", "dtype", "rounds", "warmup", "threads", "weights_path")}
                 for r in results.runs]
     if any(s != settings[0] for s in settings):
         raise CompareError("cannot re-measure: the result files were made with different settings")

@@ -149,3 +149,21 @@ def test_recompute_cells_run_on_a_briefly_trained_checkpoint(tmp_path):
     record = run_recompute_cell(DisabledBenchmark(), cell, ModelCache(checkpoint=ckpt), rounds=1, warmup=0).to_dict()
     assert record["status"] == "ok" and record["output_head"] == "tied"  # trained weights decode with their head
     assert record["matches_fixed_schedule"] is True and record["output_tokens"] == 24
+
+
+def test_a_checkpoint_run_is_re_measured_on_its_own_weights(monkeypatch, tmp_path):
+    import subprocess
+
+    import perfsuite.compare.remeasure as remeasure
+
+    seen = []
+
+    def fake_run(cmd, **_):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "stopped here")
+
+    monkeypatch.setattr(remeasure.subprocess, "run", fake_run)
+    with pytest.raises(remeasure.CompareError):
+        remeasure.run_cells(["t.py::test_latency[lora-r8-b1-s32]"], {"profile": "smoke", "weights_path": "/ck"},
+                            tmp_path)
+    assert seen[0][-4:] == ["--perfsuite-profile", "smoke", "--perfsuite-weights", "/ck"]
