@@ -24,8 +24,8 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.journal import Journal
 from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
-from perfsuite.hf import missing_extra
 from perfsuite.formats.results import perfsuite_section, results_document
+from perfsuite.hf import missing_extra
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, state_of

@@ -15,7 +15,8 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
 from perfsuite.formats.record import CellRecord, not_run
 
-RESUME_MUST_MATCH = ("profile", "device", "dtype", "weights")  # what makes a journal's cell ids mean the same measurement
+# What makes a journal's cell ids mean the same measurement.
+RESUME_MUST_MATCH = ("profile", "device", "dtype", "weights")
 
 
 @dataclass

@@ -213,7 +213,8 @@ def _adapter_order(names: Iterable[str]) -> list[str]:
 
 
 def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
-    """The workload's rows, grouped by (model, dtype, device): one figure each, in a stable order."""
+    """The workload's rows, grouped by (model, dtype, device, impl): one figure each, in a stable order. A setup
+    names its ``impl`` only when it is not the reference."""
     rows = frame[frame["workload"] == workload].to_dict("records")
 
     def key(r: dict) -> tuple[str, ...]:
