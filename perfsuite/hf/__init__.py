@@ -21,8 +21,8 @@ ADAPTERHUB_HINT = ("AdapterHub's bottleneck adapters need the `adapters` package
 
 
 def _installed(module: str) -> bool:
-    if module in sys.modules and sys.modules[module] is None:  # import blocked (Python's convention)
-        return False
+    if module in sys.modules:  # imported already (lazy modules may have no __spec__), or blocked: None
+        return sys.modules[module] is not None
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

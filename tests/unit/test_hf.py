@@ -124,3 +124,18 @@ def test_hf_cells_record_the_library_versions():
     env = ModelCache().env(cell)
     assert env["libraries"] == f"transformers {transformers.__version__}, peft {peft.__version__}"
     assert library_versions(cell) == env["libraries"] and ModelCache().env(Cell("latency", "lora", 8)) == {}
+
+
+@pytest.mark.parametrize("name", ADAPTERHUB_ADAPTERS)
+def test_adapterhub_bottlenecks_match_the_reference_designs(name):
+    """Where the `adapters` package is installed (it pins transformers < 5): the same bottlenecks, as many weights."""
+    pytest.importorskip("adapters", reason="AdapterHub's `adapters` is not installed (it needs transformers 4.x)")
+    from perfsuite.adapters import adapter_parameters
+
+    base = hf_model_from_reference(build_model("tiny"))
+    model = attach_hf(base, name, 8, seed=1)
+    added = sum(p.numel() for k, p in model.named_parameters() if ".perfsuite." in k)
+    assert added == sum(p.numel() for p in adapter_parameters(attach(build_model("tiny"), name, 8)))
+    assert not torch.allclose(hf_logits(model), hf_logits(base), atol=1e-4)
+    with pytest.raises(Exception, match="AdapterHub"):
+        HFGPT2(model, build_model("tiny").config, adapterhub=True).h  # the ragged decoder would skip them
