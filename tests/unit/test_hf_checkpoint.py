@@ -167,3 +167,10 @@ def test_a_checkpoint_run_is_re_measured_on_its_own_weights(monkeypatch, tmp_pat
         remeasure.run_cells(["t.py::test_latency[lora-r8-b1-s32]"], {"profile": "smoke", "weights_path": "/ck"},
                             tmp_path)
     assert seen[0][-4:] == ["--perfsuite-profile", "smoke", "--perfsuite-weights", "/ck"]
+
+
+def test_perfsuite_run_refuses_a_bad_weights_folder_in_one_line(tmp_path, capsys):
+    assert main(["run", "--weights", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"perfsuite run: error: {tmp_path / 'absent'}: not a folder (want a checkpoint folder with " \
+                  "config.json and model.safetensors)\n"
