@@ -49,7 +49,7 @@ def _rounds(profile: Profile, cell: Cell, cycle: int, rounds: int | None, warmup
 
 def count_latency(profile: Profile, cells: list[Cell], rounds: int | None = None, warmup: int | None = None):
     """Per shape group: (a cell of the group, the models it times, rounds floor/ceiling, warm-up, cells)."""
-    from perfsuite.workloads.latency import group_key, timed_as
+    from perfsuite.workloads.latency import group_key, timing_key
 
     groups: dict[tuple, list[Cell]] = defaultdict(list)
     for c in cells:
@@ -57,7 +57,7 @@ def count_latency(profile: Profile, cells: list[Cell], rounds: int | None = None
             groups[group_key(c)].append(c)
     out = []
     for members in groups.values():
-        models = {("none", 0)} | {timed_as(c) for c in members}
+        models = {("none", 0)} | {timing_key(c) for c in members}
         low, high, w = _rounds(profile, members[0], len(models), rounds, warmup)
         out.append((members[0], sorted(models), low, high, w, members))
     return out
@@ -115,7 +115,7 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
     s_min = s_max = 0.0
     groups = count_latency(profile, cells, rounds, warmup)
     for cell, models, low, high, w, members in groups:
-        per_round = sum(forward_time(cell, a, r, timer) for a, r in models)
+        per_round = sum(forward_time(cell, a, max(r, 1) if a != "none" else 0, timer) for a, r in models)
         f_min += len(models) * (low + w + 2)
         f_max += len(models) * (high + w + 2)
         s_min += per_round * (low + w + 2)

@@ -63,7 +63,8 @@ def resume_options(journal: Journal) -> dict[str, object]:
     """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
     s = journal.settings()
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
-            "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads")}
+            "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads"),
+            "weights": s.get("weights_path")}
 
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
@@ -104,6 +105,10 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     n_ok, n_not_run = len(doc["benchmarks"]), len(doc["perfsuite"]["not_run"])
     outcome.lines.append(f"cells measured: {n_ok}, not run: {n_not_run}, in {time.monotonic() - t0:.0f} s")
     outcome.lines.append(f"results:    {outcome.results}")
+    from perfsuite.plugin import missing_extra_reasons
+
+    for reason, n in missing_extra_reasons(doc["perfsuite"]["not_run"]).items():
+        outcome.lines.append(f"not run:    {n} cell{'s' if n != 1 else ''}: {reason}")
     if interrupted:
         outcome.exit_code = EXIT_INTERRUPTED
         outcome.lines.append(f"interrupted: the {n_ok + n_not_run} cells done are kept; "

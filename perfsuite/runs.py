@@ -18,8 +18,10 @@ from perfsuite.formats.results import Results, ResultsError, load_results
 from perfsuite.plugin.options import CELL_OPTIONS, cell_option_args
 
 BENCHMARKS = "tests/benchmarks"
-# Run settings (the results' perfsuite section) a fresh run must share with the run it repeats.
-REPEATED_SETTINGS = ("profile", "device", "dtype", "rounds", "warmup", "threads")
+# Run settings (the results' perfsuite section) a fresh run must share with the run it repeats, and the cell option
+# each is given as (a checkpoint run is re-measured on its weights, not on random ones under the same cell ids).
+REPEATED_SETTINGS = {"profile": "profile", "device": "device", "dtype": "dtype", "rounds": "rounds",
+                     "warmup": "warmup", "threads": "threads", "weights_path": "weights"}
 
 
 class RunError(PerfsuiteError):
@@ -59,7 +61,7 @@ def load_run(path: Path) -> Results:
 
 def repeat_settings(results: Results) -> dict:
     """The cell options that repeat a run of these results (all their files must share them)."""
-    settings = [{k: r.get(k) for k in REPEATED_SETTINGS} for r in results.runs]
+    settings = [{option: r.get(key) for key, option in REPEATED_SETTINGS.items()} for r in results.runs]
     if any(s != settings[0] for s in settings):
         raise RunError("cannot repeat these results: their files were made with different settings")
     return settings[0] if settings else {}

@@ -6,7 +6,7 @@ data to the device (``torch.tensor(python_list, device=...)``, a list used as an
 stream on CUDA. :class:`SyncCounter` sees them through torch's dispatcher on any device, so a CPU test can
 hold every timed region to its budget; ``Tensor.tolist``, which the dispatcher does not see on a CPU
 tensor, is counted by wrapping it while the counter is active. A scalar written into a tensor
-(``x[i] = 3``) is a kernel argument, not a copy, and is not counted. On CUDA, a GPU test also runs the
+(``x[i] = 3``) is a kernel argument, not a copy, and an empty tensor has nothing to copy: neither is counted. On CUDA, a GPU test also runs the
 timed regions under ``torch.cuda.set_sync_debug_mode`` (tests/unit/test_gpu.py).
 """
 
@@ -63,7 +63,7 @@ class SyncCounter(TorchDispatchMode):
         elif name == "aten.index" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
                                           for i in (args[1] if len(args) > 1 else ()) or ()):
             self.counts["data_dependent_shape"] += 1
-        elif name in HOST_DATA and isinstance(out, torch.Tensor) and out.dim() > 0:
+        elif name in HOST_DATA and isinstance(out, torch.Tensor) and out.dim() > 0 and out.numel() > 0:
             self.counts["host_to_device"] += 1
         elif name in COPIES and _crosses_devices(func, args, kwargs, out):
             self.counts["device_copy"] += 1
@@ -76,8 +76,8 @@ def _crosses_devices(func, args, kwargs, out) -> bool:
     dst = args[0] if str(func.overloadpacket) == "aten.copy_" else out
     if not (isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor)) or src.device.type == dst.device.type:
         return False
-    if src.device.type == "cpu" and src.dim() == 0:
-        return False  # a CPU scalar into a device tensor: a fill, not a copy
+    if (src.device.type == "cpu" and src.dim() == 0) or src.numel() == 0:
+        return False  # a CPU scalar into a device tensor is a fill, an empty tensor nothing to copy
     uploads = src.device.type == "cpu"
     return not (uploads and kwargs.get("non_blocking") and src.is_pinned())
 

@@ -19,6 +19,17 @@ WORKLOADS = ("latency", "recompute", "subspace")
 # Every adapter design but the plain model, in the order the report draws them; the registry in
 # perfsuite.adapters has these and "none" (a test keeps the two in step).
 ADAPTER_NAMES = ("houlsby", "lin", "pfeiffer", "adapterdrop", "parallel", "spectral-r", "lora", "lora-merged")
+# The implementations a cell can run on: "ref", perfsuite's own model and adapters (perfsuite.model,
+# perfsuite.adapters); "hf", transformers' GPT2LMHeadModel with peft's adapters, or AdapterHub's bottlenecks
+# (perfsuite.hf, the optional extra `pip install -e '.[hf]'`).
+IMPLS = ("ref", "hf")
+# The adapters of the hf implementation, in drawing order (perfsuite.hf.adapters has these and "none"; a test
+# keeps them in step). The first three reach peft's LoRA; the next four are peft's other methods that accept
+# GPT-2's Conv1D; the last three are AdapterHub bottlenecks (only where the `adapters` package is installed).
+HF_ADAPTER_NAMES = ("lora", "lora-merged", "dora", "vera", "adalora", "fourierft", "ia3", "houlsby", "pfeiffer",
+                    "parallel")
+# Methods without a rank, recorded at this one rank (r = 0 means the plain model everywhere in perfsuite).
+RANK_FREE = {"ia3": 1}
 
 
 @dataclass(frozen=True, order=True)
@@ -35,10 +46,13 @@ class Cell:
     rank_b: int | None = None  # subspace: the rank of the second adapter
     dtype: str = "float32"
     device: str = "cpu"
-    model: str = "tiny"
+    model: str = "tiny"  # a preset of perfsuite.model, or a checkpoint's label (perfsuite.checkpoint)
+    impl: str = "ref"  # "ref" (perfsuite's model) or "hf" (transformers + peft); see IMPLS
 
     def __post_init__(self) -> None:
         """Field types are checked: cells are read back from JSON files that may be malformed."""
+        if self.impl not in IMPLS:
+            raise ValueError(f"cell field impl = {self.impl!r} is not one of {', '.join(IMPLS)}")
         for f in fields(self):
             value = getattr(self, f.name)
             want_int = f.name in _INT_FIELDS
@@ -48,12 +62,15 @@ class Cell:
 
     @property
     def param_id(self) -> str:
-        """The pytest parameter id: the sizes that vary within a run (not dtype, device or model)."""
+        """The pytest parameter id: the sizes that vary within a run (not dtype, device or model), then ``hf``
+        for the hf implementation (ref cells keep the ids they had before implementations existed)."""
         parts = [self.adapter, f"r{self.rank}"]
         for prefix, value in (("b", self.batch), ("s", self.seq_len), ("w", self.window),
                               ("g", self.gen_len), ("R", self.rank_b)):
             if value is not None:
                 parts.append(f"{prefix}{value}")
+        if self.impl != "ref":
+            parts.append(self.impl)
         return "-".join(parts)
 
     @property
@@ -135,23 +152,25 @@ class Profile:
 
 
 def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],
-                  seq_lens: Iterable[int]) -> list[Cell]:
+                  seq_lens: Iterable[int], impl: str = "ref") -> list[Cell]:
     """The latency grid, ordered adapter → rank → seq → batch so one adapted model serves consecutive cells.
 
-    r = 0 is one row of the plain model (adapter "none"), shared by every adapter.
+    r = 0 is one row of the plain model (adapter "none"), shared by every adapter; a rank-free method
+    (RANK_FREE) has one row.
     """
     ranks = list(ranks)
     rows = [("none", 0)] if 0 in ranks else []
-    rows += [(a, r) for a in adapters for r in ranks if r > 0]
-    return [Cell("latency", a, r, batch=b, seq_len=s, model=model)
+    for a in adapters:
+        rows += [(a, RANK_FREE[a])] if a in RANK_FREE else [(a, r) for r in ranks if r > 0]
+    return [Cell("latency", a, r, batch=b, seq_len=s, model=model, impl=impl)
             for (a, r), s, b in itertools.product(rows, list(seq_lens), list(batches))]
 
 
 def recompute_cells(model: str, adapters: Iterable[str], rank: int, batches: Iterable[int],
-                    windows: Iterable[int], prompt_len: int, gen_len: int) -> list[Cell]:
+                    windows: Iterable[int], prompt_len: int, gen_len: int, impl: str = "ref") -> list[Cell]:
     """The recompute grid (LLM-42, Gond et al. 2026, Fig. 13): batch × window for each adapter."""
     return [Cell("recompute", a, 0 if a == "none" else rank, batch=b, seq_len=prompt_len, window=w,
-                 gen_len=gen_len, model=model)
+                 gen_len=gen_len, model=model, impl=impl)
             for a, b, w in itertools.product(list(adapters), list(batches), list(windows))]
 
 
@@ -186,6 +205,24 @@ def _subspace() -> list[Cell]:
     return subspace_cells("gpt2-medium", [(8, 64)])
 
 
+def _hf_latency(model: str, ranks, batches, seq_lens) -> list[Cell]:
+    """Every hf method against the plain hf model, and the ref twins of those the reference model has too
+    (the report's implementation overhead: hf time / ref time per cell)."""
+    twins = [a for a in HF_ADAPTER_NAMES if a in ADAPTER_NAMES]
+    return (latency_cells(model, twins, ranks, batches, seq_lens, impl="ref")
+            + latency_cells(model, HF_ADAPTER_NAMES, ranks, batches, seq_lens, impl="hf"))
+
+
+def _hf_smoke() -> list[Cell]:
+    recompute = [c for impl in IMPLS for c in recompute_cells("tiny", ("none", "lora"), rank=8, batches=(1, 8),
+                                                              windows=(4,), prompt_len=16, gen_len=16, impl=impl)]
+    return _hf_latency("tiny", ranks=(0, 8), batches=(1, 4), seq_lens=(32,)) + recompute
+
+
+def _hf_paper() -> list[Cell]:
+    return _hf_latency("gpt2-medium", ranks=(0, 10, 100, 250), batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
@@ -204,6 +241,12 @@ PROFILES: dict[str, Profile] = {
         Profile("full", "paper + recompute + subspace, each with its own dtype and rounds (GPU)",
                 model="gpt2-medium", dtype=None, needs_gpu=True, rounds=None, warmup=None,
                 parts=("paper", "recompute", "subspace")),
+        Profile("hf-smoke", "tiny model on transformers + peft (every hf method) and on the reference, latency "
+                "and recompute: about a minute on a CPU (needs the hf extra)",
+                model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_hf_smoke),
+        Profile("hf-paper", "the paper latency grid on transformers + peft, with the reference's twins (GPU, "
+                "needs the hf extra)",
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10, make_cells=_hf_paper),
     ]
 }
 

@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     options = cell_option_values(args)
+    if args.weights:  # a bad checkpoint folder: one line here, before pytest starts
+        from perfsuite.checkpoint import read_checkpoint
+
+        read_checkpoint(args.weights)
     out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
     extra = [a for a in args.pytest_args if a != "--"]
     outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,

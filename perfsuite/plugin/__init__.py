@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -22,8 +23,9 @@ from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.journal import Journal
-from perfsuite.formats.record import STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
+from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
 from perfsuite.formats.results import perfsuite_section, results_document
+from perfsuite.hf import missing_extra
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, state_of
@@ -51,11 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
             raise PerfsuiteError("--perfsuite-resume needs --perfsuite-journal FILE")
         done = journal.done_cell_ids() if journal and opt("perfsuite_resume") else set()
         device, missing = _device(opt("perfsuite_device"), profile)
+        checkpoint = _checkpoint(opt("perfsuite_weights"))
         state = SessionState(
             profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
             rounds=opt("perfsuite_rounds"), warmup=opt("perfsuite_warmup"), selection=opt("perfsuite_cells"),
             threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"), shard=shard,
-            journal=journal, done=done)
+            journal=journal, done=done, checkpoint=checkpoint)
         state.check(resume=opt("perfsuite_resume"))
     except PerfsuiteError as e:
         raise pytest.UsageError(f"perfsuite: {e}") from None
@@ -67,6 +70,15 @@ def pytest_configure(config: pytest.Config) -> None:
         from perfsuite.plugin.gate import SessionGate
 
         config.pluginmanager.register(SessionGate(config, baseline), "perfsuite-gate")
+
+
+def _checkpoint(path: str | None):
+    """--perfsuite-weights DIR, read and hashed (CheckpointError, one line, when it is not a GPT-2 checkpoint)."""
+    if not path:
+        return None
+    from perfsuite.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)
 
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
@@ -108,12 +120,14 @@ def perfsuite_context(perfsuite_state: SessionState):
     """What cells run with: the shared models, the rounds policy, the session's cells (shape groups share a
     loop) and the GPU monitor (NVML; None on a CPU)."""
     from perfsuite.gpu_state import monitor_for
-    from perfsuite.workloads.models import CellContext
+    from perfsuite.workloads.models import CellContext, ModelCache
 
     state = perfsuite_state
     if state.context is None:
-        state.context = CellContext(policy=state.policy, cells=[c for c in state.all_cells() if c.id not in state.done],
-                                    gpu=monitor_for(state.device))
+        runnable = [c for c in state.all_cells() if c.id not in state.done and not missing_extra(c)
+                    and not (c.device == state.device and state.device_missing)]  # what a shared loop may build
+        state.context = CellContext(models=ModelCache(checkpoint=state.checkpoint), policy=state.policy,
+                                    cells=runnable, gpu=monitor_for(state.device))
     return state.context
 
 
@@ -146,7 +160,9 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
         oom = None
         try:
             with cpu_threads(state.threads if cell.device == "cpu" else None):
-                record = run_cell(benchmark, cell, perfsuite_context)
+                models = perfsuite_context.models
+                record = run_cell(benchmark, cell, replace(perfsuite_context, models=models.for_impl(cell.impl)))
+                record = replace(record, env={**record.env, **models.env(cell)})
         except KeyboardInterrupt:
             # Ctrl-C before the timing started: pytest-benchmark would warn "fixture was not used" at session end,
             # an error under filterwarnings=error, and the interrupted run would end in a traceback.
@@ -182,6 +198,9 @@ def perfsuite_cell(request: pytest.FixtureRequest, perfsuite_state: SessionState
     cell: Cell = request.param
     if cell.device == perfsuite_state.device and perfsuite_state.device_missing:
         perfsuite_skip(cell, STATUS_NO_DEVICE, perfsuite_state.device_missing)
+    lacking = missing_extra(cell)
+    if lacking:
+        perfsuite_skip(cell, STATUS_MISSING_EXTRA, lacking)
     return cell
 
 
@@ -245,6 +264,23 @@ def _save_not_run_only(config: pytest.Config) -> None:
         return
     write_json_atomic(bench.json, results_document(run_header(config), [], state.settings(), state.not_run))
     bench.json = None  # written: nothing left for pytest-benchmark to save
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    """One line per optional package the run lacked, saying how to get it (its cells are listed as skipped)."""
+    state = state_of(config)
+    for reason, n in missing_extra_reasons(state.not_run if state else []).items():
+        terminalreporter.write_line(f"perfsuite: {n} cell{'s' if n != 1 else ''} not run: {reason}")
+
+
+def missing_extra_reasons(records) -> dict[str, int]:
+    """Distinct reasons of ``missing_extra`` records (CellRecords or their dicts) → how many cells gave each."""
+    out: dict[str, int] = {}
+    for r in records:
+        status, reason = (r.get("status"), r.get("reason")) if isinstance(r, dict) else (r.status, r.reason)
+        if status == STATUS_MISSING_EXTRA:
+            out[reason or ""] = out.get(reason or "", 0) + 1
+    return out
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:

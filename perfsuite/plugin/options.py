@@ -13,7 +13,7 @@ PREFIX = "--perfsuite-"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 # The options that choose and time cells (their dest names without the prefix), in the order they are added.
-CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard")
+CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard", "weights")
 
 
 def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
@@ -35,6 +35,10 @@ def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> Non
                    "calls by hundreds of ms on shared runners; 0: torch's own default)")
     addoption(f"{prefix}shard", default=None, metavar="I/N",
               help="run only shard I of N (1-based): disjoint, balanced by estimated cost, deterministic")
+    addoption(f"{prefix}weights", default=None, metavar="DIR",
+              help="trained weights: a GPT-2 checkpoint folder in the Hugging Face layout (config.json + "
+                   "model.safetensors); every cell runs on it, its model recorded as FOLDER@HASH (nothing is "
+                   "downloaded)")
 
 
 def add_session_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:

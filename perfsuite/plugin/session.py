@@ -5,7 +5,7 @@ Kept in ``config.stash[STATE]`` (pytest's supported place for a plugin's state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -15,7 +15,8 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
 from perfsuite.formats.record import CellRecord, not_run
 
-RESUME_MUST_MATCH = ("profile", "device", "dtype")  # what makes a journal's cell ids mean the same measurement
+# What makes a journal's cell ids mean the same measurement.
+RESUME_MUST_MATCH = ("profile", "device", "dtype", "weights")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SessionState:
     context: object = None  # perfsuite.workloads.models.CellContext, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
+    checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
 
     def policy(self, cell: Cell):
         """The rounds policy of ``cell``'s loop: exactly the command line's rounds when given, else its profile's
@@ -45,9 +47,16 @@ class SessionState:
         warmup = warmup if self.warmup is None else self.warmup
         return RoundPolicy.fixed(self.rounds, warmup) if self.rounds else RoundPolicy(low, high, warmup)
 
+    def profile_cells(self) -> list[Cell]:
+        """The profile's cells; with a checkpoint, each one's model is the checkpoint's label."""
+        cells = self.profile.cells(device=self.device, dtype=self.dtype)
+        if self.checkpoint is None:
+            return cells
+        return [replace(c, model=self.checkpoint.label) for c in cells]
+
     def all_cells(self) -> list[Cell]:
         """The profile's cells after selection and sharding (resumed cells included)."""
-        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        cells = select(self.profile_cells(), self.selection)
         if not self.shard:
             return cells
         from perfsuite.workloads import estimated_cost
@@ -76,11 +85,13 @@ class SessionState:
             "selection": self.selection,
             "threads": self.threads,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+            "weights": self.checkpoint.label if self.checkpoint else None,
+            "weights_path": str(self.checkpoint.path) if self.checkpoint else None,
         }
 
     def check(self, *, resume: bool) -> None:
         """Refuse, before collection, a selection that picks no cell and a resume of a journal of other settings."""
-        cells = select(self.profile.cells(device=self.device, dtype=self.dtype), self.selection)
+        cells = select(self.profile_cells(), self.selection)
         if self.selection and not cells:
             raise PerfsuiteError(f"cell selection {self.selection!r} matches none of the cells of profile "
                                  f"{self.profile.name!r} (list them with: perfsuite cells --profile {self.profile.name})")

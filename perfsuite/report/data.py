@@ -15,9 +15,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from perfsuite.cells.grid import ADAPTER_NAMES, Cell
+from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, Cell
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.record import STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
+                                      STATUS_OUTSIDE_BUDGET)
 from perfsuite.formats.results import Results
 from perfsuite.subspace.phi import PhiGrid
 from perfsuite.timing import NOISY_IQR_PCT
@@ -27,12 +28,14 @@ MISSING = "missing"  # no result file has a row for this position of the grid
 NO_DATA = "no_data"  # the cell ran but recorded no number (e.g. pytest --benchmark-disable)
 # What a panel writes in a cell without a number; "" leaves it blank (by design, not a failure).
 CELL_NOTES = {STATUS_OOM: "OOM", STATUS_NO_DEVICE: "no device", STATUS_OUTSIDE_BUDGET: "", MISSING: "missing",
-              NO_DATA: "no data"}
+              NO_DATA: "no data", STATUS_MISSING_EXTRA: "not installed"}
 # Display names of the adapters, after the papers' notation (LoRA paper Table 1 / Fig. 5).
 ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapter$^L$", "pfeiffer": "Adapter$^P$",
                   "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
-                  "lora": "LoRA", "lora-merged": "LoRA (merged)"}
-SETUP_COLUMNS = ("model", "dtype", "device")  # a figure never mixes these
+                  "lora": "LoRA", "lora-merged": "LoRA (merged)", "dora": "DoRA", "vera": "VeRA", "adalora": "AdaLoRA",
+                  "fourierft": "FourierFT", "ia3": "IA$^3$"}
+SETUP_COLUMNS = ("model", "dtype", "device", "impl")  # a figure never mixes these
+IMPL_LABELS = {"ref": "", "hf": "transformers + peft"}  # added to a setup's label
 MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
 MAX_INLINE_PHI_CELLS = 1024  # φ grids larger than this are only in subspace_phi.csv, not printed on the page
 
@@ -77,7 +80,8 @@ class LatencyData:
         for (a, s), g in self.panels.items():
             for i, j, status in _positions(g):
                 adapter = "none" if g.rows[i] == 0 else a
-                out.setdefault(Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s).id, status)
+                out.setdefault(Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s,
+                                    impl=self.setup.get("impl", "ref")).id, status)
         return out
 
 
@@ -107,7 +111,7 @@ class RecomputeData:
             a, rank, prompt, gen = p.key
             for i, j, status in _positions(p.cost):
                 cell = Cell("recompute", a, rank, batch=p.cost.rows[i], seq_len=prompt, window=p.cost.cols[j],
-                            gen_len=gen)
+                            gen_len=gen, impl=self.setup.get("impl", "ref"))
                 out[cell.id] = status
         return out
 
@@ -155,7 +159,8 @@ def matrix_label(matrix: str) -> str:
 
 def _adapter_rank(name: str) -> int:
     """The plain model first, then the registry's order, then adapters it does not know."""
-    return -1 if name == "none" else ADAPTER_NAMES.index(name) if name in ADAPTER_NAMES else len(ADAPTER_NAMES)
+    names = ADAPTER_NAMES + tuple(a for a in HF_ADAPTER_NAMES if a not in ADAPTER_NAMES)
+    return -1 if name == "none" else names.index(name) if name in names else len(names)
 
 
 def _adapter_order(names: Iterable[str]) -> list[str]:
@@ -164,15 +169,23 @@ def _adapter_order(names: Iterable[str]) -> list[str]:
 
 
 def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
-    """The workload's rows, grouped by (model, dtype, device): one figure each, in a stable order."""
+    """The workload's rows, grouped by (model, dtype, device, impl): one figure each, in a stable order. A setup
+    names its ``impl`` only when it is not the reference."""
     rows = frame[frame["workload"] == workload].to_dict("records")
-    keys = sorted({tuple(str(r[c]) for c in SETUP_COLUMNS) for r in rows})
-    return [(dict(zip(SETUP_COLUMNS, k)), [r for r in rows if tuple(str(r[c]) for c in SETUP_COLUMNS) == k])
-            for k in keys]
+
+    def key(r: dict) -> tuple[str, ...]:
+        return tuple(str(r.get(c) if c != "impl" else r.get(c) or "ref") for c in SETUP_COLUMNS)
+
+    def setup(k: tuple[str, ...]) -> dict[str, str]:  # "impl" only when not the reference (the default)
+        return {c: v for c, v in zip(SETUP_COLUMNS, k) if not (c == "impl" and v == "ref")}
+
+    keys = sorted({key(r) for r in rows})
+    return [(setup(k), [r for r in rows if key(r) == k]) for k in keys]
 
 
 def _stem(workload: str, setup: dict[str, str], many: bool) -> str:
-    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}" if many else workload
+    impl = f"-{setup['impl']}" if setup.get("impl", "ref") != "ref" else ""
+    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}" if many else workload
 
 
 def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:
@@ -181,7 +194,8 @@ def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> lis
 
 
 def setup_label(setup: dict[str, str]) -> str:
-    return f"{setup['model']}, {setup['dtype']}, {setup['device']}"
+    impl = IMPL_LABELS.get(setup.get("impl", "ref"), setup.get("impl"))
+    return f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
 
 
 # --- the tidy frame, for CSV -----------------------------------------------------------------------
@@ -434,7 +448,8 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                     ranks = sorted(set(ranks) | {0})  # the plain model's own time change: the uniform slow-downs
                 for s in seq_lens:
                     def lookup(r, b, a=a, s=s, metric=metric):
-                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s).id
+                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
+                                   impl=setup.get("impl", "ref")).id
                         m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric),
                                  None)
                         return None if m is None else {"status": STATUS_OK, "change": m.get("change"),

@@ -23,6 +23,8 @@ from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, l
                                    recompute_data, report_frame, setup_label, setup_rows, subspace_groups,
                                    subspace_records)
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
+from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables
 from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
                                      run_table, subspace_tables)
 from perfsuite.table import Table, html_table, markdown_table
@@ -81,6 +83,10 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
                                 "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())))
         drawn |= data.cell_statuses()
+    for data in overhead_data(frame):  # hf over ref, where latency cells ran on both implementations
+        paths = save_figure(overhead_figure(data), out_dir, data.stem, vector=vector) if has_numbers(data) else []
+        sections.append(Section(f"Implementation overhead — {setup_label(data.setup)}", tuple(paths),
+                                tuple(overhead_tables(data)), OVERHEAD_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
         paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []

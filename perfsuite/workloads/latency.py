@@ -5,8 +5,8 @@ every adapter of the group are timed together in one round-robin loop (:func:`pe
 so each round has one plain-model measurement that every adapter is paired with — instead of re-timing the
 plain model for every cell. The group is measured when its first cell runs; each cell then records its own
 rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is timed once per shape and its
-rounds serve each rank's cell (``timed_as``). FLOPs are counted once per (model, adapter, rank, shape) on
-the meta device: no arithmetic, no memory.
+rounds serve each rank's cell (``timed_as`` names the cell whose merged model was timed). FLOPs are counted once
+per (model, adapter, rank, shape) on the meta device: no arithmetic, no memory (hf models: on one real call).
 """
 
 from __future__ import annotations
@@ -20,40 +20,48 @@ from perfsuite.cells.grid import Cell
 from perfsuite.formats.record import STATUS_OOM, CellRecord, model_dims, not_run
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
-from perfsuite.model import build_model
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
 from perfsuite.workloads.models import CellContext, torch_dtype
 
 BASE = ("none", 0)
+ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)
 
 
 def group_key(cell: Cell) -> tuple:
-    return cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len
+    return cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len
 
 
-def timed_as(cell: Cell) -> tuple[str, int]:
-    """The model a cell's rounds come from: the plain model for r = 0, one merged LoRA per shape."""
+def timing_key(cell: Cell) -> tuple[str, int]:
+    """Which timed model a cell's rounds come from: the plain model for r = 0; one merged LoRA per shape, whatever
+    its rank (the first cell's, really merged and timed); else the cell's own adapter and rank."""
     if cell.adapter == "none" or cell.rank == 0:
         return BASE
-    return (cell.adapter, 0) if cell.adapter == "lora-merged" else (cell.adapter, cell.rank)
+    return (cell.adapter, ANY_RANK) if cell.adapter == "lora-merged" else (cell.adapter, cell.rank)
 
 
 @functools.lru_cache(maxsize=64)
-def _meta_model(model: str, adapter: str, rank: int, dtype: str):
-    m = build_model(model, dtype=torch_dtype(dtype), device="meta")
+def _meta_model(config, adapter: str, rank: int, dtype: str):
+    from perfsuite.model import GPT2
+
+    with torch.device("meta"):
+        m = GPT2(config).to(dtype=torch_dtype(dtype)).eval()
     return attach(adapted_copy(m), adapter, rank) if rank and adapter != "none" else m
 
 
-def forward_flops(model: str, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
-    """FLOPs of one forward pass: FlopCounterMode's count on the meta device (shapes only) at batch 1, times the
-    batch (every counted op — matmuls, attention — is linear in it), once per (model, adapter, rank, length)."""
-    return batch * _flops_at_batch_1(model, adapter, rank, seq_len, dtype)
+def forward_flops(model, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
+    """FLOPs of one forward pass of the reference model (``model``: a preset name or a GPT2Config):
+    FlopCounterMode's count on the meta device (shapes only) at batch 1, times the batch (every counted op —
+    matmuls, attention — is linear in it), once per (model, adapter, rank, length)."""
+    from perfsuite.model import get_config
+
+    config = get_config(model) if isinstance(model, str) else model
+    return batch * _flops_at_batch_1(config, adapter, rank, seq_len, dtype)
 
 
 @functools.lru_cache(maxsize=1024)
-def _flops_at_batch_1(model: str, adapter: str, rank: int, seq_len: int, dtype: str) -> int:
-    m = _meta_model(model, adapter, rank, dtype)
+def _flops_at_batch_1(config, adapter: str, rank: int, seq_len: int, dtype: str) -> int:
+    m = _meta_model(config, adapter, rank, dtype)
     with torch.inference_mode():
         tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
         return count_flops(lambda: m(tokens))
@@ -66,17 +74,27 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
     base = ctx.models.base(cell.model, cell.dtype, cell.device)
     gen = torch.Generator().manual_seed(cell.batch * 100_003 + cell.seq_len)
     tokens = torch.randint(0, base.config.vocab_size, (cell.batch, cell.seq_len), generator=gen).to(cell.device)
-    models = {BASE: base}
+    models, built_as = {BASE: base}, {BASE: BASE}
     for c in members:
-        if timed_as(c) not in models:
-            models[timed_as(c)] = ctx.models.build_adapted(c.model, c.dtype, c.device, *timed_as(c))
+        key = timing_key(c)
+        if key not in models:  # built with this member's real adapter and rank
+            models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank), (
+                c.adapter, c.rank)
     forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
     with torch.inference_mode():
-        extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()),
-                        "weights_bytes": tensor_bytes(models[key]),
-                        "peak_mem_bytes": peak_memory_above(fn, cell.device)} for key, fn in forwards.items()}
+        extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()), "weights_bytes": tensor_bytes(models[key]),
+                        "peak_mem_bytes": peak_memory_above(fn, cell.device),
+                        "flops": _flops(cell, *built_as[key], forwards[key], base.config),
+                        "built_as": built_as[key]} for key, fn in forwards.items()}
         samples, gpu = watched(lambda: round_robin(forwards, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
     return {key: extras[key] | gpu | {"samples_ms": samples[key], "cycle": len(forwards)} for key in forwards}
+
+
+def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
+    """The reference model's FLOPs on the meta device; an hf model's counted on one real call."""
+    if cell.impl == "ref":
+        return forward_flops(config, adapter, rank, cell.batch, cell.seq_len, cell.dtype)
+    return count_flops(forward)
 
 
 def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
@@ -94,17 +112,18 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     group = ctx.shared[key]
     if isinstance(group, str):
         return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
-    mine, ref = group[timed_as(cell)], group[BASE]
-    flops = forward_flops(cell.model, cell.adapter, cell.rank, cell.batch, cell.seq_len, cell.dtype)
-    metrics = {"flops": flops, "tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
-               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle")}}
-    if timed_as(cell) != (cell.adapter, cell.rank):
-        metrics["timed_as"] = Cell("latency", *timed_as(cell), batch=cell.batch, seq_len=cell.seq_len).id
+    mine, ref = group[timing_key(cell)], group[BASE]
+    flops = mine["flops"]
+    metrics = {"tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
+               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle", "built_as")}}
+    if timing_key(cell) != BASE and tuple(mine["built_as"]) != (cell.adapter, cell.rank):
+        metrics["timed_as"] = Cell("latency", *mine["built_as"], batch=cell.batch, seq_len=cell.seq_len,
+                                   impl=cell.impl).id
     if record_rounds(benchmark, mine["samples_ms"]):
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
                     "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
-        if timed_as(cell) != BASE:  # the plain model is not timed against itself
+        if timing_key(cell) != BASE:  # the plain model is not timed against itself
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
                         "ref_samples_ms": list(timing.ref_ms)}
     base = ctx.models.base(cell.model, cell.dtype, cell.device)

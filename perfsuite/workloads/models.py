@@ -1,6 +1,7 @@
 """What cells run with: the models a session shares (built once, adapters on copies sharing the plain model's
-weights) and the :class:`CellContext` a workload receives (models, rounds policy, the session's cells for
-shared loops, the GPU monitor)."""
+weights; random weights from a seed, or a checkpoint's (:mod:`perfsuite.checkpoint`); hf cells get transformers'
+twin (:mod:`perfsuite.hf`)) and the :class:`CellContext` a workload receives (models, rounds policy, the
+session's cells for shared loops, the GPU monitor)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ class ModelCache:
     model per adapter.
     """
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, checkpoint=None):
         self.seed = seed
+        self.checkpoint = checkpoint  # a perfsuite.checkpoint.Checkpoint: cells whose model is its label load it
+        self._hf = None  # the hf twin (perfsuite.hf.models.HFModelCache), made on first use
         self._base: dict[tuple, GPT2] = {}
         self._adapted_key: tuple | None = None
         self._adapted: GPT2 | None = None
@@ -41,7 +44,12 @@ class ModelCache:
     def base(self, preset: str, dtype: str, device: str) -> GPT2:
         key = (preset, dtype, device)
         if key not in self._base:
-            self._base[key] = build_model(preset, seed=self.seed, dtype=torch_dtype(dtype), device=device)
+            if self.trained(preset):
+                from perfsuite.checkpoint import load_reference_model
+
+                self._base[key] = load_reference_model(self.checkpoint, dtype=torch_dtype(dtype), device=device)
+            else:
+                self._base[key] = build_model(preset, seed=self.seed, dtype=torch_dtype(dtype), device=device)
         return self._base[key]
 
     def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
@@ -60,8 +68,33 @@ class ModelCache:
             self._adapted_key = key
         return self._adapted
 
+    def trained(self, preset: str) -> bool:
+        """Whether cells of model ``preset`` run the checkpoint's weights (else random ones from the seed)."""
+        return self.checkpoint is not None and preset == self.checkpoint.label
+
+    def for_impl(self, impl: str):
+        """The models of implementation ``impl``: this cache for "ref", its transformers twin for "hf"."""
+        if impl == "ref":
+            return self
+        if self._hf is None:
+            from perfsuite.hf.models import HFModelCache
+
+            self._hf = HFModelCache(self)
+        return self._hf
+
+    def env(self, cell) -> dict:
+        """What a cell's ``env`` adds to the machine's: the checkpoint (path, SHA-256) and the hf libraries."""
+        extra = dict(self.checkpoint.env()) if self.trained(cell.model) else {}
+        if cell.impl == "hf":
+            from perfsuite.hf import library_versions
+
+            extra["libraries"] = library_versions(cell)
+        return extra
+
     def clear(self) -> None:
         """Drop every model (after an out-of-memory error the caller collects and empties the device cache)."""
+        if self._hf is not None:
+            self._hf.clear()
         self._base.clear()
         self._adapted, self._adapted_key = None, None
 

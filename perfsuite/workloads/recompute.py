@@ -22,6 +22,8 @@ attention mask (as serving engines do), not the model's concatenated cache.
 
 Benchmark cells decode with an untied random output head (:func:`untied_head`): with
 the random tied embeddings greedy decoding repeats its input token and nothing can flip.
+Cells on a checkpoint's trained weights (``--weights``) decode with the model's own tied head. hf cells run
+this same decoder on transformers' layers, peft's adapters inside them (:class:`perfsuite.hf.models.HFGPT2`).
 """
 
 from __future__ import annotations
@@ -365,7 +367,7 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     if reason:
         return not_run(cell, STATUS_OUTSIDE_BUDGET, reason, token_budget=budget)
     model = ctx.models.adapted(cell.model, cell.dtype, cell.device, cell.adapter, cell.rank)
-    head = untied_head(model)
+    head = None if ctx.models.trained(cell.model) else untied_head(model)  # trained weights decode with their own
     prompts = cell_prompts(cell, model.config.vocab_size)
     schedule = Schedule(window=cell.window, context=cell.seq_len + cell.gen_len, token_budget=budget)
 
@@ -399,11 +401,11 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         "verify_rows": schedule.rows,
         "matches_fixed_schedule": bool(torch.equal(result.tokens, reference)),
         "plain_differing_tokens": int((plain_tokens != result.tokens).sum()),
-        "output_head": "untied",
+        "output_head": "tied" if head is None else "untied",
         "argmax_dtype": "float32",
         **margin_stats(margins),
         "flops": flops,
-        "weights_bytes": tensor_bytes(model) + head.numel() * head.element_size(),
+        "weights_bytes": tensor_bytes(model) + (0 if head is None else head.numel() * head.element_size()),
         "peak_mem_bytes": peak_memory_above(verified, cell.device),
         "rounds": len(samples["verified"]),
         **gpu,

@@ -1,0 +1,122 @@
+"""Report — the implementation overhead: hf time over ref time per latency cell, drawn after the latency figure.
+
+For every (model, dtype, device) whose latency cells ran on both implementations, a panel row per adapter that
+both have (and the plain model's r = 0 row), a column per sequence length; y = rank, x = batch; the value is the
+median time of the ``hf`` cell (transformers + peft) over that of its ``ref`` twin (perfsuite's own model): how
+much the real stack costs for the same work. The two medians come from the same run, not from paired rounds,
+so drift between the two cells' moments is in the ratio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from perfsuite.formats.record import STATUS_OK
+from perfsuite.report.figures import _norm, draw_grid
+from perfsuite.report.data import (LatencyData, _adapter_order, _grid, _records_by_setup, _stem, adapter_label,
+                                   as_int, is_number, setup_label)
+from perfsuite.report.tables import _cell_text, plain_label
+from perfsuite.table import Table
+
+OVERHEAD_CMAP = "cividis"
+METRIC = "overhead_ratio"  # hf time_ms / ref time_ms, in the grids this module builds
+NOTE = ("Median time of each transformers + peft cell over its perfsuite-reference twin (same shapes, same weights "
+        "for the plain model and LoRA's work): 1.00 = the real stack costs nothing extra. "
+        "peft's LoRA adapts q, k, v of the fused c_attn with one rank-r pair, the reference q and v with one each: "
+        "the same parameters and multiply-adds.")
+
+
+def _pair(ref: dict | None, hf: dict | None) -> dict | None:
+    """The record a grid position shows: the ratio when both cells have a time, else the one that explains why not."""
+    if ref is None or hf is None:
+        return None
+    for rec in (hf, ref):
+        if (rec.get("status") or STATUS_OK) != STATUS_OK or not is_number(rec.get("time_ms")):
+            return rec  # its status, or "no data" (it ran without a time)
+    return {"status": STATUS_OK, METRIC: float(hf["time_ms"]) / float(ref["time_ms"])}
+
+
+def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
+    """One :class:`~perfsuite.report.tables.LatencyData` of ratios per (model, dtype, device) that has latency
+    cells of both implementations; none otherwise."""
+    by_setup: dict[tuple, dict[str, list[dict]]] = {}
+    for setup, recs in _records_by_setup(frame, "latency"):
+        key = (setup["model"], setup["dtype"], setup["device"])
+        by_setup.setdefault(key, {})[setup.get("impl", "ref")] = recs
+    both = [(k, v) for k, v in sorted(by_setup.items()) if "ref" in v and "hf" in v]
+    out = []
+    for (model, dtype, device), impls in both:
+        maps = {impl: {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
+                for impl, recs in impls.items()}
+        names = {impl: {k[0] for k in m} for impl, m in maps.items()}
+        adapters = _adapter_order(names["ref"] & names["hf"]) or ["none"]
+        keys = set(maps["ref"]) & set(maps["hf"])
+        seq_lens = sorted({k[2] for k in keys} - {None})
+        batches = sorted({k[3] for k in keys} - {None})
+        has_base = ("none" in names["ref"]) and ("none" in names["hf"])
+        panels = {}
+        for a in adapters:
+            ranks = sorted({k[1] for k in keys if k[0] == a} | ({0} if has_base else set()))
+            for s in seq_lens:
+                def lookup(r, b, a=a, s=s):
+                    k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
+                    return _pair(maps["ref"].get(k), maps["hf"].get(k))
+
+                panels[(a, s)] = _grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
+        setup = {"model": model, "dtype": dtype, "device": device}
+        out.append(LatencyData(_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
+                               panels, panels))
+    return out
+
+
+def overhead_figure(data: LatencyData) -> Figure:
+    """The latency figure's layout, coloured by hf time / ref time."""
+    nrows, ncols = len(data.adapters), len(data.seq_lens)
+    batches = next(iter(data.panels.values())).cols
+    ranks = max(len(g.rows) for g in data.panels.values())
+    panel_w, panel_h = max(1.7, 0.5 * len(batches) + 0.7), max(1.1, 0.3 * ranks + 0.55)
+    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    norm, extend = _norm(data.panels.values(), floor=1.0, robust=True)
+    im = None
+    for r, adapter in enumerate(data.adapters):
+        for c, seq in enumerate(data.seq_lens):
+            ax = axes[r][c]
+            im = draw_grid(ax, data.grid(adapter, seq), cmap=colormaps[OVERHEAD_CMAP], norm=norm,
+                           label=lambda v: f"{v:.2f}")
+            if r == 0:
+                ax.set_title(f"Seq Len = {seq}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
+            else:
+                ax.tick_params(labelleft=False)
+            if r == nrows - 1:
+                ax.set_xlabel("Batch Size")
+            else:
+                ax.tick_params(labelbottom=False)
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02, extend=extend)
+    bar.set_label("hf time / ref time")
+    fig.suptitle(f"Implementation overhead\nhf / ref time, {setup_label(data.setup)}", fontsize=10)
+    return fig
+
+
+def overhead_tables(data: LatencyData) -> list[Table]:
+    """The ratios as drawn: a row per (adapter, seq len, r), a column per batch."""
+    batches = next(iter(data.panels.values())).cols if data.panels else ()
+    rows = []
+    for a in data.adapters:
+        for s in data.seq_lens:
+            g = data.panels[(a, s)]
+            for i, r in enumerate(g.rows):
+                if r == 0 and a != data.adapters[0]:
+                    continue  # the shared plain-model row once per sequence length
+                who = "none" if r == 0 else plain_label(adapter_label(a))
+                rows.append((who, str(s), str(r), *(_cell_text(g, i, j, 2) for j in range(len(g.cols)))))
+    return [Table("hf time / ref time (×)", ("adapter", "seq len", "r", *(f"b={b}" for b in batches)), tuple(rows))]
+
+
+def has_numbers(data: LatencyData) -> bool:
+    return any(np.isfinite(g.values).any() for g in data.panels.values())
