@@ -206,7 +206,7 @@ def add_runs(runs: list[Results], *, directory: str | Path = BASELINE_DIR, name:
             merged.created = old.created
         save_baseline(merged, path)
         reports.append(UpdateReport(path, old is None, len(kept_before), len(new), len(all_runs),
-                                    len(merged.cell_ids()), sorted(r.id for p in new for r in p.not_run), other))
+                                    len(merged.cell_ids()), sorted({r.id for p in new for r in p.not_run}), other))
     return reports
 
 
