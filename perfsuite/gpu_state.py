@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from perfsuite.machine import nvml_initialised
+
 THROTTLED_BELOW = 0.75  # an SM clock below this share of the maximum is throttling (nvbench's threshold)
 # nvmlClocksEventReasons / nvmlClocksThrottleReasons bits, and the ones that mean the GPU was slowed down.
 REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
@@ -59,15 +61,12 @@ def monitor_for(device: str, nvml=None) -> GpuMonitor | None:
     or None: on a CPU, without nvidia-ml-py, or when NVML cannot be used."""
     if not device.startswith("cuda"):
         return None
+    nvml = nvml_initialised(nvml)
     if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return None
+        return None
     try:
         import torch
 
-        nvml.nvmlInit()
         uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
         return GpuMonitor(nvml, nvml.nvmlDeviceGetHandleByUUID(uuid))

@@ -82,15 +82,27 @@ def gpu_identity(index: int | None = None, nvml=None) -> dict[str, Any]:
     return {"gpu": gpu, "gpu_driver": driver_version(nvml)}
 
 
-def driver_version(nvml=None) -> str | None:
-    """The NVIDIA driver version from NVML (``nvml``: a module with pynvml's API, for tests), or None."""
+def nvml_initialised(nvml=None):
+    """NVML, initialised: ``nvml`` (a module with pynvml's API; tests pass a fake) or pynvml from the
+    nvidia-ml-py package; None without the package or where NVML cannot start (no driver, no permission)."""
     if nvml is None:
         try:
-            import pynvml as nvml  # the nvidia-ml-py package
+            import pynvml as nvml
         except ImportError:
             return None
     try:
         nvml.nvmlInit()
+    except Exception:  # NVML present but unusable: unknown, not an error
+        return None
+    return nvml
+
+
+def driver_version(nvml=None) -> str | None:
+    """The NVIDIA driver version from NVML (``nvml``: a module with pynvml's API, for tests), or None."""
+    nvml = nvml_initialised(nvml)
+    if nvml is None:
+        return None
+    try:
         version = nvml.nvmlSystemGetDriverVersion()
         return version.decode() if isinstance(version, bytes) else str(version)
     except Exception:  # NVML present but unusable (no driver, no permission): unknown, not an error

@@ -1,0 +1,1 @@
+"""What a run measures: cells, profiles and selection (no torch import), and sharding."""

@@ -1,0 +1,1 @@
+"""Verdicts: the statistics, which baseline gates a run, per-cell verdicts, and how they are rendered."""

@@ -15,6 +15,7 @@ from perfsuite.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.hf.adapters import attach_hf
 from perfsuite.model import GPT2Config
+from perfsuite.workloads.models import LastAdapted, torch_dtype
 
 
 def hf_config(cfg: GPT2Config):
@@ -102,19 +103,15 @@ class HFGPT2:
         return self.model.buffers()
 
 
-class HFModelCache:
+class HFModelCache(LastAdapted):
     """The hf twin of :class:`perfsuite.workloads.models.ModelCache`, same methods: one plain model per
     (preset or checkpoint, dtype, device), and the last adapted copy."""
 
     def __init__(self, ref):
+        super().__init__()
         self.ref = ref  # the session's ModelCache: its seed, its checkpoint, its plain models' weights
-        self._base: dict[tuple, HFGPT2] = {}
-        self._adapted_key: tuple | None = None
-        self._adapted: HFGPT2 | None = None
 
     def base(self, preset: str, dtype: str, device: str) -> HFGPT2:
-        from perfsuite.workloads.models import torch_dtype
-
         key = (preset, dtype, device)
         if key not in self._base:
             ckpt = self.ref.checkpoint if self.ref.trained(preset) else None
@@ -137,18 +134,6 @@ class HFModelCache:
         model = attach_hf(base.model, adapter, rank, seed=self.ref.seed + 1)
         return HFGPT2(model, base.config, adapterhub=adapter in ADAPTERHUB_ADAPTERS)
 
-    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> HFGPT2:
-        """The adapted model, kept until another one is asked for (consecutive cells share it)."""
-        key = (preset, dtype, device, adapter, rank)
-        if key != self._adapted_key:
-            self._adapted = None  # free the previous copy before making the next
-            self._adapted = self.build_adapted(*key)
-            self._adapted_key = key
-        return self._adapted
-
     def trained(self, preset: str) -> bool:
         return self.ref.trained(preset)
 
-    def clear(self) -> None:
-        self._base.clear()
-        self._adapted, self._adapted_key = None, None

@@ -1,12 +1,12 @@
 """The report step: tidy results → grids → figures after the papers → a static summary page.
 
-One module per step: :mod:`~perfsuite.report.data` (the grid model), :mod:`~perfsuite.report.tables` (the
+One module per step: :mod:`~perfsuite.report.data` (the grid model; :mod:`~perfsuite.report.phi_data` for φ), :mod:`~perfsuite.report.tables` (the
 numbers under each figure), :mod:`~perfsuite.report.figures` (matplotlib, Agg-only, no pyplot),
 :mod:`~perfsuite.report.page` (index.html, summary.md). The names below are the whole API.
 """
 
-from perfsuite.report.data import (ReportError, change_data, latency_data, recompute_data, report_frame,
-                                   subspace_groups, subspace_records)
+from perfsuite.report.data import ReportError, change_data, latency_data, recompute_data, report_frame
+from perfsuite.report.phi_data import subspace_groups, subspace_records
 from perfsuite.report.figures import (change_figure, latency_figure, recompute_figure, render_subspace, save_figure,
                                       subspace_figure)
 from perfsuite.report.page import ReportFiles, render_report

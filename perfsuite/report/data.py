@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -20,7 +20,6 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET)
 from perfsuite.formats.results import Results
-from perfsuite.subspace.phi import PhiGrid
 from perfsuite.timing import NOISY_IQR_PCT
 
 # Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
@@ -37,7 +36,6 @@ ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapt
 SETUP_COLUMNS = ("model", "dtype", "device", "impl")  # a figure never mixes these
 IMPL_LABELS = {"ref": "", "hf": "transformers + peft"}  # added to a setup's label
 MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
-MAX_INLINE_PHI_CELLS = 1024  # φ grids larger than this are only in subspace_phi.csv, not printed on the page
 
 
 class ReportError(PerfsuiteError):
@@ -120,23 +118,6 @@ def _positions(g: Grid) -> list[tuple[int, int, str]]:
     return [(i, j, s) for i, line in enumerate(g.status) for j, s in enumerate(line)]
 
 
-def panel_title(p: PhiGrid) -> str:
-    """A φ panel's title: its layer and matrix, or "random Gaussian" for the control."""
-    if p.comparison == "control":
-        return "random Gaussian"
-    return f"Layer {p.layer}  {matrix_label(p.matrix)}"
-
-
-@dataclass(frozen=True)
-class SubspaceGroup:
-    """The panels of one subspace figure (LoRA Figs. 3-4, 6-7): same kind of comparison, same ranks."""
-
-    stem: str
-    title: str
-    panels: tuple[PhiGrid, ...]
-    controls: tuple[PhiGrid, ...] = field(default_factory=tuple)  # at most one: the random-Gaussian panel
-
-
 # --- small formatting helpers ----------------------------------------------------------------------
 
 
@@ -152,23 +133,18 @@ def adapter_label(name: str) -> str:
     return ADAPTER_LABELS.get(name, name)
 
 
-def matrix_label(matrix: str) -> str:
-    name = str(matrix).replace("_", "\\_")
-    return f"$\\Delta W_{{{name}}}$"
-
-
 def _adapter_rank(name: str) -> int:
     """The plain model first, then the registry's order, then adapters it does not know."""
     names = ADAPTER_NAMES + tuple(a for a in HF_ADAPTER_NAMES if a not in ADAPTER_NAMES)
     return -1 if name == "none" else names.index(name) if name in names else len(names)
 
 
-def _adapter_order(names: Iterable[str]) -> list[str]:
+def adapter_order(names: Iterable[str]) -> list[str]:
     """The adapters (not "none") in drawing order."""
     return sorted(set(names) - {"none"}, key=lambda a: (_adapter_rank(a), a))
 
 
-def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
+def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
     """The workload's rows, grouped by (model, dtype, device, impl): one figure each, in a stable order. A setup
     names its ``impl`` only when it is not the reference."""
     rows = frame[frame["workload"] == workload].to_dict("records")
@@ -183,14 +159,14 @@ def _records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str
     return [(setup(k), [r for r in rows if key(r) == k]) for k in keys]
 
 
-def _stem(workload: str, setup: dict[str, str], many: bool) -> str:
+def file_stem(workload: str, setup: dict[str, str], many: bool) -> str:
     impl = f"-{setup['impl']}" if setup.get("impl", "ref") != "ref" else ""
     return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}" if many else workload
 
 
 def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:
     """The workload's rows of one (model, dtype, device) setup."""
-    return next((recs for s, recs in _records_by_setup(frame, workload) if s == setup), [])
+    return next((recs for s, recs in records_by_setup(frame, workload) if s == setup), [])
 
 
 def setup_label(setup: dict[str, str]) -> str:
@@ -234,7 +210,7 @@ def _cell_status(rec: dict | None, metric: str) -> str:
     return status
 
 
-def _grid(title: str, rows, cols, lookup, metric: str) -> Grid:
+def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
     values = np.full((len(rows), len(cols)), np.nan)
     status, noisy = [], set()
     for i, r in enumerate(rows):
@@ -253,11 +229,11 @@ def _grid(title: str, rows, cols, lookup, metric: str) -> Grid:
 
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
-    setups = _records_by_setup(frame, "latency")
+    setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
         by_key = {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
-        adapters = _adapter_order(r["adapter"] for r in recs) or ["none"]
+        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
         seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
         batches = sorted({as_int(r["batch"]) for r in recs} - {None})
         has_base = any(r["adapter"] == "none" for r in recs)
@@ -271,9 +247,9 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
                     return by_key.get((a, r, s, b))
 
                 title = f"Seq Len = {s}"
-                panels[(a, s)] = _grid(title, ranks, batches, lookup, "slowdown_pct")
-                times[(a, s)] = _grid(title, ranks, batches, lookup, "time_ms")
-        out.append(LatencyData(_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
+                panels[(a, s)] = make_grid(title, ranks, batches, lookup, "slowdown_pct")
+                times[(a, s)] = make_grid(title, ranks, batches, lookup, "time_ms")
+        out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
                                panels, times))
     return out
 
@@ -282,7 +258,7 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
 
 
 def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
-    setups = _records_by_setup(frame, "recompute")
+    setups = records_by_setup(frame, "recompute")
     out = []
     for setup, recs in setups:
         keys = sorted({(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["gen_len"])) for r in recs},
@@ -300,115 +276,19 @@ def recompute_data(frame: pd.DataFrame) -> list[RecomputeData]:
             title = adapter_label(a) + (f" r = {rank}" if rank else "")
             if len({k[2:] for k in keys}) > 1:  # rows differ in more than the adapter
                 title += f" ({sizes(prompt, gen)})"
-            cost = _grid(title, batches, windows, lookup, "recompute_pct")
-            tput = _grid(title, batches, windows, lookup, "throughput_tok_s")
+            cost = make_grid(title, batches, windows, lookup, "recompute_pct")
+            tput = make_grid(title, batches, windows, lookup, "throughput_tok_s")
             best = float(np.nanmax(tput.values)) if np.isfinite(tput.values).any() else float("nan")
             norm = Grid(title, tput.rows, tput.cols, tput.values / best if best > 0 else tput.values * np.nan,
                         tput.status)
-            panels.append(RecomputePanel(key, title, cost, norm, best, _grid(title, batches, windows, lookup, "margin_p1"),
-                                         _grid(title, batches, windows, lookup, "exact_ties")))
-        out.append(RecomputeData(_stem("recompute", setup, len(setups) > 1), setup, tuple(panels)))
+            panels.append(RecomputePanel(key, title, cost, norm, best, make_grid(title, batches, windows, lookup, "margin_p1"),
+                                         make_grid(title, batches, windows, lookup, "exact_ties")))
+        out.append(RecomputeData(file_stem("recompute", setup, len(setups) > 1), setup, tuple(panels)))
     return out
 
 
 def sizes(prompt: int | None, gen: int | None) -> str:
     return f"prompt {prompt}, {gen} output tokens"
-
-
-# --- subspace similarity: LoRA paper Figures 3-4 and 6-7 -------------------------------------------
-
-
-def check_phi(c: Any, where: str) -> PhiGrid:
-    """A comparison record (dict of the data contract, or an object with ``to_dict()``) → :class:`~perfsuite.subspace.phi.PhiGrid`."""
-    if hasattr(c, "to_dict") and not isinstance(c, dict):
-        c = c.to_dict()
-    if not isinstance(c, dict):
-        raise ReportError(f"{where}: expected a comparison record, found {type(c).__name__}")
-    try:
-        phi = np.asarray(c["phi"], dtype=float)
-    except KeyError:
-        raise ReportError(f"{where}: comparison record has no 'phi' grid") from None
-    except (TypeError, ValueError):
-        raise ReportError(f"{where}: 'phi' is not a grid of numbers") from None
-    if phi.ndim != 2 or phi.size == 0:
-        raise ReportError(f"{where}: 'phi' must be r_a lists of r_b numbers, found shape {phi.shape}")
-    for k in ("r_a", "r_b"):
-        want = phi.shape[0 if k == "r_a" else 1]
-        if c.get(k) is not None and c.get(k) != want:
-            raise ReportError(f"{where}: {k} = {c.get(k)} but 'phi' has {want} {'rows' if k == 'r_a' else 'columns'}")
-    try:
-        return PhiGrid(layer=as_int(c.get("layer")) if as_int(c.get("layer")) is not None else -1,
-                          matrix=str(c.get("matrix", "?")), comparison=str(c.get("comparison", "seed")),
-                          label=str(c.get("label") or ""), phi=phi)
-    except ValueError as e:
-        raise ReportError(f"{where}: {e}") from None
-
-
-def subspace_records(frame: pd.DataFrame) -> list[PhiGrid]:
-    """Every φ grid in the frame's subspace rows (the ``subspace`` column of ok cells), checked."""
-    sub = frame[frame["workload"] == "subspace"]
-    out = []
-    if "subspace" not in sub.columns:
-        return out
-    for rec in sub.to_dict("records"):
-        items = rec.get("subspace")
-        if rec.get("status") != STATUS_OK or not isinstance(items, list):
-            continue
-        out += [check_phi(c, f"{rec.get('source')}: {rec['cell_id']} comparison {k}") for k, c in enumerate(items)]
-    return out
-
-
-_MATRIX_ORDER = ("q", "k", "v", "o")
-
-
-def subspace_groups(phis: Iterable[PhiGrid]) -> list[SubspaceGroup]:
-    """Group φ grids into figures: one per (kind of comparison, r_a, r_b), with one random-Gaussian control.
-
-    The control is one of the same shape if there is one, else the top-left corner of a larger one: the
-    top-i right-singular subspace of a Gaussian matrix is uniformly random whatever its rank, so the corner
-    is the chance level for the smaller ranks too. Results with controls only get a figure of controls.
-    """
-    phis = list(phis)
-    main = [p for p in phis if p.comparison != "control"]
-    controls = sorted((p for p in phis if p.comparison == "control"), key=lambda p: (p.r_a * p.r_b, _order(p)))
-    keys = sorted({(p.comparison, p.r_a, p.r_b) for p in main}, key=lambda k: (k[0] != "seed", k))
-    groups = []
-    for kind, ra, rb in keys:
-        mine = sorted((p for p in main if (p.comparison, p.r_a, p.r_b) == (kind, ra, rb)), key=_order)
-        fits = [c for c in controls if c.r_a >= ra and c.r_b >= rb]
-        ctrl = ()
-        if fits:
-            c = fits[0]
-            if (c.r_a, c.r_b) != (ra, rb):
-                c = PhiGrid(c.layer, c.matrix, c.comparison, f"{c.label} (top-left {ra} × {rb} of {c.r_a} × {c.r_b})",
-                        c.phi[:ra, :rb])
-            ctrl = (c,)
-        groups.append(SubspaceGroup(f"subspace-{kind}-r{ra}-r{rb}", phi_title(kind, ra, rb), tuple(mine), ctrl))
-    if not main:
-        for ra, rb in sorted({(c.r_a, c.r_b) for c in controls}):
-            mine = tuple(c for c in controls if (c.r_a, c.r_b) == (ra, rb))
-            groups.append(SubspaceGroup(f"subspace-control-r{ra}-r{rb}", phi_title("control", ra, rb), mine))
-    return groups
-
-
-def _order(p: PhiGrid) -> tuple:
-    return p.layer, _MATRIX_ORDER.index(p.matrix) if p.matrix in _MATRIX_ORDER else 9, p.matrix
-
-
-def phi_title(kind: str, r_a: int, r_b: int) -> str:
-    """φ(A_{r=8}, A′_{r=64}, i, j) as in the LoRA paper; A vs A (no prime) when only the rank differs."""
-    second = "A" if kind == "rank" else "A'"
-    return f"$\\phi({{A}}_{{r={r_a}}}, {second}_{{r={r_b}}}, i, j)$"
-
-
-def phi_frame(phis: Iterable[PhiGrid]) -> pd.DataFrame:
-    """Every φ(i, j) in long form: one row per (comparison, i, j), 1-based like the paper."""
-    rows = [{"layer": p.layer, "matrix": p.matrix, "comparison": p.comparison, "label": p.label, "r_a": p.r_a,
-             "r_b": p.r_b, "i": i + 1, "j": j + 1, "phi": float(p.phi[i, j])}
-            for p in phis for i in range(p.r_a) for j in range(p.r_b)]
-    return pd.DataFrame(rows, columns=["layer", "matrix", "comparison", "label", "r_a", "r_b", "i", "j", "phi"])
-
-
 
 
 # --- the comparison in the latency layout ----------------------------------------------------------
@@ -434,10 +314,10 @@ CHANGE_UNITS = {"slowdown": "pp", "time": "%"}
 def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
     """One :class:`ChangeData` per latency setup and metric that the comparison has numbers for."""
     entries = {c["cell_id"]: c for c in comparison.get("cells", []) if isinstance(c, dict)}
-    setups = _records_by_setup(frame, "latency")
+    setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
-        adapters = _adapter_order(r["adapter"] for r in recs) or ["none"]
+        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
         seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
         batches = sorted({as_int(r["batch"]) for r in recs} - {None})
         for metric in CHANGE_UNITS:
@@ -455,12 +335,12 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                         return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
                                                        "verdict": m.get("verdict")}
 
-                    grid = _grid(f"Seq Len = {s}", ranks, batches, lookup, "change")
+                    grid = make_grid(f"Seq Len = {s}", ranks, batches, lookup, "change")
                     panels[(a, s)] = grid
                     marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(ranks)
                                      for j, b in enumerate(batches)
                                      if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
             if any(np.isfinite(g.values).any() for g in panels.values()):
-                stem = _stem(f"change-{metric}", setup, len(setups) > 1)
+                stem = file_stem(f"change-{metric}", setup, len(setups) > 1)
                 out.append(ChangeData(stem, metric, setup, tuple(adapters), tuple(seq_lens), panels, marks))
     return out

@@ -17,7 +17,7 @@ number is hatched and says why (OOM, missing, …), except cells blank by design
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from matplotlib import colormaps
@@ -28,7 +28,8 @@ from matplotlib.ticker import FuncFormatter
 
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.report.data import (CELL_NOTES, CHANGE_UNITS, ChangeData, Grid, LatencyData, RecomputeData,
-                                   SubspaceGroup, adapter_label, check_phi, panel_title, setup_label, subspace_groups)
+                                   adapter_label, setup_label)
+from perfsuite.report.phi_data import SubspaceGroup, check_phi, panel_title, subspace_groups
 from perfsuite.subspace.phi import PhiGrid
 
 VECTOR_FORMATS = ("svg", "pdf")
@@ -41,7 +42,7 @@ THROUGHPUT_CMAP = "viridis"
 MISSING_FACE = "#eeeeee"  # hatched background of a cell without a number
 MISSING_HATCH = "////"
 CELL_FONT = 7.5
-OUTLIER_FACTOR = 2.0  # colour scales stop at this × the 90th percentile (see _norm)
+OUTLIER_FACTOR = 2.0  # colour scales stop at this × the 90th percentile (see colour_scale)
 CHANGE_CMAP = "RdBu_r"  # change heatmaps: blue faster, white unchanged, red slower
 CHANGE_MIN_SPAN = 5.0  # the change scale spans at least ±5 (% or pp): small noise stays pale
 
@@ -79,7 +80,7 @@ def draw_grid(ax, grid: Grid, *, cmap, norm, label=lambda v: f"{v:.1f}", annotat
     return im
 
 
-def _norm(grids: Iterable[Grid], *, floor: float | None = 0.0, robust: bool = False) -> tuple[Normalize, str]:
+def colour_scale(grids: Iterable[Grid], *, floor: float | None = 0.0, robust: bool = False) -> tuple[Normalize, str]:
     """One colour scale for all the panels, from min(floor, data) to max(data), and the colour bar's ``extend``.
 
     ``robust``: a few outliers (e.g. a first-call warm-up) must not turn every other cell black, so the
@@ -106,22 +107,22 @@ def _pct(v: float) -> str:
 # --- latency ---------------------------------------------------------------------------------------
 
 
-def latency_figure(data: LatencyData) -> Figure:
-    """LoRA paper Fig. 5 from a :class:`LatencyData`: slow-down % of each adapter against the plain model."""
-    nrows, ncols = len(data.adapters), len(data.seq_lens)
-    batches = next(iter(data.panels.values())).cols
-    ranks = max(len(g.rows) for g in data.panels.values())
+def latency_layout(adapters, seq_lens, panels: dict, draw) -> tuple[Figure, Any, Any]:
+    """LoRA Fig. 5's layout, shared by the latency, change and overhead figures: a row per adapter, a column per
+    sequence length, y = rank, x = batch, axes labelled once. ``draw(ax, adapter, seq)`` fills one panel and
+    returns its image; the figure, the axes and the last image (for the colour bar) come back."""
+    nrows, ncols = len(adapters), len(seq_lens)
+    batches = next(iter(panels.values())).cols
+    ranks = max(len(g.rows) for g in panels.values())
     panel_w = max(1.7, 0.5 * len(batches) + 0.7)
     panel_h = max(1.1, 0.3 * ranks + 0.55)
     fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
-    norm, extend = _norm(data.panels.values(), robust=True)
-    cmap = colormaps[HEATMAP_CMAP]
     im = None
-    for r, adapter in enumerate(data.adapters):
-        for c, seq in enumerate(data.seq_lens):
+    for r, adapter in enumerate(adapters):
+        for c, seq in enumerate(seq_lens):
             ax = axes[r][c]
-            im = draw_grid(ax, data.grid(adapter, seq), cmap=cmap, norm=norm, label=_pct)
+            im = draw(ax, adapter, seq)
             if r == 0:
                 ax.set_title(f"Seq Len = {seq}", fontsize=10)
             if c == 0:
@@ -132,7 +133,16 @@ def latency_figure(data: LatencyData) -> Figure:
                 ax.set_xlabel("Batch Size")
             else:
                 ax.tick_params(labelbottom=False)
-    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02, extend=extend)
+    return fig, axes, im
+
+
+def latency_figure(data: LatencyData) -> Figure:
+    """LoRA paper Fig. 5 from a :class:`LatencyData`: slow-down % of each adapter against the plain model."""
+    norm, extend = colour_scale(data.panels.values(), robust=True)
+    cmap = colormaps[HEATMAP_CMAP]
+    fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, lambda ax, adapter, seq: draw_grid(
+        ax, data.grid(adapter, seq), cmap=cmap, norm=norm, label=_pct))
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02, extend=extend)
     bar.set_label("slow-down vs. r = 0 (%)")
     fig.suptitle(f"Latency slow-down against r = 0\n{setup_label(data.setup)}", fontsize=10)
     return fig
@@ -140,41 +150,24 @@ def latency_figure(data: LatencyData) -> Figure:
 
 def change_figure(data: ChangeData) -> Figure:
     """The comparison in the latency layout: one colour scale centred on no change, marks on the verdicts."""
-    nrows, ncols = len(data.adapters), len(data.seq_lens)
-    batches = next(iter(data.panels.values())).cols
-    ranks = max(len(g.rows) for g in data.panels.values())
-    panel_w = max(1.7, 0.5 * len(batches) + 0.7)
-    panel_h = max(1.1, 0.3 * ranks + 0.55)
-    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
     vals = np.concatenate([g.values[np.isfinite(g.values)] for g in data.panels.values()])
     span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
     cmap = colormaps[CHANGE_CMAP]
-    im = None
-    for r, adapter in enumerate(data.adapters):
-        for c, seq in enumerate(data.seq_lens):
-            ax = axes[r][c]
-            grid = data.panels[(adapter, seq)]
-            im = draw_grid(ax, grid, cmap=cmap, norm=norm, label=lambda v: f"{v:+.1f}")
-            for (i, j), verdict in data.marks[(adapter, seq)].items():
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
-                                       linewidth=2.2 if verdict == "regression" else 1.2))
-                ax.text(j + 0.42, i - 0.42, "▲" if verdict == "regression" else "▼", ha="right", va="top",
-                        fontsize=CELL_FONT - 1, color="black")
-            if r == 0:
-                ax.set_title(f"Seq Len = {seq}", fontsize=10)
-            if c == 0:
-                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
-            else:
-                ax.tick_params(labelleft=False)
-            if r == nrows - 1:
-                ax.set_xlabel("Batch Size")
-            else:
-                ax.tick_params(labelbottom=False)
+
+    def draw(ax, adapter, seq):
+        im = draw_grid(ax, data.panels[(adapter, seq)], cmap=cmap, norm=norm, label=lambda v: f"{v:+.1f}")
+        for (i, j), verdict in data.marks[(adapter, seq)].items():
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
+                                   linewidth=2.2 if verdict == "regression" else 1.2))
+            ax.text(j + 0.42, i - 0.42, "▲" if verdict == "regression" else "▼", ha="right", va="top",
+                    fontsize=CELL_FONT - 1, color="black")
+        return im
+
+    fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, draw)
     unit = CHANGE_UNITS[data.metric]
     what = "slow-down against r = 0" if data.metric == "slowdown" else "median time"
-    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02)
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02)
     bar.set_label(f"change of the {what} ({'percentage points' if unit == 'pp' else '%'})")
     short = "slow-down" if data.metric == "slowdown" else "median time"
     fig.suptitle(f"Δ {short} vs. baseline ({unit})\n▲ regression, ▼ improvement\n{setup_label(data.setup)}",
@@ -195,7 +188,7 @@ def recompute_figure(data: RecomputeData) -> Figure:
     panel_h = max(1.6, 0.36 * rows + 0.7)
     fig = Figure(figsize=(2 * panel_w + 2.4, nrows * panel_h + 1.0), layout="constrained")
     axes = fig.subplots(nrows, 2, squeeze=False)
-    cost_norm, _ = _norm([p.cost for p in data.panels])
+    cost_norm, _ = colour_scale([p.cost for p in data.panels])
     tput_norm = Normalize(vmin=0.0, vmax=1.0)
     ims = [None, None]
     for r, p in enumerate(data.panels):

@@ -15,10 +15,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from perfsuite.formats.record import STATUS_OK
-from perfsuite.report.figures import _norm, draw_grid
-from perfsuite.report.data import (LatencyData, _adapter_order, _grid, _records_by_setup, _stem, adapter_label,
+from perfsuite.report.figures import colour_scale, draw_grid, latency_layout
+from perfsuite.report.data import (LatencyData, adapter_order, make_grid, records_by_setup, file_stem, adapter_label,
                                    as_int, is_number, setup_label)
-from perfsuite.report.tables import _cell_text, plain_label
+from perfsuite.report.tables import cell_text, plain_label
 from perfsuite.table import Table
 
 OVERHEAD_CMAP = "cividis"
@@ -43,7 +43,7 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`~perfsuite.report.tables.LatencyData` of ratios per (model, dtype, device) that has latency
     cells of both implementations; none otherwise."""
     by_setup: dict[tuple, dict[str, list[dict]]] = {}
-    for setup, recs in _records_by_setup(frame, "latency"):
+    for setup, recs in records_by_setup(frame, "latency"):
         key = (setup["model"], setup["dtype"], setup["device"])
         by_setup.setdefault(key, {})[setup.get("impl", "ref")] = recs
     both = [(k, v) for k, v in sorted(by_setup.items()) if "ref" in v and "hf" in v]
@@ -52,7 +52,7 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
         maps = {impl: {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
                 for impl, recs in impls.items()}
         names = {impl: {k[0] for k in m} for impl, m in maps.items()}
-        adapters = _adapter_order(names["ref"] & names["hf"]) or ["none"]
+        adapters = adapter_order(names["ref"] & names["hf"]) or ["none"]
         keys = set(maps["ref"]) & set(maps["hf"])
         seq_lens = sorted({k[2] for k in keys} - {None})
         batches = sorted({k[3] for k in keys} - {None})
@@ -65,39 +65,19 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
                     k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
                     return _pair(maps["ref"].get(k), maps["hf"].get(k))
 
-                panels[(a, s)] = _grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
+                panels[(a, s)] = make_grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
         setup = {"model": model, "dtype": dtype, "device": device}
-        out.append(LatencyData(_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
+        out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
                                panels, panels))
     return out
 
 
 def overhead_figure(data: LatencyData) -> Figure:
     """The latency figure's layout, coloured by hf time / ref time."""
-    nrows, ncols = len(data.adapters), len(data.seq_lens)
-    batches = next(iter(data.panels.values())).cols
-    ranks = max(len(g.rows) for g in data.panels.values())
-    panel_w, panel_h = max(1.7, 0.5 * len(batches) + 0.7), max(1.1, 0.3 * ranks + 0.55)
-    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
-    norm, extend = _norm(data.panels.values(), floor=1.0, robust=True)
-    im = None
-    for r, adapter in enumerate(data.adapters):
-        for c, seq in enumerate(data.seq_lens):
-            ax = axes[r][c]
-            im = draw_grid(ax, data.grid(adapter, seq), cmap=colormaps[OVERHEAD_CMAP], norm=norm,
-                           label=lambda v: f"{v:.2f}")
-            if r == 0:
-                ax.set_title(f"Seq Len = {seq}", fontsize=10)
-            if c == 0:
-                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
-            else:
-                ax.tick_params(labelleft=False)
-            if r == nrows - 1:
-                ax.set_xlabel("Batch Size")
-            else:
-                ax.tick_params(labelbottom=False)
-    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * nrows), pad=0.02, extend=extend)
+    norm, extend = colour_scale(data.panels.values(), floor=1.0, robust=True)
+    fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, lambda ax, adapter, seq: draw_grid(
+        ax, data.grid(adapter, seq), cmap=colormaps[OVERHEAD_CMAP], norm=norm, label=lambda v: f"{v:.2f}"))
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02, extend=extend)
     bar.set_label("hf time / ref time")
     fig.suptitle(f"Implementation overhead\nhf / ref time, {setup_label(data.setup)}", fontsize=10)
     return fig
@@ -114,7 +94,7 @@ def overhead_tables(data: LatencyData) -> list[Table]:
                 if r == 0 and a != data.adapters[0]:
                     continue  # the shared plain-model row once per sequence length
                 who = "none" if r == 0 else plain_label(adapter_label(a))
-                rows.append((who, str(s), str(r), *(_cell_text(g, i, j, 2) for j in range(len(g.cols)))))
+                rows.append((who, str(s), str(r), *(cell_text(g, i, j, 2) for j in range(len(g.cols)))))
     return [Table("hf time / ref time (×)", ("adapter", "seq len", "r", *(f"b={b}" for b in batches)), tuple(rows))]
 
 

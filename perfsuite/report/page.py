@@ -19,9 +19,9 @@ from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
-from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, phi_frame,
-                                   recompute_data, report_frame, setup_label, setup_rows, subspace_groups,
-                                   subspace_records)
+from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, recompute_data,
+                                   report_frame, setup_label, setup_rows)
+from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
 from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
 from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables

@@ -11,9 +11,9 @@ import numpy as np
 from perfsuite.cells.grid import WORKLOADS
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.formats.results import Results
-from perfsuite.report.data import (CELL_NOTES, MAX_INLINE_PHI_CELLS, MAX_LISTED, MISSING, NO_DATA, Grid,
-                                   LatencyData, RecomputeData, SubspaceGroup, adapter_label, is_number, panel_title,
-                                   sizes)
+from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, MISSING, NO_DATA, Grid, LatencyData, RecomputeData,
+                                   adapter_label, is_number, sizes)
+from perfsuite.report.phi_data import MAX_INLINE_PHI_CELLS, SubspaceGroup, panel_title
 from perfsuite.table import Table
 from perfsuite.timing import NOISY_IQR_PCT
 
@@ -54,14 +54,14 @@ def latency_tables(data: LatencyData) -> list[Table]:
                     if r == 0 and a != data.adapters[0]:
                         continue  # the shared r = 0 row once per sequence length
                     who = "none" if r == 0 else plain_label(adapter_label(a))
-                    rows.append((who, str(s), str(r), *(_cell_text(g, i, j, digits, mark_noisy=name == "slowdown")
+                    rows.append((who, str(s), str(r), *(cell_text(g, i, j, digits, mark_noisy=name == "slowdown")
                                                       for j in range(len(g.cols)))))
         tables.append(Table(title, ("adapter", "seq len", "r", *(f"b={b}" for b in batches)), tuple(rows),
                             note=note if any(g.noisy for g in grids.values()) else "", collapsed=name == "time"))
     return tables
 
 
-def _cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_noisy: bool = False) -> str:
+def cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_noisy: bool = False) -> str:
     s = g.status[i][j]
     if s != STATUS_OK:
         return CELL_NOTES.get(s, s)
@@ -77,7 +77,7 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
                 (p.cost, "recompute cost (% of output tokens rolled back)", 2, "%", ""),
                 (p.throughput, "throughput normalised to the best cell", 2, "",
                  f" 1.00 = {p.best_tok_s:,.1f} tokens/s." if is_number(p.best_tok_s) else "")):
-            rows = tuple((str(b), *(_cell_text(grid, i, j, digits, suffix=suffix) for j in range(len(grid.cols))))
+            rows = tuple((str(b), *(cell_text(grid, i, j, digits, suffix=suffix) for j in range(len(grid.cols))))
                          for i, b in enumerate(grid.rows))
             has_blank = any(s == STATUS_OUTSIDE_BUDGET for line in grid.status for s in line)
             who = plain_label(p.title) if "(" in p.title else f"{plain_label(p.title)} ({sizes(*p.key[2:])})"
@@ -95,7 +95,7 @@ def recompute_tables(data: RecomputeData) -> list[Table]:
 
 def _margin_text(p, i: int, j: int) -> str:
     if p.margins.status[i][j] != STATUS_OK:
-        return _cell_text(p.margins, i, j, 3)
+        return cell_text(p.margins, i, j, 3)
     ties = p.ties.values[i, j] if p.ties is not None else float("nan")
     return f"{p.margins.values[i, j]:.3g}" + (f" ({int(ties)})" if is_number(ties) else "")
 

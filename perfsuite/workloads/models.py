@@ -25,7 +25,34 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}") from None
 
 
-class ModelCache:
+class LastAdapted:
+    """The cache shape both implementations share: plain models by (preset, dtype, device), built by ``base``,
+    and only the last adapted model asked for, built by ``build_adapted`` (consecutive cells share it)."""
+
+    def __init__(self) -> None:
+        self._base: dict[tuple, Any] = {}
+        self._adapted_key: tuple | None = None
+        self._adapted: Any = None
+
+    def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int):
+        raise NotImplementedError
+
+    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int):
+        """The adapted model, kept until another one is asked for."""
+        key = (preset, dtype, device, adapter, rank)
+        if key != self._adapted_key:
+            self._adapted = None  # free the previous copy before making the next
+            self._adapted = self.build_adapted(*key)
+            self._adapted_key = key
+        return self._adapted
+
+    def clear(self) -> None:
+        """Drop every model (after an out-of-memory error the caller collects and empties the device cache)."""
+        self._base.clear()
+        self._adapted, self._adapted_key = None, None
+
+
+class ModelCache(LastAdapted):
     """One plain model per (preset, dtype, device), and the last adapted model asked for.
 
     Adapted models are :func:`~perfsuite.adapters.adapted_copy`\\ s: their weights are the plain model's, so a
@@ -34,12 +61,10 @@ class ModelCache:
     """
 
     def __init__(self, seed: int = 0, checkpoint=None):
+        super().__init__()
         self.seed = seed
         self.checkpoint = checkpoint  # a perfsuite.checkpoint.Checkpoint: cells whose model is its label load it
         self._hf = None  # the hf twin (perfsuite.hf.models.HFModelCache), made on first use
-        self._base: dict[tuple, GPT2] = {}
-        self._adapted_key: tuple | None = None
-        self._adapted: GPT2 | None = None
 
     def base(self, preset: str, dtype: str, device: str) -> GPT2:
         key = (preset, dtype, device)
@@ -58,15 +83,6 @@ class ModelCache:
         if rank == 0 or adapter == "none":
             return base
         return attach(adapted_copy(base), adapter, rank, seed=self.seed + 1).eval()
-
-    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
-        """The adapted model, kept until another one is asked for (consecutive cells share it)."""
-        key = (preset, dtype, device, adapter, rank)
-        if key != self._adapted_key:
-            self._adapted = None  # free the previous copy before making the next
-            self._adapted = self.build_adapted(*key)
-            self._adapted_key = key
-        return self._adapted
 
     def trained(self, preset: str) -> bool:
         """Whether cells of model ``preset`` run the checkpoint's weights (else random ones from the seed)."""
@@ -92,11 +108,9 @@ class ModelCache:
         return extra
 
     def clear(self) -> None:
-        """Drop every model (after an out-of-memory error the caller collects and empties the device cache)."""
         if self._hf is not None:
             self._hf.clear()
-        self._base.clear()
-        self._adapted, self._adapted_key = None, None
+        super().clear()
 
 
 @dataclass

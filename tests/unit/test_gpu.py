@@ -41,7 +41,8 @@ def test_timed_regions_do_not_sync_under_cuda_sync_debug_mode():
     """A latency forward must not make the host wait; verified decoding only at its one read-back per window."""
     import warnings
 
-    from perfsuite.workloads.recompute import Schedule, decode_verified, untied_head
+    from perfsuite.decoding import Schedule, decode_verified
+    from perfsuite.workloads.recompute import untied_head
 
     model = attach(build_model("tiny", device="cuda"), "lora", 8)
     x = torch.randint(0, model.config.vocab_size, (2, 32), device="cuda")

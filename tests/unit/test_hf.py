@@ -15,7 +15,7 @@ from perfsuite.hf.adapters import HF_ADAPTERS, REFUSED, TARGET, attach_hf  # noq
 from perfsuite.hf.models import HFGPT2, hf_model_from_reference  # noqa: E402
 from perfsuite.model import build_model  # noqa: E402
 from perfsuite.workloads.models import ModelCache  # noqa: E402
-from perfsuite.workloads.recompute import Schedule, _forward, _KVBuffer, decode_fixed, decode_verified  # noqa: E402
+from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_verified, ragged_forward  # noqa: E402
 
 TOKENS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(0))
 ATOL = 1e-5  # float32: the two stacks sum in different orders
@@ -110,10 +110,10 @@ def test_the_recompute_decoder_runs_on_transformers_layers():
     ref = ModelCache().base("tiny", "float32", "cpu")
     idx, starts = TOKENS[:, :6], torch.zeros(2, dtype=torch.long)
     plain = models.base("tiny", "float32", "cpu")
-    torch.testing.assert_close(_forward(plain, _KVBuffer(plain, 2, 8), idx, starts, 6),
-                               _forward(ref, _KVBuffer(ref, 2, 8), idx, starts, 6), atol=ATOL, rtol=0)
+    torch.testing.assert_close(ragged_forward(plain, KVBuffer(plain, 2, 8), idx, starts, 6),
+                               ragged_forward(ref, KVBuffer(ref, 2, 8), idx, starts, 6), atol=ATOL, rtol=0)
     with torch.no_grad():  # the ragged pass over the view is transformers' own forward
-        torch.testing.assert_close(_forward(hf, _KVBuffer(hf, 2, 8), idx, starts, 6), hf(idx).logits, atol=ATOL, rtol=0)
+        torch.testing.assert_close(ragged_forward(hf, KVBuffer(hf, 2, 8), idx, starts, 6), hf(idx).logits, atol=ATOL, rtol=0)
     schedule = Schedule(window=4, context=20, token_budget=16)
     verified = decode_verified(hf, TOKENS[:, :8], 12, schedule)
     assert torch.equal(verified.tokens, decode_fixed(hf, TOKENS[:, :8], 12, schedule))

@@ -11,9 +11,8 @@ from perfsuite.model import build_model
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.workloads.models import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
-from perfsuite.workloads.recompute import (Schedule, _forward, _KVBuffer,
-                                           decode_fixed, decode_plain, decode_verified, run_recompute_cell,
-                                           untied_head)
+from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
+from perfsuite.workloads.recompute import run_recompute_cell, untied_head
 
 GEN = 32  # output tokens per request
 SCHEDULE = Schedule(window=8, context=100 + GEN, token_budget=64)  # 8 rows; prompts up to 100 tokens
@@ -55,12 +54,12 @@ def test_ragged_forward_equals_the_model_for_every_adapter(name):
     model = attach(build_model("tiny", seed=1, dtype=torch.float64), name, 4, seed=2)
     lengths = [5, 9, 12]
     prompts = [prompt(i, n) for i, n in enumerate(lengths)]
-    cache = _KVBuffer(model, 3, 16)
+    cache = KVBuffer(model, 3, 16)
     idx = torch.zeros(3, 12, dtype=torch.long)
     for b, p in enumerate(prompts):
         idx[b, : len(p)] = p
-    logits = _forward(model, cache, idx[:, :4], torch.zeros(3, dtype=torch.long), 4)  # a chunk ...
-    nxt = _forward(model, cache, idx[:, 4:], torch.full((3,), 4), 12)  # ... then the rest after the cache
+    logits = ragged_forward(model, cache, idx[:, :4], torch.zeros(3, dtype=torch.long), 4)  # a chunk ...
+    nxt = ragged_forward(model, cache, idx[:, 4:], torch.full((3,), 4), 12)  # ... then the rest after the cache
     for b, p in enumerate(prompts):
         ref, _ = model(p[None])
         torch.testing.assert_close(torch.cat([logits, nxt], 1)[b, : len(p)], ref[0])

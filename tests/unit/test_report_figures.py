@@ -9,7 +9,7 @@ from matplotlib.patches import Rectangle
 from perfsuite.cells.grid import Cell, latency_cells
 from perfsuite.report import (ReportError, latency_data, latency_figure, recompute_data, recompute_figure,
                               render_subspace, subspace_figure, subspace_groups, subspace_records)
-from perfsuite.report.data import check_phi, panel_title
+from perfsuite.report.phi_data import check_phi, panel_title
 from perfsuite.formats.results import load_results, tidy_frame
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"

@@ -9,8 +9,8 @@ import pytest
 
 from perfsuite.cells.grid import ADAPTER_NAMES
 from perfsuite.formats.comparison import ComparisonError, check_comparison, load_comparison
-from perfsuite.report.data import (MISSING, ReportError, change_data, check_phi, latency_data, phi_frame,
-                                   recompute_data, report_frame, subspace_groups, subspace_records)
+from perfsuite.report.data import MISSING, ReportError, change_data, latency_data, recompute_data, report_frame
+from perfsuite.report.phi_data import check_phi, phi_frame, subspace_groups, subspace_records
 from perfsuite.report.tables import latency_tables, missing_lines, recompute_tables, subspace_tables
 from perfsuite.formats.results import load_results
 

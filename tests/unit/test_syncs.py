@@ -6,7 +6,8 @@ import torch
 from perfsuite.adapters import ADAPTERS, attach
 from perfsuite.model import build_model
 from perfsuite.syncs import count_host_syncs
-from perfsuite.workloads.recompute import Schedule, decode_plain, decode_verified, device_ints, untied_head
+from perfsuite.decoding import Schedule, decode_plain, decode_verified, device_ints
+from perfsuite.workloads.recompute import untied_head
 
 X = torch.arange(6)
 
