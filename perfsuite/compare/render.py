@@ -58,7 +58,8 @@ def _rows(cells: list[dict]) -> list[tuple[tuple[str, ...], bool]]:
             rows.append(((c["cell_id"], c["verdict"], "", "", "", "", "", "", c.get("note", "")), False))
         for m in c["metrics"]:
             runs = f"{m['baseline_runs']}→{m['current_runs']}"
-            rows.append(((c["cell_id"], m["verdict"], m["metric"], _value(m["baseline"], m["metric"]),
+            metric = m["metric"] + (" (w/ ref)" if m.get("with_reference") else "")
+            rows.append(((c["cell_id"], m["verdict"], metric, _value(m["baseline"], m["metric"]),
                           _value(m["current"], m["metric"]), _change(m["change"], m["unit"]), _interval(m),
                           _p(m["p_value"]), runs), m["verdict"] == "regression"))
     return rows
@@ -66,7 +67,12 @@ def _rows(cells: list[dict]) -> list[tuple[tuple[str, ...], bool]]:
 
 def summary_line(comparison: dict) -> str:
     s = comparison["summary"]
-    return f"{len(comparison['cells'])} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
+    line = f"{len(comparison['cells'])} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
+    shared = sum(bool(m.get("with_reference")) for c in comparison["cells"] for m in c["metrics"])
+    if shared:
+        line += (f" ({shared} time change{'s' if shared != 1 else ''} marked 'w/ ref': the paired reference of the "
+                 "same loop moved alike and the slow-down did not; look at the r = 0 cell and the changed cells first)")
+    return line
 
 
 def detectable_line(comparison: dict, part: str | None) -> str | None:

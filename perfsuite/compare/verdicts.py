@@ -162,6 +162,18 @@ def cell_verdict(metric_verdicts: list[str]) -> str:
     return "inconclusive"
 
 
+def mark_moved_with_reference(entries: list[dict]) -> None:
+    """Flag a time change whose cell's slow-down did not move: the paired reference timed in the same loop (the
+    plain model, or plain decoding) moved alike, so the cause is shared by the loop — the plain model, the
+    framework, the machine, or, on a CPU, another cell of the same loop through process-wide state (a LoRA
+    change moved its loop's other cells by 5-7 %: README, "A/B runs"). The verdict stands; the reader is told
+    where to look."""
+    by_metric = {e["metric"]: e for e in entries}
+    time, slowdown = by_metric.get("time"), by_metric.get("slowdown")
+    if time and slowdown and time["verdict"] in ("regression", "improvement") and slowdown["verdict"] == "unchanged":
+        time["with_reference"] = True
+
+
 def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
                  options: CompareOptions, *, gating: bool) -> dict:
     metrics = cell_metrics(cur[-1])
@@ -171,6 +183,7 @@ def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: li
         entries = [compare_metric(base, cur, m, options, gating=gating) for m in metrics]
     except CompareError as e:
         raise CompareError(f"cell {cell_id}: {e}") from None
+    mark_moved_with_reference(entries)
     verdicts = [e["verdict"] for e in entries]
     return {"cell_id": cell_id, "part": part, "verdict": cell_verdict(verdicts) if entries else "reference",
             "moved": [e["metric"] for e in entries if e["verdict"] in ("regression", "improvement")],

@@ -74,6 +74,20 @@ def test_a_uniform_slowdown_is_caught_on_time_not_on_the_slowdown():
         assert entry["verdict"] == "regression" and entry["moved"] == ["time"], entry
     assert metric(by_id(doc)[LORA.id], "slowdown")["verdict"] == "unchanged"
     assert metric(by_id(doc)[LORA.id], "time")["change"] == pytest.approx(15.0, abs=2.5)
+    # the adapters' time moved with their paired reference: marked, verdict kept, and said once under the table
+    assert metric(by_id(doc)[LORA.id], "time")["with_reference"] is True
+    assert "with_reference" not in metric(by_id(doc)[PLAIN.id], "time")  # the plain model has no slow-down
+    text = render_terminal(doc)
+    assert "time (w/ ref)" in text and "2 time changes marked 'w/ ref'" in text.splitlines()[-1]
+
+
+def test_an_adapter_of_its_own_is_not_marked_as_moving_with_its_reference():
+    doc = compare_results(runs(1, start=70, ratio=1.2 * 1.15, run_sd=0.005, round_sd=0.01)[0],
+                          [baseline(run_sd=0.005, round_sd=0.01)])
+    lora = by_id(doc)[LORA.id]
+    assert metric(lora, "slowdown")["verdict"] == "regression"
+    assert not any(m.get("with_reference") for c in doc["cells"] for m in c["metrics"])
+    assert "w/ ref" not in render_terminal(doc)
 
 
 def test_another_machine_is_a_reference_that_never_fails_the_run():
