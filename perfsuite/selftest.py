@@ -25,6 +25,7 @@ each ``k`` really has is measured on its own (interleaved, many rounds) and repo
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
-from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_metric
+from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_metric, run_estimate
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import CellRecord
 
@@ -102,6 +103,7 @@ class Level:
     nominal_pct: float
     extra_ops: int
     measured_pct: float | None = None  # the slow-down the extra work really causes, measured on its own
+    realized_pct: dict[str, float] = field(default_factory=dict)  # metric -> the effect in the trials' own blocks
     verdicts: dict[str, list[str]] = field(default_factory=dict)  # "mode/metric" -> one verdict per trial
 
     def count(self, key: str, verdict: str) -> int:
@@ -236,6 +238,7 @@ class SelftestReport:
                 "device": self.device, "forward_ms": self.forward_ms, "extra_op_us": self.extra_op_us,
                 "seconds": self.seconds, "processes": self.processes,
                 "levels": [{"nominal_pct": lv.nominal_pct, "extra_ops": lv.extra_ops, "measured_pct": lv.measured_pct,
+                            "realized_pct": lv.realized_pct,
                             "verdicts": {key: {v: lv.count(key, v) for v in sorted(set(vs))}
                                          for key, vs in lv.verdicts.items()},
                             "trials": {key: len(vs) for key, vs in lv.verdicts.items()}} for lv in self.levels]}
@@ -247,20 +250,23 @@ class SelftestReport:
                  f"processes in {self.seconds:.0f} s; {o.trials} comparisons per mode and level drawn from them",
                  f"gates: p < {o.alpha:g} (t test on the between-run spread) and change >= {o.min_effect_pct:g}%; "
                  f"runs per side: {o.runs}; baseline mode re-measures a suspect {o.remeasure}x; 95% Wilson intervals "
-                 "(the trials share processes: the true uncertainty is larger)"]
+                 "(the trials share processes: the true uncertainty is larger); effect: nominal; measured: in a "
+                 "calibration loop; in runs: in the workers' blocks, the median over processes against their A/A block"]
         for mode in o.modes:
             for metric in o.metrics:
                 key = f"{mode}/{metric}"
                 what = "A/B" if mode == "ab" else "against a baseline"
                 lines += ["", f"{what}, metric {metric}:",
-                          f"  {'effect':>7}  {'measured':>8}  {'regression (detection) rate':<32}  {'improv.':>7}  "
-                          f"{'inconcl.':>8}"]
+                          f"  {'effect':>7}  {'measured':>8}  {'in runs':>8}  {'regression (detection) rate':<32}  "
+                          f"{'improv.':>7}  {'inconcl.':>8}"]
                 for lv in self.levels:
                     rate, low, high = self.rate(lv, key)
                     n = len(lv.verdicts.get(key, []))
                     measured = "-" if lv.measured_pct is None else f"{lv.measured_pct:+.1f}%"
+                    realized = lv.realized_pct.get(metric)
+                    realized = "-" if realized is None else f"{realized:+.1f}%"
                     label = "A/A" if lv.nominal_pct == 0 else f"+{lv.nominal_pct:g}%"
-                    lines.append(f"  {label:>7}  {measured:>8}  {lv.count(key, 'regression'):>4}/{n:<4} = "
+                    lines.append(f"  {label:>7}  {measured:>8}  {realized:>8}  {lv.count(key, 'regression'):>4}/{n:<4} = "
                                  f"{100 * rate:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]  "
                                  f"{lv.count(key, 'improvement'):>7}  {lv.count(key, 'inconclusive'):>8}")
         return "\n".join(lines)
@@ -282,6 +288,8 @@ def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lam
         progress(f"calibrated +{lv.nominal_pct:g}%: {lv.extra_ops} extra ops, measured {lv.measured_pct:+.2f}%")
     synchronize(device)
     pool = _measure_pool(options, device, [lv.extra_ops for lv in levels], progress, workdir)
+    for li, lv in enumerate(levels[1:], start=1):
+        lv.realized_pct = {m: e for m in options.metrics if (e := realized_effect(pool, li, m, options.cell)) is not None}
     rng = np.random.default_rng(options.seed)
     compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
     cell = options.cell
@@ -311,6 +319,17 @@ def _measure_pool(options: SelftestOptions, device: str, extra_ops: list[int], p
             if (p + 1) % max(1, options.processes // 10) == 0:
                 progress(f"worker processes: {p + 1}/{options.processes}, {time.monotonic() - t0:.0f} s")
     return pool
+
+
+def realized_effect(pool: list[dict], level: int, metric: str, cell: Cell) -> float | None:
+    """The effect ``level`` really had where the trials measured it, in %: the median over worker processes of its
+    block's run estimate against the same process's A/A block (the calibration loop runs warmer and tighter)."""
+    diffs = []
+    for blocks in pool:
+        a, b = run_estimate(_record(cell, blocks[0]), metric), run_estimate(_record(cell, blocks[level]), metric)
+        if a is not None and b is not None:
+            diffs.append(b[0] - a[0])
+    return 100.0 * math.expm1(float(np.median(diffs))) if diffs else None
 
 
 def _record(cell: Cell, block: dict) -> CellRecord:

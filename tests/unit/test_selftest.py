@@ -8,7 +8,7 @@ import torch
 
 from perfsuite.cli import main
 from perfsuite.compare.verdicts import CompareOptions
-from perfsuite.selftest import Level, SelftestOptions, SelftestReport, _trial
+from perfsuite.selftest import Level, SelftestOptions, SelftestReport, _trial, realized_effect
 
 
 def planted_pool(processes: int, effects: list[float], *, run_sd: float, seed: int = 0) -> list[dict]:
@@ -42,6 +42,15 @@ def test_trials_find_planted_slowdowns_and_no_a_a_change(mode):
     assert levels[1].count(key, "regression") >= 57  # a 20 % step against 1 % between-process noise
 
 
+def test_the_realized_effect_is_measured_in_the_blocks_against_each_process_a_a_block():
+    """Per process, the level's estimate against its own A/A block; the median over processes, in %."""
+    pool = planted_pool(9, [0.0, 7.0], run_sd=0.02)
+    cell = SelftestOptions().cell
+    assert realized_effect(pool, 1, "slowdown", cell) == pytest.approx(7.0, abs=0.5)  # 1 % within-run noise
+    assert abs(realized_effect(pool, 1, "time", cell) - 7.0) < 1.0  # the same plain model in both blocks
+    assert realized_effect([{0: {}, 1: {}}], 1, "time", cell) is None  # no samples: no figure, not 0
+
+
 def test_a_baseline_trial_uses_distinct_processes_and_remeasures_a_suspect():
     """One process far off (a 'noisy neighbour') is the current run: it is a suspect, the next process clears it."""
     options = SelftestOptions(processes=7, trials=1, runs=5, remeasure=1, effects_pct=(5.0,), metrics=("time",),
@@ -64,7 +73,7 @@ def test_a_baseline_trial_uses_distinct_processes_and_remeasures_a_suspect():
 def test_report_counts_rates_with_intervals():
     options = SelftestOptions(processes=40, trials=300, effects_pct=(5.0,), metrics=("slowdown",), modes=("ab",))
     aa = Level(0.0, 0, verdicts={"ab/slowdown": ["unchanged"] * 297 + ["regression"] * 2 + ["improvement"]})
-    five = Level(5.0, 8, measured_pct=5.1, verdicts={"ab/slowdown": ["regression"] * 291 + ["inconclusive"] * 9})
+    five = Level(5.0, 8, measured_pct=5.1, realized_pct={"slowdown": 6.3}, verdicts={"ab/slowdown": ["regression"] * 291 + ["inconclusive"] * 9})
     report = SelftestReport(options=options, device="cpu", forward_ms=0.3, extra_op_us=1.9, levels=[aa, five],
                             seconds=90.0, processes=40)
     rate, low, high = report.rate(aa, "ab/slowdown")
@@ -73,8 +82,8 @@ def test_report_counts_rates_with_intervals():
     assert table[0] == ("perfsuite selftest on cpu: tiny lora r8 b1 s32, forward 0.300 ms, 100 rounds per block; 40 "
                         "separate worker processes in 90 s; 300 comparisons per mode and level drawn from them")
     assert table[3] == "A/B, metric slowdown:"
-    assert table[5].split()[:5] == ["A/A", "-", "2/300", "=", "0.7%"]
-    assert table[6].split()[:5] == ["+5%", "+5.1%", "291/300", "=", "97.0%"]
+    assert table[5].split()[:6] == ["A/A", "-", "-", "2/300", "=", "0.7%"]
+    assert table[6].split()[:6] == ["+5%", "+5.1%", "+6.3%", "291/300", "=", "97.0%"]
     assert table[6].split()[-2:] == ["0", "9"]
     assert json.loads(json.dumps(report.to_json()))["levels"][1]["trials"] == {"ab/slowdown": 300}
 
@@ -94,6 +103,7 @@ def test_quick_selftest_runs_end_to_end_in_separate_processes(capsys, tmp_path):
     assert all(lv["trials"] == {f"{m}/{k}": 3 for m in ("ab", "baseline") for k in ("slowdown", "time")}
                for lv in doc["levels"])
     assert doc["levels"][1]["extra_ops"] >= 1 and doc["levels"][1]["measured_pct"] > 0
+    assert set(doc["levels"][1]["realized_pct"]) == {"slowdown", "time"}
 
 
 @pytest.mark.parametrize("argv,message", [
