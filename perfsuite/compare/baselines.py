@@ -44,10 +44,10 @@ class Part:
 
 
 def part_name(profile: str | None, cell) -> str | None:
-    """The profile part a cell belongs to (a composite profile's part, else the profile itself)."""
-    if profile in PROFILES:
-        return PROFILES[profile].part_of(cell)
-    return profile
+    """The profile part a cell belongs to (a composite profile's part, else the profile itself), with ``/hf``
+    for cells on transformers + peft: the two implementations of one profile are kept, gated and named apart."""
+    name = PROFILES[profile].part_of(cell) if profile in PROFILES else profile
+    return f"{name}/hf" if name and getattr(cell, "impl", "ref") == "hf" else name
 
 
 def parts_of(results: Results) -> list[Part]:

@@ -80,6 +80,17 @@ def test_composite_results_are_stored_part_by_part(tmp_path):
     assert all(len(load_baseline(r.path).cell_ids()) == 1 for r in reports)
 
 
+def test_the_two_implementations_of_a_profile_are_parts_of_their_own(tmp_path):
+    """hf-smoke runs the reference and transformers + peft: two parts, two baselines, named apart."""
+    ref, hf = syn.cell("lora"), syn.cell("lora", impl="hf")
+    hf_env = syn.env() | {"libraries": "transformers 5.23.0, peft 0.21.2"}
+    results = syn.results([syn.record(ref, seed=1), syn.record(hf, seed=2, e=hf_env)], "hf-smoke")
+    assert [(p.profile, [r.id for r in p.records]) for p in parts_of(results)] == [
+        ("hf-smoke", [ref.id]), ("hf-smoke/hf", [hf.id])]
+    reports = add_runs([results], directory=tmp_path)
+    assert sorted(r.path.name.split("_")[0] for r in reports) == ["hf-smoke", "hf-smoke-hf"]
+
+
 def test_find_this_machine_else_a_reference_of_the_same_setup(tmp_path):
     add_runs([run(1)], directory=tmp_path)
     add_runs([run(2, e=syn.env(host="elsewhere"))], directory=tmp_path)

@@ -180,6 +180,10 @@ def test_ab_compares_runs_with_runs():
     assert not has_regression(same) and "improvement" not in [c["verdict"] for c in same["cells"]]
     with pytest.raises(CompareError, match="ran only on B"):
         compare_runs(runs(2), runs(2, cells=(syn.cell("lora", dtype="float16"),)))
+    # the hf twins of the cells are a part of their own, each with its own runs
+    both = (LORA, syn.cell("lora", impl="hf"))
+    doc = compare_runs(runs(3, start=600, cells=both), runs(3, start=700, cells=both))
+    assert [(p["profile"], p["current_runs"]) for p in doc["parts"]] == [("smoke", 3), ("smoke/hf", 3)]
 
 
 def test_the_document_keeps_its_contract_and_is_strict_json():
