@@ -227,6 +227,15 @@ def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
     return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy))
 
 
+def as_reference(rec: dict | None) -> dict | None:
+    """The r = 0 row is the reference every slow-down is measured against: 0 % by definition. The plain model is
+    not timed against itself (schema 2), so its record has a time but no slow-down of its own."""
+    if (rec is not None and (rec.get("status") or STATUS_OK) == STATUS_OK and is_number(rec.get("time_ms"))
+            and not is_number(rec.get("slowdown_pct"))):
+        return {**rec, "slowdown_pct": 0.0}
+    return rec
+
+
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
     setups = records_by_setup(frame, "latency")
@@ -243,7 +252,7 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
             for s in seq_lens:
                 def lookup(r, b, a=a, s=s):
                     if r == 0:
-                        return by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b))
+                        return as_reference(by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b)))
                     return by_key.get((a, r, s, b))
 
                 title = f"Seq Len = {s}"

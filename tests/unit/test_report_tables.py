@@ -55,6 +55,21 @@ def test_the_r0_row_is_the_plain_model_in_every_adapter_panel():
     assert len(data.cell_statuses()) == 18  # the shared r = 0 cells counted once
 
 
+def test_the_plain_model_is_the_zero_of_the_slowdown_scale_when_it_is_not_timed_against_itself():
+    """Schema 2: the r = 0 cell has a time but no slow-down (nothing to pair it with): its row reads 0 %, not a
+    hole; a plain cell without a time stays 'no data'."""
+    frame = SMOKE.frame.copy()
+    plain = frame["adapter"] == "none"
+    frame.loc[plain, "slowdown_pct"] = np.nan
+    (data,) = latency_data(frame)
+    g = data.grid("lora", 32)
+    assert list(g.values[0]) == [0.0, 0.0] and list(g.status[0]) == ["ok", "ok"]
+    assert g.values[1, 0] == pytest.approx(slowdown(SMOKE, "latency[lora-r8-b1-s32]"))
+    frame.loc[plain & (frame["batch"] == 4), "time_ms"] = np.nan
+    (data,) = latency_data(frame)
+    assert list(data.grid("lora", 32).status[0]) == ["ok", "no_data"]
+
+
 def test_partial_results_show_oom_and_missing_never_zero():
     (data,) = latency_data(PARTIAL.frame)
     assert data.adapters == ("houlsby", "lin")
