@@ -70,8 +70,8 @@ def summary_line(comparison: dict) -> str:
     line = f"{len(comparison['cells'])} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
     shared = sum(bool(m.get("with_reference")) for c in comparison["cells"] for m in c["metrics"])
     if shared:
-        line += (f" ({shared} time change{'s' if shared != 1 else ''} marked 'w/ ref': the paired reference of the "
-                 "same loop moved alike and the slow-down did not; look at the r = 0 cell and the changed cells first)")
+        line += (f" ({shared} time move{'s' if shared != 1 else ''} marked 'w/ ref': the plain model of the same loop "
+                 "moved alike and the slow-down did not, so the move is judged once, on that r = 0 cell)")
     return line
 
 

@@ -20,11 +20,12 @@ The document is :mod:`perfsuite.formats.comparison`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, between_runs, bootstrap_se, check_samples, \
     compare_samples, screen_runs
@@ -162,16 +163,28 @@ def cell_verdict(metric_verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def mark_moved_with_reference(entries: list[dict]) -> None:
-    """Flag a time change whose cell's slow-down did not move: the paired reference timed in the same loop (the
-    plain model, or plain decoding) moved alike, so the cause is shared by the loop — the plain model, the
-    framework, the machine, or, on a CPU, another cell of the same loop through process-wide state (a LoRA
-    change moved its loop's other cells by 5-7 %: README, "A/B runs"). The verdict stands; the reader is told
-    where to look."""
-    by_metric = {e["metric"]: e for e in entries}
-    time, slowdown = by_metric.get("time"), by_metric.get("slowdown")
-    if time and slowdown and time["verdict"] in ("regression", "improvement") and slowdown["verdict"] == "unchanged":
-        time["with_reference"] = True
+def attribute_shared_moves(entries: dict[str, dict], cells: dict[str, Cell]) -> None:
+    """Judge a move of the plain model once, on its own r = 0 cell, not again on every adapter of its loop.
+
+    A latency cell whose time moved while its slow-down against the plain model of the same loop did not has
+    moved *with* that plain model: the cause is shared by the loop — the plain model, the framework, the machine,
+    or, on a CPU, another cell of the loop through process-wide state (measured: a LoRA change moved its loop's
+    other cells by 5-7 %; README, "Cells of one loop share a process"). Where that r = 0 cell is in the
+    comparison, the adapter's time entry becomes ``unchanged`` with ``with_reference`` naming it, and the r = 0
+    cell carries the verdict. Recompute cells keep theirs: their reference, plain decoding, is not a cell.
+    """
+    for cid, entry in entries.items():
+        cell = cells.get(cid)
+        if cell is None or cell.workload != "latency" or cell.adapter == "none":
+            continue
+        ref_id = replace(cell, adapter="none", rank=0).id
+        metrics = {m["metric"]: m for m in entry["metrics"]}
+        time, slowdown = metrics.get("time"), metrics.get("slowdown")
+        if (ref_id in entries and time and slowdown and slowdown["verdict"] == "unchanged"
+                and time["verdict"] in ("regression", "improvement")):
+            time["verdict"], time["with_reference"] = "unchanged", ref_id
+            entry["verdict"] = cell_verdict([m["verdict"] for m in entry["metrics"]])
+            entry["moved"] = [m["metric"] for m in entry["metrics"] if m["verdict"] in ("regression", "improvement")]
 
 
 def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
@@ -183,7 +196,6 @@ def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: li
         entries = [compare_metric(base, cur, m, options, gating=gating) for m in metrics]
     except CompareError as e:
         raise CompareError(f"cell {cell_id}: {e}") from None
-    mark_moved_with_reference(entries)
     verdicts = [e["verdict"] for e in entries]
     return {"cell_id": cell_id, "part": part, "verdict": cell_verdict(verdicts) if entries else "reference",
             "moved": [e["metric"] for e in entries if e["verdict"] in ("regression", "improvement")],
@@ -218,6 +230,8 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
         if cid not in entries:
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
             entries[cid] = _missing(cid, part, why)
+    cells = {cid: recs[-1].cell for cid, recs in cur_runs.items()}
+    attribute_shared_moves(entries, cells)
     for _ in range(options.remeasure if gating else 0):
         suspects = [cid for cid, e in entries.items() if e["verdict"] == "regression"]
         if not suspects:
@@ -231,6 +245,7 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
             cur_runs[cid].append(fresh[cid])
             again = compare_cell(cid, part, baseline.cell_runs(cid), cur_runs[cid], options, gating=True)
             entries[cid] = again | {"remeasured": entries[cid]["remeasured"] + 1}
+        attribute_shared_moves(entries, cells)
     return [entries[cid] for cid in sorted(entries)]
 
 

@@ -8,7 +8,7 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       differences, hint}], cells: [{cell_id, part, verdict, moved (the metrics that changed), remeasured,
       metrics: [{metric, unit (% or pp), verdict, baseline, current, change, ci_low, ci_high, detectable,
       change_pct, ci_low_pct, ci_high_pct, p_value, df, noise_pct, baseline_runs, current_runs, [note],
-      [outlier_runs], [with_reference: a time change whose slow-down did not move (optional)]}]}],
+      [outlier_runs], [with_reference: the r = 0 cell a time move shared with the plain model of its loop is judged on]}]}],
       summary}. ``change``, its interval ``ci_low``/``ci_high`` and ``detectable`` (the smallest change that
       would have been significant) are in the metric's unit: % of time, or percentage points of slow-down;
       the ``*_pct`` fields are the relative change of the compared quantity the gates test.
