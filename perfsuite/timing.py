@@ -211,8 +211,9 @@ def tensor_bytes(*modules: torch.nn.Module) -> int:
 def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
     """Device memory one call of ``fn`` needs above what was allocated before it (activations, workspaces, the
     KV cache), so a cell's peak does not count the weights resident for the whole group; None on the CPU,
-    where torch tracks none."""
+    where torch tracks none. ``fn`` is called once on every device, so a caller may observe that call too."""
     if not device.startswith("cuda"):
+        fn()
         return None
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()

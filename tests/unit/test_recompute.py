@@ -12,7 +12,9 @@ from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.workloads.models import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
 from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
-from perfsuite.workloads.recompute import run_recompute_cell, untied_head
+from perfsuite.syncs import count_host_syncs
+from perfsuite.timing import count_flops
+from perfsuite.workloads.recompute import observed_decode, run_recompute_cell, untied_head
 
 GEN = 32  # output tokens per request
 SCHEDULE = Schedule(window=8, context=100 + GEN, token_budget=64)  # 8 rows; prompts up to 100 tokens
@@ -232,6 +234,18 @@ class DisabledBenchmark:
 
     def pedantic(self, fn, **_):
         fn()
+
+
+def test_one_observed_decode_counts_what_separate_passes_count():
+    """Syncs and FLOPs of the cell's one untimed, observed decode equal those of a decode for each."""
+    model = attach(build_model("tiny"), "lora", 4)
+    prompts = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    decode = lambda: decode_verified(model, prompts, 12, Schedule(window=4, context=20, token_budget=64),  # noqa: E731
+                                     head=untied_head(model))
+    result, syncs, flops, peak = observed_decode(decode, "cpu")
+    assert syncs == count_host_syncs(decode) and sum(syncs.values()) == result.windows > 0
+    assert flops == count_flops(decode) > 0
+    assert torch.equal(result.tokens, decode().tokens) and peak is None  # no device memory tracked on the CPU
 
 
 def test_cell_record_carries_the_metrics():

@@ -160,4 +160,5 @@ def test_tensor_bytes_counts_shared_weights_once_and_no_peak_is_faked_on_the_cpu
     lora = attach(adapted_copy(base), "lora", 8)
     own = sum(p.numel() * 4 for n, p in lora.named_parameters() if "lora_" in n)
     assert tensor_bytes(lora) == tensor_bytes(base) + own and tensor_bytes(base, lora) == tensor_bytes(lora)
-    assert peak_memory_above(lambda: None, "cpu") is None
+    calls = []
+    assert peak_memory_above(lambda: calls.append(1), "cpu") is None and calls == [1]  # called, never faked
