@@ -11,8 +11,9 @@
 #                             that moved since restore (another writer) or appeared since (an empty lease) is
 #                             refused, never overwritten.
 #
-# Environment: STORE and HISTORY_BRANCH (required); HISTORY_REMOTE (default origin); GH_TOKEN (optional, sent
-# to github.com as an HTTP header through GIT_CONFIG_* variables: never on a command line, never in .git/config).
+# Environment: STORE and HISTORY_BRANCH (required); HISTORY_REMOTE (default origin); GH_TOKEN (optional: sent to
+# $GITHUB_SERVER_URL, github.com by default, as an HTTP header through GIT_CONFIG_* variables — never on a command
+# line, never in .git/config).
 set -euo pipefail
 
 STORE_IN_BRANCH=perfsuite-history.sqlite
@@ -21,12 +22,15 @@ branch=${HISTORY_BRANCH:?HISTORY_BRANCH is not set}
 store=${STORE:?STORE is not set}
 lease_file="$store.lease"
 
-git_remote() {  # git, with the token (if any) for github.com only
-  if [ -n "${GH_TOKEN:-}" ]; then
-    local basic
-    basic=$(printf 'x-access-token:%s' "$GH_TOKEN" | base64 | tr -d '\n')
-    echo "::add-mask::$basic"
-    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="http.https://github.com/.extraheader" \
+basic=""
+if [ -n "${GH_TOKEN:-}" ]; then
+  basic=$(printf 'x-access-token:%s' "$GH_TOKEN" | base64 | tr -d '\n')
+  echo "::add-mask::$basic"  # the header's value never shows in a log
+fi
+
+git_remote() {  # git, with the token (if any) for the GitHub server only
+  if [ -n "$basic" ]; then
+    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="http.${GITHUB_SERVER_URL:-https://github.com}/.extraheader" \
       GIT_CONFIG_VALUE_0="AUTHORIZATION: basic $basic" git "$@"
   else
     git "$@"
