@@ -123,6 +123,7 @@ def test_nightly_history_is_kept_on_cron_and_right_after_it_is_added():
     assert jobs["history"]["permissions"] == {"contents": "read"}
     issues = jobs["history-issues"]
     assert "github_issues.py change-points" in yaml.safe_dump(issues["steps"]) and not installs(issues)
+    assert "github.event_name == 'schedule'" in issues["if"], "issues for the history that is kept, only"
 
 
 @pytest.mark.parametrize("name", NAMES)
