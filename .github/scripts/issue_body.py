@@ -1,0 +1,133 @@
+"""The nightly's issues from its comparison: a confirmed regression, or gating that is off — bodies GitHub accepts.
+
+GitHub refuses an issue body or comment over 65,536 characters, and a `full` night's comparison.md is ~100 KB
+(~900 verdict rows), so the body carries only the rows that need a look (every verdict but "unchanged", most
+urgent first), cut to fit, with a line naming how many were left out and where the whole comparison is.
+
+``compare`` exit 2, or a part compared with no baseline of this machine (a driver or torch upgrade changes the
+fingerprint), means nothing tonight could fail the run: a warning annotation and an issue say so.
+
+    python .github/scripts/issue_body.py --compare-exit N [--comparison comparison.json] --artifact-url URL --out issues.json
+
+Writes {"issues": [{key, title, body, on_open}]} for github_issues.py (which needs no install); needs perfsuite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+BODY_LIMIT_CHARS = 65_536  # GitHub's limit on an issue body or comment
+BODY_BUDGET_CHARS = 60_000  # what this script fills: room under the limit for the run line github_issues.py adds
+GATING_MODES = ("gating", "ab")
+
+
+def _marker(key: str) -> str:
+    return f"<!-- perfsuite-issue {key} -->"
+
+
+def fit_table(table, budget_chars: int, artifact_url: str) -> str:
+    """The table in markdown with as many leading rows as fit in ``budget_chars``, then "… N more rows"."""
+    from perfsuite.table import markdown_table
+
+    whole = markdown_table(table)
+    if len(whole) <= budget_chars:
+        return whole
+    more = lambda n: f"\n\n… {n} more row{'s' * (n != 1)}, see the whole comparison in {artifact_url}"  # noqa: E731
+    low, high = 0, len(table.rows)  # the most rows that fit, by bisection (render time is linear in rows)
+    while low < high:
+        mid = (low + high + 1) // 2
+        text = markdown_table(replace(table, rows=table.rows[:mid], strong_rows=frozenset(
+            k for k in table.strong_rows if k < mid))) + more(len(table.rows) - mid)
+        low, high = (mid, high) if len(text) <= budget_chars else (low, mid - 1)
+    kept = replace(table, rows=table.rows[:low], strong_rows=frozenset(k for k in table.strong_rows if k < low))
+    return markdown_table(kept) + more(len(table.rows) - low)
+
+
+def regression_body(comparison: dict, artifact_url: str, budget_chars: int = BODY_BUDGET_CHARS) -> str:
+    from perfsuite.compare.render import part_lines, summary_line, verdict_tables
+
+    head = [_marker("regression"), f"**Confirmed regression** — {summary_line(comparison)}.", "",
+            *(f"- {line.strip()}" for line in part_lines(comparison)), ""]
+    tail = ["", f"Whole comparison, report and shards' results: {artifact_url}",
+            "Intended? Record a new baseline from the nightly's results (README, \"Baselines\") and close this issue."]
+    notable = [t for t in verdict_tables(comparison) if not t.collapsed]
+    room = budget_chars - len("\n".join(head)) - len("\n".join(tail)) - 2
+    table = fit_table(replace(notable[0], lead=""), room, artifact_url) if notable else "(no verdict rows)"
+    return "\n".join([*head, table, *tail])
+
+
+def not_gating_parts(comparison: dict | None) -> list[dict]:
+    return [] if comparison is None else [p for p in comparison["parts"] if p["mode"] not in GATING_MODES]
+
+
+def gating_off_body(compare_exit: int, comparison: dict | None, artifact_url: str) -> str:
+    lines = [_marker("gating-off"), "**Gating is off**: tonight nothing could fail the nightly, so a regression "
+             "would pass green.", ""]
+    if comparison is None:
+        lines.append(f"`perfsuite compare` exited {compare_exit} without a comparison: no baseline of this machine "
+                     "for the profile (its fingerprint changed: a driver, CUDA or torch upgrade, another GPU), or "
+                     "bad input — the merge job's log has its one-line error.")
+    for p in not_gating_parts(comparison):
+        lines.append(f"- part `{p['profile']}`: {p['mode']} — machine {p.get('machine')}"
+                     + (f"; differs in: {'; '.join(p['differences'])}" if p.get("differences") else "")
+                     + (f"; {p['hint']}" if p.get("hint") else ""))
+    lines += ["", "To gate again: record a baseline of this machine from a nightly's results "
+              "(`perfsuite baseline record`, README \"Baselines\"), commit it, and close this issue.",
+              f"Artifacts: {artifact_url}"]
+    return "\n".join(lines)
+
+
+def nightly_issues(compare_exit: int, comparison: dict | None, artifact_url: str) -> list[dict]:
+    """The issues tonight's comparison calls for (none when all gates held and nothing regressed)."""
+    issues = []
+    if compare_exit == 1 and comparison is not None:
+        n = comparison["summary"].get("regression", 0)
+        issues.append({"key": "regression", "title": "perfsuite nightly: confirmed performance regression",
+                       "body": regression_body(comparison, artifact_url), "on_open": "comment",
+                       "summary": f"{n} confirmed regression{'s' * (n != 1)}"})
+    off = not_gating_parts(comparison)
+    if compare_exit == 2 or off or (comparison is not None and not comparison.get("gating", True)):
+        what = ", ".join(str(p["profile"]) for p in off) or "the whole run"
+        issues.append({"key": "gating-off", "title": "perfsuite nightly: gating is off (no baseline of this machine)",
+                       "body": gating_off_body(compare_exit, comparison, artifact_url), "on_open": "update",
+                       "summary": f"gating is off for {what}"})
+    return issues
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--compare-exit", type=int, required=True)
+    p.add_argument("--comparison", type=Path, default=None, help="comparison.json (absent when compare failed)")
+    p.add_argument("--artifact-url", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.compare_exit not in (0, 1, 2):
+        print(f"issue_body: error: perfsuite compare exited {args.compare_exit} (a crash): no issue is written",
+              file=sys.stderr)
+        return 2
+    comparison = None
+    if args.comparison is not None and args.comparison.is_file():
+        from perfsuite.formats.comparison import load_comparison
+
+        comparison = load_comparison(args.comparison)
+    issues = nightly_issues(args.compare_exit, comparison, args.artifact_url)
+    for issue in issues:
+        if issue["key"] == "gating-off":
+            print(f"::warning title=perfsuite gating is off::{issue['summary']}: a regression tonight would pass; "
+                  "record a baseline of this machine (README, Baselines)")
+    too_long = [i["key"] for i in issues if len(i["body"]) >= BODY_BUDGET_CHARS]
+    if too_long:  # a bug here, not an input to pass on: GitHub would refuse the issue
+        print(f"issue_body: error: the {', '.join(too_long)} body is over {BODY_BUDGET_CHARS} characters",
+              file=sys.stderr)
+        return 2
+    args.out.write_text(json.dumps({"issues": issues}, indent=1), encoding="utf-8")
+    print(f"{len(issues)} issue(s) → {args.out}: " + (", ".join(i["summary"] for i in issues) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The workflows' scripts (.github/scripts): the issue bodies GitHub accepts, one issue per change as its commit
+range drifts night after night, the PR comment updated in place, the preflight's decision — run here against a
+fake GitHub, so what the nightly posts is tested before a night posts it."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfsuite.formats.comparison import load_comparison
+
+SCRIPTS = Path(__file__).parents[2] / ".github" / "scripts"
+FIXTURE = Path(__file__).parents[2] / "tests" / "fixtures" / "results" / "comparison.json"
+URL = "https://github.com/o/r/actions/runs/42"
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(f"workflow_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+issue_body, github_issues, preflight = script("issue_body"), script("github_issues"), script("preflight")
+
+
+class FakeGitHub:
+    """Issues and comments in memory, with the methods of github_issues.GitHub."""
+
+    def __init__(self):
+        self.items, self.calls = [], []
+
+    def _new(self, **kw):
+        item = {"number": len(self.items) + 1, "state": "open", "comments": [], **kw}
+        self.items.append(item)
+        return item
+
+    def issues(self, label, state):
+        return [i for i in self.items if label in i["labels"] and state in ("all", i["state"])]
+
+    def create_issue(self, title, body, label):
+        self.calls.append("create")
+        return self._new(title=title, body=body, labels=[label])
+
+    def update_issue(self, number, title, body):
+        self.calls.append("update")
+        self.items[number - 1] |= {"title": title, "body": body}
+
+    def comment(self, number, body):
+        self.calls.append("comment")
+        self.items[number - 1]["comments"].append({"id": 100 + len(self.calls), "body": body})
+
+    def comments(self, number):
+        return self.items[number - 1]["comments"]
+
+    def update_comment(self, comment_id, body):
+        self.calls.append("update_comment")
+        for i in self.items:
+            for c in i["comments"]:
+                if c["id"] == comment_id:
+                    c["body"] = body
+
+
+def big_comparison(cells: int, notable_every: int) -> dict:
+    """The fixture's comparison grown to ``cells`` cells with long ids, one in ``notable_every`` not unchanged."""
+    base = load_comparison(FIXTURE)
+    template = next(c for c in base["cells"] if c["verdict"] == "regression")
+    grown = []
+    for k in range(cells):
+        verdict = ("regression" if k % (3 * notable_every) == 0 else "inconclusive") if k % notable_every == 0 \
+            else "unchanged"
+        metrics = [m | {"verdict": verdict, "change": float(k % 50)} for m in template["metrics"]]
+        grown.append(template | {"cell_id": f"recompute[spectral-r{k}-b32-s512-w16-with-a-long-variant-name]",
+                                 "verdict": verdict, "metrics": metrics})
+    summary = {v: sum(c["verdict"] == v for c in grown) for v in ("regression", "inconclusive", "unchanged")}
+    return base | {"cells": grown, "summary": summary}
+
+
+def test_a_full_nights_body_keeps_only_notable_rows_under_githubs_limit():
+    comparison = big_comparison(cells=2_700, notable_every=2)  # ~1,350 notable rows: far over 65,536 characters
+    body = issue_body.regression_body(comparison, URL)
+    assert len(body) < issue_body.BODY_LIMIT_CHARS
+    assert "unchanged" not in body.split("| cell |")[1], "no unchanged row"
+    rows = [line for line in body.splitlines() if line.startswith("| ") and "recompute[" in line]
+    more = next(line for line in body.splitlines() if line.startswith("… "))
+    left_out = int(more.split()[1])
+    assert len(rows) + left_out == 1_350 and left_out > 0 and URL in more
+    assert "regression" in rows[0], "the most urgent verdicts first"
+
+
+def test_a_small_comparison_keeps_every_notable_row_and_no_unchanged_one():
+    comparison = load_comparison(FIXTURE)
+    body = issue_body.regression_body(comparison, URL)
+    notable = {c["cell_id"] for c in comparison["cells"] if c["verdict"] != "unchanged"}
+    same = {c["cell_id"] for c in comparison["cells"] if c["verdict"] == "unchanged"}
+    assert notable and same
+    assert all(cell in body for cell in notable) and not any(cell in body for cell in same)
+    assert "more row" not in body
+
+
+def test_issues_written_by_the_script_for_each_compare_outcome(tmp_path, capsys):
+    run = lambda code, comparison: issue_body.main(  # noqa: E731
+        ["--compare-exit", str(code), "--comparison", str(comparison), "--artifact-url", URL,
+         "--out", str(tmp_path / "issues.json")])
+    keys = lambda: [i["key"] for i in json.loads((tmp_path / "issues.json").read_text())["issues"]]  # noqa: E731
+
+    assert run(1, FIXTURE) == 0 and keys() == ["regression"]
+    assert run(2, tmp_path / "absent.json") == 0 and keys() == ["gating-off"]
+    assert "::warning" in capsys.readouterr().out, "an annotation says gating is off"
+    reference = load_comparison(FIXTURE)
+    reference["parts"][0] |= {"mode": "reference", "profile": "full", "differences": ["driver 550 → 560"]}
+    reference["gating"] = False
+    (tmp_path / "reference.json").write_text(json.dumps(reference | {"perfsuite_comparison": 2}))
+    assert run(0, tmp_path / "reference.json") == 0 and keys() == ["gating-off"]
+    body = json.loads((tmp_path / "issues.json").read_text())["issues"][0]["body"]
+    assert "full" in body and "driver 550 → 560" in body
+    clean = load_comparison(FIXTURE)
+    clean["summary"] = {"unchanged": 1}
+    (tmp_path / "clean.json").write_text(json.dumps(clean | {"perfsuite_comparison": 2}))
+    assert run(0, tmp_path / "clean.json") == 0 and keys() == []
+    assert run(3, FIXTURE) == 2, "a crash of compare is not read as an outcome"
+
+
+def test_the_nightlys_regression_issue_is_one_issue_commented_night_after_night():
+    api = FakeGitHub()
+    issues = issue_body.nightly_issues(1, load_comparison(FIXTURE), URL)
+    github_issues.nightly(api, issues, URL)
+    github_issues.nightly(api, issues, URL)
+    off = issue_body.nightly_issues(2, None, URL)
+    github_issues.nightly(api, off, URL)
+    github_issues.nightly(api, off, URL)
+    assert api.calls == ["create", "comment", "create", "update"]
+    assert [i["labels"] for i in api.items] == [["perfsuite-regression"], ["perfsuite-gating-off"]]
+    assert all(len(i["body"]) < github_issues.BODY_LIMIT_CHARS and URL in i["body"] for i in api.items)
+
+
+def change_point(cell, good_night, bad_night, step_pct=8.0):
+    run = lambda n: {"run_id": n, "datetime": f"2026-02-{n:02d}T02:30:00+00:00",  # noqa: E731
+                     "commit": f"{n:02d}" + "a" * 38, "branch": "main"}
+    return {"cell_id": cell, "metric": "slowdown", "step_pct": step_pct, "before": 20.0, "after": 21.6,
+            "p_value": 1e-4, "noise_pct": 1.5, "good": run(good_night), "at": run(good_night + 1),
+            "bad": run(bad_night), "software_changes": []}
+
+
+def test_ranges_that_overlap_are_one_change_and_a_later_step_is_another():
+    api = FakeGitHub()
+    nights = [[change_point("a", 4, 11)],
+              [change_point("a", 4, 11), change_point("b", 9, 13)],  # a second cell, its range overlapping
+              [change_point("a", 5, 12), change_point("b", 8, 14)]]  # both ranges drift
+    for points in nights:
+        github_issues.change_points(api, {"change_points": points}, URL)
+    assert api.calls == ["create", "update", "update"] and "2 cell(s)" in api.items[0]["title"]
+    github_issues.change_points(api, {"change_points": [change_point("a", 20, 22, -5.0)]}, URL)
+    assert len(api.items) == 2, "a step that does not overlap the first is a new change"
+    api.items[0]["state"] = "closed"  # someone decided
+    github_issues.change_points(api, {"change_points": [change_point("a", 6, 12)]}, URL)
+    assert len(api.items) == 2 and api.calls[-1] == "create", "a closed change is left closed, not reopened"
+
+
+def test_a_synthetic_history_with_one_step_opens_one_issue_however_its_range_drifts(tmp_path):
+    """The issue's case: 60 synthetic nightlies, a step at night 40; the change points of each night from 41
+    on, as the nightly computes them, posted night after night."""
+    from perfsuite.cells.grid import get_profile
+    from perfsuite.history.changes import changes_document, series_changes
+    from perfsuite.history.store import open_store
+    from perfsuite.history.synthetic import build_store
+
+    cells = get_profile("smoke").cells(device="cpu")[:4]
+    build_store(tmp_path / "h.sqlite", cells, 60, steps={c.id: (40, 8.0) for c in cells[:2]}, seed=0)
+    with open_store(tmp_path / "h.sqlite") as store:
+        series, acks = store.series(None, "auto"), store.acks()
+    api, ranges = FakeGitHub(), set()
+    for night in range(41, 61):
+        found = [series_changes(dataclasses.replace(s, points=s.points[:night], software=s.software[:night]), acks)
+                 for s in series]
+        doc = json.loads(json.dumps(changes_document(found, "h.sqlite")))
+        ranges |= {g["commit_range"] for g in doc["by_commit_range"]}
+        github_issues.change_points(api, doc, URL)
+    assert len(ranges) >= 3, "the ranges drift (an issue keyed on the exact range would open one per range)"
+    assert len(api.items) == 1 and "2 cell(s)" in api.items[0]["title"]
+
+
+def test_the_pr_comment_is_posted_once_and_updated_in_place(tmp_path):
+    api = FakeGitHub()
+    api._new(title="PR", body="", labels=[])
+    (tmp_path / "ab.md").write_text("### perfsuite ab: no regression\n" + "x" * 80_000)
+    argv = ["pr-comment", "--pr", "1", "--run-url", URL, str(tmp_path / "ab.md"), str(tmp_path / "missing.md")]
+    assert github_issues.main(argv, api=api) == 0
+    assert github_issues.main(argv, api=api) == 0
+    assert api.calls == ["comment", "update_comment"]
+    body = api.items[0]["comments"][0]["body"]
+    assert len(body) < github_issues.BODY_LIMIT_CHARS and body.startswith(github_issues.PR_MARKER) and URL in body
+
+
+@pytest.mark.parametrize(("value", "gpu", "code"), [(None, "false", 0), ("", "false", 0), ("0", "false", 0),
+                                                    ("4", "true", 0), ("two", None, 2)])
+def test_the_preflight_runs_the_gpu_jobs_only_when_runners_are_declared(tmp_path, capsys, value, gpu, code):
+    out = tmp_path / "output"
+    env = {"GITHUB_OUTPUT": str(out)} | ({} if value is None else {"PERFSUITE_GPU_RUNNERS": value})
+    assert preflight.main(env) == code
+    assert (f"gpu={gpu}" in out.read_text()) if gpu else not out.exists()
+    printed = capsys.readouterr().out
+    assert ("::warning" in printed) == (gpu == "false") and ("::error" in printed) == (code == 2)
