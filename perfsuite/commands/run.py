@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_compare_arguments(p, remeasure_default=REMEASURE)  # as in perfsuite compare
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
-                   help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
+                   help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout, else "
+                        "those installed with the package)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER,
                    help="after --: extra arguments passed to pytest as they are")
 
