@@ -86,7 +86,7 @@ def resume_options(journal: Journal) -> dict[str, object]:
     s = journal.settings()
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
             "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads"),
-            "weights": s.get("weights_path")}
+            "weights": s.get("weights_path"), "adapters": s.get("adapters")}
 
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,

@@ -22,7 +22,7 @@ PACKAGED_BENCHMARKS = "perfsuite/benchmarks"
 # Run settings (the results' perfsuite section) a fresh run must share with the run it repeats, and the cell option
 # each is given as (a checkpoint run is re-measured on its weights, not on random ones under the same cell ids).
 REPEATED_SETTINGS = {"profile": "profile", "device": "device", "dtype": "dtype", "rounds": "rounds",
-                     "warmup": "warmup", "threads": "threads", "weights_path": "weights"}
+                     "warmup": "warmup", "threads": "threads", "weights_path": "weights", "adapters": "adapters"}
 
 
 class RunError(PerfsuiteError):

@@ -1,0 +1,85 @@
+"""Another package's adapter in the grid: examples/custom-adapter installed with pip, found through the entry-point
+group ``perfsuite.adapters``, listed, measured beside LoRA and drawn in LoRA's figure; and ``--adapters`` for code
+that is not packaged. Subprocesses: the registry of contributed adapters lives for a process."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfsuite.extensions import AdapterPlugin, ExtensionError, plugins_of, register
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "custom-adapter"
+CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'fused-lora') and batch == 1"
+
+
+def perfsuite(*args, env_path: Path | str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(env_path), "HOME": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "perfsuite.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+
+
+def test_an_installed_adapter_package_joins_the_grid_and_is_drawn_beside_lora(tmp_path):
+    site, src = tmp_path / "site", tmp_path / "custom-adapter"
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__"))  # setuptools builds in its tree
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-deps",
+                    "--no-build-isolation", "--target", str(site), str(src)], check=True, capture_output=True,
+                   cwd=tmp_path)
+    path = f"{site}:{ROOT}"  # the example from its install, perfsuite from this checkout
+    listed = perfsuite("cells", "--cells", "adapter == 'fused-lora'", env_path=path, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[:2] == ["latency[fused-lora-r8-b1-s32]", "latency[fused-lora-r8-b4-s32]"]
+
+    out = tmp_path / "out"
+    run = perfsuite("run", "--cells", CELLS, "--rounds", "5", "--warmup", "1", "--out", str(out), "--no-compare",
+                    env_path=path, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    records = {b["extra_info"]["cell_id"]: b["extra_info"] for b in doc["benchmarks"]}
+    assert set(records) == {"latency[none-r0-b1-s32]", "latency[lora-r8-b1-s32]", "latency[fused-lora-r8-b1-s32]"}
+    fused, lora = records["latency[fused-lora-r8-b1-s32]"], records["latency[lora-r8-b1-s32]"]
+    assert fused["ref_time_ms"] and lora["ref_time_ms"]  # timed against the plain model, like LoRA
+    assert fused["flops"] < lora["flops"]  # shared A: fewer multiply-adds than LoRA's two A's
+
+    from perfsuite.formats.results import load_results
+    from perfsuite.report.data import latency_data
+
+    figures = latency_data(load_results([out / "results.json"]).frame)
+    assert [f.adapters for f in figures] == [("lora", "fused-lora")]  # one figure: LoRA's rows, then the newcomer
+    assert "fused-lora" in (out / "report" / "summary.md").read_text()
+
+
+def test_adapters_option_adds_unpackaged_code_and_bad_specs_are_one_line(tmp_path):
+    (tmp_path / "my_adapters.py").write_text(
+        "from perfsuite_fused_lora import ADAPTER, attach\n"
+        "from perfsuite.extensions import AdapterPlugin\n"
+        "MINE = [AdapterPlugin('my-lora', 'a copy of fused-lora', attach=attach)]\n")
+    path = f"{EXAMPLE}:{ROOT}"  # importable, not installed: no entry point
+    plain = perfsuite("cells", "--cells", "adapter == 'fused-lora'", env_path=path, cwd=tmp_path)
+    assert plain.returncode == 0 and plain.stdout.startswith("0 cells"), plain.stdout
+    listed = perfsuite("cells", "--adapters", "my_adapters:MINE", "--cells", "adapter == 'my-lora'",
+                       env_path=path, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "latency[my-lora-r8-b1-s32]" in listed.stdout.splitlines()
+    bad = perfsuite("cells", "--adapters", "my_adapters:NOPE", env_path=path, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "perfsuite cells: error: adapters 'my_adapters:NOPE': my_adapters has no NOPE"
+
+
+@pytest.mark.parametrize("plugin, message", [
+    (AdapterPlugin("lora", "x", attach=print), "a built-in adapter has that name"),
+    (AdapterPlugin("My_Lora", "x", attach=print), "lower-case letters, digits and '-'"),
+    (AdapterPlugin("nothing", "x"), "give attach (ref), peft_config (hf) or both"),
+])
+def test_a_contributed_adapter_is_checked_before_it_joins(plugin, message):
+    with pytest.raises(ExtensionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        register(plugin, "a test")
+
+
+def test_only_adapter_plugins_are_taken():
+    with pytest.raises(ExtensionError, match="expected an AdapterPlugin or a list of them, got str"):
+        plugins_of("lora", "a test")
