@@ -20,7 +20,7 @@ def _loaded_after(code: str) -> list[str]:
     "import perfsuite.plugin",  # the pytest11 entry point: every pytest process of a project that installs us
     "import perfsuite.cells.grid, perfsuite.cells.shard, perfsuite.formats.results, perfsuite.formats.journal",
     "from perfsuite.cli import build_parser; build_parser(only='history'); build_parser(only='cells')",
-    "import perfsuite; perfsuite.Cell, perfsuite.PROFILES, perfsuite.PerfsuiteError",
+    "import perfsuite; perfsuite.Cell, perfsuite.PROFILES, perfsuite.PerfsuiteError, perfsuite.RunOptions, perfsuite.api.RunResult",
 ])
 def test_a_light_start_imports_neither_torch_nor_pandas(code):
     assert _loaded_after(code) == []
