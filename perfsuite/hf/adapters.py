@@ -96,7 +96,7 @@ HF_ADAPTERS: dict[str, HFAdapterSpec] = {s.name: s for s in [
                               "(needs the `adapters` package)."),
 ]}
 
-# peft methods that refuse GPT-2's Conv1D (checked against peft 0.21.2 by tests/unit/test_hf_adapters.py):
+# peft methods that refuse GPT-2's Conv1D (checked against peft 0.21.2 by tests/unit/test_hf.py):
 # each raises TypeError from get_peft_model on target "c_attn". They would need nn.Linear layers.
 REFUSED = {
     "loha": "LoHaConfig: 'Target module of type Conv1D not supported, currently only adapters for Conv2d, "
