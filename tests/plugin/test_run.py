@@ -122,9 +122,9 @@ def test_shards_merge_into_the_unsharded_grid(tmp_path):
     whole = tmp_path / "whole"
     assert perfsuite("run", *FAST, "--out", str(whole), "--no-compare", "--no-report").returncode == 0
     shard_files = []
-    for i in (1, 2, 3):
+    for i in (1, 2):  # how cells split into shards is tests/unit/test_shard.py's; here: the files merge back
         out = tmp_path / f"shard{i}"
-        proc = perfsuite("run", *FAST, "--shard", f"{i}/3", "--out", str(out), "--no-compare", "--no-report")
+        proc = perfsuite("run", *FAST, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
         assert proc.returncode == 0, proc.stderr[-2000:]
         shard_files.append(out / "results.json")
     merged = load_results(shard_files).frame
