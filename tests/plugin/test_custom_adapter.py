@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from perfsuite.cells.grid import get_profile
 from perfsuite.extensions import AdapterPlugin, ExtensionError, plugins_of, register
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,31 @@ def test_a_contributed_adapter_is_checked_before_it_joins(plugin, message):
 def test_only_adapter_plugins_are_taken():
     with pytest.raises(ExtensionError, match="expected an AdapterPlugin or a list of them, got str"):
         plugins_of("lora", "a test")
+
+
+def test_a_peft_config_adapter_joins_the_hf_grid_and_attaches(monkeypatch):
+    """The hf side of a plugin: its peft config goes through peft.get_peft_model like a built-in method's."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed: pip install -e '.[hf]'")
+    peft = pytest.importorskip("peft", reason="the hf extra is not installed: pip install -e '.[hf]'")
+    import torch
+
+    from perfsuite import extensions
+    from perfsuite.hf.adapters import attach_hf, get_hf_adapter
+    from perfsuite.hf.models import hf_model_from_reference
+    from perfsuite.model import build_model
+
+    rslora = AdapterPlugin("rslora", "peft LoRA with rank-stabilised scaling (α/√r)", peft_config=lambda rank, d, seed:
+                           peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=["c_attn"], fan_in_fan_out=True,
+                                           lora_dropout=0.0, use_rslora=True, task_type="CAUSAL_LM"))
+    monkeypatch.setattr(extensions, "_entry_points_read", True)
+    monkeypatch.setitem(extensions._contributed, "rslora", (rslora, "a test"))  # removed again after the test
+    hf_cells = {c.id for c in get_profile("hf-smoke").cells(device="cpu") if c.impl == "hf"}
+    assert {"latency[rslora-r8-b1-s32-hf]", "latency[rslora-r8-b4-s32-hf]"} <= hf_cells
+    assert not any("rslora" in c.id for c in get_profile("smoke").cells(device="cpu"))  # no attach: no ref cells
+    assert get_hf_adapter("rslora").doc.startswith("peft LoRA with rank-stabilised")
+    base = hf_model_from_reference(build_model("tiny"))
+    tokens = torch.randint(0, 512, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted, plain = attach_hf(base, "rslora", 8, seed=1)(input_ids=tokens).logits, base(input_ids=tokens).logits
+    assert isinstance(attach_hf(base, "rslora", 8, seed=1), peft.PeftModel)
+    assert not torch.allclose(adapted, plain, atol=1e-4)  # B drawn non-zero, as for the built-in methods
