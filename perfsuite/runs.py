@@ -45,6 +45,8 @@ def run_benchmarks(checkout: str | Path, out_json: str | Path, options: dict, *,
            "--benchmark-json", str(out_json), *cell_option_args({k: v for k, v in options.items() if k in CELL_OPTIONS}),
            *(extra_args or [])]
     env = dict(os.environ)
+    if options.get("adapters"):  # --adapters MODULE:OBJECT: importable from here, as in this process
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *filter(None, [env.get("PYTHONPATH")])])
     if own_code:
         env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env=env)

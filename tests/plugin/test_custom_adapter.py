@@ -112,3 +112,14 @@ def test_a_peft_config_adapter_joins_the_hf_grid_and_attaches(monkeypatch):
         adapted, plain = attach_hf(base, "rslora", 8, seed=1)(input_ids=tokens).logits, base(input_ids=tokens).logits
     assert isinstance(attach_hf(base, "rslora", 8, seed=1), peft.PeftModel)
     assert not torch.allclose(adapted, plain, atol=1e-4)  # B drawn non-zero, as for the built-in methods
+
+
+def test_a_re_measurement_repeats_the_runs_adapters():
+    import synthetic as syn
+
+    from perfsuite.formats.results import results_from_document
+    from perfsuite.runs import repeat_settings
+
+    records = [syn.record(syn.cell("lora"), seed=1)]
+    results = results_from_document(syn.document(records, adapters="my_adapters:MINE"), "run.json")
+    assert repeat_settings(results)["adapters"] == "my_adapters:MINE"
