@@ -91,8 +91,11 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     # recompute cells: each takes about a second of its own (latency cells share their shape's loop: once a group
     # is measured, its other cells finish at once)
     slow = ["--rounds", "40", "--warmup", "1", "--cells", "workload == 'recompute'"]
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the run would finish)
     proc = subprocess.Popen([sys.executable, "-m", "perfsuite.cli", "run", *slow, "--out", str(out), "--no-compare",
-                             "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / "journal.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until two cells are journaled, then press Ctrl-C
