@@ -62,8 +62,7 @@ def test_a_fresh_machine_has_no_baseline_and_exits_0(tmp_path):
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["parts"][0]["mode"] == "reference" and not comparison["gating"]
     assert {c["verdict"] for c in comparison["cells"]} <= {"reference", "new", "missing"}
-    empty = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "none"), "--no-report")
-    assert empty.returncode == 0 and "no baseline for this machine in " in empty.stdout
+    # no baseline at all (exit 0, "no baseline for this machine in baselines"): tests/plugin/test_wheel.py's run
 
 
 def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
