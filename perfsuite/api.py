@@ -62,7 +62,7 @@ class RunOptions:
         for name in ("rounds", "warmup", "threads", "remeasure"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (1 if name == "rounds" else 0)):
-                raise PerfsuiteError(f"RunOptions.{name} = {value!r} is not a whole number "
+                raise PerfsuiteError(f"{name} = {value!r}: expected a whole number "
                                      f"{'>= 1' if name == 'rounds' else '>= 0'}")
 
     def cell_options(self) -> dict[str, object]:
