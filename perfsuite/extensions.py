@@ -60,9 +60,15 @@ def contributed() -> list[AdapterPlugin]:
     return [plugin for plugin, _ in _contributed.values()]
 
 
-def contributed_names(impl: str) -> tuple[str, ...]:
-    """The names of the contributed adapters that ``impl`` ("ref" or "hf") can attach, in registration order."""
-    return tuple(p.name for p in contributed() if p.implements(impl))
+def contributed_names(impl: str, reserved: Iterable[str] = ()) -> tuple[str, ...]:
+    """The names of the contributed adapters that ``impl`` ("ref" or "hf") can attach, in registration order;
+    one that takes a ``reserved`` name (the grid's built-in adapters) is refused."""
+    reserved = set(reserved)
+    names = tuple(p.name for p in contributed() if p.implements(impl))
+    for name in names:
+        if name in reserved:
+            raise ExtensionError(f"adapter {name!r} from {_contributed[name][1]}: a built-in adapter has that name")
+    return names
 
 
 def get_plugin(name: str) -> AdapterPlugin | None:
@@ -108,13 +114,10 @@ def plugins_of(obj: object, source: str) -> list[AdapterPlugin]:
 
 
 def register(plugin: AdapterPlugin, source: str) -> AdapterPlugin:
-    """Add one plugin; a name that is not a cell-id part, clashes with a built-in, or is taken is refused."""
-    from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES
-
+    """Add one plugin; a name that is not a cell-id part or is taken is refused (one that a built-in adapter has,
+    when the grid reads the names: :func:`contributed_names`)."""
     if not _NAME.fullmatch(plugin.name):
         raise ExtensionError(f"adapter {plugin.name!r} from {source}: a name is lower-case letters, digits and '-'")
-    if plugin.name in ("none", *ADAPTER_NAMES, *HF_ADAPTER_NAMES):
-        raise ExtensionError(f"adapter {plugin.name!r} from {source}: a built-in adapter has that name")
     if plugin.attach is None and plugin.peft_config is None:
         raise ExtensionError(f"adapter {plugin.name!r} from {source}: give attach (ref), peft_config (hf) or both")
     known = _contributed.get(plugin.name)

@@ -38,7 +38,8 @@ def adapter_names(impl: str = "ref") -> tuple[str, ...]:
     take in like the built-in ones."""
     from perfsuite.extensions import contributed_names
 
-    return (ADAPTER_NAMES if impl == "ref" else HF_ADAPTER_NAMES) + contributed_names(impl)
+    builtin = ADAPTER_NAMES if impl == "ref" else HF_ADAPTER_NAMES
+    return builtin + contributed_names(impl, reserved=("none", *ADAPTER_NAMES, *HF_ADAPTER_NAMES))
 
 
 @dataclass(frozen=True, order=True)

@@ -71,8 +71,17 @@ def test_adapters_option_adds_unpackaged_code_and_bad_specs_are_one_line(tmp_pat
     assert bad.stderr.strip() == "perfsuite cells: error: adapters 'my_adapters:NOPE': my_adapters has no NOPE"
 
 
+def test_a_contributed_adapter_cannot_take_a_built_in_name(monkeypatch):
+    from perfsuite import extensions
+    from perfsuite.cells.grid import adapter_names
+
+    monkeypatch.setattr(extensions, "_entry_points_read", True)
+    monkeypatch.setitem(extensions._contributed, "lora", (AdapterPlugin("lora", "x", attach=print), "a test"))
+    with pytest.raises(ExtensionError, match="adapter 'lora' from a test: a built-in adapter has that name"):
+        adapter_names("ref")
+
+
 @pytest.mark.parametrize("plugin, message", [
-    (AdapterPlugin("lora", "x", attach=print), "a built-in adapter has that name"),
     (AdapterPlugin("My_Lora", "x", attach=print), "lower-case letters, digits and '-'"),
     (AdapterPlugin("nothing", "x"), "give attach (ref), peft_config (hf) or both"),
 ])
