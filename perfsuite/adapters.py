@@ -281,10 +281,16 @@ ADAPTERS: dict[str, AdapterSpec] = {
 
 
 def get_adapter(name: str) -> AdapterSpec:
-    try:
+    """A built-in adapter, or one another package contributes (:mod:`perfsuite.extensions`), as the same record."""
+    if name in ADAPTERS:
         return ADAPTERS[name]
-    except KeyError:
-        raise UnknownAdapterError(f"unknown adapter {name!r}; known: {', '.join(ADAPTERS)}") from None
+    from perfsuite.extensions import contributed_names, get_plugin
+
+    plugin = get_plugin(name)
+    if plugin is None or plugin.attach is None:
+        known = [*ADAPTERS, *contributed_names("ref")]
+        raise UnknownAdapterError(f"unknown adapter {name!r}; known: {', '.join(known)}")
+    return AdapterSpec(plugin.name, plugin.attach, plugin.doc, trains_block_layernorms=plugin.trains_block_layernorms)
 
 
 def attach(model: GPT2, name: str, rank: int, *, seed: int = 0, init: str = "random", **options) -> GPT2:

@@ -1,7 +1,9 @@
 """``perfsuite`` command line: a thin argparse layer over each command's pure ``run(args)``.
 
 Commands live in :mod:`perfsuite.commands`, one module each, discovered here:
-each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. A command line that
+names its command imports that command's module only: ``perfsuite history add`` must not pay for the imports
+of ``perfsuite run`` (torch among them); ``perfsuite --help`` imports them all.
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ import sys
 from perfsuite.errors import PerfsuiteError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    """The commands' module names (without importing them)."""
     import perfsuite.commands as commands
 
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command ``only`` alone (the others' modules are not imported)."""
     parser = argparse.ArgumentParser(prog="perfsuite", description="Performance regression suite for adapter layers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+    for name in command_names():
+        if only is not None and name != only:
             continue
-        module = importlib.import_module(f"perfsuite.commands.{info.name}")
-        name = getattr(module, "NAME", info.name)
+        module = importlib.import_module(f"perfsuite.commands.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -31,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = argv[0] if argv and argv[0] in command_names() else None
+    args = build_parser(only=named).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except PerfsuiteError as e:

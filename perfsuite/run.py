@@ -36,22 +36,44 @@ class RunOutcome:
 
 
 def find_benchmarks_dir(explicit: str | None = None) -> Path:
-    """The benchmark tests: an explicit folder, else tests/benchmarks of this checkout or of the current folder."""
+    """The benchmark tests: an explicit folder, else tests/benchmarks of this checkout (whose node ids earlier runs
+    recorded), else the tests shipped in the package (an installed perfsuite)."""
     import perfsuite
+    import perfsuite.benchmarks
 
     candidates = [Path(explicit)] if explicit else [
-        Path(perfsuite.__file__).resolve().parents[1] / "tests" / "benchmarks", Path.cwd() / "tests" / "benchmarks"]
+        Path(perfsuite.__file__).resolve().parents[1] / "tests" / "benchmarks",
+        Path(perfsuite.benchmarks.__file__).resolve().parent]
     for c in candidates:
         if (c / "test_latency.py").exists():
             return c
     raise PerfsuiteError(f"cannot find the benchmark tests (looked in {', '.join(map(str, candidates))}); "
-                         "run from a perfsuite checkout or pass --benchmarks DIR")
+                         "pass --benchmarks DIR")
+
+
+def benchmarks_root(bench_dir: Path) -> Path:
+    """pytest's rootdir for a run of ``bench_dir``: the checkout (or, installed, the folder holding the package),
+    so that the node ids a run records can be run again from there (a re-measurement)."""
+    return bench_dir.resolve().parents[1]
+
+
+def default_baselines_dir() -> Path:
+    """``./baselines`` when the current folder has one, else the checkout's (perfsuite run from a checkout's
+    subfolder), else ``./baselines`` (none yet: the comparison says how to record one)."""
+    import perfsuite
+
+    here = Path("baselines")
+    checkout = Path(perfsuite.__file__).resolve().parents[1] / "baselines"
+    if here.is_dir() or not checkout.is_dir():
+        return here
+    return _shortest(checkout)
 
 
 def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], resume: bool,
                 extra: list[str]) -> list[str]:
     """The pytest command line for a run: the plugin's own options plus journal and progress."""
-    args = [str(benchmarks), "-q", "-p", "no:cacheprovider", "--perfsuite-progress",
+    args = [str(benchmarks), "-q", "-p", "no:cacheprovider", f"--rootdir={benchmarks_root(benchmarks)}",
+            "--perfsuite-progress",
             f"--perfsuite-journal={journal}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *cell_option_args(options)]
     if resume:
@@ -64,7 +86,7 @@ def resume_options(journal: Journal) -> dict[str, object]:
     s = journal.settings()
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
             "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads"),
-            "weights": s.get("weights_path")}
+            "weights": s.get("weights_path"), "adapters": s.get("adapters")}
 
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
@@ -121,7 +143,7 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     comparison = None
     if compare_options:
         try:
-            comparison = _compare_step(outcome, baseline, baselines_dir, compare_options, bench_dir.parents[1],
+            comparison = _compare_step(outcome, baseline, baselines_dir, compare_options, benchmarks_root(bench_dir),
                                        record_hint(options))
         except PerfsuiteError as e:  # a bad baseline must not cost the report: say so, render, exit 2
             outcome.exit_code = EXIT_USAGE
@@ -143,7 +165,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     from perfsuite.runs import node_ids_of, remeasurer
 
     results = load_results([outcome.results])
-    directory = Path(baselines_dir) if baselines_dir else _shortest(rootdir / "baselines")
+    directory = Path(baselines_dir) if baselines_dir else default_baselines_dir()
     baselines = load_reference(baseline) if baseline else load_all(directory)
     remeasure = (remeasurer(results, node_ids_of(read_json(outcome.results)), rootdir, outcome.out_dir)
                  if options.remeasure else None)

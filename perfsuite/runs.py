@@ -17,11 +17,12 @@ from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results, ResultsError, load_results
 from perfsuite.plugin.options import CELL_OPTIONS, cell_option_args
 
-BENCHMARKS = "tests/benchmarks"
+BENCHMARKS = "tests/benchmarks"  # a checkout's; an installed perfsuite runs those of its package (PACKAGED)
+PACKAGED_BENCHMARKS = "perfsuite/benchmarks"
 # Run settings (the results' perfsuite section) a fresh run must share with the run it repeats, and the cell option
 # each is given as (a checkpoint run is re-measured on its weights, not on random ones under the same cell ids).
 REPEATED_SETTINGS = {"profile": "profile", "device": "device", "dtype": "dtype", "rounds": "rounds",
-                     "warmup": "warmup", "threads": "threads", "weights_path": "weights"}
+                     "warmup": "warmup", "threads": "threads", "weights_path": "weights", "adapters": "adapters"}
 
 
 class RunError(PerfsuiteError):
@@ -39,10 +40,13 @@ def run_benchmarks(checkout: str | Path, out_json: str | Path, options: dict, *,
     out_json.parent.mkdir(parents=True, exist_ok=True)
     if out_json.exists():
         out_json.unlink()
-    cmd = [sys.executable, "-m", "pytest", *(node_ids or [BENCHMARKS]), "-q", "-p", "no:cacheprovider",
+    benchmarks = BENCHMARKS if (checkout / BENCHMARKS).is_dir() else PACKAGED_BENCHMARKS
+    cmd = [sys.executable, "-m", "pytest", *(node_ids or [benchmarks]), "-q", "-p", "no:cacheprovider", "--rootdir=.",
            "--benchmark-json", str(out_json), *cell_option_args({k: v for k, v in options.items() if k in CELL_OPTIONS}),
            *(extra_args or [])]
     env = dict(os.environ)
+    if options.get("adapters"):  # --adapters MODULE:OBJECT: importable from here, as in this process
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *filter(None, [env.get("PYTHONPATH")])])
     if own_code:
         env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env=env)

@@ -32,6 +32,16 @@ HF_ADAPTER_NAMES = ("lora", "lora-merged", "dora", "vera", "adalora", "fourierft
 RANK_FREE = {"ia3": 1}
 
 
+def adapter_names(impl: str = "ref") -> tuple[str, ...]:
+    """The adapters of an implementation in drawing order: the built-in ones, then those other packages contribute
+    (entry points ``perfsuite.adapters`` or ``--adapters``; :mod:`perfsuite.extensions`), which the latency grids
+    take in like the built-in ones."""
+    from perfsuite.extensions import contributed_names
+
+    builtin = ADAPTER_NAMES if impl == "ref" else HF_ADAPTER_NAMES
+    return builtin + contributed_names(impl, reserved=("none", *ADAPTER_NAMES, *HF_ADAPTER_NAMES))
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip."""
@@ -180,7 +190,7 @@ def subspace_cells(model: str, rank_pairs: Iterable[tuple[int, int]]) -> list[Ce
 
 
 def _smoke() -> list[Cell]:
-    return (latency_cells("tiny", ADAPTER_NAMES, ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
+    return (latency_cells("tiny", adapter_names("ref"), ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
             # LLM-42 Fig. 13 scaled down: the tiny model's 64-token verification budget
             # (TOKEN_BUDGETS) leaves b8 × w16 outside it, drawn blank.
             + recompute_cells("tiny", ("none",), rank=0, batches=(1, 8), windows=(4, 16), prompt_len=16, gen_len=16)
@@ -190,7 +200,7 @@ def _smoke() -> list[Cell]:
 
 def _paper() -> list[Cell]:
     # LoRA paper, Figure 5: r × batch × seq for AdapterH and AdapterL, here for every adapter.
-    return latency_cells("gpt2-medium", ADAPTER_NAMES, ranks=(0, 10, 100, 250),
+    return latency_cells("gpt2-medium", adapter_names("ref"), ranks=(0, 10, 100, 250),
                          batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
 
 
@@ -208,9 +218,10 @@ def _subspace() -> list[Cell]:
 def _hf_latency(model: str, ranks, batches, seq_lens) -> list[Cell]:
     """Every hf method against the plain hf model, and the ref twins of those the reference model has too
     (the report's implementation overhead: hf time / ref time per cell)."""
-    twins = [a for a in HF_ADAPTER_NAMES if a in ADAPTER_NAMES]
+    hf_names = adapter_names("hf")
+    twins = [a for a in hf_names if a in adapter_names("ref")]
     return (latency_cells(model, twins, ranks, batches, seq_lens, impl="ref")
-            + latency_cells(model, HF_ADAPTER_NAMES, ranks, batches, seq_lens, impl="hf"))
+            + latency_cells(model, hf_names, ranks, batches, seq_lens, impl="hf"))
 
 
 def _hf_smoke() -> list[Cell]:

@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
     rec.add_argument("--out", default="perfsuite-out/baseline-record", metavar="DIR",
                      help="where the runs' result files go (default: perfsuite-out/baseline-record)")
     rec.add_argument("--benchmarks", default=None, metavar="DIR",
-                     help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
+                     help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout, else "
+                          "those installed with the package)")
     up = sub.add_parser("update", help="add a run's results to its parts' baselines, keeping the last N runs")
     up.add_argument("results", nargs="+", metavar="RESULTS.json",
                     help="results of ONE run (several files: its shards)")
@@ -64,12 +65,12 @@ def run(args) -> int:
 
 def _record(args) -> int:
     from perfsuite.errors import PerfsuiteError
-    from perfsuite.run import find_benchmarks_dir
+    from perfsuite.run import benchmarks_root, find_benchmarks_dir
     from perfsuite.runs import load_run, run_benchmarks
 
     if args.runs < 1:
         raise PerfsuiteError("--runs must be >= 1")
-    checkout = find_benchmarks_dir(args.benchmarks).parents[1]
+    checkout = benchmarks_root(find_benchmarks_dir(args.benchmarks))
     options = cell_option_values(args)
     runs, t0 = [], time.monotonic()
     for i in range(1, args.runs + 1):

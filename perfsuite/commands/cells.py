@@ -11,6 +11,9 @@ HELP = "list the cells of a profile (after --cells selection) without running an
 def add_arguments(p) -> None:
     p.add_argument("--profile", default="smoke", help=f"profile: {', '.join(PROFILES)} (default: smoke)")
     p.add_argument("--cells", default=None, metavar="EXPR", help="selection expression over cell fields")
+    p.add_argument("--adapters", default=None, metavar="MODULE:OBJECT",
+                   help="more adapters for the grid, as perfsuite run --adapters (installed packages add theirs "
+                        "through the entry-point group perfsuite.adapters)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device written into the cells (default: cpu)")
     p.add_argument("--estimate", action="store_true",
                    help="print the timed forward passes and the expected wall time: probed on this machine's "
@@ -24,6 +27,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    if args.adapters:
+        from perfsuite.extensions import add_adapters
+
+        add_adapters(args.adapters)
     profile = get_profile(args.profile)
     cells = select(profile.cells(device=args.device), args.cells)
     if not args.estimate:

@@ -27,7 +27,8 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
                    help="re-measure a suspect regression N times, each in a fresh pytest process, before calling it "
                         f"(default: {remeasure_default})")
     p.add_argument("--baselines-dir", default=None, metavar="DIR",
-                   help="where the baselines are (default: baselines/ of the checkout)")
+                   help="where the baselines are (default: ./baselines; perfsuite run: ./baselines when the current "
+                        "folder has one, else the checkout's)")
 
 
 def options_from_args(args) -> CompareOptions:

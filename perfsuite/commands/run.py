@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from perfsuite.commands.compare import add_compare_arguments, options_from_args
+from perfsuite.commands.compare import add_compare_arguments
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.plugin.options import add_cell_options, cell_option_values
-from perfsuite.run import run_job
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
@@ -24,22 +23,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_compare_arguments(p, remeasure_default=REMEASURE)  # as in perfsuite compare
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
-                   help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout)")
+                   help="folder of the benchmark tests (default: tests/benchmarks of the perfsuite checkout, else "
+                        "those installed with the package)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER,
                    help="after --: extra arguments passed to pytest as they are")
 
 
 def run(args) -> int:
-    options = cell_option_values(args)
+    """A thin shell over :func:`perfsuite.api.run`: the options from the command line, the summary printed."""
+    from perfsuite import api
+
     if args.weights:  # a bad checkpoint folder: one line here, before pytest starts
         from perfsuite.checkpoint import read_checkpoint
 
         read_checkpoint(args.weights)
-    out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
-    extra = [a for a in args.pytest_args if a != "--"]
-    outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,
-                      benchmarks=args.benchmarks, baseline=args.baseline, baselines_dir=args.baselines_dir,
-                      compare_options=None if args.no_compare else options_from_args(args),
-                      report=not args.no_report, extra_pytest_args=extra)
-    print("\n".join(["", "perfsuite run: summary", *("  " + line for line in outcome.lines)]))
-    return outcome.exit_code
+    options = api.RunOptions(
+        **cell_option_values(args), out_dir=args.out, resume=args.resume, fresh=args.fresh,
+        compare=not args.no_compare, baseline=args.baseline, baselines_dir=args.baselines_dir, alpha=args.alpha,
+        min_effect_pct=args.min_effect, remeasure=args.remeasure, report=not args.no_report,
+        benchmarks=args.benchmarks, pytest_args=tuple(a for a in args.pytest_args if a != "--"))
+    result = api.run(options, verbose=True)
+    print("\n".join(["", "perfsuite run: summary", *("  " + line for line in result.summary)]))
+    return result.exit_code

@@ -214,8 +214,9 @@ def _new(cell_id: str, part: str | None) -> dict:
 # --- parts and documents ------------------------------------------------------------------------------------------
 
 def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
-                 remeasure: RemeasureFn | None = None) -> list[dict]:
-    """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs."""
+                 remeasure: RemeasureFn | None = None, in_scope: Callable[[Cell], bool] | None = None) -> list[dict]:
+    """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs.
+    ``in_scope``: the baseline cells the runs set out to measure (a selection or shard); None: all of them."""
     part = current[0].profile
     cur_runs: dict[str, list[CellRecord]] = {}
     for run in current:
@@ -227,7 +228,7 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
         base = baseline.cell_runs(cid)
         entries[cid] = compare_cell(cid, part, base, recs, options, gating=gating) if base else _new(cid, part)
     for cid in baseline.cell_ids():
-        if cid not in entries:
+        if cid not in entries and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
             entries[cid] = _missing(cid, part, why)
     cells = {cid: recs[-1].cell for cid, recs in cur_runs.items()}
@@ -270,16 +271,18 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
                     remeasure: RemeasureFn | None = None, record_hint: str | None = None) -> dict:
     """The comparison document of a run against the baselines available: per part, this machine's baseline
     (gating), else another machine's of the same part and setup (reference), else none."""
-    parts, cells = [], []
+    from perfsuite.compare.scope import run_scope
+
+    parts, cells, in_scope = [], [], run_scope(results.runs)
     for part in parts_of(results):
         exact, other = find(part, baselines)
         hint = record_hint or "record this machine's baseline with: perfsuite baseline record"
         if exact is not None:
             parts.append(part_entry(part, "gating", exact))
-            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure)
+            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure, in_scope=in_scope)
         elif other is not None:
             parts.append(part_entry(part, "reference", other, hint=hint))
-            cells += compare_part([part], other, options, gating=False)
+            cells += compare_part([part], other, options, gating=False, in_scope=in_scope)
         else:
             parts.append(part_entry(part, "none", None, hint=hint))
     return comparison_document(parts, cells)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable
 
 from perfsuite.cells.grid import Cell
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import read_json
 from perfsuite.formats.record import RECORD_FORMAT, SCHEMA_VERSION, CellRecord, RecordError
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a frame is made: reading results must not cost pandas' import
 
 SECTION = "perfsuite"
 CELL_COLUMNS = [f for f in Cell.__dataclass_fields__]
@@ -148,6 +149,8 @@ def _row(rec: CellRecord, source: str | None) -> dict:
 
 def tidy_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows → DataFrame with the leading columns first and cells in a stable order (by cell id fields)."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     for col in LEADING_COLUMNS:
         if col not in frame.columns:

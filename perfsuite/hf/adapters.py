@@ -59,6 +59,9 @@ def _peft_config(name: str, rank: int, d: int, seed: int):
                                     target_modules=TARGET, random_loc_seed=seed, **common)
     if name == "ia3":
         return peft.IA3Config(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], **common)
+    plugin = _plugin(name)  # another package's method (perfsuite.extensions)
+    if plugin is not None:
+        return plugin.peft_config(rank, d, seed)
     raise UnknownAdapterError(f"no peft configuration for {name!r}")
 
 
@@ -93,7 +96,7 @@ HF_ADAPTERS: dict[str, HFAdapterSpec] = {s.name: s for s in [
                               "(needs the `adapters` package)."),
 ]}
 
-# peft methods that refuse GPT-2's Conv1D (checked against peft 0.21.2 by tests/unit/test_hf_adapters.py):
+# peft methods that refuse GPT-2's Conv1D (checked against peft 0.21.2 by tests/unit/test_hf.py):
 # each raises TypeError from get_peft_model on target "c_attn". They would need nn.Linear layers.
 REFUSED = {
     "loha": "LoHaConfig: 'Target module of type Conv1D not supported, currently only adapters for Conv2d, "
@@ -104,7 +107,19 @@ REFUSED = {
 }
 
 
+def _plugin(name: str):
+    """The contributed adapter ``name`` with a peft config (perfsuite.extensions), or None."""
+    from perfsuite.extensions import get_plugin
+
+    plugin = get_plugin(name)
+    return plugin if plugin is not None and plugin.peft_config is not None else None
+
+
 def get_hf_adapter(name: str) -> HFAdapterSpec:
+    """A built-in method, or one another package contributes (its ``peft_config``), as the same record."""
+    plugin = _plugin(name) if name not in HF_ADAPTERS else None
+    if plugin is not None:
+        return HFAdapterSpec(plugin.name, plugin.doc)
     try:
         return HF_ADAPTERS[name]
     except KeyError:
@@ -170,4 +185,4 @@ def attach_hf(model, name: str, rank: int, *, seed: int = 0, copy_model: bool = 
     if rank == 0 or name == "none":
         return model
     model = copy.deepcopy(model) if copy_model else model
-    return ATTACH[name](model, name, rank, seed).eval()
+    return ATTACH.get(name, _attach_peft)(model, name, rank, seed).eval()

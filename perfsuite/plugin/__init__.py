@@ -44,6 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with a reason where none is visible")
     opt = config.getoption
     try:
+        if opt("perfsuite_adapters"):  # before the grid is read: contributed adapters join its cells
+            from perfsuite.extensions import add_adapters
+
+            add_adapters(opt("perfsuite_adapters"))
         profile = get_profile(opt("perfsuite_profile"))
         if opt("perfsuite_cells"):
             compile_selection(opt("perfsuite_cells"))  # a bad expression fails before collection
@@ -58,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
             profile=profile, device=device, device_missing=missing, dtype=opt("perfsuite_dtype"),
             rounds=opt("perfsuite_rounds"), warmup=opt("perfsuite_warmup"), selection=opt("perfsuite_cells"),
             threads=1 if opt("perfsuite_threads") is None else opt("perfsuite_threads"), shard=shard,
-            journal=journal, done=done, checkpoint=checkpoint)
+            journal=journal, done=done, checkpoint=checkpoint, adapters=opt("perfsuite_adapters"))
         state.check(resume=opt("perfsuite_resume"))
     except PerfsuiteError as e:
         raise pytest.UsageError(f"perfsuite: {e}") from None

@@ -13,13 +13,13 @@ PREFIX = "--perfsuite-"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 # The options that choose and time cells (their dest names without the prefix), in the order they are added.
-CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard", "weights")
+CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard", "weights", "adapters")
 
 
 def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
     """Which cells run and how they are timed."""
     addoption(f"{prefix}profile", default="smoke", metavar="NAME",
-              help="grid of cells to run: smoke (default), paper, recompute, subspace, full")
+              help="grid of cells to run: smoke (default), paper, recompute, subspace, full, hf-smoke, hf-paper")
     addoption(f"{prefix}device", default="auto", choices=DEVICES,
               help="device to run cells on; auto picks cuda when a GPU is visible (default: auto)")
     addoption(f"{prefix}dtype", default=None, choices=DTYPE_NAMES, help="override the profile's dtype")
@@ -39,6 +39,10 @@ def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> Non
               help="trained weights: a GPT-2 checkpoint folder in the Hugging Face layout (config.json + "
                    "model.safetensors); every cell runs on it, its model recorded as FOLDER@HASH (nothing is "
                    "downloaded)")
+    addoption(f"{prefix}adapters", default=None, metavar="MODULE:OBJECT",
+              help="more adapters for the grid: an AdapterPlugin or a list of them in an importable module "
+                   "(comma-separated; installed packages contribute theirs through the entry-point group "
+                   "perfsuite.adapters without this option)")
 
 
 def add_session_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:

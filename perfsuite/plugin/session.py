@@ -37,6 +37,7 @@ class SessionState:
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
     checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
+    adapters: str | None = None  # --perfsuite-adapters MODULE:OBJECT (contributed adapters not installed as packages)
 
     def policy(self, cell: Cell):
         """The rounds policy of ``cell``'s loop: exactly the command line's rounds when given, else its profile's
@@ -87,6 +88,7 @@ class SessionState:
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "weights": self.checkpoint.label if self.checkpoint else None,
             "weights_path": str(self.checkpoint.path) if self.checkpoint else None,
+            **({"adapters": self.adapters} if self.adapters else {}),
         }
 
     def check(self, *, resume: bool) -> None:

@@ -1,4 +1,5 @@
-"""Report, step 3 — figures: the grids of :mod:`perfsuite.report.data` → matplotlib figures, after the papers.
+"""Report, step 3 — figures: the grids of :mod:`perfsuite.report.data` and :mod:`perfsuite.report.phi_data` →
+matplotlib figures, after the papers.
 
 * :func:`latency_figure` — LoRA (Hu et al. 2021) Fig. 5: a panel row per adapter, a column per sequence
   length; y = rank r, x = batch; colour = % slow-down against r = 0, one shared colour bar.
@@ -295,7 +296,7 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | No
 def render_subspace(comparisons, out_dir: str | Path, *, vector: str | None = "svg") -> list[Path]:
     """φ heatmaps from comparison records of the subspace data contract (dicts, or objects with ``to_dict()``,
     such as :class:`perfsuite.subspace.phi.PhiGrid`): one figure per (kind of comparison, r_a, r_b), a
-    random-Gaussian control beside it (see :func:`~perfsuite.report.tables.subspace_groups`). Returns the files written, each PNG before its
+    random-Gaussian control beside it (see :func:`~perfsuite.report.phi_data.subspace_groups`). Returns the files written, each PNG before its
     vector twin. Raises ReportError (one line) on a malformed record."""
     phis = [check_phi(c, f"comparison {k}") for k, c in enumerate(comparisons)]
     paths: list[Path] = []

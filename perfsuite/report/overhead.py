@@ -40,7 +40,7 @@ def _pair(ref: dict | None, hf: dict | None) -> dict | None:
 
 
 def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
-    """One :class:`~perfsuite.report.tables.LatencyData` of ratios per (model, dtype, device) that has latency
+    """One :class:`~perfsuite.report.data.LatencyData` of ratios per (model, dtype, device) that has latency
     cells of both implementations; none otherwise."""
     by_setup: dict[tuple, dict[str, list[dict]]] = {}
     for setup, recs in records_by_setup(frame, "latency"):

@@ -1,11 +1,16 @@
-"""The plugin as a user meets it: run in a subprocess with pytester, check the JSON and the terminal."""
+"""The plugin as a user meets it: run with pytester, check the JSON and the terminal.
+
+Sessions that measure run in a subprocess (torch threads, the OOM path and Ctrl-C must not touch this process);
+those refused before collection or that only collect (usage errors, shards) run in this process: the process
+boundary is not what they test, and a subprocess costs seconds of imports each.
+"""
 
 import json
 from pathlib import Path
 
 import pytest
 
-LATENCY_TEST = (Path(__file__).parents[1] / "benchmarks" / "test_latency.py").read_text()
+LATENCY_TEST = (Path(__file__).parents[2] / "perfsuite" / "benchmarks" / "test_latency.py").read_text()
 FAST = ["--perfsuite-rounds=3", "--perfsuite-warmup=1", "-p", "no:cacheprovider"]
 
 
@@ -99,7 +104,7 @@ def test_gpu_profile_without_a_gpu_is_skipped_with_a_reason(suite, monkeypatch):
     (["--perfsuite-resume"], "*--perfsuite-resume needs --perfsuite-journal FILE*"),
 ])
 def test_bad_options_give_one_clear_line(suite, args, message):
-    result = suite.runpytest_subprocess(*args, *FAST)
+    result = suite.runpytest_inprocess(*args, *FAST)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
     assert "Traceback" not in result.stderr.str()
@@ -108,7 +113,7 @@ def test_bad_options_give_one_clear_line(suite, args, message):
 def test_journal_keeps_cells_and_resume_skips_them(suite):
     args = ["--perfsuite-cells=adapter == 'pfeiffer'", "--perfsuite-journal=j.jsonl", *FAST]
     suite.runpytest_subprocess(*args).assert_outcomes(passed=2)
-    second = suite.runpytest_subprocess(*args, "--perfsuite-resume")
+    second = suite.runpytest_inprocess(*args, "--perfsuite-resume")  # measures nothing: no subprocess needed
     second.assert_outcomes(skipped=1)  # the empty parameter set: nothing left to measure
     lines = [json.loads(x) for x in (suite.path / "j.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["header", "benchmark", "benchmark"]
@@ -117,10 +122,10 @@ def test_journal_keeps_cells_and_resume_skips_them(suite):
 def test_shards_split_the_grid(suite):
     ids = []
     for i in (1, 2, 3):
-        result = suite.runpytest_subprocess("--collect-only", "-q", f"--perfsuite-shard={i}/3", *FAST)
+        result = suite.runpytest_inprocess("--collect-only", "-q", f"--perfsuite-shard={i}/3", *FAST)
         ids.append({line for line in result.stdout.lines if "test_latency[" in line})
     assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    whole = suite.runpytest_subprocess("--collect-only", "-q", *FAST)
+    whole = suite.runpytest_inprocess("--collect-only", "-q", *FAST)
     assert ids[0] | ids[1] | ids[2] == {line for line in whole.stdout.lines if "test_latency[" in line}
 
 
@@ -158,7 +163,7 @@ def test_a_gpu_profile_without_a_gpu_still_writes_its_json(suite, monkeypatch):
     (["--perfsuite-cells=adapter in 5"], "*cell selection 'adapter in 5' on *"),
 ])
 def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
-    result = suite.runpytest_subprocess(*args, *FAST)
+    result = suite.runpytest_inprocess(*args, *FAST)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
 
@@ -166,6 +171,6 @@ def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
 def test_resuming_a_journal_with_other_settings_is_refused(suite):
     args = ["--perfsuite-cells=adapter == 'pfeiffer' and batch == 1", "--perfsuite-journal=j.jsonl", *FAST]
     suite.runpytest_subprocess(*args).assert_outcomes(passed=1)
-    result = suite.runpytest_subprocess(*args, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
+    result = suite.runpytest_inprocess(*args, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot resume j.jsonl with other settings (dtype 'float32' → 'bfloat16')*"])

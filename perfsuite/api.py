@@ -1,0 +1,254 @@
+"""The typed Python API: what the ``perfsuite`` commands do, as functions of frozen options returning frozen results.
+
+asv's shape (a pure ``run()`` under a thin command line): options are a :class:`RunOptions`, results typed
+records, and nothing is printed unless ``verbose=True`` (pytest's own output and the comparison table included).
+Errors are :class:`perfsuite.errors.PerfsuiteError` with a one-line message, as on the command line::
+
+    from perfsuite import api
+
+    result = api.run(api.RunOptions(cells="adapter in ('none', 'lora') and batch == 1", rounds=5))
+    print(result.exit_code, result.report)  # 0, perfsuite-out/smoke/report/index.html
+
+Each function wraps the step the command runs (:func:`perfsuite.run.run_job`, :mod:`perfsuite.compare`,
+:func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); README, "Python API".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from perfsuite.errors import PerfsuiteError
+
+if TYPE_CHECKING:
+    from perfsuite.formats.results import Results
+    from perfsuite.history.changes import ChangePoint
+    from perfsuite.history.store import Added
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as perfsuite.run and the CLI
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``perfsuite run`` is told on its command line (None: the profile's or perfsuite's default)."""
+
+    profile: str = "smoke"
+    cells: str | None = None  # selection expression over cell fields, e.g. "adapter == 'lora' and batch <= 4"
+    device: str = "auto"  # auto, cpu or cuda
+    dtype: str | None = None
+    rounds: int | None = None  # fixed timed rounds per loop (None: the profile's policy)
+    warmup: int | None = None
+    threads: int | None = None  # torch CPU threads while cells run (None: 1)
+    shard: str | None = None  # "I/N"
+    weights: str | None = None  # a GPT-2 checkpoint folder
+    adapters: str | None = None  # MODULE:OBJECT of contributed adapters (perfsuite.extensions)
+    out_dir: str | Path | None = None  # None: perfsuite-out/PROFILE[-shardIofN]
+    resume: bool = False
+    fresh: bool = False
+    compare: bool = True  # compare with the matching baseline
+    baseline: str | Path | None = None  # a baseline or results file to compare with (None: baselines_dir's)
+    baselines_dir: str | Path | None = None  # None: ./baselines, else the checkout's
+    alpha: float | None = None
+    min_effect_pct: float | None = None
+    remeasure: int | None = None  # re-measurements of a suspect regression (None: perfsuite's default)
+    report: bool = True
+    benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
+    pytest_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "warmup", "threads", "remeasure"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < (1 if name == "rounds" else 0)):
+                raise PerfsuiteError(f"{name} = {value!r}: expected a whole number "
+                                     f"{'>= 1' if name == 'rounds' else '>= 0'}")
+
+    def cell_options(self) -> dict[str, object]:
+        """The options that choose and time cells (perfsuite.plugin.options.CELL_OPTIONS)."""
+        from perfsuite.plugin.options import CELL_OPTIONS
+
+        return {name: getattr(self, name) for name in CELL_OPTIONS}
+
+    def default_out_dir(self) -> Path:
+        return Path(self.out_dir or f"perfsuite-out/{self.profile}"
+                    + (f"-shard{self.shard.replace('/', 'of')}" if self.shard else ""))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run wrote, and how it ended: ``exit_code`` 0 (ok), 1 (a confirmed regression or failed cells),
+    2 (the comparison failed), 130 (interrupted; the cells done are kept)."""
+
+    exit_code: int
+    out_dir: Path
+    results: Path | None  # results.json (None: no cell was measured)
+    comparison: Path | None  # comparison.json (None: nothing was compared)
+    report: Path | None  # report/index.html
+    summary: tuple[str, ...]  # the command's one-screen summary, line by line
+    output: str = field(default="", repr=False)  # what pytest and the steps printed (verbose=False)
+
+    @property
+    def regression(self) -> bool:
+        return self.exit_code == EXIT_REGRESSION
+
+    def load_results(self) -> Results:
+        from perfsuite.formats.results import load_results
+
+        if self.results is None:
+            raise PerfsuiteError(f"no results in {self.out_dir}: no cell was measured")
+        return load_results([self.results])
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """A comparison document (:mod:`perfsuite.formats.comparison`) and what it concludes."""
+
+    document: dict = field(repr=False)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Verdict → number of cells (regression, improvement, unchanged, inconclusive, new, missing, ...)."""
+        return dict(self.document["summary"])
+
+    @property
+    def regression(self) -> bool:
+        from perfsuite.compare.verdicts import has_regression
+
+        return has_regression(self.document)
+
+    def markdown(self, title: str | None = None) -> str:
+        from perfsuite.compare.render import render_markdown
+
+        return render_markdown(self.document, title) if title else render_markdown(self.document)
+
+    def terminal(self) -> str:
+        from perfsuite.compare.render import render_terminal
+
+        return render_terminal(self.document)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    index: Path  # index.html
+    summary: Path  # summary.md
+    csv: Path  # results.csv
+    figures: tuple[Path, ...]
+    missing: tuple[str, ...]  # what the report could not show, one line each
+
+
+@dataclass(frozen=True)
+class ABResult:
+    comparison: CompareResult
+    a: str  # what side A ran ("BASE (commit)")
+    b: str
+    a_runs: tuple[Path, ...]  # each run's results file
+    b_runs: tuple[Path, ...]
+    seconds: float
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[io.StringIO]:
+    """Everything printed inside, kept instead of shown (unless ``verbose``)."""
+    buffer = io.StringIO()
+    if verbose:
+        yield buffer
+        return
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        yield buffer
+
+
+def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResult:
+    """Benchmark the selected cells in this process (pytest), write results.json, compare with the baseline and
+    draw the report: ``perfsuite run``."""
+    from perfsuite.compare.verdicts import REMEASURE
+    from perfsuite.run import run_job
+
+    out = options.default_out_dir()
+    with _quiet(verbose) as printed:
+        outcome = run_job(out_dir=out, options=options.cell_options(), resume=options.resume, fresh=options.fresh,
+                          benchmarks=str(options.benchmarks) if options.benchmarks else None,
+                          baseline=str(options.baseline) if options.baseline else None,
+                          baselines_dir=str(options.baselines_dir) if options.baselines_dir else None,
+                          compare_options=_compare_options(options.alpha, options.min_effect_pct,
+                                                           REMEASURE if options.remeasure is None else options.remeasure)
+                          if options.compare else None,
+                          report=options.report, extra_pytest_args=list(options.pytest_args))
+    return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
+                     tuple(outcome.lines), printed.getvalue())
+
+
+def _compare_options(alpha: float | None, min_effect_pct: float | None, remeasure: int = 0):
+    from perfsuite.compare.verdicts import CompareOptions
+
+    defaults = CompareOptions()
+    return CompareOptions(alpha=defaults.alpha if alpha is None else alpha,
+                          min_effect_pct=defaults.min_effect_pct if min_effect_pct is None else min_effect_pct,
+                          remeasure=remeasure)
+
+
+def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
+    from perfsuite.formats.results import Results, load_results
+
+    if isinstance(results, Results):
+        return results
+    return load_results([results] if isinstance(results, (str, Path)) else list(results))
+
+
+def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: str | Path | None = None,
+            baselines_dir: str | Path | None = None, alpha: float | None = None,
+            min_effect_pct: float | None = None) -> CompareResult:
+    """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
+    baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``, without
+    re-measuring suspects (a re-measurement needs the run's checkout: :func:`run` does it)."""
+    from perfsuite.compare.baselines import load_all, load_reference
+    from perfsuite.compare.verdicts import compare_results
+    from perfsuite.run import default_baselines_dir
+
+    baselines = (load_reference(str(baseline)) if baseline
+                 else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
+    return CompareResult(compare_results(_results(results), baselines, _compare_options(alpha, min_effect_pct)))
+
+
+def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
+           comparison: CompareResult | None = None, title: str | None = None) -> ReportResult:
+    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``."""
+    from perfsuite.report import render_report
+
+    files = render_report(_results(results), out_dir, comparison=comparison.document if comparison else None,
+                          title=title)
+    return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing))
+
+
+def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *, runs: int | None = None,
+       out_dir: str | Path = "perfsuite-out/ab", keep_worktrees: bool = False, repo: str | Path = ".",
+       verbose: bool = False) -> ABResult:
+    """Commit ``base`` against ``head`` (None: the working tree), runs alternated on this machine, each in its own
+    process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply."""
+    from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
+
+    with _quiet(verbose):
+        doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs or DEFAULT_RUNS, out_dir=out_dir,
+                                    compare_options=_compare_options(options.alpha, options.min_effect_pct),
+                                    keep_worktrees=keep_worktrees, start=repo,
+                                    progress=(lambda line: print(line)) if verbose else (lambda line: None))
+    describe = lambda side: side.ref + (f" ({side.commit[:10]})" if side.commit else "")  # noqa: E731
+    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
+
+
+def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:
+    """Add one run (its results file, or its shards) to the history store, creating it: ``perfsuite history add``.
+    ``run`` of the answer is None when these files were added before."""
+    from perfsuite.history.store import add_files
+
+    return add_files(store, [results] if isinstance(results, (str, Path)) else list(results))
+
+
+def history_changes(store: str | Path, *, cells: str | None = None, metric: str = "auto") -> list[ChangePoint]:
+    """Every change point of the store's series (after acknowledgements): ``perfsuite history show``."""
+    from perfsuite.history.changes import find_changes
+    from perfsuite.history.store import open_store
+
+    with open_store(store) as opened:
+        return [c for series in find_changes(opened, cells, metric) for c in series.changes]

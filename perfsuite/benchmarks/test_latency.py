@@ -1,0 +1,19 @@
+"""Latency cells: one forward pass per adapter, each shape's adapters and plain model in one shared loop
+(LoRA paper Fig. 5 / Table 1)."""
+
+import pytest
+
+from perfsuite.workloads.latency import run_latency_cell
+
+
+@pytest.mark.perfsuite(workload="latency")
+def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
+    cell = perfsuite_cell
+    benchmark.group = f"latency-s{cell.seq_len}-b{cell.batch}"
+    record = perfsuite_measure(run_latency_cell)
+    assert record.get("flops") > 0 and record.get("tokens") == cell.batch * cell.seq_len
+    assert record.get("host_syncs") == 0, "a forward pass must not make the host wait for the device"
+    if record.get("time_ms") is not None:  # absent under --benchmark-disable
+        assert record.get("time_ms") > 0
+        plain = cell.adapter == "none"
+        assert (record.get("ref_time_ms") is None) == plain, "only adapters are timed against the plain model"

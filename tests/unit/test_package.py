@@ -1,0 +1,45 @@
+"""The package as its users meet it: a light import, the CLI's per-command imports."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "pandas", "matplotlib")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The heavy modules a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("code", [
+    "import perfsuite",
+    "import perfsuite.plugin",  # the pytest11 entry point: every pytest process of a project that installs us
+    "import perfsuite.cells.grid, perfsuite.cells.shard, perfsuite.formats.results, perfsuite.formats.journal",
+    "from perfsuite.cli import build_parser; build_parser(only='history'); build_parser(only='cells')",
+    "import perfsuite; perfsuite.Cell, perfsuite.PROFILES, perfsuite.PerfsuiteError, perfsuite.RunOptions, perfsuite.api.RunResult",
+])
+def test_a_light_start_imports_neither_torch_nor_pandas(code):
+    assert _loaded_after(code) == []
+
+
+def test_lazy_exports_resolve_to_their_modules():
+    import perfsuite
+    from perfsuite.cells.grid import Cell
+
+    assert perfsuite.Cell is Cell
+    assert set(perfsuite.__all__) <= set(dir(perfsuite))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        perfsuite.nope  # noqa: B018
+
+
+def test_the_full_parser_still_lists_every_command():
+    from perfsuite.cli import build_parser, command_names
+
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert all(name in help_text for name in command_names())
+    assert {"run", "history", "cells", "compare"} <= set(command_names())
