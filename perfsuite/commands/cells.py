@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perfsuite.cells.grid import PROFILES, get_profile, select
+from perfsuite.cells.grid import PROFILES, get_profile, selected_cells
 from perfsuite.estimate import H100_FP16_TFLOPS, LAUNCH_US
 
 HELP = "list the cells of a profile (after --cells selection) without running anything; --estimate: their cost"
@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     profile = get_profile(args.profile)
-    cells = select(profile.cells(device=args.device), args.cells)
+    cells = selected_cells(profile, args.cells, device=args.device)
     if not args.estimate:
         for c in cells:
             print(c.id)

@@ -18,7 +18,7 @@ import pandas as pd
 from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, Cell
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
-                                      STATUS_OUTSIDE_BUDGET)
+                                      STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
 from perfsuite.timing import NOISY_IQR_PCT
 
@@ -27,7 +27,7 @@ MISSING = "missing"  # no result file has a row for this position of the grid
 NO_DATA = "no_data"  # the cell ran but recorded no number (e.g. pytest --benchmark-disable)
 # What a panel writes in a cell without a number; "" leaves it blank (by design, not a failure).
 CELL_NOTES = {STATUS_OOM: "OOM", STATUS_NO_DEVICE: "no device", STATUS_OUTSIDE_BUDGET: "", MISSING: "missing",
-              NO_DATA: "no data", STATUS_MISSING_EXTRA: "not installed"}
+              NO_DATA: "no data", STATUS_MISSING_EXTRA: "not installed", STATUS_UNSUPPORTED: "unsupported"}
 # Display names of the adapters, after the papers' notation (LoRA paper Table 1 / Fig. 5).
 ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapter$^L$", "pfeiffer": "Adapter$^P$",
                   "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
