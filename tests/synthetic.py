@@ -73,3 +73,13 @@ def write(path: Path, records: list[CellRecord], profile: str = "smoke") -> Path
 
 def skipped(c: Cell, status: str = "oom", reason: str = "CUDA out of memory") -> CellRecord:
     return not_run(c, status, reason)
+
+
+class FakeBenchmark:
+    """Enough of pytest-benchmark's fixture for perfsuite.timing.record_rounds (a workload's record then holds
+    its timing metrics)."""
+
+    disabled = False
+
+    def pedantic(self, fn, rounds, iterations):
+        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.0] * rounds})()})()

@@ -98,8 +98,11 @@ def _synchronize(device: str) -> None:
 
 def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device: str, *,
             compiler: Callable | None = None, graph_api: CudaGraphApi | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Prepared:
-    """``forwards`` made ready for ``mode`` outside the timed region, each one's cost in seconds."""
+            clock: Callable[[], float] = time.perf_counter, synchronize: Callable[[str], None] | None = None
+            ) -> Prepared:
+    """``forwards`` made ready for ``mode`` outside the timed region, each one's cost in seconds. ``compiler``,
+    ``graph_api``, ``clock`` and ``synchronize`` are seams (torch.compile, torch.cuda, perf_counter)."""
+    sync = synchronize or _synchronize
     if mode == "eager":
         return Prepared(dict(forwards))
     if mode == "graphs" and not device.startswith("cuda"):
@@ -108,7 +111,7 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
         lambda fn: _first_call(compiler or _torch_compile, fn, device))
     ready, cost, failed = {}, {}, {}
     for key, fn in forwards.items():
-        _synchronize(device)
+        sync(device)
         t0 = clock()
         try:
             ready[key] = make(fn)
@@ -119,7 +122,7 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
                 raise
             failed[key] = f"{mode} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             continue
-        _synchronize(device)
+        sync(device)
         cost[key] = clock() - t0
     return Prepared(ready, cost, failed)
 
