@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, Cell
+from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
@@ -33,8 +33,11 @@ ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapt
                   "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
                   "lora": "LoRA", "lora-merged": "LoRA (merged)", "dora": "DoRA", "vera": "VeRA", "adalora": "AdaLoRA",
                   "fourierft": "FourierFT", "ia3": "IA$^3$"}
-SETUP_COLUMNS = ("model", "dtype", "device", "impl")  # a figure never mixes these
+SETUP_COLUMNS = ("model", "dtype", "device", "impl", "mode")  # a figure never mixes these
 IMPL_LABELS = {"ref": "", "hf": "transformers + peft"}  # added to a setup's label
+# A setup names these only when they are not the default (figure names and labels of ref eager runs unchanged).
+SETUP_DEFAULTS = {"impl": "ref", "mode": DEFAULT_MODE}
+MODE_LABELS = {"eager": "", "compile": "torch.compile", "graphs": "CUDA graphs"}
 MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
 
 
@@ -78,8 +81,9 @@ class LatencyData:
         for (a, s), g in self.panels.items():
             for i, j, status in _positions(g):
                 adapter = "none" if g.rows[i] == 0 else a
-                out.setdefault(Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s,
-                                    impl=self.setup.get("impl", "ref")).id, status)
+                cell = Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s, model=self.setup["model"],
+                            impl=self.setup.get("impl", "ref"), mode=self.setup.get("mode", DEFAULT_MODE))
+                out.setdefault(cell.id, status)
         return out
 
 
@@ -109,7 +113,7 @@ class RecomputeData:
             a, rank, prompt, gen = p.key
             for i, j, status in _positions(p.cost):
                 cell = Cell("recompute", a, rank, batch=p.cost.rows[i], seq_len=prompt, window=p.cost.cols[j],
-                            gen_len=gen, impl=self.setup.get("impl", "ref"))
+                            gen_len=gen, model=self.setup["model"], impl=self.setup.get("impl", "ref"))
                 out[cell.id] = status
         return out
 
@@ -145,15 +149,19 @@ def adapter_order(names: Iterable[str]) -> list[str]:
 
 
 def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
-    """The workload's rows, grouped by (model, dtype, device, impl): one figure each, in a stable order. A setup
-    names its ``impl`` only when it is not the reference."""
+    """The workload's rows, grouped by (model, dtype, device, impl, mode): one figure each, in a stable order. A
+    setup names its ``impl`` and ``mode`` only when they are not the defaults (ref, eager)."""
     rows = frame[frame["workload"] == workload].to_dict("records")
 
-    def key(r: dict) -> tuple[str, ...]:
-        return tuple(str(r.get(c) if c != "impl" else r.get(c) or "ref") for c in SETUP_COLUMNS)
+    def value(r: dict, c: str) -> str:
+        v = r.get(c)
+        return str(v if isinstance(v, str) and v else SETUP_DEFAULTS.get(c, v))
 
-    def setup(k: tuple[str, ...]) -> dict[str, str]:  # "impl" only when not the reference (the default)
-        return {c: v for c, v in zip(SETUP_COLUMNS, k) if not (c == "impl" and v == "ref")}
+    def key(r: dict) -> tuple[str, ...]:
+        return tuple(value(r, c) for c in SETUP_COLUMNS)
+
+    def setup(k: tuple[str, ...]) -> dict[str, str]:  # impl and mode only when not the defaults
+        return {c: v for c, v in zip(SETUP_COLUMNS, k) if SETUP_DEFAULTS.get(c) != v}
 
     keys = sorted({key(r) for r in rows})
     return [(setup(k), [r for r in rows if key(r) == k]) for k in keys]
@@ -161,7 +169,8 @@ def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str,
 
 def file_stem(workload: str, setup: dict[str, str], many: bool) -> str:
     impl = f"-{setup['impl']}" if setup.get("impl", "ref") != "ref" else ""
-    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}" if many else workload
+    mode = f"-{setup['mode']}" if setup.get("mode", DEFAULT_MODE) != DEFAULT_MODE else ""
+    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}{mode}" if many else workload
 
 
 def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:
@@ -171,7 +180,9 @@ def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> lis
 
 def setup_label(setup: dict[str, str]) -> str:
     impl = IMPL_LABELS.get(setup.get("impl", "ref"), setup.get("impl"))
-    return f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
+    mode = MODE_LABELS.get(setup.get("mode", DEFAULT_MODE), setup.get("mode"))
+    return (f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
+            + (f", {mode}" if mode else ""))
 
 
 # --- the tidy frame, for CSV -----------------------------------------------------------------------
@@ -337,8 +348,8 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                     ranks = sorted(set(ranks) | {0})  # the plain model's own time change: the uniform slow-downs
                 for s in seq_lens:
                     def lookup(r, b, a=a, s=s, metric=metric):
-                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
-                                   impl=setup.get("impl", "ref")).id
+                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
+                                   impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
                         m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric),
                                  None)
                         return None if m is None else {"status": STATUS_OK, "change": m.get("change"),

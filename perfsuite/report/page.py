@@ -24,6 +24,8 @@ from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, l
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
 from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
+from perfsuite.report.modes import NOTE as MODES_NOTE
+from perfsuite.report.modes import mode_gap_data, mode_gap_figure, mode_gap_tables
 from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables
 from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
                                      run_table, subspace_tables)
@@ -87,6 +89,11 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
         paths = save_figure(overhead_figure(data), out_dir, data.stem, vector=vector) if has_numbers(data) else []
         sections.append(Section(f"Implementation overhead — {setup_label(data.setup)}", tuple(paths),
                                 tuple(overhead_tables(data)), OVERHEAD_NOTE))
+    for gap in mode_gap_data(frame):  # eager against graphs (or compile), where latency cells ran in both
+        paths = save_figure(mode_gap_figure(gap), out_dir, gap.stem, vector=vector) if _has_numbers(
+            list(gap.gap.values())) else []
+        sections.append(Section(f"Eager vs {gap.other} — {setup_label(gap.setup)}", tuple(paths),
+                                tuple(mode_gap_tables(gap)), MODES_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
         paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
