@@ -1,6 +1,8 @@
 """Every method of the hf implementation, with its exact peft (or AdapterHub) configuration, and those peft refuses.
 
-All peft methods (``task_type="CAUSAL_LM"``: a PeftModelForCausalLM, as users load one) adapt GPT-2's fused
+Today's families (Llama, Qwen2, Mistral: :mod:`perfsuite.hf.families`) have separate ``nn.Linear`` projections:
+there every method targets ``q_proj`` and ``v_proj`` (FAMILY_TARGET; IA³ also ``down_proj``), ``fan_in_fan_out``
+False. On GPT-2, all peft methods (``task_type="CAUSAL_LM"``: a PeftModelForCausalLM, as users load one) adapt its fused
 ``attn.c_attn`` — a ``Conv1D`` holding W_q, W_k and W_v side by side,
 stored (in, out), hence ``fan_in_fan_out=True`` — in every block (IA³ also scales ``mlp.c_proj``'s input).
 **What LoRA adapts, and how it compares with the reference.** peft's LoRA on ``c_attn`` is one rank-r pair for
