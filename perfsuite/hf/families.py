@@ -9,7 +9,9 @@ of a latency group, and the grid keeps its time. Their times are per ``FEW_LAYER
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -63,15 +65,19 @@ def family_config(name: str):
            "mistral": transformers.MistralConfig}[s.family]
     config = cls(hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
                  num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
-                 num_key_value_heads=s.num_key_value_heads, vocab_size=s.vocab_size, max_position_embeddings=4096,
-                 tie_word_embeddings=False, attention_dropout=0.0)
+                 num_key_value_heads=s.num_key_value_heads, vocab_size=s.vocab_size,
+                 max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, attention_dropout=0.0)
     config._attn_implementation = "sdpa"
     return config
 
 
+MAX_POSITIONS = 4096  # the configs' max_position_embeddings (RoPE: no learned table; a bound for prompts)
+
+
 @dataclass(frozen=True)
 class FamilyDims:
-    """A family model's sizes under the names records use (``model_dims``: n_layer, n_embd, …)."""
+    """A family model's sizes under the names records and the recompute decoder use (the reference's GPT2Config
+    names: n_layer, n_embd, n_head, …)."""
 
     n_layer: int
     n_embd: int
@@ -79,6 +85,11 @@ class FamilyDims:
     n_inner: int
     vocab_size: int
     n_kv_head: int
+    n_positions: int = MAX_POSITIONS
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
 
 def family_dims(name: str) -> FamilyDims:
@@ -100,13 +111,62 @@ def build_family_model(name: str, *, seed: int, dtype: torch.dtype, device: str)
     return model.eval()
 
 
+class _PositionTap:
+    """Stands where the recompute decoder adds GPT-2's learned positions (``wpe(pos)``): a RoPE family adds none
+    to the embeddings; it keeps the rotary cos/sin of those positions for its blocks' q and k, and adds 0."""
+
+    def __init__(self, rotary, dtype: torch.dtype):
+        self.rotary, self.dtype = rotary, dtype
+        self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, pos: torch.Tensor) -> torch.Tensor:
+        probe = torch.empty(0, dtype=self.dtype, device=pos.device)  # the rotary module reads dtype and device
+        self.cos_sin = self.rotary(probe, pos)  # each (R, T, head_dim)
+        return torch.zeros((), dtype=self.dtype, device=pos.device)
+
+
+class _FamilyBlockView:
+    """A Llama/Qwen2/Mistral decoder layer under the reference Block's names (what the recompute decoder calls):
+    ``ln_1`` is its input RMSNorm; ``attn.c_attn`` gives q, k, v side by side as GPT-2's fused projection does —
+    q_proj, k_proj, v_proj (peft's layers inside), RoPE at the tapped positions, k and v repeated to every query
+    head (grouped-query attention as the decoder's full-head KV cache holds it) — and ``attn.c_proj`` is o_proj."""
+
+    def __init__(self, layer, tap: _PositionTap, dims: FamilyDims, rope):
+        self._layer, self._tap, self._dims, self._rope = layer, tap, dims, rope
+        self.ln_1 = layer.input_layernorm
+        self.attn = SimpleNamespace(c_attn=self._qkv, c_proj=layer.self_attn.o_proj, n_head=dims.n_head)
+
+    def _qkv(self, h: torch.Tensor) -> torch.Tensor:
+        R, T, _ = h.shape
+        attn, d = self._layer.self_attn, self._dims
+        q, k, v = (proj(h).view(R, T, heads, d.head_dim).transpose(1, 2)  # (R, heads, T, hs)
+                   for proj, heads in ((attn.q_proj, d.n_head), (attn.k_proj, d.n_kv_head), (attn.v_proj, d.n_kv_head)))
+        cos, sin = self._tap.cos_sin
+        q, k = self._rope.apply_rotary_pos_emb(q, k, cos, sin)
+        groups = d.n_head // d.n_kv_head
+        k, v = self._rope.repeat_kv(k, groups), self._rope.repeat_kv(v, groups)
+        return torch.cat([t.transpose(1, 2).reshape(R, T, d.n_head * d.head_dim) for t in (q, k, v)], dim=-1)
+
+    def after_attention(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        x = x + a  # as the decoder layer's forward: residual adds around attention and the MLP
+        return x + self._layer.mlp(self._layer.post_attention_layernorm(x))
+
+
 class HFCausalLM:
-    """A family model — plain, a PeftModel, or merged — as the latency workload uses a model: calling it runs
-    transformers' (and peft's) own forward; ``config`` holds its sizes (:class:`FamilyDims`)."""
+    """A family model — plain, a PeftModel, or merged — as the workloads use a model. Calling it runs transformers'
+    (and peft's) own forward: what latency cells time. ``config`` holds its sizes (:class:`FamilyDims`), and
+    ``wte``, ``wpe``, ``h``, ``ln_f``, ``lm_head`` give its modules under the reference model's names, so the
+    recompute workload's ragged decoder (its attention and KV cache are perfsuite's) drives the family's layers
+    with peft's adapters inside them."""
 
     def __init__(self, model, dims: FamilyDims):
         self.model = model
         self.config = dims
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # the *ForCausalLM
+        self.wte, self.ln_f, self.lm_head = core.model.embed_tokens, core.model.norm, core.lm_head
+        self.wpe = _PositionTap(core.model.rotary_emb, self.wte.weight.dtype)
+        rope = importlib.import_module(f"transformers.models.{core.config.model_type}.modeling_{core.config.model_type}")
+        self.h = [_FamilyBlockView(layer, self.wpe, dims, rope) for layer in core.model.layers]
 
     def __call__(self, idx: torch.Tensor):
         return self.model(input_ids=idx, use_cache=False)

@@ -62,7 +62,7 @@ def test_the_hf_cache_builds_family_models_with_their_dims():
     assert lora.config is base.config and lora(torch.zeros(1, 4, dtype=torch.long)).logits.shape == (1, 4, 512)
 
 
-def test_hf_modern_smoke_runs_lora_dora_and_more_on_llama_and_qwen2_and_says_why_not_recompute():
+def test_hf_modern_smoke_runs_lora_dora_and_more_on_llama_and_qwen2_and_recompute_too():
     profile = get_profile("hf-modern-smoke")
     cells = profile.cells(device="cpu")
     assert len({c.id for c in cells}) == len(cells)
@@ -70,6 +70,27 @@ def test_hf_modern_smoke_runs_lora_dora_and_more_on_llama_and_qwen2_and_says_why
     assert {c.model for c in latency} == {"llama-tiny", "qwen2-tiny"}
     assert {"lora", "dora"} <= {c.adapter for c in latency} and len({c.adapter for c in latency} - {"none"}) >= 4
     assert all(not unsupported_reason(c) for c in latency)
-    assert all("recompute decoder" in unsupported_reason(c) for c in cells if c.workload == "recompute")
+    assert {c.model for c in cells if c.workload == "recompute" and not unsupported_reason(c)} == {
+        "llama-tiny", "qwen2-tiny"}
     assert {c.mode for c in selected_cells(profile, "mode == 'compile'", device="cpu")} == {"compile"}
     assert not get_profile("hf-modern-smoke").needs_gpu and get_profile("hf-modern").needs_gpu
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "qwen2-tiny", "mistral-tiny"])
+@pytest.mark.parametrize("adapter", ["none", "lora", "dora"])
+def test_the_recompute_decoder_on_a_family_model_computes_transformers_logits(name, adapter):
+    """The ragged decoder (perfsuite's KV cache and attention) through the family's layers, RoPE and grouped KV
+    heads: the whole prompt at once, and in two steps through the cache, give transformers' own logits."""
+    from perfsuite.decoding import KVBuffer, ragged_forward
+
+    model = HFModelCache(ModelCache(seed=0)).build_adapted(name, "float32", "cpu", adapter, 4 if adapter != "none" else 0)
+    idx = torch.randint(0, 512, (2, 10), generator=torch.Generator().manual_seed(0))
+    zero = torch.zeros(2, dtype=torch.long)
+    with torch.inference_mode():
+        want = model(idx).logits
+        whole = ragged_forward(model, KVBuffer(model, 2, 16), idx, zero, 10)
+        cache = KVBuffer(model, 2, 16)
+        first = ragged_forward(model, cache, idx[:, :6], zero, 6)
+        rest = ragged_forward(model, cache, idx[:, 6:], torch.full((2,), 6), 10)
+    torch.testing.assert_close(whole, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), want, atol=1e-5, rtol=0)
