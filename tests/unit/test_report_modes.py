@@ -60,3 +60,16 @@ def test_the_committed_synthetic_file_is_what_the_planting_function_writes(tmp_p
     assert sorted(r.id for r in loaded.records) == sorted(r.id for r in planted)
     assert {r.env["device_name"] for r in loaded.records} == {syn.SYNTHETIC_GPU}
     assert len(mode_gap_data(loaded.frame)) == 1
+
+
+def test_a_compiled_cell_that_recompiled_in_its_loop_is_named_under_its_figure(tmp_path):
+    recs = [r for r in syn.gpu_modes_records(adapters=("lora",), ranks=(10,), batches=(1,), seq_lens=(128,))
+            if r.cell.mode == "eager"]
+    from dataclasses import replace
+
+    compiled = [replace(r, cell=replace(r.cell, mode="compile")).with_metrics(recompiles_in_loop=int(r.cell.rank > 0))
+                for r in recs]
+    files = render_report(syn.results(recs + compiled, profile="paper"), tmp_path, vector=None)
+    text = files.summary.read_text()
+    assert "Recompiled inside the timed loop (times include compilation): latency[lora-r10-b1-s128-compile]." in text
+    assert text.count("Recompiled inside") == 1
