@@ -94,3 +94,12 @@ def test_the_recompute_decoder_on_a_family_model_computes_transformers_logits(na
         rest = ragged_forward(model, cache, idx[:, 6:], torch.full((2,), 6), 10)
     torch.testing.assert_close(whole, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.cat([first, rest], dim=1), want, atol=1e-5, rtol=0)
+
+
+def test_the_cost_estimate_refuses_family_shapes_in_one_line(capsys):
+    from perfsuite.cli import main
+
+    assert main(["cells", "--profile", "hf-modern", "--device", "cuda", "--estimate"]) == 2
+    assert capsys.readouterr().err.strip() == ("perfsuite cells: error: --estimate models GPT-2 presets only, not "
+                                               "llama-3-8b, qwen2-7b; select other cells or list them without --estimate")
+    assert main(["cells", "--profile", "hf-modern", "--device", "cuda"]) == 0
