@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
+from perfsuite.device_time import SOURCE_EVENTS
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
@@ -71,6 +72,10 @@ class LatencyData:
     seq_lens: tuple[int, ...]
     panels: dict[tuple[str, int], Grid]  # (adapter, seq_len) → rank × batch grid of slowdown_pct
     times: dict[tuple[str, int], Grid]  # the same positions, time_ms
+    # The same positions on device time (device_slowdown_pct, host_bound_pct), where it was measured apart from
+    # wall time (CUDA events); empty on the CPU, where device time is wall time.
+    device: dict[tuple[str, int], Grid] = field(default_factory=dict)
+    host_bound: dict[tuple[str, int], Grid] = field(default_factory=dict)
 
     def grid(self, adapter: str, seq_len: int) -> Grid:
         return self.panels[(adapter, seq_len)]
@@ -243,7 +248,7 @@ def as_reference(rec: dict | None) -> dict | None:
     not timed against itself (schema 2), so its record has a time but no slow-down of its own."""
     if (rec is not None and (rec.get("status") or STATUS_OK) == STATUS_OK and is_number(rec.get("time_ms"))
             and not is_number(rec.get("slowdown_pct"))):
-        return {**rec, "slowdown_pct": 0.0}
+        return {**rec, "slowdown_pct": 0.0, **({"device_slowdown_pct": 0.0} if is_number(rec.get("device_ms")) else {})}
     return rec
 
 
@@ -257,7 +262,8 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
         seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
         batches = sorted({as_int(r["batch"]) for r in recs} - {None})
         has_base = any(r["adapter"] == "none" for r in recs)
-        panels, times = {}, {}
+        panels, times, device, host_bound = {}, {}, {}, {}
+        on_device = any(r.get("device_time_source") == SOURCE_EVENTS for r in recs)
         for a in adapters:
             ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} | ({0} if has_base else set()))
             for s in seq_lens:
@@ -269,8 +275,11 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
                 title = f"Seq Len = {s}"
                 panels[(a, s)] = make_grid(title, ranks, batches, lookup, "slowdown_pct")
                 times[(a, s)] = make_grid(title, ranks, batches, lookup, "time_ms")
+                if on_device:
+                    device[(a, s)] = make_grid(title, ranks, batches, lookup, "device_slowdown_pct")
+                    host_bound[(a, s)] = make_grid(title, ranks, batches, lookup, "host_bound_pct")
         out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
-                               panels, times))
+                               panels, times, device, host_bound))
     return out
 
 

@@ -73,3 +73,24 @@ def test_a_compiled_cell_that_recompiled_in_its_loop_is_named_under_its_figure(t
     text = files.summary.read_text()
     assert "Recompiled inside the timed loop (times include compilation): latency[lora-r10-b1-s128-compile]." in text
     assert text.count("Recompiled inside") == 1
+
+
+def test_latency_tables_add_device_slowdown_and_host_bound_share_where_events_measured_them(gpu_results):
+    from perfsuite.report.tables import latency_tables
+
+    eager = next(d for d in latency_data(gpu_results.frame) if "mode" not in d.setup)
+    titles = [t.title for t in latency_tables(eager)]
+    assert titles[2:] == ["Slow-down against r = 0 on device time (%), CUDA events",
+                          "Host-bound share of wall time (%): the device idle"]
+    device = eager.device[("lora", 128)]
+    assert device.values[0, 0] == 0.0  # the plain model's row: 0 by definition
+    lora = next(r for r in syn.gpu_modes_records() if r.id == "latency[lora-r10-b1-s128]")
+    assert device.values[1, 0] == pytest.approx(lora.get("device_slowdown_pct"))
+
+
+def test_cpu_results_have_no_device_tables():
+    from perfsuite.report.tables import latency_tables
+
+    cpu = syn.results([syn.record(syn.cell("lora"), seed=1), syn.record(syn.cell("none"), seed=2)])
+    (data,) = latency_data(cpu.frame)
+    assert not data.device and len(latency_tables(data)) == 2
