@@ -221,3 +221,12 @@ def test_a_plain_model_that_cannot_be_captured_leaves_its_whole_group_unsupporte
     cells = [Cell("latency", a, r, batch=1, seq_len=8, mode="graphs") for a, r in (("none", 0), ("lora", 4))]
     ctx = _ctx(cells)
     assert {latency.run_latency_cell(FakeBenchmark(), c, ctx).status for c in cells} == {STATUS_UNSUPPORTED}
+
+
+def test_each_mode_is_its_own_baseline_part():
+    from perfsuite.compare.baselines import part_name
+
+    assert part_name("smoke", Cell("latency", "lora", 8, batch=1, seq_len=32)) == "smoke"
+    assert part_name("smoke", Cell("latency", "lora", 8, batch=1, seq_len=32, mode="compile")) == "smoke/compile"
+    assert part_name("paper", Cell("latency", "lora", 8, batch=1, seq_len=32, impl="hf", mode="graphs")) == \
+        "paper/hf/graphs"
