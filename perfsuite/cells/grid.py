@@ -281,10 +281,14 @@ def _hf_modern_smoke() -> list[Cell]:
 
 
 def _hf_modern() -> list[Cell]:
-    # The layer shapes of Llama-3-8B and Qwen2-7B (a few layers at the real width: perfsuite.hf.families).
-    return in_modes([c for m in ("llama-3-8b", "qwen2-7b")
-                     for c in latency_cells(m, MODERN_ADAPTER_NAMES, ranks=(0, 16), batches=(1, 8, 32),
-                                            seq_lens=(128, 512), impl="hf")])
+    # The layer shapes of Llama-3-8B and Qwen2-7B (a few layers at the real width: perfsuite.hf.families); recompute
+    # with short outputs (64 tokens), so its cells take seconds at the latency grid's rounds.
+    models = ("llama-3-8b", "qwen2-7b")
+    latency = [c for m in models for c in latency_cells(m, MODERN_ADAPTER_NAMES, ranks=(0, 16), batches=(1, 8, 32),
+                                                        seq_lens=(128, 512), impl="hf")]
+    recompute = [c for m in models for c in recompute_cells(m, ("none", "lora"), rank=16, batches=(1, 8),
+                                                            windows=(16, 64), prompt_len=128, gen_len=64, impl="hf")]
+    return in_modes(latency) + recompute
 
 
 PROFILES: dict[str, Profile] = {

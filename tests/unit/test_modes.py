@@ -230,3 +230,19 @@ def test_each_mode_is_its_own_baseline_part():
     assert part_name("smoke", Cell("latency", "lora", 8, batch=1, seq_len=32, mode="compile")) == "smoke/compile"
     assert part_name("paper", Cell("latency", "lora", 8, batch=1, seq_len=32, impl="hf", mode="graphs")) == \
         "paper/hf/graphs"
+
+
+def test_dynamos_counter_sees_a_real_recompilation():
+    """With real torch.compile (dynamo, its eager backend: no C++ compiler needed): a compiled forward whose input
+    changes shape after compilation compiles again, and compiled_graphs counts it."""
+    import torch
+
+    state = {"x": torch.ones(2, 3)}
+    ready = prepare({"plain": lambda: state["x"] * 2 + 1}, "compile", "cpu",
+                    compiler=lambda fn: torch.compile(fn, backend="eager"))
+    before = compiled_graphs()
+    ready.forwards["plain"]()
+    assert compiled_graphs() == before  # the same input: the compiled graph is reused
+    state["x"] = torch.ones(5, 7, 11)
+    ready.forwards["plain"]()
+    assert compiled_graphs() > before and ready.compile_s["plain"] > 0
