@@ -18,6 +18,7 @@ cross-check of the events (they differ by the gaps between kernels).
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections import defaultdict
 from typing import Callable, Hashable, Mapping
 
@@ -98,18 +99,25 @@ def host_bound_pct(wall_ms: list[float], device_ms: list[float]) -> float | None
 
 
 def kernel_sum_ms(fn: Callable[[], object], *, profile_factory: Callable[[], object] | None = None,
-                  synchronize: Callable[[], None] | None = None) -> float:
+                  synchronize: Callable[[], None] | None = None) -> float | None:
     """The device time of one call of ``fn`` as ``torch.profiler`` counts it: the sum of every kernel's own time
     (CUDA only). ``profile_factory`` is a seam: a context manager whose ``key_averages()`` lists events with
-    ``self_device_time_total`` (µs)."""
+    ``self_device_time_total`` (µs). A cross-check only: where the profiler cannot run (no CUPTI, another profiler
+    active) it is None, and the cell keeps its event times; the profiler's own warnings are not the cell's."""
     if profile_factory is None:
         from torch.profiler import ProfilerActivity, profile
 
         def profile_factory():
             return profile(activities=[ProfilerActivity.CUDA])
 
-    with profile_factory() as prof:
-        fn()
-        (synchronize or _cuda_synchronize)()  # every kernel done before the profiler stops
-    total_us = sum(float(getattr(e, "self_device_time_total", 0.0) or 0.0) for e in prof.key_averages())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with profile_factory() as prof:
+                fn()
+                (synchronize or _cuda_synchronize)()  # every kernel done before the profiler stops
+            events = prof.key_averages()
+    except RuntimeError:
+        return None
+    total_us = sum(float(getattr(e, "self_device_time_total", 0.0) or 0.0) for e in events)
     return total_us / 1e3

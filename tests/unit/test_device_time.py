@@ -89,6 +89,12 @@ def test_kernel_sum_adds_every_kernels_own_device_time():
     assert kernel_sum_ms(lambda: calls.append(1), profile_factory=Prof, synchronize=lambda: calls.append(2)) == 1.0
     assert calls == [1, 2]
 
+    class Broken(Prof):
+        def __enter__(self):
+            raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    assert kernel_sum_ms(lambda: None, profile_factory=Broken, synchronize=lambda: None) is None  # a cross-check only
+
 
 def test_every_latency_cell_on_cuda_records_device_time_and_host_bound_share(monkeypatch):
     """The latency loop with CUDA events (fake: each call costs 0.5 ms of device time, plus 0.25 ms for the adapter):
