@@ -107,7 +107,7 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
         return Prepared(dict(forwards))
     if mode == "graphs" and not device.startswith("cuda"):
         return Prepared({}, failed={k: "CUDA graphs need a CUDA device" for k in forwards})
-    make = (lambda fn: capture(fn, graph_api or CudaGraphApi())) if mode == "graphs" else (
+    make = (lambda fn: _quietly(capture, fn, graph_api or CudaGraphApi())) if mode == "graphs" else (
         lambda fn: _first_call(compiler or _torch_compile, fn, device))
     ready, cost, failed = {}, {}, {}
     for key, fn in forwards.items():
@@ -125,6 +125,16 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
         sync(device)
         cost[key] = clock() - t0
     return Prepared(ready, cost, failed)
+
+
+def _quietly(capture_fn: Callable, fn: Callable[[], object], api: CudaGraphApi) -> Callable[[], object]:
+    """A capture with torch's own warnings silenced: under pytest's filterwarnings=error a warning raised inside
+    ``torch.cuda.graph`` would abort the capture half-way and read as the model's failure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return capture_fn(fn, api)
 
 
 def _first_call(compiler: Callable, fn: Callable[[], object], device: str) -> Callable[[], object]:
