@@ -112,13 +112,13 @@ def gpu_modes_records(adapters=("lora", "houlsby"), ranks=(10, 100), batches=(1,
                 base_wall, base_device = times("none", 0)
                 seed = len(out)
                 out.append(_with_device(record(cell("none", 0, b, s, mode=mode, device="cuda", dtype="float16",
-                                                    model="gpt2-medium"), seed=seed, ratio=1.0, base_ms=base_wall,
+                                                    model="gpt2-medium"), seed=seed, ratio=1.0, base_ms=base_wall, n=8,
                                                e=e), base_device, base_device, base_wall, base=True))
                 for a in adapters:
                     for r in ranks:
                         wall, device = times(a, r)
                         rec = record(cell(a, r, b, s, mode=mode, device="cuda", dtype="float16", model="gpt2-medium"),
-                                     seed=seed + r, ratio=wall / base_wall, base_ms=base_wall, e=e)
+                                     seed=seed + r, ratio=wall / base_wall, base_ms=base_wall, n=8, e=e)
                         out.append(_with_device(rec, device, base_device, wall))
     return out
 
