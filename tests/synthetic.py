@@ -73,3 +73,62 @@ def write(path: Path, records: list[CellRecord], profile: str = "smoke") -> Path
 
 def skipped(c: Cell, status: str = "oom", reason: str = "CUDA out of memory") -> CellRecord:
     return not_run(c, status, reason)
+
+
+class FakeBenchmark:
+    """Enough of pytest-benchmark's fixture for perfsuite.timing.record_rounds (a workload's record then holds
+    its timing metrics)."""
+
+    disabled = False
+
+    def pedantic(self, fn, rounds, iterations):
+        self.stats = type("S", (), {"stats": type("D", (), {"data": [0.0] * rounds})()})()
+
+
+# --- a GPU-shaped results file for the mode figures (planted numbers, never measured) ---------------
+
+SYNTHETIC_GPU = "synthetic: GPU-shaped numbers, not measured"
+LAUNCH_MS = 0.006  # host time per eager kernel launch
+KERNEL_FLOOR_MS = 0.001  # device time of the smallest kernel
+KERNELS = {"none": 600, "lora": 600 + 13 * 24, "houlsby": 600 + 10 * 24}  # dispatcher ops of a 24-layer forward
+DEVICE_KERNELS = {"none": 400, "lora": 400 + 4 * 24, "houlsby": 400 + 5 * 24}  # of which launch a kernel
+TOKEN_DEVICE_MS = 0.00175  # device ms per token of gpt2-medium in fp16 at ~400 TFLOP/s
+
+
+def gpu_modes_records(adapters=("lora", "houlsby"), ranks=(10, 100), batches=(1, 8, 32), seq_lens=(128, 512)):
+    """Eager and graphs latency cells of a gpt2-medium-shaped model on a GPU-shaped machine: eager wall time is
+    the larger of launch time and device time, a graph replay's is its device time; an adapter adds kernels
+    (launches) and a little device work per token (∝ r)."""
+    e = env(device="cuda", device_name=SYNTHETIC_GPU, gpu=SYNTHETIC_GPU, torch="2.13.0+cu128")
+    out = []
+    for mode in ("eager", "graphs"):
+        for s in seq_lens:
+            for b in batches:
+                def times(adapter, rank):
+                    device = DEVICE_KERNELS[adapter] * KERNEL_FLOOR_MS + b * s * TOKEN_DEVICE_MS * (1 + rank / 2000)
+                    wall = max(KERNELS[adapter] * LAUNCH_MS, device) + 0.05 if mode == "eager" else device + 0.02
+                    return wall, device
+
+                base_wall, base_device = times("none", 0)
+                seed = len(out)
+                out.append(_with_device(record(cell("none", 0, b, s, mode=mode, device="cuda", dtype="float16",
+                                                    model="gpt2-medium"), seed=seed, ratio=1.0, base_ms=base_wall, n=8,
+                                               e=e), base_device, base_device, base_wall, base=True))
+                for a in adapters:
+                    for r in ranks:
+                        wall, device = times(a, r)
+                        rec = record(cell(a, r, b, s, mode=mode, device="cuda", dtype="float16", model="gpt2-medium"),
+                                     seed=seed + r, ratio=wall / base_wall, base_ms=base_wall, n=8, e=e)
+                        out.append(_with_device(rec, device, base_device, wall))
+    return out
+
+
+def _with_device(rec: CellRecord, device_ms: float, ref_device_ms: float, wall_ms: float,
+                 base: bool = False) -> CellRecord:
+    extra = {"device_ms": device_ms, "host_bound_pct": 100.0 * (1 - device_ms / wall_ms),
+             "device_time_source": "cuda events"}
+    if base:
+        return CellRecord(rec.cell, env=rec.env, metrics={k: v for k, v in rec.metrics.items()
+                                                          if k not in ("ref_time_ms", "slowdown_pct", "ref_samples_ms")}
+                          | extra)
+    return rec.with_metrics(**extra, device_slowdown_pct=100.0 * (device_ms / ref_device_ms - 1))

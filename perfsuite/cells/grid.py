@@ -30,6 +30,19 @@ HF_ADAPTER_NAMES = ("lora", "lora-merged", "dora", "vera", "adalora", "fourierft
                     "parallel")
 # Methods without a rank, recorded at this one rank (r = 0 means the plain model everywhere in perfsuite).
 RANK_FREE = {"ia3": 1}
+# How a latency cell's forward pass is executed (perfsuite.workloads.modes): "eager", PyTorch as the LoRA paper
+# ran it (the default: eager cells keep their ids); "compile", torch.compile (default mode), compiled before the
+# loop; "graphs", the forward captured once in a CUDA graph and replayed (CUDA only). Non-eager cells are
+# opt-in: a selection keeps them only when it names ``mode`` (see select), since compiling costs tens of seconds.
+MODES = ("eager", "compile", "graphs")
+DEFAULT_MODE = "eager"
+# Today's model families, hf implementation only (perfsuite.hf.families builds them from a config, random
+# weights; a test keeps the two in step): model name → transformers family. The 8B/7B names are a few layers of
+# the real width (perfsuite.hf.families says how many), so they fit one GPU and the grid keeps its time.
+MODERN_MODELS = {"llama-tiny": "llama", "qwen2-tiny": "qwen2", "mistral-tiny": "mistral",
+                 "llama-3-8b": "llama", "qwen2-7b": "qwen2"}
+# The hf methods the modern families run: peft's methods that accept their nn.Linear projections.
+MODERN_ADAPTER_NAMES = ("lora", "lora-merged", "dora", "vera", "adalora", "ia3")
 
 
 def adapter_names(impl: str = "ref") -> tuple[str, ...]:
@@ -58,11 +71,14 @@ class Cell:
     device: str = "cpu"
     model: str = "tiny"  # a preset of perfsuite.model, or a checkpoint's label (perfsuite.checkpoint)
     impl: str = "ref"  # "ref" (perfsuite's model) or "hf" (transformers + peft); see IMPLS
+    mode: str = DEFAULT_MODE  # how the forward is executed: eager, compile or graphs; see MODES
 
     def __post_init__(self) -> None:
         """Field types are checked: cells are read back from JSON files that may be malformed."""
         if self.impl not in IMPLS:
             raise ValueError(f"cell field impl = {self.impl!r} is not one of {', '.join(IMPLS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"cell field mode = {self.mode!r} is not one of {', '.join(MODES)}")
         for f in fields(self):
             value = getattr(self, f.name)
             want_int = f.name in _INT_FIELDS
@@ -72,8 +88,9 @@ class Cell:
 
     @property
     def param_id(self) -> str:
-        """The pytest parameter id: the sizes that vary within a run (not dtype, device or model), then ``hf``
-        for the hf implementation (ref cells keep the ids they had before implementations existed)."""
+        """The pytest parameter id: the sizes that vary within a run (not dtype or device), then ``hf`` for the
+        hf implementation, the model when it is one of today's families (MODERN_MODELS), and the mode when not
+        eager: GPT-2 eager cells keep the ids they had before implementations, families and modes existed."""
         parts = [self.adapter, f"r{self.rank}"]
         for prefix, value in (("b", self.batch), ("s", self.seq_len), ("w", self.window),
                               ("g", self.gen_len), ("R", self.rank_b)):
@@ -81,6 +98,10 @@ class Cell:
                 parts.append(f"{prefix}{value}")
         if self.impl != "ref":
             parts.append(self.impl)
+        if self.model in MODERN_MODELS:  # a profile may hold several families (GPT-2 cells keep their ids)
+            parts.append(self.model)
+        if self.mode != DEFAULT_MODE:
+            parts.append(self.mode)
         return "-".join(parts)
 
     @property
@@ -92,6 +113,7 @@ class Cell:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        """A cell read back; files written before modes existed have no ``mode``: eager, as they ran."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -99,12 +121,23 @@ class Cell:
         return cls(**d)
 
 
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why ``cell`` cannot run on any machine like this one (its status is then "unsupported"), or None.
+    Decided from the cell alone, before anything is built; a capture or compilation that fails while running
+    is recorded the same way by the latency workload."""
+    if cell.mode != DEFAULT_MODE and cell.workload != "latency":
+        return f"only latency cells run in mode {cell.mode!r}: the {cell.workload} workload runs eagerly"
+    if cell.mode == "graphs" and not cell.device.startswith("cuda"):
+        return "CUDA graphs need a CUDA device; this cell runs on the CPU"
+    return None
+
+
 # --- the recompute workload's verification budget (LLM-42) ---------------------------------------
 
 DEFAULT_TOKEN_BUDGET = 512  # tokens per verification pass (LLM-42 Fig. 13); batch × window above it is not run
-# The smoke profile's tiny model runs a scaled-down Figure 13 (budget 512 / 8), so that
-# its grid has cells over the budget and a verification pass costs a millisecond on a CPU.
-TOKEN_BUDGETS = {"tiny": 64}
+# The smoke profile's tiny model (and the tiny Llama/Qwen2/Mistral shapes) runs a scaled-down Figure 13 (budget
+# 512 / 8), so that its grid has cells over the budget and a verification pass costs a millisecond on a CPU.
+TOKEN_BUDGETS = {"tiny": 64, "llama-tiny": 64, "qwen2-tiny": 64, "mistral-tiny": 64}
 
 
 def budget_violation(batch: int, window: int, token_budget: int = DEFAULT_TOKEN_BUDGET) -> str | None:
@@ -140,10 +173,13 @@ class Profile:
     parts: tuple[str, ...] = ()
     max_rounds: int | None = None  # at most (the LoRA paper averaged 100 trials); None: exactly ``rounds``
 
-    def cells(self, *, device: str, dtype: str | None = None) -> list[Cell]:
+    def cells(self, *, device: str, dtype: str | None = None, all_modes: bool = False) -> list[Cell]:
+        """The profile's cells: by default its eager ones (what a run without a selection measures); with
+        ``all_modes``, its opt-in compile and graphs cells too (a selection that names ``mode`` picks among them)."""
         if self.parts:
-            return [c for p in self.parts for c in get_profile(p).cells(device=device, dtype=dtype)]
-        return [replace(c, device=device, dtype=dtype or self.dtype) for c in self.make_cells()]
+            return [c for p in self.parts for c in get_profile(p).cells(device=device, dtype=dtype, all_modes=all_modes)]
+        return [replace(c, device=device, dtype=dtype or self.dtype) for c in self.make_cells()
+                if all_modes or c.mode == DEFAULT_MODE]
 
     def timing(self, cell: Cell) -> tuple[int, int, int]:
         """(at least, at most, warm-up) rounds for ``cell``'s loop: the profile's, or in a composite profile its
@@ -176,6 +212,14 @@ def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], bat
             for (a, r), s, b in itertools.product(rows, list(seq_lens), list(batches))]
 
 
+def in_modes(cells: Iterable[Cell], modes: Iterable[str] = MODES) -> list[Cell]:
+    """Each latency cell in every mode of ``modes`` (eager ones as they are), mode by mode; other workloads'
+    cells once, eager (the recompute decoder and subspace training run eagerly)."""
+    cells = list(cells)
+    out = [c for c in cells if c.workload != "latency" or DEFAULT_MODE in modes]
+    return out + [replace(c, mode=m) for m in modes if m != DEFAULT_MODE for c in cells if c.workload == "latency"]
+
+
 def recompute_cells(model: str, adapters: Iterable[str], rank: int, batches: Iterable[int],
                     windows: Iterable[int], prompt_len: int, gen_len: int, impl: str = "ref") -> list[Cell]:
     """The recompute grid (LLM-42, Gond et al. 2026, Fig. 13): batch × window for each adapter."""
@@ -190,7 +234,7 @@ def subspace_cells(model: str, rank_pairs: Iterable[tuple[int, int]]) -> list[Ce
 
 
 def _smoke() -> list[Cell]:
-    return (latency_cells("tiny", adapter_names("ref"), ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
+    return in_modes(latency_cells("tiny", adapter_names("ref"), ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
             # LLM-42 Fig. 13 scaled down: the tiny model's 64-token verification budget
             # (TOKEN_BUDGETS) leaves b8 × w16 outside it, drawn blank.
             + recompute_cells("tiny", ("none",), rank=0, batches=(1, 8), windows=(4, 16), prompt_len=16, gen_len=16)
@@ -199,9 +243,10 @@ def _smoke() -> list[Cell]:
 
 
 def _paper() -> list[Cell]:
-    # LoRA paper, Figure 5: r × batch × seq for AdapterH and AdapterL, here for every adapter.
-    return latency_cells("gpt2-medium", adapter_names("ref"), ranks=(0, 10, 100, 250),
-                         batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
+    # LoRA paper, Figure 5: r × batch × seq for AdapterH and AdapterL, here for every adapter; compile and graphs
+    # cells are opt-in (select names mode), so the nightly's default stays the paper's eager grid.
+    return in_modes(latency_cells("gpt2-medium", adapter_names("ref"), ranks=(0, 10, 100, 250),
+                                  batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512)))
 
 
 def _recompute() -> list[Cell]:
@@ -234,6 +279,29 @@ def _hf_paper() -> list[Cell]:
     return _hf_latency("gpt2-medium", ranks=(0, 10, 100, 250), batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
 
 
+def _hf_modern_smoke() -> list[Cell]:
+    # Llama- and Qwen2-shaped tiny models (random weights), peft's methods on q_proj/v_proj; recompute with LoRA
+    # (verified against plain decoding of the same model) through the ragged decoder on their layers
+    # (perfsuite.hf.families), one short cell per family so the profile stays under a minute on a CPU.
+    recompute = [c for m in ("llama-tiny", "qwen2-tiny")
+                 for c in recompute_cells(m, ("lora",), rank=8, batches=(1,), windows=(4,), prompt_len=16, gen_len=8,
+                                          impl="hf")]
+    latency = [c for m in ("llama-tiny", "qwen2-tiny")
+               for c in latency_cells(m, MODERN_ADAPTER_NAMES, ranks=(0, 8), batches=(1, 4), seq_lens=(32,), impl="hf")]
+    return in_modes(latency) + recompute
+
+
+def _hf_modern() -> list[Cell]:
+    # The layer shapes of Llama-3-8B and Qwen2-7B (a few layers at the real width: perfsuite.hf.families); recompute
+    # with short outputs (64 tokens), so its cells take seconds at the latency grid's rounds.
+    models = ("llama-3-8b", "qwen2-7b")
+    latency = [c for m in models for c in latency_cells(m, MODERN_ADAPTER_NAMES, ranks=(0, 16), batches=(1, 8, 32),
+                                                        seq_lens=(128, 512), impl="hf")]
+    recompute = [c for m in models for c in recompute_cells(m, ("none", "lora"), rank=16, batches=(1, 8),
+                                                            windows=(16, 64), prompt_len=128, gen_len=64, impl="hf")]
+    return in_modes(latency) + recompute
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
@@ -258,6 +326,14 @@ PROFILES: dict[str, Profile] = {
         Profile("hf-paper", "the paper latency grid on transformers + peft, with the reference's twins (GPU, "
                 "needs the hf extra)",
                 model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=100, warmup=10, make_cells=_hf_paper),
+        Profile("hf-modern-smoke", "Llama- and Qwen2-shaped tiny models on transformers + peft (LoRA, DoRA, VeRA, "
+                "AdaLoRA, IA3, merged LoRA): under a minute on a CPU (needs the hf extra)",
+                model="llama-tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_hf_modern_smoke,
+                max_rounds=100),
+        Profile("hf-modern", "Llama-3-8B and Qwen2-7B layer shapes (4 layers at full width) on transformers + peft "
+                "(GPU, needs the hf extra)",
+                model="llama-3-8b", dtype="bfloat16", needs_gpu=True, rounds=30, warmup=10, make_cells=_hf_modern,
+                max_rounds=100),
     ]
 }
 
@@ -314,9 +390,22 @@ def compile_selection(expr: str) -> Callable[[Cell], bool]:
     return predicate
 
 
-def select(cells: Iterable[Cell], expr: str | None) -> list[Cell]:
-    cells = list(cells)
+def names_field(expr: str | None, name: str) -> bool:
+    """Whether a selection expression mentions cell field ``name`` (it is checked by compile_selection first)."""
     if not expr:
-        return cells
-    pred = compile_selection(expr)
-    return [c for c in cells if pred(c)]
+        return False
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(ast.parse(expr, mode="eval")))
+
+
+def selected_cells(profile: Profile, expr: str | None, *, device: str, dtype: str | None = None) -> list[Cell]:
+    """A profile's cells that ``expr`` picks, its opt-in modes included when ``expr`` names ``mode``."""
+    return select(profile.cells(device=device, dtype=dtype, all_modes=names_field(expr, "mode")), expr)
+
+
+def select(cells: Iterable[Cell], expr: str | None) -> list[Cell]:
+    """The cells ``expr`` picks. Cells in a non-eager mode are opt-in: kept only when ``expr`` names ``mode``
+    (e.g. ``mode == 'compile'``), so a profile's default run, or a selection by adapter, stays eager."""
+    cells = list(cells)
+    pred = compile_selection(expr) if expr else (lambda c: True)
+    opted_in = names_field(expr, "mode")
+    return [c for c in cells if (opted_in or c.mode == DEFAULT_MODE) and pred(c)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from perfsuite.cells.grid import PROFILES, get_profile, select
+from perfsuite.cells.grid import MODERN_MODELS, PROFILES, get_profile, selected_cells
+from perfsuite.errors import PerfsuiteError
 from perfsuite.estimate import H100_FP16_TFLOPS, LAUNCH_US
 
 HELP = "list the cells of a profile (after --cells selection) without running anything; --estimate: their cost"
@@ -32,12 +33,16 @@ def run(args) -> int:
 
         add_adapters(args.adapters)
     profile = get_profile(args.profile)
-    cells = select(profile.cells(device=args.device), args.cells)
+    cells = selected_cells(profile, args.cells, device=args.device)
     if not args.estimate:
         for c in cells:
             print(c.id)
         print(f"{len(cells)} cells in profile {profile.name!r} ({profile.description})")
         return 0
+    modern = sorted({c.model for c in cells if c.model in MODERN_MODELS})
+    if modern:  # the cost model counts GPT-2 blocks (perfsuite.estimate); these families are not modelled
+        raise PerfsuiteError(f"--estimate models GPT-2 presets only, not {', '.join(modern)}; "
+                             "select other cells or list them without --estimate")
     import torch
 
     from perfsuite.estimate import analytic_timer, estimate, probe_timer

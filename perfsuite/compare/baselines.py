@@ -45,9 +45,14 @@ class Part:
 
 def part_name(profile: str | None, cell) -> str | None:
     """The profile part a cell belongs to (a composite profile's part, else the profile itself), with ``/hf``
-    for cells on transformers + peft: the two implementations of one profile are kept, gated and named apart."""
+    for cells on transformers + peft and ``/compile`` or ``/graphs`` for cells in those modes: implementations and
+    execution modes of one profile are kept, gated and named apart (a compiled run has its own baseline)."""
     name = PROFILES[profile].part_of(cell) if profile in PROFILES else profile
-    return f"{name}/hf" if name and getattr(cell, "impl", "ref") == "hf" else name
+    if not name:
+        return name
+    name = f"{name}/hf" if getattr(cell, "impl", "ref") == "hf" else name
+    mode = getattr(cell, "mode", "eager")
+    return name if mode == "eager" else f"{name}/{mode}"
 
 
 def parts_of(results: Results) -> list[Part]:

@@ -28,7 +28,8 @@ STATUS_OOM = "oom"  # the cell ran out of device memory
 STATUS_OUTSIDE_BUDGET = "outside_budget"  # batch × window over the verification token budget
 STATUS_NO_DEVICE = "no_device"  # the cell's device is not on this machine
 STATUS_MISSING_EXTRA = "missing_extra"  # an optional dependency the cell needs is not installed
-STATUSES = (STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET, STATUS_NO_DEVICE, STATUS_MISSING_EXTRA)
+STATUS_UNSUPPORTED = "unsupported"  # the cell's mode or model cannot run here (graphs on a CPU, a failed capture)
+STATUSES = (STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET, STATUS_NO_DEVICE, STATUS_MISSING_EXTRA, STATUS_UNSUPPORTED)
 
 _OWN_FIELDS = ("perfsuite_schema", "cell_id", "cell", "status", "reason", "env", "model_dims")
 _RENAMED_IN_2 = {"base_samples_ms": "ref_samples_ms", "plain_samples_ms": "ref_samples_ms",

@@ -1,6 +1,8 @@
 """Every method of the hf implementation, with its exact peft (or AdapterHub) configuration, and those peft refuses.
 
-All peft methods (``task_type="CAUSAL_LM"``: a PeftModelForCausalLM, as users load one) adapt GPT-2's fused
+Today's families (Llama, Qwen2, Mistral: :mod:`perfsuite.hf.families`) have separate ``nn.Linear`` projections:
+there every method targets ``q_proj`` and ``v_proj`` (FAMILY_TARGET; IA³ also ``down_proj``), ``fan_in_fan_out``
+False. On GPT-2, all peft methods (``task_type="CAUSAL_LM"``: a PeftModelForCausalLM, as users load one) adapt its fused
 ``attn.c_attn`` — a ``Conv1D`` holding W_q, W_k and W_v side by side,
 stored (in, out), hence ``fan_in_fan_out=True`` — in every block (IA³ also scales ``mlp.c_proj``'s input).
 **What LoRA adapts, and how it compares with the reference.** peft's LoRA on ``c_attn`` is one rank-r pair for
@@ -29,6 +31,9 @@ from perfsuite.cells.grid import HF_ADAPTER_NAMES, RANK_FREE
 from perfsuite.hf import ADAPTERHUB_ADAPTERS
 
 TARGET = ["c_attn"]  # GPT-2's fused q, k, v projection (peft's default LoRA target for gpt2)
+# Llama, Qwen2 and Mistral: separate nn.Linear projections; LoRA's paper target, q and v (peft's default for them).
+FAMILY_TARGET = ["q_proj", "v_proj"]
+FAMILY_FEEDFORWARD = ["down_proj"]  # IA³ scales the MLP's down projection's input, as (IA)³ does for T5's wo
 ADALORA_TOTAL_STEP = 1000  # AdaLoRA refuses total_step=None; its rank schedule only acts while training
 FOURIERFT_SCALING = 150.0  # peft's default (the FourierFT paper's value for GPT-2)
 
@@ -40,28 +45,46 @@ def fourierft_frequencies(d: int, rank: int) -> int:
     return min(rank * 4 * d, 3 * d * d)
 
 
-def _peft_config(name: str, rank: int, d: int, seed: int):
+def family_frequencies(d: int, kv_dim: int, rank: int) -> int:
+    """FourierFT's n_frequency on q_proj (d × d) and v_proj (d × kv_dim): LoRA of rank r's parameters per
+    projection (about 2·r·d), at most the smaller spectrum."""
+    return min(2 * rank * d, d * kv_dim)
+
+
+def _peft_config(name: str, rank: int, model_config, seed: int):
+    """peft's configuration of method ``name`` for ``model_config`` (a transformers config): GPT-2's Conv1D
+    ``c_attn`` (stored (in, out): fan_in_fan_out), or the q_proj/v_proj Linear layers of today's families."""
     import peft
 
-    common = dict(task_type="CAUSAL_LM", fan_in_fan_out=True)  # PeftModelForCausalLM, as users load it
-    lora = dict(r=rank, lora_alpha=rank, target_modules=TARGET, lora_dropout=0.0, **common)
+    gpt2 = getattr(model_config, "model_type", "gpt2") == "gpt2"
+    target = TARGET if gpt2 else FAMILY_TARGET
+    common = dict(task_type="CAUSAL_LM", fan_in_fan_out=gpt2)  # PeftModelForCausalLM, as users load it
+    lora = dict(r=rank, lora_alpha=rank, target_modules=target, lora_dropout=0.0, **common)
     if name in ("lora", "lora-merged"):
         return peft.LoraConfig(**lora)
     if name == "dora":
         return peft.LoraConfig(**lora, use_dora=True)
     if name == "vera":
-        return peft.VeraConfig(r=rank, target_modules=TARGET, vera_dropout=0.0, projection_prng_key=seed, **common)
+        return peft.VeraConfig(r=rank, target_modules=target, vera_dropout=0.0, projection_prng_key=seed, **common)
     if name == "adalora":
-        return peft.AdaLoraConfig(init_r=rank, target_r=rank, lora_alpha=rank, target_modules=TARGET,
+        return peft.AdaLoraConfig(init_r=rank, target_r=rank, lora_alpha=rank, target_modules=target,
                                   lora_dropout=0.0, total_step=ADALORA_TOTAL_STEP, **common)
     if name == "fourierft":
-        return peft.FourierFTConfig(n_frequency=fourierft_frequencies(d, rank), scaling=FOURIERFT_SCALING,
-                                    target_modules=TARGET, random_loc_seed=seed, **common)
+        if gpt2:
+            n_frequency = fourierft_frequencies(model_config.n_embd, rank)
+        else:
+            d = model_config.hidden_size
+            kv_dim = model_config.num_key_value_heads * (d // model_config.num_attention_heads)
+            n_frequency = family_frequencies(d, kv_dim, rank)
+        return peft.FourierFTConfig(n_frequency=n_frequency, scaling=FOURIERFT_SCALING, target_modules=target,
+                                    random_loc_seed=seed, **common)
     if name == "ia3":
-        return peft.IA3Config(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], **common)
-    plugin = _plugin(name)  # another package's method (perfsuite.extensions)
+        scaled, feedforward = (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]) if gpt2 else (
+            FAMILY_TARGET + FAMILY_FEEDFORWARD, FAMILY_FEEDFORWARD)
+        return peft.IA3Config(target_modules=scaled, feedforward_modules=feedforward, **common)
+    plugin = _plugin(name)  # another package's method (perfsuite.extensions): given the model's width
     if plugin is not None:
-        return plugin.peft_config(rank, d, seed)
+        return plugin.peft_config(rank, model_config.n_embd if gpt2 else model_config.hidden_size, seed)
     raise UnknownAdapterError(f"no peft configuration for {name!r}")
 
 
@@ -143,7 +166,7 @@ def _attach_peft(model, name: str, rank: int, seed: int):
     import peft
     import torch
 
-    config = _peft_config(name, rank, model.config.n_embd, seed)
+    config = _peft_config(name, rank, model.config, seed)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(seed)
         # peft asks transformers 5 for a deprecated property (is_gradient_checkpointing): not ours to fix.

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import torch
 
+from perfsuite.cells.grid import MODERN_MODELS
 from perfsuite.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.hf.adapters import attach_hf
@@ -111,8 +112,14 @@ class HFModelCache(LastAdapted):
         super().__init__()
         self.ref = ref  # the session's ModelCache: its seed, its checkpoint, its plain models' weights
 
-    def base(self, preset: str, dtype: str, device: str) -> HFGPT2:
+    def base(self, preset: str, dtype: str, device: str):
+        """The plain model: a GPT-2 (:class:`HFGPT2`), or a Llama/Qwen2/Mistral shape (perfsuite.hf.families)."""
         key = (preset, dtype, device)
+        if key not in self._base and preset in MODERN_MODELS:
+            from perfsuite.hf.families import HFCausalLM, build_family_model, family_dims
+
+            core = build_family_model(preset, seed=self.ref.seed, dtype=torch_dtype(dtype), device=device)
+            self._base[key] = HFCausalLM(core, family_dims(preset))
         if key not in self._base:
             ckpt = self.ref.checkpoint if self.ref.trained(preset) else None
             if ckpt is not None:
@@ -132,6 +139,10 @@ class HFModelCache(LastAdapted):
         if rank == 0 or adapter == "none":
             return base
         model = attach_hf(base.model, adapter, rank, seed=self.ref.seed + 1)
+        if preset in MODERN_MODELS:
+            from perfsuite.hf.families import HFCausalLM
+
+            return HFCausalLM(model, base.config)
         return HFGPT2(model, base.config, adapterhub=adapter in ADAPTERHUB_ADAPTERS)
 
     def trained(self, preset: str) -> bool:

@@ -18,12 +18,13 @@ from dataclasses import replace
 
 import pytest
 
-from perfsuite.cells.grid import WORKLOADS, Cell, compile_selection, get_profile
+from perfsuite.cells.grid import WORKLOADS, Cell, compile_selection, get_profile, unsupported_reason
 from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.journal import Journal
-from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
+from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUS_UNSUPPORTED, STATUSES,
+                                      CellRecord)
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
 from perfsuite.plugin.options import add_cell_options, add_session_options
@@ -128,8 +129,9 @@ def perfsuite_context(perfsuite_state: SessionState):
 
     state = perfsuite_state
     if state.context is None:
-        runnable = [c for c in state.all_cells() if c.id not in state.done and not missing_extra(c)
-                    and not (c.device == state.device and state.device_missing)]  # what a shared loop may build
+        runnable = [c for c in state.all_cells() if c.id not in state.done and not missing_extra(c)  # what a shared
+                    and not unsupported_reason(c)  # loop may build
+                    and not (c.device == state.device and state.device_missing)]
         state.context = CellContext(models=ModelCache(checkpoint=state.checkpoint), policy=state.policy,
                                     cells=runnable, gpu=monitor_for(state.device))
     return state.context
@@ -205,6 +207,9 @@ def perfsuite_cell(request: pytest.FixtureRequest, perfsuite_state: SessionState
     lacking = missing_extra(cell)
     if lacking:
         perfsuite_skip(cell, STATUS_MISSING_EXTRA, lacking)
+    unsupported = unsupported_reason(cell)
+    if unsupported:
+        perfsuite_skip(cell, STATUS_UNSUPPORTED, unsupported)
     return cell
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from perfsuite.cells.grid import Cell, Profile, select
+from perfsuite.cells.grid import Cell, Profile, names_field, select
 from perfsuite.cells.shard import shard_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
@@ -50,7 +50,8 @@ class SessionState:
 
     def profile_cells(self) -> list[Cell]:
         """The profile's cells; with a checkpoint, each one's model is the checkpoint's label."""
-        cells = self.profile.cells(device=self.device, dtype=self.dtype)
+        cells = self.profile.cells(device=self.device, dtype=self.dtype,
+                                   all_modes=names_field(self.selection, "mode"))  # opt-in modes, when named
         if self.checkpoint is None:
             return cells
         return [replace(c, model=self.checkpoint.label) for c in cells]

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, Cell
+from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
+from perfsuite.device_time import SOURCE_EVENTS
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
-                                      STATUS_OUTSIDE_BUDGET)
+                                      STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
 from perfsuite.timing import NOISY_IQR_PCT
 
@@ -27,14 +28,17 @@ MISSING = "missing"  # no result file has a row for this position of the grid
 NO_DATA = "no_data"  # the cell ran but recorded no number (e.g. pytest --benchmark-disable)
 # What a panel writes in a cell without a number; "" leaves it blank (by design, not a failure).
 CELL_NOTES = {STATUS_OOM: "OOM", STATUS_NO_DEVICE: "no device", STATUS_OUTSIDE_BUDGET: "", MISSING: "missing",
-              NO_DATA: "no data", STATUS_MISSING_EXTRA: "not installed"}
+              NO_DATA: "no data", STATUS_MISSING_EXTRA: "not installed", STATUS_UNSUPPORTED: "unsupported"}
 # Display names of the adapters, after the papers' notation (LoRA paper Table 1 / Fig. 5).
 ADAPTER_LABELS = {"none": "plain model", "houlsby": "Adapter$^H$", "lin": "Adapter$^L$", "pfeiffer": "Adapter$^P$",
                   "adapterdrop": "Adapter$^D$", "parallel": "Adapter$^{\\parallel}$", "spectral-r": "Adapter$^R$",
                   "lora": "LoRA", "lora-merged": "LoRA (merged)", "dora": "DoRA", "vera": "VeRA", "adalora": "AdaLoRA",
                   "fourierft": "FourierFT", "ia3": "IA$^3$"}
-SETUP_COLUMNS = ("model", "dtype", "device", "impl")  # a figure never mixes these
+SETUP_COLUMNS = ("model", "dtype", "device", "impl", "mode")  # a figure never mixes these
 IMPL_LABELS = {"ref": "", "hf": "transformers + peft"}  # added to a setup's label
+# A setup names these only when they are not the default (figure names and labels of ref eager runs unchanged).
+SETUP_DEFAULTS = {"impl": "ref", "mode": DEFAULT_MODE}
+MODE_LABELS = {"eager": "", "compile": "torch.compile", "graphs": "CUDA graphs"}
 MAX_LISTED = 5  # cells named one per line in "Missing"; more with the same reason share a line
 
 
@@ -68,6 +72,10 @@ class LatencyData:
     seq_lens: tuple[int, ...]
     panels: dict[tuple[str, int], Grid]  # (adapter, seq_len) → rank × batch grid of slowdown_pct
     times: dict[tuple[str, int], Grid]  # the same positions, time_ms
+    # The same positions on device time (device_slowdown_pct, host_bound_pct), where it was measured apart from
+    # wall time (CUDA events); empty on the CPU, where device time is wall time.
+    device: dict[tuple[str, int], Grid] = field(default_factory=dict)
+    host_bound: dict[tuple[str, int], Grid] = field(default_factory=dict)
 
     def grid(self, adapter: str, seq_len: int) -> Grid:
         return self.panels[(adapter, seq_len)]
@@ -78,8 +86,9 @@ class LatencyData:
         for (a, s), g in self.panels.items():
             for i, j, status in _positions(g):
                 adapter = "none" if g.rows[i] == 0 else a
-                out.setdefault(Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s,
-                                    impl=self.setup.get("impl", "ref")).id, status)
+                cell = Cell("latency", adapter, g.rows[i], batch=g.cols[j], seq_len=s, model=self.setup["model"],
+                            impl=self.setup.get("impl", "ref"), mode=self.setup.get("mode", DEFAULT_MODE))
+                out.setdefault(cell.id, status)
         return out
 
 
@@ -109,7 +118,7 @@ class RecomputeData:
             a, rank, prompt, gen = p.key
             for i, j, status in _positions(p.cost):
                 cell = Cell("recompute", a, rank, batch=p.cost.rows[i], seq_len=prompt, window=p.cost.cols[j],
-                            gen_len=gen, impl=self.setup.get("impl", "ref"))
+                            gen_len=gen, model=self.setup["model"], impl=self.setup.get("impl", "ref"))
                 out[cell.id] = status
         return out
 
@@ -145,15 +154,19 @@ def adapter_order(names: Iterable[str]) -> list[str]:
 
 
 def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
-    """The workload's rows, grouped by (model, dtype, device, impl): one figure each, in a stable order. A setup
-    names its ``impl`` only when it is not the reference."""
+    """The workload's rows, grouped by (model, dtype, device, impl, mode): one figure each, in a stable order. A
+    setup names its ``impl`` and ``mode`` only when they are not the defaults (ref, eager)."""
     rows = frame[frame["workload"] == workload].to_dict("records")
 
-    def key(r: dict) -> tuple[str, ...]:
-        return tuple(str(r.get(c) if c != "impl" else r.get(c) or "ref") for c in SETUP_COLUMNS)
+    def value(r: dict, c: str) -> str:
+        v = r.get(c)
+        return str(v if isinstance(v, str) and v else SETUP_DEFAULTS.get(c, v))
 
-    def setup(k: tuple[str, ...]) -> dict[str, str]:  # "impl" only when not the reference (the default)
-        return {c: v for c, v in zip(SETUP_COLUMNS, k) if not (c == "impl" and v == "ref")}
+    def key(r: dict) -> tuple[str, ...]:
+        return tuple(value(r, c) for c in SETUP_COLUMNS)
+
+    def setup(k: tuple[str, ...]) -> dict[str, str]:  # impl and mode only when not the defaults
+        return {c: v for c, v in zip(SETUP_COLUMNS, k) if SETUP_DEFAULTS.get(c) != v}
 
     keys = sorted({key(r) for r in rows})
     return [(setup(k), [r for r in rows if key(r) == k]) for k in keys]
@@ -161,7 +174,8 @@ def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str,
 
 def file_stem(workload: str, setup: dict[str, str], many: bool) -> str:
     impl = f"-{setup['impl']}" if setup.get("impl", "ref") != "ref" else ""
-    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}" if many else workload
+    mode = f"-{setup['mode']}" if setup.get("mode", DEFAULT_MODE) != DEFAULT_MODE else ""
+    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}{mode}" if many else workload
 
 
 def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:
@@ -171,7 +185,9 @@ def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> lis
 
 def setup_label(setup: dict[str, str]) -> str:
     impl = IMPL_LABELS.get(setup.get("impl", "ref"), setup.get("impl"))
-    return f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
+    mode = MODE_LABELS.get(setup.get("mode", DEFAULT_MODE), setup.get("mode"))
+    return (f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
+            + (f", {mode}" if mode else ""))
 
 
 # --- the tidy frame, for CSV -----------------------------------------------------------------------
@@ -232,7 +248,7 @@ def as_reference(rec: dict | None) -> dict | None:
     not timed against itself (schema 2), so its record has a time but no slow-down of its own."""
     if (rec is not None and (rec.get("status") or STATUS_OK) == STATUS_OK and is_number(rec.get("time_ms"))
             and not is_number(rec.get("slowdown_pct"))):
-        return {**rec, "slowdown_pct": 0.0}
+        return {**rec, "slowdown_pct": 0.0, **({"device_slowdown_pct": 0.0} if is_number(rec.get("device_ms")) else {})}
     return rec
 
 
@@ -246,7 +262,8 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
         seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
         batches = sorted({as_int(r["batch"]) for r in recs} - {None})
         has_base = any(r["adapter"] == "none" for r in recs)
-        panels, times = {}, {}
+        panels, times, device, host_bound = {}, {}, {}, {}
+        on_device = any(r.get("device_time_source") == SOURCE_EVENTS for r in recs)
         for a in adapters:
             ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} | ({0} if has_base else set()))
             for s in seq_lens:
@@ -258,8 +275,11 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
                 title = f"Seq Len = {s}"
                 panels[(a, s)] = make_grid(title, ranks, batches, lookup, "slowdown_pct")
                 times[(a, s)] = make_grid(title, ranks, batches, lookup, "time_ms")
+                if on_device:
+                    device[(a, s)] = make_grid(title, ranks, batches, lookup, "device_slowdown_pct")
+                    host_bound[(a, s)] = make_grid(title, ranks, batches, lookup, "host_bound_pct")
         out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
-                               panels, times))
+                               panels, times, device, host_bound))
     return out
 
 
@@ -337,8 +357,8 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                     ranks = sorted(set(ranks) | {0})  # the plain model's own time change: the uniform slow-downs
                 for s in seq_lens:
                     def lookup(r, b, a=a, s=s, metric=metric):
-                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
-                                   impl=setup.get("impl", "ref")).id
+                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
+                                   impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
                         m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric),
                                  None)
                         return None if m is None else {"status": STATUS_OK, "change": m.get("change"),

@@ -44,11 +44,11 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
     cells of both implementations; none otherwise."""
     by_setup: dict[tuple, dict[str, list[dict]]] = {}
     for setup, recs in records_by_setup(frame, "latency"):
-        key = (setup["model"], setup["dtype"], setup["device"])
+        key = (setup["model"], setup["dtype"], setup["device"], setup.get("mode"))  # hf over ref in one mode
         by_setup.setdefault(key, {})[setup.get("impl", "ref")] = recs
-    both = [(k, v) for k, v in sorted(by_setup.items()) if "ref" in v and "hf" in v]
+    both = [(k, v) for k, v in sorted(by_setup.items(), key=lambda kv: tuple(str(x) for x in kv[0])) if "ref" in v and "hf" in v]
     out = []
-    for (model, dtype, device), impls in both:
+    for (model, dtype, device, mode), impls in both:
         maps = {impl: {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
                 for impl, recs in impls.items()}
         names = {impl: {k[0] for k in m} for impl, m in maps.items()}
@@ -66,7 +66,7 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
                     return _pair(maps["ref"].get(k), maps["hf"].get(k))
 
                 panels[(a, s)] = make_grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
-        setup = {"model": model, "dtype": dtype, "device": device}
+        setup = {"model": model, "dtype": dtype, "device": device, **({"mode": mode} if mode else {})}
         out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
                                panels, panels))
     return out

@@ -19,11 +19,13 @@ from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
-from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, recompute_data,
-                                   report_frame, setup_label, setup_rows)
+from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, Grid, ReportError, change_data, is_number, latency_data,
+                                   recompute_data, report_frame, setup_label, setup_rows)
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
 from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
+from perfsuite.report.modes import NOTE as MODES_NOTE
+from perfsuite.report.modes import mode_gap_data, mode_gap_figure, mode_gap_tables
 from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables
 from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
                                      run_table, subspace_tables)
@@ -66,6 +68,15 @@ def _coverage(statuses: dict[str, str]) -> str:
     return f"{ok} of {total} cells measured" + (f"; {rest}" if rest else "") + "."
 
 
+def recompiled_note(rows: list[dict]) -> str:
+    """Compiled cells whose timed loop compiled again (``recompiles_in_loop`` > 0), named: their times hold it."""
+    ids = sorted(r["cell_id"] for r in rows if is_number(r.get("recompiles_in_loop")) and r["recompiles_in_loop"] > 0)
+    if not ids:
+        return ""
+    return (f" Recompiled inside the timed loop (times include compilation): {', '.join(ids[:MAX_LISTED])}"
+            + (f" and {len(ids) - MAX_LISTED} more" if len(ids) > MAX_LISTED else "") + ".")
+
+
 def _has_numbers(grids: list[Grid]) -> bool:
     return any(np.isfinite(g.values).any() for g in grids)
 
@@ -81,12 +92,18 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
         sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
                                 tuple(latency_tables(data)) + ((gpu,) if gpu else ()),
                                 "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
-                                "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())))
+                                "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())
+                                + recompiled_note(setup_rows(frame, "latency", data.setup))))
         drawn |= data.cell_statuses()
     for data in overhead_data(frame):  # hf over ref, where latency cells ran on both implementations
         paths = save_figure(overhead_figure(data), out_dir, data.stem, vector=vector) if has_numbers(data) else []
         sections.append(Section(f"Implementation overhead — {setup_label(data.setup)}", tuple(paths),
                                 tuple(overhead_tables(data)), OVERHEAD_NOTE))
+    for gap in mode_gap_data(frame):  # eager against graphs (or compile), where latency cells ran in both
+        paths = save_figure(mode_gap_figure(gap), out_dir, gap.stem, vector=vector) if _has_numbers(
+            list(gap.gap.values())) else []
+        sections.append(Section(f"Eager vs {gap.other} — {setup_label(gap.setup)}", tuple(paths),
+                                tuple(mode_gap_tables(gap)), MODES_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
         paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []

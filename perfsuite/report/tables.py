@@ -39,13 +39,18 @@ def plain_label(text: str) -> str:
 
 
 def latency_tables(data: LatencyData) -> list[Table]:
-    """Slow-down (%) as drawn, then the medians in ms: a row per (adapter, seq len, r), a column per batch."""
+    """Slow-down (%) as drawn, then the medians in ms: a row per (adapter, seq len, r), a column per batch; where
+    device time was measured apart from wall time (CUDA events), the slow-down on device time and the host-bound
+    share too."""
     batches = next(iter(data.panels.values())).cols if data.panels else ()
     tables = []
+    device = (("device slowdown", data.device, 1, "Slow-down against r = 0 on device time (%), CUDA events", ""),
+              ("host bound", data.host_bound, 0, "Host-bound share of wall time (%): the device idle", "")
+              ) if data.device else ()
     for name, grids, digits, title, note in (
             ("slowdown", data.panels, 1, "Slow-down against r = 0 (%)",
              f"† noisy: IQR of the timed rounds above {NOISY_IQR_PCT:g} % of their median."),
-            ("time", data.times, 3, "Median time per forward pass (ms); r = 0 is the plain model", "")):
+            ("time", data.times, 3, "Median time per forward pass (ms); r = 0 is the plain model", ""), *device):
         rows = []
         for a in data.adapters:
             for s in data.seq_lens:
@@ -57,7 +62,8 @@ def latency_tables(data: LatencyData) -> list[Table]:
                     rows.append((who, str(s), str(r), *(cell_text(g, i, j, digits, mark_noisy=name == "slowdown")
                                                       for j in range(len(g.cols)))))
         tables.append(Table(title, ("adapter", "seq len", "r", *(f"b={b}" for b in batches)), tuple(rows),
-                            note=note if any(g.noisy for g in grids.values()) else "", collapsed=name == "time"))
+                            note=note if any(g.noisy for g in grids.values()) and name == "slowdown" else "",
+                            collapsed=name != "slowdown"))
     return tables
 
 

@@ -17,19 +17,21 @@ import torch
 
 from perfsuite.adapters import adapted_copy, attach
 from perfsuite.cells.grid import Cell
-from perfsuite.formats.record import STATUS_OOM, CellRecord, model_dims, not_run
+from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sum_ms
+from perfsuite.formats.record import STATUS_OOM, STATUS_UNSUPPORTED, CellRecord, model_dims, not_run
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
 from perfsuite.workloads.models import CellContext, torch_dtype
+from perfsuite.workloads.modes import compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
 ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)
 
 
 def group_key(cell: Cell) -> tuple:
-    return cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len
+    return cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode
 
 
 def timing_key(cell: Cell) -> tuple[str, int]:
@@ -81,13 +83,36 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank), (
                 c.adapter, c.rank)
     forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
-    with torch.inference_mode():
+    policy = ctx.policy(cell)
+    with torch.inference_mode(), mode_context(cell.mode):
         extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()), "weights_bytes": tensor_bytes(models[key]),
                         "peak_mem_bytes": peak_memory_above(fn, cell.device),
                         "flops": _flops(cell, *built_as[key], forwards[key], base.config),
                         "built_as": built_as[key]} for key, fn in forwards.items()}
-        samples, gpu = watched(lambda: round_robin(forwards, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
-    return {key: extras[key] | gpu | {"samples_ms": samples[key], "cycle": len(forwards)} for key in forwards}
+        prepared = prepare(forwards, cell.mode, cell.device)  # compiled or captured here, outside the timed loop
+        if BASE in prepared.failed:  # no reference to pair the adapters with: the whole group says why
+            return {key: extras[key] | {"unsupported": prepared.failed[BASE]} for key in forwards}
+        timer = DeviceTimer(cell.device, calls_per_fn=policy.warmup + policy.max_rounds + len(prepared.forwards))
+        timed = timer.wrap(prepared.forwards)
+        graphs_before = compiled_graphs()
+        samples, gpu = watched(lambda: round_robin(timed, device=cell.device, policy=policy), ctx.gpu)
+        recompiles = compiled_graphs() - graphs_before
+        device_ms = timer.device_ms(samples)
+        kernels = {key: kernel_sum_ms(fn) for key, fn in prepared.forwards.items()} if timer.on_device else {}
+    mode_info = {"recompiles_in_loop": recompiles} if cell.mode == "compile" else {}
+    out = {}
+    for key in forwards:
+        if key in prepared.failed:
+            out[key] = extras[key] | {"unsupported": prepared.failed[key]}
+            continue
+        out[key] = extras[key] | gpu | mode_info | {
+            "samples_ms": samples[key], "cycle": len(prepared.forwards), "device_samples_ms": device_ms[key],
+            "device_time_source": timer.source}
+        if key in prepared.compile_s:
+            out[key]["compile_s"] = prepared.compile_s[key]
+        if key in kernels:
+            out[key]["kernel_sum_ms"] = kernels[key]
+    return out
 
 
 def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
@@ -95,6 +120,18 @@ def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
     if cell.impl == "ref":
         return forward_flops(config, adapter, rank, cell.batch, cell.seq_len, cell.dtype)
     return count_flops(forward)
+
+
+def device_metrics(mine: dict, ref: dict, *, is_base: bool) -> dict:
+    """Device time beside wall time (perfsuite.device_time): the median device ms, the share of wall time the
+    device sat idle (CUDA only; on the CPU device time is the wall time), and the slow-down on device time."""
+    device = PairedTiming(tuple(mine["device_samples_ms"]), tuple(ref["device_samples_ms"]), cycle=mine["cycle"])
+    out = {"device_ms": device.time_ms, "device_samples_ms": list(device.adapter_ms)}
+    if mine["device_time_source"] != SOURCE_WALL_CPU:
+        out["host_bound_pct"] = host_bound_pct(mine["samples_ms"], mine["device_samples_ms"])
+    if not is_base:
+        out["device_slowdown_pct"] = device.slowdown_pct
+    return out
 
 
 def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
@@ -113,12 +150,14 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     if isinstance(group, str):
         return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
     mine, ref = group[timing_key(cell)], group[BASE]
+    if "unsupported" in mine:
+        return not_run(cell, STATUS_UNSUPPORTED, mine["unsupported"])
     flops = mine["flops"]
     metrics = {"tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
-               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle", "built_as")}}
+               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle", "built_as", "device_samples_ms")}}
     if timing_key(cell) != BASE and tuple(mine["built_as"]) != (cell.adapter, cell.rank):
         metrics["timed_as"] = Cell("latency", *mine["built_as"], batch=cell.batch, seq_len=cell.seq_len,
-                                   impl=cell.impl).id
+                                   impl=cell.impl, mode=cell.mode).id
     if record_rounds(benchmark, mine["samples_ms"]):
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
@@ -126,5 +165,6 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         if timing_key(cell) != BASE:  # the plain model is not timed against itself
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
                         "ref_samples_ms": list(timing.ref_ms)}
+        metrics |= device_metrics(mine, ref, is_base=timing_key(cell) == BASE)
     base = ctx.models.base(cell.model, cell.dtype, cell.device)
     return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(base), metrics=metrics)

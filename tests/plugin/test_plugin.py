@@ -174,3 +174,17 @@ def test_resuming_a_journal_with_other_settings_is_refused(suite):
     result = suite.runpytest_inprocess(*args, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot resume j.jsonl with other settings (dtype 'float32' → 'bfloat16')*"])
+
+
+def test_graphs_cells_on_a_cpu_are_recorded_unsupported_with_the_reason_and_eager_cells_say_device_time_is_wall(suite):
+    cells = "mode in ('eager', 'graphs') and adapter in ('none', 'lora') and batch == 1"
+    result = suite.runpytest_subprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", "-rs", *FAST)
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*latency?lora-r8-b1-s32-graphs?: unsupported: CUDA graphs need a CUDA device*"])
+    doc = json.loads((suite.path / "out.json").read_text())
+    assert {r["cell_id"]: r["status"] for r in doc["perfsuite"]["not_run"]} == {
+        "latency[none-r0-b1-s32-graphs]": "unsupported", "latency[lora-r8-b1-s32-graphs]": "unsupported"}
+    for b in doc["benchmarks"]:
+        info = b["extra_info"]
+        assert info["device_time_source"] == "wall (cpu)" and info["device_ms"] == info["time_ms"]
+        assert "host_bound_pct" not in info and "compile_s" not in info

@@ -43,9 +43,11 @@ def test_smoke_run_is_one_row_per_cell_with_its_numbers():
     assert houlsby["status"] == "ok" and houlsby["device_name"] == "cpu: AMD EPYC"
     assert pd.isna(houlsby["peak_mem_bytes"])  # None on the CPU stays missing, never 0
     assert houlsby["rounds"] == 30
-    assert list(frame.columns[:15]) == ["cell_id", "workload", "adapter", "rank", "batch", "seq_len", "window",
-                                        "gen_len", "rank_b", "dtype", "device", "model", "impl", "status", "reason"]
+    assert list(frame.columns[:16]) == ["cell_id", "workload", "adapter", "rank", "batch", "seq_len", "window",
+                                        "gen_len", "rank_b", "dtype", "device", "model", "impl", "mode", "status",
+                                        "reason"]
     assert set(frame["impl"]) == {"ref"}  # records written before cells had an implementation
+    assert set(frame["mode"]) == {"eager"}  # ... or a mode
 
 
 def test_run_metadata_is_kept():
