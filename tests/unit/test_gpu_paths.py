@@ -116,3 +116,28 @@ def test_the_loop_reports_the_end_of_its_warm_up():
     assert events == ["call", "call", "warm", "call", "call"]
     round_robin(fns, device="cpu", policy=RoundPolicy.fixed(1))
     assert events.count("warm") == 1  # outside the block, nobody is told
+
+
+def test_spectral_r_decomposes_each_base_weight_once_per_process(monkeypatch):
+    import perfsuite.adapters as adapters
+    from perfsuite.adapters import adapted_copy, attach
+    from perfsuite.model import build_model
+
+    calls = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
+    base = build_model("tiny")
+    per_build = 2 * base.config.n_layer  # W_q and W_v of every block
+    first = attach(adapted_copy(base), "spectral-r", 4, seed=1)
+    for rank in (4, 8, 2):  # more groups and ranks of the same base: no SVD more
+        attach(adapted_copy(base), "spectral-r", rank, seed=1)
+    assert len(calls) == per_build
+    monkeypatch.setattr(adapters, "_SVDS", torch.utils.weak.WeakIdKeyDictionary())  # a fresh process, same weights
+    again = attach(adapted_copy(base), "spectral-r", 4, seed=1)
+    assert len(calls) == 2 * per_build
+    for a, b in zip(first.h, again.h):  # the cached decomposition gives the same adapter
+        assert torch.equal(a.attn.c_attn.u_q, b.attn.c_attn.u_q) and torch.equal(a.attn.c_attn.m_v, b.attn.c_attn.m_v)
+    with torch.no_grad():
+        base.h[0].attn.c_attn.weight.mul_(2.0)  # changed in place: decomposed again
+    attach(adapted_copy(base), "spectral-r", 4, seed=1)
+    assert len(calls) == 2 * per_build + 2
