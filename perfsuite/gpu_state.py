@@ -60,6 +60,13 @@ class GpuMonitor:
             state["violation_ns"] = violations
         return state
 
+    def power_limit_w(self) -> float | None:
+        """The power limit the driver enforces (W), or None where NVML does not say."""
+        n = self.nvml
+        get = getattr(n, "nvmlDeviceGetEnforcedPowerLimit", None) or getattr(n, "nvmlDeviceGetPowerManagementLimit",
+                                                                              None)
+        return None if get is None else get(self.handle) / 1000.0
+
     def violation_ns(self) -> dict[str, int] | None:
         """Cumulative violation time per cause (ns) and NVML's reference timestamp (``at_us``), or None where the
         GPU or the library does not report them."""

@@ -13,8 +13,10 @@ so a CPU test can hold every timed region to its budget:
   (``index_put_``, which CUDA turns into a scalar fill). One element written, ``out[i] = v``, is a
   ``copy_`` of the 0-dim host tensor: a blocking copy on CUDA (torch routes a 0-dim target through
   ``select`` + ``copy_``), counted;
-* ``Tensor.tolist``, which the dispatcher does not see on a CPU tensor, is counted by wrapping it while the
-  counter is active — once: the CUDA→CPU copy torch makes inside it is not counted again;
+* ``Tensor.tolist``, which the dispatcher does not see on a CPU tensor, and ``.item()``, ``float()``, ``int()``,
+  ``bool()`` of a tensor, which it does not see under ``inference_mode`` (where every timed region runs), are
+  counted by wrapping them while the counter is active — once each: the CUDA→CPU copy or
+  ``_local_scalar_dense`` torch makes inside them is not counted again;
 * an empty tensor has nothing to copy and is not counted.
 
 On CUDA, a GPU test also runs the timed regions under ``torch.cuda.set_sync_debug_mode``
@@ -36,6 +38,10 @@ INDEX_PUT = frozenset({"aten.index_put_", "aten.index_put", "aten._index_put_imp
 HOST_DATA = frozenset({"aten.lift_fresh"})  # a tensor made from Python data (then copied to the device)
 SCALAR_ARGUMENT = frozenset({"aten.fill_", "aten.masked_fill_", "aten.masked_fill"}) | INDEX_PUT
 COPIES = frozenset({"aten._to_copy", "aten.copy_"})
+# Tensor methods that read a value back to Python, wrapped while the counter is active: under inference_mode a CPU
+# tensor's .item()/float()/bool() never reaches the dispatcher, and .tolist() never does on the CPU.
+READ_BACK_METHODS = {"tolist": "tolist", "item": "read_back", "__float__": "read_back", "__int__": "read_back",
+                     "__bool__": "read_back", "__index__": "read_back"}
 
 
 class SyncCounter(TorchDispatchMode):
@@ -44,8 +50,8 @@ class SyncCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.counts: Counter[str] = Counter()
-        self._tolist = None
-        self._inside_tolist = False
+        self._originals: dict[str, Callable] = {}
+        self._inside_read_back = False
         self._host_scalars: dict[int, torch.Tensor] = {}  # 0-dim host data not yet consumed, by id (kept alive)
 
     @property
@@ -53,24 +59,27 @@ class SyncCounter(TorchDispatchMode):
         return sum(self.counts.values())
 
     def __enter__(self):
-        self._tolist = torch.Tensor.tolist
-        original = self._tolist
+        self._originals = {name: getattr(torch.Tensor, name) for name in READ_BACK_METHODS}
+        for name, kind in READ_BACK_METHODS.items():
+            setattr(torch.Tensor, name, self._counted(self._originals[name], kind))
+        return super().__enter__()
 
-        def tolist(t, *args, **kwargs):
-            if self._inside_tolist:
+    def _counted(self, original, kind: str):
+        def read_back(t, *args, **kwargs):
+            if self._inside_read_back:
                 return original(t, *args, **kwargs)
-            self.counts["tolist"] += 1
-            self._inside_tolist = True  # the copy to the CPU inside it is the same sync
+            self.counts[kind] += 1
+            self._inside_read_back = True  # what torch dispatches inside (the copy to the CPU) is the same sync
             try:
                 return original(t, *args, **kwargs)
             finally:
-                self._inside_tolist = False
+                self._inside_read_back = False
 
-        torch.Tensor.tolist = tolist
-        return super().__enter__()
+        return read_back
 
     def __exit__(self, *exc):
-        torch.Tensor.tolist = self._tolist
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, original)
         if self._host_scalars:  # host data never consumed by a kernel: torch.tensor(v, device=...) copies it
             self.counts["host_to_device"] += len(self._host_scalars)
             self._host_scalars.clear()
@@ -80,7 +89,7 @@ class SyncCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         name = str(func.overloadpacket)
         out = func(*args, **kwargs)
-        if self._inside_tolist:
+        if self._inside_read_back:
             return out
         scalar = self._host_scalar_among(args)
         if name in READ_BACK:

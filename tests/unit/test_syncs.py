@@ -5,7 +5,7 @@ import torch
 
 from perfsuite.adapters import ADAPTERS, attach
 from perfsuite.model import build_model
-from perfsuite.syncs import count_host_syncs
+from perfsuite.syncs import READ_BACK_METHODS, count_host_syncs
 from perfsuite.decoding import Schedule, decode_plain, decode_verified, device_ints
 from perfsuite.workloads.recompute import untied_head
 
@@ -56,10 +56,20 @@ def test_device_ints_gives_the_values():
     assert device_ints([3, 1, 4], X.device).tolist() == [3, 1, 4]
 
 
-def test_the_counter_restores_tolist():
-    original = torch.Tensor.tolist
+def test_the_counter_restores_the_methods_it_wraps():
+    originals = {name: getattr(torch.Tensor, name) for name in READ_BACK_METHODS}
     count_host_syncs(lambda: X.tolist())
-    assert torch.Tensor.tolist is original and X.tolist() == [0, 1, 2, 3, 4, 5]
+    assert all(getattr(torch.Tensor, name) is f for name, f in originals.items()) and X.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("fn", [lambda x: x.sum().item(), lambda x: float(x.sum()), lambda x: int(x[0]),
+                                lambda x: bool(x.sum() > 1), lambda x: [0, 1][x[0]]])
+def test_read_backs_under_inference_mode_are_counted_once(fn):
+    """Under inference_mode a CPU tensor's .item() skips the dispatcher: the wrapped methods still see it."""
+    with torch.inference_mode():
+        x = torch.ones(3, dtype=torch.long)
+        assert count_host_syncs(lambda: fn(x)) == {"read_back": 1}
+    assert count_host_syncs(lambda: fn(X)) == {"read_back": 1}  # outside it: once, not again for the dispatch
 
 
 def test_tolist_counts_once_not_again_for_its_copy_to_the_cpu(monkeypatch):
