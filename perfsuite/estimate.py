@@ -40,10 +40,14 @@ LAUNCH_US = 8.0
 SESSION_S = 6.0  # process start, torch import, pytest collection, results and journal written (measured on a
 #                  2-core VM: `perfsuite run` wall time minus the cells' own time)
 CELL_OVERHEAD_S = 0.05  # per cell: pytest's setup and teardown, the record, the journal line
-RAGGED_OPS_PER_LAYER = 8  # ops a ragged decoder pass adds per block (cache writes and gathers, the mask)
-DECODE_STEP_OPS = 12  # ops of one decode step around the forward (argmax, where, gather, scatter)
+# (kernels, ops) the decoders add around each ragged pass (argmax, where, gather, scatter; counted with count_ops
+# on perfsuite.decoding at two output lengths and windows: independent of the model's size)
+PLAIN_STEP_EXTRA = (2, 9)
+FIXED_STEP_EXTRA = (4, 12)
+VERIFIED_STEP_EXTRA = (8, 23)
+WINDOW_EXTRA = (39, 53)  # per verified window: the verify pass's inputs, the rollback, the one read-back
 SUBSPACE_STUDENTS = 4  # ranks r_a and r_b, seeds 0 and 1
-TRAIN_FORWARDS_PER_STEP = 3.0  # an Adam step: forward + backward (≈ 2 forwards) + the update
+TRAIN_FORWARDS_PER_STEP = 4.0  # an Adam step: the teacher's forward, the student's forward and backward (≈ 2)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class DeviceRates:
     s_per_kernel: float
     s_per_flop: float
     s_per_view: float = 0.0
+    s_per_decode_op: float | None = None  # an op of a ragged decoder pass (advanced indexing); None: s_per_kernel
 
     def seconds(self, kernels: int, ops: int, flops: float) -> float:
         return kernels * self.s_per_kernel + (ops - kernels) * self.s_per_view + flops * self.s_per_flop
@@ -142,6 +147,29 @@ def forward_ops(config, adapter: str, rank: int, dtype: str) -> tuple[int, int]:
         return count_ops(lambda: m(tokens))
 
 
+@functools.lru_cache(maxsize=64)
+def ragged_ops(config, adapter: str, rank: int) -> tuple[int, int]:
+    """(kernels, ops) of one ragged decoder pass (:func:`perfsuite.decoding.ragged_forward`) of a model with
+    ``config``'s blocks and ``adapter``: counted on a narrow twin on the CPU (the count does not depend on width)."""
+    import dataclasses
+
+    import torch
+
+    from perfsuite.adapters import attach
+    from perfsuite.decoding import KVBuffer, ragged_forward
+    from perfsuite.model import GPT2
+
+    narrow = dataclasses.replace(config, n_embd=64, n_head=4, n_inner=256, vocab_size=64, n_positions=64)
+    with torch.random.fork_rng(devices=[]):
+        model = GPT2(narrow).eval()
+        if adapter != "none" and rank:
+            attach(model, adapter, min(rank, 8))
+    cache = KVBuffer(model, 2, 16)
+    with torch.inference_mode():
+        return count_ops(lambda: ragged_forward(model, cache, torch.zeros(2, 1, dtype=torch.long),
+                                                torch.zeros(2, dtype=torch.long), 8))
+
+
 def _config(cell: Cell):
     from perfsuite.model import get_config
 
@@ -191,10 +219,29 @@ def probe_timer(device: str, repeats: int = 9):
             (f0, t0), (f1, t1) = points
             per_flop = max(0.0, (t1 - t0) / (f1 - f0))
             per_op = max(0.0, t0 - per_flop * f0) / ops
-            fitted[key] = DeviceRates(per_op, per_flop, per_op)
+            fitted[key] = DeviceRates(per_op, per_flop, per_op, _decode_op_s(model, device, per_flop, repeats))
         return fitted[key]
 
+    timer.device = device
     return timer
+
+
+def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
+    """Seconds per op of a one-token ragged decoder pass of ``model`` on ``device``, its arithmetic taken out."""
+    import torch
+
+    from perfsuite.decoding import KVBuffer, ragged_forward
+    from perfsuite.timing import timed_call
+
+    cfg = model.config
+    cache = KVBuffer(model, 1, 32)
+    idx, starts = torch.zeros(1, 1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        step = lambda: ragged_forward(model, cache, idx, starts, 16)  # noqa: E731
+        step()
+        t = statistics.median(timed_call(step, device) for _ in range(repeats))
+    flops = 2 * (12 * cfg.n_layer * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd)
+    return max(0.0, t - flops * s_per_flop) / ragged_ops(cfg, "none", 0)[1]
 
 
 def probe_host(repeats: int = 5) -> HostCosts:
@@ -249,11 +296,22 @@ class _Night:
         self.steps[step][0] += low_s
         self.steps[step][1] += low_s if high_s is None else high_s
 
-    def pass_s(self, cell: Cell, adapter: str, rank: int, rows: int, tokens: int, ctx: int, extra_ops: int = 0,
+    def pass_s(self, cell: Cell, adapter: str, rank: int, rows: int, tokens: int, ctx: int,
                counted: bool = False) -> float:
+        """A model forward of ``rows × tokens`` tokens attending to ``ctx`` slots."""
         (kernels, ops), flops = pass_cost(cell, adapter, rank, rows, tokens, ctx)
-        kernels, ops = kernels + extra_ops, ops + extra_ops
         return self.timer(cell).seconds(kernels, ops, flops) + (ops * self.host.dispatch_op_s if counted else 0.0)
+
+    def ragged_s(self, cell: Cell, rows: int, tokens: int, ctx: int, extra: tuple[int, int],
+                 counted: bool = False) -> float:
+        """A ragged decoder pass and what its decoder adds around it (:data:`PLAIN_STEP_EXTRA` ...)."""
+        _, flops = pass_cost(cell, cell.adapter, cell.rank, rows, tokens, ctx)
+        kernels, ops = ragged_ops(_config(cell), cell.adapter, cell.rank)
+        kernels, ops = kernels + extra[0], ops + extra[1]
+        rates = self.timer(cell)
+        per_op = rates.s_per_decode_op if rates.s_per_decode_op is not None else rates.s_per_kernel
+        device_s = per_op * kernels + rates.s_per_view * (ops - kernels) + flops * rates.s_per_flop
+        return device_s + (ops * self.host.dispatch_op_s if counted else 0.0)
 
     def base_model(self, cell: Cell) -> None:
         key = (cell.model, cell.dtype, cell.device)
@@ -299,15 +357,13 @@ class _Night:
         """Seconds of one verified, plain and fixed-schedule decode of cell ``c`` (no mismatches assumed)."""
         budget, W, B, P, G = token_budget(c), c.window, c.batch, c.seq_len, c.gen_len
         rows, ctx = budget // W, P + G
-        a, r = c.adapter, c.rank
-        step = lambda n_rows, n_tok, slots, extra=0: self.pass_s(  # noqa: E731
-            c, a, r, n_rows, n_tok, slots, RAGGED_OPS_PER_LAYER * _config(c).n_layer + extra, counted)
-        prefill = math.ceil(P / W) * step(rows, W, ctx)
+        p = lambda n_rows, n_tok, slots, extra: self.ragged_s(c, n_rows, n_tok, slots, extra, counted)  # noqa: E731
+        prefill = math.ceil(P / W) * p(rows, W, ctx, (0, 0))
         windows = math.ceil((G - 1) / W)
-        verified = prefill + windows * step(rows, W, ctx, DECODE_STEP_OPS) + (G - 1) * step(B, 1, ctx,
-                                                                                          DECODE_STEP_OPS)
-        plain = step(B, P, P) + (G - 1) * step(B, 1, ctx, DECODE_STEP_OPS)
-        fixed = prefill + (G - 1) * step(rows, W, ctx, DECODE_STEP_OPS)
+        verified = (prefill + windows * p(rows, W, ctx, WINDOW_EXTRA)
+                    + windows * W * p(B, 1, ctx, VERIFIED_STEP_EXTRA))  # every request steps through whole windows
+        plain = p(B, P, P, (0, 0)) + (G - 1) * p(B, 1, ctx, PLAIN_STEP_EXTRA)
+        fixed = prefill + (G - 1) * p(rows, W, ctx, FIXED_STEP_EXTRA)
         return {"verified": verified, "plain": plain, "fixed": fixed}
 
     def recompute_cell(self, c: Cell, low: int, high: int, warmup: int) -> None:
@@ -324,15 +380,52 @@ class _Night:
         self.forwards[0] += passes(low)
         self.forwards[1] += passes(high)
 
-    def subspace_cell(self, c: Cell) -> None:
+    def subspace_cell(self, c: Cell, low: int, high: int, warmup: int) -> None:
         from perfsuite.workloads.subspace import train_config
 
         cfg = train_config(c.model)
         self.base_model(c)
-        train = Cell("latency", "lora", max(c.rank, c.rank_b or c.rank), batch=cfg.batch, seq_len=cfg.seq_len,
-                     dtype="float32", device=c.device, model=c.model)
-        step = TRAIN_FORWARDS_PER_STEP * self.pass_s(train, "lora", train.rank, cfg.batch, cfg.seq_len, cfg.seq_len)
+        if getattr(self.timer, "device", None):  # the device is here: a few real training steps, timed
+            step = probe_train_step(c, self.timer.device)
+        else:
+            train = Cell("latency", "lora", max(c.rank, c.rank_b or c.rank), batch=cfg.batch, seq_len=cfg.seq_len,
+                         dtype="float32", device=c.device, model=c.model)
+            step = TRAIN_FORWARDS_PER_STEP * self.pass_s(train, "lora", train.rank, cfg.batch, cfg.seq_len,
+                                                         cfg.seq_len)
         self.add("subspace training", SUBSPACE_STUDENTS * cfg.steps * step)
+        analysis = probe_analysis(c)
+        self.add("subspace analysis (timed rounds)", (low + warmup + 1) * analysis, (high + warmup + 1) * analysis)
+
+
+@functools.lru_cache(maxsize=16)
+def probe_train_step(cell: Cell, device: str, steps: int = 3) -> float:
+    """Seconds of one Adam step of a subspace cell's student on ``device``: a few real steps, timed."""
+    import dataclasses
+
+    from perfsuite.model import build_model
+    from perfsuite.workloads.subspace import PlantedTask, train_config, train_lora
+
+    cfg = dataclasses.replace(train_config(cell.model), steps=steps)
+    task = PlantedTask(build_model(cell.model, device=device), cfg)
+    train_lora(task, cell.rank, 0, float(cell.rank))  # warm
+    return train_lora(task, cell.rank, 0, float(cell.rank)).train_time_s / steps
+
+
+@functools.lru_cache(maxsize=16)
+def probe_analysis(cell: Cell) -> float:
+    """Seconds of one φ analysis of a subspace cell (on the CPU, where it runs), on random factors of its shapes."""
+    import torch
+
+    from perfsuite.workloads.subspace import SEEDS, TrainedLoRA, analyse
+
+    cfg = _config(cell)
+    gen = torch.Generator().manual_seed(0)
+    ranks = (cell.rank, cell.rank_b or cell.rank)
+    students = {(r, s): TrainedLoRA(r, s, *(tuple(torch.randn(r, cfg.n_embd, generator=gen)
+                                                  for _ in range(cfg.n_layer)) for _ in range(2)), 1.0, 0.1, 0.0)
+                for r in dict.fromkeys(ranks) for s in SEEDS}
+    analyse(students, *ranks, cfg.n_layer, cfg.n_embd)
+    return statistics.median(_seconds(lambda: analyse(students, *ranks, cfg.n_layer, cfg.n_embd)) for _ in range(3))
 
 
 def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: int | None = None,
@@ -346,7 +439,7 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
         if c.workload == "recompute" and not budget_violation(c.batch, c.window, token_budget(c)):
             night.recompute_cell(c, *_rounds(profile, c, 2, rounds, warmup))
         elif c.workload == "subspace":
-            night.subspace_cell(c)
+            night.subspace_cell(c, *_rounds(profile, c, 1, rounds, warmup))
     night.add("session and cells' overhead", SESSION_S + CELL_OVERHEAD_S * len(cells))
     steps = {k: (v[0], v[1]) for k, v in night.steps.items()}
     return Estimate(night.forwards[0], night.forwards[1], sum(v[0] for v in steps.values()),
