@@ -18,7 +18,8 @@ Time per forward pass is ``ops × s_per_op + flops × s_per_flop``: kernels (ate
 device for each adapter, not a fixed number per layer) and arithmetic (FLOPs counted on the meta device).
 The two rates come from one of two device models:
   probe     on the device cells run on (with the threads a run uses there): the plain model's forward timed at a
-            small and a large size (median of a few calls: what a loaded machine gives), the two rates solved;
+            small and a large size (the mean of a few calls — a run's wall time is a sum, preemptions on a
+            loaded machine included), the two rates solved;
   analytic  for a GPU this machine does not have: ``launch_us`` per kernel and ``tflops`` sustained — for an
             H100 in fp16 400 TFLOP/s (about 40 % of its 989 dense peak) and 8 µs a launch.
 Host-side steps (SVDs, the dispatch-mode passes, FLOP counting, model building) are probed on this machine's
@@ -43,6 +44,7 @@ SESSION_S = 8.0  # the run process and pytest's started, torch imported, tests c
 COMPARE_S = 2.5  # the comparison with the baselines
 REPORT_S = 6.0  # the report page and its figures: a fixed part ...
 REPORT_S_PER_CELL = 0.15  # ... and per cell (tables, figure points)
+FIRST_CELL_S = 4.0  # the first cell's first uses: lazy imports and initialisations (FLOP counter, SDPA, dispatch)
 CELL_OVERHEAD_S = 0.05  # per cell: pytest's setup and teardown, the record, the journal line
 # (kernels, ops) the decoders add around each ragged pass (argmax, where, gather, scatter; counted with count_ops
 # on perfsuite.decoding at two output lengths and windows: independent of the model's size)
@@ -62,6 +64,7 @@ class HostCosts:
     dispatch_op_s: float  # extra per op under a Python dispatch mode (the sync counter, the FLOP counter)
     meta_op_s: float  # per op under the FLOP counter (FlopCounterMode's bookkeeping; measured on the meta device)
     init_param_s: float  # per parameter of a plain model's random initialisation
+    meta_build_layer_s: float = 0.0  # per block of a model built on the meta device (FLOPs are counted on one)
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ def probe_timer(device: str, repeats: int = 9):
                 tokens = torch.zeros(batch, seq, dtype=torch.long, device=device)
                 with torch.inference_mode():
                     model(tokens)
-                    t = statistics.median(timed_call(lambda: model(tokens), device) for _ in range(repeats))
+                    t = statistics.fmean(timed_call(lambda: model(tokens), device) for _ in range(repeats))
                 points.append((forward_flops(model.config, "none", 0, batch, seq, cell.dtype), t))
             (f0, t0), (f1, t1) = points
             per_flop = max(0.0, (t1 - t0) / (f1 - f0))
@@ -243,7 +246,7 @@ def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
     with torch.inference_mode():
         step = lambda: ragged_forward(model, cache, idx, starts, 16)  # noqa: E731
         step()
-        t = statistics.median(timed_call(step, device) for _ in range(repeats))
+        t = statistics.fmean(timed_call(step, device) for _ in range(repeats))
     flops = 2 * (12 * cfg.n_layer * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd)
     return max(0.0, t - flops * s_per_flop) / ragged_ops(cfg, "none", 0)[1]
 
@@ -258,7 +261,7 @@ def probe_host(repeats: int = 5) -> HostCosts:
 
     def best(fn) -> float:
         fn()
-        return statistics.median(_seconds(fn) for _ in range(repeats))
+        return statistics.fmean(_seconds(fn) for _ in range(repeats))
 
     a = torch.randn(256, 256)
     svd = best(lambda: torch.linalg.svd(a, full_matrices=False)) * (1024 / 256) ** 3
@@ -273,8 +276,9 @@ def probe_host(repeats: int = 5) -> HostCosts:
     meta_s = best(lambda: count_flops(lambda: meta(meta_tokens)))
     params = sum(p.numel() for p in model.parameters())
     init = best(lambda: build_model("tiny")) / params
+    meta_build = best(lambda: build_model("tiny", device="meta")) / get_config("tiny").n_layer
     return HostCosts(svd_1024_s=svd, dispatch_op_s=max(0.0, counted - plain) / ops, meta_op_s=meta_s / ops,
-                     init_param_s=init)
+                     init_param_s=init, meta_build_layer_s=meta_build)
 
 
 def _seconds(fn) -> float:
@@ -337,6 +341,9 @@ class _Night:
 
     def flop_count(self, cell: Cell, adapter: str, rank: int, seq_len: int) -> None:
         key = (cell.model, cell.dtype, adapter, rank, seq_len)
+        if (cell.model, cell.dtype, adapter, rank) not in self._flops_counted:  # its meta model, built once
+            self._flops_counted.add((cell.model, cell.dtype, adapter, rank))
+            self.add("FLOP counting", _config(cell).n_layer * self.host.meta_build_layer_s)
         if key not in self._flops_counted:
             self._flops_counted.add(key)
             self.add("FLOP counting", 2 * forward_ops(_config(cell), adapter, rank, cell.dtype)[1] * self.host.meta_op_s)
@@ -412,7 +419,7 @@ class _Night:
 
 
 @functools.lru_cache(maxsize=16)
-def probe_train_step(cell: Cell, device: str, steps: int = 3) -> float:
+def probe_train_step(cell: Cell, device: str, steps: int = 5) -> float:
     """Seconds of one Adam step of a subspace cell's student on ``device``: a few real steps, timed."""
     import dataclasses
 
@@ -439,7 +446,7 @@ def probe_analysis(cell: Cell) -> float:
                                                   for _ in range(cfg.n_layer)) for _ in range(2)), 1.0, 0.1, 0.0)
                 for r in dict.fromkeys(ranks) for s in SEEDS}
     analyse(students, *ranks, cfg.n_layer, cfg.n_embd)
-    return statistics.median(_seconds(lambda: analyse(students, *ranks, cfg.n_layer, cfg.n_embd)) for _ in range(3))
+    return statistics.fmean(_seconds(lambda: analyse(students, *ranks, cfg.n_layer, cfg.n_embd)) for _ in range(3))
 
 
 def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: int | None = None,
@@ -454,7 +461,7 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
             night.recompute_cell(c, *_rounds(profile, c, 2, rounds, warmup))
         elif c.workload == "subspace":
             night.subspace_cell(c, *_rounds(profile, c, 1, rounds, warmup))
-    night.add("session and cells' overhead", SESSION_S + CELL_OVERHEAD_S * len(cells))
+    night.add("session and cells' overhead", SESSION_S + FIRST_CELL_S + CELL_OVERHEAD_S * len(cells))
     night.add("comparison and report", COMPARE_S + REPORT_S + REPORT_S_PER_CELL * len(cells))
     steps = {k: (v[0], v[1]) for k, v in night.steps.items()}
     return Estimate(night.forwards[0], night.forwards[1], sum(v[0] for v in steps.values()),
