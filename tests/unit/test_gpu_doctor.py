@@ -121,3 +121,15 @@ def test_doctor_has_help_and_refuses_a_missing_gpu(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["doctor", "--device", "cuda"]) == 2
     assert "perfsuite doctor: error: no CUDA device" in capsys.readouterr().err
+
+
+def test_syncs_cuda_reports_fail_the_checks_too(monkeypatch):
+    """On CUDA, torch's own sync report is a second witness: syncs it sees fail the check even if the counter
+    missed them (the report is planted here; on a CPU there is none)."""
+    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 2)
+    latency = check_latency_syncs("cpu")
+    assert latency.status == FAILED and latency.values["cuda_sync_warnings"] == 2 and "CUDA saw 2" in latency.fix
+    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 4)  # one per window of 4: fine
+    assert check_decode_syncs("cpu").status == OK
+    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 9)
+    assert check_decode_syncs("cpu").status == FAILED
