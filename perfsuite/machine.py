@@ -232,7 +232,12 @@ class Fingerprint:
                               else None))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; ``precision`` only where set (a GPU's), so a CPU's fingerprint, its short id and the history
+        series keyed on it read exactly as before the field existed."""
+        d = asdict(self)
+        if d["precision"] is None:
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Fingerprint":
