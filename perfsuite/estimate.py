@@ -65,6 +65,8 @@ class HostCosts:
     meta_op_s: float  # per op under the FLOP counter (FlopCounterMode's bookkeeping; measured on the meta device)
     init_param_s: float  # per parameter of a plain model's random initialisation
     meta_build_layer_s: float = 0.0  # per block of a model built on the meta device (FLOPs are counted on one)
+    adapted_build_layer_s: float = 0.0  # per block of an adapted copy: the copy sharing the weights, the adapter
+    flop_mode_op_s: float = 0.0  # extra per op of real tensors under the FLOP counter (recompute's observed decode)
 
 
 @dataclass(frozen=True)
@@ -252,9 +254,18 @@ def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
 
 
 def probe_host(repeats: int = 5) -> HostCosts:
-    """The host-side rates on this machine's CPU, each from a small timed sample (a second or so in all)."""
+    """The host-side rates on this machine's CPU, one thread (an upper bound where the runner has more cores), each
+    from a small timed sample (a few seconds in all)."""
+    from perfsuite.timing import cpu_threads
+
+    with cpu_threads(1):
+        return _probe_host(repeats)
+
+
+def _probe_host(repeats: int) -> HostCosts:
     import torch
 
+    from perfsuite.adapters import adapted_copy, attach
     from perfsuite.model import build_model, get_config
     from perfsuite.syncs import count_host_syncs
     from perfsuite.timing import count_flops
@@ -263,22 +274,26 @@ def probe_host(repeats: int = 5) -> HostCosts:
         fn()
         return statistics.fmean(_seconds(fn) for _ in range(repeats))
 
-    a = torch.randn(256, 256)
-    svd = best(lambda: torch.linalg.svd(a, full_matrices=False)) * (1024 / 256) ** 3
+    a = torch.randn(512, 512)
+    svd = best(lambda: torch.linalg.svd(a, full_matrices=False)) * (1024 / 512) ** 3
     model = build_model("tiny")
     tokens = torch.zeros(1, 8, dtype=torch.long)
     ops = forward_ops(get_config("tiny"), "none", 0, "float32")[1]
     with torch.inference_mode():
         plain = best(lambda: model(tokens))
         counted = best(lambda: count_host_syncs(lambda: model(tokens)))
+        flop_counted = best(lambda: count_flops(lambda: model(tokens)))
     meta = build_model("tiny", device="meta")
     meta_tokens = torch.zeros(1, 8, dtype=torch.long, device="meta")
     meta_s = best(lambda: count_flops(lambda: meta(meta_tokens)))
-    params = sum(p.numel() for p in model.parameters())
-    init = best(lambda: build_model("tiny")) / params
-    meta_build = best(lambda: build_model("tiny", device="meta")) / get_config("tiny").n_layer
+    block = torch.empty(2 ** 22)
+    init = best(lambda: block.normal_()) / block.numel()
+    n_layer = get_config("tiny").n_layer
+    adapted = best(lambda: attach(adapted_copy(model), "houlsby", 8)) / n_layer
+    meta_build = best(lambda: build_model("tiny", device="meta")) / n_layer
     return HostCosts(svd_1024_s=svd, dispatch_op_s=max(0.0, counted - plain) / ops, meta_op_s=meta_s / ops,
-                     init_param_s=init, meta_build_layer_s=meta_build)
+                     init_param_s=init, meta_build_layer_s=meta_build, adapted_build_layer_s=adapted,
+                     flop_mode_op_s=max(0.0, flop_counted - plain) / ops)
 
 
 def _seconds(fn) -> float:
@@ -333,7 +348,7 @@ class _Night:
         if adapter == "none" or rank == 0:
             return
         cfg = _config(cell)
-        self.add("model builds", forward_ops(cfg, adapter, rank, cell.dtype)[1] * self.host.meta_op_s)  # copy, attach
+        self.add("model builds", cfg.n_layer * self.host.adapted_build_layer_s)
         key = (cell.model, cell.dtype, cell.device)
         if adapter == "spectral-r" and key not in self._decomposed:
             self._decomposed.add(key)
@@ -391,7 +406,7 @@ class _Night:
         d = self.decodes(c)
         # one decode under the sync counter and the FLOP counter, nested: the FLOP counter's bookkeeping per op
         # dwarfs the decode itself
-        observed = self.decodes(c, counted=True)["verified"] + self.decode_ops(c) * self.host.meta_op_s
+        observed = self.decodes(c, counted=True)["verified"] + self.decode_ops(c) * self.host.flop_mode_op_s
         self.add("untimed decodes (syncs, FLOPs, memory, plain)", observed + d["plain"])
         self.add("fixed-schedule reference decodes", d["fixed"])
         per_round = d["verified"] + d["plain"]
