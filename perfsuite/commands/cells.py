@@ -13,8 +13,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cells", default=None, metavar="EXPR", help="selection expression over cell fields")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device written into the cells (default: cpu)")
     p.add_argument("--estimate", action="store_true",
-                   help="print the timed forward passes and the expected wall time: probed on this machine's "
-                        "device, or modelled for a GPU this machine does not have (--gpu-tflops, --launch-us)")
+                   help="print the timed forward passes and the expected wall time of the whole run, step by "
+                        "step: the device probed on this machine, or modelled for a GPU this machine does not have "
+                        "(--gpu-tflops, --launch-us); host steps probed on this CPU")
     p.add_argument("--rounds", type=int, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
     p.add_argument("--warmup", type=int, default=None, metavar="N", help="as perfsuite run --warmup")
     p.add_argument("--gpu-tflops", type=float, default=H100_FP16_TFLOPS, metavar="T",
