@@ -84,18 +84,21 @@ class DoctorReport:
 
 # --- the checks -----------------------------------------------------------------------------------
 
-def check_timing_bracket(device: str, *, known_call: Callable[[], float] | None = None,
+def check_timing_bracket(device: str, *, known_call: Callable[[], Callable[[], float]] | None = None,
                          timed: Callable[[Callable[[], object]], float] | None = None) -> Check:
-    """The bracket (seconds of a synchronized call) against a call of known duration. ``known_call()`` runs the
-    call and returns its true duration in seconds; ``timed(fn)`` is the bracket (tests pass fakes)."""
+    """The bracket (seconds of a synchronized call) against a call of known duration. ``known_call()`` starts the
+    call and returns how to read its true duration in seconds once the bracket is over (on a GPU the kernel is
+    only launched inside the bracket: the bracket itself must wait for it); ``timed(fn)`` is the bracket (tests
+    pass fakes)."""
     from perfsuite.timing import timed_call
 
     known_call = known_call or _known_call(device)
     timed = timed or (lambda fn: timed_call(fn, device))
     pairs = []
     for _ in range(BRACKET_REPEATS):
-        truth: list[float] = []
-        pairs.append((timed(lambda: truth.append(known_call())), truth[0] if truth else 0.0))
+        readers: list[Callable[[], float]] = []
+        bracket_s = timed(lambda: readers.append(known_call()))
+        pairs.append((bracket_s, readers[0]() if readers else 0.0))
     measured_ms = 1e3 * statistics.median(p[0] for p in pairs)
     known_ms = 1e3 * statistics.median(p[1] for p in pairs)
     kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -111,29 +114,33 @@ def check_timing_bracket(device: str, *, known_call: Callable[[], float] | None 
     return Check("timing bracket", figure, OK, None, values)
 
 
-def _known_call(device: str) -> Callable[[], float]:
-    """A call of known duration: on a GPU a spin kernel calibrated to BRACKET_MS, its duration from CUDA events;
-    on a CPU a sleep, its duration from the monotonic clock inside it."""
+def _known_call(device: str) -> Callable[[], Callable[[], float]]:
+    """A call of known duration: on a GPU a spin kernel calibrated to BRACKET_MS, launched (not waited for), its
+    duration read afterwards from CUDA events; on a CPU a sleep, its duration from the clock inside it."""
     if not device.startswith("cuda"):
-        def sleep() -> float:
+        def sleep() -> Callable[[], float]:
             t0 = time.perf_counter()
             time.sleep(BRACKET_MS / 1e3)
-            return time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            return lambda: elapsed
         return sleep
     import torch
 
-    def spin(cycles: int) -> float:
+    def launch(cycles: int) -> Callable[[], float]:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         torch.cuda._sleep(cycles)
         end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
 
-    spin(1_000_000)
-    per_cycle = spin(10_000_000) / 10_000_000
+        def read() -> float:
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return read
+
+    launch(1_000_000)()
+    per_cycle = launch(10_000_000)() / 10_000_000
     cycles = max(1, int(BRACKET_MS / 1e3 / per_cycle))
-    return lambda: spin(cycles)
+    return lambda: launch(cycles)
 
 
 def check_latency_syncs(device: str, model=None, tokens=None) -> Check:
@@ -320,8 +327,9 @@ CHECKS: tuple[tuple[str, Callable[[str], Check]], ...] = (
 )
 
 
-def run_doctor(device: str, checks=CHECKS, progress: Callable[[str], None] = lambda line: None) -> DoctorReport:
-    """Every check on ``device`` ('cpu' or 'cuda'), one after another; a check that raises is a failed check."""
+def run_doctor(device: str, checks=None, progress: Callable[[str], None] = lambda line: None) -> DoctorReport:
+    """Every check (default :data:`CHECKS`) on ``device`` ('cpu' or 'cuda'), one after another; a check that raises
+    is a failed check."""
     from perfsuite.machine import pin_precision
     from perfsuite.timing import cpu_threads
 
@@ -329,7 +337,7 @@ def run_doctor(device: str, checks=CHECKS, progress: Callable[[str], None] = lam
     pin_precision()
     results = []
     with cpu_threads(1 if device == "cpu" else None):  # as perfsuite run times CPU cells
-        for name, check in checks:
+        for name, check in checks or CHECKS:
             progress(f"perfsuite doctor: {name} ...")
             try:
                 results.append(check(device))
