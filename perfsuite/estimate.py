@@ -361,7 +361,8 @@ class _Night:
             self.add("FLOP counting", _config(cell).n_layer * self.host.meta_build_layer_s)
         if key not in self._flops_counted:
             self._flops_counted.add(key)
-            self.add("FLOP counting", 2 * forward_ops(_config(cell), adapter, rank, cell.dtype)[1] * self.host.meta_op_s)
+            meta_ops = forward_ops(_config(cell), adapter, rank, cell.dtype)[1]
+            self.add("FLOP counting", meta_ops * self.host.meta_op_s)  # one forward counted on the meta model
 
     def latency_group(self, cell: Cell, models, low: int, high: int, warmup: int) -> None:
         self.base_model(cell)
