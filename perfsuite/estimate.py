@@ -8,15 +8,20 @@ latency, per shape group: the plain model built once per (model, dtype, device);
   the meta device; per model two untimed forwards (host syncs under a dispatch mode, peak memory); the
   warm-up; then the timed rounds, in whole cycles, between the profile's floor and ceiling.
 recompute, per cell: the adapted model; one decode–verify–rollback observed under the sync counter and the FLOP
-  counter; the fixed-schedule reference decode (a full ``rows × window`` pass for every output token: the
-  dearest step of a recompute night); one plain decode; the warm-up and the timed rounds of both decoders.
-subspace, per cell: four students trained (forward + backward ≈ 3 forwards per Adam step) and the analysis.
-session: starting the process, importing torch, collecting the tests, writing the results, the comparison and
-  the report (constants measured on the project's 2-core VM).
+  counter (whose bookkeeping on every op of a long decode makes it the dearest untimed step of a recompute
+  night); the fixed-schedule reference decode (a full ``rows × window`` pass for every output token); one plain
+  decode; the warm-up and the timed rounds of both decoders. Decoder passes are priced from the ops of one
+  ragged pass (counted on a narrow twin of the model) plus what each decoder adds around it (counted once,
+  :data:`PLAIN_STEP_EXTRA` ...).
+subspace, per cell: four students trained (probed: a few real Adam steps on the device; modelled: 4 forwards per
+  step) and the analysis rounds (probed on the CPU, where it runs).
+session: starting the process, importing torch, collecting the tests, the first cell's one-time
+  initialisations, writing the results, the comparison and the report (constants measured on the project's
+  2-core VM).
 
-Time per forward pass is ``ops × s_per_op + flops × s_per_flop``: kernels (aten ops, counted on the meta
-device for each adapter, not a fixed number per layer) and arithmetic (FLOPs counted on the meta device).
-The two rates come from one of two device models:
+Time per forward pass is ``kernels × s_per_kernel + views × s_per_view + flops × s_per_flop``: kernels (aten
+ops, counted on the meta device for each adapter, not a fixed number per layer) and arithmetic (FLOPs counted on
+the meta device). The two rates come from one of two device models:
   probe     on the device cells run on (with the threads a run uses there): the plain model's forward timed at a
             small and a large size (the mean of a few calls — a run's wall time is a sum, preemptions on a
             loaded machine included), the two rates solved;
