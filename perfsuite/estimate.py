@@ -208,7 +208,7 @@ def analytic_timer(tflops: float = H100_FP16_TFLOPS, launch_us: float = LAUNCH_U
     return lambda cell: rates
 
 
-def probe_timer(device: str, repeats: int = 9):
+def probe_timer(device: str, repeats: int = 30):
     """Time the plain model's forward at two sizes on ``device`` and solve its per-kernel and per-FLOP rates."""
     import torch
 
