@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.weak
 from torch import nn
 
 from perfsuite.errors import PerfsuiteError
@@ -100,10 +101,8 @@ class SpectralRotation(nn.Module):
             self.u_q, self.u_v = (nn.Parameter(torch.empty(d, r, **like), requires_grad=False) for _ in range(2))
             self.r = r
             return
-        w = base.weight.detach().float().cpu()
         blocks_u, blocks_v, blocks_m = [], [], []
-        for rows in (slice(0, d), slice(2 * d, 3 * d)):  # W_q and W_v inside the fused c_attn
-            u, s, vh = torch.linalg.svd(w[rows], full_matrices=False)
+        for u, s, vh in top_singular_vectors(base.weight, r):  # W_q and W_v inside the fused c_attn
             u_r, s_r, v_r = u[:, :r], s[:r], vh[:r].T
             if init == "zero":
                 m = torch.zeros(r, r)
@@ -126,6 +125,39 @@ class SpectralRotation(nn.Module):
         dq = F.linear(F.linear(z[..., : self.r], self.m_q), self.u_q)
         dv = F.linear(F.linear(z[..., self.r :], self.m_v), self.u_v)
         return torch.cat([qkv[..., :d] + dq, qkv[..., d : 2 * d], qkv[..., 2 * d :] + dv], dim=-1)
+
+
+SVD_KEPT_RANK = 256  # singular vectors kept per decomposed weight: every rank a grid asks for, from one SVD
+_SVDS = torch.utils.weak.WeakIdKeyDictionary()  # base weight → (its version, kept rank, [(U, S, Vh) of W_q, W_v])
+
+
+def top_singular_vectors(weight: torch.Tensor, r: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The fp32 CPU SVDs of W_q and W_v inside a fused c_attn ``weight`` (3d × d), truncated to at least ``r``
+    singular vectors: computed once per base weight and process (a 1024 × 1024 SVD takes ~0.7 s on one core,
+    and every shape group and rank of a grid attaches spectral-r to the same base weights). The cache is keyed on
+    the tensor itself (weakly: it dies with its model) and its version counter (a hash of its bytes for an
+    inference tensor, which has none), so a weight changed in place is decomposed again."""
+    d = weight.shape[1]
+    hit, version = _SVDS.get(weight), _version_of(weight)
+    if hit is not None and hit[0] == version and hit[1] >= min(r, d):
+        return hit[2]
+    keep = min(d, max(r, SVD_KEPT_RANK))
+    w = weight.detach().float().cpu()
+    parts = []
+    for rows in (slice(0, d), slice(2 * d, 3 * d)):
+        u, s, vh = torch.linalg.svd(w[rows], full_matrices=False)
+        parts.append((u[:, :keep].clone(), s[:keep].clone(), vh[:keep].clone()))
+    _SVDS[weight] = (version, keep, parts)
+    return parts
+
+
+def _version_of(t: torch.Tensor):
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor tracks no version: its content says whether it changed
+        import hashlib
+
+        return hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def _cayley(generator: torch.Generator, r: int) -> torch.Tensor:

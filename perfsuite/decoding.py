@@ -120,12 +120,12 @@ def ragged_forward(model: GPT2, cache: KVBuffer, idx: torch.Tensor, starts: torc
 
 
 def device_ints(values: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Host integers as a device tensor without a blocking copy: one scalar fill each (a kernel argument on a
-    GPU), where ``torch.tensor(values, device=...)`` would copy from pageable memory and wait for the device."""
-    out = torch.empty(len(values), dtype=torch.long, device=device)
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
+    """Host integers as a device tensor without a host sync: one fill kernel per value (the value a kernel
+    argument), joined on the device. ``torch.tensor(values, device=...)`` copies from pageable memory and waits
+    for the device, and so does writing one element at a time (``out[i] = v`` is a blocking copy on CUDA)."""
+    if not values:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return torch.stack([torch.full((), int(v), dtype=torch.long, device=device) for v in values])
 
 
 def check_prompts(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int) -> list[torch.Tensor]:
@@ -170,18 +170,20 @@ def _prefill_fixed(model: GPT2, cache: KVBuffer, prompts: list[torch.Tensor], sc
     """Prompts through the fixed-shape pass, ``window`` tokens per row at a time; returns each first token (B,)."""
     W, device = schedule.window, prompts[0].device
     first = torch.empty(len(prompts), dtype=torch.long, device=device)
+    lengths = torch.zeros(schedule.rows, dtype=torch.long, device=device)  # padding rows: no prompt
+    lengths[: len(prompts)] = device_ints([len(p) for p in prompts], device)
     for c in range(0, max(len(p) for p in prompts), W):
         idx = torch.zeros(schedule.rows, W, dtype=torch.long, device=device)
-        starts = [schedule.context] * schedule.rows  # rows with nothing to do write past the context
+        # rows with nothing to do write past the context; computed on the device, no host data per chunk
+        starts = torch.full_like(lengths, schedule.context).masked_fill_(lengths > c, c)
         ends = {}
         for b, p in enumerate(prompts):
             chunk = p[c : c + W]
             if len(chunk):
                 idx[b, : len(chunk)] = chunk
-                starts[b] = c
                 if c + W >= len(p):
                     ends[b] = len(chunk) - 1
-        logits = ragged_forward(model, cache, idx, device_ints(starts, device), schedule.context, head=head)
+        logits = ragged_forward(model, cache, idx, starts, schedule.context, head=head)
         for b, j in ends.items():
             first[b] = logits[b, j].float().argmax(-1)
     return first
@@ -249,8 +251,8 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
     cache = KVBuffer(model, schedule.rows, schedule.context + W)
     steps = torch.arange(W, device=device)
     flip = torch.zeros(B, gen_len + W, dtype=torch.long, device=device)  # +1 where a mismatch is injected
-    for b, p in inject:
-        flip[b, p] = 1
+    if inject:  # one scalar fill at the injected slots (flip[b, p] = 1 would be a blocking copy each on CUDA)
+        flip.view(-1).index_fill_(0, device_ints([b * (gen_len + W) + p for b, p in sorted(inject)], device), 1)
     out = torch.zeros(B, gen_len + W, dtype=torch.long, device=device)  # verified tokens (room for a window)
     out[:, 0] = _prefill_fixed(model, cache, prompts, schedule, head)
     last = out[:, 0].clone()  # each request's last verified token

@@ -82,18 +82,25 @@ def gpu_identity(index: int | None = None, nvml=None) -> dict[str, Any]:
     return {"gpu": gpu, "gpu_driver": driver_version(nvml)}
 
 
+_NVML_STARTED: dict[int, Any] = {}  # id → the NVML module (or a test's fake) already initialised in this process
+
+
 def nvml_initialised(nvml=None):
-    """NVML, initialised: ``nvml`` (a module with pynvml's API; tests pass a fake) or pynvml from the
-    nvidia-ml-py package; None without the package or where NVML cannot start (no driver, no permission)."""
+    """NVML, initialised once per process: ``nvml`` (a module with pynvml's API; tests pass a fake) or pynvml
+    from the nvidia-ml-py package; None without the package or where NVML cannot start (no driver, no
+    permission). ``nvmlInit`` is called on first use only, not for every cell."""
     if nvml is None:
         try:
             import pynvml as nvml
         except ImportError:
             return None
+    if _NVML_STARTED.get(id(nvml)) is nvml:
+        return nvml
     try:
         nvml.nvmlInit()
     except Exception:  # NVML present but unusable: unknown, not an error
         return None
+    _NVML_STARTED[id(nvml)] = nvml
     return nvml
 
 
@@ -107,6 +114,53 @@ def driver_version(nvml=None) -> str | None:
         return version.decode() if isinstance(version, bytes) else str(version)
     except Exception:  # NVML present but unusable (no driver, no permission): unknown, not an error
         return None
+
+
+# Reduced-precision switches that change what a matmul computes, and the values every cell pins them to:
+# torch's documented defaults (fp32 matmuls without TF32 — "highest" — cuDNN convolutions with it, fp16/bf16
+# matmuls allowed reduced-precision reductions), so a result and its time mean the same on every run whatever a
+# library or an earlier test left set. They are recorded in every cell's env and, on a GPU, in its fingerprint.
+PRECISION_PINS: dict[str, Any] = {
+    "float32_matmul_precision": "highest",
+    "matmul_allow_tf32": False,
+    "cudnn_allow_tf32": True,
+    "fp16_reduced_precision_reduction": True,
+    "bf16_reduced_precision_reduction": True,
+}
+
+
+def _precision_switches(torch) -> dict[str, tuple[Any, str]]:
+    """Each boolean switch: (the object holding it, its attribute)."""
+    matmul = torch.backends.cuda.matmul
+    return {"matmul_allow_tf32": (matmul, "allow_tf32"),
+            "cudnn_allow_tf32": (torch.backends.cudnn, "allow_tf32"),
+            "fp16_reduced_precision_reduction": (matmul, "allow_fp16_reduced_precision_reduction"),
+            "bf16_reduced_precision_reduction": (matmul, "allow_bf16_reduced_precision_reduction")}
+
+
+def pin_precision() -> dict[str, Any]:
+    """Set the reduced-precision switches to :data:`PRECISION_PINS`; returns them as now set."""
+    import torch
+
+    torch.set_float32_matmul_precision(PRECISION_PINS["float32_matmul_precision"])
+    for name, (holder, attr) in _precision_switches(torch).items():
+        setattr(holder, attr, PRECISION_PINS[name])
+    return precision_flags()
+
+
+def precision_flags() -> dict[str, Any]:
+    """The reduced-precision switches as they are now (recorded in every cell's ``env``)."""
+    import torch
+
+    flags: dict[str, Any] = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
+    return flags | {name: bool(getattr(holder, attr)) for name, (holder, attr) in _precision_switches(torch).items()}
+
+
+def precision_summary(flags: Mapping[str, Any] | None) -> str | None:
+    """The switches as one fingerprint field (``name=value`` in a fixed order), or None where none are recorded."""
+    if not flags:
+        return None
+    return ", ".join(f"{k}={flags[k]}" for k in sorted(flags))
 
 
 def host_id() -> str:
@@ -137,6 +191,7 @@ def machine_env(device: str) -> dict[str, Any]:
         "cudnn_version": (str(torch.backends.cudnn.version()) if on_gpu and torch.backends.cudnn.is_available()
                           else None),
         "threads": torch.get_num_threads(),
+        "precision_flags": pin_precision(),  # pinned before every cell, and recorded
     }
     if on_gpu:
         env |= gpu_identity()
@@ -162,6 +217,7 @@ class Fingerprint:
     dtype: str
     model: str
     threads: int | None
+    precision: str | None = None  # the reduced-precision switches on a GPU (None on a CPU: they change nothing)
 
     @classmethod
     def of(cls, env: Mapping[str, Any], cell) -> "Fingerprint":
@@ -171,10 +227,17 @@ class Fingerprint:
                    torch_version=env.get("torch_version"), cuda_version=env.get("cuda_version"),
                    cudnn_version=env.get("cudnn_version"), libraries=env.get("libraries"),
                    device="cuda" if str(cell.device).startswith("cuda") else "cpu", dtype=cell.dtype,
-                   model=cell.model, threads=env.get("threads"))
+                   model=cell.model, threads=env.get("threads"),
+                   precision=(precision_summary(env.get("precision_flags")) if str(cell.device).startswith("cuda")
+                              else None))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; ``precision`` only where set (a GPU's), so a CPU's fingerprint, its short id and the history
+        series keyed on it read exactly as before the field existed."""
+        d = asdict(self)
+        if d["precision"] is None:
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Fingerprint":

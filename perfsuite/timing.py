@@ -2,8 +2,9 @@
 
 GPU work is asynchronous, so every timed call ends with a device synchronize and the clock is read on the
 host around it. :func:`round_robin` times several functions once per round — the plain model and every
-adapter of one shape, or verified and plain decoding — rotating their order each round, so drift hits all
-of them alike and each takes every position equally often; a *cycle* is one full rotation, and a cell's
+adapter of one shape, or verified and plain decoding — in a balanced order (a Williams design), so drift hits
+all of them alike, each takes every position equally often and follows every other function equally often;
+a *cycle* is len(fns) rounds (every position once per function), and a cell's
 slow-down is the median over cycles of the geometric mean of its per-round ratios to its reference (for two
 functions, a cycle is the pair of rounds with the reference first and then second). The loop stops once the
 confidence interval of every median is within ``RoundPolicy.target_ci_pct`` (torch.utils.benchmark's
@@ -17,6 +18,8 @@ show exactly them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import gc
 import math
 import statistics
 import time
@@ -105,28 +108,81 @@ def median_ci_pct(xs) -> float:
     return 100.0 * (hi - lo) / (2 * med) if med > 0 else math.inf
 
 
+_AFTER_WARMUP: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("after_warmup", default=None)
+
+
+@contextlib.contextmanager
+def after_warmup(callback: Callable[[], None]):
+    """Have every :func:`round_robin` loop in the block call ``callback()`` once its warm-up is done, before its
+    first timed round (the GPU monitor reads the clocks and violation counters there: :mod:`perfsuite.gpu_state`)."""
+    token = _AFTER_WARMUP.set(callback)
+    try:
+        yield
+    finally:
+        _AFTER_WARMUP.reset(token)
+
+
+def williams_orders(k: int) -> list[list[int]]:
+    """A Williams design for ``k`` functions: orders in which each function takes every position equally often and
+    follows every other function equally often (k orders for an even k, 2k for an odd one), so no function always
+    runs after the same predecessor (carry-over: caches, clocks, allocator state it leaves behind). Each run of k
+    consecutive orders from the start is a Latin square: every position once per function."""
+    if k == 1:
+        return [[0]]
+    first, lo, hi = [0], 1, k - 1
+    for j in range(1, k):
+        if j % 2:
+            first.append(lo)
+            lo += 1
+        else:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + i) % k for x in first] for i in range(k)]
+    return rows + ([row[::-1] for row in rows] if k % 2 else [])
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector collected, then off for the block (a collection inside a timed call is a
+    pause no model owns), and back on after it, whatever happens inside."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy: RoundPolicy,
                 clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Each function timed once per round (ms), the order rotated every round; rounds run in whole cycles (one
-    rotation) from the policy's floor to its ceiling, stopping early once every median is precise enough."""
+    """Each function timed once per round (ms), in a Williams-design order (:func:`williams_orders`): every position
+    once per function in each cycle of len(fns) rounds, and every predecessor equally often. Rounds run in whole
+    cycles from the policy's floor to its ceiling, stopping early once every median is precise enough. The garbage
+    collector is off while the loop runs."""
     keys = list(fns)
     k = len(keys)
     if not k:
         raise ValueError("nothing to time")
-    for _ in range(policy.warmup):
-        for key in keys:
-            timed_call(fns[key], device, clock)
+    orders = [[keys[i] for i in row] for row in williams_orders(k)]
     floor, ceiling = (-(-n // k) * k for n in (policy.min_rounds, policy.max_rounds))
     samples: dict[str, list[float]] = {key: [] for key in keys}
-    rounds = 0
-    while rounds < ceiling:
-        for _ in range(k):  # one cycle: every position once for every function
-            start = rounds % k
-            for key in keys[start:] + keys[:start]:
-                samples[key].append(1e3 * timed_call(fns[key], device, clock))
-            rounds += 1
-        if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
-            break
+    with gc_paused():
+        for _ in range(policy.warmup):
+            for key in keys:
+                timed_call(fns[key], device, clock)
+        warm = _AFTER_WARMUP.get()
+        if warm is not None:
+            warm()
+        rounds = 0
+        while rounds < ceiling:
+            for _ in range(k):  # one cycle: every position once for every function
+                for key in orders[rounds % len(orders)]:
+                    samples[key].append(1e3 * timed_call(fns[key], device, clock))
+                rounds += 1
+            if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
+                break
     return samples
 
 
@@ -208,13 +264,39 @@ def tensor_bytes(*modules: torch.nn.Module) -> int:
     return total
 
 
+_CUBLAS_WARM: set[str] = set()  # devices whose cuBLAS/cuBLASLt workspaces this process has allocated
+
+
+def _device_matmuls(device: str) -> None:
+    """Small matmuls in every dtype cells use, plain and with a bias (cuBLAS and cuBLASLt each allocate a workspace
+    through the caching allocator on their first call: 32 MiB on an H100)."""
+    import torch.nn.functional as F
+
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        a = torch.ones(64, 64, dtype=dtype, device=device)
+        a @ a
+        F.linear(a, a, a[0])
+
+
+def warm_cublas(device: str) -> None:
+    """Make the process's first matmuls on ``device`` now (once), so their workspaces are resident before any peak
+    reading and no cell's ``peak_mem_bytes`` carries them. Nothing on a CPU."""
+    if not device.startswith("cuda") or device in _CUBLAS_WARM:
+        return
+    _device_matmuls(device)
+    torch.cuda.synchronize()
+    _CUBLAS_WARM.add(device)
+
+
 def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
-    """Device memory one call of ``fn`` needs above what was allocated before it (activations, workspaces, the
-    KV cache), so a cell's peak does not count the weights resident for the whole group; None on the CPU,
-    where torch tracks none. ``fn`` is called once on every device, so a caller may observe that call too."""
+    """Device memory one call of ``fn`` needs above what was allocated before it (activations, the KV cache), so a
+    cell's peak does not count the weights resident for the whole group, nor cuBLAS's workspaces (warmed first:
+    :func:`warm_cublas`); None on the CPU, where torch tracks none. ``fn`` is called once on every device, so a
+    caller may observe that call too."""
     if not device.startswith("cuda"):
         fn()
         return None
+    warm_cublas(device)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()

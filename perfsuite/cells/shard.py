@@ -1,14 +1,19 @@
 """Split a cell list into N disjoint, balanced shards, so a grid can spread over several runners.
 
-Greedy longest-processing-time: cells sorted by estimated cost (ties by id) go one by one to the
-lightest shard. Deterministic for a given cell list and cost; the union of all shards is the whole
-list; each shard keeps the grid's order so consecutive cells still share an adapted model. The cost
-of a cell comes from its workload (:func:`perfsuite.workloads.estimated_cost`).
+The unit of sharding is a *shape group* (:func:`perfsuite.workloads.shard_group`): the cells that share one
+timing loop — every latency cell of one (implementation, model, dtype, device, batch, sequence length) —
+stay on one shard, so a runner times the plain model of a shape once, builds its models once, and an
+adapter's cell and the r = 0 cell its verdict leans on come from the same loop. Other cells are groups of
+one. Greedy longest-processing-time over groups: groups sorted by estimated cost (ties by their first
+cell's id) go one by one to the lightest shard. Deterministic for a given cell list and cost; the union of
+all shards is the whole list; each shard keeps the grid's order. The cost of a cell comes from its workload
+(:func:`perfsuite.workloads.estimated_cost`), a group's is the sum of its cells'.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from typing import Callable
 
 from perfsuite.cells.grid import Cell
@@ -26,12 +31,20 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard_cells(cells: list[Cell], index: int, count: int, *, cost: Callable[[Cell], float]) -> list[Cell]:
-    """The cells of shard ``index`` (1-based) of ``count``, in their original order."""
+def shard_cells(cells: list[Cell], index: int, count: int, *, cost: Callable[[Cell], float],
+                group: Callable[[Cell], Hashable] | None = None) -> list[Cell]:
+    """The cells of shard ``index`` (1-based) of ``count``, in their original order; the cells of one ``group``
+    (default: :func:`perfsuite.workloads.shard_group`) always on one shard."""
+    if group is None:
+        from perfsuite.workloads import shard_group as group
+    groups: dict[Hashable, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(group(cell), []).append(cell)
+    weighed = sorted(groups.values(), key=lambda members: (-sum(map(cost, members)), min(c.id for c in members)))
     loads = [0.0] * count
     owner: dict[str, int] = {}
-    for cell in sorted(cells, key=lambda c: (-cost(c), c.id)):
+    for members in weighed:
         k = min(range(count), key=lambda s: (loads[s], s))
-        loads[k] += cost(cell)
-        owner[cell.id] = k
+        loads[k] += sum(map(cost, members))
+        owner.update((c.id, k) for c in members)
     return [c for c in cells if owner[c.id] == index - 1]

@@ -17,8 +17,9 @@ def add_arguments(p) -> None:
                         "through the entry-point group perfsuite.adapters)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device written into the cells (default: cpu)")
     p.add_argument("--estimate", action="store_true",
-                   help="print the timed forward passes and the expected wall time: probed on this machine's "
-                        "device, or modelled for a GPU this machine does not have (--gpu-tflops, --launch-us)")
+                   help="print the timed forward passes and the expected wall time of the whole run, step by "
+                        "step: the device probed on this machine, or modelled for a GPU this machine does not have "
+                        "(--gpu-tflops, --launch-us); host steps probed on this CPU")
     p.add_argument("--rounds", type=int, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
     p.add_argument("--warmup", type=int, default=None, metavar="N", help="as perfsuite run --warmup")
     p.add_argument("--gpu-tflops", type=float, default=H100_FP16_TFLOPS, metavar="T",
@@ -54,11 +55,19 @@ def run(args) -> int:
     else:
         timer = probe_timer(args.device)
         how = f"probed on this machine's {args.device} (the plain model at two sizes)"
-    e = estimate(profile, cells, timer, how=how, rounds=args.rounds, warmup=args.warmup)
+    from perfsuite.timing import cpu_threads
+
+    with cpu_threads(1 if args.device == "cpu" else None):  # as perfsuite run times CPU cells (--threads 1)
+        e = estimate(profile, cells, timer, how=how, rounds=args.rounds, warmup=args.warmup)
     print(f"profile {profile.name!r}: {len(cells)} cells, {e.groups} latency shape groups on {args.device}")
-    print(f"timed forward passes: {e.forwards_min:,} to {e.forwards_max:,} (rounds from the floor to the ceiling); "
-          f"the per-cell design (plain model re-timed for every cell, ceiling rounds): {e.forwards_per_cell_design:,} "
-          f"({100 * e.forwards_max / max(1, e.forwards_per_cell_design):.0f} % of it at the ceiling)")
-    print(f"expected wall time of the timed work: {e.seconds_min / 60:.1f} to {e.seconds_max / 60:.1f} min ({how}); "
-          "add model building, warm-up of new shapes and, for subspace cells, training")
+    print(f"timed forward passes: {e.forwards_min:,} to {e.forwards_max:,} (rounds from the floor to the ceiling)")
+    print(f"expected wall time of the whole run: {_minutes(e.seconds_min)} to {_minutes(e.seconds_max)} ({how}; "
+          "host steps probed on this CPU)")
+    width = max(len(k) for k in e.steps)
+    for step, (low, high) in sorted(e.steps.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {step:<{width}}  {_minutes(low)}" + (f" to {_minutes(high)}" if high != low else ""))
     return 0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

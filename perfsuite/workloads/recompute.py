@@ -120,7 +120,9 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         "matches_fixed_schedule": bool(torch.equal(result.tokens, reference)),
         "plain_differing_tokens": int((plain_tokens != result.tokens).sum()),
         "output_head": "tied" if head is None else "untied",
-        "argmax_dtype": "float32",
+        "argmax_dtype": "float32",  # each greedy argmax runs over the logits cast to fp32 ...
+        "logits_dtype": str(model.wte.weight.dtype if head is None else head.dtype).removeprefix("torch."),  # ... of
+        # the head's output in this dtype: values tied there stay tied in fp32
         **margin_stats(margins),
         "flops": flops,
         "weights_bytes": tensor_bytes(model) + (0 if head is None else head.numel() * head.element_size()),

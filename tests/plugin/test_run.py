@@ -130,7 +130,7 @@ def test_shards_merge_into_the_unsharded_grid(tmp_path):
     whole = tmp_path / "whole"
     assert perfsuite("run", *FAST, "--out", str(whole), "--no-compare", "--no-report").returncode == 0
     shard_files = []
-    for i in (1, 2):  # how cells split into shards is tests/unit/test_shard.py's; here: the files merge back
+    for i in (1, 2):  # two latency shape groups: one per shard (a group is never split)
         out = tmp_path / f"shard{i}"
         proc = perfsuite("run", *FAST, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,36 +1,71 @@
-"""What a grid costs before it runs: timed forwards of the shared loops against the per-cell design, and time."""
+"""What a grid costs before it runs: every step a night runs, counted from the workloads' own code paths."""
 
 import pytest
 
-from perfsuite.cells.grid import get_profile, select
-from perfsuite.estimate import analytic_timer, count_latency, estimate
+from perfsuite.cells.grid import Cell, get_profile, select
+from perfsuite.estimate import (DeviceRates, HostCosts, analytic_timer, count_latency, count_ops, estimate,
+                                forward_ops, ragged_ops)
 from perfsuite.workloads.latency import forward_flops
 
+HOST = HostCosts(svd_1024_s=0.5, dispatch_op_s=1e-5, meta_op_s=1e-4, init_param_s=1e-8)  # planted, not probed
 
-def test_the_paper_grid_times_at_most_60_percent_of_the_per_cell_designs_forwards():
+
+def test_the_paper_grid_shares_one_loop_per_shape_group():
     paper = get_profile("paper")
     groups = count_latency(paper, paper.cells(device="cuda"))
     assert len(groups) == 18  # 6 batches × 3 sequence lengths
-    models = {len(g[1]) for g in groups}
-    assert models == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA for every rank
-    shared = sum(len(g[1]) * (g[3] + g[4]) for g in groups)  # at the ceiling: 100 rounds → whole rotations
-    per_cell = sum(2 * (100 + 10) for g in groups for _ in g[5])
-    assert per_cell == 99_000 and shared / per_cell <= 0.60
+    assert {len(g[1]) for g in groups} == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA
+    assert all(g[2] == 46 and g[3] == 115 for g in groups)  # 30 → 100 rounds, in whole cycles of 23
 
 
-def test_the_smoke_estimate_counts_every_model_of_each_group():
-    smoke = get_profile("smoke")
-    cells = select(smoke.cells(device="cpu"), "workload == 'latency'")
-    e = estimate(smoke, cells, lambda cell: (1e-4, 1e-12), how="test")
-    # 2 groups × 9 models (plain + 8 adapters) × (rounds + 3 warm-up + 2 untimed), rounds in whole rotations
-    assert e.groups == 2 and e.forwards_min == 2 * 9 * (36 + 3 + 2) and e.forwards_max == 2 * 9 * (108 + 3 + 2)
-    assert e.forwards_per_cell_design == 18 * 2 * (100 + 3)
+SMOKE = get_profile("smoke")
+SMOKE_LATENCY = select(SMOKE.cells(device="cpu"), "workload == 'latency'")
+
+
+@pytest.fixture(scope="module")
+def smoke_latency():
+    return estimate(SMOKE, SMOKE_LATENCY, lambda cell: DeviceRates(1e-5, 1e-12), how="test", host=HOST)
+
+
+def test_the_smoke_estimate_counts_every_model_of_each_group(smoke_latency):
+    e = smoke_latency
+    # 2 groups × 9 models (plain + 8 adapters) × rounds, in whole cycles of 9
+    assert e.groups == 2 and e.forwards_min == 2 * 9 * 36 and e.forwards_max == 2 * 9 * 108
     assert 0 < e.seconds_min < e.seconds_max
+    assert {"model builds", "FLOP counting", "untimed passes (syncs, memory)", "warm-up", "timed rounds",
+            "spectral-r SVDs", "session and cells' overhead", "comparison and report"} <= set(e.steps)
 
 
-def test_the_analytic_gpu_model_is_a_launch_floor_plus_flops_over_speed():
-    floor, per_flop = analytic_timer(tflops=400, launch_us=8)(get_profile("paper").cells(device="cuda")[0])
-    assert floor == pytest.approx(25 * 24 * 8e-6) and per_flop == pytest.approx(1 / 400e12)
+def test_each_base_weight_is_decomposed_once_in_the_estimate_too(smoke_latency):
+    # spectral-r in both shape groups of the tiny model (2 blocks, width 64): W_q and W_v of each block, once
+    assert smoke_latency.steps["spectral-r SVDs"][0] == pytest.approx(2 * 2 * 0.5 * (64 / 1024) ** 3)
+
+
+def test_recompute_counts_the_fixed_schedule_reference_and_the_observed_decode():
+    cell = select(SMOKE.cells(device="cpu"), "workload == 'recompute' and batch == 1 and window == 4")[0]
+    rates = lambda c: DeviceRates(1e-5, 1e-12)  # noqa: E731
+    one = estimate(SMOKE, [cell], rates, how="test", host=HOST)
+    assert one.steps["fixed-schedule reference decodes"][0] > 0
+    assert one.steps["untimed decodes (syncs, FLOPs, memory, plain)"][0] > 0
+    longer = Cell("recompute", "none", 0, batch=1, seq_len=cell.seq_len, window=4, gen_len=2 * cell.gen_len,
+                  model="tiny")
+    two = estimate(SMOKE, [longer], rates, how="test", host=HOST)
+    assert two.steps["fixed-schedule reference decodes"][0] > 1.5 * one.steps["fixed-schedule reference decodes"][0]
+
+
+def test_the_analytic_gpu_model_is_launches_plus_flops_over_speed():
+    rates = analytic_timer(tflops=400, launch_us=8)(get_profile("paper").cells(device="cuda")[0])
+    assert rates.seconds(kernels=100, ops=150, flops=4e12) == pytest.approx(100 * 8e-6 + 4e12 / 400e12)
+
+
+def test_kernels_are_counted_per_adapter_not_assumed():
+    from perfsuite.model import get_config
+
+    cfg = get_config("tiny")
+    plain, houlsby = forward_ops(cfg, "none", 0, "float32"), forward_ops(cfg, "houlsby", 8, "float32")
+    assert houlsby[0] > plain[0] and plain[1] >= plain[0]  # views are ops, not kernels
+    assert ragged_ops(cfg, "none", 0)[0] > plain[0]  # the decoder's pass writes and gathers its cache
+    assert count_ops(lambda: None) == (0, 0)
 
 
 def test_flops_are_exactly_linear_in_the_batch():

@@ -83,3 +83,26 @@ def test_fingerprints_differ_in_any_field_and_say_how():
     assert "Test CPU (AVX2) on host host-a#boot-0001, torch 2.13.0+cpu, float32, model tiny, 1 thread" in a.describe()
     with pytest.raises(ValueError, match="fingerprint lacks dtype"):
         Fingerprint.from_dict({"device": "cpu", "model": "tiny"})
+
+
+def test_precision_switches_are_pinned_recorded_and_in_a_gpus_fingerprint():
+    import torch
+
+    from perfsuite.cells.grid import Cell
+    from perfsuite.machine import PRECISION_PINS, Fingerprint, machine_env
+
+    torch.backends.cuda.matmul.allow_tf32 = True  # left set by someone else
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        env = machine_env("cpu")
+        assert env["precision_flags"] == PRECISION_PINS and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+    cpu = Fingerprint.of(env, Cell("latency", "none", 0, batch=1, seq_len=8, device="cpu"))
+    assert cpu.precision is None and "precision" not in cpu.to_dict()  # a CPU's fingerprint as before
+    gpu = Fingerprint.of(env, Cell("latency", "none", 0, batch=1, seq_len=8, device="cuda"))
+    other = Fingerprint.of(env | {"precision_flags": env["precision_flags"] | {"matmul_allow_tf32": True}},
+                           Cell("latency", "none", 0, batch=1, seq_len=8, device="cuda"))
+    assert gpu.precision and "matmul_allow_tf32=False" in gpu.precision
+    assert gpu != other and any(d.startswith("precision:") for d in gpu.differences(other))
+    assert Fingerprint.from_dict(gpu.to_dict()) == gpu and Fingerprint.from_dict(cpu.to_dict()) == cpu

@@ -258,7 +258,8 @@ def test_cell_record_carries_the_metrics():
     assert record["mismatches"] == len(record["mismatch_positions"])
     assert record["flops"] > 0 and "time_ms" not in record
     assert record["host_syncs"] == record["windows"] and record["host_syncs_per_window"] == 1.0
-    assert record["argmax_dtype"] == "float32" and record["decisions"] == 2 * 11  # 11 decisions after the first
+    assert record["argmax_dtype"] == "float32" and record["logits_dtype"] == "float32"  # the tiny model's dtype
+    assert record["decisions"] == 2 * 11  # 11 decisions after the first
     assert record["margin_p1"] <= record["margin_p50"] and record["exact_ties"] >= 0
     assert record["weights_bytes"] > 0 and record["peak_mem_bytes"] is None  # none on the CPU, never faked
     assert record["gpu_state_before"] is None and record["gpu_throttled"] is None

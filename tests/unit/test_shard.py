@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from perfsuite.errors import PerfsuiteError
 from perfsuite.cells.grid import PROFILES
 from perfsuite.cells.shard import parse_shard, shard_cells
-from perfsuite.workloads import estimated_cost
+from perfsuite.workloads import estimated_cost, shard_group
 
 ALL = PROFILES["full"].cells(device="cuda") + PROFILES["smoke"].cells(device="cpu")
 
@@ -22,9 +22,34 @@ def test_shards_are_disjoint_cover_everything_and_keep_order(cells, n):
 
 @given(st.lists(st.sampled_from(ALL), unique_by=lambda c: c.id, min_size=1, max_size=80), st.integers(1, 9))
 def test_shards_are_balanced(cells, n):
-    """Greedy LPT: no shard exceeds the lightest by more than the costliest cell."""
+    """Greedy LPT over shape groups: no shard exceeds the lightest by more than the costliest group."""
     loads = [sum(map(estimated_cost, shard_cells(cells, i, n, cost=estimated_cost))) for i in range(1, n + 1)]
-    assert max(loads) - min(loads) <= max(map(estimated_cost, cells)) + 1e-9
+    group_costs = {}
+    for c in cells:
+        group_costs[shard_group(c)] = group_costs.get(shard_group(c), 0.0) + estimated_cost(c)
+    assert max(loads) - min(loads) <= max(group_costs.values()) + 1e-9
+
+
+def test_a_shape_group_never_spans_shards():
+    """The paper grid on 4 runners: each latency shape group (plain model + every adapter) on exactly one shard."""
+    cells = PROFILES["paper"].cells(device="cuda")
+    shards = [shard_cells(cells, i, 4, cost=estimated_cost) for i in range(1, 5)]
+    where = {}
+    for i, shard in enumerate(shards):
+        for c in shard:
+            where.setdefault(shard_group(c), set()).add(i)
+    assert all(len(s) == 1 for s in where.values())
+    assert len({shard_group(c) for c in cells if c.workload == "latency"}) == 18
+    assert all(shards)  # 18 groups over 4 runners: none idle
+
+
+def test_the_shard_group_is_the_latency_loops_group():
+    from perfsuite.workloads.latency import group_key
+
+    cells = [c for c in ALL if c.workload == "latency"]
+    for a in cells[:60]:
+        for b in cells[:60]:
+            assert (shard_group(a) == shard_group(b)) == (group_key(a) == group_key(b))
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1-2", "", "a/b"])

@@ -90,11 +90,11 @@ def test_order_bias_cancels_within_a_pair_of_rounds():
     assert statistics.median(t.ratios) != pytest.approx(1.1)  # the unpaired per-round median is biased
 
 
-def test_the_round_robin_rotates_the_order_and_runs_whole_cycles():
+def test_the_round_robin_balances_the_order_and_runs_whole_cycles():
     order = []
     fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
     samples = round_robin(fns, device="cpu", policy=RoundPolicy.fixed(4, warmup=1), clock=FakeClock([1.0] * 1000))
-    assert "".join(order) == "abc" + "abc" + "bca" + "cab" + "abc" + "bca" + "cab"  # warm-up, then 2 cycles
+    assert "".join(order) == "abc" + "abc" + "bca" + "cab" + "cba" + "acb" + "bac"  # warm-up, then 2 cycles
     assert all(len(v) == 6 for v in samples.values())  # 4 rounds asked for: whole cycles of 3 → 6
 
 
