@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from perfsuite.cells.grid import compile_selection
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
+from perfsuite.locks import writer_lock
 from perfsuite.plugin.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
@@ -69,9 +71,27 @@ def resume_options(journal: Journal) -> dict[str, object]:
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
             benchmarks: str | None = None, baseline: str | None = None, baselines_dir: str | None = None,
-            compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
-    """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report."""
+            compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None,
+            wait: bool = False) -> RunOutcome:
+    """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report.
+
+    The output folder is locked for the whole job (:mod:`perfsuite.locks`): a second run on it is refused at once
+    (or waits, with ``wait``), so it can neither delete this run's journal nor time its cells a second time."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PerfsuiteError(f"--out {out}: is a file, not a folder")
+    if options.get("cells") and not resume:  # a bad expression is refused before anything is deleted
+        compile_selection(str(options["cells"]))
+    out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out, f"output folder {out}", folder=True, wait=wait):
+        return _locked_job(out, options=options, resume=resume, fresh=fresh, benchmarks=benchmarks,
+                           baseline=baseline, baselines_dir=baselines_dir, compare_options=compare_options,
+                           report=report, extra_pytest_args=extra_pytest_args)
+
+
+def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: bool, benchmarks: str | None,
+                baseline: str | None, baselines_dir: str | None, compare_options, report: bool,
+                extra_pytest_args: list[str] | None) -> RunOutcome:
     journal = Journal(out / JOURNAL_NAME)
     if journal.path.exists() and not (resume or fresh):
         if not journal.is_complete():
@@ -85,7 +105,6 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
         raise PerfsuiteError(f"nothing to resume: {journal.path} does not exist")
     if resume:
         options = resume_options(journal)
-    out.mkdir(parents=True, exist_ok=True)
     bench_dir = find_benchmarks_dir(benchmarks)
 
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from perfsuite.cells.grid import PROFILES, get_profile, select
 from perfsuite.estimate import H100_FP16_TFLOPS, LAUNCH_US
+from perfsuite.plugin.options import at_least_one, at_least_zero
 
 HELP = "list the cells of a profile (after --cells selection) without running anything; --estimate: their cost"
 
@@ -15,8 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="print the timed forward passes and the expected wall time: probed on this machine's "
                         "device, or modelled for a GPU this machine does not have (--gpu-tflops, --launch-us)")
-    p.add_argument("--rounds", type=int, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
-    p.add_argument("--warmup", type=int, default=None, metavar="N", help="as perfsuite run --warmup")
+    p.add_argument("--rounds", type=at_least_one, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
+    p.add_argument("--warmup", type=at_least_zero, default=None, metavar="N", help="as perfsuite run --warmup")
     p.add_argument("--gpu-tflops", type=float, default=H100_FP16_TFLOPS, metavar="T",
                    help=f"the GPU model's sustained TFLOP/s (default: {H100_FP16_TFLOPS:g}, an H100 in fp16)")
     p.add_argument("--launch-us", type=float, default=LAUNCH_US, metavar="US",

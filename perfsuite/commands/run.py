@@ -6,7 +6,7 @@ import argparse
 
 from perfsuite.commands.compare import add_compare_arguments, options_from_args
 from perfsuite.compare.verdicts import REMEASURE
-from perfsuite.plugin.options import add_cell_options, cell_option_values
+from perfsuite.plugin.options import add_cell_options, add_wait_argument, cell_option_values
 from perfsuite.run import run_job
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where results, comparison and report go (default: perfsuite-out/PROFILE)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out: measure only missing cells")
     p.add_argument("--fresh", action="store_true", help="discard an earlier run's journal in --out and start over")
+    add_wait_argument(p, "--out")
     p.add_argument("--baseline", default=None, metavar="FILE",
                    help="compare with FILE (a baseline or another results JSON); default: this machine's baseline in "
                         "--baselines-dir, else another machine's as a reference (never failing the run)")
@@ -31,15 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     options = cell_option_values(args)
-    if args.weights:  # a bad checkpoint folder: one line here, before pytest starts
-        from perfsuite.checkpoint import read_checkpoint
+    if args.weights:  # a bad checkpoint folder or file: one line here, before pytest starts
+        from perfsuite.checkpoint import check_weights, read_checkpoint
 
-        read_checkpoint(args.weights)
+        check_weights(read_checkpoint(args.weights))
     out = args.out or f"perfsuite-out/{args.profile}" + (f"-shard{args.shard.replace('/', 'of')}" if args.shard else "")
     extra = [a for a in args.pytest_args if a != "--"]
     outcome = run_job(out_dir=out, options=options, resume=args.resume, fresh=args.fresh,
                       benchmarks=args.benchmarks, baseline=args.baseline, baselines_dir=args.baselines_dir,
                       compare_options=None if args.no_compare else options_from_args(args),
-                      report=not args.no_report, extra_pytest_args=extra)
+                      report=not args.no_report, extra_pytest_args=extra, wait=args.wait)
     print("\n".join(["", "perfsuite run: summary", *("  " + line for line in outcome.lines)]))
     return outcome.exit_code

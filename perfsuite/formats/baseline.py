@@ -160,7 +160,10 @@ def baseline_from_json(doc: Any, where: str, path: Path | None = None) -> Baseli
         if not isinstance(run, dict) or not isinstance(run.get("cells"), dict):
             raise BaselineError(f"{where}: run {i} has no 'cells' object")
         cells = {cid: _read_cell(cid, rec, f"{where}: run {i}") for cid, rec in run["cells"].items()}
-        parsed.append(BaselineRun(cells, run.get("source") or {}))
+        source = run.get("source") or {}
+        if not isinstance(source, dict):
+            raise BaselineError(f"{where}: run {i}: 'source' is {type(source).__name__}, not an object")
+        parsed.append(BaselineRun(cells, source))
     keep = doc.get("keep", KEEP_RUNS)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise BaselineError(f"{where}: 'keep' must be a positive integer, not {keep!r}")
