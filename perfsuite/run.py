@@ -64,6 +64,10 @@ def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], 
 def resume_options(journal: Journal) -> dict[str, object]:
     """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
     s = journal.settings()
+    missing = [k for k in ("profile", "device", "dtype", "rounds", "warmup") if k not in s]
+    if missing:
+        raise PerfsuiteError(f"{journal.path}: the run header lacks {', '.join(missing)}; cannot resume it "
+                             "(start over with --fresh)")
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
             "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads"),
             "weights": s.get("weights_path")}

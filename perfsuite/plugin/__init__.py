@@ -76,9 +76,11 @@ def _checkpoint(path: str | None):
     """--perfsuite-weights DIR, read and hashed (CheckpointError, one line, when it is not a GPT-2 checkpoint)."""
     if not path:
         return None
-    from perfsuite.checkpoint import read_checkpoint
+    from perfsuite.checkpoint import check_weights, read_checkpoint
 
-    return read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
+    check_weights(checkpoint)  # the whole file, before the first cell
+    return checkpoint
 
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
