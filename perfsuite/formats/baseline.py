@@ -27,7 +27,7 @@ from typing import Any
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import Format, write_json_atomic
-from perfsuite.formats.record import RECORD_FORMAT, CellRecord, RecordError
+from perfsuite.formats.record import MAX_TIME_MS, RECORD_FORMAT, CellRecord, RecordError
 from perfsuite.machine import Fingerprint
 
 KEEP_RUNS = 5  # runs a baseline keeps by default: enough for a between-run spread (t test, 4 df with one new run)
@@ -126,7 +126,8 @@ BASELINE_FORMAT = Format("baseline", "perfsuite_baseline", 3, {2: _update_to_2, 
 
 def _check_samples(values: Any, where: str) -> None:
     if not isinstance(values, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TIME_MS and math.isfinite(v)
+            for v in values):  # bounds first: 10**400 has no float
         raise BaselineError(f"{where}: samples must be a list of positive finite numbers")
 
 

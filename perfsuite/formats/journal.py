@@ -30,7 +30,10 @@ class JournalError(PerfsuiteError):
 
 def _parse_line(text: str) -> dict:
     """One journal line: a JSON object with a known ``kind`` and no NaN/Infinity (ValueError otherwise)."""
-    entry = json.loads(text, parse_constant=_no_constant)
+    try:
+        entry = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(entry, dict):
         raise ValueError(f"a JSON {type(entry).__name__}, not an object")
     if entry.get("kind") not in KINDS:

@@ -145,7 +145,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _finite(v: Any) -> bool:
-    return _is_number(v) and math.isfinite(v) and abs(v) <= MAX_ABS_NUMBER
+    return _is_number(v) and abs(v) <= MAX_ABS_NUMBER and math.isfinite(v)  # abs first: 10**400 has no float
 
 
 def check_name(value: str, where: str) -> None:
