@@ -19,6 +19,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
 from perfsuite.locks import writer_lock
+from perfsuite.plugin import EXIT_JOURNAL_WRITE_FAILED
 from perfsuite.plugin.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
@@ -118,6 +119,9 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
     interrupted = code == pytest.ExitCode.INTERRUPTED
     if code == pytest.ExitCode.USAGE_ERROR:
         raise PerfsuiteError("pytest refused the options (see the message above)")
+    if code == EXIT_JOURNAL_WRITE_FAILED:  # disk full (or not writable): not a failed cell, never exit 1
+        raise PerfsuiteError(f"cannot write {journal.path} (see above); the cells journaled before are kept: make "
+                             f"room, then finish with: perfsuite run --resume --out {out}")
     if not journal.read():
         outcome.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_USAGE
         outcome.lines.append("no cell was measured; nothing written")

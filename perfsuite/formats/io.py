@@ -96,6 +96,8 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
+            if isinstance(exc, OSError) and exc.filename is None:  # a write error names the file it was for
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
             if exc_type is None:
                 fd = os.open(self.tmp, os.O_RDONLY)
                 try:

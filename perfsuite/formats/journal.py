@@ -28,6 +28,10 @@ class JournalError(PerfsuiteError):
     pass
 
 
+class JournalWriteError(JournalError):
+    """A line could not be written (disk full, no permission): the lines before it are kept, whole."""
+
+
 def _parse_line(text: str) -> dict:
     """One journal line: a JSON object with a known ``kind`` and no NaN/Infinity (ValueError otherwise)."""
     try:
@@ -97,13 +101,17 @@ class Journal:
 
     def append(self, kind: str, **payload) -> None:
         line = json.dumps({"kind": kind, **payload}, default=str)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._healed:
-            self.heal()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._healed:
+                self.heal()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a torn line may be left: the next append cuts it off
+            self._healed = False
+            raise JournalWriteError(f"{self.path}: cannot write: {e.strerror or e}") from None
 
     def append_header(self, header: dict, settings: dict, cells: list[str], resumed: list[str]) -> None:
         self.append("header", **header, perfsuite=settings, cells=cells, resumed=resumed)

@@ -15,6 +15,7 @@ import datetime as _dt
 import gc
 import sys
 from dataclasses import replace
+from typing import NoReturn
 
 import pytest
 
@@ -22,7 +23,7 @@ from perfsuite.cells.grid import WORKLOADS, Cell, compile_selection, get_profile
 from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
-from perfsuite.formats.journal import Journal
+from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
@@ -31,6 +32,13 @@ from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
+# pytest's exit status when a journal line could not be written (disk full): the session stops at once, since every
+# later cell would be lost too. 74 is EX_IOERR of sysexits.h, far from pytest's own codes.
+EXIT_JOURNAL_WRITE_FAILED = 74
+
+
+def _stop_on_journal_error(e: JournalWriteError) -> NoReturn:
+    pytest.exit(f"perfsuite: {e}; the cells journaled before are kept", returncode=EXIT_JOURNAL_WRITE_FAILED)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -140,7 +148,10 @@ def perfsuite_skip(perfsuite_state: SessionState):
     def skip(cell: Cell, status: str, reason: str, **metrics):
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        perfsuite_state.record_not_run(cell, status, reason, **metrics)
+        try:
+            perfsuite_state.record_not_run(cell, status, reason, **metrics)
+        except JournalWriteError as e:
+            _stop_on_journal_error(e)
         pytest.skip(f"{cell.id}: {status}: {reason}")
 
     return skip
@@ -220,8 +231,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cells = [c for _, c in items if c is not None]
     state.cell_nodeids = {item.nodeid: c for item, c in items if c is not None}
     if state.journal and cells:
-        state.journal.append_header(run_header(session.config), state.settings(), [c.id for c in cells],
-                                    sorted(state.done))
+        try:
+            state.journal.append_header(run_header(session.config), state.settings(), [c.id for c in cells],
+                                        sorted(state.done))
+        except JournalWriteError as e:
+            _stop_on_journal_error(e)
 
 
 def run_header(config: pytest.Config) -> dict:
@@ -247,7 +261,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
             entry = fixture.stats.as_dict(include_data=True)
             state.benchmarks.append(entry)
             if state.journal:
-                state.journal.append_benchmark(entry)
+                try:
+                    state.journal.append_benchmark(entry)
+                except JournalWriteError as e:
+                    _stop_on_journal_error(e)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves

@@ -27,7 +27,7 @@ from perfsuite.compare.verdicts import CompareOptions, compare_results
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import load_baseline
 from perfsuite.formats.io import write_text_atomic
-from perfsuite.formats.journal import Journal
+from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.results import load_results, results_from_document
 from perfsuite.history.rows import metric_rows
 from perfsuite.history.store import add_files, open_store
@@ -396,9 +396,8 @@ def test_a_full_disk_mid_append_is_healed_by_the_next_append(tmp_path, tmpfs, mo
 
         monkeypatch.setattr(io.TextIOWrapper, "write", half)
     big = {**lines[2]["benchmark"], "note": "x" * 20_000}  # longer than a page: it cannot fit
-    with pytest.raises(OSError) as e:
+    with pytest.raises(JournalWriteError, match="No space left on device"):
         journal.append("benchmark", benchmark=big)
-    assert e.value.errno == errno.ENOSPC
     monkeypatch.undo()
     if disk is not None:
         (disk / "filler").unlink()
@@ -407,6 +406,18 @@ def test_a_full_disk_mid_append_is_healed_by_the_next_append(tmp_path, tmpfs, mo
     assert "cut off a torn last line" in capsys.readouterr().err
     assert [e["benchmark"]["name"] for e in Journal(path).read()[1:]] == [lines[1]["benchmark"]["name"],
                                                                           lines[3]["benchmark"]["name"]]
+
+
+def test_a_run_on_a_full_disk_is_one_line_and_exit_2_not_1(tmp_path, tmpfs):
+    disk = tmpfs(4096)  # the journal's header does not fit
+    if disk is None:
+        pytest.skip("no tmpfs can be mounted here; the journal's own ENOSPC path is tested above")
+    proc = subprocess.run([sys.executable, "-m", "perfsuite.cli", "run", "--cells", "adapter == 'lora' and batch == 1 "
+                           "and workload == 'latency'", "--rounds", "2", "--no-compare", "--out", str(disk / "run")],
+                          cwd=ROOT, capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("perfsuite run: error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "journal.jsonl" in errors[0] and "INTERNALERROR" not in proc.stdout + proc.stderr
 
 
 def test_os_errors_at_the_cli_edge_are_one_line_and_exit_2(tmp_path, monkeypatch):
