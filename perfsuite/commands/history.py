@@ -100,10 +100,12 @@ def _show(args) -> int:
 
 
 def _ack(args) -> int:
-    from perfsuite.history.store import open_store
+    from perfsuite.history.store import BUSY_TIMEOUT_S, open_store
+    from perfsuite.locks import writer_lock
 
-    with open_store(args.store) as store:
-        acks = store.ack(args.cells, args.commit, args.note)
+    with writer_lock(args.store, f"history store {args.store}", folder=False, wait=BUSY_TIMEOUT_S):
+        with open_store(args.store) as store:
+            acks = store.ack(args.cells, args.commit, args.note)
     for a in acks:
         print(f"acknowledged {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
     return 0

@@ -292,6 +292,15 @@ def test_numeric_options_and_selections_are_checked_at_the_command_line(tmp_path
     for args in (["--rounds", "0"], ["--rounds", "-5"], ["--threads", "-1"], ["--warmup", "-1"], ["--rounds", "x"]):
         code, _, err = cli("run", *args, "--out", str(tmp_path / "o"))
         assert code == 2 and "Traceback" not in err and "argument --" in err
+    import argparse
+
+    from perfsuite.plugin.options import add_cell_options
+
+    pytest_flags = argparse.ArgumentParser()  # the pytest plugin's flags are built by the same function
+    add_cell_options(pytest_flags.add_argument)
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        pytest_flags.parse_args(["--perfsuite-rounds", "0"])
+    assert pytest_flags.parse_args(["--perfsuite-threads", "0"]).perfsuite_threads == 0
     out = tmp_path / "finished"
     out.mkdir()
     (out / "journal.jsonl").write_text("kept\n")
