@@ -320,20 +320,37 @@ def open_store(path: str | Path, *, create: bool = False) -> HistoryStore:
         raise HistoryError(f"{path}: no history store here (`perfsuite history add RESULTS.json --store {path}` "
                            "creates one)")
     check_regular_file(path, HistoryError)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = None
     try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE), never implicitly by the module.
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        _check_version(version, tables, path)  # read-only first: a reader is refused without taking a write lock
         if version != STORE_VERSION:  # create or migrate: under the write lock, the version read again inside
             _create_or_migrate(conn, path)
         _check_schema(conn, path)
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as e:
+    except (sqlite3.Error, HistoryError) as e:
+        if conn is not None:
+            conn.close()
+        if isinstance(e, HistoryError):
+            raise
         raise HistoryError(f"{path}: not a perfsuite history store ({e})") from None
     return HistoryStore(conn, path)
+
+
+def _check_version(version: int, tables: int, path: Path) -> None:
+    if version > STORE_VERSION:
+        raise HistoryError(f"{path}: history store format {version} is newer than this perfsuite reads "
+                           f"({STORE_VERSION}); upgrade perfsuite")
+    if version < 0:
+        raise HistoryError(f"{path}: history store format {version} is not a format (damaged store?)")
+    if version == 0 and tables:
+        raise HistoryError(f"{path}: an SQLite file, but not a perfsuite history store (no format version)")
 
 
 def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -342,14 +359,7 @@ def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version > STORE_VERSION:
-            raise HistoryError(f"{path}: history store format {version} is newer than this perfsuite reads "
-                               f"({STORE_VERSION}); upgrade perfsuite")
-        if version < 0:
-            raise HistoryError(f"{path}: history store format {version} is not a format (damaged store?)")
-        if version == 0 and tables:
-            raise HistoryError(f"{path}: an SQLite file, but not a perfsuite history store (no format version)")
+        _check_version(version, conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0], path)
         steps = [(STORE_VERSION, _SCHEMA)] if version == 0 else [(v, _MIGRATIONS[v]) for v in
                                                                   range(version + 1, STORE_VERSION + 1)]
         for target, sql in steps:
@@ -359,7 +369,6 @@ def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
-        conn.close()
         raise
 
 
@@ -368,7 +377,6 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
     missing = [t for t in (*TABLES, "measurements_v") if t not in names]
     if missing:
-        conn.close()
         raise HistoryError(f"{path}: a damaged history store: no {', '.join(missing)} "
                            "(restore it from a backup, or start a new store)")
 
