@@ -11,6 +11,7 @@ silently disappears. Options: :mod:`~perfsuite.plugin.options`; session state:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import sys
@@ -27,11 +28,13 @@ from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.record import STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUSES, CellRecord
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
+from perfsuite.locks import writer_lock
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
+JOURNAL_LOCK = pytest.StashKey[contextlib.ExitStack]()
 # pytest's exit status when a journal line could not be written (disk full): the session stops at once, since every
 # later cell would be lost too. 74 is EX_IOERR of sysexits.h, far from pytest's own codes.
 EXIT_JOURNAL_WRITE_FAILED = 74
@@ -59,6 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
         journal = Journal(opt("perfsuite_journal")) if opt("perfsuite_journal") else None
         if opt("perfsuite_resume") and journal is None:
             raise PerfsuiteError("--perfsuite-resume needs --perfsuite-journal FILE")
+        if journal is not None:  # one session appends to a journal at a time (released at unconfigure)
+            config.stash[JOURNAL_LOCK] = contextlib.ExitStack()
+            config.stash[JOURNAL_LOCK].enter_context(writer_lock(journal.path, f"journal {journal.path}",
+                                                                 folder=False))
         done = journal.done_cell_ids() if journal and opt("perfsuite_resume") else set()
         device, missing = _device(opt("perfsuite_device"), profile)
         checkpoint = _checkpoint(opt("perfsuite_weights"))
@@ -69,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
             journal=journal, done=done, checkpoint=checkpoint)
         state.check(resume=opt("perfsuite_resume"))
     except PerfsuiteError as e:
+        pytest_unconfigure(config)
         raise pytest.UsageError(f"perfsuite: {e}") from None
     config.stash[STATE] = state
     if opt("perfsuite_progress"):
@@ -78,6 +86,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from perfsuite.plugin.gate import SessionGate
 
         config.pluginmanager.register(SessionGate(config, baseline), "perfsuite-gate")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lock = config.stash.get(JOURNAL_LOCK, None)
+    if lock is not None:
+        lock.close()
+        del config.stash[JOURNAL_LOCK]
 
 
 def _checkpoint(path: str | None):

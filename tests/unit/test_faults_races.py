@@ -173,3 +173,17 @@ def test_two_history_add_commands_at_once_both_land(tmp_path):
     assert again.returncode == 0 and "nothing changed" in again.stdout
     with open_store(store) as s:
         assert len(s.runs()) == 2
+
+
+def test_plain_pytest_on_a_journal_in_use_is_a_usage_error(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    holder = hold(journal, folder=False)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "tests/benchmarks", "-q", "-p", "no:cacheprovider",
+                               f"--perfsuite-journal={journal}", "--perfsuite-cells=adapter == 'lora'"], cwd=ROOT,
+                              capture_output=True, text=True)
+    finally:
+        kill(holder)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"journal {journal} is in use by PID {holder.pid}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not journal.exists()
