@@ -234,8 +234,11 @@ def save_checkpoint(model, path: str | Path) -> Checkpoint:
     """Write a reference model as a Hugging Face GPT-2 checkpoint folder that transformers loads as it is."""
     from safetensors.torch import save_file
 
+    from perfsuite.formats.io import atomic_path, write_text_atomic
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_NAME).write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
-    save_file(hf_state_dict(model), str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    with atomic_path(path / WEIGHTS_NAME) as tmp:
+        save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
+    write_text_atomic(path / CONFIG_NAME, json.dumps(config_to_hf(model.config), indent=2) + "\n")
     return read_checkpoint(path)
