@@ -2,6 +2,8 @@
 
 A run that is interrupted keeps every cell it finished; a resumed run skips them; the final results
 document is assembled from the journal, so the journal is the single source of truth for ``perfsuite run``.
+Every line ends with a newline and an fsync; a line torn by a crash or a full disk is cut off (and reported)
+before the next append, so it never glues onto the next line; each line is checked when it is read.
 
 Format history (one line per event; the ``kind`` field says which):
   1 — ``header`` (pytest-benchmark's machine_info/commit_info/datetime/version, the run settings under
@@ -22,6 +24,13 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import check_regular_file
 from perfsuite.formats.record import STATUS_NO_DEVICE, CellRecord, RecordError
 from perfsuite.formats.results import results_document
+
+KINDS = ("header", "benchmark", "not_run")
+MAX_JOURNAL_BYTES = 1 << 30  # 1 GiB: a journal of the full grid is a few MB; more is not a journal
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class JournalError(PerfsuiteError):
@@ -51,12 +60,6 @@ def _parse_line(text: str) -> dict:
     return entry
 
 
-KINDS = ("header", "benchmark", "not_run")
-MAX_JOURNAL_BYTES = 1 << 30  # 1 GiB: a journal of the full grid is a few MB; more is not a journal
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 class Journal:

@@ -30,7 +30,7 @@ from perfsuite.formats.io import write_text_atomic
 from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.results import load_results, results_from_document
 from perfsuite.history.rows import metric_rows
-from perfsuite.history.store import add_files, open_store
+from perfsuite.history.store import add_files
 
 ROOT = Path(__file__).parents[2]
 FIXTURES = Path(__file__).parents[1] / "fixtures"
