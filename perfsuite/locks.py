@@ -23,6 +23,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import write_text_atomic
 
 FOLDER_LOCK_NAME = ".perfsuite.lock"  # inside an output folder
 LOCK_SUFFIX = ".lock"  # beside a file (a baseline, a history store)
@@ -51,11 +52,11 @@ def holder(lock: Path) -> str:
 
 
 def _write_info(lock: Path) -> None:
+    """Best effort: on a full disk the lock still holds, only a refused writer's line says less."""
     info = {"pid": os.getpid(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "?",
             "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = lock.with_name(f"{lock.name}{INFO_SUFFIX}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, lock.with_name(lock.name + INFO_SUFFIX))
+    with contextlib.suppress(OSError):
+        write_text_atomic(lock.with_name(lock.name + INFO_SUFFIX), json.dumps(info))
 
 
 @contextlib.contextmanager

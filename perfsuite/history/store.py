@@ -278,7 +278,10 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+            self.conn.execute("ROLLBACK")
 
 
 def _bool(v) -> int | None:
@@ -368,7 +371,8 @@ def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
@@ -399,4 +403,7 @@ def add_files(store_path: str | Path, paths: Sequence[str | Path]) -> Added:
     # must both land. SQLite's own lock (BEGIN IMMEDIATE) backs this up for writers that bypass perfsuite.
     with writer_lock(store_path, f"history store {store_path}", folder=False, wait=BUSY_TIMEOUT_S):
         with open_store(store_path, create=True) as store:
-            return store.add(results, sources, key)
+            try:
+                return store.add(results, sources, key)
+            except sqlite3.Error as e:  # e.g. "database or disk is full": the transaction left the store as it was
+                raise HistoryError(f"{store_path}: {e}; nothing was added") from None
