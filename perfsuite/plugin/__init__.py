@@ -280,6 +280,11 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                     state.journal.append_benchmark(entry)
                 except JournalWriteError as e:
                     _stop_on_journal_error(e)
+                except KeyboardInterrupt:
+                    # Ctrl-C while the line was written (its fsync is slow on a busy disk): raised out of this
+                    # old-style wrapper it would be a PluggyTeardownRaisedWarning, an error here. Stop the session
+                    # as an interruption instead; a torn line is cut off by the next append.
+                    item.session.shouldstop = "interrupted while journaling a cell"
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves
