@@ -42,7 +42,7 @@ def lock_path(target: str | Path, *, folder: bool) -> Path:
 
 
 def holder(lock: Path) -> str:
-    """"PID 123 (perfsuite run --out x) on host since …", from the info file, or a plain phrase without one."""
+    """``PID 123 (perfsuite run --out x) on HOST since TIME``, from the info file, or a plain phrase without one."""
     try:
         info = json.loads(lock.with_name(lock.name + INFO_SUFFIX).read_text(encoding="utf-8"))
         return (f"PID {int(info['pid'])} ({str(info['command'])[:200]}) on {info.get('host', '?')} "
@@ -68,13 +68,17 @@ def writer_lock(target: str | Path, what: str, *, folder: bool, wait: bool | flo
     """
     lock = lock_path(target, folder=folder)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    timeout = WAIT_FOREVER if wait is True else (0.0 if wait is False else float(wait))
-    file_lock = FileLock(str(lock), timeout=timeout)
+    file_lock = FileLock(str(lock))
     try:
-        file_lock.acquire()
+        file_lock.acquire(timeout=0)
     except Timeout:
-        again = "" if wait is not False else "; pass --wait to wait for it"
-        raise LockHeld(f"{what} is in use by {holder(lock)}{again}") from None
+        if wait is False:
+            raise LockHeld(f"{what} is in use by {holder(lock)}; pass --wait to wait for it") from None
+        print(f"perfsuite: waiting for {what}, in use by {holder(lock)}", file=sys.stderr, flush=True)
+        try:
+            file_lock.acquire(timeout=WAIT_FOREVER if wait is True else float(wait))
+        except Timeout:
+            raise LockHeld(f"{what} is still in use by {holder(lock)} after {float(wait):.0f} s") from None
     try:
         _write_info(lock)
         yield lock
