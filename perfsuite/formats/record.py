@@ -176,8 +176,10 @@ def check_metrics(d: Mapping[str, Any], where: str) -> None:
         v = d.get(key)
         if v is None:
             continue
-        if not isinstance(v, list) or len(v) > MAX_SAMPLES:
-            raise RecordError(f"{where}: {key} is {type(v).__name__}, not a list of at most {MAX_SAMPLES} times")
+        if not isinstance(v, list):
+            raise RecordError(f"{where}: {key} is {type(v).__name__}, not a list of times")
+        if len(v) > MAX_SAMPLES:
+            raise RecordError(f"{where}: {key} holds {len(v)} samples, more than {MAX_SAMPLES}")
         if not all(_finite(x) and 0 < x <= MAX_TIME_MS for x in v):
             bad = next(x for x in v if not (_finite(x) and 0 < x <= MAX_TIME_MS))
             raise RecordError(f"{where}: {key} holds {bad!r:.60}, not a positive time in ms (up to {MAX_TIME_MS:g})")
