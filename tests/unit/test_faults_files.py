@@ -417,13 +417,19 @@ def test_a_full_disk_mid_append_is_healed_by_the_next_append(tmp_path, tmpfs, mo
                                                                           lines[3]["benchmark"]["name"]]
 
 
+def _small_files() -> None:
+    """In the child: no file may grow past 2000 bytes (EFBIG, "File too large": Python ignores SIGXFSZ)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+
 def test_a_run_on_a_full_disk_is_one_line_and_exit_2_not_1(tmp_path, tmpfs):
-    disk = tmpfs(4096)  # the journal's header does not fit
-    if disk is None:
-        pytest.skip("no tmpfs can be mounted here; the journal's own ENOSPC path is tested above")
+    disk = tmpfs(4096)  # the journal's header does not fit; without a tmpfs, a file-size limit does the same
     proc = subprocess.run([sys.executable, "-m", "perfsuite.cli", "run", "--cells", "adapter == 'lora' and batch == 1 "
-                           "and workload == 'latency'", "--rounds", "2", "--no-compare", "--out", str(disk / "run")],
-                          cwd=ROOT, capture_output=True, text=True)
+                           "and workload == 'latency'", "--rounds", "2", "--no-compare", "--out",
+                           str((disk or tmp_path) / "run")], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=None if disk else _small_files)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("perfsuite run: error: ")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "journal.jsonl" in errors[0] and "INTERNALERROR" not in proc.stdout + proc.stderr
