@@ -396,14 +396,28 @@ def test_a_full_disk_mid_append_is_healed_by_the_next_append(tmp_path, tmpfs, mo
     if disk is not None:
         fill(disk, 0)  # what is left of the journal's last page takes part of the next line, no more
     else:
-        real_write = io.TextIOWrapper.write
+        real_open = open
 
-        def half(self, text):
-            real_write(self, text[: len(text) // 2])
-            self.flush()
-            raise OSError(errno.ENOSPC, "No space left on device")
+        class HalfWriter:  # the disk fills halfway through the line
+            def __init__(self, f):
+                self.f = f
 
-        monkeypatch.setattr(io.TextIOWrapper, "write", half)
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+            def write(self, text):
+                self.f.write(text[: len(text) // 2])
+                self.f.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def opener(file, mode="r", *a, **kw):
+            f = real_open(file, mode, *a, **kw)
+            return HalfWriter(f) if "a" in mode else f
+
+        monkeypatch.setattr("perfsuite.formats.journal.open", opener, raising=False)
     big = {**lines[2]["benchmark"], "note": "x" * 20_000}  # longer than a page: it cannot fit
     with pytest.raises(JournalWriteError, match="No space left on device"):
         journal.append("benchmark", benchmark=big)
