@@ -77,7 +77,10 @@ def test_a_sigkilled_ab_does_not_break_the_next_one(repo, tmp_path):
     """A real `perfsuite ab` process killed once its worktree exists; the next ab into the same --out gets past
     `git worktree add` (it fails later, on the stand-in benchmarks, with one line) and removes its worktree."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-P", "-m", "perfsuite.cli", "ab", "HEAD~1", "--runs", "2", "--out", str(out)]
+    # the installed perfsuite, not the stand-in package of the repository it runs in (python -P is 3.11+)
+    boot = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; from perfsuite.cli import main; " \
+           "sys.exit(main())"
+    cmd = [sys.executable, "-c", boot, "ab", "HEAD~1", "--runs", "2", "--out", str(out)]
     first = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / "worktree-a" / ".git").exists():
