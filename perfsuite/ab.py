@@ -20,6 +20,7 @@ from typing import Callable
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.results import Results
+from perfsuite.locks import writer_lock
 from perfsuite.runs import load_run, run_benchmarks
 
 DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
@@ -53,8 +54,9 @@ def repo_root(start: str | Path = ".") -> Path:
         raise ABError(f"{Path(start).resolve()} is not inside a git checkout; perfsuite ab compares commits") from None
 
 
-def prepare_side(repo: Path, ref: str | None, label: str, workdir: Path) -> Side:
-    """The checkout of ``ref`` (a git worktree) or, for None, the working tree as it is."""
+def prepare_side(repo: Path, ref: str | None, label: str, workdir: Path, made: list[Side] | None = None) -> Side:
+    """The checkout of ``ref`` (a git worktree) or, for None, the working tree as it is. A worktree is added to
+    ``made`` as soon as it exists, so the caller removes it even when a check below fails."""
     if ref is None:
         side = Side(label, "working tree", None, repo)
     else:
@@ -63,10 +65,11 @@ def prepare_side(repo: Path, ref: str | None, label: str, workdir: Path) -> Side
         except ABError:
             raise ABError(f"{label}: {ref!r} is not a commit of {repo}") from None
         path = workdir / f"worktree-{label.lower()}"
-        if path.exists():
-            shutil.rmtree(path)
+        clear_stale_worktree(repo, path)
         _git(repo, "worktree", "add", "--detach", str(path), commit)
         side = Side(label, ref, commit, path, worktree=True)
+        if made is not None:
+            made.append(side)
     if not (side.path / "tests" / "benchmarks" / "test_latency.py").exists():
         raise ABError(f"{label} ({side.ref}) has no perfsuite benchmarks (tests/benchmarks/test_latency.py)")
     _check_own_code(side)
@@ -86,9 +89,18 @@ def _check_own_code(side: Side) -> None:
                       f"{side.path}: {proc.stderr.strip().splitlines()[-1:] or ''}")
 
 
+def clear_stale_worktree(repo: Path, path: Path) -> None:
+    """A worktree left at ``path`` by an ab that was killed (SIGKILL skips every cleanup): removed from git's
+    list and from the disk, so ``git worktree add`` can make it again."""
+    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
+    if path.exists():
+        shutil.rmtree(path)
+    subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
+
+
 def remove_side(repo: Path, side: Side) -> None:
     if side.worktree:
-        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(side.path)], capture_output=True)
+        clear_stale_worktree(repo, side.path)
 
 
 def run_alternately(a: Side, b: Side, options: dict, runs: int, out_dir: Path,
@@ -111,23 +123,28 @@ def run_alternately(a: Side, b: Side, options: dict, runs: int, out_dir: Path,
 
 def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, out_dir: str | Path,
        compare_options=None, keep_worktrees: bool = False, start: str | Path = ".",
-       progress: Callable[[str], None] = lambda s: None) -> tuple[dict, Side, Side, float]:
-    """Run the A/B comparison; (comparison document, side A, side B, seconds)."""
+       progress: Callable[[str], None] = lambda s: None, wait: bool = False) -> tuple[dict, Side, Side, float]:
+    """Run the A/B comparison; (comparison document, side A, side B, seconds).
+
+    ``out_dir`` is locked while ab runs (a second ab there is refused, or waits with ``wait``); the worktrees it
+    makes are removed whatever happens (an error, Ctrl-C), and one a killed ab left behind is cleared first."""
     from perfsuite.compare.verdicts import CompareOptions, compare_runs
 
     repo, out_dir = repo_root(start), Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ABError(f"--out {out_dir}: is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    sides: list[Side] = []
-    try:
-        sides.append(prepare_side(repo, base, "A", out_dir))
-        sides.append(prepare_side(repo, head, "B", out_dir))
-        a_runs, b_runs = run_alternately(*sides, options, runs, out_dir, progress)
-    finally:
-        if not keep_worktrees:
-            for side in sides:
-                remove_side(repo, side)
-    a, b = sides
+    made: list[Side] = []  # worktrees made, removed in the finally whatever happens
+    with writer_lock(out_dir, f"output folder {out_dir}", folder=True, wait=wait):
+        try:
+            a = prepare_side(repo, base, "A", out_dir, made)
+            b = prepare_side(repo, head, "B", out_dir, made)
+            a_runs, b_runs = run_alternately(a, b, options, runs, out_dir, progress)
+        finally:
+            if not keep_worktrees:
+                for side in made:
+                    remove_side(repo, side)
     doc = compare_runs(a_runs, b_runs, compare_options or CompareOptions(),
                        labels=(f"A: {a.ref}" + (f" ({a.commit[:10]})" if a.commit else ""),
                                f"B: {b.ref}" + (f" ({b.commit[:10]})" if b.commit else "")))

@@ -57,6 +57,7 @@ class RunOptions:
     report: bool = True
     benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
     pytest_args: tuple[str, ...] = ()
+    wait: bool = False  # another perfsuite process writing to out_dir: wait for it (else refused at once)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "warmup", "threads", "remeasure"):
@@ -174,7 +175,7 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
                           compare_options=_compare_options(options.alpha, options.min_effect_pct,
                                                            REMEASURE if options.remeasure is None else options.remeasure)
                           if options.compare else None,
-                          report=options.report, extra_pytest_args=list(options.pytest_args))
+                          report=options.report, extra_pytest_args=list(options.pytest_args), wait=options.wait)
     return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
                      tuple(outcome.lines), printed.getvalue())
 

@@ -146,6 +146,38 @@ def _listing(names) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def _check_shapes(where: Path, cfg: GPT2Config, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The tensors (name without ``transformer.`` → shape, the head left out) are those the config implies."""
+    want = _expected_shapes(cfg)
+    missing, unexpected = set(want) - set(shapes), set(shapes) - set(want)
+    if missing:
+        raise CheckpointError(f"{where}: missing {len(missing)} tensor(s) the config implies: {_listing(missing)}")
+    if unexpected:
+        raise CheckpointError(f"{where}: {len(unexpected)} tensor(s) a GPT-2 does not have: {_listing(unexpected)}")
+    for name, shape in want.items():
+        if shapes[name] != shape:
+            raise CheckpointError(f"{where}: {name} has shape {shapes[name]}, the config implies {shape}")
+
+
+def check_weights(ckpt: Checkpoint) -> None:
+    """The whole checkpoint checked before the first cell, without reading a tensor: the safetensors header
+    parses, its data fits the file, and every tensor the config implies is there with its shape. A corrupt file
+    is then one line at the command line, not a failure in every cell."""
+    from safetensors import SafetensorError, safe_open
+
+    where = ckpt.path / WEIGHTS_NAME
+    try:
+        with safe_open(str(where), framework="pt") as f:
+            shapes = {k.removeprefix("transformer."): tuple(f.get_slice(k).get_shape()) for k in f.keys()
+                      if not k.endswith(IGNORED_SUFFIXES)}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{where}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    head = shapes.pop("lm_head.weight", None)
+    _check_shapes(where, ckpt.config, shapes)
+    if head is not None and head != shapes["wte.weight"]:
+        raise CheckpointError(f"{where}: lm_head.weight has shape {head}, not wte.weight's {shapes['wte.weight']}")
+
+
 def reference_state_dict(ckpt: Checkpoint, *, dtype=None, device="cpu") -> dict:
     """The checkpoint's tensors as the reference model's state dict (Conv1D weights transposed, head tied)."""
     import torch
@@ -159,15 +191,7 @@ def reference_state_dict(ckpt: Checkpoint, *, dtype=None, device="cpu") -> dict:
         raise CheckpointError(f"{where}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     tensors = {k.removeprefix("transformer."): v for k, v in raw.items() if not k.endswith(IGNORED_SUFFIXES)}
     head = tensors.pop("lm_head.weight", None)
-    want = _expected_shapes(ckpt.config)
-    missing, unexpected = set(want) - set(tensors), set(tensors) - set(want)
-    if missing:
-        raise CheckpointError(f"{where}: missing {len(missing)} tensor(s) the config implies: {_listing(missing)}")
-    if unexpected:
-        raise CheckpointError(f"{where}: {len(unexpected)} tensor(s) a GPT-2 does not have: {_listing(unexpected)}")
-    for name, shape in want.items():
-        if tuple(tensors[name].shape) != shape:
-            raise CheckpointError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, the config implies {shape}")
+    _check_shapes(where, ckpt.config, {name: tuple(t.shape) for name, t in tensors.items()})
     if head is not None and not torch.equal(head, tensors["wte.weight"]):
         raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight (an untied head is not supported)")
     out = {}
@@ -210,8 +234,11 @@ def save_checkpoint(model, path: str | Path) -> Checkpoint:
     """Write a reference model as a Hugging Face GPT-2 checkpoint folder that transformers loads as it is."""
     from safetensors.torch import save_file
 
+    from perfsuite.formats.io import atomic_path, write_text_atomic
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_NAME).write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
-    save_file(hf_state_dict(model), str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    with atomic_path(path / WEIGHTS_NAME) as tmp:
+        save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
+    write_text_atomic(path / CONFIG_NAME, json.dumps(config_to_hf(model.config), indent=2) + "\n")
     return read_checkpoint(path)

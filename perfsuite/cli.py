@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sqlite3
 import sys
 
 from perfsuite.errors import PerfsuiteError
@@ -37,6 +38,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_USAGE = 2  # bad input or a fault of the machine (disk full, no permission): never 1, which means a regression
+
+
+def os_error_line(e: OSError) -> str:
+    """``PATH: No space left on device`` (or both paths of a rename), from an OSError."""
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {e.strerror or e}" if names else str(e.strerror or e)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     named = argv[0] if argv and argv[0] in command_names() else None
@@ -45,7 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except PerfsuiteError as e:
         print(f"perfsuite {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as e:  # the disk is full, a path is a folder or not ours to write: one line, not a traceback
+        print(f"perfsuite {args.command}: error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.Error as e:
+        print(f"perfsuite {args.command}: error: history store: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RecursionError, MemoryError) as e:
+        print(f"perfsuite {args.command}: error: the input is too large or nested too deeply "
+              f"({type(e).__name__})", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"perfsuite {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from perfsuite.cells.grid import compile_selection
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
+from perfsuite.locks import writer_lock
+from perfsuite.plugin import EXIT_JOURNAL_WRITE_FAILED
 from perfsuite.plugin.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
@@ -84,6 +87,10 @@ def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], 
 def resume_options(journal: Journal) -> dict[str, object]:
     """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
     s = journal.settings()
+    missing = [k for k in ("profile", "device", "dtype", "rounds", "warmup") if k not in s]
+    if missing:
+        raise PerfsuiteError(f"{journal.path}: the run header lacks {', '.join(missing)}; cannot resume it "
+                             "(start over with --fresh)")
     return {"profile": s["profile"], "device": s["device"], "dtype": s["dtype"], "cells": s.get("selection"),
             "rounds": s["rounds"], "warmup": s["warmup"], "shard": s.get("shard"), "threads": s.get("threads"),
             "weights": s.get("weights_path"), "adapters": s.get("adapters")}
@@ -91,9 +98,29 @@ def resume_options(journal: Journal) -> dict[str, object]:
 
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
             benchmarks: str | None = None, baseline: str | None = None, baselines_dir: str | None = None,
-            compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None) -> RunOutcome:
-    """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report."""
+            compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None,
+            wait: bool = False) -> RunOutcome:
+    """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report.
+
+    The output folder is locked for the whole job (:mod:`perfsuite.locks`): a second run on it is refused at once
+    (or waits, with ``wait``), so it can neither delete this run's journal nor time its cells a second time."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PerfsuiteError(f"--out {out}: is a file, not a folder")
+    if options.get("cells") and not resume:  # a bad expression is refused before anything is deleted
+        compile_selection(str(options["cells"]))
+    if resume and not (out / JOURNAL_NAME).exists():
+        raise PerfsuiteError(f"nothing to resume: {out / JOURNAL_NAME} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out, f"output folder {out}", folder=True, wait=wait):
+        return _locked_job(out, options=options, resume=resume, fresh=fresh, benchmarks=benchmarks,
+                           baseline=baseline, baselines_dir=baselines_dir, compare_options=compare_options,
+                           report=report, extra_pytest_args=extra_pytest_args)
+
+
+def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: bool, benchmarks: str | None,
+                baseline: str | None, baselines_dir: str | None, compare_options, report: bool,
+                extra_pytest_args: list[str] | None) -> RunOutcome:
     journal = Journal(out / JOURNAL_NAME)
     if journal.path.exists() and not (resume or fresh):
         if not journal.is_complete():
@@ -107,7 +134,6 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
         raise PerfsuiteError(f"nothing to resume: {journal.path} does not exist")
     if resume:
         options = resume_options(journal)
-    out.mkdir(parents=True, exist_ok=True)
     bench_dir = find_benchmarks_dir(benchmarks)
 
     t0 = time.monotonic()
@@ -117,6 +143,9 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     interrupted = code == pytest.ExitCode.INTERRUPTED
     if code == pytest.ExitCode.USAGE_ERROR:
         raise PerfsuiteError("pytest refused the options (see the message above)")
+    if code == EXIT_JOURNAL_WRITE_FAILED:  # disk full (or not writable): not a failed cell, never exit 1
+        raise PerfsuiteError(f"cannot write {journal.path} (see above); the cells journaled before are kept: make "
+                             f"room, then finish with: perfsuite run --resume --out {out}")
     if not journal.read():
         outcome.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_USAGE
         outcome.lines.append("no cell was measured; nothing written")

@@ -358,6 +358,10 @@ _ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.
 _CELL_FIELDS = tuple(f.name for f in fields(Cell))
 
 
+MAX_SELECTION_CHARS = 4096
+MAX_SELECTION_DEPTH = 100  # syntax-tree levels; a real selection has fewer than ten
+
+
 class SelectionError(PerfsuiteError, ValueError):
     pass
 
@@ -365,12 +369,24 @@ class SelectionError(PerfsuiteError, ValueError):
 def compile_selection(expr: str) -> Callable[[Cell], bool]:
     """A predicate from an expression over cell fields, e.g. ``adapter in ('lora', 'houlsby') and batch <= 4``.
 
-    Only comparisons, ``and``/``or``/``not``, literals and field names are allowed.
+    Only comparisons, ``and``/``or``/``not``, literals and field names are allowed, at most
+    MAX_SELECTION_CHARS long and MAX_SELECTION_DEPTH deep (a deeper tree would exhaust the parser's stack).
     """
+    if len(expr) > MAX_SELECTION_CHARS:
+        raise SelectionError(f"cell selection of {len(expr)} characters: at most {MAX_SELECTION_CHARS}")
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:
-        raise SelectionError(f"cannot parse cell selection {expr!r}: {e.msg}") from None
+        raise SelectionError(f"cannot parse cell selection {expr[:80]!r}: {e.msg}") from None
+    except (RecursionError, MemoryError):
+        raise SelectionError(f"cell selection nested deeper than {MAX_SELECTION_DEPTH} levels") from None
+    stack, depth = [(tree, 1)], 0
+    while stack:  # iterative: the depth check must not recurse itself
+        node, d = stack.pop()
+        depth = max(depth, d)
+        if depth > MAX_SELECTION_DEPTH:
+            raise SelectionError(f"cell selection nested deeper than {MAX_SELECTION_DEPTH} levels")
+        stack += [(child, d + 1) for child in ast.iter_child_nodes(node)]
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             raise SelectionError(f"cell selection {expr!r}: {type(node).__name__} is not allowed "

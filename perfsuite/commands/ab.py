@@ -10,7 +10,7 @@ from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import has_regression
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import add_cell_options, cell_option_values
+from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, cell_option_values
 
 HELP = "A/B: run BASE's and HEAD's benchmarks alternately, each run in its own process; exit 1 on a regression"
 
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("head", metavar="HEAD", nargs="?", default=None,
                    help="the commit under test (default: the working tree as it is, uncommitted changes included)")
     add_cell_options(p.add_argument, prefix="--")
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, metavar="N",
+    p.add_argument("--runs", type=at_least_two, default=DEFAULT_RUNS, metavar="N",
                    help=f"runs per side, alternated A B, B A, ... (default: {DEFAULT_RUNS})")
     p.add_argument("--min-effect", type=float, default=MIN_EFFECT_PCT, metavar="PCT",
                    help=f"smallest change (%%) called a regression or an improvement (default: {MIN_EFFECT_PCT:g})")
@@ -31,12 +31,14 @@ def add_arguments(p) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the comparison as JSON (one entry per cell)")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the comparison as Markdown (a PR comment)")
     p.add_argument("--keep-worktrees", action="store_true", help="leave the git worktrees in --out for inspection")
+    add_wait_argument(p, "--out")
     p.set_defaults(remeasure=0)
 
 
 def run(args) -> int:
     doc, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
                             compare_options=options_from_args(args), keep_worktrees=args.keep_worktrees,
+                            wait=args.wait,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
         write_json_atomic(args.json, doc)

@@ -10,7 +10,8 @@ from pathlib import Path
 from perfsuite.compare.baselines import BASELINE_DIR, add_runs, default_name, find, load_all, parts_of
 from perfsuite.formats.baseline import KEEP_RUNS, load_baseline
 from perfsuite.formats.results import load_results
-from perfsuite.plugin.options import add_cell_options, cell_option_values
+from perfsuite.locks import writer_lock
+from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_one, cell_option_values
 
 HELP = "record this machine's baselines (separate runs), add a run to them, show one, find the one of a run"
 DEFAULT_RECORD_RUNS = 5
@@ -21,10 +22,10 @@ def add_arguments(p) -> None:
     rec = sub.add_parser("record", help="run a profile N times, each in a fresh process, and store the runs as this "
                                         "machine's baseline of each part (replacing its earlier runs)")
     add_cell_options(rec.add_argument, prefix="--")
-    rec.add_argument("--runs", type=int, default=DEFAULT_RECORD_RUNS, metavar="N",
+    rec.add_argument("--runs", type=at_least_one, default=DEFAULT_RECORD_RUNS, metavar="N",
                      help=f"separate runs to record (default: {DEFAULT_RECORD_RUNS}; at least 2 for a between-run "
                           "spread, 5 for a useful one)")
-    rec.add_argument("--keep", type=int, default=None, metavar="N",
+    rec.add_argument("--keep", type=at_least_one, default=None, metavar="N",
                      help=f"runs the baseline keeps when later runs are added (default: max(N, {KEEP_RUNS}))")
     _common(rec)
     rec.add_argument("--out", default="perfsuite-out/baseline-record", metavar="DIR",
@@ -38,7 +39,7 @@ def add_arguments(p) -> None:
     up.add_argument("--name", default=None,
                     help="baseline name (file DIR/NAME.json; one-part runs only); default: part, device, setup and a "
                          "hash of the machine fingerprint")
-    up.add_argument("--keep", type=int, default=None, metavar="N",
+    up.add_argument("--keep", type=at_least_one, default=None, metavar="N",
                     help=f"runs to keep (default: the baseline's own setting, {KEEP_RUNS} for a new one)")
     up.add_argument("--replace", action="store_true", help="start the baseline afresh with this run")
     up.add_argument("--force", action="store_true",
@@ -57,6 +58,7 @@ def _common(p) -> None:
     p.add_argument("--dir", default=str(BASELINE_DIR), metavar="DIR", help="baseline directory (default: baselines)")
     p.add_argument("--note", default=None, metavar="TEXT",
                    help="free text kept in the file, e.g. why it was recorded (default: keep the existing note)")
+    add_wait_argument(p, "the baseline file (or record's --out)")
 
 
 def run(args) -> int:
@@ -72,13 +74,17 @@ def _record(args) -> int:
         raise PerfsuiteError("--runs must be >= 1")
     checkout = benchmarks_root(find_benchmarks_dir(args.benchmarks))
     options = cell_option_values(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PerfsuiteError(f"--out {out}: is a file, not a folder")
     runs, t0 = [], time.monotonic()
-    for i in range(1, args.runs + 1):
-        print(f"[baseline record {i}/{args.runs}] profile {args.profile}: a fresh pytest process in {checkout} "
-              f"(elapsed {time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        runs.append(load_run(run_benchmarks(checkout, Path(args.out) / f"run-{i}.json", options)))
-    keep = args.keep if args.keep is not None else max(args.runs, KEEP_RUNS)
-    reports = add_runs(runs, directory=args.dir, keep=keep, replace=True, note=args.note)
+    with writer_lock(out, f"output folder {out}", folder=True, wait=args.wait):
+        for i in range(1, args.runs + 1):
+            print(f"[baseline record {i}/{args.runs}] profile {args.profile}: a fresh pytest process in {checkout} "
+                  f"(elapsed {time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+            runs.append(load_run(run_benchmarks(checkout, out / f"run-{i}.json", options)))
+        keep = args.keep if args.keep is not None else max(args.runs, KEEP_RUNS)
+        reports = add_runs(runs, directory=args.dir, keep=keep, replace=True, note=args.note, wait=args.wait)
     for r in reports:
         print("\n".join(r.lines()))
     print(f"{args.runs} runs in {time.monotonic() - t0:.0f} s; commit the file(s) above to share them "
@@ -88,7 +94,7 @@ def _record(args) -> int:
 
 def _update(args) -> int:
     reports = add_runs([load_results(args.results)], directory=args.dir, name=args.name, keep=args.keep,
-                       replace=args.replace, force=args.force, note=args.note, prune=args.prune)
+                       replace=args.replace, force=args.force, note=args.note, prune=args.prune, wait=args.wait)
     for r in reports:
         print("\n".join(r.lines()))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from perfsuite.cells.grid import MODERN_MODELS, PROFILES, get_profile, selected_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.estimate import H100_FP16_TFLOPS, LAUNCH_US
+from perfsuite.plugin.options import at_least_one, at_least_zero
 
 HELP = "list the cells of a profile (after --cells selection) without running anything; --estimate: their cost"
 
@@ -20,8 +21,8 @@ def add_arguments(p) -> None:
                    help="print the timed forward passes and the expected wall time of the whole run, step by "
                         "step: the device probed on this machine, or modelled for a GPU this machine does not have "
                         "(--gpu-tflops, --launch-us); host steps probed on this CPU")
-    p.add_argument("--rounds", type=int, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
-    p.add_argument("--warmup", type=int, default=None, metavar="N", help="as perfsuite run --warmup")
+    p.add_argument("--rounds", type=at_least_one, default=None, metavar="N", help="as perfsuite run --rounds (fixed rounds)")
+    p.add_argument("--warmup", type=at_least_zero, default=None, metavar="N", help="as perfsuite run --warmup")
     p.add_argument("--gpu-tflops", type=float, default=H100_FP16_TFLOPS, metavar="T",
                    help=f"the GPU model's sustained TFLOP/s (default: {H100_FP16_TFLOPS:g}, an H100 in fp16)")
     p.add_argument("--launch-us", type=float, default=LAUNCH_US, metavar="US",

@@ -12,6 +12,7 @@ from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, has_regression
 from perfsuite.formats.io import read_json, write_json_atomic, write_text_atomic
 from perfsuite.formats.results import load_results
+from perfsuite.plugin.options import at_least_zero
 
 HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
 
@@ -23,7 +24,7 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
                         f"(default: {MIN_EFFECT_PCT:g})")
     p.add_argument("--alpha", type=float, default=ALPHA,
                    help=f"two-sided significance level of the t test on the run-to-run spread (default: {ALPHA:g})")
-    p.add_argument("--remeasure", type=int, default=remeasure_default, metavar="N",
+    p.add_argument("--remeasure", type=at_least_zero, default=remeasure_default, metavar="N",
                    help="re-measure a suspect regression N times, each in a fresh pytest process, before calling it "
                         f"(default: {remeasure_default})")
     p.add_argument("--baselines-dir", default=None, metavar="DIR",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.plugin.options import at_least_one
 
 HELP = "nightly history: add runs to a store, list change points, acknowledge intended steps, draw trends"
 DEFAULT_STORE = "perfsuite-history.sqlite"
@@ -46,11 +47,11 @@ def add_arguments(p) -> None:
     m.add_argument("--steps", default="2,5,10", metavar="PCTS", help="step sizes, %% (default: 2,5,10)")
     m.add_argument("--stalls", type=float, default=0.0, metavar="SHARE",
                    help="share of nights hit by a 10-50 %% stall (default: 0)")
-    m.add_argument("--trials", type=int, default=500, help="series per row (default: 500)")
+    m.add_argument("--trials", type=at_least_one, default=500, help="series per row (default: 500)")
     m.add_argument("--seed", type=int, default=0)
     y = with_store(sub.add_parser("synth", help="fill a store with synthetic nightlies (to size the page, or try it)"))
     y.add_argument("--profile", default="smoke", help="whose cells (default: smoke)")
-    y.add_argument("--nights", type=int, default=60)
+    y.add_argument("--nights", type=at_least_one, default=60)
     y.add_argument("--step", action="append", default=[], metavar="EXPR:PCT@NIGHT",
                    help="a step of PCT %% from NIGHT on in the cells matching EXPR; repeatable")
     y.add_argument("--time-noise", type=float, default=3.0, metavar="PCT", help="time noise sd, %% (default: 3)")
@@ -99,10 +100,12 @@ def _show(args) -> int:
 
 
 def _ack(args) -> int:
-    from perfsuite.history.store import open_store
+    from perfsuite.history.store import BUSY_TIMEOUT_S, open_store
+    from perfsuite.locks import writer_lock
 
-    with open_store(args.store) as store:
-        acks = store.ack(args.cells, args.commit, args.note)
+    with writer_lock(args.store, f"history store {args.store}", folder=False, wait=BUSY_TIMEOUT_S):
+        with open_store(args.store) as store:
+            acks = store.ack(args.cells, args.commit, args.note)
     for a in acks:
         print(f"acknowledged {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 from perfsuite.commands.compare import add_compare_arguments
 from perfsuite.compare.verdicts import REMEASURE
-from perfsuite.plugin.options import add_cell_options, cell_option_values
+from perfsuite.plugin.options import add_cell_options, add_wait_argument, cell_option_values
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where results, comparison and report go (default: perfsuite-out/PROFILE)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out: measure only missing cells")
     p.add_argument("--fresh", action="store_true", help="discard an earlier run's journal in --out and start over")
+    add_wait_argument(p, "--out")
     p.add_argument("--baseline", default=None, metavar="FILE",
                    help="compare with FILE (a baseline or another results JSON); default: this machine's baseline in "
                         "--baselines-dir, else another machine's as a reference (never failing the run)")
@@ -33,15 +34,15 @@ def run(args) -> int:
     """A thin shell over :func:`perfsuite.api.run`: the options from the command line, the summary printed."""
     from perfsuite import api
 
-    if args.weights:  # a bad checkpoint folder: one line here, before pytest starts
-        from perfsuite.checkpoint import read_checkpoint
+    if args.weights:  # a bad checkpoint folder or file: one line here, before pytest starts
+        from perfsuite.checkpoint import check_weights, read_checkpoint
 
-        read_checkpoint(args.weights)
+        check_weights(read_checkpoint(args.weights))
     options = api.RunOptions(
         **cell_option_values(args), out_dir=args.out, resume=args.resume, fresh=args.fresh,
         compare=not args.no_compare, baseline=args.baseline, baselines_dir=args.baselines_dir, alpha=args.alpha,
         min_effect_pct=args.min_effect, remeasure=args.remeasure, report=not args.no_report,
-        benchmarks=args.benchmarks, pytest_args=tuple(a for a in args.pytest_args if a != "--"))
+        benchmarks=args.benchmarks, wait=args.wait, pytest_args=tuple(a for a in args.pytest_args if a != "--"))
     result = api.run(options, verbose=True)
     print("\n".join(["", "perfsuite run: summary", *("  " + line for line in result.summary)]))
     return result.exit_code

@@ -19,6 +19,7 @@ from perfsuite.formats.baseline import KEEP_RUNS, Baseline, BaselineError, Basel
     load_baseline, save_baseline
 from perfsuite.formats.io import read_json
 from perfsuite.formats.record import CellRecord
+from perfsuite.locks import writer_lock
 from perfsuite.formats.results import Results, ResultsError, load_results, results_from_document
 from perfsuite.machine import Fingerprint
 
@@ -168,13 +169,14 @@ class UpdateReport:
 
 def add_runs(runs: list[Results], *, directory: str | Path = BASELINE_DIR, name: str | None = None,
              keep: int | None = None, replace: bool = False, force: bool = False, note: str | None = None,
-             prune: bool = False) -> list[UpdateReport]:
+             prune: bool = False, wait: bool = False) -> list[UpdateReport]:
     """Store separate runs (one Results each: a run, or the shards of one run) in their parts' baselines.
 
     A part's file gains the runs and keeps the last ``keep`` (the file's own setting, else KEEP_RUNS);
     ``replace`` starts it afresh with these runs. Refuses, leaving the file untouched, an unreadable file or
     one of another fingerprint or part (unless ``force``). ``prune`` drops, from the kept runs, cells the
-    newest run lacks.
+    newest run lacks. Each file is locked while it is read, merged and written (:mod:`perfsuite.locks`): a
+    second update of it is refused at once, or waits its turn with ``wait``, so no run is lost.
     """
     by_part: dict[tuple, list[Part]] = {}
     for results in runs:
@@ -190,26 +192,27 @@ def add_runs(runs: list[Results], *, directory: str | Path = BASELINE_DIR, name:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", file_name):
             raise BaselineError(f"baseline name {file_name!r}: use letters, digits, '.', '_', '+', '-'")
         path = Path(directory) / f"{file_name}.json"
-        old = load_baseline(path) if path.exists() else None  # an unreadable file stops here, untouched
-        other = None
-        if old and (old.fingerprint != new[0].fingerprint or old.profile != new[0].profile):
-            other = f"{old.fingerprint.describe()}, part {old.profile}"
-            if not force:
-                diffs = old.fingerprint.differences(new[0].fingerprint)
-                raise BaselineError(f"{path} is the baseline of another setup ({'; '.join(diffs) or 'another part'}); "
-                                    "refusing to replace it: pass another --name, or --force to overwrite it")
-        kept_before = [] if (replace or other or old is None) else old.runs
-        keep_n = keep or (old.keep if old else KEEP_RUNS)
-        merged = baseline_of(new, name=file_name, keep=keep_n, path=path,
-                             note=note if note is not None else (old.note if old else None))
-        all_runs = (list(kept_before) + merged.runs)[-keep_n:]
-        if prune:
-            newest = set(all_runs[-1].cells)
-            all_runs = [BaselineRun({c: r for c, r in run.cells.items() if c in newest}, run.source) for run in all_runs]
-        merged.runs = all_runs
-        if old and not (replace or other) and old.created:
-            merged.created = old.created
-        save_baseline(merged, path)
+        with writer_lock(path, f"baseline {path}", folder=False, wait=wait):  # read, merge, write: one writer
+            old = load_baseline(path) if path.exists() else None  # an unreadable file stops here, untouched
+            other = None
+            if old and (old.fingerprint != new[0].fingerprint or old.profile != new[0].profile):
+                other = f"{old.fingerprint.describe()}, part {old.profile}"
+                if not force:
+                    diffs = old.fingerprint.differences(new[0].fingerprint)
+                    raise BaselineError(f"{path} is the baseline of another setup ({'; '.join(diffs) or 'another part'}); "
+                                        "refusing to replace it: pass another --name, or --force to overwrite it")
+            kept_before = [] if (replace or other or old is None) else old.runs
+            keep_n = keep or (old.keep if old else KEEP_RUNS)
+            merged = baseline_of(new, name=file_name, keep=keep_n, path=path,
+                                 note=note if note is not None else (old.note if old else None))
+            all_runs = (list(kept_before) + merged.runs)[-keep_n:]
+            if prune:
+                newest = set(all_runs[-1].cells)
+                all_runs = [BaselineRun({c: r for c, r in run.cells.items() if c in newest}, run.source) for run in all_runs]
+            merged.runs = all_runs
+            if old and not (replace or other) and old.created:
+                merged.created = old.created
+            save_baseline(merged, path)
         reports.append(UpdateReport(path, old is None, len(kept_before), len(new), len(all_runs),
                                     len(merged.cell_ids()), sorted({r.id for p in new for r in p.not_run}), other))
     return reports

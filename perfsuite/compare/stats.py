@@ -39,6 +39,10 @@ MIN_EFFECT_PCT = 3.0
 BOOTSTRAP_RESAMPLES = 2000  # p-value resolution 1/2001; Monte Carlo error at p = 1 % is about 0.2 %
 BOOTSTRAP_MIN_N = 8  # fewer samples a side: exact Mann-Whitney U instead (the bootstrap covers well from 8 up)
 BOOTSTRAP_SEED = 20240607  # fixed, so a comparison is a pure function of its samples
+# Bounded memory: a bootstrap holds resamples × n numbers (2000 × 100 k samples was 0.9 GB at once, 5 M killed the
+# process), so a side longer than this is thinned to this many evenly spaced samples first (time order kept, so
+# drift stays in). Its interval is then a little wider than the full side's would be: conservative, never tighter.
+BOOTSTRAP_MAX_N = 5000  # at most 2000 × 5000 × 16 B = 160 MB for one side's resamples
 # Up to this many samples per side (and no ties) the exact null distribution of U is used; else the normal
 # approximation with tie and continuity corrections.
 EXACT_MAX_N = 20
@@ -136,6 +140,13 @@ def mann_whitney(x, y) -> tuple[float, float]:
     return u, float(min(1.0, 2.0 * NormalDist().cdf(-max(z, 0.0))))
 
 
+def _thinned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, or BOOTSTRAP_MAX_N of its values evenly spaced in order when it is longer (bounded memory)."""
+    if a.size <= BOOTSTRAP_MAX_N:
+        return a
+    return a[np.linspace(0, a.size - 1, BOOTSTRAP_MAX_N).round().astype(np.intp)]
+
+
 def median_ratio(x, y, alpha: float = ALPHA) -> tuple[float, float, float, float]:
     """(change %, interval low %, high %, p) of median(y) / median(x): percentile bootstrap, or exact U when small."""
     x = check_samples(x, "baseline")
@@ -144,6 +155,7 @@ def median_ratio(x, y, alpha: float = ALPHA) -> tuple[float, float, float, float
     if min(len(x), len(y)) < BOOTSTRAP_MIN_N:
         _, p = mann_whitney(x, y)
         return change, -math.inf, math.inf, p
+    x, y = _thinned(x), _thinned(y)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     mx = np.median(x[rng.integers(0, len(x), (BOOTSTRAP_RESAMPLES, len(x)))], axis=1)
     my = np.median(y[rng.integers(0, len(y), (BOOTSTRAP_RESAMPLES, len(y)))], axis=1)
@@ -268,7 +280,7 @@ def t_quantile(p: float, df: int) -> float:
 
 def bootstrap_se(values, statistic=np.median, resamples: int = BOOTSTRAP_SE_RESAMPLES) -> float:
     """Standard error of ``statistic`` of ``values`` by a seeded bootstrap (0 for fewer than 2 values)."""
-    v = np.asarray(values, dtype=float)
+    v = _thinned(np.asarray(values, dtype=float))
     if v.size < 2:
         return 0.0
     rng = np.random.default_rng(BOOTSTRAP_SEED)

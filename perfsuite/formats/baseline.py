@@ -27,7 +27,7 @@ from typing import Any
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import Format, write_json_atomic
-from perfsuite.formats.record import RECORD_FORMAT, CellRecord, RecordError
+from perfsuite.formats.record import MAX_TIME_MS, RECORD_FORMAT, CellRecord, RecordError
 from perfsuite.machine import Fingerprint
 
 KEEP_RUNS = 5  # runs a baseline keeps by default: enough for a between-run spread (t test, 4 df with one new run)
@@ -126,7 +126,8 @@ BASELINE_FORMAT = Format("baseline", "perfsuite_baseline", 3, {2: _update_to_2, 
 
 def _check_samples(values: Any, where: str) -> None:
     if not isinstance(values, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TIME_MS and math.isfinite(v)
+            for v in values):  # bounds first: 10**400 has no float
         raise BaselineError(f"{where}: samples must be a list of positive finite numbers")
 
 
@@ -160,7 +161,10 @@ def baseline_from_json(doc: Any, where: str, path: Path | None = None) -> Baseli
         if not isinstance(run, dict) or not isinstance(run.get("cells"), dict):
             raise BaselineError(f"{where}: run {i} has no 'cells' object")
         cells = {cid: _read_cell(cid, rec, f"{where}: run {i}") for cid, rec in run["cells"].items()}
-        parsed.append(BaselineRun(cells, run.get("source") or {}))
+        source = run.get("source") or {}
+        if not isinstance(source, dict):
+            raise BaselineError(f"{where}: run {i}: 'source' is {type(source).__name__}, not an object")
+        parsed.append(BaselineRun(cells, source))
     keep = doc.get("keep", KEEP_RUNS)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise BaselineError(f"{where}: 'keep' must be a positive integer, not {keep!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,10 +24,33 @@ class FormatError(PerfsuiteError):
     """A file that is not what it should be: unreadable, not JSON, the wrong format, or a newer version."""
 
 
+MAX_JSON_BYTES = 256 << 20  # 256 MiB: a results file of the full grid is a few MB; more is not one of ours
+
+
+def check_regular_file(path: str | Path, error: type[PerfsuiteError] = FormatError) -> None:
+    """Refuse, before opening, anything but a regular file: a FIFO would block the read forever, a folder or a
+    device is not a perfsuite file. A missing file passes (the caller's open says so)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
+        raise error(f"{path}: is {kind}, not a regular file")
+
+
 def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> Any:
     """The parsed file, or ``error`` with one line naming the file and the problem."""
     path = Path(path)
+    check_regular_file(path, error)
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(f"{path}: over {MAX_JSON_BYTES >> 20} MiB; not a perfsuite file")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise error(f"{path}: cannot read: {e.strerror or e}") from None
@@ -36,23 +60,59 @@ def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> An
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply") from None
+
+
+def _temporary_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+class atomic_path:
+    """``with atomic_path(target) as tmp: <write tmp>``: on success ``tmp`` replaces ``target`` in one rename; on
+    any error (disk full, ...) ``tmp`` is removed and ``target`` left as it was. For writers that want a path
+    (matplotlib's savefig, pandas' to_csv)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.tmp = _temporary_beside(self.path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(self.path))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if isinstance(exc, OSError) and exc.filename is None:  # a write error names the file it was for
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
+            if exc_type is None:
+                fd = os.open(self.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, doc: Any) -> Path:

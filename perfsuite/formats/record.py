@@ -16,6 +16,7 @@ Format history of ``perfsuite_schema`` (bump on any change a reader must know ab
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -30,6 +31,18 @@ STATUS_NO_DEVICE = "no_device"  # the cell's device is not on this machine
 STATUS_MISSING_EXTRA = "missing_extra"  # an optional dependency the cell needs is not installed
 STATUS_UNSUPPORTED = "unsupported"  # the cell's mode or model cannot run here (graphs on a CPU, a failed capture)
 STATUSES = (STATUS_OK, STATUS_OOM, STATUS_OUTSIDE_BUDGET, STATUS_NO_DEVICE, STATUS_MISSING_EXTRA, STATUS_UNSUPPORTED)
+
+# Bounds of what a record may hold, checked when a file is read (results, journal, baseline, store input): a
+# wrongly typed or absurd number is refused with one line there, not met as a crash where it is used.
+MAX_TIME_MS = 1e9  # 11.6 days for one timed round: more is not a measurement
+MAX_SAMPLES = 1_000_000  # timed rounds per cell (statistics subsample far fewer; see perfsuite.compare.stats)
+MAX_ABS_NUMBER = 2.0 ** 63  # any other number: what an int64 or a sum of a few of them holds without overflow
+MAX_NAME_CHARS = 200
+TIME_FIELDS = ("time_ms", "ref_time_ms")  # positive
+SAMPLE_FIELDS = ("samples_ms", "ref_samples_ms")  # lists of positive times
+FINITE_FIELDS = ("slowdown_pct", "iqr_pct")  # any finite number
+COUNT_FIELDS = ("rounds",)  # a non-negative integer
+NAME_FIELDS = ("workload", "adapter", "dtype", "device", "model", "impl")  # become parts of file names
 
 _OWN_FIELDS = ("perfsuite_schema", "cell_id", "cell", "status", "reason", "env", "model_dims")
 _RENAMED_IN_2 = {"base_samples_ms": "ref_samples_ms", "plain_samples_ms": "ref_samples_ms",
@@ -103,10 +116,15 @@ class CellRecord:
     def from_dict(cls, d: Any, where: str = "record") -> "CellRecord":
         """A record read back (any known schema), checked; RecordError (one line) when it is malformed."""
         d = RECORD_FORMAT.upgrade(d, where)
+        if not isinstance(d.get("cell"), dict):
+            raise RecordError(f"{where}: malformed cell record (no 'cell' object)")
         try:
             cell = Cell.from_dict(d["cell"])
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"{where}: malformed cell record ({e})") from None
+        for name in NAME_FIELDS:
+            check_name(getattr(cell, name), f"{where}: cell field {name}")
+        check_metrics(d, where)
         env, dims = d.get("env") or {}, d.get("model_dims") or {}
         if not isinstance(env, dict):
             raise RecordError(f"{where}: 'env' is {type(env).__name__}, not an object")
@@ -121,6 +139,71 @@ class CellRecord:
 
     def with_metrics(self, **metrics: Any) -> "CellRecord":
         return CellRecord(self.cell, self.status, self.reason, self.env, self.model_dims, {**self.metrics, **metrics})
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _is_number(v) and abs(v) <= MAX_ABS_NUMBER and math.isfinite(v)  # abs first: 10**400 has no float
+
+
+def check_name(value: str, where: str) -> None:
+    """A name that becomes part of a file name stays inside its folder: no separator, no '..', no control
+    character, bounded length."""
+    if (not value or len(value) > MAX_NAME_CHARS or value in (".", "..") or any(c in value for c in "/\\")
+            or any(ord(c) < 32 for c in value)):
+        raise RecordError(f"{where} = {value[:60]!r} is not a safe name (no '/', '\\', '..', control "
+                          f"characters; at most {MAX_NAME_CHARS} characters)")
+
+
+def check_metrics(d: Mapping[str, Any], where: str) -> None:
+    """The numbers a verdict, a baseline or a store uses are of their type, finite and in bounds; any other
+    number is finite (NaN aside: a metric a cell could not compute) and fits an int64."""
+    for key in TIME_FIELDS:
+        v = d.get(key)
+        if v is not None and not (_finite(v) and 0 < v <= MAX_TIME_MS):
+            raise RecordError(f"{where}: {key} = {v!r:.60} is not a positive time in ms (up to {MAX_TIME_MS:g})")
+    for key in FINITE_FIELDS:
+        v = d.get(key)
+        if v is not None and not _finite(v):
+            raise RecordError(f"{where}: {key} = {v!r:.60} is not a finite number")
+    for key in COUNT_FIELDS:
+        v = d.get(key)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SAMPLES):
+            raise RecordError(f"{where}: {key} = {v!r:.60} is not a count from 0 to {MAX_SAMPLES}")
+    for key in SAMPLE_FIELDS:
+        v = d.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            raise RecordError(f"{where}: {key} is {type(v).__name__}, not a list of times")
+        if len(v) > MAX_SAMPLES:
+            raise RecordError(f"{where}: {key} holds {len(v)} samples, more than {MAX_SAMPLES}")
+        if not all(_finite(x) and 0 < x <= MAX_TIME_MS for x in v):
+            bad = next(x for x in v if not (_finite(x) and 0 < x <= MAX_TIME_MS))
+            raise RecordError(f"{where}: {key} holds {bad!r:.60}, not a positive time in ms (up to {MAX_TIME_MS:g})")
+    for key, v in d.items():
+        if key not in _OWN_FIELDS:
+            _check_numbers(v, f"{where}: {key}", depth=0)
+
+
+MAX_DEPTH = 32  # nesting of a metric (subspace records nest three levels)
+
+
+def _check_numbers(v: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise RecordError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, int) and abs(v) > MAX_ABS_NUMBER or isinstance(v, float) and math.isinf(v):
+            raise RecordError(f"{where}: {v!r:.60} is out of range")
+    elif isinstance(v, list):
+        for x in v:
+            _check_numbers(x, where, depth + 1)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _check_numbers(x, f"{where}.{k}", depth + 1)
 
 
 def not_run(cell: Cell, status: str, reason: str, **metrics: Any) -> CellRecord:

@@ -92,21 +92,41 @@ def read_document(doc: Any, source: str) -> tuple[list[CellRecord], dict]:
             if not isinstance(extra, dict) or "perfsuite_schema" not in extra:
                 raise ResultsError(f"{source}: benchmark {name} has no perfsuite record in extra_info")
             rec = CellRecord.from_dict(extra, f"{source}: benchmark {name}")
-            rounds = (bench.get("stats") or {}).get("rounds")
-            records.append(rec if "rounds" in rec.metrics or rounds is None else rec.with_metrics(rounds=rounds))
+            stats = bench.get("stats")
+            rounds = stats.get("rounds") if isinstance(stats, dict) else None
+            known = "rounds" in rec.metrics or not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0
+            records.append(rec if known else rec.with_metrics(rounds=rounds))
         not_run = meta.get("not_run", [])
         if not isinstance(not_run, list):
             raise ResultsError(f"{source}: perfsuite.not_run is not a list")
         records += [CellRecord.from_dict(e, f"{source}: not_run entry {i}") for i, e in enumerate(not_run)]
     except RecordError as e:
         raise ResultsError(str(e)) from None
+    _check_settings(meta, source)
     commit, machine = doc.get("commit_info") or {}, doc.get("machine_info") or {}
+    if not isinstance(commit, dict) or not isinstance(machine, dict) or not isinstance(doc.get("datetime"), (str, type(None))):
+        raise ResultsError(f"{source}: commit_info and machine_info must be objects, datetime a string")
     run = {"source": source, "datetime": doc.get("datetime"), "commit": commit.get("id"),
            "branch": commit.get("branch"), "dirty": commit.get("dirty"), "machine_node": machine.get("node"),
            **{k: v for k, v in meta.items() if k not in ("not_run", "perfsuite_schema")}}
     env = next((r.env for r in records if r.env.get("device_name")), {})
     run |= {k: env.get(k) for k in ENV_COLUMNS}
     return records, run
+
+
+_TEXT_SETTINGS = ("profile", "device", "dtype", "selection", "shard", "weights_path")
+_COUNT_SETTINGS = ("rounds", "warmup", "threads", "sessions")
+
+
+def _check_settings(meta: dict, source: str) -> None:
+    """The run settings are of their types (a baseline, a store and a resumed run take them as they are)."""
+    for key in _TEXT_SETTINGS:
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ResultsError(f"{source}: perfsuite.{key} = {meta[key]!r:.60} is not a string")
+    for key in _COUNT_SETTINGS:
+        v = meta.get(key)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000_000):
+            raise ResultsError(f"{source}: perfsuite.{key} = {v!r:.60} is not a count")
 
 
 def load_results(paths, *, strict: bool = True) -> Results:

@@ -8,11 +8,12 @@ Format history of ``perfsuite_subspace_format`` (bump on any change a reader mus
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.io import Format, write_json_atomic
+from perfsuite.formats.io import Format, write_json_atomic, write_text_atomic
 from perfsuite.subspace.peft_io import LoraCheckpoint
 from perfsuite.subspace.phi import PhiGrid
 
@@ -49,18 +50,20 @@ def write_outputs(out: Path, results: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / JSON_FILE, results)
     keys = ("layer", "matrix", "comparison", "label", "r_a", "r_b")
-    with open(out / GRID_CSV, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys + ("i", "j", "phi"))
-        for c in results["subspace"]:
-            for i, row in enumerate(c["phi"], start=1):
-                for j, value in enumerate(row, start=1):
-                    w.writerow([c[k] for k in keys] + [i, j, value])
-    with open(out / SUMMARY_CSV, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(keys + ("phi_11", "top_agree"))
-        for c in results["subspace"]:
-            w.writerow([c[k] for k in keys] + [f"{c['phi_11']:.6f}", c["top_agree"]])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(keys + ("i", "j", "phi"))
+    for c in results["subspace"]:
+        for i, row in enumerate(c["phi"], start=1):
+            for j, value in enumerate(row, start=1):
+                w.writerow([c[k] for k in keys] + [i, j, value])
+    write_text_atomic(out / GRID_CSV, f.getvalue())
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(keys + ("phi_11", "top_agree"))
+    for c in results["subspace"]:
+        w.writerow([c[k] for k in keys] + [f"{c['phi_11']:.6f}", c["top_agree"]])
+    write_text_atomic(out / SUMMARY_CSV, f.getvalue())
     from perfsuite.report import render_subspace
 
     figures = render_subspace(results["subspace"], out)  # the φ heatmaps, like the LoRA paper's Figs. 4 and 7

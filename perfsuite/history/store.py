@@ -28,8 +28,10 @@ from typing import Iterable, Sequence
 
 from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import check_regular_file
 from perfsuite.formats.results import Results, load_results
 from perfsuite.history.rows import METRICS, metric_rows, series_key, software_line
+from perfsuite.locks import writer_lock
 from perfsuite.machine import Fingerprint
 
 STORE_VERSION = 1
@@ -57,6 +59,8 @@ CREATE VIEW measurements_v AS
   JOIN machines mc USING (machine_key);
 """
 _MIGRATIONS: dict[int, str] = {}  # target version -> SQL from the version before (none yet)
+TABLES = ("runs", "machines", "cells", "metrics", "measurements", "acks")
+BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction (an add takes about a second)
 
 
 class HistoryError(PerfsuiteError):
@@ -136,15 +140,22 @@ class HistoryStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
+    def transaction(self):
+        """``with store.transaction():`` one write transaction, opened with BEGIN IMMEDIATE: the write lock is taken
+        at the start (waiting up to BUSY_TIMEOUT_S for another writer), so two writers never both read, then
+        collide on their first write; committed at the end, rolled back on any error."""
+        return _Transaction(self.conn)
+
     def add(self, results: Results, sources: Sequence[str], run_key: str) -> Added:
-        """Store one run (the records of one or more shard files of one commit) in one transaction."""
+        """Store one run (the records of one or more shard files of one commit) in one transaction; a run
+        already in the store (the same files' bytes) is a no-op, also when two processes add it at once."""
         commit, stamp = check_one_run(results, sources)
         meta = results.runs[0]
-        found = self.conn.execute("SELECT run_id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
-        if found:
-            return Added(None, 0, 0, 0)
         rows = 0
-        with self.conn:
+        with self.transaction():
+            found = self.conn.execute("SELECT run_id FROM runs WHERE run_key = ?", (run_key,)).fetchone()
+            if found:
+                return Added(None, 0, 0, 0)
             cur = self.conn.execute(
                 "INSERT INTO runs (run_key, datetime, commit_sha, branch, dirty, profile, sources, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -187,7 +198,7 @@ class HistoryStore:
             raise HistoryError(f"not in the store: {', '.join(unknown)} (`perfsuite history show` lists the cells)")
         run = self.run_of_commit(commit)
         stamp = _now()
-        with self.conn:
+        with self.transaction():
             for c in cell_ids:
                 self.conn.execute("INSERT OR REPLACE INTO acks SELECT cell_key, ?, ?, ? FROM cells WHERE cell_id = ?",
                                   (run.run_id, note, stamp, c))
@@ -259,6 +270,20 @@ class HistoryStore:
         return sorted(out, key=lambda s: (s.cell, s.metric, s.series_key))
 
 
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+            self.conn.execute("ROLLBACK")
+
+
 def _bool(v) -> int | None:
     return None if v is None else int(bool(v))
 
@@ -297,27 +322,67 @@ def open_store(path: str | Path, *, create: bool = False) -> HistoryStore:
     if not path.exists() and not create:
         raise HistoryError(f"{path}: no history store here (`perfsuite history add RESULTS.json --store {path}` "
                            "creates one)")
+    check_regular_file(path, HistoryError)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = None
     try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30)
+        # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE), never implicitly by the module.
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except (sqlite3.DatabaseError, OSError) as e:
+        _check_version(version, tables, path)  # read-only first: a reader is refused without taking a write lock
+        if version != STORE_VERSION:  # create or migrate: under the write lock, the version read again inside
+            _create_or_migrate(conn, path)
+        _check_schema(conn, path)
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (sqlite3.Error, HistoryError) as e:
+        if conn is not None:
+            conn.close()
+        if isinstance(e, HistoryError):
+            raise
         raise HistoryError(f"{path}: not a perfsuite history store ({e})") from None
+    return HistoryStore(conn, path)
+
+
+def _check_version(version: int, tables: int, path: Path) -> None:
     if version > STORE_VERSION:
-        conn.close()
         raise HistoryError(f"{path}: history store format {version} is newer than this perfsuite reads "
                            f"({STORE_VERSION}); upgrade perfsuite")
+    if version < 0:
+        raise HistoryError(f"{path}: history store format {version} is not a format (damaged store?)")
     if version == 0 and tables:
-        conn.close()
         raise HistoryError(f"{path}: an SQLite file, but not a perfsuite history store (no format version)")
-    conn.execute("PRAGMA foreign_keys = ON")
-    steps = [(STORE_VERSION, _SCHEMA)] if version == 0 else [(v, _MIGRATIONS[v]) for v in
-                                                              range(version + 1, STORE_VERSION + 1)]
-    for target, sql in steps:  # each step one transaction: a failed step leaves the version before
-        conn.executescript(f"BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;")
-    return HistoryStore(conn, path)
+
+
+def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the store to STORE_VERSION in one IMMEDIATE transaction. Two processes creating one store at once
+    both get here; the second waits for the first's lock, then finds the version current and does nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_version(version, conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0], path)
+        steps = [(STORE_VERSION, _SCHEMA)] if version == 0 else [(v, _MIGRATIONS[v]) for v in
+                                                                  range(version + 1, STORE_VERSION + 1)]
+        for target, sql in steps:
+            for statement in filter(str.strip, sql.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Every table the store needs is there (one line naming what is missing, not a traceback on first use)."""
+    names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    missing = [t for t in (*TABLES, "measurements_v") if t not in names]
+    if missing:
+        raise HistoryError(f"{path}: a damaged history store: no {', '.join(missing)} "
+                           "(restore it from a backup, or start a new store)")
 
 
 def add_files(store_path: str | Path, paths: Sequence[str | Path]) -> Added:
@@ -334,5 +399,11 @@ def add_files(store_path: str | Path, paths: Sequence[str | Path]) -> Added:
         raise HistoryError(f"{_files(sources)}: no cells")
     check_one_run(results, sources)  # before the store is created: a refused run leaves no file behind
     key = run_key(sources)
-    with open_store(store_path, create=True) as store:
-        return store.add(results, sources, key)
+    # One writer at a time (perfsuite.locks), waiting its turn: adds are short, and two nightlies adding at once
+    # must both land. SQLite's own lock (BEGIN IMMEDIATE) backs this up for writers that bypass perfsuite.
+    with writer_lock(store_path, f"history store {store_path}", folder=False, wait=BUSY_TIMEOUT_S):
+        with open_store(store_path, create=True) as store:
+            try:
+                return store.add(results, sources, key)
+            except sqlite3.Error as e:  # e.g. "database or disk is full": the transaction left the store as it was
+                raise HistoryError(f"{store_path}: {e}; nothing was added") from None

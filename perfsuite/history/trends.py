@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from perfsuite.formats.io import atomic_path, write_text_atomic
 from perfsuite.history.changes import ChangePoint, SeriesChanges
 from perfsuite.report.page import Section, html_page
 from perfsuite.table import Table
@@ -78,8 +79,9 @@ def save_png(fig: Figure, path: Path, dpi: int) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     buf.seek(0)
-    Image.open(buf).convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(
-        path, optimize=True)
+    with atomic_path(path) as tmp:
+        Image.open(buf).convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(
+            tmp, format="PNG", optimize=True)
     return path
 
 
@@ -215,22 +217,22 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
 def write_points_csv(found: list[SeriesChanges], path: Path) -> Path:
     """The numbers drawn: every night of a series with a change point (its large figure), the medians of the
     bins of the others (their panels). ``nights`` says how many nightlies a row stands for."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["cell_id", "metric", "series_key", "nights", "first_date", "last_date", "commit",
-                    "value", "ci_low", "ci_high", "level", "step_pct"])
-        for s in found:
-            pts = s.series.points
-            values = np.array([p.value for p in pts])
-            level = {i: g.level for g in s.detection.segments for i in range(s.start + g.start, s.start + g.stop)}
-            steps = {_index(s, c): c.step_pct for c in s.changes}
-            for a, b in bins(len(pts), len(pts) if s.changes else SMALL_POINTS):
-                one = pts[a] if b - a == 1 else None
-                w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, b - a, pts[a].run.datetime[:10],
-                            pts[b - 1].run.datetime[:10], one.run.commit if one else "", f"{np.median(values[a:b]):.6g}",
-                            _opt(one and one.ci_low), _opt(one and one.ci_high), _opt(level.get(b - 1)),
-                            _opt(next((v for i, v in steps.items() if a <= i < b), None))])
-    return path
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["cell_id", "metric", "series_key", "nights", "first_date", "last_date", "commit",
+                "value", "ci_low", "ci_high", "level", "step_pct"])
+    for s in found:
+        pts = s.series.points
+        values = np.array([p.value for p in pts])
+        level = {i: g.level for g in s.detection.segments for i in range(s.start + g.start, s.start + g.stop)}
+        steps = {_index(s, c): c.step_pct for c in s.changes}
+        for a, b in bins(len(pts), len(pts) if s.changes else SMALL_POINTS):
+            one = pts[a] if b - a == 1 else None
+            w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, b - a, pts[a].run.datetime[:10],
+                        pts[b - 1].run.datetime[:10], one.run.commit if one else "", f"{np.median(values[a:b]):.6g}",
+                        _opt(one and one.ci_low), _opt(one and one.ci_high), _opt(level.get(b - 1)),
+                        _opt(next((v for i, v in steps.items() if a <= i < b), None))])
+    return write_text_atomic(path, f.getvalue())
 
 
 def _opt(v) -> str:
@@ -246,5 +248,5 @@ def render_trends(found: list[SeriesChanges], out_dir: str | Path, *, title: str
     changes = [c for s in found for c in s.changes]
     tables = [change_table(changes), *head]
     index = out_dir / "index.html"
-    index.write_text(html_page(title, tables, [], [], sections, [CSV_NAME]).replace("<img ", "<img loading=\"lazy\" "))
+    write_text_atomic(index, html_page(title, tables, [], [], sections, [CSV_NAME]).replace("<img ", "<img loading=\"lazy\" "))
     return TrendsFiles(index, csv_path, tuple(p for s in sections for p in s.figures), tuple(sections))

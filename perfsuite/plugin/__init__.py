@@ -11,10 +11,12 @@ silently disappears. Options: :mod:`~perfsuite.plugin.options`; session state:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import sys
 from dataclasses import replace
+from typing import NoReturn
 
 import pytest
 
@@ -22,16 +24,25 @@ from perfsuite.cells.grid import WORKLOADS, Cell, compile_selection, get_profile
 from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
-from perfsuite.formats.journal import Journal
+from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUS_UNSUPPORTED, STATUSES,
                                       CellRecord)
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
+from perfsuite.locks import writer_lock
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
+JOURNAL_LOCK = pytest.StashKey[contextlib.ExitStack]()
+# pytest's exit status when a journal line could not be written (disk full): the session stops at once, since every
+# later cell would be lost too. 74 is EX_IOERR of sysexits.h, far from pytest's own codes.
+EXIT_JOURNAL_WRITE_FAILED = 74
+
+
+def _stop_on_journal_error(e: JournalWriteError) -> NoReturn:
+    pytest.exit(f"perfsuite: {e}; the cells journaled before are kept", returncode=EXIT_JOURNAL_WRITE_FAILED)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,6 +67,10 @@ def pytest_configure(config: pytest.Config) -> None:
         journal = Journal(opt("perfsuite_journal")) if opt("perfsuite_journal") else None
         if opt("perfsuite_resume") and journal is None:
             raise PerfsuiteError("--perfsuite-resume needs --perfsuite-journal FILE")
+        if journal is not None:  # one session appends to a journal at a time (released at unconfigure)
+            config.stash[JOURNAL_LOCK] = contextlib.ExitStack()
+            config.stash[JOURNAL_LOCK].enter_context(writer_lock(journal.path, f"journal {journal.path}",
+                                                                 folder=False))
         done = journal.done_cell_ids() if journal and opt("perfsuite_resume") else set()
         device, missing = _device(opt("perfsuite_device"), profile)
         checkpoint = _checkpoint(opt("perfsuite_weights"))
@@ -66,6 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
             journal=journal, done=done, checkpoint=checkpoint, adapters=opt("perfsuite_adapters"))
         state.check(resume=opt("perfsuite_resume"))
     except PerfsuiteError as e:
+        pytest_unconfigure(config)
         raise pytest.UsageError(f"perfsuite: {e}") from None
     config.stash[STATE] = state
     if opt("perfsuite_progress"):
@@ -77,13 +93,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SessionGate(config, baseline), "perfsuite-gate")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lock = config.stash.get(JOURNAL_LOCK, None)
+    if lock is not None:
+        lock.close()
+        del config.stash[JOURNAL_LOCK]
+
+
 def _checkpoint(path: str | None):
     """--perfsuite-weights DIR, read and hashed (CheckpointError, one line, when it is not a GPT-2 checkpoint)."""
     if not path:
         return None
-    from perfsuite.checkpoint import read_checkpoint
+    from perfsuite.checkpoint import check_weights, read_checkpoint
 
-    return read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
+    check_weights(checkpoint)  # the whole file, before the first cell
+    return checkpoint
 
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
@@ -144,7 +169,10 @@ def perfsuite_skip(perfsuite_state: SessionState):
     def skip(cell: Cell, status: str, reason: str, **metrics):
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        perfsuite_state.record_not_run(cell, status, reason, **metrics)
+        try:
+            perfsuite_state.record_not_run(cell, status, reason, **metrics)
+        except JournalWriteError as e:
+            _stop_on_journal_error(e)
         pytest.skip(f"{cell.id}: {status}: {reason}")
 
     return skip
@@ -227,8 +255,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cells = [c for _, c in items if c is not None]
     state.cell_nodeids = {item.nodeid: c for item, c in items if c is not None}
     if state.journal and cells:
-        state.journal.append_header(run_header(session.config), state.settings(), [c.id for c in cells],
-                                    sorted(state.done))
+        try:
+            state.journal.append_header(run_header(session.config), state.settings(), [c.id for c in cells],
+                                        sorted(state.done))
+        except JournalWriteError as e:
+            _stop_on_journal_error(e)
 
 
 def run_header(config: pytest.Config) -> dict:
@@ -254,7 +285,15 @@ def pytest_runtest_makereport(item: pytest.Item, call):
             entry = fixture.stats.as_dict(include_data=True)
             state.benchmarks.append(entry)
             if state.journal:
-                state.journal.append_benchmark(entry)
+                try:
+                    state.journal.append_benchmark(entry)
+                except JournalWriteError as e:
+                    _stop_on_journal_error(e)
+                except KeyboardInterrupt:
+                    # Ctrl-C while the line was written (its fsync is slow on a busy disk): raised out of this
+                    # old-style wrapper it would be a PluggyTeardownRaisedWarning, an error here. Stop the session
+                    # as an interruption instead; a torn line is cut off by the next append.
+                    item.session.shouldstop = "interrupted while journaling a cell"
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves

@@ -16,6 +16,30 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard", "weights", "adapters")
 
 
+MAX_COUNT = 10_000_000  # rounds, warm-up, threads, runs: a bound far above any real run, below any overflow
+
+
+def count_type(minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer option in [minimum, maximum]: a bad value is refused at the command
+    line (one line, exit 2) instead of failing inside every cell, or being taken for "the default" (0 rounds)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between {minimum} and {maximum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+at_least_one, at_least_zero, at_least_two = count_type(1), count_type(0), count_type(2)
+
+
 def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
     """Which cells run and how they are timed."""
     addoption(f"{prefix}profile", default="smoke", metavar="NAME",
@@ -26,11 +50,11 @@ def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> Non
     addoption(f"{prefix}cells", default=None, metavar="EXPR",
               help="run only cells matching a Python-like expression over cell fields, "
                    "e.g. \"adapter in ('lora', 'houlsby') and batch <= 4\"")
-    addoption(f"{prefix}rounds", default=None, type=int, metavar="N",
+    addoption(f"{prefix}rounds", default=None, type=at_least_one, metavar="N",
               help="timed rounds per cell (default: the profile's)")
-    addoption(f"{prefix}warmup", default=None, type=int, metavar="N",
+    addoption(f"{prefix}warmup", default=None, type=at_least_zero, metavar="N",
               help="untimed warm-up rounds per cell (default: the profile's)")
-    addoption(f"{prefix}threads", default=None, type=int, metavar="N",
+    addoption(f"{prefix}threads", default=None, type=at_least_zero, metavar="N",
               help="CPU threads for torch while cells run (default: 1 on the CPU, where a second thread stalls "
                    "calls by hundreds of ms on shared runners; 0: torch's own default)")
     addoption(f"{prefix}shard", default=None, metavar="I/N",
@@ -43,6 +67,13 @@ def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> Non
               help="more adapters for the grid: an AdapterPlugin or a list of them in an importable module "
                    "(comma-separated; installed packages contribute theirs through the entry-point group "
                    "perfsuite.adapters without this option)")
+
+
+def add_wait_argument(parser: Any, what: str) -> None:
+    """``--wait``: wait for another perfsuite writing to ``what`` instead of being refused (see perfsuite.locks)."""
+    parser.add_argument("--wait", action="store_true",
+                        help=f"when another perfsuite process writes to {what}, wait for it to finish instead of "
+                             "being refused at once")
 
 
 def add_session_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:

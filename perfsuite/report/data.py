@@ -7,6 +7,8 @@ picture does not. Nothing here imports matplotlib.
 
 from __future__ import annotations
 
+import re
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -175,7 +177,8 @@ def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str,
 def file_stem(workload: str, setup: dict[str, str], many: bool) -> str:
     impl = f"-{setup['impl']}" if setup.get("impl", "ref") != "ref" else ""
     mode = f"-{setup['mode']}" if setup.get("mode", DEFAULT_MODE) != DEFAULT_MODE else ""
-    return f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}{mode}" if many else workload
+    stem = f"{workload}-{setup['model']}-{setup['dtype']}-{setup['device']}{impl}{mode}" if many else workload
+    return re.sub(r"[^A-Za-z0-9._@+-]", "_", stem)  # a file name inside the report folder, whatever a model is named
 
 
 def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> list[dict]:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
+from perfsuite.formats.io import atomic_path
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.report.data import (CELL_NOTES, CHANGE_UNITS, ChangeData, Grid, LatencyData, RecomputeData,
                                    adapter_label, setup_label)
@@ -284,12 +285,14 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, vector: str | No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png"]
-    fig.savefig(paths[0], dpi=PNG_DPI)
+    with atomic_path(paths[0]) as tmp:  # a full disk leaves the old figure, never half of one
+        fig.savefig(tmp, dpi=PNG_DPI, format="png")
     if vector and vector != "none":
         if vector not in VECTOR_FORMATS:
             raise ValueError(f"vector format must be one of {VECTOR_FORMATS}, not {vector!r}")
         paths.append(out_dir / f"{stem}.{vector}")
-        fig.savefig(paths[-1], metadata={"Date": None} if vector == "svg" else {"CreationDate": None})
+        with atomic_path(paths[-1]) as tmp:
+            fig.savefig(tmp, format=vector, metadata={"Date": None} if vector == "svg" else {"CreationDate": None})
     return paths
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import check_comparison
+from perfsuite.formats.io import write_text_atomic
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
 from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, Grid, ReportError, change_data, is_number, latency_data,
@@ -120,7 +121,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 "φ(A, A′, i, j) = ‖U_A^i⊤ U_A′^j‖²_F / min(i, j): how much of the top-i directions of one "
                                 "adapter's A lie in the top-j of the other's, after LoRA (Hu et al. 2021) Figs. 4 and 7."))
     if phis:
-        phi_frame(phis).to_csv(out_dir / PHI_CSV_NAME, index=False)
+        write_text_atomic(out_dir / PHI_CSV_NAME, phi_frame(phis).to_csv(index=False))
     return sections, missing_lines(results, drawn)
 
 
@@ -140,7 +141,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     except OSError as e:
         raise ReportError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
     csv = out_dir / CSV_NAME
-    report_frame(results).to_csv(csv, index=False)
+    write_text_atomic(csv, report_frame(results).to_csv(index=False))
     sections, missing = build_sections(results, out_dir, vector=vector)
     sections += list(trends)
     profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
@@ -150,8 +151,8 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     index = out_dir / "index.html"
     summary = out_dir / "summary.md"
     extra = [p.name for p in (csv, out_dir / PHI_CSV_NAME) if p.exists()]
-    index.write_text(html_page(title, head, compared, missing, sections, extra))
-    summary.write_text(markdown_page(title, head, compared, missing, sections, extra))
+    write_text_atomic(index, html_page(title, head, compared, missing, sections, extra))
+    write_text_atomic(summary, markdown_page(title, head, compared, missing, sections, extra))
     return ReportFiles(out_dir, index, summary, csv, tuple(p for s in compared + sections for p in s.figures),
                        tuple(missing))
 

@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import atomic_path, write_text_atomic
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -241,6 +242,7 @@ def write_lora_checkpoint(path: str | Path, factors: Mapping[str, tuple[Any, Any
         "use_rslora": False,
     }
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+    with atomic_path(path / WEIGHTS_FILE) as tmp:  # the weights first: a config never names half a file
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path

@@ -12,6 +12,7 @@ from perfsuite.compare.render import render_markdown, render_terminal, verdict_t
 from perfsuite.compare.stats import VERDICTS
 from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs, has_regression
 from perfsuite.formats.comparison import check_comparison
+from perfsuite.formats.results import Results, ResultsError
 
 LORA, PLAIN, LORA4 = syn.cell("lora"), syn.cell("none"), syn.cell("lora", batch=4)
 NOISE = dict(run_sd=0.05, round_sd=0.02, ratio_run_sd=0.01)  # like the 2-core runner: 5 % between processes
@@ -229,8 +230,10 @@ def test_the_document_keeps_its_contract_and_is_strict_json():
 def test_a_malformed_sample_is_an_error_not_a_verdict():
     cur = runs(1)[0]
     bad = cur.records[1].with_metrics(samples_ms=[0.3] * 29 + [float("nan")])
-    with pytest.raises(CompareError, match=r"cell latency\[lora-r8-b1-s32\]: cannot compare"):
-        compare_results(syn.results([cur.records[0], bad]), [baseline()])
+    with pytest.raises(ResultsError, match="samples_ms holds nan"):  # refused where a file is read ...
+        syn.results([cur.records[0], bad])
+    with pytest.raises(CompareError, match=r"cell latency\[lora-r8-b1-s32\]: cannot compare"):  # ... and here too
+        compare_results(Results([cur.records[0], bad], cur.runs, [], cur.sources[:2]), [baseline()])
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
