@@ -66,6 +66,7 @@ class Shift:
     df: int | None = None  # between runs: the t test's degrees of freedom (None: a within-run comparison)
     noise_pct: float | None = None  # between runs: the run-to-run spread used, as % (floored)
     detectable_pct: float | None = None  # between runs: the smallest change that would have been significant
+    se_log: float | None = None  # between runs: standard error of the difference of the mean logs
 
 
 def check_samples(x, what: str) -> np.ndarray:
@@ -323,4 +324,50 @@ def between_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = A
     p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
     change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
     return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
-                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=100.0 * math.expm1(half))
+                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=100.0 * math.expm1(half), se_log=se)
+
+
+# --- per-run error control: many tests in one run ---------------------------------------------------------------
+
+# How a run's many tests share the significance level, per part of a run. "holm": Holm's step-down (1979) controls
+# the family-wise error rate — the chance that an unchanged run raises ANY false alarm stays below α whatever the
+# correlation between the tests — which is what a gate that fails the nightly needs: "no false alarm per run",
+# not "α per test" (a paper grid makes ~900 tests a night: ~4 false alarms a night at α each). "bh":
+# Benjamini–Hochberg (1995) controls the false discovery rate instead (the expected share of false ones among the
+# flagged), more powerful when many cells truly moved, but an unchanged run may still fail α of the time only if
+# the tests are independent or positively dependent. "none": every test at α on its own (the old behaviour).
+ERROR_CONTROL = "holm"
+ERROR_CONTROLS = {"holm": "Holm step-down: family-wise error rate <= alpha per run part",
+                  "bh": "Benjamini-Hochberg: false discovery rate <= alpha per run part",
+                  "none": "none: each test at alpha on its own"}
+
+
+def adjust_p_values(p_values, method: str = ERROR_CONTROL) -> list[float]:
+    """The p-values adjusted for the family they were tested in: a test passes the family's level α when its
+    adjusted p-value is below α. Holm: p_(i)·(m − i + 1), made monotone from the smallest up; Benjamini–Hochberg:
+    p_(i)·m / i, made monotone from the largest down; both capped at 1. Order is kept."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError("p-values must be a flat list")
+    if p.size and (not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    if method not in ERROR_CONTROLS:
+        raise ValueError(f"unknown error control {method!r}; use one of {', '.join(ERROR_CONTROLS)}")
+    m = p.size
+    if m == 0 or method == "none":
+        return [float(v) for v in p]
+    order = np.argsort(p, kind="mergesort")
+    ranked = p[order]
+    if method == "holm":
+        adjusted = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    else:
+        adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return [float(v) for v in out]
+
+
+def family_alpha(alpha: float, tests: int, method: str = ERROR_CONTROL) -> float:
+    """The per-test level the strictest step of the family's control asks for (Holm's and BH's first step: α/m):
+    what a lone moved cell among ``tests`` must reach, so the change a run can detect is quoted at it."""
+    return alpha if method == "none" or tests <= 1 else alpha / tests

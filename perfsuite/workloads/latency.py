@@ -20,11 +20,13 @@ from perfsuite.cells.grid import Cell
 from perfsuite.formats.record import STATUS_OOM, CellRecord, model_dims, not_run
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
+from perfsuite.probe import ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
 from perfsuite.workloads.models import CellContext, torch_dtype
 
 BASE = ("none", 0)
+PROBE = ("probe", -2)  # the loop's fixed torch probe (perfsuite.probe): times the machine, not the code
 ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)
 
 
@@ -81,13 +83,17 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank), (
                 c.adapter, c.rank)
     forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
+    probe = make_probe(ProbeShape.of_forward(base.config, cell.batch, cell.seq_len), dtype=torch_dtype(cell.dtype),
+                       device=cell.device)
     with torch.inference_mode():
         extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()), "weights_bytes": tensor_bytes(models[key]),
                         "peak_mem_bytes": peak_memory_above(fn, cell.device),
                         "flops": _flops(cell, *built_as[key], forwards[key], base.config),
                         "built_as": built_as[key]} for key, fn in forwards.items()}
-        samples, gpu = watched(lambda: round_robin(forwards, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
-    return {key: extras[key] | gpu | {"samples_ms": samples[key], "cycle": len(forwards)} for key in forwards}
+        samples, gpu = watched(lambda: round_robin(forwards | {PROBE: probe}, device=cell.device,
+                                                   policy=ctx.policy(cell)), ctx.gpu)
+    return {key: extras[key] | gpu | {"samples_ms": samples[key], "probe_samples_ms": samples[PROBE],
+                                      "cycle": len(forwards) + 1} for key in forwards}
 
 
 def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
@@ -115,7 +121,7 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     mine, ref = group[timing_key(cell)], group[BASE]
     flops = mine["flops"]
     metrics = {"tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
-               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle", "built_as")}}
+               **{k: v for k, v in mine.items() if k not in ("samples_ms", "probe_samples_ms", "cycle", "built_as")}}
     if timing_key(cell) != BASE and tuple(mine["built_as"]) != (cell.adapter, cell.rank):
         metrics["timed_as"] = Cell("latency", *mine["built_as"], batch=cell.batch, seq_len=cell.seq_len,
                                    impl=cell.impl).id
@@ -123,6 +129,10 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
                     "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
+        if mine.get("probe_samples_ms"):  # the cell's time in probe times, per rotation (see perfsuite.probe)
+            probed = PairedTiming(tuple(mine["samples_ms"]), tuple(mine["probe_samples_ms"]), cycle=mine["cycle"])
+            metrics |= {"probe_time_ms": probed.ref_time_ms, "norm_time": 1.0 + probed.slowdown_pct / 100.0,
+                        "probe_samples_ms": list(probed.ref_ms)}
         if timing_key(cell) != BASE:  # the plain model is not timed against itself
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
                         "ref_samples_ms": list(timing.ref_ms)}
