@@ -7,7 +7,8 @@ with the plain model of the same rounds; nothing paired the plain model itself. 
 chain of matrix products and ``tanh`` shaped like the model's MLPs (width ``n_embd``, hidden ``n_inner``, one
 per layer), built from torch operations only and seeded tensors, so no change to perfsuite's model, adapter or
 decoding code can move it. Timed as one more member of the round-robin loop, it slows down with the machine and
-not with the code: ``norm_time`` = cell time / probe time, per rotation of the loop, like the slow-down.
+not with the code: ``norm_time`` = cell time / probe time of the same round, its median over the rounds (a
+round stalled by a neighbour moves one ratio, not a whole rotation's mean).
 
 What it cannot tell apart: a change of torch, its kernels or the hardware moves the probe too (a torch upgrade that
 slows matmuls cancels in the ratio). That is what the fingerprint (a baseline of another torch does not gate) and

@@ -371,3 +371,32 @@ def family_alpha(alpha: float, tests: int, method: str = ERROR_CONTROL) -> float
     """The per-test level the strictest step of the family's control asks for (Holm's and BH's first step: α/m):
     what a lone moved cell among ``tests`` must reach, so the change a run can detect is quoted at it."""
     return alpha if method == "none" or tests <= 1 else alpha / tests
+
+
+def paired_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = ALPHA,
+                min_effect_pct: float = MIN_EFFECT_PCT) -> Shift:
+    """A/B runs made in blocks (A B, B A, …): run i of A against run i of B, its neighbour in time.
+
+    Paired t test on the differences of the log estimates: what drifts slowly over the session (the machine's
+    load, its clock) hits both runs of a block alike and drops out of the difference, so the spread left is the
+    processes' own. n − 1 degrees of freedom; the differences' SD at least √2 · ``floor_sd`` (two runs' within-run
+    error). One pair set aside by Dixon's Q test, as for unpaired runs (:func:`screen_runs`). ValueError for
+    fewer than two pairs or unequal sides."""
+    x = np.asarray(base_logs, dtype=float)
+    y = np.asarray(cur_logs, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError("a paired comparison needs two or more runs on each side, as many on both")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("run estimates contain NaN or infinity")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    d, _ = screen_runs(y - x)
+    n = d.size
+    sd = max(float(np.std(d, ddof=1)) if n > 1 else 0.0, math.sqrt(2.0) * float(floor_sd))
+    diff, se, df = float(d.mean()), sd / math.sqrt(n), n - 1
+    half = t_quantile(1.0 - alpha / 2.0, df) * se
+    p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
+    change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
+    return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
+                 df=df, noise_pct=100.0 * math.expm1(sd / math.sqrt(2.0)), detectable_pct=100.0 * math.expm1(half),
+                 se_log=se)

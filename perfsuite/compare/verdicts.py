@@ -35,7 +35,8 @@ import numpy as np
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
-    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, screen_runs, t_quantile
+    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, screen_runs, \
+    t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
@@ -56,6 +57,8 @@ REMEASURE = 1
 CELL_VERDICT_ORDER = ("regression", "improvement", "inconclusive", "unchanged", "reference")
 
 RemeasureFn = Callable[[list[str]], dict[str, CellRecord]]  # cell ids -> a fresh record each
+# A/B: cell ids -> a fresh record each of side A and of side B (one block more, both sides in fresh processes)
+RemeasureBothFn = Callable[[list[str]], tuple[dict[str, CellRecord], dict[str, CellRecord]]]
 
 
 class CompareError(PerfsuiteError):
@@ -118,6 +121,8 @@ def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
                                                                                          rec.ref_samples_ms)
     if num is None or den is None:
         return None
+    if metric == "norm_time":  # per round: a stalled round moves one ratio, not the geometric mean of its rotation
+        return np.log(np.asarray(num, dtype=float)) - np.log(np.asarray(den, dtype=float))
     cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
     return np.log(np.asarray(PairedTiming(tuple(num), tuple(den), cycle=cycle).pair_ratios, dtype=float))
 
@@ -142,8 +147,9 @@ def _shown(log_value: float, metric: str) -> float:
 
 
 def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
-                   *, gating: bool = True) -> dict:
-    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document."""
+                   *, gating: bool = True, paired: bool = False) -> dict:
+    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document.
+    ``paired``: run i of each side were made side by side (A/B blocks): a paired t test on their differences."""
     try:
         xs = [e for e in (run_estimate(r, metric) for r in base) if e is not None]
         ys = [e for e in (run_estimate(r, metric) for r in cur) if e is not None]
@@ -163,8 +169,13 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     entry["baseline"], entry["current"] = _shown(float(np.mean(x)), metric), _shown(float(np.mean(y)), metric)
     entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
                        else 100.0 * math.expm1(float(np.mean(y)) - float(np.mean(x))))
+    paired = paired and len(xs) == len(ys) >= 2
     try:
-        if x.size + y.size >= 3:
+        if paired:
+            shift = paired_runs([v for v, _ in xs], [v for v, _ in ys], floor_sd=floor, alpha=options.alpha,
+                                min_effect_pct=options.min_effect_pct)
+            entry["paired"] = True
+        elif x.size + y.size >= 3:
             shift = between_runs(x, y, floor_sd=floor, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
         else:  # one run a side: the within-run samples describe it, they cannot give a verdict
             shift = compare_samples(np.exp(_log_values(base[0], metric)), np.exp(_log_values(cur[0], metric)),
@@ -272,14 +283,14 @@ def control_errors(entries: dict[str, dict], options: "CompareOptions") -> dict:
 
 
 def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
-                 options: CompareOptions, *, gating: bool) -> dict:
+                 options: CompareOptions, *, gating: bool, paired: bool = False) -> dict:
     metrics = cell_metrics(cur[-1])
     if not gating:  # times across machines say nothing about the code (a probe's ratio neither: other hardware)
         metrics = tuple(m for m in metrics if m not in TIME_METRICS)
     elif "norm_time" in metrics and not all(probe_samples(r) for r in base):
         metrics = tuple(m for m in metrics if m != "norm_time")  # a baseline from before the probe: raw time judges
     try:
-        entries = [compare_metric(base, cur, m, options, gating=gating) for m in metrics]
+        entries = [compare_metric(base, cur, m, options, gating=gating, paired=paired) for m in metrics]
     except CompareError as e:
         raise CompareError(f"cell {cell_id}: {e}") from None
     for e in entries:
@@ -303,10 +314,15 @@ def _new(cell_id: str, part: str | None) -> dict:
 # --- parts and documents ------------------------------------------------------------------------------------------
 
 def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
-                 remeasure: RemeasureFn | None = None, control: dict | None = None) -> list[dict]:
+                 remeasure: RemeasureFn | None = None, control: dict | None = None, paired: bool = False,
+                 remeasure_both: RemeasureBothFn | None = None) -> list[dict]:
     """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs.
-    ``control``, when given, receives what the per-run error control did (for the part's entry)."""
+    ``control``, when given, receives what the per-run error control did (for the part's entry). ``paired``
+    (A/B): run i of the baseline and of the current side were made side by side; a cell present in every run of
+    both is tested on the pairs' differences. ``remeasure_both`` (A/B): a suspect is re-measured on both sides,
+    one more block."""
     part = current[0].profile
+    base_extra: dict[str, list[CellRecord]] = {}
     cur_runs: dict[str, list[CellRecord]] = {}
     runs_of: dict[str, set[int]] = {}
     for i, run in enumerate(current):
@@ -315,9 +331,13 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
             runs_of.setdefault(rec.id, set()).add(i)
     lost = {r.id: r for run in current for r in run.not_run}
     entries = {}
+    def pairs(cid: str, base: list[CellRecord]) -> bool:  # in every run of both sides: block i is run i of each
+        return paired and len(base) == len(cur_runs[cid]) == len(baseline.runs) + len(base_extra.get(cid, []))
+
     for cid, recs in cur_runs.items():
         base = baseline.cell_runs(cid)
-        entries[cid] = compare_cell(cid, part, base, recs, options, gating=gating) if base else _new(cid, part)
+        entries[cid] = (compare_cell(cid, part, base, recs, options, gating=gating, paired=pairs(cid, base))
+                        if base else _new(cid, part))
     for cid in baseline.cell_ids():
         if cid not in entries:
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
@@ -335,14 +355,19 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
         suspects = [cid for cid, e in entries.items() if e["verdict"] == "regression"]
         if not suspects:
             break
-        if remeasure is None:
+        if remeasure is None and remeasure_both is None:
             raise CompareError("re-measuring suspect cells needs a way to run them")
-        fresh = remeasure(suspects)
+        fresh_base, fresh = remeasure_both(suspects) if remeasure_both else ({}, remeasure(suspects))
+        new_run = len(current) + max((len(r) for r in cur_runs.values()), default=0)  # an index no run has
         for cid in suspects:
-            if cid not in fresh:
+            if cid not in fresh or (remeasure_both and cid not in fresh_base):
                 raise CompareError(f"cell {cid}: the re-measurement did not produce it")
             cur_runs[cid].append(fresh[cid])
-            again = compare_cell(cid, part, baseline.cell_runs(cid), cur_runs[cid], options, gating=True)
+            together[cid] = together[cid] | {new_run}
+            if remeasure_both:
+                base_extra.setdefault(cid, []).append(fresh_base[cid])
+            base = baseline.cell_runs(cid) + base_extra.get(cid, [])
+            again = compare_cell(cid, part, base, cur_runs[cid], options, gating=True, paired=pairs(cid, base))
             entries[cid] = again | {"remeasured": entries[cid]["remeasured"] + 1}
         judge()
     return [entries[cid] for cid in sorted(entries)]
@@ -386,8 +411,11 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
 
 
 def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = CompareOptions(), *,
-                 labels: tuple[str, str] = ("A", "B")) -> dict:
-    """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part."""
+                 labels: tuple[str, str] = ("A", "B"), paired: bool = True,
+                 remeasure: RemeasureBothFn | None = None) -> dict:
+    """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part.
+    ``paired``: run i of A and run i of B were one block (A B, B A, …): tested on the blocks' differences.
+    ``remeasure``: a suspect re-measured on both sides in fresh processes (``options.remeasure`` times)."""
     from perfsuite.compare.baselines import baseline_of
 
     a_parts: dict[tuple, list[Part]] = {}
@@ -405,7 +433,8 @@ def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = C
         base = baseline_of([_as_fingerprint(p, a_runs[0].fingerprint) for p in a_runs], name=labels[0],
                            keep=len(a_runs))
         control: dict = {}
-        cells += compare_part(b_runs, base, options, gating=True, control=control)
+        cells += compare_part(b_runs, base, options, gating=True, control=control,
+                              paired=paired and len(a_runs) == len(b_runs), remeasure_both=remeasure)
         parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]} | control)
     return comparison_document(parts, cells)
 

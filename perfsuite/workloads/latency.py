@@ -12,6 +12,7 @@ per (model, adapter, rank, shape) on the meta device: no arithmetic, no memory (
 from __future__ import annotations
 
 import functools
+import statistics
 
 import torch
 
@@ -129,9 +130,9 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
                     "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
-        if mine.get("probe_samples_ms"):  # the cell's time in probe times, per rotation (see perfsuite.probe)
+        if mine.get("probe_samples_ms"):  # the cell's time in probe times: median of per-round ratios (perfsuite.probe)
             probed = PairedTiming(tuple(mine["samples_ms"]), tuple(mine["probe_samples_ms"]), cycle=mine["cycle"])
-            metrics |= {"probe_time_ms": probed.ref_time_ms, "norm_time": 1.0 + probed.slowdown_pct / 100.0,
+            metrics |= {"probe_time_ms": probed.ref_time_ms, "norm_time": statistics.median(probed.ratios),
                         "probe_samples_ms": list(probed.ref_ms)}
         if timing_key(cell) != BASE:  # the plain model is not timed against itself
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
