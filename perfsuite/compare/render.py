@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 
+from perfsuite.compare.quality import quality_lines
 from perfsuite.compare.stats import ERROR_CONTROLS, VERDICTS
 from perfsuite.table import Table, markdown_table, text_table
 
@@ -111,6 +112,8 @@ def part_lines(comparison: dict) -> list[str]:
                 out.append(f"  per-run error control: {ERROR_CONTROLS.get(p['error_control'], p['error_control'])}, "
                            f"alpha {p['alpha']:g} over {p['tests']} tests (a lone moved cell needs p < "
                            f"{p['per_test_alpha']:.2g})")
+            if p.get("baseline_quality"):
+                out += quality_lines(p["baseline_quality"])
             line = detectable_line(comparison, p["profile"])
             out += [line] if line else []
     return out

@@ -34,6 +34,7 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
+from perfsuite.compare.quality import assess
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
     between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, screen_runs, \
     t_quantile
@@ -401,7 +402,7 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
         if exact is not None:
             control: dict = {}
             cells += compare_part([part], exact, options, gating=True, remeasure=remeasure, control=control)
-            parts.append(part_entry(part, "gating", exact) | control)
+            parts.append(part_entry(part, "gating", exact) | control | {"baseline_quality": assess(exact).to_json()})
         elif other is not None:
             parts.append(part_entry(part, "reference", other, hint=hint))
             cells += compare_part([part], other, options, gating=False)
