@@ -250,6 +250,7 @@ def t_two_sided_p(t: float, df: int) -> float:
     return min(1.0, betainc(df / 2.0, 0.5, df / (df + t * t)))
 
 
+@lru_cache(maxsize=1024)
 def t_quantile(p: float, df: int) -> float:
     """The t with P(T ≤ t) = ``p`` (0.5 < p < 1), by bisection on :func:`t_two_sided_p`."""
     if not 0.5 < p < 1.0:
