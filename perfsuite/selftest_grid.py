@@ -28,7 +28,7 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell, get_profile
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, MIN_EFFECT_PCT, between_runs, paired_runs, wilson_interval
-from perfsuite.compare.verdicts import CompareOptions, attribute_shared_moves, control_errors
+from perfsuite.compare.verdicts import PAIRED_MIN_BLOCKS, CompareOptions, attribute_shared_moves, control_errors
 
 SIM_MODES = ("ab", "baseline")
 
@@ -77,7 +77,7 @@ class GridRate:
 
     def describe(self) -> str:
         s = self.simulation
-        how = f"A/B, {s.runs} runs a side, paired" if s.mode == "ab" else f"1 run against {s.runs}, suspects re-measured once"
+        how = (f"A/B, {s.runs} runs a side" + (", paired" if s.runs >= PAIRED_MIN_BLOCKS else "")) if s.mode == "ab" else f"1 run against {s.runs}, suspects re-measured once"
         return (f"simulated {s.grid} grid: {self.cells} latency cells in {self.loops} loops, {self.tests} tests a run; "
                 f"{how}; error control {s.error_control} at alpha {s.alpha:g}, minimum effect {s.min_effect_pct:g} %; "
                 f"noise: time {s.time_noise_pct:g} % (in-loop correlation {s.loop_correlation:g}, across loops "
@@ -147,7 +147,7 @@ def simulate_grid(sim: GridSimulation) -> GridRate:
     for _ in range(sim.trials):
         base = [noise.run() for _ in range(sim.runs)]
         cur = [noise.run() for _ in range(sim.runs if sim.mode == "ab" else 1)]
-        paired = sim.mode == "ab"
+        paired = sim.mode == "ab" and sim.runs >= PAIRED_MIN_BLOCKS  # as compare_runs decides
         entries = {cid: _judge_cell(c, [b[cid] for b in base], [r[cid] for r in cur], sim, paired)
                    for cid, c in cells.items()}
         together = {cid: frozenset(range(len(cur))) for cid in cells}

@@ -54,6 +54,12 @@ UNITS = {"time": "%", "norm_time": "%", "slowdown": "pp"}
 TIME_METRICS = ("norm_time", "time")  # the metrics that judge a cell's own speed: whichever it has, first first
 # Suspect regressions are re-measured this many times (in a fresh process) by default before they count.
 REMEASURE = 1
+# A/B blocks are tested paired (run i of A against run i of B: drift over the session drops out) from this many
+# blocks on. Below it the paired test's n − 1 degrees of freedom cost more than the drift it removes at the level
+# a run's error control asks of a lone cell: with 5 blocks, α = 0.01 / 34 (smoke), t(1 − α/2) is 11.4 on 4 df
+# against 6.0 on the unpaired test's 8, so the paired test could only see a change ~2x larger unless the drift
+# between blocks exceeded the processes' own spread. ``perfsuite ab --runs 10`` pairs.
+PAIRED_MIN_BLOCKS = 10
 # What a cell's verdict is when its metrics disagree: the first of these that any metric has.
 CELL_VERDICT_ORDER = ("regression", "improvement", "inconclusive", "unchanged", "reference")
 
@@ -412,10 +418,11 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
 
 
 def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = CompareOptions(), *,
-                 labels: tuple[str, str] = ("A", "B"), paired: bool = True,
+                 labels: tuple[str, str] = ("A", "B"), paired: bool | None = None,
                  remeasure: RemeasureBothFn | None = None) -> dict:
     """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part.
-    ``paired``: run i of A and run i of B were one block (A B, B A, …): tested on the blocks' differences.
+    ``paired``: test run i of A against run i of B, one block (A B, B A, …), on the blocks' differences; None:
+    from PAIRED_MIN_BLOCKS blocks on.
     ``remeasure``: a suspect re-measured on both sides in fresh processes (``options.remeasure`` times)."""
     from perfsuite.compare.baselines import baseline_of
 
@@ -435,7 +442,8 @@ def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = C
                            keep=len(a_runs))
         control: dict = {}
         cells += compare_part(b_runs, base, options, gating=True, control=control,
-                              paired=paired and len(a_runs) == len(b_runs), remeasure_both=remeasure)
+                              paired=(len(a_runs) >= PAIRED_MIN_BLOCKS if paired is None else paired)
+                              and len(a_runs) == len(b_runs), remeasure_both=remeasure)
         parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]} | control)
     return comparison_document(parts, cells)
 

@@ -201,3 +201,31 @@ def test_a_baseline_from_before_the_probe_is_judged_on_raw_time():
     doc = compare_runs(old, _noisy_runs(5, seed0=70, cells=(PLAIN,)))
     (plain,) = doc["cells"]
     assert [m["metric"] for m in plain["metrics"]] == ["time"] and plain["metrics"][0].get("judged", True)
+
+
+# --- paired A/B blocks --------------------------------------------------------------------------------------------
+
+def _drifting_blocks(n, *, seed0, slower=1.0):
+    """n blocks of (A run, B run) on a machine whose speed drifts ±20 % between blocks but not within one."""
+    a, b = [], []
+    for i in range(n):
+        drift = float(np.random.default_rng(seed0 + i).uniform(0.8, 1.2))
+        for side, factor, out in (("a", 1.0, a), ("b", slower, b)):
+            out.append(syn.results([syn.record(PLAIN, seed=seed0 + 10 * i + (side == "b"), base_ms=0.3 * drift * factor,
+                                               run_sd=0.003, round_sd=0.01)]))
+    return a, b
+
+
+def test_paired_blocks_remove_the_drift_between_blocks():
+    a, b = _drifting_blocks(10, seed0=100, slower=1.06)
+    paired = compare_runs(a, b)  # 10 blocks: paired by default
+    unpaired = compare_runs(a, b, paired=False)
+    (p,), (u,) = paired["cells"], unpaired["cells"]
+    assert p["metrics"][0]["paired"] and p["metrics"][0]["df"] == 9 and p["verdict"] == "regression"
+    assert u["verdict"] != "regression" and u["metrics"][0]["detectable"] > 3 * p["metrics"][0]["detectable"]
+
+
+def test_few_blocks_are_not_paired_by_default():
+    a, b = _drifting_blocks(5, seed0=200)
+    (c,) = compare_runs(a, b)["cells"]
+    assert "paired" not in c["metrics"][0] and c["metrics"][0]["df"] == 8
