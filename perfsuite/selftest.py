@@ -48,7 +48,17 @@ THREADS_NOTE = ("one thread: the tiny smoke cell gains nothing from more, and on
 EXTRA_OP_NUMEL = 64  # elements of the tensors the extra work adds: small, so it never wakes torch's thread pool
 CALIBRATION_OPS = 50  # extra operations timed together when calibrating the cost of one
 MODES = ("ab", "baseline")
-METRICS = ("slowdown", "time")
+METRICS = ("slowdown", "norm_time", "time")
+
+
+def family_of(profile: str) -> int:
+    """How many tests one part of a run of ``profile`` makes (r = 0 latency cells: time; other latency and recompute
+    cells: time and slow-down): the family the run's error control spans."""
+    from perfsuite.cells.grid import get_profile
+
+    cells = get_profile(profile).cells(device="cpu")
+    return sum(1 if c.workload == "latency" and (c.adapter == "none" or c.rank == 0) else 2 for c in cells
+               if c.workload in ("latency", "recompute"))
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,11 @@ class SelftestOptions:
     calibration_rounds: int = 300
     threads: int = 1  # torch CPU threads while measuring; 0 leaves torch's setting (see THREADS_NOTE)
     seed: int = 0
+    family: int = 1  # judge at α / family: what a lone moved cell must pass in a run of that many tests (Holm)
 
     def __post_init__(self) -> None:
+        if self.family < 1:
+            raise ValueError("need family >= 1 (tests in a run)")
         if self.trials < 1 or self.rounds < 2 or self.warmup < 0 or self.calibration_rounds < 10 or self.threads < 0:
             raise ValueError("need trials >= 1, rounds >= 2, warmup >= 0, calibration_rounds >= 10, threads >= 0")
         if self.runs < 2:
@@ -162,11 +175,18 @@ class Bench:
         from perfsuite.timing import RoundPolicy, round_robin
 
         self.models.clear()
+        from perfsuite.probe import ProbeShape, make_probe
+        from perfsuite.workloads.models import torch_dtype
+
         fn, base_fn = self.functions(k)
+        config = self.models.base(self.o.model, self.o.dtype, self.device).config
+        probe = make_probe(ProbeShape.of_forward(config, self.o.batch, self.o.seq_len), dtype=torch_dtype(self.o.dtype),
+                           device=self.device)
         with torch.inference_mode():
-            samples = round_robin({"base": base_fn, "adapted": fn}, device=self.device,
+            samples = round_robin({"base": base_fn, "adapted": fn, "probe": probe}, device=self.device,
                                   policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
-        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"], "cycle": 2}
+        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"],
+                "probe_samples_ms": samples["probe"], "cycle": 3}
 
     def calibrate(self) -> tuple[float, float]:
         """(median forward ms, median µs of one extra operation), measured interleaved."""
@@ -248,7 +268,9 @@ class SelftestReport:
         lines = [f"perfsuite selftest on {self.device}: {o.model} {o.adapter} r{o.rank} b{o.batch} s{o.seq_len}, "
                  f"forward {self.forward_ms:.3f} ms, {o.rounds} rounds per block; {self.processes} separate worker "
                  f"processes in {self.seconds:.0f} s; {o.trials} comparisons per mode and level drawn from them",
-                 f"gates: p < {o.alpha:g} (t test on the between-run spread) and change >= {o.min_effect_pct:g}%; "
+                 f"gates: p < {o.alpha / o.family:.2g} (alpha {o.alpha:g} over a run of {o.family} tests, Holm's "
+                 f"strictest step: what a lone moved cell must pass; t test on the between-run spread) and change >= "
+                 f"{o.min_effect_pct:g}%; "
                  f"runs per side: {o.runs}; baseline mode re-measures a suspect {o.remeasure}x; 95% Wilson intervals "
                  "(the trials share processes: the true uncertainty is larger); effect: nominal; measured: in a "
                  "calibration loop; in runs: in the workers' blocks, the median over processes against their A/A block"]
@@ -291,7 +313,7 @@ def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lam
     for li, lv in enumerate(levels[1:], start=1):
         lv.realized_pct = {m: e for m in options.metrics if (e := realized_effect(pool, li, m, options.cell)) is not None}
     rng = np.random.default_rng(options.seed)
-    compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
+    compare_options = CompareOptions(alpha=options.alpha / options.family, min_effect_pct=options.min_effect_pct)
     cell = options.cell
     for li, lv in enumerate(levels):
         for _ in range(options.trials):

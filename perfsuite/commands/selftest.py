@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
-from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, run_selftest
+from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of, run_selftest
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROLS, MIN_EFFECT_PCT
 from perfsuite.selftest_grid import GridSimulation, simulate_grid
 
@@ -17,6 +17,7 @@ HELP = ("measure the detector on this machine, between separate processes: false
         "detection of real slow-downs of known size, in A/B mode and against a baseline")
 
 DEFAULTS = SelftestOptions()
+FAMILY_PROFILE = "smoke"  # the production run the selftest's comparisons stand for
 SIM = GridSimulation()
 # --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
 QUICK = dict(processes=6, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
@@ -69,6 +70,10 @@ def add_arguments(p) -> None:
                    help="torch CPU threads while measuring; 0: leave torch's setting (default: 1, because "
                         + THREADS_NOTE.replace("%", "%%") + ")")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default=FAMILY_PROFILE, metavar="N|PROFILE",
+                   help="judge each comparison at alpha / N, what a lone moved cell must pass in a run of N tests "
+                        "under the run's error control (Holm); a profile name: its tests per run (default: "
+                        f"{FAMILY_PROFILE}, {family_of(FAMILY_PROFILE)} tests; 1: each test alone)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     g = p.add_argument_group("grid-scale simulation (--grid PROFILE --simulate): per-run false alarms of a whole grid")
     g.add_argument("--grid", default=None, metavar="PROFILE", help="the profile whose latency loops are simulated, "
@@ -87,6 +92,17 @@ def add_arguments(p) -> None:
                    help=f"correlation of slow-downs within a loop (default: {SIM.slowdown_correlation:g}, assumed)")
     g.add_argument("--error-control", default=SIM.error_control, choices=tuple(ERROR_CONTROLS),
                    help=f"how a run's tests share alpha (default: {SIM.error_control})")
+
+
+def _family(text: str) -> int:
+    from perfsuite.cells.grid import PROFILES
+
+    if text in PROFILES:
+        return family_of(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise PerfsuiteError(f"--family {text!r}: a number of tests or a profile ({', '.join(PROFILES)})") from None
 
 
 def _check_cell(o: SelftestOptions) -> None:
@@ -152,7 +168,8 @@ def run(args) -> int:
             rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
             metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
             batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
-            min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed)
+            min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed,
+            family=_family(args.family))
         if args.quick:
             options = replace(options, **QUICK)
     except ValueError as e:

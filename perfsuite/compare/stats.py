@@ -69,6 +69,12 @@ class Shift:
     se_log: float | None = None  # between runs: standard error of the difference of the mean logs
 
 
+def pct_of_log(v: float) -> float:
+    """100·(e^v − 1), the % change of a log difference; inf beyond what a float holds (an interval with a t quantile
+    of few degrees of freedom at a family's tiny α can be that wide)."""
+    return 100.0 * math.expm1(v) if v < 700 else math.inf
+
+
 def check_samples(x, what: str) -> np.ndarray:
     """A 1-D float array of finite, positive values, or ValueError saying what is wrong."""
     a = np.asarray(x, dtype=float)
@@ -325,9 +331,9 @@ def between_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = A
     se = sd * math.sqrt(1.0 / x.size + 1.0 / y.size)
     half = t_quantile(1.0 - alpha / 2.0, df) * se
     p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
-    change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
+    change, low, high = (pct_of_log(v) for v in (diff, diff - half, diff + half))
     return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
-                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=100.0 * math.expm1(half), se_log=se)
+                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=pct_of_log(half), se_log=se)
 
 
 # --- per-run error control: many tests in one run ---------------------------------------------------------------
@@ -399,7 +405,7 @@ def paired_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = AL
     diff, se, df = float(d.mean()), sd / math.sqrt(n), n - 1
     half = t_quantile(1.0 - alpha / 2.0, df) * se
     p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
-    change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
+    change, low, high = (pct_of_log(v) for v in (diff, diff - half, diff + half))
     return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
-                 df=df, noise_pct=100.0 * math.expm1(sd / math.sqrt(2.0)), detectable_pct=100.0 * math.expm1(half),
+                 df=df, noise_pct=100.0 * math.expm1(sd / math.sqrt(2.0)), detectable_pct=pct_of_log(half),
                  se_log=se)

@@ -36,8 +36,8 @@ from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
 from perfsuite.compare.quality import assess
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
-    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, screen_runs, \
-    t_quantile
+    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
+    screen_runs, t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
@@ -196,7 +196,8 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     # the interval in the metric's unit: % of time, or pp of slow-down (the ratio's relative change × its baseline)
     scale = 1.0 + entry["baseline"] / 100.0 if metric == "slowdown" else 1.0
     entry["ci_low"], entry["ci_high"], entry["detectable"] = (
-        None if v is None else scale * v for v in (entry["ci_low_pct"], entry["ci_high_pct"], shift.detectable_pct))
+        None if v is None else _finite(scale * v) for v in (entry["ci_low_pct"], entry["ci_high_pct"],
+                                                             shift.detectable_pct))
     verdict = shift.verdict
     if "note" in entry and verdict in ("regression", "improvement"):
         verdict = "inconclusive"
@@ -281,7 +282,7 @@ def control_errors(entries: dict[str, dict], options: "CompareOptions") -> dict:
                               min_effect_pct=options.min_effect_pct)
         if m.get("se_log") is not None:
             scale = 1.0 + m["baseline"] / 100.0 if m["metric"] == "slowdown" else 1.0
-            m["detectable"] = scale * 100.0 * math.expm1(t_quantile(1.0 - level / 2.0, m["df"]) * m["se_log"])
+            m["detectable"] = _finite(scale * pct_of_log(t_quantile(1.0 - level / 2.0, m["df"]) * m["se_log"]))
     for e in entries.values():
         if e.get("metrics"):
             _refresh(e)
