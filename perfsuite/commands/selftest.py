@@ -75,6 +75,10 @@ def add_arguments(p) -> None:
                         "under the run's error control (Holm); a profile name: its tests per run (default: "
                         f"{FAMILY_PROFILE}, {family_of(FAMILY_PROFILE)} tests; 1: each test alone)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--loop", default=None, metavar="PROFILE",
+                   help="time the profile's whole loop of the cell's shape in every block (e.g. smoke: 9 models and "
+                        "the probe) and report per-run verdicts: runs with any regression (Holm over the loop's tests, "
+                        "the shared-move rule) and the measured cell's")
     g = p.add_argument_group("grid-scale simulation (--grid PROFILE --simulate): per-run false alarms of a whole grid")
     g.add_argument("--grid", default=None, metavar="PROFILE", help="the profile whose latency loops are simulated, "
                    "e.g. paper (450 cells in 18 loops of 25)")
@@ -169,7 +173,7 @@ def run(args) -> int:
             metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
             batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
             min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed,
-            family=_family(args.family))
+            family=_family(args.family), loop=args.loop)
         if args.quick:
             options = replace(options, **QUICK)
     except ValueError as e:
