@@ -108,7 +108,7 @@ def part_lines(comparison: dict) -> list[str]:
         if p.get("hint") and p["mode"] in ("reference", "none"):
             out.append(f"  {p['hint']}")
         if p["mode"] in ("gating", "ab"):
-            if p.get("error_control"):
+            if p.get("error_control") and p.get("tests") is not None:  # documents before format 3 have none
                 out.append(f"  per-run error control: {ERROR_CONTROLS.get(p['error_control'], p['error_control'])}, "
                            f"alpha {p['alpha']:g} over {p['tests']} tests (a lone moved cell needs p < "
                            f"{p['per_test_alpha']:.2g})")
