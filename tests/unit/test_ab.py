@@ -131,3 +131,29 @@ def test_ab_re_measures_a_suspect_on_both_sides_with_the_same_cell_options(monke
     assert lora["verdict"] == "regression" and lora["remeasured"] == 1
     slowdown = next(m for m in lora["metrics"] if m["metric"] == "slowdown")
     assert slowdown["baseline_runs"] == slowdown["current_runs"] == 4  # the re-measure block joined both sides
+
+
+def test_a_re_measurement_repeats_the_runs_selection_and_each_files_shard(monkeypatch, tmp_path):
+    """The loop a suspect is timed in holds every selected cell of its shape: the fresh process must select the same
+    cells (--cells) and the suspect's own shard, not only the suspect's test."""
+    import perfsuite.runs as runs
+    from perfsuite.formats.results import Results
+
+    seen = []
+
+    def fake_run(cmd, **_):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "stopped here")
+
+    monkeypatch.setattr(runs.subprocess, "run", fake_run)
+    lora, houlsby = syn.record(syn.cell("lora"), seed=1), syn.record(syn.cell("houlsby"), seed=2)
+    results = Results(records=[lora, houlsby], sources=["s1.json", "s2.json"],
+                      runs=[{"source": "s1.json", "profile": "smoke", "selection": "batch == 1", "shard": "1/2"},
+                            {"source": "s2.json", "profile": "smoke", "selection": "batch == 1", "shard": "2/2"}])
+    remeasure = runs.remeasurer(results, {lora.id: "t.py::a", houlsby.id: "t.py::b"}, tmp_path, tmp_path)
+    with pytest.raises(runs.RunError):
+        remeasure([houlsby.id])
+    assert "--perfsuite-cells=batch == 1" in seen[0] and "--perfsuite-shard=2/2" in seen[0] and "t.py::b" in seen[0]
+    with pytest.raises(runs.RunError):
+        remeasure([lora.id])
+    assert "--perfsuite-shard=1/2" in seen[1] and "t.py::a" in seen[1]

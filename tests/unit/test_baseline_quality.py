@@ -1,5 +1,8 @@
 """What a baseline can confirm: sittings (days, reboots), its detectable change, a baseline too noisy to gate."""
 
+import math
+
+import numpy as np
 import pytest
 import synthetic as syn
 
@@ -58,9 +61,9 @@ def test_a_v3_baseline_migrates_with_its_runs_dated():
 def test_detectable_change_of_one_run_against_k():
     assert detectable_one_run([0.0]) is None
     # t(0.995, 4) = 4.604; s = 0.01; √(1 + 1/5) = 1.0954 → 5.04 % (expm1)
-    est = [0.0, 0.01, -0.01, 0.0141421356 / 2 * 2, -0.0141421356]
-    s = float(__import__("numpy").std(est, ddof=1))
-    assert detectable_one_run(est) == pytest.approx(100 * __import__("math").expm1(4.604 * s * 1.0954), rel=1e-3)
+    est = [0.0, 0.01, -0.01, 0.0141421356, -0.0141421356]
+    s = float(np.std(est, ddof=1))
+    assert detectable_one_run(est) == pytest.approx(100 * math.expm1(4.604 * s * 1.0954), rel=1e-3)
 
 
 def test_several_sittings_put_the_day_into_the_spread():
