@@ -3,9 +3,10 @@
 How asv's ``continuous`` and pyperf's ``compare_to`` get trustworthy answers on noisy machines: the base
 commit's code goes into a git worktree, the head is the working tree (or another commit's worktree); the
 same cells run A B, B A, A B, … so slow drift of the machine hits both sides alike and each goes first
-equally often; the verdict per cell comes from the spread between the processes
-(:func:`perfsuite.compare.verdicts.compare_runs`). No baseline of the machine is needed, which is why a
-pull request on a hosted runner is gated this way.
+equally often; the verdict per cell comes from the differences within those blocks (a paired t test:
+:func:`perfsuite.compare.verdicts.compare_runs`). A suspect regression is re-measured as one more block, both
+sides in fresh processes with the same cell options (``--cells``, ``--shard``: the same loops), and must stay a
+regression. No baseline of the machine is needed, which is why a pull request on a hosted runner is gated this way.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Callable
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.results import Results
+from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
-from perfsuite.runs import load_run, run_benchmarks
+from perfsuite.runs import load_run, node_ids_of, run_benchmarks
 
 DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
 
@@ -121,6 +123,31 @@ def run_alternately(a: Side, b: Side, options: dict, runs: int, out_dir: Path,
     return [load_run(p) for p in a.runs], [load_run(p) for p in b.runs]
 
 
+def remeasure_both(a: Side, b: Side, options: dict, out_dir: Path, progress: Callable[[str], None] = lambda s: None):
+    """A function re-measuring suspect cells as one more block: a fresh process of each side, in alternating order,
+    with the run's cell options (so each cell is timed in the loop it was timed in)."""
+    from perfsuite.formats.io import read_json
+
+    blocks = [0]
+
+    def remeasure(cell_ids: list[str]) -> tuple[dict[str, CellRecord], dict[str, CellRecord]]:
+        blocks[0] += 1
+        fresh = {}
+        for side in ((a, b) if (len(a.runs) + blocks[0]) % 2 else (b, a)):
+            node_ids = node_ids_of(read_json(side.runs[-1], ABError))
+            unknown = [c for c in cell_ids if c not in node_ids]
+            if unknown:
+                raise ABError(f"cannot re-measure {unknown[0]} on {side.label}: no pytest node id for it")
+            progress(f"[ab] re-measuring {len(cell_ids)} suspect cell(s) on {side.label} = {side.ref} "
+                     f"(block {len(a.runs) + blocks[0]})")
+            out = out_dir / f"{side.label.lower()}-remeasure-{blocks[0]}.json"
+            fresh[side.label] = load_run(run_benchmarks(side.path, out, options, own_code=True,
+                                                        node_ids=[node_ids[c] for c in cell_ids])).by_id()
+        return fresh[a.label], fresh[b.label]
+
+    return remeasure
+
+
 def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, out_dir: str | Path,
        compare_options=None, keep_worktrees: bool = False, start: str | Path = ".",
        progress: Callable[[str], None] = lambda s: None, wait: bool = False) -> tuple[dict, Side, Side, float]:
@@ -141,11 +168,12 @@ def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, 
             a = prepare_side(repo, base, "A", out_dir, made)
             b = prepare_side(repo, head, "B", out_dir, made)
             a_runs, b_runs = run_alternately(a, b, options, runs, out_dir, progress)
-        finally:
+            doc = compare_runs(a_runs, b_runs, compare_options or CompareOptions(),
+                               labels=(f"A: {a.ref}" + (f" ({a.commit[:10]})" if a.commit else ""),
+                                       f"B: {b.ref}" + (f" ({b.commit[:10]})" if b.commit else "")),
+                               remeasure=remeasure_both(a, b, options, out_dir, progress))
+        finally:  # the worktrees serve the re-measurements too: removed once the verdicts are in
             if not keep_worktrees:
                 for side in made:
                     remove_side(repo, side)
-    doc = compare_runs(a_runs, b_runs, compare_options or CompareOptions(),
-                       labels=(f"A: {a.ref}" + (f" ({a.commit[:10]})" if a.commit else ""),
-                               f"B: {b.ref}" + (f" ({b.commit[:10]})" if b.commit else "")))
     return doc, a, b, time.monotonic() - t0

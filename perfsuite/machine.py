@@ -174,6 +174,16 @@ def host_id() -> str:
         return socket.gethostname()
 
 
+def boot_id() -> str | None:
+    """This boot of the machine (Linux's boot id, 8 characters), or None: a baseline notes it for every run, so
+    runs of several reboots are told apart even where PERFSUITE_MACHINE_ID keeps them one machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()[:8] or None
+    except OSError:
+        return None
+
+
 def machine_env(device: str) -> dict[str, Any]:
     """What a cell's ``env`` carries about the machine and its software (see the module docstring)."""
     import torch
@@ -183,6 +193,7 @@ def machine_env(device: str) -> dict[str, Any]:
         "device": device,
         "device_name": torch.cuda.get_device_name() if on_gpu else "cpu: " + cpu_identity()["cpu"].split(": ", 1)[-1],
         "host": host_id(),
+        "boot": boot_id(),  # not part of the fingerprint: see perfsuite.compare.quality
         **cpu_identity(),
         "gpu": None,
         "gpu_driver": None,

@@ -21,8 +21,12 @@ BENCHMARKS = "tests/benchmarks"  # a checkout's; an installed perfsuite runs tho
 PACKAGED_BENCHMARKS = "perfsuite/benchmarks"
 # Run settings (the results' perfsuite section) a fresh run must share with the run it repeats, and the cell option
 # each is given as (a checkpoint run is re-measured on its weights, not on random ones under the same cell ids).
+# The selection and the shard too: a latency cell is timed in one loop with every selected cell of its shape, so a
+# re-measurement of the suspects alone would time them in another loop (fewer models, another machine state).
 REPEATED_SETTINGS = {"profile": "profile", "device": "device", "dtype": "dtype", "rounds": "rounds",
-                     "warmup": "warmup", "threads": "threads", "weights_path": "weights", "adapters": "adapters"}
+                     "warmup": "warmup", "threads": "threads", "weights_path": "weights", "adapters": "adapters",
+                     "selection": "cells", "shard": "shard"}
+PER_FILE_SETTINGS = ("shard",)  # may differ between the files of one run (its shards): repeated per file
 
 
 class RunError(PerfsuiteError):
@@ -63,17 +67,28 @@ def load_run(path: Path) -> Results:
         raise RunError(f"the run wrote an unreadable results file: {e}") from None
 
 
+def _settings(run: dict) -> dict:
+    return {option: run.get(key) for key, option in REPEATED_SETTINGS.items()}
+
+
 def repeat_settings(results: Results) -> dict:
-    """The cell options that repeat a run of these results (all their files must share them)."""
-    settings = [{option: r.get(key) for key, option in REPEATED_SETTINGS.items()} for r in results.runs]
+    """The cell options that repeat a run of these results (all their files must share them, but for the shard:
+    a run's shards differ in it, and a cell is repeated with its own file's)."""
+    settings = [{k: v for k, v in _settings(r).items() if k not in PER_FILE_SETTINGS} for r in results.runs]
     if any(s != settings[0] for s in settings):
         raise RunError("cannot repeat these results: their files were made with different settings")
-    return settings[0] if settings else {}
+    if not settings:
+        return {}
+    shards = {r.get("shard") for r in results.runs}
+    return settings[0] | ({"shard": shards.pop()} if len(shards) == 1 else {})
 
 
 def remeasurer(results: Results, node_ids: dict[str, str], checkout: str | Path, workdir: str | Path):
-    """A function re-measuring cells of ``results`` (cell id → pytest node id) in fresh processes."""
+    """A function re-measuring cells of ``results`` (cell id → pytest node id) in fresh processes, with the
+    run's own selection and each cell's own shard, so each suspect is timed in the loop it was timed in."""
     settings = repeat_settings(results)
+    shard_of_source = {r.get("source"): r.get("shard") for r in results.runs}
+    shard_of = {rec.id: shard_of_source.get(src) for rec, src in zip(results.records, results.sources)}
     calls = [0]
 
     def remeasure(cell_ids: list[str]) -> dict[str, CellRecord]:
@@ -81,9 +96,16 @@ def remeasurer(results: Results, node_ids: dict[str, str], checkout: str | Path,
         if unknown:
             raise RunError(f"cannot re-measure {unknown[0]}: no pytest node id for it in the results")
         calls[0] += 1
-        out = run_benchmarks(checkout, Path(workdir) / f"remeasure-{calls[0]}.json", settings,
-                             node_ids=[node_ids[c] for c in cell_ids])
-        return load_run(out).by_id()
+        by_shard: dict = {}
+        for c in cell_ids:
+            by_shard.setdefault(shard_of.get(c, settings.get("shard")), []).append(c)
+        fresh: dict[str, CellRecord] = {}
+        for k, (shard, cells) in enumerate(sorted(by_shard.items(), key=lambda kv: str(kv[0]))):
+            name = f"remeasure-{calls[0]}" + (f"-{k + 1}" if len(by_shard) > 1 else "") + ".json"
+            out = run_benchmarks(checkout, Path(workdir) / name, settings | {"shard": shard},
+                                 node_ids=[node_ids[c] for c in cells])
+            fresh |= load_run(out).by_id()
+        return fresh
 
     return remeasure
 

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,17 @@ THREADS_NOTE = ("one thread: the tiny smoke cell gains nothing from more, and on
 EXTRA_OP_NUMEL = 64  # elements of the tensors the extra work adds: small, so it never wakes torch's thread pool
 CALIBRATION_OPS = 50  # extra operations timed together when calibrating the cost of one
 MODES = ("ab", "baseline")
-METRICS = ("slowdown", "time")
+METRICS = ("slowdown", "norm_time", "time")
+
+
+def family_of(profile: str) -> int:
+    """How many tests one part of a run of ``profile`` makes (r = 0 latency cells: time; other latency and recompute
+    cells: time and slow-down): the family the run's error control spans."""
+    from perfsuite.cells.grid import get_profile
+
+    cells = get_profile(profile).cells(device="cpu")
+    return sum(1 if c.workload == "latency" and (c.adapter == "none" or c.rank == 0) else 2 for c in cells
+               if c.workload in ("latency", "recompute"))
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,17 @@ class SelftestOptions:
     calibration_rounds: int = 300
     threads: int = 1  # torch CPU threads while measuring; 0 leaves torch's setting (see THREADS_NOTE)
     seed: int = 0
+    family: int = 1  # judge at α / family: what a lone moved cell must pass in a run of that many tests (Holm)
+    loop: str | None = None  # a profile: time its whole loop of the cell's shape and count per-run verdicts
 
     def __post_init__(self) -> None:
+        if self.family < 1:
+            raise ValueError("need family >= 1 (tests in a run)")
         if self.trials < 1 or self.rounds < 2 or self.warmup < 0 or self.calibration_rounds < 10 or self.threads < 0:
             raise ValueError("need trials >= 1, rounds >= 2, warmup >= 0, calibration_rounds >= 10, threads >= 0")
         if self.runs < 2:
             raise ValueError("need runs >= 2: a between-run spread needs two runs a side")
-        need = max(2 * self.runs if "ab" in self.modes else 0,
+        need = max(2 * self.runs + bool(self.loop) if "ab" in self.modes else 0,
                    self.runs + 1 + self.remeasure if "baseline" in self.modes else 0)
         if self.processes < need:
             raise ValueError(f"need at least {need} processes for {self.runs} runs a side")
@@ -162,11 +176,56 @@ class Bench:
         from perfsuite.timing import RoundPolicy, round_robin
 
         self.models.clear()
+        from perfsuite.probe import ProbeShape, make_probe
+        from perfsuite.workloads.models import torch_dtype
+
         fn, base_fn = self.functions(k)
+        config = self.models.base(self.o.model, self.o.dtype, self.device).config
+        probe = make_probe(ProbeShape.of_forward(config, self.o.batch, self.o.seq_len), dtype=torch_dtype(self.o.dtype),
+                           device=self.device)
         with torch.inference_mode():
-            samples = round_robin({"base": base_fn, "adapted": fn}, device=self.device,
+            samples = round_robin({"base": base_fn, "adapted": fn, "probe": probe}, device=self.device,
                                   policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
-        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"], "cycle": 2}
+        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"],
+                "probe_samples_ms": samples["probe"], "cycle": 3}
+
+    def loop_cells(self) -> list[Cell]:
+        """The profile's latency cells of the measured cell's shape: the production loop (the measured cell in it)."""
+        from perfsuite.cells.grid import get_profile
+
+        me = self.o.cell
+        cells = [c for c in get_profile(self.o.loop).cells(device=me.device) if c.workload == "latency"
+                 and (c.batch, c.seq_len, c.model, c.dtype) == (me.batch, me.seq_len, me.model, me.dtype)]
+        return cells if me.id in {c.id for c in cells} else [*cells, me]
+
+    def loop_block(self, k: int) -> dict:
+        """The whole loop timed as a run times it (every cell's model, the plain one, the probe), the measured cell
+        with ``k`` extra operations; per cell id its samples as a record keeps them."""
+        import torch
+
+        from perfsuite.probe import ProbeShape, make_probe
+        from perfsuite.timing import RoundPolicy, round_robin
+        from perfsuite.workloads.models import torch_dtype
+
+        self.models.clear()
+        base = self.models.base(self.o.model, self.o.dtype, self.device)
+        me, tokens, extra = self.o.cell.id, self.tokens, self.extra
+        fns = {"base": lambda: base(tokens)}
+        for c in self.loop_cells():
+            if c.adapter == "none" or c.rank == 0:
+                continue
+            model = self.models.build_adapted(c.model, c.dtype, self.device, c.adapter, c.rank)
+            fns[c.id] = (lambda m=model: (m(tokens), extra(k))) if c.id == me else (lambda m=model: m(tokens))
+        fns["probe"] = make_probe(ProbeShape.of_forward(base.config, self.o.batch, self.o.seq_len),
+                                  dtype=torch_dtype(self.o.dtype), device=self.device)
+        with torch.inference_mode():
+            samples = round_robin(fns, device=self.device, policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
+        out = {}
+        for c in self.loop_cells():
+            plain = c.adapter == "none" or c.rank == 0
+            out[c.id] = {"samples_ms": samples["base" if plain else c.id], "probe_samples_ms": samples["probe"],
+                         "cycle": len(fns), **({} if plain else {"ref_samples_ms": samples["base"]})}
+        return out
 
     def calibrate(self) -> tuple[float, float]:
         """(median forward ms, median µs of one extra operation), measured interleaved."""
@@ -211,7 +270,8 @@ def worker(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     options = SelftestOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()})
     bench = Bench(options, spec["device"])
-    blocks = _with_threads(options, lambda: {i: bench.block(spec["extra_ops"][i]) for i in spec["order"]})
+    block = bench.loop_block if options.loop else bench.block
+    blocks = _with_threads(options, lambda: {i: block(spec["extra_ops"][i]) for i in spec["order"]})
     Path(out_path).write_text(json.dumps(blocks))
 
 
@@ -248,15 +308,24 @@ class SelftestReport:
         lines = [f"perfsuite selftest on {self.device}: {o.model} {o.adapter} r{o.rank} b{o.batch} s{o.seq_len}, "
                  f"forward {self.forward_ms:.3f} ms, {o.rounds} rounds per block; {self.processes} separate worker "
                  f"processes in {self.seconds:.0f} s; {o.trials} comparisons per mode and level drawn from them",
-                 f"gates: p < {o.alpha:g} (t test on the between-run spread) and change >= {o.min_effect_pct:g}%; "
+                 (f"gates: Holm over the loop's tests at alpha {o.alpha:g} per run, as a run's part is judged; "
+                  if o.loop else
+                  f"gates: p < {o.alpha / o.family:.2g} (alpha {o.alpha:g} over a run of {o.family} tests, Holm's "
+                  f"strictest step: what a lone moved cell must pass; t test on the between-run spread) and change >= "
+                  f"{o.min_effect_pct:g}%; ") +
                  f"runs per side: {o.runs}; baseline mode re-measures a suspect {o.remeasure}x; 95% Wilson intervals "
                  "(the trials share processes: the true uncertainty is larger); effect: nominal; measured: in a "
                  "calibration loop; in runs: in the workers' blocks, the median over processes against their A/A block"]
         for mode in o.modes:
-            for metric in o.metrics:
+            for metric in (LOOP_KEYS if o.loop else o.metrics):
                 key = f"{mode}/{metric}"
                 what = "A/B" if mode == "ab" else "against a baseline"
-                lines += ["", f"{what}, metric {metric}:",
+                if o.loop:
+                    head = (f"{what}, the whole {o.loop} loop per run (Holm over its tests, the shared-move rule): "
+                            + ("runs with any regression" if metric == "run" else f"the measured cell {o.cell.id}"))
+                else:
+                    head = f"{what}, metric {metric}:"
+                lines += ["", head,
                           f"  {'effect':>7}  {'measured':>8}  {'in runs':>8}  {'regression (detection) rate':<32}  "
                           f"{'improv.':>7}  {'inconcl.':>8}"]
                 for lv in self.levels:
@@ -291,8 +360,16 @@ def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lam
     for li, lv in enumerate(levels[1:], start=1):
         lv.realized_pct = {m: e for m in options.metrics if (e := realized_effect(pool, li, m, options.cell)) is not None}
     rng = np.random.default_rng(options.seed)
-    compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
     cell = options.cell
+    if options.loop:  # per-run verdicts of the whole loop: the run's own error control and shared-move rule
+        compare_options = CompareOptions(alpha=options.alpha, min_effect_pct=options.min_effect_pct)
+        cells = {c.id: c for c in bench.loop_cells()}
+        for li, lv in enumerate(levels):
+            for _ in range(options.trials):
+                for mode in options.modes:
+                    _loop_trial(mode, pool, li, rng, options, compare_options, cells, lv)
+        return SelftestReport(options, device, forward_ms, op_us, levels, time.monotonic() - t0, len(pool))
+    compare_options = CompareOptions(alpha=options.alpha / options.family, min_effect_pct=options.min_effect_pct)
     for li, lv in enumerate(levels):
         for _ in range(options.trials):
             for mode in options.modes:
@@ -326,7 +403,10 @@ def realized_effect(pool: list[dict], level: int, metric: str, cell: Cell) -> fl
     block's run estimate against the same process's A/A block (the calibration loop runs warmer and tighter)."""
     diffs = []
     for blocks in pool:
-        a, b = run_estimate(_record(cell, blocks[0]), metric), run_estimate(_record(cell, blocks[level]), metric)
+        a_block, b_block = blocks[0], blocks[level]
+        if cell.id in a_block:  # a loop block: the measured cell's part of it
+            a_block, b_block = a_block[cell.id], b_block[cell.id]
+        a, b = run_estimate(_record(cell, a_block), metric), run_estimate(_record(cell, b_block), metric)
         if a is not None and b is not None:
             diffs.append(b[0] - a[0])
     return 100.0 * math.expm1(float(np.median(diffs))) if diffs else None
@@ -355,6 +435,54 @@ def _trial(mode: str, pool: list[dict], level: int, rng, options: SelftestOption
             cur.append(_record(cell, pool[extra.pop(0)][level]))
             entry = compare_metric(base, cur, metric, compare_options)
         lv.verdicts.setdefault(f"{mode}/{metric}", []).append(entry["verdict"])
+
+
+LOOP_KEYS = ("run", "cell")  # per-run: any regression in the loop; per cell: the measured cell flagged
+
+
+def _loop_part(cells: dict[str, Cell], block: dict):
+    from perfsuite.compare.baselines import Part
+    from perfsuite.machine import Fingerprint
+
+    recs = tuple(CellRecord(cells[cid], metrics=b) for cid, b in sorted(block.items()))
+    return Part("selftest", Fingerprint.of({}, recs[0].cell), recs)
+
+
+def _loop_trial(mode: str, pool: list[dict], level: int, rng, options: SelftestOptions,
+                compare_options: CompareOptions, cells: dict[str, Cell], lv: Level) -> None:
+    """One run of ``mode`` over the whole loop, judged as compare_part judges a run's part: the per-run verdict
+    (any regression) and the measured cell's."""
+    from perfsuite.compare.baselines import baseline_of
+    from perfsuite.compare.verdicts import compare_part
+
+    r = options.runs
+    picks = [int(i) for i in rng.choice(len(pool), size=2 * r + 1 if mode == "ab" else r + 1 + options.remeasure,
+                                        replace=False)]
+    baseline = baseline_of([_loop_part(cells, pool[i][0]) for i in picks[:r]], name="A", keep=r)
+    extra = list(picks[2 * r:] if mode == "ab" else picks[r + 1:])
+    if mode == "ab":
+        current = [_loop_part(cells, pool[i][level]) for i in picks[r:2 * r]]
+
+        def both(ids):  # one more block: a fresh process of each side (the A side's a 0 % block)
+            i = extra.pop(0)
+            fresh = {rec.id: rec for rec in _loop_part(cells, pool[i][level]).records if rec.id in ids}
+            again = {rec.id: rec for rec in _loop_part(cells, pool[i][0]).records if rec.id in ids}
+            return again, fresh
+
+        entries = compare_part(current, baseline, replace(compare_options, remeasure=1), gating=True,
+                               remeasure_both=both)
+    else:
+        current = [_loop_part(cells, pool[picks[r]][level])]
+
+        def one(ids):
+            return {rec.id: rec for rec in _loop_part(cells, pool[extra.pop(0)][level]).records if rec.id in ids}
+
+        entries = compare_part(current, baseline, replace(compare_options, remeasure=options.remeasure),
+                               gating=True, remeasure=one)
+    verdicts = {e["cell_id"]: e["verdict"] for e in entries}
+    lv.verdicts.setdefault(f"{mode}/run", []).append(
+        "regression" if "regression" in verdicts.values() else "unchanged")
+    lv.verdicts.setdefault(f"{mode}/cell", []).append(verdicts.get(options.cell.id, "missing"))
 
 
 if __name__ == "__main__":

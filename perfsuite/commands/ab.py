@@ -8,9 +8,9 @@ from perfsuite.ab import DEFAULT_RUNS, ab
 from perfsuite.commands.compare import options_from_args
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
-from perfsuite.compare.verdicts import has_regression
+from perfsuite.compare.verdicts import REMEASURE, has_regression
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, cell_option_values
+from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
 
 HELP = "A/B: run BASE's and HEAD's benchmarks alternately, each run in its own process; exit 1 on a regression"
 
@@ -32,7 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the comparison as Markdown (a PR comment)")
     p.add_argument("--keep-worktrees", action="store_true", help="leave the git worktrees in --out for inspection")
     add_wait_argument(p, "--out")
-    p.set_defaults(remeasure=0)
+    p.add_argument("--remeasure", type=at_least_zero, default=REMEASURE, metavar="N",
+                   help=f"re-measure a suspect regression N times, one more block each (a fresh process of each "
+                        f"side, the same cell options); it must stay a regression (default: {REMEASURE})")
 
 
 def run(args) -> int:

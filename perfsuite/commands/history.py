@@ -48,6 +48,13 @@ def add_arguments(p) -> None:
     m.add_argument("--stalls", type=float, default=0.0, metavar="SHARE",
                    help="share of nights hit by a 10-50 %% stall (default: 0)")
     m.add_argument("--trials", type=at_least_one, default=500, help="series per row (default: 500)")
+    m.add_argument("--recent-noise", type=float, default=1.5, metavar="PCT",
+                   help="noise sd of the last-nights rows, %% (default: 1.5)")
+    m.add_argument("--recent-step", type=float, default=5.0, metavar="PCT",
+                   help="step of the last-nights rows, %% (default: 5)")
+    m.add_argument("--autocorrelation", type=float, default=0.3, metavar="PHI",
+                   help="lag-1 autocorrelation of the nightly noise in the last-nights rows' second setting "
+                        "(default: 0.3)")
     m.add_argument("--seed", type=int, default=0)
     y = with_store(sub.add_parser("synth", help="fill a store with synthetic nightlies (to size the page, or try it)"))
     y.add_argument("--profile", default="smoke", help="whose cells (default: smoke)")
@@ -140,12 +147,15 @@ def _pcts(text: str, what: str) -> list[float]:
 
 
 def _simulate(args) -> int:
-    from perfsuite.history.synthetic import false_change_points, power
+    from perfsuite.history.changepoints import MIN_SEGMENT_RUNS
+    from perfsuite.history.synthetic import false_change_points, power, recent_power
 
     nights = [int(n) for n in _pcts(args.nights, "--nights")]
     noises, steps = _pcts(args.noise, "--noise"), _pcts(args.steps, "--steps")
     if args.trials < 1:
         raise PerfsuiteError("--trials must be at least 1")
+    if not 0 <= args.autocorrelation < 1:
+        raise PerfsuiteError("--autocorrelation must be in [0, 1)")
     head = ["nightlies", "noise sd", "false change points (A/A)"]
     head += [f"found +{s:g} % (range, nightlies)" for s in steps]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -160,6 +170,17 @@ def _simulate(args) -> int:
     print(f"\n{args.trials} series per cell of the table; [95 % Wilson interval]; steps at 2/3 of the history, "
           f"found when a change point of the right sign has the step's night in its commit range"
           + (f"; {args.stalls:g} of nights stalled" if args.stalls else ""))
+    after, noise, step, phi = MIN_SEGMENT_RUNS, args.recent_noise / 100, args.recent_step, args.autocorrelation
+    head = ["nightlies", "noise sd", "lag-1 autocorr.", "false change points (A/A)",
+            f"found +{step:g} % in the last {after} nights"]
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for n in nights:
+        for ar in sorted({0.0, phi}):
+            aa = false_change_points(n, noise, args.trials, args.seed, autocorrelation=ar)
+            found = recent_power(n, noise, step, args.trials, args.seed + 1, after=after, autocorrelation=ar)
+            print(f"| {n} | {100 * noise:g} % | {ar:g} | {aa.text()} | {found.text()} |", flush=True)
+    print(f"\nlast {after} nights: the step {after} nights before the end, found when a change point (provisional "
+          "ones count) of the right sign has its night in the range")
     return 0
 
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
-from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, run_selftest
-from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
+from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of, run_selftest
+from perfsuite.compare.stats import ALPHA, ERROR_CONTROLS, MIN_EFFECT_PCT
+from perfsuite.selftest_grid import GridSimulation, simulate_grid
 
 HELP = ("measure the detector on this machine, between separate processes: false alarms over A/A comparisons and "
         "detection of real slow-downs of known size, in A/B mode and against a baseline")
 
 DEFAULTS = SelftestOptions()
+FAMILY_PROFILE = "smoke"  # the production run the selftest's comparisons stand for
+SIM = GridSimulation()
 # --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
 QUICK = dict(processes=6, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
 
@@ -67,7 +70,43 @@ def add_arguments(p) -> None:
                    help="torch CPU threads while measuring; 0: leave torch's setting (default: 1, because "
                         + THREADS_NOTE.replace("%", "%%") + ")")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default=FAMILY_PROFILE, metavar="N|PROFILE",
+                   help="judge each comparison at alpha / N, what a lone moved cell must pass in a run of N tests "
+                        "under the run's error control (Holm); a profile name: its tests per run (default: "
+                        f"{FAMILY_PROFILE}, {family_of(FAMILY_PROFILE)} tests; 1: each test alone)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--loop", default=None, metavar="PROFILE",
+                   help="time the profile's whole loop of the cell's shape in every block (e.g. smoke: 9 models and "
+                        "the probe) and report per-run verdicts: runs with any regression (Holm over the loop's tests, "
+                        "the shared-move rule) and the measured cell's")
+    g = p.add_argument_group("grid-scale simulation (--grid PROFILE --simulate): per-run false alarms of a whole grid")
+    g.add_argument("--grid", default=None, metavar="PROFILE", help="the profile whose latency loops are simulated, "
+                   "e.g. paper (450 cells in 18 loops of 25)")
+    g.add_argument("--simulate", action="store_true", help="simulate instead of measuring (needs --grid)")
+    g.add_argument("--time-noise", type=float, default=SIM.time_noise_pct, metavar="PCT",
+                   help=f"between-process sd of a cell's probe-normalised time (default: {SIM.time_noise_pct:g}, "
+                        "measured here: README)")
+    g.add_argument("--slowdown-noise", type=float, default=SIM.slowdown_noise_pct, metavar="PCT",
+                   help=f"between-process sd of a slow-down ratio (default: {SIM.slowdown_noise_pct:g})")
+    g.add_argument("--loop-correlation", type=float, default=SIM.loop_correlation, metavar="R",
+                   help=f"correlation of time estimates within a loop (default: {SIM.loop_correlation:g})")
+    g.add_argument("--cross-correlation", type=float, default=SIM.cross_correlation, metavar="R",
+                   help=f"correlation of time estimates across loops of a run (default: {SIM.cross_correlation:g})")
+    g.add_argument("--slowdown-correlation", type=float, default=SIM.slowdown_correlation, metavar="R",
+                   help=f"correlation of slow-downs within a loop (default: {SIM.slowdown_correlation:g}, assumed)")
+    g.add_argument("--error-control", default=SIM.error_control, choices=tuple(ERROR_CONTROLS),
+                   help=f"how a run's tests share alpha (default: {SIM.error_control})")
+
+
+def _family(text: str) -> int:
+    from perfsuite.cells.grid import PROFILES
+
+    if text in PROFILES:
+        return family_of(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise PerfsuiteError(f"--family {text!r}: a number of tests or a profile ({', '.join(PROFILES)})") from None
 
 
 def _check_cell(o: SelftestOptions) -> None:
@@ -98,16 +137,43 @@ def _names(text: str, option: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def _simulate(args, modes: tuple[str, ...]) -> int:
+    from perfsuite.cells.grid import PROFILES
+
+    if args.grid not in PROFILES:
+        raise PerfsuiteError(f"--grid: unknown profile {args.grid!r}; known: {', '.join(PROFILES)}")
+    for mode in modes:
+        try:
+            sim = GridSimulation(grid=args.grid, mode=mode, runs=args.runs, trials=args.trials,
+                                 time_noise_pct=args.time_noise, slowdown_noise_pct=args.slowdown_noise,
+                                 loop_correlation=args.loop_correlation, cross_correlation=args.cross_correlation,
+                                 slowdown_correlation=args.slowdown_correlation, alpha=args.alpha,
+                                 min_effect_pct=args.min_effect, error_control=args.error_control, seed=args.seed)
+        except ValueError as e:
+            raise PerfsuiteError(str(e)) from None
+        rate = simulate_grid(sim)
+        if not rate.cells:
+            raise PerfsuiteError(f"--grid {args.grid}: the profile has no latency cells to simulate")
+        print(rate.describe())
+        print(rate.line(), flush=True)
+    return 0
+
+
 def run(args) -> int:
     metrics = _names(args.metrics, "--metrics", METRICS)
     modes = _names(args.modes, "--modes", MODES)
+    if args.simulate or args.grid:
+        if not (args.simulate and args.grid):
+            raise PerfsuiteError("--grid and --simulate go together: a grid is simulated, not measured")
+        return _simulate(args, modes)
     try:
         options = SelftestOptions(
             processes=args.processes, trials=args.trials, runs=args.runs, modes=modes,
             rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
             metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
             batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
-            min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed)
+            min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed,
+            family=_family(args.family), loop=args.loop)
         if args.quick:
             options = replace(options, **QUICK)
     except ValueError as e:

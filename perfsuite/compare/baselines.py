@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.cells.grid import PROFILES
-from perfsuite.formats.baseline import KEEP_RUNS, Baseline, BaselineError, BaselineRun, is_baseline_document, \
-    load_baseline, save_baseline
+from perfsuite.formats.baseline import KEEP_RUNS, Baseline, BaselineError, BaselineRun, boot_of, \
+    is_baseline_document, load_baseline, save_baseline
 from perfsuite.formats.io import read_json
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
@@ -136,8 +136,14 @@ def baseline_of(runs: list[Part], *, name: str, keep: int = KEEP_RUNS, note: str
         raise BaselineError("a baseline holds runs of one part on one machine fingerprint")
     when = [p.source.get("datetime") for p in runs if p.source.get("datetime")]
     return Baseline(name=name, profile=runs[0].profile, fingerprint=runs[0].fingerprint,
-                    runs=[BaselineRun(p.by_id(), dict(p.source)) for p in runs][-keep:],
+                    runs=[BaselineRun(p.by_id(), dict(p.source), _recorded(p)) for p in runs][-keep:],
                     created=min(when) if when else _now(), updated=_now(), note=note, keep=keep, path=path)
+
+
+def _recorded(part: Part) -> dict:
+    """When and on which boot a run was made: its results' datetime, its records' boot."""
+    env = next((r.env for r in part.records if r.env), {})
+    return {"datetime": part.source.get("datetime"), "boot": boot_of(dict(env))}
 
 
 def _now() -> str:
@@ -156,6 +162,7 @@ class UpdateReport:
     cells: int
     not_run: list[str] = field(default_factory=list)
     replaced_other: str | None = None  # with force: the fingerprint/profile that was overwritten
+    quality: list[str] = field(default_factory=list)  # what the baseline can confirm (perfsuite.compare.quality)
 
     def lines(self) -> list[str]:
         out = [f"{'created' if self.created else 'updated'} {self.path}: {self.runs_kept} run(s) kept "
@@ -164,7 +171,7 @@ class UpdateReport:
         if self.replaced_other:
             out.append(f"  replaced a baseline of another setup: {self.replaced_other}")
         out += [f"  ! {cid}: did not run, not stored" for cid in self.not_run]
-        return out
+        return out + self.quality
 
 
 def add_runs(runs: list[Results], *, directory: str | Path = BASELINE_DIR, name: str | None = None,
@@ -208,13 +215,17 @@ def add_runs(runs: list[Results], *, directory: str | Path = BASELINE_DIR, name:
             all_runs = (list(kept_before) + merged.runs)[-keep_n:]
             if prune:
                 newest = set(all_runs[-1].cells)
-                all_runs = [BaselineRun({c: r for c, r in run.cells.items() if c in newest}, run.source) for run in all_runs]
+                all_runs = [BaselineRun({c: r for c, r in run.cells.items() if c in newest}, run.source, run.recorded)
+                            for run in all_runs]
             merged.runs = all_runs
             if old and not (replace or other) and old.created:
                 merged.created = old.created
             save_baseline(merged, path)
+        from perfsuite.compare.quality import assess
+
         reports.append(UpdateReport(path, old is None, len(kept_before), len(new), len(all_runs),
-                                    len(merged.cell_ids()), sorted({r.id for p in new for r in p.not_run}), other))
+                                    len(merged.cell_ids()), sorted({r.id for p in new for r in p.not_run}), other,
+                                    assess(merged).lines()))
     return reports
 
 

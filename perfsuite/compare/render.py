@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import statistics
 
-from perfsuite.compare.stats import VERDICTS
+from perfsuite.compare.quality import quality_lines
+from perfsuite.compare.stats import ERROR_CONTROLS, VERDICTS
 from perfsuite.table import Table, markdown_table, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
@@ -28,6 +29,8 @@ def _rank(verdict: str) -> int:
 def _value(v: float | None, metric: str) -> str:
     if v is None:
         return ""
+    if metric == "norm_time":
+        return f"{v:.3g}x probe"
     return f"{v:.4g} ms" if metric == "time" else f"{v:+.1f}%"
 
 
@@ -58,7 +61,8 @@ def _rows(cells: list[dict]) -> list[tuple[tuple[str, ...], bool]]:
             rows.append(((c["cell_id"], c["verdict"], "", "", "", "", "", "", c.get("note", "")), False))
         for m in c["metrics"]:
             runs = f"{m['baseline_runs']}→{m['current_runs']}"
-            metric = m["metric"] + (" (w/ ref)" if m.get("with_reference") else "")
+            metric = m["metric"] + (" (w/ ref)" if m.get("with_reference") else "") + (
+                " (raw, shown)" if m.get("judged") is False else "")
             rows.append(((c["cell_id"], m["verdict"], metric, _value(m["baseline"], m["metric"]),
                           _value(m["current"], m["metric"]), _change(m["change"], m["unit"]), _interval(m),
                           _p(m["p_value"]), runs), m["verdict"] == "regression"))
@@ -77,13 +81,15 @@ def summary_line(comparison: dict) -> str:
 
 def detectable_line(comparison: dict, part: str | None) -> str | None:
     """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
-    change that would have been significant."""
+    change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
+    needs); raw time where the probe-normalised time judges is shown apart."""
     found: dict[str, list[float]] = {}
     for c in comparison["cells"]:
         if c.get("part") == part:
             for m in c["metrics"]:
                 if m.get("detectable") is not None:
-                    found.setdefault(m["metric"], []).append(m["detectable"])
+                    name = m["metric"] + (" (raw, not judged)" if m.get("judged") is False else "")
+                    found.setdefault(name, []).append(m["detectable"])
     if not found:
         return None
     parts = [f"{name} {statistics.median(v):.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in sorted(found.items())]
@@ -102,6 +108,12 @@ def part_lines(comparison: dict) -> list[str]:
         if p.get("hint") and p["mode"] in ("reference", "none"):
             out.append(f"  {p['hint']}")
         if p["mode"] in ("gating", "ab"):
+            if p.get("error_control") and p.get("tests") is not None:  # documents before format 3 have none
+                out.append(f"  per-run error control: {ERROR_CONTROLS.get(p['error_control'], p['error_control'])}, "
+                           f"alpha {p['alpha']:g} over {p['tests']} tests (a lone moved cell needs p < "
+                           f"{p['per_test_alpha']:.2g})")
+            if p.get("baseline_quality"):
+                out += quality_lines(p["baseline_quality"])
             line = detectable_line(comparison, p["profile"])
             out += [line] if line else []
     return out

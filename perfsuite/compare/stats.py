@@ -70,6 +70,13 @@ class Shift:
     df: int | None = None  # between runs: the t test's degrees of freedom (None: a within-run comparison)
     noise_pct: float | None = None  # between runs: the run-to-run spread used, as % (floored)
     detectable_pct: float | None = None  # between runs: the smallest change that would have been significant
+    se_log: float | None = None  # between runs: standard error of the difference of the mean logs
+
+
+def pct_of_log(v: float) -> float:
+    """100·(e^v − 1), the % change of a log difference; inf beyond what a float holds (an interval with a t quantile
+    of few degrees of freedom at a family's tiny α can be that wide)."""
+    return 100.0 * math.expm1(v) if v < 700 else math.inf
 
 
 def check_samples(x, what: str) -> np.ndarray:
@@ -118,14 +125,16 @@ def _exact_cdf(n: int, m: int) -> np.ndarray:
     return np.array([c / total for c in np.cumsum(np.array(counts, dtype=object))])
 
 
-def mann_whitney(x, y) -> tuple[float, float]:
-    """(U of ``y``, two-sided p-value). U counts pairs with y_j > x_i (ties count ½); n·m/2 under no change."""
+def mann_whitney(x, y, *, exact_max_n: int = EXACT_MAX_N) -> tuple[float, float]:
+    """(U of ``y``, two-sided p-value). U counts pairs with y_j > x_i (ties count ½); n·m/2 under no change.
+    Exact up to ``exact_max_n`` values a side without ties (the normal approximation's tail is too heavy for a
+    handful of values against many: 4 v 30 cannot go below p ≈ 0.0015, exactly 4e-5)."""
     x = check_samples(x, "baseline")
     y = check_samples(y, "current")
     n, m = len(x), len(y)
     ranks, ties = _ranks(np.concatenate([x, y]))
     u = float(ranks[n:].sum() - m * (m + 1) / 2.0)
-    if n <= EXACT_MAX_N and m <= EXACT_MAX_N and np.all(ties == 1):
+    if n <= exact_max_n and m <= exact_max_n and np.all(ties == 1):
         cdf = _exact_cdf(n, m)
         k = int(round(u))
         lower = cdf[k]  # P(U <= u)
@@ -259,6 +268,7 @@ def t_two_sided_p(t: float, df: int) -> float:
     return min(1.0, betainc(df / 2.0, 0.5, df / (df + t * t)))
 
 
+@lru_cache(maxsize=1024)
 def t_quantile(p: float, df: int) -> float:
     """The t with P(T ≤ t) = ``p`` (0.5 < p < 1), by bisection on :func:`t_two_sided_p`."""
     if not 0.5 < p < 1.0:
@@ -333,6 +343,81 @@ def between_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = A
     se = sd * math.sqrt(1.0 / x.size + 1.0 / y.size)
     half = t_quantile(1.0 - alpha / 2.0, df) * se
     p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
-    change, low, high = (100.0 * math.expm1(v) for v in (diff, diff - half, diff + half))
+    change, low, high = (pct_of_log(v) for v in (diff, diff - half, diff + half))
     return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
-                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=100.0 * math.expm1(half))
+                 df=df, noise_pct=100.0 * math.expm1(sd), detectable_pct=pct_of_log(half), se_log=se)
+
+
+# --- per-run error control: many tests in one run ---------------------------------------------------------------
+
+# How a run's many tests share the significance level, per part of a run. "holm": Holm's step-down (1979) controls
+# the family-wise error rate — the chance that an unchanged run raises ANY false alarm stays below α whatever the
+# correlation between the tests — which is what a gate that fails the nightly needs: "no false alarm per run",
+# not "α per test" (a paper grid makes ~900 tests a night: ~4 false alarms a night at α each). "bh":
+# Benjamini–Hochberg (1995) controls the false discovery rate instead (the expected share of false ones among the
+# flagged), more powerful when many cells truly moved, but an unchanged run may still fail α of the time only if
+# the tests are independent or positively dependent. "none": every test at α on its own (the old behaviour).
+ERROR_CONTROL = "holm"
+ERROR_CONTROLS = {"holm": "Holm step-down: family-wise error rate <= alpha per run part",
+                  "bh": "Benjamini-Hochberg: false discovery rate <= alpha per run part",
+                  "none": "none: each test at alpha on its own"}
+
+
+def adjust_p_values(p_values, method: str = ERROR_CONTROL) -> list[float]:
+    """The p-values adjusted for the family they were tested in: a test passes the family's level α when its
+    adjusted p-value is below α. Holm: p_(i)·(m − i + 1), made monotone from the smallest up; Benjamini–Hochberg:
+    p_(i)·m / i, made monotone from the largest down; both capped at 1. Order is kept."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError("p-values must be a flat list")
+    if p.size and (not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    if method not in ERROR_CONTROLS:
+        raise ValueError(f"unknown error control {method!r}; use one of {', '.join(ERROR_CONTROLS)}")
+    m = p.size
+    if m == 0 or method == "none":
+        return [float(v) for v in p]
+    order = np.argsort(p, kind="mergesort")
+    ranked = p[order]
+    if method == "holm":
+        adjusted = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    else:
+        adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return [float(v) for v in out]
+
+
+def family_alpha(alpha: float, tests: int, method: str = ERROR_CONTROL) -> float:
+    """The per-test level the strictest step of the family's control asks for (Holm's and BH's first step: α/m):
+    what a lone moved cell among ``tests`` must reach, so the change a run can detect is quoted at it."""
+    return alpha if method == "none" or tests <= 1 else alpha / tests
+
+
+def paired_runs(base_logs, cur_logs, *, floor_sd: float = 0.0, alpha: float = ALPHA,
+                min_effect_pct: float = MIN_EFFECT_PCT) -> Shift:
+    """A/B runs made in blocks (A B, B A, …): run i of A against run i of B, its neighbour in time.
+
+    Paired t test on the differences of the log estimates: what drifts slowly over the session (the machine's
+    load, its clock) hits both runs of a block alike and drops out of the difference, so the spread left is the
+    processes' own. n − 1 degrees of freedom; the differences' SD at least √2 · ``floor_sd`` (two runs' within-run
+    error). One pair set aside by Dixon's Q test, as for unpaired runs (:func:`screen_runs`). ValueError for
+    fewer than two pairs or unequal sides."""
+    x = np.asarray(base_logs, dtype=float)
+    y = np.asarray(cur_logs, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError("a paired comparison needs two or more runs on each side, as many on both")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("run estimates contain NaN or infinity")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    d, _ = screen_runs(y - x)
+    n = d.size
+    sd = max(float(np.std(d, ddof=1)) if n > 1 else 0.0, math.sqrt(2.0) * float(floor_sd))
+    diff, se, df = float(d.mean()), sd / math.sqrt(n), n - 1
+    half = t_quantile(1.0 - alpha / 2.0, df) * se
+    p = t_two_sided_p(diff / se, df) if se > 0 else (1.0 if diff == 0 else 0.0)
+    change, low, high = (pct_of_log(v) for v in (diff, diff - half, diff + half))
+    return Shift(change, low, high, p, decide(change, low, high, p, alpha=alpha, min_effect_pct=min_effect_pct),
+                 df=df, noise_pct=100.0 * math.expm1(sd / math.sqrt(2.0)), detectable_pct=pct_of_log(half),
+                 se_log=se)

@@ -6,6 +6,13 @@ Each cell is compared on every metric it has, each from one estimate per separat
   slowdown  log of the cell's time over its paired reference's (the r = 0 model for latency, plain decoding
             for recompute), from rounds timed in alternation so drift hits both: the adapter's own cost.
             Shown in percentage points of slow-down (20.2 % → 27.0 % is +6.8 pp).
+  norm_time log of the cell's time (recompute: plain decoding's) over a fixed torch probe timed in the same loop
+            (:mod:`perfsuite.probe`): the machine's speed of the moment cancels in the ratio, as the plain model
+            cancels it for the slow-down. Where a record has probe rounds, ``norm_time`` is judged in place of
+            ``time``; the raw time is still computed and shown, verdict ``reference`` (for information).
+Per-run error control: the p-values of every judged test of one part are adjusted together
+(:data:`perfsuite.compare.stats.ERROR_CONTROL`, Holm's step-down: the chance that an unchanged run raises any
+false alarm stays below α, not α per test); a verdict needs the adjusted p-value below α.
 The test is :func:`perfsuite.compare.stats.between_runs`: the spread *between runs* is the noise a verdict
 must beat. Modes:
   gating    the baseline is of this machine (same fingerprint): a confirmed regression fails the run.
@@ -27,8 +34,10 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
-from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, VERDICTS, between_runs, bootstrap_se, check_samples, \
-    compare_samples, screen_runs
+from perfsuite.compare.quality import assess
+from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
+    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
+    screen_runs, t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
@@ -38,15 +47,25 @@ from perfsuite.timing import PairedTiming
 
 METRICS = {
     "time": "median time of the cell, %; same machine only",
+    "norm_time": "time over the fixed torch probe of the same loop (recompute: plain decoding's), %; same machine only",
     "slowdown": "time over the paired reference (r = 0 model, or plain decoding), in percentage points of slow-down",
 }
-UNITS = {"time": "%", "slowdown": "pp"}
+UNITS = {"time": "%", "norm_time": "%", "slowdown": "pp"}
+TIME_METRICS = ("norm_time", "time")  # the metrics that judge a cell's own speed: whichever it has, first first
 # Suspect regressions are re-measured this many times (in a fresh process) by default before they count.
 REMEASURE = 1
+# A/B blocks are tested paired (run i of A against run i of B: drift over the session drops out) from this many
+# blocks on. Below it the paired test's n − 1 degrees of freedom cost more than the drift it removes at the level
+# a run's error control asks of a lone cell: with 5 blocks, α = 0.01 / 34 (smoke), t(1 − α/2) is 11.4 on 4 df
+# against 6.0 on the unpaired test's 8, so the paired test could only see a change ~2x larger unless the drift
+# between blocks exceeded the processes' own spread. ``perfsuite ab --runs 10`` pairs.
+PAIRED_MIN_BLOCKS = 10
 # What a cell's verdict is when its metrics disagree: the first of these that any metric has.
 CELL_VERDICT_ORDER = ("regression", "improvement", "inconclusive", "unchanged", "reference")
 
 RemeasureFn = Callable[[list[str]], dict[str, CellRecord]]  # cell ids -> a fresh record each
+# A/B: cell ids -> a fresh record each of side A and of side B (one block more, both sides in fresh processes)
+RemeasureBothFn = Callable[[list[str]], tuple[dict[str, CellRecord], dict[str, CellRecord]]]
 
 
 class CompareError(PerfsuiteError):
@@ -58,6 +77,7 @@ class CompareOptions:
     alpha: float = ALPHA  # two-sided significance level of the between-run t test
     min_effect_pct: float = MIN_EFFECT_PCT  # smallest change called a regression or an improvement
     remeasure: int = 0  # re-measure a suspect regression this many times (fresh processes); each must agree
+    error_control: str = ERROR_CONTROL  # how one part's tests share α: see perfsuite.compare.stats.ERROR_CONTROLS
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -66,15 +86,36 @@ class CompareOptions:
             raise CompareError(f"the minimum effect must be >= 0 %, not {self.min_effect_pct}")
         if self.remeasure < 0:
             raise CompareError(f"remeasure must be >= 0, not {self.remeasure}")
+        if self.error_control not in ERROR_CONTROLS:
+            raise CompareError(f"unknown error control {self.error_control!r}; use {', '.join(ERROR_CONTROLS)}")
 
 
 # --- one cell, one metric -----------------------------------------------------------------------------------------
 
+def _probe_numerator(rec: CellRecord) -> list[float] | None:
+    """What the probe normalises: the cell's own rounds, or for recompute plain decoding's (the verified decode's
+    own cost is the slow-down's job)."""
+    return rec.ref_samples_ms if rec.cell.workload == "recompute" else rec.samples_ms
+
+
+def probe_samples(rec: CellRecord) -> list[float] | None:
+    """The probe's rounds of the cell's loop, one per timed round, or None (older records, or none timed)."""
+    probe, own = rec.get("probe_samples_ms"), _probe_numerator(rec)
+    return probe if probe and own and len(probe) == len(own) else None
+
+
 def cell_metrics(rec: CellRecord) -> tuple[str, ...]:
-    """The metrics a cell is compared on: its time, and its slow-down when it has a paired reference that is not
-    itself (the r = 0 latency cell is timed against itself: its slow-down is 0 by construction)."""
+    """The metrics a cell is compared on: its time normalised by the probe when the loop timed one, its raw time,
+    and its slow-down when it has a paired reference that is not itself (the r = 0 latency cell is timed against
+    itself: its slow-down is 0 by construction)."""
     plain_vs_plain = rec.cell.workload == "latency" and (rec.cell.adapter == "none" or rec.cell.rank == 0)
-    return ("time",) if plain_vs_plain or rec.ref_samples_ms is None else ("time", "slowdown")
+    own = ("norm_time", "time") if probe_samples(rec) is not None else ("time",)
+    return own if plain_vs_plain or rec.ref_samples_ms is None else (*own, "slowdown")
+
+
+def judged(metric: str, metrics: tuple[str, ...]) -> bool:
+    """Raw time is only shown where the probe-normalised time judges the cell's speed."""
+    return not (metric == "time" and "norm_time" in metrics)
 
 
 def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
@@ -83,17 +124,22 @@ def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
         return None
     if metric == "time":
         return np.log(np.asarray(rec.samples_ms, dtype=float))
-    ref = rec.ref_samples_ms
-    if ref is None:
+    num, den = (_probe_numerator(rec), probe_samples(rec)) if metric == "norm_time" else (rec.samples_ms,
+                                                                                         rec.ref_samples_ms)
+    if num is None or den is None:
         return None
+    if metric == "norm_time":  # per round: a stalled round moves one ratio, not the geometric mean of its rotation
+        return np.log(np.asarray(num, dtype=float)) - np.log(np.asarray(den, dtype=float))
     cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
-    return np.log(np.asarray(PairedTiming(tuple(rec.samples_ms), tuple(ref), cycle=cycle).pair_ratios, dtype=float))
+    return np.log(np.asarray(PairedTiming(tuple(num), tuple(den), cycle=cycle).pair_ratios, dtype=float))
 
 
 def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
     """(log estimate, its within-run standard error) of one run, or None when the run lacks the metric.
     Samples that are not positive finite numbers are an error (ValueError), never dropped."""
-    for name in ("samples_ms", "ref_samples_ms") if metric == "slowdown" else ("samples_ms",):
+    names = {"slowdown": ("samples_ms", "ref_samples_ms"), "norm_time": ("samples_ms", "ref_samples_ms",
+                                                                        "probe_samples_ms")}.get(metric, ("samples_ms",))
+    for name in names:
         if rec.get(name):
             check_samples(rec.get(name), name)
     values = _log_values(rec, metric)
@@ -103,13 +149,14 @@ def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
 
 
 def _shown(log_value: float, metric: str) -> float:
-    """What a table shows: the time in ms, or the slow-down in %."""
-    return math.exp(log_value) if metric == "time" else 100.0 * math.expm1(log_value)
+    """What a table shows: the time in ms, the time in probe times, or the slow-down in %."""
+    return 100.0 * math.expm1(log_value) if metric == "slowdown" else math.exp(log_value)
 
 
 def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
-                   *, gating: bool = True) -> dict:
-    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document."""
+                   *, gating: bool = True, paired: bool = False) -> dict:
+    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document.
+    ``paired``: run i of each side were made side by side (A/B blocks): a paired t test on their differences."""
     try:
         xs = [e for e in (run_estimate(r, metric) for r in base) if e is not None]
         ys = [e for e in (run_estimate(r, metric) for r in cur) if e is not None]
@@ -118,7 +165,7 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     entry = {"metric": metric, "unit": UNITS[metric], "verdict": "inconclusive", "baseline": None, "current": None,
              "change": None, "ci_low": None, "ci_high": None, "detectable": None, "change_pct": None,
              "ci_low_pct": None, "ci_high_pct": None, "p_value": None, "df": None, "noise_pct": None,
-             "baseline_runs": len(xs), "current_runs": len(ys)}
+             "baseline_runs": len(xs), "current_runs": len(ys), "se_log": None, "p_adjusted": None}
     if not xs or not ys:
         return entry | {"note": "no samples on one side"}
     floor = float(np.median([se for _, se in xs + ys]))
@@ -129,8 +176,13 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     entry["baseline"], entry["current"] = _shown(float(np.mean(x)), metric), _shown(float(np.mean(y)), metric)
     entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
                        else 100.0 * math.expm1(float(np.mean(y)) - float(np.mean(x))))
+    paired = paired and len(xs) == len(ys) >= 2
     try:
-        if x.size + y.size >= 3:
+        if paired:
+            shift = paired_runs([v for v, _ in xs], [v for v, _ in ys], floor_sd=floor, alpha=options.alpha,
+                                min_effect_pct=options.min_effect_pct)
+            entry["paired"] = True
+        elif x.size + y.size >= 3:
             shift = between_runs(x, y, floor_sd=floor, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
         else:  # one run a side: the within-run samples describe it, they cannot give a verdict
             shift = compare_samples(np.exp(_log_values(base[0], metric)), np.exp(_log_values(cur[0], metric)),
@@ -140,11 +192,12 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
         raise CompareError(f"cannot compare {metric}: {e}") from None
     entry |= {"change_pct": _finite(shift.change_pct), "ci_low_pct": _finite(shift.ci_low_pct),
               "ci_high_pct": _finite(shift.ci_high_pct), "p_value": shift.p_value, "df": shift.df,
-              "noise_pct": shift.noise_pct}
+              "noise_pct": shift.noise_pct, "se_log": shift.se_log}
     # the interval in the metric's unit: % of time, or pp of slow-down (the ratio's relative change × its baseline)
-    scale = 1.0 if metric == "time" else 1.0 + entry["baseline"] / 100.0
+    scale = 1.0 + entry["baseline"] / 100.0 if metric == "slowdown" else 1.0
     entry["ci_low"], entry["ci_high"], entry["detectable"] = (
-        None if v is None else scale * v for v in (entry["ci_low_pct"], entry["ci_high_pct"], shift.detectable_pct))
+        None if v is None else _finite(scale * v) for v in (entry["ci_low_pct"], entry["ci_high_pct"],
+                                                             shift.detectable_pct))
     verdict = shift.verdict
     if "note" in entry and verdict in ("regression", "improvement"):
         verdict = "inconclusive"
@@ -163,42 +216,97 @@ def cell_verdict(metric_verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def attribute_shared_moves(entries: dict[str, dict], cells: dict[str, Cell]) -> None:
+def _time_entry(entry: dict) -> dict | None:
+    """The judged time-like metric entry of a cell (probe-normalised time where there is one, else raw time)."""
+    metrics = {m["metric"]: m for m in entry.get("metrics", [])}
+    return next((metrics[m] for m in TIME_METRICS if m in metrics and metrics[m].get("judged", True)), None)
+
+
+def _refresh(entry: dict) -> None:
+    judged_verdicts = [m["verdict"] for m in entry["metrics"] if m.get("judged", True)]
+    entry["verdict"] = cell_verdict(judged_verdicts) if entry["metrics"] else entry["verdict"]
+    entry["moved"] = [m["metric"] for m in entry["metrics"]
+                      if m.get("judged", True) and m["verdict"] in ("regression", "improvement")]
+
+
+def attribute_shared_moves(entries: dict[str, dict], cells: dict[str, Cell],
+                           runs_of: dict[str, frozenset[int]] | None = None) -> None:
     """Judge a move of the plain model once, on its own r = 0 cell, not again on every adapter of its loop.
 
     A latency cell whose time moved while its slow-down against the plain model of the same loop did not has
     moved *with* that plain model: the cause is shared by the loop — the plain model, the framework, the machine,
     or, on a CPU, another cell of the loop through process-wide state (measured: a LoRA change moved its loop's
-    other cells by 5-7 %; README, "Cells of one loop share a process"). Where that r = 0 cell is in the
-    comparison, the adapter's time entry becomes ``unchanged`` with ``with_reference`` naming it, and the r = 0
-    cell carries the verdict. Recompute cells keep theirs: their reference, plain decoding, is not a cell.
+    other cells by 5-7 %; README, "Cells of one loop share a process"). The adapter's time entry becomes
+    ``unchanged`` with ``with_reference`` naming the r = 0 cell only when that cell carries the verdict instead:
+    it was measured in the same loop of the same runs (``runs_of``: cell id → the current runs that have it; an
+    adapter's runs must all have it) and its own time was judged a move in the same direction. Otherwise — r = 0
+    not selected (``--cells``), out of memory, unmoved or inconclusive — the adapter keeps its own verdict: a
+    regression is never hidden behind a cell that did not report it. Recompute cells keep theirs: their
+    reference, plain decoding, is not a cell.
     """
     for cid, entry in entries.items():
         cell = cells.get(cid)
-        if cell is None or cell.workload != "latency" or cell.adapter == "none":
+        if cell is None or cell.workload != "latency" or cell.adapter == "none" or cell.rank == 0:
             continue
         ref_id = replace(cell, adapter="none", rank=0).id
+        ref_entry = entries.get(ref_id)
         metrics = {m["metric"]: m for m in entry["metrics"]}
-        time, slowdown = metrics.get("time"), metrics.get("slowdown")
-        if (ref_id in entries and time and slowdown and slowdown["verdict"] == "unchanged"
+        time, slowdown = _time_entry(entry), metrics.get("slowdown")
+        if not (ref_entry and ref_id in cells and time and slowdown and slowdown["verdict"] == "unchanged"
                 and time["verdict"] in ("regression", "improvement")):
-            time["verdict"], time["with_reference"] = "unchanged", ref_id
-            entry["verdict"] = cell_verdict([m["verdict"] for m in entry["metrics"]])
-            entry["moved"] = [m["metric"] for m in entry["metrics"] if m["verdict"] in ("regression", "improvement")]
+            continue
+        if runs_of is not None and not runs_of.get(cid, frozenset()) <= runs_of.get(ref_id, frozenset()):
+            continue  # the r = 0 cell was not timed in every loop this adapter was
+        ref_time = _time_entry(ref_entry)
+        if ref_time is None or ref_time["verdict"] != time["verdict"]:
+            continue  # the plain model did not report the move: the adapter must
+        time["verdict"], time["with_reference"] = "unchanged", ref_id
+        _refresh(entry)
+
+
+def control_errors(entries: dict[str, dict], options: "CompareOptions") -> dict:
+    """Adjust the p-values of every judged between-run test of one part together and decide again from them
+    (:data:`~perfsuite.compare.stats.ERROR_CONTROL`); what was done, for the part's entry. ``detectable`` is
+    quoted at the family's strictest per-test level (α / tests), what a lone moved cell must reach."""
+    family = [m for e in entries.values() for m in e.get("metrics", [])
+              if m.get("judged", True) and m.get("df") and m.get("p_value") is not None and "note" not in m
+              and m["verdict"] != "reference"]
+    adjusted = adjust_p_values([m["p_value"] for m in family], options.error_control)
+    level = family_alpha(options.alpha, len(family), options.error_control)
+    for m, p_adj in zip(family, adjusted):
+        m.pop("with_reference", None)
+        m["p_adjusted"] = p_adj
+        low = -math.inf if m["ci_low_pct"] is None else m["ci_low_pct"]
+        high = math.inf if m["ci_high_pct"] is None else m["ci_high_pct"]
+        m["verdict"] = decide(m["change_pct"], low, high, p_adj, alpha=options.alpha,
+                              min_effect_pct=options.min_effect_pct)
+        if m.get("se_log") is not None:
+            scale = 1.0 + m["baseline"] / 100.0 if m["metric"] == "slowdown" else 1.0
+            m["detectable"] = _finite(scale * pct_of_log(t_quantile(1.0 - level / 2.0, m["df"]) * m["se_log"]))
+    for e in entries.values():
+        if e.get("metrics"):
+            _refresh(e)
+    return {"error_control": options.error_control, "tests": len(family), "alpha": options.alpha,
+            "per_test_alpha": level}
 
 
 def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
-                 options: CompareOptions, *, gating: bool) -> dict:
+                 options: CompareOptions, *, gating: bool, paired: bool = False) -> dict:
     metrics = cell_metrics(cur[-1])
-    if not gating:
-        metrics = tuple(m for m in metrics if m != "time")  # times across machines say nothing about the code
+    if not gating:  # times across machines say nothing about the code (a probe's ratio neither: other hardware)
+        metrics = tuple(m for m in metrics if m not in TIME_METRICS)
+    elif "norm_time" in metrics and not all(probe_samples(r) for r in base):
+        metrics = tuple(m for m in metrics if m != "norm_time")  # a baseline from before the probe: raw time judges
     try:
-        entries = [compare_metric(base, cur, m, options, gating=gating) for m in metrics]
+        entries = [compare_metric(base, cur, m, options, gating=gating, paired=paired) for m in metrics]
     except CompareError as e:
         raise CompareError(f"cell {cell_id}: {e}") from None
-    verdicts = [e["verdict"] for e in entries]
+    for e in entries:
+        if not judged(e["metric"], metrics):
+            e["judged"], e["verdict"] = False, "reference"  # raw time beside the probe-normalised one: shown only
+    verdicts = [e["verdict"] for e in entries if e.get("judged", True)]
     return {"cell_id": cell_id, "part": part, "verdict": cell_verdict(verdicts) if entries else "reference",
-            "moved": [e["metric"] for e in entries if e["verdict"] in ("regression", "improvement")],
+            "moved": [e["metric"] for e in entries if e.get("judged", True) and e["verdict"] in ("regression", "improvement")],
             "remeasured": 0, "metrics": entries}
 
 
@@ -214,39 +322,64 @@ def _new(cell_id: str, part: str | None) -> dict:
 # --- parts and documents ------------------------------------------------------------------------------------------
 
 def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
-                 remeasure: RemeasureFn | None = None, in_scope: Callable[[Cell], bool] | None = None) -> list[dict]:
+                 remeasure: RemeasureFn | None = None, control: dict | None = None, paired: bool = False,
+                 remeasure_both: RemeasureBothFn | None = None, in_scope: Callable[[Cell], bool] | None = None
+                 ) -> list[dict]:
     """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs.
-    ``in_scope``: the baseline cells the runs set out to measure (a selection or shard); None: all of them."""
+    ``control``, when given, receives what the per-run error control did (for the part's entry). ``paired``
+    (A/B): run i of the baseline and of the current side were made side by side; a cell present in every run of
+    both is tested on the pairs' differences. ``remeasure_both`` (A/B): a suspect is re-measured on both sides,
+    one more block. ``in_scope``: the baseline cells the runs set out to measure (a selection or shard); None: all
+    of them."""
     part = current[0].profile
+    base_extra: dict[str, list[CellRecord]] = {}
     cur_runs: dict[str, list[CellRecord]] = {}
-    for run in current:
+    runs_of: dict[str, set[int]] = {}
+    for i, run in enumerate(current):
         for rec in run.records:
             cur_runs.setdefault(rec.id, []).append(rec)
+            runs_of.setdefault(rec.id, set()).add(i)
     lost = {r.id: r for run in current for r in run.not_run}
     entries = {}
+    def pairs(cid: str, base: list[CellRecord]) -> bool:  # in every run of both sides: block i is run i of each
+        return paired and len(base) == len(cur_runs[cid]) == len(baseline.runs) + len(base_extra.get(cid, []))
+
     for cid, recs in cur_runs.items():
         base = baseline.cell_runs(cid)
-        entries[cid] = compare_cell(cid, part, base, recs, options, gating=gating) if base else _new(cid, part)
+        entries[cid] = (compare_cell(cid, part, base, recs, options, gating=gating, paired=pairs(cid, base))
+                        if base else _new(cid, part))
     for cid in baseline.cell_ids():
         if cid not in entries and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
             entries[cid] = _missing(cid, part, why)
     cells = {cid: recs[-1].cell for cid, recs in cur_runs.items()}
-    attribute_shared_moves(entries, cells)
+    together = {cid: frozenset(v) for cid, v in runs_of.items()}
+
+    def judge() -> None:  # the whole part's family of tests, then the shared-move rule on the adjusted verdicts
+        if gating:
+            (control if control is not None else {}).update(control_errors(entries, options))
+        attribute_shared_moves(entries, cells, together)
+
+    judge()
     for _ in range(options.remeasure if gating else 0):
         suspects = [cid for cid, e in entries.items() if e["verdict"] == "regression"]
         if not suspects:
             break
-        if remeasure is None:
+        if remeasure is None and remeasure_both is None:
             raise CompareError("re-measuring suspect cells needs a way to run them")
-        fresh = remeasure(suspects)
+        fresh_base, fresh = remeasure_both(suspects) if remeasure_both else ({}, remeasure(suspects))
+        new_run = len(current) + max((len(r) for r in cur_runs.values()), default=0)  # an index no run has
         for cid in suspects:
-            if cid not in fresh:
+            if cid not in fresh or (remeasure_both and cid not in fresh_base):
                 raise CompareError(f"cell {cid}: the re-measurement did not produce it")
             cur_runs[cid].append(fresh[cid])
-            again = compare_cell(cid, part, baseline.cell_runs(cid), cur_runs[cid], options, gating=True)
+            together[cid] = together[cid] | {new_run}
+            if remeasure_both:
+                base_extra.setdefault(cid, []).append(fresh_base[cid])
+            base = baseline.cell_runs(cid) + base_extra.get(cid, [])
+            again = compare_cell(cid, part, base, cur_runs[cid], options, gating=True, paired=pairs(cid, base))
             entries[cid] = again | {"remeasured": entries[cid]["remeasured"] + 1}
-        attribute_shared_moves(entries, cells)
+        judge()
     return [entries[cid] for cid in sorted(entries)]
 
 
@@ -278,8 +411,10 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
         exact, other = find(part, baselines)
         hint = record_hint or "record this machine's baseline with: perfsuite baseline record"
         if exact is not None:
-            parts.append(part_entry(part, "gating", exact))
-            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure, in_scope=in_scope)
+            control: dict = {}
+            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure, control=control,
+                                  in_scope=in_scope)
+            parts.append(part_entry(part, "gating", exact) | control | {"baseline_quality": assess(exact).to_json()})
         elif other is not None:
             parts.append(part_entry(part, "reference", other, hint=hint))
             cells += compare_part([part], other, options, gating=False, in_scope=in_scope)
@@ -289,8 +424,12 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
 
 
 def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = CompareOptions(), *,
-                 labels: tuple[str, str] = ("A", "B")) -> dict:
-    """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part."""
+                 labels: tuple[str, str] = ("A", "B"), paired: bool | None = None,
+                 remeasure: RemeasureBothFn | None = None) -> dict:
+    """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part.
+    ``paired``: test run i of A against run i of B, one block (A B, B A, …), on the blocks' differences; None:
+    from PAIRED_MIN_BLOCKS blocks on.
+    ``remeasure``: a suspect re-measured on both sides in fresh processes (``options.remeasure`` times)."""
     from perfsuite.compare.baselines import baseline_of
 
     a_parts: dict[tuple, list[Part]] = {}
@@ -307,8 +446,11 @@ def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = C
         a_runs, b_runs = a_parts[key], b_parts[key]
         base = baseline_of([_as_fingerprint(p, a_runs[0].fingerprint) for p in a_runs], name=labels[0],
                            keep=len(a_runs))
-        parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]})
-        cells += compare_part(b_runs, base, options, gating=True)
+        control: dict = {}
+        cells += compare_part(b_runs, base, options, gating=True, control=control,
+                              paired=(len(a_runs) >= PAIRED_MIN_BLOCKS if paired is None else paired)
+                              and len(a_runs) == len(b_runs), remeasure_both=remeasure)
+        parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]} | control)
     return comparison_document(parts, cells)
 
 

@@ -16,6 +16,10 @@ Format history of ``perfsuite_baseline`` (bump on any change a reader must know 
       with cells keyed by id (the paired reference's samples named ``ref_samples_ms``); ``keep``: how many
       runs an update keeps. A v2 file becomes one run whose fingerprint lacks the machine fields, so it
       never gates a run (it serves as a reference).
+  4 — each run carries ``recorded``: ``{datetime, boot}``, when the run was made and on which boot of the machine
+      (Linux's boot id, or None where unknown), so a baseline tells runs of one sitting from runs of several
+      days or reboots (:mod:`perfsuite.compare.quality`). Older runs: the datetime of their source, the boot
+      from the fingerprint's host (``host#boot-…``) where it has one.
 """
 
 from __future__ import annotations
@@ -38,12 +42,33 @@ class BaselineError(PerfsuiteError):
     pass
 
 
+def boot_of(env_or_host: Any) -> str | None:
+    """The boot a run was made on: a record env's ``boot``, else the ``#boot-…`` part of its host name (perfsuite
+    adds it unless PERFSUITE_MACHINE_ID names the machine), else None."""
+    if isinstance(env_or_host, dict):
+        if env_or_host.get("boot"):
+            return str(env_or_host["boot"])
+        env_or_host = env_or_host.get("host")
+    if isinstance(env_or_host, str) and "#boot-" in env_or_host:
+        return env_or_host.split("#boot-", 1)[1] or None
+    return None
+
+
 @dataclass(frozen=True)
 class BaselineRun:
     """One separate run (one pytest process) of the baseline's cells."""
 
     cells: dict[str, CellRecord]
     source: dict = field(default_factory=dict)  # results files, commit, datetime, threads
+    recorded: dict = field(default_factory=dict)  # {"datetime": when the run was made (ISO), "boot": boot id or None}
+
+    @property
+    def when(self) -> str | None:
+        return self.recorded.get("datetime") or self.source.get("datetime")
+
+    @property
+    def boot(self) -> str | None:
+        return self.recorded.get("boot")
 
 
 @dataclass
@@ -71,8 +96,8 @@ class Baseline:
         return BASELINE_FORMAT.stamp({
             "name": self.name, "profile": self.profile, "fingerprint": self.fingerprint.to_dict(),
             "created": self.created, "updated": self.updated, "note": self.note, "keep": self.keep,
-            "runs": [{"source": run.source, "cells": {cid: _stored(run.cells[cid]) for cid in sorted(run.cells)}}
-                     for run in self.runs]})
+            "runs": [{"source": run.source, "recorded": {"datetime": run.when, "boot": run.boot},
+                      "cells": {cid: _stored(run.cells[cid]) for cid in sorted(run.cells)}} for run in self.runs]})
 
 
 def _stored(rec: CellRecord) -> dict:
@@ -119,7 +144,19 @@ def _update_to_3(doc: dict) -> dict:
             "runs": [{"source": source, "cells": renamed}]}
 
 
-BASELINE_FORMAT = Format("baseline", "perfsuite_baseline", 3, {2: _update_to_2, 3: _update_to_3}, BaselineError)
+def _update_to_4(doc: dict) -> dict:
+    """v3 → v4: when and on which boot each run was made, from what the file knew."""
+    runs = doc.get("runs")
+    if not isinstance(runs, list):
+        raise ValueError("'runs' must be a list of runs")
+    boot = boot_of((doc.get("fingerprint") or {}).get("host"))
+    doc["runs"] = [run | {"recorded": {"datetime": (run.get("source") or {}).get("datetime"), "boot": boot}}
+                   if isinstance(run, dict) else run for run in runs]
+    return doc
+
+
+BASELINE_FORMAT = Format("baseline", "perfsuite_baseline", 4, {2: _update_to_2, 3: _update_to_3, 4: _update_to_4},
+                         BaselineError)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -164,7 +201,10 @@ def baseline_from_json(doc: Any, where: str, path: Path | None = None) -> Baseli
         source = run.get("source") or {}
         if not isinstance(source, dict):
             raise BaselineError(f"{where}: run {i}: 'source' is {type(source).__name__}, not an object")
-        parsed.append(BaselineRun(cells, source))
+        recorded = run.get("recorded") or {}
+        if not isinstance(recorded, dict):
+            raise BaselineError(f"{where}: run {i}: 'recorded' is not an object")
+        parsed.append(BaselineRun(cells, source, {"datetime": recorded.get("datetime"), "boot": recorded.get("boot")}))
     keep = doc.get("keep", KEEP_RUNS)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise BaselineError(f"{where}: 'keep' must be a positive integer, not {keep!r}")

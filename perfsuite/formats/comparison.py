@@ -12,6 +12,11 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       summary}. ``change``, its interval ``ci_low``/``ci_high`` and ``detectable`` (the smallest change that
       would have been significant) are in the metric's unit: % of time, or percentage points of slow-down;
       the ``*_pct`` fields are the relative change of the compared quantity the gates test.
+  3 — per-run error control: a gating or A/B part carries ``error_control`` (holm | bh | none), ``tests`` (the
+      family size), ``alpha`` and ``per_test_alpha``; a metric entry carries ``p_adjusted`` (its p-value adjusted
+      over the part's family: the verdict's gate) and ``se_log``; the metric ``norm_time`` (time over the loop's
+      fixed torch probe) judges a cell's speed where recorded, the raw ``time`` then ``judged: false`` with
+      verdict ``reference``. Older documents: each test stood alone (``error_control: none``).
 """
 
 from __future__ import annotations
@@ -56,7 +61,23 @@ def _update_to_2(doc: dict) -> dict:
     return {"gating": True, "parts": [part], "cells": new_cells, "summary": doc.get("summary") or {}}
 
 
-COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 2, {2: _update_to_2}, ComparisonError)
+def _update_to_3(doc: dict) -> dict:
+    """v2 → v3: every test was judged on its own p-value (no per-run control)."""
+    parts = doc.get("parts")
+    if not isinstance(parts, list):
+        raise ValueError("'parts' is not a list")
+    doc["parts"] = [p | {"error_control": "none"} if isinstance(p, dict) and p.get("mode") in ("gating", "ab") else p
+                    for p in parts]
+    for c in doc.get("cells") or []:
+        for m in (c.get("metrics") or []) if isinstance(c, dict) else []:
+            if isinstance(m, dict):
+                m.setdefault("p_adjusted", m.get("p_value"))
+                m.setdefault("se_log", None)
+    return doc
+
+
+COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 3, {2: _update_to_2, 3: _update_to_3},
+                           ComparisonError)
 
 
 def check_comparison(doc: Any, where: str = "comparison") -> dict:

@@ -21,6 +21,20 @@ nights after it differ from the nights before (Mann–Whitney U, p < ``ALPHA``) 
 ``MIN_STEP_PCT``. A candidate that fails is dropped and its neighbours are measured again. The false
 change points and the power this gives are measured by :mod:`perfsuite.history.synthetic` (README,
 "History and change points").
+
+Two additions for what the search misses:
+
+* nightly noise is autocorrelated (a machine has slow weeks): successive differences then understate σ by
+  √(1 − φ), so σ̂ is also taken from the residuals around a running median and the larger one is used, and every
+  test's noise is inflated by the AR(1) long-run factor √((1 + φ̂)/(1 − φ̂)) (φ̂: the residuals' lag-1
+  autocorrelation, ≥ 0);
+* the penalty grows with ln(n) and needs MIN_SEGMENT_RUNS nights after a step: a step in the last nights is
+  found weeks late. The **recent window** tests the last k nights (k in RECENT_RUNS) against up to
+  TEST_WINDOW_RUNS nights before them, at once; a step found there that has not lasted MIN_SEGMENT_RUNS nights
+  is reported *provisional*. Two samples as small as 2-4 nights cannot pass α by rank alone (4 v 4: exact
+  Mann–Whitney's smallest p is 0.029, and a permutation test of 8 values has the same 70 orderings), so where
+  the exact table cannot reach α the gate is a z test of the difference of medians against σ̂ of the whole
+  series (inflated as above), Bonferroni over the windows tried.
 """
 
 from __future__ import annotations
@@ -56,6 +70,16 @@ TEST_WINDOW_RUNS = 30
 LOCATION_SLACK = 3.0
 NOISE_FLOOR = 1e-3  # σ̂ of a series that never moves (e.g. peak memory): 0.1 %, so the penalty is never 0
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample × this = its standard deviation
+# The recent window: the last k nights against up to TEST_WINDOW_RUNS before them, for each k here (Bonferroni over
+# them); a step found with fewer than MIN_SEGMENT_RUNS nights after it is provisional.
+RECENT_RUNS = (2, 3, 4)
+# A series' α is shared: this part to the search's gates, the rest to the recent window (so an unchanged series
+# still shows a false change point, of either kind, about α of the time at most).
+SEARCH_SHARE = 0.5
+RECENT_MIN_BEFORE = 2 * MIN_SEGMENT_RUNS  # nights needed before the recent window
+RESIDUAL_WINDOW = 2 * MIN_SEGMENT_RUNS + 1  # running-median width for σ̂ from residuals (a step moves few of them)
+MAX_AUTOCORRELATION = 0.8  # φ̂ is clipped here: the inflation √((1+φ)/(1−φ)) stays finite (3.0)
+MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)  # sd of a normal sample's median / sd of its mean, for large samples
 
 
 class DetectionError(PerfsuiteError):
@@ -72,7 +96,9 @@ class Step:
     before: float  # median of the nights compared before
     after: float  # median of the nights compared after
     step_pct: float  # 100 · (after / before − 1)
-    p_value: float  # Mann-Whitney U, nights before vs after
+    p_value: float  # Mann-Whitney U, nights before vs after (or the z test where ranks cannot reach α)
+    provisional: bool = False  # found by the recent window and not yet MIN_SEGMENT_RUNS nights old
+    test: str = "mann-whitney"  # or "z" (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -102,12 +128,54 @@ def check_values(values) -> np.ndarray:
 
 
 def noise_sigma(log_values: np.ndarray) -> float:
-    """Between-run noise σ̂ of log values from their successive differences (robust to steps and outliers)."""
+    """Between-run noise σ̂ of log values: the larger of the estimate from successive differences (robust to steps
+    and outliers, but √(1 − φ) too small under lag-1 autocorrelation φ) and the one from residuals around a running
+    median (which autocorrelation does not shrink)."""
     if log_values.size < 3:
         return NOISE_FLOOR
     d = np.diff(log_values)
     mad = float(np.median(np.abs(d - np.median(d))))
-    return max(MAD_TO_SIGMA * mad / math.sqrt(2.0), NOISE_FLOOR)
+    from_diffs = MAD_TO_SIGMA * mad / math.sqrt(2.0)
+    r = _residuals(log_values)
+    from_residuals = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) if r.size >= 3 else 0.0
+    return max(from_diffs, from_residuals, NOISE_FLOOR)
+
+
+def _residuals(y: np.ndarray) -> np.ndarray:
+    """Each value minus the median of the RESIDUAL_WINDOW values around it (shorter at the ends)."""
+    half = RESIDUAL_WINDOW // 2
+    return np.array([y[i] - np.median(y[max(0, i - half):i + half + 1]) for i in range(y.size)])
+
+
+def autocorrelation(log_values: np.ndarray, bounds: list[int] | None = None) -> float:
+    """Lag-1 autocorrelation φ̂ of the residuals around the levels of the segments between ``bounds`` (default: one
+    segment), clipped to [0, MAX_AUTOCORRELATION]."""
+    if log_values.size < RESIDUAL_WINDOW:
+        return 0.0
+    r = _level_residuals(log_values, bounds)
+    r = r - r.mean()
+    denom = float(np.dot(r, r))
+    phi = float(np.dot(r[1:], r[:-1])) / denom if denom > 0 else 0.0
+    phi += (1.0 + 4.0 * phi) / r.size  # the lag-1 estimate's bias, −(1 + 4φ)/n (Kendall 1954)
+    return min(max(phi, 0.0), MAX_AUTOCORRELATION)
+
+
+def _level_residuals(log_values: np.ndarray, bounds: list[int] | None) -> np.ndarray:
+    bounds = bounds or [0, log_values.size]
+    parts = [log_values[a:b] - np.median(log_values[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def level_sigma(log_values: np.ndarray, bounds: list[int]) -> float:
+    """σ̂ from the residuals around the segments' levels (robust MAD): the marginal spread, which neither successive
+    differences nor a running median see whole when nights are autocorrelated."""
+    r = _level_residuals(log_values, bounds)
+    return MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))) if r.size >= 3 else 0.0
+
+
+def inflation(phi: float) -> float:
+    """How much AR(1) noise of lag-1 autocorrelation φ widens the spread of a level (long-run sd / sd)."""
+    return math.sqrt((1.0 + phi) / (1.0 - phi))
 
 
 def _candidates(y: np.ndarray, sigma: float, penalty_factor: float) -> list[int]:
@@ -134,14 +202,16 @@ def location_set(y: np.ndarray, at: int, sigma: float, slack: float = LOCATION_S
     return min(ok), max(ok)
 
 
-def _measure(values: np.ndarray, y: np.ndarray, sigma: float, bounds: list[int], k: int) -> Step:
+def _measure(values: np.ndarray, y: np.ndarray, sigma: float, bounds: list[int], k: int,
+             place_sigma: float | None = None) -> Step:
     """The step at ``bounds[k]`` between its neighbours (at most TEST_WINDOW_RUNS nights each side)."""
     lo, at, hi = bounds[k - 1], bounds[k], bounds[k + 1]
     start, stop = max(lo, at - TEST_WINDOW_RUNS), min(hi, at + TEST_WINDOW_RUNS)
     before, after = values[start:at], values[at:stop]
     b, a = float(np.median(before)), float(np.median(after))
-    _, p = mann_whitney(before, after)
-    first, last = location_set(y[start:stop], at - start, sigma)
+    # ranks alone assume independent nights: the z test against σ̂ (inflated for autocorrelation) must agree
+    p = max(mann_whitney(before, after)[1], _z_p(y[start:at], y[at:stop], sigma))
+    first, last = location_set(y[start:stop], at - start, place_sigma or sigma)
     return Step(at, start + first, start + last, b, a, 100.0 * (a / b - 1.0), p)
 
 
@@ -149,22 +219,84 @@ def _passes(step: Step, alpha: float, min_step_pct: float) -> bool:
     return step.p_value < alpha and abs(step.step_pct) >= min_step_pct
 
 
+def _z_p(before: np.ndarray, after: np.ndarray, sigma: float) -> float:
+    """Two-sided p of the difference of the medians of two groups of log values whose noise σ is known from the
+    whole series (medians: √(π/2) less efficient than means)."""
+    se = MEDIAN_EFFICIENCY * sigma * math.sqrt(1.0 / before.size + 1.0 / after.size)
+    z = abs(float(np.median(after) - np.median(before))) / se
+    return float(math.erfc(z / math.sqrt(2.0)))
+
+
+def _ranks_can_reach(n: int, m: int, alpha: float) -> bool:
+    """Whether exact Mann–Whitney with n and m values can give p < α at all: its smallest p is 2 / C(n+m, n)."""
+    return 2.0 / math.comb(n + m, n) < alpha
+
+
+def recent_step(values: np.ndarray, y: np.ndarray, sigma: float, since: int, *, alpha: float = ALPHA,
+                min_step_pct: float = MIN_STEP_PCT, place_sigma: float | None = None) -> Step | None:
+    """A step in the last nights: the last k nights (k in RECENT_RUNS) against up to TEST_WINDOW_RUNS nights before
+    them (none before ``since``, the last change point), each at α / len(RECENT_RUNS); both the rank test (where it
+    can reach that level) and the z test against the inflated σ̂ must pass, and the step be at least
+    ``min_step_pct``. Of the windows that pass, the split that fits best (least L1 cost) places the step, with the
+    range of splits as good within LOCATION_SLACK · σ̂. Provisional when it is under MIN_SEGMENT_RUNS nights old."""
+    level = alpha / len(RECENT_RUNS)
+    n = len(values)
+    window = max(since, n - max(RECENT_RUNS) - TEST_WINDOW_RUNS)
+    passing = []
+    for k in RECENT_RUNS:
+        at = n - k
+        start = max(since, at - TEST_WINDOW_RUNS)
+        if at - start < RECENT_MIN_BEFORE:
+            continue
+        before, after = values[start:at], values[at:]
+        ranks = _ranks_can_reach(at - start, k, level)
+        z_p = _z_p(y[start:at], y[at:], sigma)
+        p = max(z_p, mann_whitney(before, after, exact_max_n=TEST_WINDOW_RUNS)[1]) if ranks else z_p
+        b, a = float(np.median(before)), float(np.median(after))
+        step = Step(at, at, at, b, a, 100.0 * (a / b - 1.0), p, provisional=k < MIN_SEGMENT_RUNS,
+                    test="mann-whitney+z" if ranks else "z")
+        if _passes(step, level, min_step_pct):
+            passing.append((_l1_cost(y[window:at]) + _l1_cost(y[at:]), step))
+    if not passing:
+        return None
+    _, best = min(passing, key=lambda cs: cs[0])
+    first, last = location_set(y[window:], best.index - window, place_sigma or sigma)
+    return Step(best.index, window + first, window + last, best.before, best.after, best.step_pct, best.p_value,
+                best.provisional, best.test)
+
+
 def detect(values, *, alpha: float = ALPHA, min_step_pct: float = MIN_STEP_PCT,
-           penalty_factor: float = PENALTY_FACTOR) -> Detection:
-    """The change points of a series of positive values in run order (see the module docstring)."""
+           penalty_factor: float = PENALTY_FACTOR, recent: bool = True) -> Detection:
+    """The change points of a series of positive values in run order (see the module docstring); ``recent``: also
+    test the last nights against the nights before them (a provisional step, at the end)."""
     values = check_values(values)
     y = np.log(values)
-    sigma = noise_sigma(y)
+    sigma = place_sigma = noise_sigma(y)  # a step's place: the cost's slack in the nights' own noise
     cands = _candidates(y, sigma, penalty_factor) if len(y) >= MIN_HISTORY_RUNS else []
+    # σ̂ and φ̂ from the residuals around the levels a first search found, the last nights left out (a step there is
+    # the recent window's to find, not noise)
+    settled = len(y) - max(RECENT_RUNS) if recent and len(y) - max(RECENT_RUNS) >= MIN_HISTORY_RUNS else len(y)
+    levels = [0, *[c for c in cands if c < settled], settled]
+    widened = max(sigma, level_sigma(y[:settled], levels)) * inflation(autocorrelation(y[:settled], levels))
+    if widened > sigma:
+        sigma = widened
+        cands = _candidates(y, sigma, penalty_factor) if len(y) >= MIN_HISTORY_RUNS else []
     kept = list(cands)
     while True:  # drop the weakest failing candidate, measure its neighbours again
         bounds = [0, *kept, len(values)]
-        steps = [_measure(values, y, sigma, bounds, k) for k in range(1, len(bounds) - 1)]
-        failing = [s for s in steps if not _passes(s, alpha, min_step_pct)]
+        steps = [_measure(values, y, sigma, bounds, k, place_sigma) for k in range(1, len(bounds) - 1)]
+        failing = [s for s in steps if not _passes(s, alpha * SEARCH_SHARE if recent else alpha, min_step_pct)]
         if not failing:
             break
         weakest = max(failing, key=lambda s: (s.p_value, -abs(s.step_pct)))
         kept.remove(weakest.index)
     bounds = [0, *kept, len(values)]
+    last = steps[-1].index if steps else 0
+    if recent and len(values) - last > max(RECENT_RUNS) and len(values) >= MIN_HISTORY_RUNS:
+        new = recent_step(values, y, sigma, last, alpha=alpha * (1.0 - SEARCH_SHARE), min_step_pct=min_step_pct,
+                          place_sigma=place_sigma)
+        if new is not None:
+            steps.append(new)
+            bounds = [0, *kept, new.index, len(values)]
     segments = tuple(Segment(a, b, float(np.median(values[a:b]))) for a, b in zip(bounds, bounds[1:]) if b > a)
     return Detection(100.0 * sigma, tuple(steps), segments, len(cands))

@@ -36,6 +36,7 @@ class ChangePoint:
     bad: Run  # first night certainly at the new level
     nights: int  # nightlies from just after ``good`` to ``bad``: where the step may have begun
     software_changes: tuple[str, ...]
+    provisional: bool = False  # found in the last nights, not yet MIN_SEGMENT_RUNS nights old (may still vanish)
 
     @property
     def commit_range(self) -> str:
@@ -47,7 +48,7 @@ class ChangePoint:
         return (f"{self.cell_id}  {self.metric}  {self.step_pct:+.1f} %  ({_num(self.before)} → {_num(self.after)})"
                 f"  commits {self.commit_range} ({self.nights} nightl{'y' if self.nights == 1 else 'ies'}, "
                 f"{self.good.datetime[:10]}..{self.bad.datetime[:10]})  p = {self.p_value:.1g}  "
-                f"noise {self.noise_pct:.1f} %{soft}")
+                f"noise {self.noise_pct:.1f} %{soft}" + ("  PROVISIONAL (the last nights)" if self.provisional else ""))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,7 +97,7 @@ def series_changes(series: Series, acks: list[Ack]) -> SeriesChanges:
         changes.append(ChangePoint(series.cell.id, series.metric, series.series_key, step.step_pct, step.before,
                                    step.after, step.p_value, detection.noise_pct, good,
                                    series.points[start + step.index].run, bad, last - first + 1,
-                                   tuple(soft)))
+                                   tuple(soft), step.provisional))
     return SeriesChanges(series, start, ack, detection, tuple(changes))
 
 

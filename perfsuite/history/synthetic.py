@@ -104,8 +104,15 @@ class Rate:
 
 
 def simulated_series(rng: np.random.Generator, nights: int, noise: float, *, step_pct: float = 0.0,
-                     at: int | None = None, stall_share: float = 0.0) -> np.ndarray:
+                     at: int | None = None, stall_share: float = 0.0, autocorrelation: float = 0.0) -> np.ndarray:
+    """Log-normal nightly noise of sd ``noise``, AR(1) with lag-1 ``autocorrelation`` (a machine's slow weeks; the
+    marginal sd stays ``noise``), optional stalls and a step of ``step_pct`` from night ``at`` on."""
     y = rng.normal(0.0, noise, nights)
+    if autocorrelation:
+        e = rng.normal(0.0, noise * np.sqrt(1.0 - autocorrelation ** 2), nights)
+        y[0] = rng.normal(0.0, noise)
+        for i in range(1, nights):
+            y[i] = autocorrelation * y[i - 1] + e[i]
     if stall_share:
         hit = rng.random(nights) < stall_share
         y[hit] += np.log1p(rng.uniform(0.1, 0.5, int(hit.sum())))
@@ -114,11 +121,25 @@ def simulated_series(rng: np.random.Generator, nights: int, noise: float, *, ste
     return np.exp(y)
 
 
-def false_change_points(nights: int, noise: float, trials: int, seed: int, stall_share: float = 0.0) -> Rate:
-    """A/A: series without any step that get at least one change point."""
+def false_change_points(nights: int, noise: float, trials: int, seed: int, stall_share: float = 0.0,
+                        autocorrelation: float = 0.0) -> Rate:
+    """A/A: series without any step that get at least one change point (provisional ones count)."""
     rng = np.random.default_rng(seed)
-    hits = sum(bool(detect(simulated_series(rng, nights, noise, stall_share=stall_share)).steps)
+    hits = sum(bool(detect(simulated_series(rng, nights, noise, stall_share=stall_share,
+                                            autocorrelation=autocorrelation)).steps)
                for _ in range(trials))
+    return Rate(hits, trials)
+
+
+def recent_power(nights: int, noise: float, step_pct: float, trials: int, seed: int, *, after: int = 4,
+                 autocorrelation: float = 0.0) -> Rate:
+    """Share of series whose step ``after`` nights before the end is reported (provisional counts) at its night."""
+    rng = np.random.default_rng(seed)
+    at, hits = nights - after, 0
+    for _ in range(trials):
+        d = detect(simulated_series(rng, nights, noise, step_pct=step_pct, at=at, autocorrelation=autocorrelation))
+        hits += any(s.first - LOCATION_TOLERANCE <= at <= s.last + LOCATION_TOLERANCE and s.step_pct * step_pct > 0
+                    for s in d.steps)
     return Rate(hits, trials)
 
 

@@ -12,6 +12,7 @@ per (model, adapter, rank, shape) on the meta device: no arithmetic, no memory (
 from __future__ import annotations
 
 import functools
+import statistics
 
 import torch
 
@@ -21,12 +22,14 @@ from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, 
 from perfsuite.formats.record import STATUS_OOM, STATUS_UNSUPPORTED, CellRecord, model_dims, not_run
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
+from perfsuite.probe import ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
 from perfsuite.workloads.models import CellContext, torch_dtype
 from perfsuite.workloads.modes import compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
+PROBE = ("probe", -2)  # the loop's fixed torch probe (perfsuite.probe): times the machine, not the code
 ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)
 
 
@@ -84,6 +87,8 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
                 c.adapter, c.rank)
     forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
     policy = ctx.policy(cell)
+    probe = make_probe(ProbeShape.of_forward(base.config, cell.batch, cell.seq_len), dtype=torch_dtype(cell.dtype),
+                       device=cell.device)
     with torch.inference_mode(), mode_context(cell.mode):
         extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()), "weights_bytes": tensor_bytes(models[key]),
                         "peak_mem_bytes": peak_memory_above(fn, cell.device),
@@ -92,8 +97,10 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
         prepared = prepare(forwards, cell.mode, cell.device)  # compiled or captured here, outside the timed loop
         if BASE in prepared.failed:  # no reference to pair the adapters with: the whole group says why
             return {key: extras[key] | {"unsupported": prepared.failed[BASE]} for key in forwards}
-        timer = DeviceTimer(cell.device, calls_per_fn=policy.warmup + policy.max_rounds + len(prepared.forwards))
-        timed = timer.wrap(prepared.forwards)
+        # the torch probe runs eagerly in every mode: one more member of the loop (perfsuite.probe)
+        loop = prepared.forwards | {PROBE: probe}
+        timer = DeviceTimer(cell.device, calls_per_fn=policy.warmup + policy.max_rounds + len(loop))
+        timed = timer.wrap(loop)
         graphs_before = compiled_graphs()
         samples, gpu = watched(lambda: round_robin(timed, device=cell.device, policy=policy), ctx.gpu)
         recompiles = compiled_graphs() - graphs_before
@@ -106,8 +113,8 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             out[key] = extras[key] | {"unsupported": prepared.failed[key]}
             continue
         out[key] = extras[key] | gpu | mode_info | {
-            "samples_ms": samples[key], "cycle": len(prepared.forwards), "device_samples_ms": device_ms[key],
-            "device_time_source": timer.source}
+            "samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop),
+            "device_samples_ms": device_ms[key], "device_time_source": timer.source}
         if key in prepared.compile_s:
             out[key]["compile_s"] = prepared.compile_s[key]
         if key in kernels:
@@ -154,7 +161,8 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         return not_run(cell, STATUS_UNSUPPORTED, mine["unsupported"])
     flops = mine["flops"]
     metrics = {"tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
-               **{k: v for k, v in mine.items() if k not in ("samples_ms", "cycle", "built_as", "device_samples_ms")}}
+               **{k: v for k, v in mine.items()
+                  if k not in ("samples_ms", "probe_samples_ms", "cycle", "built_as", "device_samples_ms")}}
     if timing_key(cell) != BASE and tuple(mine["built_as"]) != (cell.adapter, cell.rank):
         metrics["timed_as"] = Cell("latency", *mine["built_as"], batch=cell.batch, seq_len=cell.seq_len,
                                    impl=cell.impl, mode=cell.mode).id
@@ -162,6 +170,10 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
                     "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
+        if mine.get("probe_samples_ms"):  # the cell's time in probe times: median of per-round ratios (perfsuite.probe)
+            probed = PairedTiming(tuple(mine["samples_ms"]), tuple(mine["probe_samples_ms"]), cycle=mine["cycle"])
+            metrics |= {"probe_time_ms": probed.ref_time_ms, "norm_time": statistics.median(probed.ratios),
+                        "probe_samples_ms": list(probed.ref_ms)}
         if timing_key(cell) != BASE:  # the plain model is not timed against itself
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
                         "ref_samples_ms": list(timing.ref_ms)}

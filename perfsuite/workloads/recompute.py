@@ -24,6 +24,7 @@ from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, CellRecord, model_di
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
+from perfsuite.probe import PROBE_KEY, ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
 from perfsuite.workloads.models import CellContext
@@ -102,8 +103,10 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     margins: list[torch.Tensor] = []
     reference = decode_fixed(model, prompts, cell.gen_len, schedule, head=head, margins=margins)
     plain_tokens = plain()
-    samples, gpu = watched(lambda: round_robin({"verified": verified, "plain": plain}, device=cell.device,
-                                               policy=ctx.policy(cell)), ctx.gpu)
+    probe = make_probe(ProbeShape.of_decode(model.config, cell.batch, cell.gen_len),
+                       dtype=model.wte.weight.dtype, device=cell.device)
+    loop = {"verified": verified, "plain": plain, PROBE_KEY: probe}  # the probe: see perfsuite.probe
+    samples, gpu = watched(lambda: round_robin(loop, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
     metrics = {
         "recompute_pct": result.recompute_pct,
         "recomputed_tokens": result.recomputed_tokens,
@@ -131,7 +134,8 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         **gpu,
     }
     if record_rounds(benchmark, samples["verified"]):
-        timing = PairedTiming(tuple(samples["verified"]), tuple(samples["plain"]), cycle=2)
+        timing = PairedTiming(tuple(samples["verified"]), tuple(samples["plain"]), cycle=len(loop))
+        probed = PairedTiming(tuple(samples["plain"]), tuple(samples[PROBE_KEY]), cycle=len(loop))
         n = result.output_tokens
         metrics |= {
             "time_ms": timing.time_ms,
@@ -144,6 +148,10 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
             "throughput_ratio": statistics.median(1.0 / r for r in timing.pair_ratios),
             "samples_ms": list(timing.adapter_ms),
             "ref_samples_ms": list(timing.ref_ms),
-            "cycle": 2,
+            # plain decoding in probe times, median of per-round ratios: judged as the cell's norm_time (perfsuite.probe)
+            "probe_time_ms": probed.ref_time_ms,
+            "norm_time": statistics.median(probed.ratios),
+            "probe_samples_ms": list(probed.ref_ms),
+            "cycle": len(loop),
         }
     return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(model), metrics=metrics)

@@ -22,7 +22,9 @@ FAST = ["--rounds", "3", "--warmup", "1", "--cells", CELLS]
 # columns that are measured (differ between any two runs); everything else must match cell for cell
 TIMED = {"time_ms", "ref_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "ref_samples_ms",
          "source", "rounds", "peak_mem_bytes", "cycle",  # a shard's shape groups hold fewer models: other cycles
-         "device_ms", "device_samples_ms", "device_slowdown_pct"}  # device time: the wall time on a CPU
+         "device_ms", "device_samples_ms", "device_slowdown_pct",  # device time: the wall time on a CPU
+         "norm_time", "probe_time_ms", "probe_samples_ms", "throughput_tok_s", "plain_throughput_tok_s",
+         "throughput_ratio"}
 
 
 def perfsuite(*args, **kw):

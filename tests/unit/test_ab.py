@@ -10,6 +10,7 @@ import synthetic as syn
 import perfsuite.ab as ab_module
 from perfsuite.ab import ABError, Side, prepare_side, remove_side, run_alternately
 from perfsuite.cli import main
+from perfsuite.compare.verdicts import CompareOptions
 
 CELLS = [syn.cell("none"), syn.cell("lora"), syn.cell("houlsby")]
 
@@ -88,7 +89,7 @@ def test_cli_ab_flags_the_planted_lora_slowdown_and_nothing_else(monkeypatch, re
     monkeypatch.chdir(repo)
     code = main(["ab", "HEAD~1", "--runs", "4", "--out", str(tmp_path / "ab"), "--json", str(tmp_path / "ab.json"),
                  "--markdown", str(tmp_path / "ab.md")])
-    assert code == 1 and len(calls) == 8
+    assert code == 1 and len(calls) == 10  # 4 blocks, then the suspect re-measured on both sides: one block more
     doc = json.loads((tmp_path / "ab.json").read_text())
     verdicts = {c["cell_id"]: c["verdict"] for c in doc["cells"]}
     assert verdicts.pop("latency[lora-r8-b1-s32]") == "regression"
@@ -107,3 +108,52 @@ def test_cli_ab_of_identical_code_flags_nothing(monkeypatch, repo, tmp_path):
     assert main(["ab", "HEAD", "HEAD", "--runs", "4", "--out", str(tmp_path / "ab"), "--json",
                  str(tmp_path / "ab.json")]) == 0
     assert "regression" not in {c["verdict"] for c in json.loads((tmp_path / "ab.json").read_text())["cells"]}
+
+
+def test_ab_re_measures_a_suspect_on_both_sides_with_the_same_cell_options(monkeypatch, repo, tmp_path):
+    seen = []
+    inner = planted_runner({"A": 1.2, "B": 1.2 * 2.0}, [])
+
+    def run(checkout, out_json, options, *, own_code=False, node_ids=None, **kw):
+        seen.append((Path(out_json).name, dict(options), node_ids))
+        return inner(checkout, out_json, options, own_code=own_code)
+
+    monkeypatch.setattr(ab_module, "run_benchmarks", run)
+    monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
+    monkeypatch.chdir(repo)
+    doc, *_ = ab_module.ab("HEAD~1", None, {"profile": "smoke", "cells": "batch == 1", "shard": "1/2"}, runs=3,
+                           out_dir=tmp_path / "ab", compare_options=CompareOptions(remeasure=1))
+    again = [s for s in seen if "remeasure" in s[0]]
+    assert sorted(name for name, _, _ in again) == ["a-remeasure-1.json", "b-remeasure-1.json"]
+    assert all(opts["cells"] == "batch == 1" and opts["shard"] == "1/2" for _, opts, _ in again)
+    assert all(ids == ["tests/benchmarks/test_latency.py::test_latency[lora-r8-b1-s32]"] for _, _, ids in again)
+    lora = next(c for c in doc["cells"] if c["cell_id"] == "latency[lora-r8-b1-s32]")
+    assert lora["verdict"] == "regression" and lora["remeasured"] == 1
+    slowdown = next(m for m in lora["metrics"] if m["metric"] == "slowdown")
+    assert slowdown["baseline_runs"] == slowdown["current_runs"] == 4  # the re-measure block joined both sides
+
+
+def test_a_re_measurement_repeats_the_runs_selection_and_each_files_shard(monkeypatch, tmp_path):
+    """The loop a suspect is timed in holds every selected cell of its shape: the fresh process must select the same
+    cells (--cells) and the suspect's own shard, not only the suspect's test."""
+    import perfsuite.runs as runs
+    from perfsuite.formats.results import Results
+
+    seen = []
+
+    def fake_run(cmd, **_):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "stopped here")
+
+    monkeypatch.setattr(runs.subprocess, "run", fake_run)
+    lora, houlsby = syn.record(syn.cell("lora"), seed=1), syn.record(syn.cell("houlsby"), seed=2)
+    results = Results(records=[lora, houlsby], sources=["s1.json", "s2.json"],
+                      runs=[{"source": "s1.json", "profile": "smoke", "selection": "batch == 1", "shard": "1/2"},
+                            {"source": "s2.json", "profile": "smoke", "selection": "batch == 1", "shard": "2/2"}])
+    remeasure = runs.remeasurer(results, {lora.id: "t.py::a", houlsby.id: "t.py::b"}, tmp_path, tmp_path)
+    with pytest.raises(runs.RunError):
+        remeasure([houlsby.id])
+    assert "--perfsuite-cells=batch == 1" in seen[0] and "--perfsuite-shard=2/2" in seen[0] and "t.py::b" in seen[0]
+    with pytest.raises(runs.RunError):
+        remeasure([lora.id])
+    assert "--perfsuite-shard=1/2" in seen[1] and "t.py::a" in seen[1]

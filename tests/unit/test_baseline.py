@@ -44,7 +44,7 @@ def test_round_trip_keeps_samples_and_numbers(tmp_path):
         assert rec.samples_ms == original[cid].samples_ms and rec.ref_samples_ms == original[cid].ref_samples_ms
         assert rec.get("slowdown_pct") == original[cid].get("slowdown_pct")
         assert rec.env == {}  # the machine is in the fingerprint, not repeated per cell
-    assert b.note == "made by a test" and json.loads(r.path.read_text())["perfsuite_baseline"] == 3
+    assert b.note == "made by a test" and json.loads(r.path.read_text())["perfsuite_baseline"] == 4
 
 
 def test_a_file_of_another_machine_is_never_silently_replaced(tmp_path):
@@ -121,7 +121,7 @@ def test_v1_and_v2_files_migrate_and_never_gate():
     v2_doc = json.loads((FIXTURES / "corrupt_cell.json").read_text())
     v2_doc["cells"]["latency[lora-r8-b1-s32]"]["cell"]["rank"] = 8  # repair the planted fault: a valid v2 file
     doc = BASELINE_FORMAT.upgrade(v2_doc, "v2")
-    assert doc["perfsuite_baseline"] == 3 and doc["fingerprint"]["threads"] == v2_doc["source"]["threads"]
+    assert doc["perfsuite_baseline"] == 4 and doc["fingerprint"]["threads"] == v2_doc["source"]["threads"]
     assert "ref_samples_ms" in doc["runs"][0]["cells"]["latency[lora-r8-b1-s32]"]
     live = parts_of(run(1, e=syn.env(host=None, cpu="cpu: AMD EPYC", torch="2.13.0+cpu")))[0]
     assert live.fingerprint != v1.fingerprint  # a migrated file lacks the machine fields a live run has
@@ -131,7 +131,7 @@ def test_v1_and_v2_files_migrate_and_never_gate():
     ("corrupt_truncated.json", "not valid JSON"),
     ("corrupt_samples.json", "run 0: cell latency[lora-r8-b1-s32]: samples_ms: samples must be a list of positive"),
     ("corrupt_cell.json", "run 0: cell latency[lora-r8-b1-s32]: the record describes latency[lora-r16-b1-s32]"),
-    ("future_v99.json", "baseline format 99 is newer than this perfsuite reads (3); upgrade perfsuite"),
+    ("future_v99.json", "baseline format 99 is newer than this perfsuite reads (4); upgrade perfsuite"),
     ("not_a_baseline.json", "not a perfsuite baseline (no 'perfsuite_baseline' format version)"),
 ])
 def test_bad_baselines_give_one_clear_line_and_stay_untouched(tmp_path, capsys, fixture, message):

@@ -206,7 +206,7 @@ def test_ab_compares_runs_with_runs():
     doc = compare_runs(a, b, labels=("A: main", "B: working tree"))
     assert doc["parts"][0]["mode"] == "ab" and doc["parts"][0]["baseline"] == "A: main" and doc["gating"]
     m = metric(by_id(doc)[LORA.id], "slowdown")
-    assert m["verdict"] == "regression" and m["df"] == 8 and m["current_runs"] == 5
+    assert m["verdict"] == "regression" and m["df"] == 8 and "paired" not in m and m["current_runs"] == 5
     same = compare_runs(runs(5, start=400), runs(5, start=500))
     assert not has_regression(same) and "improvement" not in [c["verdict"] for c in same["cells"]]
     with pytest.raises(CompareError, match="ran only on B"):
@@ -220,7 +220,7 @@ def test_ab_compares_runs_with_runs():
 def test_the_document_keeps_its_contract_and_is_strict_json():
     doc = compare_results(runs(1, ratio=1.5)[0], [baseline()])
     assert list(doc) == ["perfsuite_comparison", "gating", "parts", "cells", "summary"]
-    assert doc["perfsuite_comparison"] == 2 and check_comparison(json.loads(json.dumps(doc))) == doc
+    assert doc["perfsuite_comparison"] == 3 and check_comparison(json.loads(json.dumps(doc))) == doc
     json.dumps(doc, allow_nan=False)
     assert set(doc["summary"]) == set(VERDICTS) and sum(doc["summary"].values()) == len(doc["cells"])
     for c in doc["cells"]:

@@ -85,3 +85,46 @@ def test_the_measuring_helpers_count_what_they_say():
     rate, width = power(60, 0.01, 10.0, trials=10, seed=0)
     assert rate.hits == 10 and 1.0 <= width < 3.0
     assert rate.text().startswith("100.0 %")
+
+
+# --- steps in the last nights, autocorrelated noise ------------------------------------------------------------------
+
+def test_a_step_in_the_last_nights_is_reported_at_once_as_provisional():
+    from perfsuite.history.changepoints import MIN_SEGMENT_RUNS
+
+    values = series(7, 60, 0.01)
+    values[-2:] *= 1.08  # two nights ago
+    d = detect(values)
+    (step,) = d.steps
+    assert step.provisional and step.index == 58 and step.test == "z" and 5.0 < step.step_pct < 11.0
+    assert 2 < MIN_SEGMENT_RUNS  # it has not lasted long enough to be final
+    assert detect(values, recent=False).steps == ()
+
+
+def test_ranks_alone_cannot_reach_alpha_with_few_nights_so_the_z_test_gates():
+    from perfsuite.history.changepoints import _ranks_can_reach
+
+    assert not _ranks_can_reach(4, 4, 0.01)  # smallest exact p 2/70 = 0.029
+    assert _ranks_can_reach(30, 4, 0.01)
+
+
+def test_sigma_is_not_shrunk_by_autocorrelated_nights():
+    from perfsuite.history.changepoints import autocorrelation, inflation, level_sigma
+
+    y = np.log(simulated_series(np.random.default_rng(3), 400, 0.02, autocorrelation=0.6))
+    d = np.diff(y)
+    from_diffs = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)
+    assert from_diffs < 0.017  # √(1 − 0.6) × 2 %: the old estimate
+    assert abs(level_sigma(y, [0, 400]) - 0.02) < 0.003  # the marginal spread, around the level
+    phi = autocorrelation(y)
+    assert 0.45 < phi < 0.75 and inflation(phi) > 1.6
+    assert detect(np.exp(y)).noise_pct > 2.0 * 1.5  # the σ̂ a search uses: the long-run spread
+
+
+def test_autocorrelated_flat_series_rarely_get_a_change_point():
+    assert false_change_points(60, 0.015, 40, seed=11, autocorrelation=0.3).hits == 0
+    assert false_change_points(60, 0.015, 40, seed=11, autocorrelation=0.6).hits <= 6  # the old σ̂: ~45 %
+
+
+def test_an_unchanged_series_keeps_its_last_nights_quiet():
+    assert false_change_points(60, 0.015, 40, seed=12).hits == 0

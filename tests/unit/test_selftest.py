@@ -100,10 +100,11 @@ def test_quick_selftest_runs_end_to_end_in_separate_processes(capsys, tmp_path):
     assert "calibrated +20%: " in captured.err and "worker processes: 6/6" in captured.err
     doc = json.loads((tmp_path / "s.json").read_text())
     assert [lv["nominal_pct"] for lv in doc["levels"]] == [0.0, 20.0] and doc["processes"] == 6
-    assert all(lv["trials"] == {f"{m}/{k}": 3 for m in ("ab", "baseline") for k in ("slowdown", "time")}
+    assert all(lv["trials"] == {f"{m}/{k}": 3 for m in ("ab", "baseline") for k in ("slowdown", "norm_time", "time")}
                for lv in doc["levels"])
     assert doc["levels"][1]["extra_ops"] >= 1 and doc["levels"][1]["measured_pct"] > 0
-    assert set(doc["levels"][1]["realized_pct"]) == {"slowdown", "time"}
+    assert set(doc["levels"][1]["realized_pct"]) == {"slowdown", "norm_time", "time"}
+    assert "alpha 0.01 over a run of 44 tests" in out[1]  # judged as one cell of a smoke run
 
 
 @pytest.mark.parametrize("argv,message", [

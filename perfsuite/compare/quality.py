@@ -1,0 +1,124 @@
+"""What a baseline can confirm: its sittings (days, reboots) and the smallest change one new run could be flagged for.
+
+A baseline's runs recorded back to back share the machine's level of that hour and that boot; the next day, or
+after a reboot, the same VM was measured 5-7 % faster or slower on every cell (README, "Baselines, verdicts and
+A/B runs"). Their spread cannot contain that level, so a verdict against a baseline of one sitting cannot tell a
+small change of the code from the machine's day: such a baseline says so, with the smallest change it could
+confirm (Kalibera & Jones 2013 would add the day as a level of the design; recording runs on several days with
+``perfsuite baseline update`` puts it into the spread). A baseline recorded under load, whose runs disagree so
+much that only a huge change could be flagged, is flagged when recorded and in every comparison that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from perfsuite.compare.stats import ALPHA, t_quantile
+from perfsuite.formats.baseline import Baseline, BaselineRun
+
+# Runs of one boot this close in time (hours) are one sitting: they share the machine's level of the moment.
+SITTING_GAP_H = 6.0
+# A baseline whose median detectable change (one new run against it, any judged metric) is above this, in %,
+# gates nothing useful: flagged when recorded and in every comparison that uses it.
+NOISY_BASELINE_PCT = 20.0
+# What one reboot or one day moved every cell of this project's VM by (README: 5-7 %): the day-to-day level a
+# baseline of one sitting does not contain. Quoted, not used in a test.
+DAY_TO_DAY_PCT = 7.0
+
+
+@dataclass(frozen=True)
+class BaselineQuality:
+    runs: int
+    sittings: int  # groups of runs on one boot, each run within SITTING_GAP_H of the previous
+    boots: int  # distinct known boots (0: none recorded)
+    first: str | None  # when the first and the last run were made
+    last: str | None
+    detectable_pct: dict  # metric -> median over cells of the smallest change one new run could be flagged for
+    too_noisy: bool
+
+    def to_json(self) -> dict:
+        return {"runs": self.runs, "sittings": self.sittings, "boots": self.boots, "first": self.first,
+                "last": self.last, "detectable_pct": self.detectable_pct, "too_noisy": self.too_noisy,
+                "noisy_limit_pct": NOISY_BASELINE_PCT}
+
+    def lines(self) -> list[str]:
+        return quality_lines(self.to_json())
+
+
+def quality_lines(q: dict) -> list[str]:
+    """What a reader must know about a baseline's reach, from :meth:`BaselineQuality.to_json`."""
+    found = ", ".join(f"{m} {v:.1f} %" for m, v in sorted(q["detectable_pct"].items()))
+    reach = f"one new run must move at least {found} to be flagged" if found else "too few runs to measure its spread"
+    span = f"{q['first'] or '?'} .. {q['last'] or '?'}"
+    out = []
+    if q["sittings"] <= 1:
+        out.append(f"  baseline of {q['runs']} run(s) in one sitting ({span}): the machine's day-to-day and reboot "
+                   f"shifts (up to {DAY_TO_DAY_PCT:g} % measured here) are not in its spread, so it cannot confirm a "
+                   f"time change smaller than that; {reach}. Add runs of other days: perfsuite baseline update")
+    else:
+        out.append(f"  baseline of {q['runs']} runs in {q['sittings']} sittings ({q['boots']} boot(s), {span}): "
+                   f"day-to-day shifts are in its spread; {reach}")
+    if q["too_noisy"]:
+        out.append(f"  ! baseline too noisy to gate anything useful (a change must exceed {q['noisy_limit_pct']:g} %): "
+                   "recorded under load? re-record it on a quiet machine")
+    return out
+
+
+def _time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def sittings(runs: list[BaselineRun], gap_h: float = SITTING_GAP_H) -> int:
+    """How many sittings the runs were made in: a new one at a change of boot or a gap over ``gap_h`` hours.
+    Runs without a time count with the run before them."""
+    count, prev_time, prev_boot = 0, None, None
+    for i, run in enumerate(sorted(runs, key=lambda r: r.when or "")):
+        when = _time(run.when)
+        new_boot = run.boot is not None and prev_boot is not None and run.boot != prev_boot
+        gap = when is not None and prev_time is not None and abs((when - prev_time).total_seconds()) > gap_h * 3600
+        if i == 0 or new_boot or gap:
+            count += 1
+        prev_time, prev_boot = when or prev_time, run.boot or prev_boot
+    return count
+
+
+def detectable_one_run(log_estimates: list[float], alpha: float = ALPHA) -> float | None:
+    """The smallest change (%) one new run could be flagged for against these runs' estimates: the pooled t test's
+    half-width with one run on one side, t(1 − α/2, k − 1) · s · √(1 + 1/k)."""
+    k = len(log_estimates)
+    if k < 2:
+        return None
+    sd = float(np.std(log_estimates, ddof=1))
+    return 100.0 * math.expm1(t_quantile(1.0 - alpha / 2.0, k - 1) * sd * math.sqrt(1.0 + 1.0 / k))
+
+
+def assess(baseline: Baseline, alpha: float = ALPHA) -> BaselineQuality:
+    from perfsuite.compare.verdicts import cell_metrics, judged, run_estimate
+
+    found: dict[str, list[float]] = {}
+    for cid in baseline.cell_ids():
+        recs = baseline.cell_runs(cid)
+        metrics = cell_metrics(recs[-1])
+        for m in metrics:
+            if not judged(m, metrics):
+                continue
+            try:
+                est = [e[0] for e in (run_estimate(r, m) for r in recs) if e is not None]
+            except ValueError:
+                continue  # bad samples are the comparison's error to report, not the assessment's
+            d = detectable_one_run(est, alpha)
+            if d is not None:
+                found.setdefault(m, []).append(d)
+    detectable = {m: statistics.median(v) for m, v in found.items()}
+    whens = sorted(r.when for r in baseline.runs if r.when)
+    return BaselineQuality(len(baseline.runs), sittings(baseline.runs), len({r.boot for r in baseline.runs if r.boot}),
+                           whens[0] if whens else None, whens[-1] if whens else None, detectable,
+                           any(v > NOISY_BASELINE_PCT for v in detectable.values()))
