@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.cells.grid import PROFILES
 from perfsuite.formats.baseline import KEEP_RUNS, Baseline, BaselineError, BaselineRun, is_baseline_document, \
     load_baseline, save_baseline
 from perfsuite.formats.io import read_json
+from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results, ResultsError, load_results, results_from_document
 from perfsuite.machine import Fingerprint
@@ -132,10 +132,6 @@ def baseline_of(runs: list[Part], *, name: str, keep: int = KEEP_RUNS, note: str
     return Baseline(name=name, profile=runs[0].profile, fingerprint=runs[0].fingerprint,
                     runs=[BaselineRun(p.by_id(), dict(p.source)) for p in runs][-keep:],
                     created=min(when) if when else _now(), updated=_now(), note=note, keep=keep, path=path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- writing ------------------------------------------------------------------------------------------------------

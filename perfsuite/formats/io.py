@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +22,11 @@ from perfsuite.errors import PerfsuiteError
 
 class FormatError(PerfsuiteError):
     """A file that is not what it should be: unreadable, not JSON, the wrong format, or a newer version."""
+
+
+def utc_now() -> str:
+    """The time stamp perfsuite writes into its files and its history: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> Any:

@@ -22,15 +22,16 @@ import json
 import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.results import Results, load_results
 from perfsuite.history.rows import METRICS, metric_rows, series_key, software_line
 from perfsuite.machine import Fingerprint
+from perfsuite.paired import finite as _finite
 
 STORE_VERSION = 1
 
@@ -113,10 +114,6 @@ class Added:
     rows: int
     cells: int
     not_measured: int  # cells in the files that did not run (oom, no device, ...)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class HistoryStore:
@@ -261,10 +258,6 @@ class HistoryStore:
 
 def _bool(v) -> int | None:
     return None if v is None else int(bool(v))
-
-
-def _finite(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _files(sources: Sequence[str]) -> str:

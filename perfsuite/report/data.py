@@ -20,7 +20,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET)
 from perfsuite.formats.results import Results
-from perfsuite.timing import NOISY_IQR_PCT
+from perfsuite.paired import NOISY_IQR_PCT
 
 # Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
 MISSING = "missing"  # no result file has a row for this position of the grid
@@ -56,6 +56,11 @@ class Grid:
     values: np.ndarray  # (len(rows), len(cols)) float, NaN where there is no number
     status: tuple[tuple[str, ...], ...]
     noisy: frozenset[tuple[int, int]] = frozenset()  # (i, j) of cells whose timing spread is large
+
+
+def any_numbers(grids: Iterable[Grid]) -> bool:
+    """Whether any of these panels has a number to draw (a figure of gaps only is not drawn)."""
+    return any(np.isfinite(g.values).any() for g in grids)
 
 
 @dataclass(frozen=True)
@@ -236,19 +241,42 @@ def as_reference(rec: dict | None) -> dict | None:
     return rec
 
 
+def latency_key(rec: dict) -> tuple[str, int | None, int | None, int | None]:
+    """(adapter, rank, seq_len, batch): where a latency record stands in the latency layout."""
+    return rec["adapter"], as_int(rec["rank"]), as_int(rec["seq_len"]), as_int(rec["batch"])
+
+
+@dataclass(frozen=True)
+class LatencyAxes:
+    """The axes of the latency layout (LoRA Fig. 5) over some latency keys: a panel per (adapter, seq len), and in
+    each a row per rank (r = 0, the plain model, when ``with_base``) and a column per batch."""
+
+    adapters: tuple[str, ...]
+    seq_lens: tuple[int, ...]
+    batches: tuple[int, ...]
+    ranks: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, keys: Iterable[tuple], *, with_base: bool) -> "LatencyAxes":
+        keys = list(keys)
+        adapters = tuple(adapter_order(k[0] for k in keys) or ["none"])
+        ranks = {a: sorted({k[1] for k in keys if k[0] == a} - {None} | ({0} if with_base else set()))
+                 for a in adapters}
+        return cls(adapters, tuple(sorted({k[2] for k in keys} - {None})),
+                   tuple(sorted({k[3] for k in keys} - {None})), ranks)
+
+
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
-        by_key = {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
-        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
-        seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None})
-        has_base = any(r["adapter"] == "none" for r in recs)
+        by_key = {latency_key(r): r for r in recs}
+        axes = LatencyAxes.of(by_key, with_base=any(r["adapter"] == "none" for r in recs))
+        adapters, seq_lens, batches = axes.adapters, axes.seq_lens, axes.batches
         panels, times = {}, {}
         for a in adapters:
-            ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} | ({0} if has_base else set()))
+            ranks = axes.ranks[a]
             for s in seq_lens:
                 def lookup(r, b, a=a, s=s):
                     if r == 0:
@@ -326,15 +354,14 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
-        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
-        seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None})
+        has_base = any(r["adapter"] == "none" for r in recs)
         for metric in CHANGE_UNITS:
+            # r = 0 only for time: the plain model's own time change shows the uniform slow-downs
+            axes = LatencyAxes.of(map(latency_key, recs), with_base=metric == "time" and has_base)
+            adapters, seq_lens, batches = axes.adapters, axes.seq_lens, axes.batches
             panels, marks = {}, {}
             for a in adapters:
-                ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} - {None})
-                if metric == "time" and any(r["adapter"] == "none" for r in recs):
-                    ranks = sorted(set(ranks) | {0})  # the plain model's own time change: the uniform slow-downs
+                ranks = axes.ranks[a]
                 for s in seq_lens:
                     def lookup(r, b, a=a, s=s, metric=metric):
                         cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
@@ -349,7 +376,7 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                     marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(ranks)
                                      for j, b in enumerate(batches)
                                      if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
-            if any(np.isfinite(g.values).any() for g in panels.values()):
+            if any_numbers(panels.values()):
                 stem = file_stem(f"change-{metric}", setup, len(setups) > 1)
                 out.append(ChangeData(stem, metric, setup, tuple(adapters), tuple(seq_lens), panels, marks))
     return out

@@ -19,6 +19,7 @@ from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
+from perfsuite.report.data import any_numbers
 from perfsuite.report.data import (CELL_NOTES, Grid, ReportError, change_data, latency_data, recompute_data,
                                    report_frame, setup_label, setup_rows)
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
@@ -66,17 +67,13 @@ def _coverage(statuses: dict[str, str]) -> str:
     return f"{ok} of {total} cells measured" + (f"; {rest}" if rest else "") + "."
 
 
-def _has_numbers(grids: list[Grid]) -> bool:
-    return any(np.isfinite(g.values).any() for g in grids)
-
-
 def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tuple[list[Section], list[str]]:
     """Draw and save every figure the results allow; returns the sections and the missing-lines."""
     frame = results.frame
     sections, drawn = [], {}
     for data in latency_data(frame):
         grids = list(data.panels.values())
-        paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         gpu = gpu_state_table(setup_rows(frame, "latency", data.setup))
         sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
                                 tuple(latency_tables(data)) + ((gpu,) if gpu else ()),
@@ -89,7 +86,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 tuple(overhead_tables(data)), OVERHEAD_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
-        paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         sections.append(Section(f"Recompute — {setup_label(data.setup)}", tuple(paths), tuple(recompute_tables(data)),
                                 "Share of output tokens rolled back and recomputed by verified decoding, and "
                                 "throughput relative to the best cell, after LLM-42 (Gond et al. 2026) Fig. 13. "
