@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from perfsuite.cells.grid import Cell
+from perfsuite.cells.grid import Cell, select
 from perfsuite.errors import PerfsuiteError
 
 
@@ -35,3 +35,11 @@ def shard_cells(cells: list[Cell], index: int, count: int, *, cost: Callable[[Ce
         loads[k] += cost(cell)
         owner[cell.id] = k
     return [c for c in cells if owner[c.id] == index - 1]
+
+
+def run_cells(cells: list[Cell], selection: str | None, shard: tuple[int, int] | None, *,
+              cost: Callable[[Cell], float]) -> list[Cell]:
+    """The cells a run measures: ``cells`` after its selection (``--cells``), then its shard (index, count), if any.
+    The plugin's session and the comparison's scope (:mod:`perfsuite.compare.scope`) both ask this."""
+    cells = select(cells, selection)
+    return shard_cells(cells, *shard, cost=cost) if shard else cells

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import torch
 
+from perfsuite.caches import LastAdapted, torch_dtype
 from perfsuite.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.hf.adapters import attach_hf
 from perfsuite.model import GPT2Config
-from perfsuite.workloads.models import LastAdapted, torch_dtype
 
 
 def hf_config(cfg: GPT2Config):

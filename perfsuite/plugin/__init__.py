@@ -11,7 +11,6 @@ silently disappears. Options: :mod:`~perfsuite.plugin.options`; session state:
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
 import sys
 from dataclasses import replace
@@ -28,7 +27,7 @@ from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
-from perfsuite.plugin.session import STATE, SessionState, state_of
+from perfsuite.plugin.session import STATE, SessionState, run_header, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
 
@@ -224,16 +223,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state.journal and cells:
         state.journal.append_header(run_header(session.config), state.settings(), [c.id for c in cells],
                                     sorted(state.done))
-
-
-def run_header(config: pytest.Config) -> dict:
-    """What pytest-benchmark writes about the machine, the commit and itself, and when."""
-    from pytest_benchmark import __version__ as pb_version
-    from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
-
-    return {"machine_info": pytest_benchmark_generate_machine_info(),
-            "commit_info": pytest_benchmark_generate_commit_info(config), "pytest_benchmark_version": pb_version,
-            "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat()}
 
 
 @pytest.hookimpl(hookwrapper=True)
