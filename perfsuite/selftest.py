@@ -20,6 +20,8 @@ uncertainty; the pool's size is what bounds it.
 The slow-downs are real extra work inside the measured call: ``k`` tiny tensor operations after the adapted
 forward pass, ``k`` calibrated from the measured cost of one operation and of the forward pass; the effect
 each ``k`` really has is measured on its own (interleaved, many rounds) and reported beside the nominal one.
+
+Over 350 lines on purpose: the worker, the calibration and the pooled comparisons are one experiment, read together.
 """
 
 from __future__ import annotations

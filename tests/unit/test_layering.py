@@ -185,3 +185,15 @@ def test_the_checker_finds_a_planted_cycle_and_an_upward_import(tmp_path):
     assert cycles(demo) == [["demo.high", "demo.low.a"]]
     layers = (("low", ("demo.low",)), ("high", ("demo.high", "demo.typed")))
     assert upward_imports(demo, layers) == ["demo.low.a (low) imports demo.high (high)"]
+
+
+MAX_LINES = 350  # a longer module says why in its docstring ("Over 350 lines …")
+
+
+def test_a_module_over_350_lines_says_why():
+    long = {}
+    for name, (path, _) in modules_of(PACKAGE_DIR).items():
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_LINES and f"Over {MAX_LINES} lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long[name] = text.count("\n")
+    assert long == {}
