@@ -268,6 +268,14 @@ class LatencyAxes:
         return cls(adapters, tuple(sorted({k[2] for k in keys} - {None})),
                    tuple(sorted({k[3] for k in keys} - {None})), ranks)
 
+    def panels(self) -> list[tuple[str, int]]:
+        """(adapter, seq len) of every panel, in drawing order."""
+        return [(a, s) for a in self.adapters for s in self.seq_lens]
+
+    def grid(self, adapter: str, seq_len: int, lookup, metric: str) -> Grid:
+        """Panel (adapter, seq len): ``metric`` of ``lookup(rank, batch)`` at every rank × batch."""
+        return make_grid(f"Seq Len = {seq_len}", self.ranks[adapter], list(self.batches), lookup, metric)
+
 
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
@@ -276,20 +284,16 @@ def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     for setup, recs in setups:
         by_key = {latency_key(r): r for r in recs}
         axes = LatencyAxes.of(by_key, with_base=any(r["adapter"] == "none" for r in recs))
-        adapters, seq_lens, batches = axes.adapters, axes.seq_lens, axes.batches
         panels, times = {}, {}
-        for a in adapters:
-            ranks = axes.ranks[a]
-            for s in seq_lens:
-                def lookup(r, b, a=a, s=s):
-                    if r == 0:
-                        return as_reference(by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b)))
-                    return by_key.get((a, r, s, b))
+        for a, s in axes.panels():
+            def lookup(r, b, a=a, s=s):
+                if r == 0:
+                    return as_reference(by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b)))
+                return by_key.get((a, r, s, b))
 
-                title = f"Seq Len = {s}"
-                panels[(a, s)] = make_grid(title, ranks, batches, lookup, "slowdown_pct")
-                times[(a, s)] = make_grid(title, ranks, batches, lookup, "time_ms")
-        out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
+            panels[(a, s)] = axes.grid(a, s, lookup, "slowdown_pct")
+            times[(a, s)] = axes.grid(a, s, lookup, "time_ms")
+        out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, axes.adapters, axes.seq_lens,
                                panels, times))
     return out
 
@@ -361,25 +365,20 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
         for metric in CHANGE_UNITS:
             # r = 0 only for time: the plain model's own time change shows the uniform slow-downs
             axes = LatencyAxes.of(map(latency_key, recs), with_base=metric == "time" and has_base)
-            adapters, seq_lens, batches = axes.adapters, axes.seq_lens, axes.batches
             panels, marks = {}, {}
-            for a in adapters:
-                ranks = axes.ranks[a]
-                for s in seq_lens:
-                    def lookup(r, b, a=a, s=s, metric=metric):
-                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
-                                   impl=setup.get("impl", "ref")).id
-                        m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric),
-                                 None)
-                        return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
-                                                       "verdict": m.get("verdict")}
+            for a, s in axes.panels():
+                def lookup(r, b, a=a, s=s, metric=metric):
+                    cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s,
+                               impl=setup.get("impl", "ref")).id
+                    m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric), None)
+                    return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
+                                                   "verdict": m.get("verdict")}
 
-                    grid = make_grid(f"Seq Len = {s}", ranks, batches, lookup, "change")
-                    panels[(a, s)] = grid
-                    marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(ranks)
-                                     for j, b in enumerate(batches)
-                                     if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
+                panels[(a, s)] = axes.grid(a, s, lookup, "change")
+                marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(axes.ranks[a])
+                                 for j, b in enumerate(axes.batches)
+                                 if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
             if any_numbers(panels.values()):
                 stem = file_stem(f"change-{metric}", setup, len(setups) > 1)
-                out.append(ChangeData(stem, metric, setup, tuple(adapters), tuple(seq_lens), panels, marks))
+                out.append(ChangeData(stem, metric, setup, axes.adapters, axes.seq_lens, panels, marks))
     return out

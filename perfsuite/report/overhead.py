@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.report.figures import colour_scale, draw_grid, latency_layout
 from perfsuite.report.data import LatencyAxes, any_numbers, latency_key
-from perfsuite.report.data import (LatencyData, adapter_order, make_grid, records_by_setup, file_stem, adapter_label,
-                                   as_int, is_number, setup_label)
+from perfsuite.report.data import (LatencyData, records_by_setup, file_stem, adapter_label,
+                                   is_number, setup_label)
 from perfsuite.report.tables import cell_text, plain_label
 from perfsuite.table import Table
 
@@ -53,18 +53,15 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
         maps = {impl: {latency_key(r): r for r in recs} for impl, recs in impls.items()}
         keys = set(maps["ref"]) & set(maps["hf"])  # the cells both implementations measured
         axes = LatencyAxes.of(keys, with_base=any(k[0] == "none" for k in keys))
-        adapters, seq_lens, batches = axes.adapters, axes.seq_lens, axes.batches
         panels = {}
-        for a in adapters:
-            ranks = axes.ranks[a]
-            for s in seq_lens:
-                def lookup(r, b, a=a, s=s):
-                    k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
-                    return _pair(maps["ref"].get(k), maps["hf"].get(k))
+        for a, s in axes.panels():
+            def lookup(r, b, a=a, s=s):
+                k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
+                return _pair(maps["ref"].get(k), maps["hf"].get(k))
 
-                panels[(a, s)] = make_grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
+            panels[(a, s)] = axes.grid(a, s, lookup, METRIC)
         setup = {"model": model, "dtype": dtype, "device": device}
-        out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
+        out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, axes.adapters, axes.seq_lens,
                                panels, panels))
     return out
 
