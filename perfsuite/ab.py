@@ -20,7 +20,7 @@ from typing import Callable
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.results import Results
-from perfsuite.runs import load_run, run_benchmarks
+from perfsuite.processes import load_run, run_benchmarks
 
 DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
 

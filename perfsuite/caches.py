@@ -1,4 +1,4 @@
-"""The model cache shape shared by the reference models (:mod:`perfsuite.workloads.models`) and their
+"""The model cache shape shared by the reference models (:mod:`perfsuite.workloads.context`) and their
 transformers twins (:mod:`perfsuite.hf.models`), and the dtype names cells use. Both import it from here, so
 neither imports the other at module level."""
 

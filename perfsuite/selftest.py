@@ -136,7 +136,7 @@ class Bench:
     def __init__(self, options: SelftestOptions, device: str):
         import torch
 
-        from perfsuite.workloads.models import ModelCache
+        from perfsuite.workloads.context import ModelCache
 
         self.o, self.device = options, device
         self.extra = ExtraWork(device)

@@ -104,7 +104,7 @@ class HFGPT2:
 
 
 class HFModelCache(LastAdapted):
-    """The hf twin of :class:`perfsuite.workloads.models.ModelCache`, same methods: one plain model per
+    """The hf twin of :class:`perfsuite.workloads.context.ModelCache`, same methods: one plain model per
     (preset or checkpoint, dtype, device), and the last adapted copy."""
 
     def __init__(self, ref):

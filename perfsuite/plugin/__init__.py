@@ -123,7 +123,7 @@ def perfsuite_context(perfsuite_state: SessionState):
     """What cells run with: the shared models, the rounds policy, the session's cells (shape groups share a
     loop) and the GPU monitor (NVML; None on a CPU)."""
     from perfsuite.gpu_state import monitor_for
-    from perfsuite.workloads.models import CellContext, ModelCache
+    from perfsuite.workloads.context import CellContext, ModelCache
 
     state = perfsuite_state
     if state.context is None:

@@ -34,7 +34,7 @@ class SessionGate:
         from perfsuite.compare.render import render_terminal
         from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results, has_regression
         from perfsuite.formats.results import results_from_document
-        from perfsuite.runs import node_ids_of, remeasurer
+        from perfsuite.processes import node_ids_of, remeasurer
 
         rootdir = Path(self.config.rootpath)
         try:

@@ -34,7 +34,7 @@ class SessionState:
     journal: Journal | None = None
     done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
     not_run: list[CellRecord] = field(default_factory=list)
-    context: object = None  # perfsuite.workloads.models.CellContext, built on first use (it imports torch)
+    context: object = None  # perfsuite.workloads.context.CellContext, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
     checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights

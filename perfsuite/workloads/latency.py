@@ -22,7 +22,7 @@ from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
-from perfsuite.workloads.models import CellContext, torch_dtype
+from perfsuite.workloads.context import CellContext, torch_dtype
 
 BASE = ("none", 0)
 ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)

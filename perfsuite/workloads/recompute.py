@@ -26,7 +26,7 @@ from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.syncs import count_host_syncs
 from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
 HEAD_SEED = 4343  # the untied output head the cells decode with (see untied_head)

@@ -7,7 +7,7 @@ import torch
 from perfsuite.gpu_state import GpuMonitor, monitor_for, throttled, watched
 from perfsuite.timing import RoundPolicy
 from perfsuite.workloads.latency import run_latency_cell
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 
 
 class FakeNVML:

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "perfsuite.hf", "perfsuite.workloads", "perfsuite.estimate")),
     ("compare", ("perfsuite.compare", "perfsuite.history")),
     ("report", ("perfsuite.report", "perfsuite.history.trends")),
-    ("commands", ("perfsuite", "perfsuite.plugin", "perfsuite.runs", "perfsuite.run", "perfsuite.ab",
+    ("commands", ("perfsuite", "perfsuite.plugin", "perfsuite.processes", "perfsuite.job", "perfsuite.ab",
                   "perfsuite.selftest", "perfsuite.api", "perfsuite.commands", "perfsuite.cli",
                   "perfsuite.benchmarks")),
 )
