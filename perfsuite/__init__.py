@@ -2,7 +2,7 @@
 
 The public API is ``__all__`` (the grid, model and record types, and the option and result types of
 :mod:`perfsuite.api`) and :mod:`perfsuite.api` itself: ``from perfsuite import api; api.run(api.RunOptions(...))``.
-The functions stay in ``perfsuite.api``: ``run``, ``compare``, ``report`` and ``ab`` are also the names of
+The functions stay in ``perfsuite.api``: ``compare``, ``report`` and ``ab`` are also the names of
 perfsuite's own modules, which an import would put over a top-level function of that name. Modules follow the data flow: grid → model +
 adapters → workloads → timing → pytest-benchmark JSON → tidy DataFrame → baseline comparison → report.
 

@@ -23,7 +23,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.results import Results
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
-from perfsuite.runs import load_run, node_ids_of, run_benchmarks
+from perfsuite.processes import load_run, node_ids_of, run_benchmarks
 
 DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
 

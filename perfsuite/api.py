@@ -9,7 +9,7 @@ Errors are :class:`perfsuite.errors.PerfsuiteError` with a one-line message, as 
     result = api.run(api.RunOptions(cells="adapter in ('none', 'lora') and batch == 1", rounds=5))
     print(result.exit_code, result.report)  # 0, perfsuite-out/smoke/report/index.html
 
-Each function wraps the step the command runs (:func:`perfsuite.run.run_job`, :mod:`perfsuite.compare`,
+Each function wraps the step the command runs (:func:`perfsuite.job.run_job`, :mod:`perfsuite.compare`,
 :func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); README, "Python API".
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from perfsuite.history.changes import ChangePoint
     from perfsuite.history.store import Added
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as perfsuite.run and the CLI
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as perfsuite.job and the CLI
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
     """Benchmark the selected cells in this process (pytest), write results.json, compare with the baseline and
     draw the report: ``perfsuite run``."""
     from perfsuite.compare.verdicts import REMEASURE
-    from perfsuite.run import run_job
+    from perfsuite.job import run_job
 
     out = options.default_out_dir()
     with _quiet(verbose) as printed:
@@ -205,7 +205,7 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
     re-measuring suspects (a re-measurement needs the run's checkout: :func:`run` does it)."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
-    from perfsuite.run import default_baselines_dir
+    from perfsuite.job import default_baselines_dir
 
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))

@@ -288,7 +288,7 @@ def check_repeatability(device: str, loop: Callable[[], dict[str, list[float]]] 
 def _small_model(device: str):
     import torch
 
-    from perfsuite.workloads.models import ModelCache
+    from perfsuite.workloads.context import ModelCache
 
     model = ModelCache().build_adapted(MODEL, "float32", device, ADAPTER, RANK)
     gen = torch.Generator().manual_seed(1)
@@ -300,7 +300,7 @@ def _small_group_loop(device: str):
     import torch
 
     from perfsuite.timing import RoundPolicy, round_robin
-    from perfsuite.workloads.models import ModelCache
+    from perfsuite.workloads.context import ModelCache
 
     cache = ModelCache()
     models = {"none": cache.base(MODEL, "float32", device),

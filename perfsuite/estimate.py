@@ -214,7 +214,7 @@ def probe_timer(device: str, repeats: int = 30):
 
     from perfsuite.timing import timed_call
     from perfsuite.workloads.latency import forward_flops
-    from perfsuite.workloads.models import ModelCache
+    from perfsuite.workloads.context import ModelCache
 
     cache, fitted = ModelCache(), {}
 

@@ -20,6 +20,8 @@ uncertainty; the pool's size is what bounds it.
 The slow-downs are real extra work inside the measured call: ``k`` tiny tensor operations after the adapted
 forward pass, ``k`` calibrated from the measured cost of one operation and of the forward pass; the effect
 each ``k`` really has is measured on its own (interleaved, many rounds) and reported beside the nominal one.
+
+Over 350 lines on purpose: the worker, the calibration and the pooled comparisons are one experiment, read together.
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ class Bench:
     def __init__(self, options: SelftestOptions, device: str):
         import torch
 
-        from perfsuite.workloads.models import ModelCache
+        from perfsuite.workloads.context import ModelCache
 
         self.o, self.device = options, device
         self.extra = ExtraWork(device)
@@ -177,7 +179,7 @@ class Bench:
 
         self.models.clear()
         from perfsuite.probe import ProbeShape, make_probe
-        from perfsuite.workloads.models import torch_dtype
+        from perfsuite.workloads.context import torch_dtype
 
         fn, base_fn = self.functions(k)
         config = self.models.base(self.o.model, self.o.dtype, self.device).config
@@ -205,7 +207,7 @@ class Bench:
 
         from perfsuite.probe import ProbeShape, make_probe
         from perfsuite.timing import RoundPolicy, round_robin
-        from perfsuite.workloads.models import torch_dtype
+        from perfsuite.workloads.context import torch_dtype
 
         self.models.clear()
         base = self.models.base(self.o.model, self.o.dtype, self.device)

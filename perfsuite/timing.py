@@ -20,15 +20,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
-import math
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 
-NOISY_IQR_PCT = 10.0  # warn when IQR / median of a cell exceeds this (torch.utils.benchmark's threshold)
+from perfsuite.paired import median_ci_pct  # the pure statistics live in perfsuite.paired (no torch)
 
 
 class DeviceUnavailable(RuntimeError):
@@ -94,18 +92,6 @@ class RoundPolicy:
     @classmethod
     def fixed(cls, rounds: int, warmup: int = 0) -> "RoundPolicy":
         return cls(rounds, rounds, warmup)
-
-
-def median_ci_pct(xs) -> float:
-    """Half-width of the distribution-free 95 % interval of the median (order statistics), as % of the median."""
-    n = len(xs)
-    if n < 6:
-        return math.inf
-    v = sorted(xs)
-    k = max(0, int(math.floor(n / 2 - 1.96 * math.sqrt(n) / 2)))
-    lo, hi = v[k], v[min(n - 1, n - 1 - k)]
-    med = statistics.median(v)
-    return 100.0 * (hi - lo) / (2 * med) if med > 0 else math.inf
 
 
 _AFTER_WARMUP: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("after_warmup", default=None)
@@ -184,51 +170,6 @@ def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy:
             if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
                 break
     return samples
-
-
-@dataclass(frozen=True)
-class PairedTiming:
-    """Raw per-round times (ms) of a cell and of its paired reference, the same rounds of one loop."""
-
-    adapter_ms: tuple[float, ...]
-    ref_ms: tuple[float, ...]  # the paired reference: the r = 0 model, or plain decoding
-    cycle: int = 2  # rounds per rotation of the loop they came from (positions every function took once)
-    ratios: tuple[float, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ratios", tuple(a / b for a, b in zip(self.adapter_ms, self.ref_ms) if b > 0))
-
-    @property
-    def time_ms(self) -> float:
-        return statistics.median(self.adapter_ms)
-
-    @property
-    def ref_time_ms(self) -> float:
-        return statistics.median(self.ref_ms)
-
-    @property
-    def pair_ratios(self) -> tuple[float, ...]:
-        """Geometric means of the ratios of each cycle (every position once: the order bias cancels); a last
-        partial cycle is one more, shorter mean."""
-        r, c = self.ratios, max(1, self.cycle)
-        return tuple(math.exp(statistics.fmean(math.log(x) for x in r[i:i + c])) for i in range(0, len(r), c))
-
-    @property
-    def slowdown_pct(self) -> float:
-        """100·(t_adapter − t_base)/t_base, from the median of cycle ratios (robust to drift and order)."""
-        return 100.0 * (statistics.median(self.pair_ratios) - 1.0)
-
-    @property
-    def iqr_pct(self) -> float:
-        """Interquartile range of the adapted times, as % of their median."""
-        return 100.0 * iqr(self.adapter_ms) / self.time_ms
-
-
-def iqr(xs) -> float:
-    if len(xs) < 2:
-        return 0.0
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[2] - q[0]
 
 
 def record_rounds(benchmark, samples_ms: list[float]) -> bool:

@@ -14,7 +14,7 @@ from perfsuite.cells.grid import Cell
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.record import CellRecord, not_run
 from perfsuite.formats.results import Results, results_document, results_from_document
-from perfsuite.timing import PairedTiming
+from perfsuite.paired import PairedTiming
 
 CPU = "GenuineIntel family 6 model 143 stepping 8: Test CPU"
 HEADER = {"machine_info": {"node": "test"}, "commit_info": {"id": "0123456789abcdef", "branch": "main"},

@@ -16,7 +16,7 @@ import re
 from collections.abc import Hashable
 from typing import Callable
 
-from perfsuite.cells.grid import Cell
+from perfsuite.cells.grid import Cell, select
 from perfsuite.errors import PerfsuiteError
 
 
@@ -48,3 +48,11 @@ def shard_cells(cells: list[Cell], index: int, count: int, *, cost: Callable[[Ce
         loads[k] += sum(map(cost, members))
         owner.update((c.id, k) for c in members)
     return [c for c in cells if owner[c.id] == index - 1]
+
+
+def run_cells(cells: list[Cell], selection: str | None, shard: tuple[int, int] | None, *,
+              cost: Callable[[Cell], float]) -> list[Cell]:
+    """The cells a run measures: ``cells`` after its selection (``--cells``), then its shard (index, count), if any.
+    The plugin's session and the comparison's scope (:mod:`perfsuite.compare.scope`) both ask this."""
+    cells = select(cells, selection)
+    return shard_cells(cells, *shard, cost=cost) if shard else cells

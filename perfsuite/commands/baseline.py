@@ -67,8 +67,8 @@ def run(args) -> int:
 
 def _record(args) -> int:
     from perfsuite.errors import PerfsuiteError
-    from perfsuite.run import benchmarks_root, find_benchmarks_dir
-    from perfsuite.runs import load_run, run_benchmarks
+    from perfsuite.job import benchmarks_root, find_benchmarks_dir
+    from perfsuite.processes import load_run, run_benchmarks
 
     if args.runs < 1:
         raise PerfsuiteError("--runs must be >= 1")

@@ -54,7 +54,7 @@ def add_arguments(p) -> None:
 
 def _remeasurer(args, results):
     """Suspects re-measured in a fresh pytest process of --rootdir, saying so."""
-    from perfsuite.runs import node_ids_of, remeasurer
+    from perfsuite.processes import node_ids_of, remeasurer
 
     ids = {}
     for path in args.results:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from perfsuite.commands import comma_numbers
 from perfsuite.errors import PerfsuiteError
 from perfsuite.plugin.options import at_least_one
 
@@ -136,22 +137,12 @@ def _report(args) -> int:
     return 0
 
 
-def _pcts(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PerfsuiteError(f"{what} {text!r}: expected numbers separated by commas") from None
-    if not values or any(v <= 0 for v in values):
-        raise PerfsuiteError(f"{what} {text!r}: expected positive numbers")
-    return values
-
-
 def _simulate(args) -> int:
     from perfsuite.history.changepoints import MIN_SEGMENT_RUNS
     from perfsuite.history.synthetic import false_change_points, power, recent_power
 
-    nights = [int(n) for n in _pcts(args.nights, "--nights")]
-    noises, steps = _pcts(args.noise, "--noise"), _pcts(args.steps, "--steps")
+    nights = [int(n) for n in comma_numbers(args.nights, "--nights", positive=True)]
+    noises, steps = (comma_numbers(getattr(args, o), f"--{o}", positive=True) for o in ("noise", "steps"))
     if args.trials < 1:
         raise PerfsuiteError("--trials must be at least 1")
     if not 0 <= args.autocorrelation < 1:

@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from perfsuite.commands import comma_numbers
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
 from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of, run_selftest
@@ -21,16 +22,6 @@ FAMILY_PROFILE = "smoke"  # the production run the selftest's comparisons stand 
 SIM = GridSimulation()
 # --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
 QUICK = dict(processes=6, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise PerfsuiteError(f"--effects {text!r}: give comma-separated percentages, e.g. 2,5,10,20") from None
-    if not values:
-        raise PerfsuiteError("--effects: give at least one effect size")
-    return values
 
 
 def add_arguments(p) -> None:
@@ -114,7 +105,7 @@ def _check_cell(o: SelftestOptions) -> None:
     from perfsuite.adapters import get_adapter
     from perfsuite.model import PRESETS
     from perfsuite.timing import DeviceUnavailable, resolve_device
-    from perfsuite.workloads.models import DTYPES
+    from perfsuite.workloads.context import DTYPES
 
     if o.model not in PRESETS:
         raise PerfsuiteError(f"unknown model preset {o.model!r}; known: {', '.join(PRESETS)}")
@@ -169,7 +160,8 @@ def run(args) -> int:
     try:
         options = SelftestOptions(
             processes=args.processes, trials=args.trials, runs=args.runs, modes=modes,
-            rounds=args.rounds, warmup=args.warmup, effects_pct=_floats(args.effects),
+            rounds=args.rounds, warmup=args.warmup,
+            effects_pct=comma_numbers(args.effects, "--effects", kind="percentages", example="2,5,10,20"),
             metrics=metrics, device=args.device, model=args.model, adapter=args.adapter, rank=args.rank,
             batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, alpha=args.alpha,
             min_effect_pct=args.min_effect, remeasure=args.remeasure, threads=args.threads, seed=args.seed,

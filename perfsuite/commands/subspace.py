@@ -86,6 +86,10 @@ def run(args) -> int:
                   f"(e.g. {ckpt.other_keys[0]})")
     if args.out:
         results = results_json(a, b, comparisons, factor=args.factor, control_seed=control_seed)
-        for p in write_outputs(Path(args.out), results):
+        from perfsuite.report import render_subspace
+
+        files = write_outputs(Path(args.out), results)
+        files += render_subspace(results["subspace"], Path(args.out))  # φ heatmaps, as the LoRA paper's Figs. 4, 7
+        for p in files:
             print(f"wrote {p}")
     return 0

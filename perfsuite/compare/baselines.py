@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from perfsuite.cells.grid import PROFILES
 from perfsuite.formats.baseline import KEEP_RUNS, Baseline, BaselineError, BaselineRun, boot_of, \
     is_baseline_document, load_baseline, save_baseline
 from perfsuite.formats.io import read_json
+from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
 from perfsuite.formats.results import Results, ResultsError, load_results, results_from_document
@@ -144,10 +144,6 @@ def _recorded(part: Part) -> dict:
     """When and on which boot a run was made: its results' datetime, its records' boot."""
     env = next((r.env for r in part.records if r.env), {})
     return {"datetime": part.source.get("datetime"), "boot": boot_of(dict(env))}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- writing ------------------------------------------------------------------------------------------------------

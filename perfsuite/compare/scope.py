@@ -2,8 +2,8 @@
 the baseline's matching cells only, so the cells it left out are not "missing".
 
 A run's settings (the results' perfsuite section) name its profile, selection and shard; the cells they give are
-the plugin's own (:meth:`perfsuite.plugin.session.SessionState.all_cells`), so this stays in step with how
-cells are selected and sharded.
+the plugin's own (:func:`perfsuite.cells.shard.run_cells`, which the session's ``all_cells`` asks too), so this
+stays in step with how cells are selected and sharded.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ def _one_run(settings: dict) -> Callable[[Cell], bool]:
 
 
 def _shard_ids(settings: dict) -> frozenset[str] | None:
-    from perfsuite.cells.grid import get_profile
-    from perfsuite.cells.shard import parse_shard
-    from perfsuite.plugin.session import SessionState
+    from perfsuite.cells.grid import get_profile, names_field
+    from perfsuite.cells.shard import parse_shard, run_cells
+    from perfsuite.workloads import estimated_cost
 
     try:
         profile = get_profile(settings.get("profile") or "")
-        state = SessionState(profile=profile, device=settings.get("device") or "cpu", device_missing=None,
-                             dtype=settings.get("dtype"), rounds=None, warmup=None,
-                             selection=settings.get("selection"), shard=parse_shard(settings["shard"]))
-        return frozenset(c.id for c in state.all_cells())
+        cells = profile.cells(device=settings.get("device") or "cpu", dtype=settings.get("dtype"),
+                              all_modes=names_field(settings.get("selection"), "mode"))  # opt-in modes, when named
+        chosen = run_cells(cells, settings.get("selection"), parse_shard(settings["shard"]), cost=estimated_cost)
+        return frozenset(c.id for c in chosen)
     except PerfsuiteError:
         return None

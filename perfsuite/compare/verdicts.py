@@ -43,7 +43,8 @@ from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
-from perfsuite.timing import PairedTiming
+from perfsuite.paired import PairedTiming
+from perfsuite.paired import finite as _finite
 
 METRICS = {
     "time": "median time of the cell, %; same machine only",
@@ -203,10 +204,6 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
         verdict = "inconclusive"
     entry["verdict"] = verdict if gating else "reference"
     return entry
-
-
-def _finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
 
 
 def cell_verdict(metric_verdicts: list[str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,6 +43,11 @@ def check_regular_file(path: str | Path, error: type[PerfsuiteError] = FormatErr
     if not stat.S_ISREG(mode):
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
         raise error(f"{path}: is {kind}, not a regular file")
+
+
+def utc_now() -> str:
+    """The time stamp perfsuite writes into its files and its history: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> Any:

@@ -57,7 +57,7 @@ def _update_to_2(d: dict) -> dict:
     out = {_RENAMED_IN_2.get(k, k): v for k, v in d.items()}
     samples, ref = out.get("samples_ms"), out.get("ref_samples_ms")
     if "slowdown_pct" not in out and samples and ref and len(samples) == len(ref) and min(ref) > 0:
-        from perfsuite.timing import PairedTiming
+        from perfsuite.paired import PairedTiming
 
         out["slowdown_pct"] = PairedTiming(tuple(samples), tuple(ref)).slowdown_pct
     return out

@@ -1,4 +1,4 @@
-"""The ``subspace.json`` file of ``perfsuite subspace``, with its tidy CSVs and the φ heatmaps.
+"""The ``subspace.json`` file of ``perfsuite subspace``, with its tidy CSVs (the φ heatmaps are the report's).
 
 Format history of ``perfsuite_subspace_format`` (bump on any change a reader must know about; add an update step):
   1 — a, b (checkpoint path and peft config summary), factor, control_seed, and ``subspace``, the list of φ grids
@@ -64,9 +64,6 @@ def write_outputs(out: Path, results: dict[str, Any]) -> list[Path]:
     for c in results["subspace"]:
         w.writerow([c[k] for k in keys] + [f"{c['phi_11']:.6f}", c["top_agree"]])
     write_text_atomic(out / SUMMARY_CSV, f.getvalue())
-    from perfsuite.report import render_subspace
-
-    figures = render_subspace(results["subspace"], out)  # the φ heatmaps, like the LoRA paper's Figs. 4 and 7
-    return [out / JSON_FILE, out / GRID_CSV, out / SUMMARY_CSV, *figures]
+    return [out / JSON_FILE, out / GRID_CSV, out / SUMMARY_CSV]  # the φ heatmaps: perfsuite.report (the command)
 
 

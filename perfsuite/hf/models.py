@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import torch
 
 from perfsuite.cells.grid import MODERN_MODELS
+from perfsuite.caches import LastAdapted, torch_dtype
 from perfsuite.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.hf.adapters import attach_hf
 from perfsuite.model import GPT2Config
-from perfsuite.workloads.models import LastAdapted, torch_dtype
 
 
 def hf_config(cfg: GPT2Config):
@@ -105,7 +105,7 @@ class HFGPT2:
 
 
 class HFModelCache(LastAdapted):
-    """The hf twin of :class:`perfsuite.workloads.models.ModelCache`, same methods: one plain model per
+    """The hf twin of :class:`perfsuite.workloads.context.ModelCache`, same methods: one plain model per
     (preset or checkpoint, dtype, device), and the last adapted copy."""
 
     def __init__(self, ref):

@@ -11,11 +11,11 @@ import numpy as np
 
 from perfsuite.formats.record import CellRecord
 from perfsuite.machine import Fingerprint
+from perfsuite.paired import median_interval_ranks
 
 # Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
 # reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
 METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
-CI_CONFIDENCE_Z = 1.96  # the band of a night: the 95 % order-statistic interval of its median
 SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
 
 
@@ -28,8 +28,7 @@ def median_interval(samples) -> tuple[float | None, float | None]:
     n = s.size
     if s.ndim != 1 or n < 3 or not np.all(np.isfinite(s)):
         return None, None
-    half = CI_CONFIDENCE_Z * math.sqrt(n) / 2.0
-    lo, hi = int(max(0, math.floor(n / 2.0 - half))), int(min(n - 1, math.ceil(n / 2.0 + half) - 1))
+    lo, hi = median_interval_ranks(n)  # the same ranks as the timing loop's stopping rule
     return float(s[lo]), float(s[hi])
 
 

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import check_regular_file
+from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.results import Results, load_results
 from perfsuite.history.rows import METRICS, metric_rows, series_key, software_line
 from perfsuite.locks import writer_lock
 from perfsuite.machine import Fingerprint
+from perfsuite.paired import finite as _finite
 
 STORE_VERSION = 1
 
@@ -117,10 +117,6 @@ class Added:
     rows: int
     cells: int
     not_measured: int  # cells in the files that did not run (oom, no device, ...)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class HistoryStore:
@@ -286,10 +282,6 @@ class _Transaction:
 
 def _bool(v) -> int | None:
     return None if v is None else int(bool(v))
-
-
-def _finite(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _files(sources: Sequence[str]) -> str:

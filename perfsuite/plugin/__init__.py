@@ -12,7 +12,6 @@ silently disappears. Options: :mod:`~perfsuite.plugin.options`; session state:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import gc
 import sys
 from dataclasses import replace
@@ -32,7 +31,7 @@ from perfsuite.hf import missing_extra
 from perfsuite.locks import writer_lock
 from perfsuite.plugin.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
-from perfsuite.plugin.session import STATE, SessionState, state_of
+from perfsuite.plugin.session import STATE, SessionState, run_header, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
 JOURNAL_LOCK = pytest.StashKey[contextlib.ExitStack]()
@@ -150,7 +149,7 @@ def perfsuite_context(perfsuite_state: SessionState):
     """What cells run with: the shared models, the rounds policy, the session's cells (shape groups share a
     loop) and the GPU monitor (NVML; None on a CPU)."""
     from perfsuite.gpu_state import monitor_for
-    from perfsuite.workloads.models import CellContext, ModelCache
+    from perfsuite.workloads.context import CellContext, ModelCache
 
     state = perfsuite_state
     if state.context is None:
@@ -260,16 +259,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                         sorted(state.done))
         except JournalWriteError as e:
             _stop_on_journal_error(e)
-
-
-def run_header(config: pytest.Config) -> dict:
-    """What pytest-benchmark writes about the machine, the commit and itself, and when."""
-    from pytest_benchmark import __version__ as pb_version
-    from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
-
-    return {"machine_info": pytest_benchmark_generate_machine_info(),
-            "commit_info": pytest_benchmark_generate_commit_info(config), "pytest_benchmark_version": pb_version,
-            "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat()}
 
 
 @pytest.hookimpl(hookwrapper=True)

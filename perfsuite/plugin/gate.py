@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.plugin.session import state_of
+from perfsuite.plugin.session import run_header, state_of
 
 
 class SessionGate:
@@ -25,7 +25,6 @@ class SessionGate:
 
     def session_document(self) -> dict:
         from perfsuite.formats.results import results_document
-        from perfsuite.plugin import run_header
 
         state = state_of(self.config)
         return results_document(run_header(self.config), list(state.benchmarks), state.settings(), state.not_run)
@@ -35,7 +34,7 @@ class SessionGate:
         from perfsuite.compare.render import render_terminal
         from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results, has_regression
         from perfsuite.formats.results import results_from_document
-        from perfsuite.runs import node_ids_of, remeasurer
+        from perfsuite.processes import node_ids_of, remeasurer
 
         rootdir = Path(self.config.rootpath)
         try:

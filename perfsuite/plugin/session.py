@@ -5,12 +5,13 @@ Kept in ``config.stash[STATE]`` (pytest's supported place for a plugin's state).
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass, field, replace
 
 import pytest
 
 from perfsuite.cells.grid import Cell, Profile, names_field, select
-from perfsuite.cells.shard import shard_cells
+from perfsuite.cells.shard import run_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
 from perfsuite.formats.record import CellRecord, not_run
@@ -33,7 +34,7 @@ class SessionState:
     journal: Journal | None = None
     done: set[str] = field(default_factory=set)  # cells a resumed journal already holds
     not_run: list[CellRecord] = field(default_factory=list)
-    context: object = None  # perfsuite.workloads.models.CellContext, built on first use (it imports torch)
+    context: object = None  # perfsuite.workloads.context.CellContext, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
     checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
@@ -58,12 +59,9 @@ class SessionState:
 
     def all_cells(self) -> list[Cell]:
         """The profile's cells after selection and sharding (resumed cells included)."""
-        cells = select(self.profile_cells(), self.selection)
-        if not self.shard:
-            return cells
         from perfsuite.workloads import estimated_cost
 
-        return shard_cells(cells, *self.shard, cost=estimated_cost)
+        return run_cells(self.profile_cells(), self.selection, self.shard, cost=estimated_cost)
 
     def cells(self, workload: str) -> list[Cell]:
         return [c for c in self.all_cells() if c.workload == workload and c.id not in self.done]
@@ -112,3 +110,13 @@ STATE = pytest.StashKey[SessionState]()
 
 def state_of(config: pytest.Config) -> SessionState | None:
     return config.stash.get(STATE, None)
+
+
+def run_header(config: pytest.Config) -> dict:
+    """What pytest-benchmark writes about the machine, the commit and itself, and when."""
+    from pytest_benchmark import __version__ as pb_version
+    from pytest_benchmark.plugin import pytest_benchmark_generate_commit_info, pytest_benchmark_generate_machine_info
+
+    return {"machine_info": pytest_benchmark_generate_machine_info(),
+            "commit_info": pytest_benchmark_generate_commit_info(config), "pytest_benchmark_version": pb_version,
+            "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat()}

@@ -3,6 +3,9 @@
 Every figure is drawn from :class:`Grid` objects built here, and the tables printed under each figure
 (:mod:`perfsuite.report.tables`) are made from the same grids, so the page never shows a number the
 picture does not. Nothing here imports matplotlib.
+
+Over 350 lines on purpose: every panel's grid is built here from the same helpers (make_grid, records_by_setup,
+LatencyAxes, the status rules); split, the report's one grid model would be in several places.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
-from perfsuite.timing import NOISY_IQR_PCT
+from perfsuite.paired import NOISY_IQR_PCT
 
 # Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
 MISSING = "missing"  # no result file has a row for this position of the grid
@@ -62,6 +65,11 @@ class Grid:
     values: np.ndarray  # (len(rows), len(cols)) float, NaN where there is no number
     status: tuple[tuple[str, ...], ...]
     noisy: frozenset[tuple[int, int]] = frozenset()  # (i, j) of cells whose timing spread is large
+
+
+def any_numbers(grids: Iterable[Grid]) -> bool:
+    """Whether any of these panels has a number to draw (a figure of gaps only is not drawn)."""
+    return any(np.isfinite(g.values).any() for g in grids)
 
 
 @dataclass(frozen=True)
@@ -255,33 +263,60 @@ def as_reference(rec: dict | None) -> dict | None:
     return rec
 
 
+def latency_key(rec: dict) -> tuple[str, int | None, int | None, int | None]:
+    """(adapter, rank, seq_len, batch): where a latency record stands in the latency layout."""
+    return rec["adapter"], as_int(rec["rank"]), as_int(rec["seq_len"]), as_int(rec["batch"])
+
+
+@dataclass(frozen=True)
+class LatencyAxes:
+    """The axes of the latency layout (LoRA Fig. 5) over some latency keys: a panel per (adapter, seq len), and in
+    each a row per rank (r = 0, the plain model, when ``with_base``) and a column per batch."""
+
+    adapters: tuple[str, ...]
+    seq_lens: tuple[int, ...]
+    batches: tuple[int, ...]
+    ranks: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, keys: Iterable[tuple], *, with_base: bool) -> "LatencyAxes":
+        keys = list(keys)
+        adapters = tuple(adapter_order(k[0] for k in keys) or ["none"])
+        ranks = {a: sorted({k[1] for k in keys if k[0] == a} - {None} | ({0} if with_base else set()))
+                 for a in adapters}
+        return cls(adapters, tuple(sorted({k[2] for k in keys} - {None})),
+                   tuple(sorted({k[3] for k in keys} - {None})), ranks)
+
+    def panels(self) -> list[tuple[str, int]]:
+        """(adapter, seq len) of every panel, in drawing order."""
+        return [(a, s) for a in self.adapters for s in self.seq_lens]
+
+    def grid(self, adapter: str, seq_len: int, lookup, metric: str) -> Grid:
+        """Panel (adapter, seq len): ``metric`` of ``lookup(rank, batch)`` at every rank × batch."""
+        return make_grid(f"Seq Len = {seq_len}", self.ranks[adapter], list(self.batches), lookup, metric)
+
+
 def latency_data(frame: pd.DataFrame) -> list[LatencyData]:
     """One :class:`LatencyData` per (model, dtype, device) among the latency rows; none without any."""
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
-        by_key = {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
-        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
-        seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None})
-        has_base = any(r["adapter"] == "none" for r in recs)
+        by_key = {latency_key(r): r for r in recs}
+        axes = LatencyAxes.of(by_key, with_base=any(r["adapter"] == "none" for r in recs))
         panels, times, device, host_bound = {}, {}, {}, {}
         on_device = any(r.get("device_time_source") == SOURCE_EVENTS for r in recs)
-        for a in adapters:
-            ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} | ({0} if has_base else set()))
-            for s in seq_lens:
-                def lookup(r, b, a=a, s=s):
-                    if r == 0:
-                        return as_reference(by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b)))
-                    return by_key.get((a, r, s, b))
+        for a, s in axes.panels():
+            def lookup(r, b, a=a, s=s):
+                if r == 0:
+                    return as_reference(by_key.get((a, 0, s, b)) or by_key.get(("none", 0, s, b)))
+                return by_key.get((a, r, s, b))
 
-                title = f"Seq Len = {s}"
-                panels[(a, s)] = make_grid(title, ranks, batches, lookup, "slowdown_pct")
-                times[(a, s)] = make_grid(title, ranks, batches, lookup, "time_ms")
-                if on_device:
-                    device[(a, s)] = make_grid(title, ranks, batches, lookup, "device_slowdown_pct")
-                    host_bound[(a, s)] = make_grid(title, ranks, batches, lookup, "host_bound_pct")
-        out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, tuple(adapters), tuple(seq_lens),
+            panels[(a, s)] = axes.grid(a, s, lookup, "slowdown_pct")
+            times[(a, s)] = axes.grid(a, s, lookup, "time_ms")
+            if on_device:
+                device[(a, s)] = axes.grid(a, s, lookup, "device_slowdown_pct")
+                host_bound[(a, s)] = axes.grid(a, s, lookup, "host_bound_pct")
+        out.append(LatencyData(file_stem("latency", setup, len(setups) > 1), setup, axes.adapters, axes.seq_lens,
                                panels, times, device, host_bound))
     return out
 
@@ -349,30 +384,24 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
-        adapters = adapter_order(r["adapter"] for r in recs) or ["none"]
-        seq_lens = sorted({as_int(r["seq_len"]) for r in recs} - {None})
-        batches = sorted({as_int(r["batch"]) for r in recs} - {None})
+        has_base = any(r["adapter"] == "none" for r in recs)
         for metric in CHANGE_UNITS:
+            # r = 0 only for time: the plain model's own time change shows the uniform slow-downs
+            axes = LatencyAxes.of(map(latency_key, recs), with_base=metric == "time" and has_base)
             panels, marks = {}, {}
-            for a in adapters:
-                ranks = sorted({as_int(r["rank"]) for r in recs if r["adapter"] == a} - {None})
-                if metric == "time" and any(r["adapter"] == "none" for r in recs):
-                    ranks = sorted(set(ranks) | {0})  # the plain model's own time change: the uniform slow-downs
-                for s in seq_lens:
-                    def lookup(r, b, a=a, s=s, metric=metric):
-                        cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
-                                   impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
-                        m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric),
-                                 None)
-                        return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
-                                                       "verdict": m.get("verdict")}
+            for a, s in axes.panels():
+                def lookup(r, b, a=a, s=s, metric=metric):
+                    cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
+                               impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
+                    m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric), None)
+                    return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
+                                                   "verdict": m.get("verdict")}
 
-                    grid = make_grid(f"Seq Len = {s}", ranks, batches, lookup, "change")
-                    panels[(a, s)] = grid
-                    marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(ranks)
-                                     for j, b in enumerate(batches)
-                                     if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
-            if any(np.isfinite(g.values).any() for g in panels.values()):
+                panels[(a, s)] = axes.grid(a, s, lookup, "change")
+                marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(axes.ranks[a])
+                                 for j, b in enumerate(axes.batches)
+                                 if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
+            if any_numbers(panels.values()):
                 stem = file_stem(f"change-{metric}", setup, len(setups) > 1)
-                out.append(ChangeData(stem, metric, setup, tuple(adapters), tuple(seq_lens), panels, marks))
+                out.append(ChangeData(stem, metric, setup, axes.adapters, axes.seq_lens, panels, marks))
     return out

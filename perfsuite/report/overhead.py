@@ -9,15 +9,15 @@ so drift between the two cells' moments is in the ratio.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.report.figures import colour_scale, draw_grid, latency_layout
-from perfsuite.report.data import (LatencyData, adapter_order, make_grid, records_by_setup, file_stem, adapter_label,
-                                   as_int, is_number, setup_label)
+from perfsuite.report.data import LatencyAxes, any_numbers, latency_key
+from perfsuite.report.data import (LatencyData, records_by_setup, file_stem, adapter_label,
+                                   is_number, setup_label)
 from perfsuite.report.tables import cell_text, plain_label
 from perfsuite.table import Table
 
@@ -49,25 +49,18 @@ def overhead_data(frame: pd.DataFrame) -> list[LatencyData]:
     both = [(k, v) for k, v in sorted(by_setup.items(), key=lambda kv: tuple(str(x) for x in kv[0])) if "ref" in v and "hf" in v]
     out = []
     for (model, dtype, device, mode), impls in both:
-        maps = {impl: {(r["adapter"], as_int(r["rank"]), as_int(r["seq_len"]), as_int(r["batch"])): r for r in recs}
-                for impl, recs in impls.items()}
-        names = {impl: {k[0] for k in m} for impl, m in maps.items()}
-        adapters = adapter_order(names["ref"] & names["hf"]) or ["none"]
-        keys = set(maps["ref"]) & set(maps["hf"])
-        seq_lens = sorted({k[2] for k in keys} - {None})
-        batches = sorted({k[3] for k in keys} - {None})
-        has_base = ("none" in names["ref"]) and ("none" in names["hf"])
+        maps = {impl: {latency_key(r): r for r in recs} for impl, recs in impls.items()}
+        keys = set(maps["ref"]) & set(maps["hf"])  # the cells both implementations measured
+        axes = LatencyAxes.of(keys, with_base=any(k[0] == "none" for k in keys))
         panels = {}
-        for a in adapters:
-            ranks = sorted({k[1] for k in keys if k[0] == a} | ({0} if has_base else set()))
-            for s in seq_lens:
-                def lookup(r, b, a=a, s=s):
-                    k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
-                    return _pair(maps["ref"].get(k), maps["hf"].get(k))
+        for a, s in axes.panels():
+            def lookup(r, b, a=a, s=s):
+                k = ("none", 0, s, b) if r == 0 else (a, r, s, b)
+                return _pair(maps["ref"].get(k), maps["hf"].get(k))
 
-                panels[(a, s)] = make_grid(f"Seq Len = {s}", ranks, batches, lookup, METRIC)
+            panels[(a, s)] = axes.grid(a, s, lookup, METRIC)
         setup = {"model": model, "dtype": dtype, "device": device, **({"mode": mode} if mode else {})}
-        out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, tuple(adapters), tuple(seq_lens),
+        out.append(LatencyData(file_stem("overhead", setup, len(both) > 1), setup, axes.adapters, axes.seq_lens,
                                panels, panels))
     return out
 
@@ -99,4 +92,4 @@ def overhead_tables(data: LatencyData) -> list[Table]:
 
 
 def has_numbers(data: LatencyData) -> bool:
-    return any(np.isfinite(g.values).any() for g in data.panels.values())
+    return any_numbers(data.panels.values())

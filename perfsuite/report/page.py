@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import check_comparison
 from perfsuite.formats.io import write_text_atomic
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
-from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, Grid, ReportError, change_data, is_number, latency_data,
+from perfsuite.report.data import any_numbers
+from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, ReportError, change_data, is_number, latency_data,
                                    recompute_data, report_frame, setup_label, setup_rows)
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
 from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
@@ -78,17 +78,13 @@ def recompiled_note(rows: list[dict]) -> str:
             + (f" and {len(ids) - MAX_LISTED} more" if len(ids) > MAX_LISTED else "") + ".")
 
 
-def _has_numbers(grids: list[Grid]) -> bool:
-    return any(np.isfinite(g.values).any() for g in grids)
-
-
 def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tuple[list[Section], list[str]]:
     """Draw and save every figure the results allow; returns the sections and the missing-lines."""
     frame = results.frame
     sections, drawn = [], {}
     for data in latency_data(frame):
         grids = list(data.panels.values())
-        paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         gpu = gpu_state_table(setup_rows(frame, "latency", data.setup))
         sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
                                 tuple(latency_tables(data)) + ((gpu,) if gpu else ()),
@@ -101,13 +97,13 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
         sections.append(Section(f"Implementation overhead — {setup_label(data.setup)}", tuple(paths),
                                 tuple(overhead_tables(data)), OVERHEAD_NOTE))
     for gap in mode_gap_data(frame):  # eager against graphs (or compile), where latency cells ran in both
-        paths = save_figure(mode_gap_figure(gap), out_dir, gap.stem, vector=vector) if _has_numbers(
+        paths = save_figure(mode_gap_figure(gap), out_dir, gap.stem, vector=vector) if any_numbers(
             list(gap.gap.values())) else []
         sections.append(Section(f"Eager vs {gap.other} — {setup_label(gap.setup)}", tuple(paths),
                                 tuple(mode_gap_tables(gap)), MODES_NOTE))
     for data in recompute_data(frame):
         grids = [p.cost for p in data.panels]
-        paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if _has_numbers(grids) else []
+        paths = save_figure(recompute_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         sections.append(Section(f"Recompute — {setup_label(data.setup)}", tuple(paths), tuple(recompute_tables(data)),
                                 "Share of output tokens rolled back and recomputed by verified decoding, and "
                                 "throughput relative to the best cell, after LLM-42 (Gond et al. 2026) Fig. 13. "

@@ -1,6 +1,6 @@
 """The workloads, one module each, turning a :class:`~perfsuite.cells.grid.Cell` into timed work and a record:
 :mod:`~perfsuite.workloads.latency`, :mod:`~perfsuite.workloads.recompute`, :mod:`~perfsuite.workloads.subspace`;
-:mod:`~perfsuite.workloads.models` keeps the models cells share. This module knows what a cell costs, without
+:mod:`~perfsuite.workloads.context` keeps the models cells share. This module knows what a cell costs, without
 importing torch, so sharding and progress estimates are free.
 """
 

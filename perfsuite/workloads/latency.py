@@ -24,8 +24,9 @@ from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
 from perfsuite.probe import ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
-from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
-from perfsuite.workloads.models import CellContext, torch_dtype
+from perfsuite.paired import PairedTiming
+from perfsuite.timing import count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.workloads.context import CellContext, torch_dtype
 from perfsuite.workloads.modes import compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)

@@ -26,8 +26,9 @@ from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.probe import PROBE_KEY, ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
-from perfsuite.timing import PairedTiming, count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
-from perfsuite.workloads.models import CellContext
+from perfsuite.paired import PairedTiming
+from perfsuite.timing import count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.workloads.context import CellContext
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
 HEAD_SEED = 4343  # the untied output head the cells decode with (see untied_head)

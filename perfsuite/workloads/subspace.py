@@ -45,7 +45,7 @@ from perfsuite.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import PhiGrid, compare, gaussian_pair
 from perfsuite.timing import cpu_threads, record_rounds, round_robin
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 
 SEEDS = (0, 1)  # the two seeds of every rank
 TASK_SEED = 20210617  # draws the planted update and the evaluation batch (LoRA paper's arXiv date)

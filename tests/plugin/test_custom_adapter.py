@@ -127,7 +127,7 @@ def test_a_re_measurement_repeats_the_runs_adapters():
     import synthetic as syn
 
     from perfsuite.formats.results import results_from_document
-    from perfsuite.runs import repeat_settings
+    from perfsuite.processes import repeat_settings
 
     records = [syn.record(syn.cell("lora"), seed=1)]
     results = results_from_document(syn.document(records, adapters="my_adapters:MINE"), "run.json")

@@ -136,7 +136,7 @@ def test_ab_re_measures_a_suspect_on_both_sides_with_the_same_cell_options(monke
 def test_a_re_measurement_repeats_the_runs_selection_and_each_files_shard(monkeypatch, tmp_path):
     """The loop a suspect is timed in holds every selected cell of its shape: the fresh process must select the same
     cells (--cells) and the suspect's own shard, not only the suspect's test."""
-    import perfsuite.runs as runs
+    import perfsuite.processes as runs
     from perfsuite.formats.results import Results
 
     seen = []

@@ -300,7 +300,7 @@ def test_cli_bad_options(tmp_path, capsys, option, message):
 
 def test_cli_remeasures_suspects_with_pytest(tmp_path, monkeypatch, capsys):
     """--remeasure runs the suspects' benchmark tests again through the fresh-process runner (planted here)."""
-    import perfsuite.runs as runs_module
+    import perfsuite.processes as runs_module
 
     add_runs(runs(5), directory=tmp_path / "b")
     slow = syn.write(tmp_path / "slow.json", runs(1, start=50, ratio=1.2 * 1.15)[0].records)

@@ -7,7 +7,7 @@ from perfsuite.device_time import (SOURCE_EVENTS, SOURCE_WALL_CPU, SPARE_EVENTS,
                                    kernel_sum_ms)
 from perfsuite.timing import RoundPolicy, round_robin
 from perfsuite.workloads import latency
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 from synthetic import FakeBenchmark
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import perfsuite.ab as ab_module
 from perfsuite.ab import ABError, ab, prepare_side, remove_side
-from perfsuite.runs import RunError
+from perfsuite.processes import RunError
 
 
 def git(repo: Path, *args: str) -> str:

@@ -7,7 +7,7 @@ from perfsuite.cells.grid import Cell
 from perfsuite.device_time import SOURCE_EVENTS
 from perfsuite.timing import RoundPolicy
 from perfsuite.workloads import latency
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 from synthetic import FakeBenchmark
 
 pytestmark = pytest.mark.gpu

@@ -8,7 +8,7 @@ from perfsuite.gpu_state import GpuMonitor, monitor_for, throttled, throttled_du
 from perfsuite.machine import driver_version, nvml_initialised
 from perfsuite.timing import RoundPolicy, round_robin
 from perfsuite.workloads.latency import run_latency_cell
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 
 
 class FakeNVML:

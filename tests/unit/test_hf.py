@@ -14,7 +14,7 @@ from perfsuite.hf import ADAPTERHUB_ADAPTERS, library_versions  # noqa: E402
 from perfsuite.hf.adapters import HF_ADAPTERS, REFUSED, TARGET, attach_hf  # noqa: E402
 from perfsuite.hf.models import HFGPT2, hf_model_from_reference  # noqa: E402
 from perfsuite.model import build_model  # noqa: E402
-from perfsuite.workloads.models import ModelCache  # noqa: E402
+from perfsuite.workloads.context import ModelCache  # noqa: E402
 from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_verified, ragged_forward  # noqa: E402
 
 TOKENS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(0))

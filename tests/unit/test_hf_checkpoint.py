@@ -13,7 +13,7 @@ from perfsuite.cli import main
 from perfsuite.model import build_model
 from perfsuite.plugin.session import SessionState
 from perfsuite.timing import RoundPolicy
-from perfsuite.workloads.models import CellContext, ModelCache
+from perfsuite.workloads.context import CellContext, ModelCache
 
 TOKENS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(0))
 
@@ -154,7 +154,7 @@ def test_recompute_cells_run_on_a_briefly_trained_checkpoint(tmp_path):
 def test_a_checkpoint_run_is_re_measured_on_its_own_weights(monkeypatch, tmp_path):
     import subprocess
 
-    import perfsuite.runs as runs
+    import perfsuite.processes as runs
     from perfsuite.formats.results import Results
 
     seen = []

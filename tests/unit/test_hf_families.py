@@ -12,7 +12,7 @@ from perfsuite.cells.grid import (MODERN_ADAPTER_NAMES, MODERN_MODELS, get_profi
 from perfsuite.hf.adapters import HF_ADAPTERS, attach_hf  # noqa: E402
 from perfsuite.hf.families import FEW_LAYERS, SHAPES, build_family_model, family_config  # noqa: E402
 from perfsuite.hf.models import HFModelCache  # noqa: E402
-from perfsuite.workloads.models import ModelCache  # noqa: E402
+from perfsuite.workloads.context import ModelCache  # noqa: E402
 
 
 def test_every_named_shape_is_in_the_grid_and_back():

@@ -8,7 +8,7 @@ from perfsuite.cells.grid import (MODES, Cell, get_profile, in_modes, names_fiel
 from perfsuite.formats.record import STATUS_UNSUPPORTED
 from perfsuite.timing import RoundPolicy
 from perfsuite.workloads import latency
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 from perfsuite.workloads.modes import GRAPH_WARMUP_CALLS, capture, compiled_graphs, prepare
 from synthetic import FakeBenchmark
 

@@ -43,3 +43,24 @@ def test_the_full_parser_still_lists_every_command():
     help_text = parser.format_help()
     assert all(name in help_text for name in command_names())
     assert {"run", "history", "cells", "compare"} <= set(command_names())
+
+
+@pytest.mark.parametrize("module", ["perfsuite.paired", "perfsuite.compare.verdicts", "perfsuite.report.tables",
+                                    "perfsuite.report.data", "perfsuite.history.store"])
+def test_statistics_verdicts_and_tables_load_no_torch(module):
+    """They read timings (perfsuite.paired), they do not measure: no torch (pandas for the report is fine)."""
+    assert "torch" not in _loaded_after(f"import {module}")
+
+
+def test_the_paired_statistics_are_one_implementation():
+    """timing.py re-exports them (older imports keep working); the median interval's ranks are shared with the
+    history's bands."""
+    import perfsuite.paired as paired
+    import perfsuite.timing as timing
+    from perfsuite.history.rows import median_interval
+
+    assert timing.PairedTiming is paired.PairedTiming and timing.median_ci_pct is paired.median_ci_pct
+    samples = [float(x) for x in (5, 1, 9, 3, 7, 2, 8, 4, 6, 10)]  # sorted: 1..10, ranks (1, 8) for n = 10
+    assert paired.median_interval_ranks(10) == (1, 8)
+    assert median_interval(samples) == (2.0, 9.0)
+    assert paired.median_ci_pct(samples) == 100.0 * (9.0 - 2.0) / (2 * 5.5)

@@ -9,7 +9,7 @@ from perfsuite.adapters import ADAPTERS, attach
 from perfsuite.cells.grid import Cell
 from perfsuite.model import build_model
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
 from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
 from perfsuite.syncs import count_host_syncs

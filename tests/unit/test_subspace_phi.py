@@ -25,7 +25,7 @@ from perfsuite.subspace.phi import (
 )
 from perfsuite.workloads import subspace as workload
 from perfsuite.timing import RoundPolicy
-from perfsuite.workloads.models import CellContext
+from perfsuite.workloads.context import CellContext
 
 TOL = 1e-9
 # No per-example deadline: the suite runs on shared, busy CPUs, where a 200 ms deadline flakes.

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfsuite.timing import (DeviceUnavailable, PairedTiming, RoundPolicy, is_out_of_memory, record_rounds,
+from perfsuite.paired import PairedTiming
+from perfsuite.timing import (DeviceUnavailable, RoundPolicy, is_out_of_memory, record_rounds,
                               resolve_device, round_robin, timed_call)
 
 times = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40)

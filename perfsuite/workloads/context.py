@@ -11,45 +11,12 @@ from typing import Any, Callable
 import torch
 
 from perfsuite.adapters import adapted_copy, attach
+# DTYPES, torch_dtype, LastAdapted live in perfsuite.caches so that perfsuite.hf.models needs nothing from here
+# (no import cycle); re-exported for the code that imports them from this module.
+from perfsuite.caches import DTYPES, LastAdapted, torch_dtype  # noqa: F401
 from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2, build_model
 from perfsuite.timing import RoundPolicy
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}") from None
-
-
-class LastAdapted:
-    """The cache shape both implementations share: plain models by (preset, dtype, device), built by ``base``,
-    and only the last adapted model asked for, built by ``build_adapted`` (consecutive cells share it)."""
-
-    def __init__(self) -> None:
-        self._base: dict[tuple, Any] = {}
-        self._adapted_key: tuple | None = None
-        self._adapted: Any = None
-
-    def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int):
-        raise NotImplementedError
-
-    def adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int):
-        """The adapted model, kept until another one is asked for."""
-        key = (preset, dtype, device, adapter, rank)
-        if key != self._adapted_key:
-            self._adapted = None  # free the previous copy before making the next
-            self._adapted = self.build_adapted(*key)
-            self._adapted_key = key
-        return self._adapted
-
-    def clear(self) -> None:
-        """Drop every model (after an out-of-memory error the caller collects and empties the device cache)."""
-        self._base.clear()
-        self._adapted, self._adapted_key = None, None
 
 
 class ModelCache(LastAdapted):

@@ -191,7 +191,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     from perfsuite.compare.verdicts import compare_results, has_regression
     from perfsuite.formats.io import read_json
     from perfsuite.formats.results import load_results
-    from perfsuite.runs import node_ids_of, remeasurer
+    from perfsuite.processes import node_ids_of, remeasurer
 
     results = load_results([outcome.results])
     directory = Path(baselines_dir) if baselines_dir else default_baselines_dir()

@@ -1,0 +1,199 @@
+"""The package's layering, read from its source with ``ast``: no import cycle and no upward import.
+
+Every ``import`` and ``from … import`` counts, at module level and inside functions (a function-level import
+is still a dependency, only a later one); imports under ``if TYPE_CHECKING:`` do not (they never run). A
+module's layer is the longest prefix of its name in ``LAYERS``; a module may import its own layer or any
+layer below it, never one above. The order (lowest first), as README's Layout states it:
+
+  base      errors, extensions, table, paired (torch-free statistics), machine, syncs
+  cells     cells/ (the grid, shards), subspace/ (φ of two checkpoints: pure linear algebra)
+  formats   formats/ — files only: never compare, report, plugin or workloads
+  measure   model, adapters, caches, decoding, checkpoint, train_tiny, timing, gpu_state, hf/, workloads/, estimate
+  compare   compare/, history/ (store, rows, change points)
+  report    report/, history/trends.py (history drawn as pages)
+  commands  perfsuite (the lazy root), plugin/, processes, job, ab, selftest, api, commands/, cli, benchmarks/
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "perfsuite"
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("perfsuite.errors", "perfsuite.extensions", "perfsuite.table", "perfsuite.paired",
+              "perfsuite.machine", "perfsuite.syncs")),
+    ("cells", ("perfsuite.cells", "perfsuite.subspace")),
+    ("formats", ("perfsuite.formats",)),
+    ("measure", ("perfsuite.model", "perfsuite.adapters", "perfsuite.caches", "perfsuite.decoding",
+                 "perfsuite.checkpoint", "perfsuite.train_tiny", "perfsuite.timing", "perfsuite.gpu_state",
+                 "perfsuite.hf", "perfsuite.workloads", "perfsuite.estimate")),
+    ("compare", ("perfsuite.compare", "perfsuite.history")),
+    ("report", ("perfsuite.report", "perfsuite.history.trends")),
+    ("commands", ("perfsuite", "perfsuite.plugin", "perfsuite.processes", "perfsuite.job", "perfsuite.ab",
+                  "perfsuite.selftest", "perfsuite.api", "perfsuite.commands", "perfsuite.cli",
+                  "perfsuite.benchmarks")),
+)
+
+
+def modules_of(package_dir: Path) -> dict[str, tuple[Path, bool]]:
+    """Dotted module name → (file, is a package's __init__)."""
+    out = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return out
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skipped
+
+
+def import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports (anywhere in it, TYPE_CHECKING blocks aside)."""
+    modules = modules_of(package_dir)
+    root = package_dir.name
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_package) in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        skipped = _type_checking_nodes(tree)
+        here = name if is_package else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[:len(here.split(".")) - (node.level - 1)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                targets.add(module)
+                targets |= {f"{module}.{alias.name}" for alias in node.names}  # from a package import a module
+        edges = set()
+        for target in targets:
+            if target != root and not target.startswith(root + "."):
+                continue
+            while target not in modules and "." in target:
+                target = target.rpartition(".")[0]
+            if target in modules and target != name:
+                edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def layer_of(module: str, layers=LAYERS) -> int | None:
+    """Index of the module's layer: the longest prefix that names it (the root package only by its own name)."""
+    best, best_len = None, -1
+    for i, (_, prefixes) in enumerate(layers):
+        for prefix in prefixes:
+            root_only = "." not in prefix
+            if (module == prefix or (not root_only and module.startswith(prefix + "."))) and len(prefix) > best_len:
+                best, best_len = i, len(prefix)
+    return best
+
+
+def upward_imports(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    out = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            mine, theirs = layer_of(module, layers), layer_of(target, layers)
+            if mine is not None and theirs is not None and theirs > mine:
+                out.append(f"{module} ({layers[mine][0]}) imports {target} ({layers[theirs][0]})")
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_graph(PACKAGE_DIR)
+
+
+def test_the_package_has_no_import_cycle(graph):
+    assert cycles(graph) == []
+
+
+def test_no_module_imports_a_layer_above_its_own(graph):
+    assert upward_imports(graph) == []
+
+
+def test_every_module_has_a_layer(graph):
+    assert [m for m in graph if layer_of(m) is None] == []
+
+
+def test_formats_import_no_comparison_report_plugin_or_workload(graph):
+    banned = ("perfsuite.compare", "perfsuite.report", "perfsuite.plugin", "perfsuite.workloads")
+    assert {m: sorted(t for t in ts if t.startswith(banned))
+            for m, ts in graph.items() if m.startswith("perfsuite.formats") and any(t.startswith(banned) for t in ts)} == {}
+
+
+def test_the_checker_finds_a_planted_cycle_and_an_upward_import(tmp_path):
+    """The checks above are only as good as the graph: a function-level cycle and an upward import are found."""
+    pkg = tmp_path / "demo"
+    (pkg / "low").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "__init__.py").write_text("")
+    (pkg / "low" / "a.py").write_text("def f():\n    from demo.high import g\n    return g\n")
+    (pkg / "high.py").write_text("from demo.low.a import f\n\ndef g():\n    return f\n")
+    (pkg / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from demo import high\n")
+    demo = import_graph(pkg)
+    assert demo["demo.low.a"] == {"demo.high"} and demo["demo.typed"] == set()
+    assert cycles(demo) == [["demo.high", "demo.low.a"]]
+    layers = (("low", ("demo.low",)), ("high", ("demo.high", "demo.typed")))
+    assert upward_imports(demo, layers) == ["demo.low.a (low) imports demo.high (high)"]
+
+
+MAX_LINES = 350  # a longer module says why in its docstring ("Over 350 lines …")
+
+
+def test_a_module_over_350_lines_says_why():
+    long = {}
+    for name, (path, _) in modules_of(PACKAGE_DIR).items():
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_LINES and f"Over {MAX_LINES} lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long[name] = text.count("\n")
+    assert long == {}
