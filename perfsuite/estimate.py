@@ -29,6 +29,9 @@ the meta device). The two rates come from one of two device models:
             H100 in fp16 400 TFLOP/s (about 40 % of its 989 dense peak) and 8 µs a launch.
 Host-side steps (SVDs, the dispatch-mode passes, FLOP counting, model building) are probed on this machine's
 CPU in both cases.
+
+Over 350 lines on purpose: the cost model prices every step a night runs, step by step in the order the
+workloads run them, so the estimate can be read against the code it models.
 """
 
 from __future__ import annotations

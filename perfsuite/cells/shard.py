@@ -1,6 +1,6 @@
 """Split a cell list into N disjoint, balanced shards, so a grid can spread over several runners.
 
-The unit of sharding is a *shape group* (:func:`perfsuite.workloads.shard_group`): the cells that share one
+The unit of sharding is a *shape group* (:func:`shard_group`): the cells that share one
 timing loop — every latency cell of one (implementation, model, dtype, device, batch, sequence length) —
 stay on one shard, so a runner times the plain model of a shape once, builds its models once, and an
 adapter's cell and the r = 0 cell its verdict leans on come from the same loop. Other cells are groups of
@@ -31,12 +31,20 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def shard_group(cell: Cell) -> tuple:
+    """The cells that share one timing loop, hence one shard: a latency shape group (the same key as
+    :func:`perfsuite.workloads.latency.group_key`, without importing torch); any other cell alone."""
+    if cell.workload == "latency":
+        return ("latency", cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode)
+    return ("cell", cell.id)
+
+
 def shard_cells(cells: list[Cell], index: int, count: int, *, cost: Callable[[Cell], float],
                 group: Callable[[Cell], Hashable] | None = None) -> list[Cell]:
     """The cells of shard ``index`` (1-based) of ``count``, in their original order; the cells of one ``group``
-    (default: :func:`perfsuite.workloads.shard_group`) always on one shard."""
+    (default: :func:`shard_group`) always on one shard."""
     if group is None:
-        from perfsuite.workloads import shard_group as group
+        group = shard_group
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group(cell), []).append(cell)

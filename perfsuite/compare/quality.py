@@ -18,6 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
+from perfsuite.compare.estimates import cell_metrics, judged, run_estimate
 from perfsuite.compare.stats import ALPHA, t_quantile
 from perfsuite.formats.baseline import Baseline, BaselineRun
 
@@ -101,8 +102,6 @@ def detectable_one_run(log_estimates: list[float], alpha: float = ALPHA) -> floa
 
 
 def assess(baseline: Baseline, alpha: float = ALPHA) -> BaselineQuality:
-    from perfsuite.compare.verdicts import cell_metrics, judged, run_estimate
-
     found: dict[str, list[float]] = {}
     for cid in baseline.cell_ids():
         recs = baseline.cell_runs(cid)

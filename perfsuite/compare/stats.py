@@ -18,6 +18,9 @@ the same samples always give the same answer, and the exact Mann–Whitney U tes
 Everything works on ratios (logs), so results do not depend on the unit. A verdict needs two gates, as
 in asv: significant AND at least the minimum effect. Bad input (empty, non-finite, non-positive)
 raises: an error never becomes a verdict.
+
+Over 350 lines on purpose: every test a verdict can rest on (between runs, within a run, paired, the per-run
+error control, Dixon's screen) with the constants that tie them together, read together when a gate is reviewed.
 """
 
 from __future__ import annotations

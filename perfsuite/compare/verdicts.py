@@ -34,16 +34,16 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
+from perfsuite.compare.estimates import cell_metrics, judged, log_values, probe_samples, run_estimate, shown
 from perfsuite.compare.quality import assess
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
-    between_runs, bootstrap_se, check_samples, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
+    between_runs, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
     screen_runs, t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
-from perfsuite.paired import PairedTiming
 from perfsuite.paired import finite as _finite
 
 METRICS = {
@@ -93,67 +93,6 @@ class CompareOptions:
 
 # --- one cell, one metric -----------------------------------------------------------------------------------------
 
-def _probe_numerator(rec: CellRecord) -> list[float] | None:
-    """What the probe normalises: the cell's own rounds, or for recompute plain decoding's (the verified decode's
-    own cost is the slow-down's job)."""
-    return rec.ref_samples_ms if rec.cell.workload == "recompute" else rec.samples_ms
-
-
-def probe_samples(rec: CellRecord) -> list[float] | None:
-    """The probe's rounds of the cell's loop, one per timed round, or None (older records, or none timed)."""
-    probe, own = rec.get("probe_samples_ms"), _probe_numerator(rec)
-    return probe if probe and own and len(probe) == len(own) else None
-
-
-def cell_metrics(rec: CellRecord) -> tuple[str, ...]:
-    """The metrics a cell is compared on: its time normalised by the probe when the loop timed one, its raw time,
-    and its slow-down when it has a paired reference that is not itself (the r = 0 latency cell is timed against
-    itself: its slow-down is 0 by construction)."""
-    plain_vs_plain = rec.cell.workload == "latency" and (rec.cell.adapter == "none" or rec.cell.rank == 0)
-    own = ("norm_time", "time") if probe_samples(rec) is not None else ("time",)
-    return own if plain_vs_plain or rec.ref_samples_ms is None else (*own, "slowdown")
-
-
-def judged(metric: str, metrics: tuple[str, ...]) -> bool:
-    """Raw time is only shown where the probe-normalised time judges the cell's speed."""
-    return not (metric == "time" and "norm_time" in metrics)
-
-
-def _log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
-    """The per-round (time) or per-pair-of-rounds (slow-down) logs whose median is the run's estimate."""
-    if rec.samples_ms is None:
-        return None
-    if metric == "time":
-        return np.log(np.asarray(rec.samples_ms, dtype=float))
-    num, den = (_probe_numerator(rec), probe_samples(rec)) if metric == "norm_time" else (rec.samples_ms,
-                                                                                         rec.ref_samples_ms)
-    if num is None or den is None:
-        return None
-    if metric == "norm_time":  # per round: a stalled round moves one ratio, not the geometric mean of its rotation
-        return np.log(np.asarray(num, dtype=float)) - np.log(np.asarray(den, dtype=float))
-    cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
-    return np.log(np.asarray(PairedTiming(tuple(num), tuple(den), cycle=cycle).pair_ratios, dtype=float))
-
-
-def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
-    """(log estimate, its within-run standard error) of one run, or None when the run lacks the metric.
-    Samples that are not positive finite numbers are an error (ValueError), never dropped."""
-    names = {"slowdown": ("samples_ms", "ref_samples_ms"), "norm_time": ("samples_ms", "ref_samples_ms",
-                                                                        "probe_samples_ms")}.get(metric, ("samples_ms",))
-    for name in names:
-        if rec.get(name):
-            check_samples(rec.get(name), name)
-    values = _log_values(rec, metric)
-    if values is None or not values.size:
-        return None
-    return float(np.median(values)), bootstrap_se(values)
-
-
-def _shown(log_value: float, metric: str) -> float:
-    """What a table shows: the time in ms, the time in probe times, or the slow-down in %."""
-    return 100.0 * math.expm1(log_value) if metric == "slowdown" else math.exp(log_value)
-
-
 def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
                    *, gating: bool = True, paired: bool = False) -> dict:
     """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document.
@@ -174,7 +113,7 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
     y, y_out = screen_runs([v for v, _ in ys])
     if x_out or y_out:
         entry["outlier_runs"] = x_out + y_out  # set aside by Dixon's Q test: see perfsuite.compare.stats
-    entry["baseline"], entry["current"] = _shown(float(np.mean(x)), metric), _shown(float(np.mean(y)), metric)
+    entry["baseline"], entry["current"] = shown(float(np.mean(x)), metric), shown(float(np.mean(y)), metric)
     entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
                        else 100.0 * math.expm1(float(np.mean(y)) - float(np.mean(x))))
     paired = paired and len(xs) == len(ys) >= 2
@@ -186,7 +125,7 @@ def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, o
         elif x.size + y.size >= 3:
             shift = between_runs(x, y, floor_sd=floor, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
         else:  # one run a side: the within-run samples describe it, they cannot give a verdict
-            shift = compare_samples(np.exp(_log_values(base[0], metric)), np.exp(_log_values(cur[0], metric)),
+            shift = compare_samples(np.exp(log_values(base[0], metric)), np.exp(log_values(cur[0], metric)),
                                     alpha=options.alpha, min_effect_pct=options.min_effect_pct)
             entry["note"] = "one run a side: no between-run spread, so no verdict (record more runs)"
     except ValueError as e:  # bad samples: an error, never a verdict

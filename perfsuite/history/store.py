@@ -13,6 +13,9 @@ the run's median, rounds, IQR) and ``acks``.
 Format history (``PRAGMA user_version``; a newer version is refused, an older one migrated in
 ``_MIGRATIONS``):
   1 — runs, machines, cells, metrics, measurements, acks; view measurements_v.
+
+Over 350 lines on purpose: the SQLite schema, its migrations and every transaction that writes it are one
+unit of concurrency (BEGIN IMMEDIATE, the busy timeout, idempotent creation), reviewed together.
 """
 
 from __future__ import annotations

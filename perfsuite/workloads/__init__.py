@@ -27,11 +27,3 @@ def estimated_cost(cell: Cell) -> float:
     else:
         work = 64 * ((cell.rank or 1) + (cell.rank_b or 1))
     return float(work + CELL_OVERHEAD_TOKENS)
-
-
-def shard_group(cell: Cell) -> tuple:
-    """The cells that share one timing loop, hence one shard: a latency shape group (the same key as
-    :func:`perfsuite.workloads.latency.group_key`, without importing torch); any other cell alone."""
-    if cell.workload == "latency":
-        return ("latency", cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len)
-    return ("cell", cell.id)

@@ -27,14 +27,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("perfsuite.errors", "perfsuite.extensions", "perfsuite.table", "perfsuite.paired",
               "perfsuite.machine", "perfsuite.syncs")),
     ("cells", ("perfsuite.cells", "perfsuite.subspace")),
-    ("formats", ("perfsuite.formats",)),
+    ("formats", ("perfsuite.formats", "perfsuite.locks", "perfsuite.subspace.peft_io")),
     ("measure", ("perfsuite.model", "perfsuite.adapters", "perfsuite.caches", "perfsuite.decoding",
                  "perfsuite.checkpoint", "perfsuite.train_tiny", "perfsuite.timing", "perfsuite.gpu_state",
-                 "perfsuite.hf", "perfsuite.workloads", "perfsuite.estimate")),
+                 "perfsuite.hf", "perfsuite.workloads", "perfsuite.estimate", "perfsuite.device_time",
+                 "perfsuite.probe", "perfsuite.subspace.checkpoints")),
     ("compare", ("perfsuite.compare", "perfsuite.history")),
     ("report", ("perfsuite.report", "perfsuite.history.trends")),
     ("commands", ("perfsuite", "perfsuite.plugin", "perfsuite.processes", "perfsuite.job", "perfsuite.ab",
-                  "perfsuite.selftest", "perfsuite.api", "perfsuite.commands", "perfsuite.cli",
+                  "perfsuite.selftest", "perfsuite.selftest_grid", "perfsuite.doctor", "perfsuite.api", "perfsuite.commands", "perfsuite.cli",
                   "perfsuite.benchmarks")),
 )
 

@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from perfsuite.errors import PerfsuiteError
 from perfsuite.cells.grid import PROFILES
 from perfsuite.cells.shard import parse_shard, shard_cells
-from perfsuite.workloads import estimated_cost, shard_group
+from perfsuite.cells.shard import shard_group
+from perfsuite.workloads import estimated_cost
 
 ALL = PROFILES["full"].cells(device="cuda") + PROFILES["smoke"].cells(device="cpu")
 
@@ -49,6 +50,17 @@ def test_the_shard_group_is_the_latency_loops_group():
     cells = [c for c in ALL if c.workload == "latency"]
     for a in cells[:60]:
         for b in cells[:60]:
+            assert (shard_group(a) == shard_group(b)) == (group_key(a) == group_key(b))
+
+
+def test_each_execution_mode_is_a_loop_of_its_own_and_so_a_group_of_its_own():
+    from perfsuite.cells.grid import get_profile
+    from perfsuite.workloads.latency import group_key
+
+    cells = [c for c in get_profile("smoke").cells(device="cpu", all_modes=True) if c.workload == "latency"]
+    assert {c.mode for c in cells} == {"eager", "compile", "graphs"}
+    for a in cells:
+        for b in cells:
             assert (shard_group(a) == shard_group(b)) == (group_key(a) == group_key(b))
 
 

@@ -1,0 +1,74 @@
+"""Per-run estimates: what one run of a cell says about each metric it is compared on (a log estimate and its
+within-run standard error), before any verdict. :mod:`perfsuite.compare.verdicts` tests them between runs and
+:mod:`perfsuite.compare.quality` judges what a baseline's runs can confirm; both read them from here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from perfsuite.compare.stats import bootstrap_se, check_samples
+from perfsuite.formats.record import CellRecord
+from perfsuite.paired import PairedTiming
+
+
+def probe_numerator(rec: CellRecord) -> list[float] | None:
+    """What the probe normalises: the cell's own rounds, or for recompute plain decoding's (the verified decode's
+    own cost is the slow-down's job)."""
+    return rec.ref_samples_ms if rec.cell.workload == "recompute" else rec.samples_ms
+
+
+def probe_samples(rec: CellRecord) -> list[float] | None:
+    """The probe's rounds of the cell's loop, one per timed round, or None (older records, or none timed)."""
+    probe, own = rec.get("probe_samples_ms"), probe_numerator(rec)
+    return probe if probe and own and len(probe) == len(own) else None
+
+
+def cell_metrics(rec: CellRecord) -> tuple[str, ...]:
+    """The metrics a cell is compared on: its time normalised by the probe when the loop timed one, its raw time,
+    and its slow-down when it has a paired reference that is not itself (the r = 0 latency cell is timed against
+    itself: its slow-down is 0 by construction)."""
+    plain_vs_plain = rec.cell.workload == "latency" and (rec.cell.adapter == "none" or rec.cell.rank == 0)
+    own = ("norm_time", "time") if probe_samples(rec) is not None else ("time",)
+    return own if plain_vs_plain or rec.ref_samples_ms is None else (*own, "slowdown")
+
+
+def judged(metric: str, metrics: tuple[str, ...]) -> bool:
+    """Raw time is only shown where the probe-normalised time judges the cell's speed."""
+    return not (metric == "time" and "norm_time" in metrics)
+
+
+def log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
+    """The per-round (time) or per-pair-of-rounds (slow-down) logs whose median is the run's estimate."""
+    if rec.samples_ms is None:
+        return None
+    if metric == "time":
+        return np.log(np.asarray(rec.samples_ms, dtype=float))
+    num, den = (probe_numerator(rec), probe_samples(rec)) if metric == "norm_time" else (rec.samples_ms,
+                                                                                         rec.ref_samples_ms)
+    if num is None or den is None:
+        return None
+    if metric == "norm_time":  # per round: a stalled round moves one ratio, not the geometric mean of its rotation
+        return np.log(np.asarray(num, dtype=float)) - np.log(np.asarray(den, dtype=float))
+    cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
+    return np.log(np.asarray(PairedTiming(tuple(num), tuple(den), cycle=cycle).pair_ratios, dtype=float))
+
+
+def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
+    """(log estimate, its within-run standard error) of one run, or None when the run lacks the metric.
+    Samples that are not positive finite numbers are an error (ValueError), never dropped."""
+    names = {"slowdown": ("samples_ms", "ref_samples_ms"), "norm_time": ("samples_ms", "ref_samples_ms",
+                                                                        "probe_samples_ms")}.get(metric, ("samples_ms",))
+    for name in names:
+        if rec.get(name):
+            check_samples(rec.get(name), name)
+    values = log_values(rec, metric)
+    if values is None or not values.size:
+        return None
+    return float(np.median(values)), bootstrap_se(values)
+
+
+def shown(log_value: float, metric: str) -> float:
+    """What a table shows: the time in ms, the time in probe times, or the slow-down in %."""
+    return 100.0 * math.expm1(log_value) if metric == "slowdown" else math.exp(log_value)
