@@ -22,6 +22,9 @@ must beat. Modes:
 With one run a side there is no between-run spread: the comparison is described from the within-run
 samples, but a regression or improvement it suggests is reported as ``inconclusive``, never as a verdict.
 The document is :mod:`perfsuite.formats.comparison`.
+
+Over 350 lines on purpose: a metric's test, the attribution rule, the per-run error control and the re-measures
+act on the same entries in one order; the per-run estimates they start from are in :mod:`perfsuite.compare.estimates`.
 """
 
 from __future__ import annotations
