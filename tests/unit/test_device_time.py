@@ -111,7 +111,7 @@ def test_every_latency_cell_on_cuda_records_device_time_and_host_bound_share(mon
 
     monkeypatch.setattr(latency, "DeviceTimer", FakeCudaTimer)
     monkeypatch.setattr(latency, "kernel_sum_ms", lambda fn: 0.4)
-    cost[latency.BASE], cost[("lora", 4)] = 0.5, 0.75
+    cost[latency.BASE], cost[("lora", 4)], cost[latency.PROBE] = 0.5, 0.75, 0.5  # the probe: one more member
     cells = [Cell("latency", a, r, batch=1, seq_len=8) for a, r in (("none", 0), ("lora", 4))]
     ctx = CellContext(policy=lambda cell: RoundPolicy.fixed(4, 1), cells=cells)
     plain, lora = (latency.run_latency_cell(FakeBenchmark(), c, ctx) for c in cells)
