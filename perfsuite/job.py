@@ -109,8 +109,8 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
         raise PerfsuiteError(f"--out {out}: is a file, not a folder")
     if options.get("cells") and not resume:  # a bad expression is refused before anything is deleted
         compile_selection(str(options["cells"]))
-    if resume and not (out / JOURNAL_NAME).exists():
-        raise PerfsuiteError(f"nothing to resume: {out / JOURNAL_NAME} does not exist")
+    if resume and not out.exists():  # no folder, no run in it; a folder is checked under its lock (a live run's
+        raise PerfsuiteError(f"nothing to resume: {out / JOURNAL_NAME} does not exist")  # journal may be coming)
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out, f"output folder {out}", folder=True, wait=wait):
         return _locked_job(out, options=options, resume=resume, fresh=fresh, benchmarks=benchmarks,
