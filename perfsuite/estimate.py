@@ -47,12 +47,17 @@ from perfsuite.cells.grid import Cell, Profile, budget_violation, token_budget
 
 H100_FP16_TFLOPS = 400.0
 LAUNCH_US = 8.0
-# Measured on the project's 2-core VM (loaded by other jobs): `perfsuite run` outside its cells.
-SESSION_S = 8.0  # the run process and pytest's started, torch imported, tests collected, results written
-COMPARE_S = 2.5  # the comparison with the baselines
-REPORT_S = 6.0  # the report page and its figures: a fixed part ...
-REPORT_S_PER_CELL = 0.15  # ... and per cell (tables, figure points)
-FIRST_CELL_S = 4.0  # the first cell's first uses: lazy imports and initialisations (FLOP counter, SDPA, dispatch)
+# `perfsuite run` outside its cells, measured on the project's 2-core VM when it was quiet (AMD EPYC family 25
+# model 17, torch 2.13.0+cpu: a one-cell run 4.1 s, the smoke run 15.8 s without and 23.0 s with its comparison
+# and report), where the tiny model's b1 × 8 forward took HOST_FORWARD_REF_S on one thread. These are host work
+# (imports, pytest, pandas, matplotlib), so an estimate scales them by this machine's own time for that forward
+# (HostCosts.host_speed): a slower or busier CPU gets proportionally more.
+HOST_FORWARD_REF_S = 0.248e-3
+SESSION_S = 3.0  # the run process and pytest's started, torch imported, tests collected, results written
+COMPARE_S = 1.0  # the comparison with the baselines
+REPORT_S = 4.0  # the report page and its figures: a fixed part ...
+REPORT_S_PER_CELL = 0.09  # ... and per cell (tables, figure points)
+FIRST_CELL_S = 1.0  # the first cell's first uses: lazy imports and initialisations (FLOP counter, SDPA, dispatch)
 CELL_OVERHEAD_S = 0.05  # per cell: pytest's setup and teardown, the record, the journal line
 # (kernels, ops) the decoders add around each ragged pass (argmax, where, gather, scatter; counted with count_ops
 # on perfsuite.decoding at two output lengths and windows: independent of the model's size)
@@ -75,6 +80,7 @@ class HostCosts:
     meta_build_layer_s: float = 0.0  # per block of a model built on the meta device (FLOPs are counted on one)
     adapted_build_layer_s: float = 0.0  # per block of an adapted copy: the copy sharing the weights, the adapter
     flop_mode_op_s: float = 0.0  # extra per op of real tensors under the FLOP counter (recompute's observed decode)
+    host_speed: float = 1.0  # this CPU's time for the tiny b1 × 8 forward over HOST_FORWARD_REF_S (scales the constants)
 
 
 @dataclass(frozen=True)
@@ -299,9 +305,11 @@ def _probe_host(repeats: int) -> HostCosts:
     n_layer = get_config("tiny").n_layer
     adapted = best(lambda: attach(adapted_copy(model), "houlsby", 8)) / n_layer
     meta_build = best(lambda: build_model("tiny", device="meta")) / n_layer
+    with torch.inference_mode():  # the host's speed: a median of many, as the constants' reference was taken
+        forward = statistics.median(_seconds(lambda: model(tokens)) for _ in range(50))
     return HostCosts(svd_1024_s=svd, dispatch_op_s=max(0.0, counted - plain) / ops, meta_op_s=meta_s / ops,
                      init_param_s=init, meta_build_layer_s=meta_build, adapted_build_layer_s=adapted,
-                     flop_mode_op_s=max(0.0, flop_counted - plain) / ops)
+                     flop_mode_op_s=max(0.0, flop_counted - plain) / ops, host_speed=forward / HOST_FORWARD_REF_S)
 
 
 def _seconds(fn) -> float:
@@ -476,7 +484,8 @@ def probe_analysis(cell: Cell) -> float:
 def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: int | None = None,
              warmup: int | None = None, host: HostCosts | None = None) -> Estimate:
     """The night's cost, step by step (see the module docstring); ``host`` None: probed on this CPU now."""
-    night = _Night(timer, host or probe_host())
+    host = host or probe_host()
+    night = _Night(timer, host)
     groups = count_latency(profile, cells, rounds, warmup)
     for cell, models, low, high, w, members in groups:
         night.latency_group(cell, models, low, high, w)
@@ -485,8 +494,9 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
             night.recompute_cell(c, *_rounds(profile, c, 2, rounds, warmup))
         elif c.workload == "subspace":
             night.subspace_cell(c, *_rounds(profile, c, 1, rounds, warmup))
-    night.add("session and cells' overhead", SESSION_S + FIRST_CELL_S + CELL_OVERHEAD_S * len(cells))
-    night.add("comparison and report", COMPARE_S + REPORT_S + REPORT_S_PER_CELL * len(cells))
+    night.add("session and cells' overhead",
+              host.host_speed * (SESSION_S + FIRST_CELL_S + CELL_OVERHEAD_S * len(cells)))
+    night.add("comparison and report", host.host_speed * (COMPARE_S + REPORT_S + REPORT_S_PER_CELL * len(cells)))
     steps = {k: (v[0], v[1]) for k, v in night.steps.items()}
     return Estimate(night.forwards[0], night.forwards[1], sum(v[0] for v in steps.values()),
                     sum(v[1] for v in steps.values()), len(groups), how, steps)

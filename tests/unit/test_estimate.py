@@ -73,3 +73,16 @@ def test_flops_are_exactly_linear_in_the_batch():
                                                                                        "float32")
     assert forward_flops("tiny", "lora-merged", 8, 2, 32, "float32") == forward_flops("tiny", "none", 0, 2, 32,
                                                                                       "float32")
+
+
+def test_the_fixed_host_steps_scale_with_this_cpus_speed():
+    """Session, comparison and report are host work calibrated on one quiet VM: a CPU twice as slow (its tiny
+    forward twice HOST_FORWARD_REF_S) gets them twice as long; the device-priced steps do not move."""
+    from dataclasses import replace
+
+    rates = lambda cell: DeviceRates(1e-5, 1e-12)  # noqa: E731
+    quick = estimate(SMOKE, SMOKE_LATENCY, rates, how="test", host=HOST)
+    slow = estimate(SMOKE, SMOKE_LATENCY, rates, how="test", host=replace(HOST, host_speed=2.0))
+    for step in ("session and cells' overhead", "comparison and report"):
+        assert slow.steps[step][0] == pytest.approx(2 * quick.steps[step][0])
+    assert slow.steps["timed rounds"] == quick.steps["timed rounds"]
