@@ -12,7 +12,10 @@ def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
     benchmark.group = f"latency-s{cell.seq_len}-b{cell.batch}"
     record = perfsuite_measure(run_latency_cell)
     assert record.get("flops") > 0 and record.get("tokens") == cell.batch * cell.seq_len
-    assert record.get("host_syncs") == 0, "a forward pass must not make the host wait for the device"
+    if cell.impl == "ref":  # perfsuite's own model: a forward pass must never make the host wait
+        assert record.get("host_syncs") == 0, "a forward pass must not make the host wait for the device"
+    else:  # transformers' code is measured as shipped: its read-backs are recorded (README, "host_syncs"), not failed
+        assert isinstance(record.get("host_syncs"), int) and record.get("host_syncs") >= 0
     if record.get("time_ms") is not None:  # absent under --benchmark-disable
         assert record.get("time_ms") > 0
         plain = cell.adapter == "none"
