@@ -17,6 +17,7 @@ import torch
 
 from perfsuite.cells.grid import MODERN_MODELS
 from perfsuite.errors import PerfsuiteError
+from perfsuite.hf.facade import ModelFacade
 
 FEW_LAYERS = 4  # layers of the 8B/7B shapes (Llama-3-8B has 32, Qwen2-7B 28)
 
@@ -152,7 +153,7 @@ class _FamilyBlockView:
         return x + self._layer.mlp(self._layer.post_attention_layernorm(x))
 
 
-class HFCausalLM:
+class HFCausalLM(ModelFacade):
     """A family model — plain, a PeftModel, or merged — as the workloads use a model. Calling it runs transformers'
     (and peft's) own forward: what latency cells time. ``config`` holds its sizes (:class:`FamilyDims`), and
     ``wte``, ``wpe``, ``h``, ``ln_f``, ``lm_head`` give its modules under the reference model's names, so the
@@ -171,12 +172,3 @@ class HFCausalLM:
     def __call__(self, idx: torch.Tensor):
         return self.model(input_ids=idx, use_cache=False)
 
-    def eval(self) -> "HFCausalLM":
-        self.model.eval()
-        return self
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def buffers(self):
-        return self.model.buffers()

@@ -15,6 +15,7 @@ from perfsuite.cells.grid import MODERN_MODELS
 from perfsuite.caches import LastAdapted, torch_dtype
 from perfsuite.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
+from perfsuite.hf.facade import ModelFacade
 from perfsuite.hf.adapters import attach_hf
 from perfsuite.model import GPT2Config
 
@@ -65,7 +66,7 @@ class _BlockView:
         return x + self.mlp(self.ln_2(x))
 
 
-class HFGPT2:
+class HFGPT2(ModelFacade):
     """A transformers GPT-2 — plain, a PeftModel, or merged — as the workloads use a model.
 
     Calling it runs transformers' (and peft's) own forward, ``model(input_ids=idx)``: what latency cells time.
@@ -92,16 +93,6 @@ class HFGPT2:
 
     def __call__(self, idx: torch.Tensor):
         return self.model(input_ids=idx)
-
-    def eval(self) -> "HFGPT2":
-        self.model.eval()
-        return self
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def buffers(self):
-        return self.model.buffers()
 
 
 class HFModelCache(LastAdapted):

@@ -150,11 +150,16 @@ def latency_figure(data: LatencyData) -> Figure:
     return fig
 
 
+def centred_norm(grids) -> TwoSlopeNorm:
+    """A colour scale centred on 0 (no change), symmetric, spanning the largest value and at least ±CHANGE_MIN_SPAN."""
+    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in grids])
+    span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
+    return TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+
+
 def change_figure(data: ChangeData) -> Figure:
     """The comparison in the latency layout: one colour scale centred on no change, marks on the verdicts."""
-    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in data.panels.values()])
-    span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+    norm = centred_norm(data.panels.values())
     cmap = colormaps[CHANGE_CMAP]
 
     def draw(ax, adapter, seq):

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from perfsuite.cells.grid import DEFAULT_MODE
 from perfsuite.report.data import MODE_LABELS, Grid, LatencyData, adapter_label, file_stem, latency_data, setup_label
-from perfsuite.report.figures import CHANGE_MIN_SPAN, draw_grid, latency_layout
+from perfsuite.report.figures import centred_norm, draw_grid, latency_layout
 from perfsuite.report.tables import cell_text, plain_label
 from perfsuite.table import Table
 
@@ -86,9 +84,7 @@ def _title(data: ModeGapData) -> str:
 
 def mode_gap_figure(data: ModeGapData) -> Figure:
     """Each cell ``eager → other`` (slow-down %), coloured by the gap in pp: launch overhead the other mode removes."""
-    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in data.gap.values()])
-    span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+    norm = centred_norm(data.gap.values())
     cmap = colormaps[GAP_CMAP]
 
     def draw(ax, adapter, seq):
