@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,8 @@ class Run:
 
     @property
     def short(self) -> str:
-        return self.commit[:7]
+        """A commit hash abbreviated as git does; a label that is not a hash (a run outside git) stays whole."""
+        return self.commit[:7] if re.fullmatch(r"[0-9a-f]{8,64}", self.commit) else self.commit
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,10 @@ def test_a_night_without_enough_samples_has_no_band():
     assert median_interval([1.0, 2.0]) == (None, None)
     assert median_interval(None) == (None, None)
     assert median_interval(["a", "b", "c"]) == (None, None)
+
+
+def test_a_commit_is_abbreviated_only_when_it_is_a_hash():
+    from perfsuite.history.store import Run
+
+    assert Run(1, "2026-12-05T00:00:00", "4cb5f03a1b2c3d4e5f60718293a4b5c6d7e8f901", None).short == "4cb5f03"
+    assert Run(1, "2026-12-05T00:00:00", "unversioned", None).short == "unversioned"
