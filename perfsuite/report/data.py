@@ -214,9 +214,9 @@ def report_frame(results: Results) -> pd.DataFrame:
     """The tidy frame with each row's run metadata (``run_datetime``, ``run_commit``, …) and no φ grids
     (those go to subspace_phi.csv); list columns (raw samples) as JSON text, so it writes as flat CSV."""
     frame = results.frame.drop(columns=["subspace"], errors="ignore").copy()
-    by_source = {r.get("source"): r for r in results.runs}
+    by_source = {r.source: r for r in results.runs}
     for key in RUN_COLUMNS:
-        frame[f"run_{key}"] = [by_source.get(s, {}).get(key) for s in frame.get("source", [])]
+        frame[f"run_{key}"] = [by_source[s].get(key) if s in by_source else None for s in frame.get("source", [])]
     for col in INT_COLUMNS:
         if col in frame.columns and frame[col].map(lambda v: v is None or not is_number(v) or float(v).is_integer()).all():
             frame[col] = pd.array([int(v) if is_number(v) else None for v in frame[col]], dtype="Int64")

@@ -140,7 +140,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: Comparis
     write_text_atomic(csv, report_frame(results).to_csv(index=False))
     sections, missing = build_sections(results, out_dir, vector=vector)
     sections += list(trends)
-    profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
+    profiles = sorted({r.profile for r in results.runs if r.profile})
     title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
     head = [run_table(results)]
     compared = comparison_sections(results, comparison, out_dir, vector=vector) if comparison is not None else []

@@ -33,3 +33,15 @@ def test_a_malformed_timing_core_is_one_line(bad, says):
     with pytest.raises(RecordError) as e:
         CellRecord.from_dict(_doc(**bad))
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_run_reads_as_runinfo_with_attributes_and_get():
+    from perfsuite.formats.results import Results, RunInfo, results_from_document
+
+    doc = syn.document([syn.record(syn.cell("lora"), seed=1)], selection="adapter == 'lora'", shard="1/2")
+    (run,) = results_from_document(doc, "run.json").runs
+    assert isinstance(run, RunInfo) and (run.source, run.profile, run.selection, run.shard) == (
+        "run.json", "smoke", "adapter == 'lora'", "1/2")
+    assert run.get("profile") == run["profile"] == "smoke" and run.get("not a setting", 7) == 7
+    again = Results(runs=[run.to_dict()]).runs[0]  # a mapping given is read as a RunInfo
+    assert again == run and RunInfo.from_dict({"profile": "smoke", "future": 1}).get("future") == 1
