@@ -3,8 +3,8 @@
 Each line of the verdict table starts with the cell id and then its verdict (on that metric); a cell compared
 on two metrics has two lines. Times read in ms and their change in %; slow-downs in % and their change in
 percentage points, so 20.2 % → 27.0 % reads +6.8 pp, not a number a reader must convert.
-Each function takes the document as typed records (:class:`~perfsuite.formats.comparison.Comparison`) or as the
-JSON document, which it reads (and checks) first.
+Each function takes the document as typed records (:class:`~perfsuite.formats.comparison.Comparison`; a JSON
+document is read with ``Comparison.from_dict``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import statistics
 
 from perfsuite.compare.quality import quality_lines
 from perfsuite.compare.stats import ERROR_CONTROLS, VERDICTS
-from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, as_comparison
+from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict
 from perfsuite.table import Table, markdown_table, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
@@ -69,8 +69,7 @@ def _rows(cells: list[CellVerdict]) -> list[tuple[tuple[str, ...], bool]]:
     return rows
 
 
-def summary_line(comparison: Comparison | dict) -> str:
-    comparison = as_comparison(comparison)
+def summary_line(comparison: Comparison) -> str:
     s = comparison.summary
     line = f"{len(comparison.cells)} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
     shared = sum(bool(m.with_reference) for c in comparison.cells for m in c.metrics)
@@ -80,12 +79,12 @@ def summary_line(comparison: Comparison | dict) -> str:
     return line
 
 
-def detectable_line(comparison: Comparison | dict, part: str | None) -> str | None:
+def detectable_line(comparison: Comparison, part: str | None) -> str | None:
     """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
     change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
     needs); raw time where the probe-normalised time judges is shown apart."""
     found: dict[str, list[float]] = {}
-    for c in as_comparison(comparison).cells:
+    for c in comparison.cells:
         if c.part == part:
             for m in c.metrics:
                 if m.detectable is not None:
@@ -97,8 +96,7 @@ def detectable_line(comparison: Comparison | dict, part: str | None) -> str | No
     return "  detects changes above (median over cells): " + ", ".join(parts)
 
 
-def part_lines(comparison: Comparison | dict) -> list[str]:
-    comparison = as_comparison(comparison)
+def part_lines(comparison: Comparison) -> list[str]:
     out = []
     for p in comparison.parts:
         head = f"part {p.profile}: {MODE_TEXT.get(p.mode, p.mode)}"
@@ -121,9 +119,8 @@ def part_lines(comparison: Comparison | dict) -> list[str]:
     return out
 
 
-def verdict_tables(comparison: Comparison | dict) -> list[Table]:
+def verdict_tables(comparison: Comparison) -> list[Table]:
     """The cells that need a look (everything but unchanged), then the unchanged ones, folded."""
-    comparison = as_comparison(comparison)
     notable = [c for c in comparison.cells if c.verdict != "unchanged"]
     same = [c for c in comparison.cells if c.verdict == "unchanged"]
     tables = []
@@ -138,14 +135,13 @@ def verdict_tables(comparison: Comparison | dict) -> list[Table]:
     return tables
 
 
-def full_table(comparison: Comparison | dict) -> Table:
-    rows = _rows(list(as_comparison(comparison).cells))
+def full_table(comparison: Comparison) -> Table:
+    rows = _rows(list(comparison.cells))
     return Table("", COLUMNS, tuple(r for r, _ in rows),
                  strong_rows=frozenset(k for k, (_, strong) in enumerate(rows) if strong), marks_holes=False)
 
 
-def render_terminal(comparison: Comparison | dict, title: str = "perfsuite compare") -> str:
-    comparison = as_comparison(comparison)
+def render_terminal(comparison: Comparison, title: str = "perfsuite compare") -> str:
     lines = [title, *part_lines(comparison)]
     if comparison.cells:
         lines.append(text_table(full_table(comparison)))
@@ -153,9 +149,8 @@ def render_terminal(comparison: Comparison | dict, title: str = "perfsuite compa
     return "\n".join(lines)
 
 
-def render_markdown(comparison: Comparison | dict, title: str = "perfsuite") -> str:
+def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
     """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
-    comparison = as_comparison(comparison)
     n_reg = comparison.count("regression")
     if n_reg:
         head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**"

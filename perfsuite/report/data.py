@@ -23,7 +23,7 @@ import pandas as pd
 from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
 from perfsuite.device_time import SOURCE_EVENTS
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.comparison import Comparison, as_comparison
+from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
@@ -379,9 +379,9 @@ class ChangeData:
 CHANGE_UNITS = {"slowdown": "pp", "time": "%"}
 
 
-def change_data(frame: pd.DataFrame, comparison: Comparison | dict) -> list[ChangeData]:
+def change_data(frame: pd.DataFrame, comparison: Comparison) -> list[ChangeData]:
     """One :class:`ChangeData` per latency setup and metric that the comparison has numbers for."""
-    entries = {c.cell_id: c for c in as_comparison(comparison).cells}
+    entries = {c.cell_id: c for c in comparison.cells}
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
