@@ -28,6 +28,9 @@ _EXPORTS = {
     "PRESETS": "perfsuite.model", "GPT2": "perfsuite.model", "GPT2Config": "perfsuite.model",
     "build_model": "perfsuite.model",
     "Results": "perfsuite.formats.results", "load_results": "perfsuite.formats.results",
+    "RunInfo": "perfsuite.formats.results", "CellRecord": "perfsuite.formats.record",
+    **{name: "perfsuite.formats.comparison" for name in (
+        "Comparison", "PartEntry", "CellVerdict", "MetricVerdict", "read_comparison")},
     "AdapterPlugin": "perfsuite.extensions",
     **{name: "perfsuite.api" for name in (
         "RunOptions", "RunResult", "CompareResult", "ReportResult", "ABResult")},
@@ -57,5 +60,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (nothing is imported at run
     from perfsuite.cells.grid import PROFILES, Cell, get_profile, select
     from perfsuite.errors import PerfsuiteError
     from perfsuite.extensions import AdapterPlugin
-    from perfsuite.formats.results import Results, load_results
+    from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, PartEntry, read_comparison
+    from perfsuite.formats.record import CellRecord
+    from perfsuite.formats.results import Results, RunInfo, load_results
     from perfsuite.model import PRESETS, GPT2, GPT2Config, build_model

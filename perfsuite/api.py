@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.comparison import Comparison
 
 if TYPE_CHECKING:
     from perfsuite.formats.results import Results
@@ -104,30 +105,34 @@ class RunResult:
 
 @dataclass(frozen=True)
 class CompareResult:
-    """A comparison document (:mod:`perfsuite.formats.comparison`) and what it concludes."""
+    """A comparison (:mod:`perfsuite.formats.comparison`: its parts, cells and metric verdicts, typed) and what
+    it concludes."""
 
-    document: dict = field(repr=False)
+    comparison: Comparison = field(repr=False)
+
+    @property
+    def document(self) -> dict:
+        """The comparison as its JSON document (what ``comparison.json`` holds)."""
+        return self.comparison.to_dict()
 
     @property
     def summary(self) -> dict[str, int]:
         """Verdict → number of cells (regression, improvement, unchanged, inconclusive, new, missing, ...)."""
-        return dict(self.document["summary"])
+        return dict(self.comparison.summary)
 
     @property
     def regression(self) -> bool:
-        from perfsuite.compare.verdicts import has_regression
-
-        return has_regression(self.document)
+        return self.comparison.has_regression
 
     def markdown(self, title: str | None = None) -> str:
         from perfsuite.compare.render import render_markdown
 
-        return render_markdown(self.document, title) if title else render_markdown(self.document)
+        return render_markdown(self.comparison, title) if title else render_markdown(self.comparison)
 
     def terminal(self) -> str:
         from perfsuite.compare.render import render_terminal
 
-        return render_terminal(self.document)
+        return render_terminal(self.comparison)
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,8 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
 
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
-    return CompareResult(compare_results(_results(results), baselines, _compare_options(alpha, min_effect_pct)))
+    return CompareResult(Comparison.from_dict(compare_results(_results(results), baselines,
+                                                              _compare_options(alpha, min_effect_pct))))
 
 
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
@@ -217,7 +223,7 @@ def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | 
     """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``."""
     from perfsuite.report import render_report
 
-    files = render_report(_results(results), out_dir, comparison=comparison.document if comparison else None,
+    files = render_report(_results(results), out_dir, comparison=comparison.comparison if comparison else None,
                           title=title)
     return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing))
 
@@ -235,7 +241,7 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
                                     keep_worktrees=keep_worktrees, start=repo,
                                     progress=(lambda line: print(line)) if verbose else (lambda line: None))
     describe = lambda side: side.ref + (f" ({side.commit[:10]})" if side.commit else "")  # noqa: E731
-    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
+    return ABResult(CompareResult(Comparison.from_dict(doc)), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

@@ -16,6 +16,7 @@ import pytest
 
 from perfsuite.cells.grid import compile_selection
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
 from perfsuite.locks import writer_lock
@@ -183,12 +184,12 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
 
 
 def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str | Path | None, options,
-                  rootdir: Path, hint: str) -> dict | None:
+                  rootdir: Path, hint: str) -> Comparison | None:
     """Compare each part with this machine's baseline (gating) or another machine's (reference); write
     comparison.json and .md when anything was compared."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.render import render_markdown, render_terminal
-    from perfsuite.compare.verdicts import compare_results, has_regression
+    from perfsuite.compare.verdicts import compare_results
     from perfsuite.formats.io import read_json
     from perfsuite.formats.results import load_results
     from perfsuite.processes import node_ids_of, remeasurer
@@ -198,29 +199,29 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     baselines = load_reference(baseline) if baseline else load_all(directory)
     remeasure = (remeasurer(results, node_ids_of(read_json(outcome.results)), rootdir, outcome.out_dir)
                  if options.remeasure else None)
-    doc = compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint)
-    if not doc["parts"]:
+    doc = Comparison.from_dict(compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint))
+    if not doc.parts:
         outcome.lines.append("comparison: no cell was measured")
         return None
-    for p in doc["parts"]:
-        if p["mode"] == "none":
-            outcome.lines.append(f"comparison: part {p['profile']}: no baseline for this machine in {directory}; "
-                                 f"{p['hint']}")
-        elif p["mode"] == "reference":
-            outcome.lines.append(f"comparison: part {p['profile']}: no baseline for this machine; compared with "
-                                 f"{p['baseline']} of another machine for reference only (never fails the run); "
-                                 f"{p['hint']}")
+    for p in doc.parts:
+        if p.mode == "none":
+            outcome.lines.append(f"comparison: part {p.profile}: no baseline for this machine in {directory}; "
+                                 f"{p.hint}")
+        elif p.mode == "reference":
+            outcome.lines.append(f"comparison: part {p.profile}: no baseline for this machine; compared with "
+                                 f"{p.baseline} of another machine for reference only (never fails the run); "
+                                 f"{p.hint}")
         else:
-            outcome.lines.append(f"comparison: part {p['profile']}: against this machine's {p['baseline']} "
-                                 f"({p['baseline_runs']} runs)")
-    if not doc["cells"]:
+            outcome.lines.append(f"comparison: part {p.profile}: against this machine's {p.baseline} "
+                                 f"({p.baseline_runs} runs)")
+    if not doc.cells:
         return None
-    outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc)
+    outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc.to_dict())
     write_text_atomic(outcome.out_dir / "comparison.md", render_markdown(doc))
     print(render_terminal(doc))
-    counts = ", ".join(f"{n} {v}" for v, n in doc["summary"].items() if n)
+    counts = ", ".join(f"{n} {v}" for v, n in doc.summary.items() if n)
     outcome.lines.append(f"comparison: {outcome.comparison} ({counts})")
-    if has_regression(doc):
+    if doc.has_regression:
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append("REGRESSION confirmed: see the comparison table above")
     return doc
@@ -240,7 +241,7 @@ def _shortest(path: Path) -> Path:
         return path
 
 
-def _report_step(outcome: RunOutcome, comparison: dict | None = None) -> None:
+def _report_step(outcome: RunOutcome, comparison: Comparison | None = None) -> None:
     from perfsuite.report import render_report
     from perfsuite.formats.results import load_results
 

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import CellRecord
-from perfsuite.formats.results import Results, ResultsError, load_results
+from perfsuite.formats.results import Results, ResultsError, RunInfo, load_results
 from perfsuite.plugin.options import CELL_OPTIONS, cell_option_args
 
 BENCHMARKS = "tests/benchmarks"  # a checkout's; an installed perfsuite runs those of its package (PACKAGED)
@@ -67,7 +68,7 @@ def load_run(path: Path) -> Results:
         raise RunError(f"the run wrote an unreadable results file: {e}") from None
 
 
-def _settings(run: dict) -> dict:
+def _settings(run: RunInfo) -> dict[str, Any]:
     return {option: run.get(key) for key, option in REPEATED_SETTINGS.items()}
 
 

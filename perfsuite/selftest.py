@@ -41,6 +41,7 @@ import numpy as np
 from perfsuite.cells.grid import Cell
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
 from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_metric, run_estimate
+from perfsuite.formats.comparison import CellVerdict, MetricVerdict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import CellRecord
 
@@ -430,13 +431,13 @@ def _trial(mode: str, pool: list[dict], level: int, rng, options: SelftestOption
     else:
         current = [_record(cell, pool[picks[r]][level])]
     for metric in options.metrics:
-        entry = compare_metric(base, current, metric, compare_options)
+        entry = MetricVerdict.from_dict(compare_metric(base, current, metric, compare_options))
         extra = list(picks[r + 1:]) if mode == "baseline" else []
         cur = list(current)
-        while entry["verdict"] == "regression" and extra:  # a suspect: one more fresh process, as perfsuite run does
+        while entry.verdict == "regression" and extra:  # a suspect: one more fresh process, as perfsuite run does
             cur.append(_record(cell, pool[extra.pop(0)][level]))
-            entry = compare_metric(base, cur, metric, compare_options)
-        lv.verdicts.setdefault(f"{mode}/{metric}", []).append(entry["verdict"])
+            entry = MetricVerdict.from_dict(compare_metric(base, cur, metric, compare_options))
+        lv.verdicts.setdefault(f"{mode}/{metric}", []).append(entry.verdict)
 
 
 LOOP_KEYS = ("run", "cell")  # per-run: any regression in the loop; per cell: the measured cell flagged
@@ -481,7 +482,7 @@ def _loop_trial(mode: str, pool: list[dict], level: int, rng, options: SelftestO
 
         entries = compare_part(current, baseline, replace(compare_options, remeasure=options.remeasure),
                                gating=True, remeasure=one)
-    verdicts = {e["cell_id"]: e["verdict"] for e in entries}
+    verdicts = {c.cell_id: c.verdict for c in map(CellVerdict.from_dict, entries)}
     lv.verdicts.setdefault(f"{mode}/run", []).append(
         "regression" if "regression" in verdicts.values() else "unchanged")
     lv.verdicts.setdefault(f"{mode}/cell", []).append(verdicts.get(options.cell.id, "missing"))

@@ -19,6 +19,10 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # perfsuite is imported where it is used
+    from perfsuite.formats.comparison import Comparison, PartEntry
 
 BODY_LIMIT_CHARS = 65_536  # GitHub's limit on an issue body or comment
 BODY_BUDGET_CHARS = 60_000  # what this script fills: room under the limit for the run line github_issues.py adds
@@ -47,7 +51,7 @@ def fit_table(table, budget_chars: int, artifact_url: str) -> str:
     return markdown_table(kept) + more(len(table.rows) - low)
 
 
-def regression_body(comparison: dict, artifact_url: str, budget_chars: int = BODY_BUDGET_CHARS) -> str:
+def regression_body(comparison: Comparison, artifact_url: str, budget_chars: int = BODY_BUDGET_CHARS) -> str:
     from perfsuite.compare.render import part_lines, summary_line, verdict_tables
 
     head = [_marker("regression"), f"**Confirmed regression** — {summary_line(comparison)}.", "",
@@ -60,11 +64,11 @@ def regression_body(comparison: dict, artifact_url: str, budget_chars: int = BOD
     return "\n".join([*head, table, *tail])
 
 
-def not_gating_parts(comparison: dict | None) -> list[dict]:
-    return [] if comparison is None else [p for p in comparison["parts"] if p["mode"] not in GATING_MODES]
+def not_gating_parts(comparison: Comparison | None) -> list[PartEntry]:
+    return [] if comparison is None else [p for p in comparison.parts if p.mode not in GATING_MODES]
 
 
-def gating_off_body(compare_exit: int, comparison: dict | None, artifact_url: str) -> str:
+def gating_off_body(compare_exit: int, comparison: Comparison | None, artifact_url: str) -> str:
     lines = [_marker("gating-off"), "**Gating is off**: tonight nothing could fail the nightly, so a regression "
              "would pass green.", ""]
     if comparison is None:
@@ -72,26 +76,26 @@ def gating_off_body(compare_exit: int, comparison: dict | None, artifact_url: st
                      "for the profile (its fingerprint changed: a driver, CUDA or torch upgrade, another GPU), or "
                      "bad input — the merge job's log has its one-line error.")
     for p in not_gating_parts(comparison):
-        lines.append(f"- part `{p['profile']}`: {p['mode']} — machine {p.get('machine')}"
-                     + (f"; differs in: {'; '.join(p['differences'])}" if p.get("differences") else "")
-                     + (f"; {p['hint']}" if p.get("hint") else ""))
+        lines.append(f"- part `{p.profile}`: {p.mode} — machine {p.machine}"
+                     + (f"; differs in: {'; '.join(p.differences)}" if p.differences else "")
+                     + (f"; {p.hint}" if p.hint else ""))
     lines += ["", "To gate again: record a baseline of this machine from a nightly's results "
               "(`perfsuite baseline record`, README \"Baselines\"), commit it, and close this issue.",
               f"Artifacts: {artifact_url}"]
     return "\n".join(lines)
 
 
-def nightly_issues(compare_exit: int, comparison: dict | None, artifact_url: str) -> list[dict]:
+def nightly_issues(compare_exit: int, comparison: Comparison | None, artifact_url: str) -> list[dict]:
     """The issues tonight's comparison calls for (none when all gates held and nothing regressed)."""
     issues = []
     if compare_exit == 1 and comparison is not None:
-        n = comparison["summary"].get("regression", 0)
+        n = comparison.count("regression")
         issues.append({"key": "regression", "title": "perfsuite nightly: confirmed performance regression",
                        "body": regression_body(comparison, artifact_url), "on_open": "comment",
                        "summary": f"{n} confirmed regression{'s' * (n != 1)}"})
     off = not_gating_parts(comparison)
-    if compare_exit == 2 or off or (comparison is not None and not comparison.get("gating", True)):
-        what = ", ".join(str(p["profile"]) for p in off) or "the whole run"
+    if compare_exit == 2 or off or (comparison is not None and not comparison.gating):
+        what = ", ".join(str(p.profile) for p in off) or "the whole run"
         issues.append({"key": "gating-off", "title": "perfsuite nightly: gating is off (no baseline of this machine)",
                        "body": gating_off_body(compare_exit, comparison, artifact_url), "on_open": "update",
                        "summary": f"gating is off for {what}"})
@@ -111,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     comparison = None
     if args.comparison is not None and args.comparison.is_file():
-        from perfsuite.formats.comparison import load_comparison
+        from perfsuite.formats.comparison import read_comparison
 
-        comparison = load_comparison(args.comparison)
+        comparison = read_comparison(args.comparison)
     issues = nightly_issues(args.compare_exit, comparison, args.artifact_url)
     for issue in issues:
         if issue["key"] == "gating-off":

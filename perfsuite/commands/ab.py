@@ -8,7 +8,8 @@ from perfsuite.ab import DEFAULT_RUNS, ab
 from perfsuite.commands.compare import options_from_args
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
-from perfsuite.compare.verdicts import REMEASURE, has_regression
+from perfsuite.compare.verdicts import REMEASURE
+from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
 
@@ -38,13 +39,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    doc, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
+    document, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
                             compare_options=options_from_args(args), keep_worktrees=args.keep_worktrees,
                             wait=args.wait,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    doc = Comparison.from_dict(document)
     if args.json:
-        write_json_atomic(args.json, doc)
+        write_json_atomic(args.json, doc.to_dict())
     if args.markdown:
         write_text_atomic(args.markdown, render_markdown(doc, f"perfsuite A/B: {a.ref} → {b.ref}"))
     print(render_terminal(doc, f"perfsuite ab: A = {a.ref}, B = {b.ref}, {args.runs} runs each, {seconds:.0f} s"))
-    return 1 if has_regression(doc) else 0
+    return 1 if doc.has_regression else 0

@@ -9,7 +9,8 @@ from pathlib import Path
 from perfsuite.compare.baselines import BASELINE_DIR, load_all, load_reference
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
-from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, has_regression
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results
+from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import read_json, write_json_atomic, write_text_atomic
 from perfsuite.formats.results import load_results
 from perfsuite.plugin.options import at_least_zero
@@ -73,21 +74,21 @@ def run(args) -> int:
     results = load_results(args.results)
     baselines_dir = args.baselines_dir or str(Path(args.rootdir) / BASELINE_DIR)
     baselines = load_reference(args.baseline) if args.baseline else load_all(baselines_dir)
-    comparison = compare_results(results, baselines, options,
-                                 remeasure=_remeasurer(args, results) if options.remeasure else None)
-    if comparison["parts"] and all(p["mode"] == "none" for p in comparison["parts"]):
+    comparison = Comparison.from_dict(compare_results(results, baselines, options, remeasure=_remeasurer(
+        args, results) if options.remeasure else None))
+    if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
-        raise CompareError(f"no baseline in {where} for {', '.join(str(p['profile']) for p in comparison['parts'])} "
-                           f"on {comparison['parts'][0]['machine']}; record one with `perfsuite baseline record` "
+        raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "
+                           f"on {comparison.parts[0].machine}; record one with `perfsuite baseline record` "
                            "or pass --baseline")
     if args.json:
-        write_json_atomic(args.json, comparison)
+        write_json_atomic(args.json, comparison.to_dict())
     if args.markdown:
         write_text_atomic(args.markdown, render_markdown(comparison))
     if args.format == "json":
-        print(json.dumps(comparison, indent=1))
+        print(json.dumps(comparison.to_dict(), indent=1))
     elif args.format == "markdown":
         print(render_markdown(comparison))
     else:
         print(render_terminal(comparison))
-    return 1 if has_regression(comparison) else 0
+    return 1 if comparison.has_regression else 0

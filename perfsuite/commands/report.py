@@ -25,10 +25,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from perfsuite.formats.comparison import load_comparison
+    from perfsuite.formats.comparison import read_comparison
     from perfsuite.report import render_report  # matplotlib: only when a report is made
 
-    comparison = load_comparison(args.comparison) if args.comparison else None
+    comparison = read_comparison(args.comparison) if args.comparison else None
     results = load_results(args.results, strict=False)
     for line in results.errors:
         print(f"perfsuite report: error: {line}", file=sys.stderr)

@@ -59,18 +59,18 @@ def part_name(profile: str | None, cell) -> str | None:
 def parts_of(results: Results) -> list[Part]:
     """The results' cells split by profile part and fingerprint, in a stable order. Cells that did not run have no
     fingerprint: they join the part of their profile part and setup."""
-    run_of = {r.get("source"): r for r in results.runs}
+    run_of = {r.source: r for r in results.runs}
     groups: dict[tuple, list[CellRecord]] = {}
     skipped: list[tuple[str | None, CellRecord]] = []
     for rec, src in zip(results.records, results.sources or [None] * len(results.records)):
-        part = part_name(run_of.get(src, {}).get("profile"), rec.cell)
+        part = part_name(run_of[src].profile if src in run_of else None, rec.cell)
         if rec.ok:
             groups.setdefault((part, Fingerprint.of(rec.env, rec.cell)), []).append(rec)
         else:
             skipped.append((part, rec))
-    source = {"results": [r.get("source") for r in results.runs],
-              "commit": next((r.get("commit") for r in results.runs if r.get("commit")), None),
-              "datetime": next((r.get("datetime") for r in results.runs if r.get("datetime")), None)}
+    source = {"results": [r.source for r in results.runs],
+              "commit": next((r.commit for r in results.runs if r.commit), None),
+              "datetime": next((r.datetime for r in results.runs if r.datetime), None)}
     parts = []
     for (part, fp), recs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1].setup, kv[0][1].short_id())):
         lost = tuple(r for p, r in skipped if p == part and Fingerprint.of({}, r.cell).setup == fp.setup)

@@ -13,15 +13,15 @@ from perfsuite.formats.record import CellRecord
 from perfsuite.paired import PairedTiming
 
 
-def probe_numerator(rec: CellRecord) -> list[float] | None:
+def probe_numerator(rec: CellRecord) -> tuple[float, ...] | None:
     """What the probe normalises: the cell's own rounds, or for recompute plain decoding's (the verified decode's
     own cost is the slow-down's job)."""
     return rec.ref_samples_ms if rec.cell.workload == "recompute" else rec.samples_ms
 
 
-def probe_samples(rec: CellRecord) -> list[float] | None:
+def probe_samples(rec: CellRecord) -> tuple[float, ...] | None:
     """The probe's rounds of the cell's loop, one per timed round, or None (older records, or none timed)."""
-    probe, own = rec.get("probe_samples_ms"), probe_numerator(rec)
+    probe, own = rec.probe_samples_ms, probe_numerator(rec)
     return probe if probe and own and len(probe) == len(own) else None
 
 
@@ -51,7 +51,7 @@ def log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
         return None
     if metric == "norm_time":  # per round: a stalled round moves one ratio, not the geometric mean of its rotation
         return np.log(np.asarray(num, dtype=float)) - np.log(np.asarray(den, dtype=float))
-    cycle = int(rec.get("cycle") or 2)  # the rotation of the loop the rounds came from (older records: pairs)
+    cycle = rec.cycle or 2  # the rotation of the loop the rounds came from (older records: pairs)
     return np.log(np.asarray(PairedTiming(tuple(num), tuple(den), cycle=cycle).pair_ratios, dtype=float))
 
 

@@ -3,6 +3,8 @@
 Each line of the verdict table starts with the cell id and then its verdict (on that metric); a cell compared
 on two metrics has two lines. Times read in ms and their change in %; slow-downs in % and their change in
 percentage points, so 20.2 % → 27.0 % reads +6.8 pp, not a number a reader must convert.
+Each function takes the document as typed records (:class:`~perfsuite.formats.comparison.Comparison`; a JSON
+document is read with ``Comparison.from_dict``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import statistics
 
 from perfsuite.compare.quality import quality_lines
 from perfsuite.compare.stats import ERROR_CONTROLS, VERDICTS
+from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict
 from perfsuite.table import Table, markdown_table, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
@@ -38,91 +41,88 @@ def _change(v: float | None, unit: str) -> str:
     return "" if v is None else f"{v:+.1f} pp" if unit == "pp" else f"{v:+.1f}%"
 
 
-def _interval(m: dict) -> str:
-    low, high = m.get("ci_low"), m.get("ci_high")
-    if low is None or high is None:
+def _interval(m: MetricVerdict) -> str:
+    if m.ci_low is None or m.ci_high is None:
         return ""
-    return f"[{low:+.1f}, {high:+.1f}]" + (" pp" if m["unit"] == "pp" else "%")
+    return f"[{m.ci_low:+.1f}, {m.ci_high:+.1f}]" + (" pp" if m.unit == "pp" else "%")
 
 
 def _p(v: float | None) -> str:
     return "" if v is None else f"{v:.2g}" if v >= 1e-4 else "<1e-4"
 
 
-def _rows(cells: list[dict]) -> list[tuple[tuple[str, ...], bool]]:
+def _rows(cells: list[CellVerdict]) -> list[tuple[tuple[str, ...], bool]]:
     """(row, is a regression) per (cell, metric), most urgent verdict first, then the largest change."""
-    def key(c):
-        change = max((abs(m["change"]) for m in c["metrics"] if m.get("change") is not None), default=0.0)
-        return _rank(c["verdict"]), -change, c["cell_id"]
+    def key(c: CellVerdict) -> tuple[int, float, str]:
+        change = max((abs(m.change) for m in c.metrics if m.change is not None), default=0.0)
+        return _rank(c.verdict), -change, c.cell_id
 
     rows = []
     for c in sorted(cells, key=key):
-        if not c["metrics"]:
-            rows.append(((c["cell_id"], c["verdict"], "", "", "", "", "", "", c.get("note", "")), False))
-        for m in c["metrics"]:
-            runs = f"{m['baseline_runs']}→{m['current_runs']}"
-            metric = m["metric"] + (" (w/ ref)" if m.get("with_reference") else "") + (
-                " (raw, shown)" if m.get("judged") is False else "")
-            rows.append(((c["cell_id"], m["verdict"], metric, _value(m["baseline"], m["metric"]),
-                          _value(m["current"], m["metric"]), _change(m["change"], m["unit"]), _interval(m),
-                          _p(m["p_value"]), runs), m["verdict"] == "regression"))
+        if not c.metrics:
+            rows.append(((c.cell_id, c.verdict, "", "", "", "", "", "", c.note or ""), False))
+        for m in c.metrics:
+            runs = f"{m.baseline_runs}→{m.current_runs}"
+            metric = m.metric + (" (w/ ref)" if m.with_reference else "") + ("" if m.is_judged else " (raw, shown)")
+            rows.append(((c.cell_id, m.verdict, metric, _value(m.baseline, m.metric), _value(m.current, m.metric),
+                          _change(m.change, m.unit), _interval(m), _p(m.p_value), runs), m.verdict == "regression"))
     return rows
 
 
-def summary_line(comparison: dict) -> str:
-    s = comparison["summary"]
-    line = f"{len(comparison['cells'])} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
-    shared = sum(bool(m.get("with_reference")) for c in comparison["cells"] for m in c["metrics"])
+def summary_line(comparison: Comparison) -> str:
+    s = comparison.summary
+    line = f"{len(comparison.cells)} cells: " + ", ".join(f"{s[v]} {v}" for v in VERDICTS if s.get(v))
+    shared = sum(bool(m.with_reference) for c in comparison.cells for m in c.metrics)
     if shared:
         line += (f" ({shared} time move{'s' if shared != 1 else ''} marked 'w/ ref': the plain model of the same loop "
                  "moved alike and the slow-down did not, so the move is judged once, on that r = 0 cell)")
     return line
 
 
-def detectable_line(comparison: dict, part: str | None) -> str | None:
+def detectable_line(comparison: Comparison, part: str | None) -> str | None:
     """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
     change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
     needs); raw time where the probe-normalised time judges is shown apart."""
     found: dict[str, list[float]] = {}
-    for c in comparison["cells"]:
-        if c.get("part") == part:
-            for m in c["metrics"]:
-                if m.get("detectable") is not None:
-                    name = m["metric"] + (" (raw, not judged)" if m.get("judged") is False else "")
-                    found.setdefault(name, []).append(m["detectable"])
+    for c in comparison.cells:
+        if c.part == part:
+            for m in c.metrics:
+                if m.detectable is not None:
+                    name = m.metric + ("" if m.is_judged else " (raw, not judged)")
+                    found.setdefault(name, []).append(m.detectable)
     if not found:
         return None
     parts = [f"{name} {statistics.median(v):.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in sorted(found.items())]
     return "  detects changes above (median over cells): " + ", ".join(parts)
 
 
-def part_lines(comparison: dict) -> list[str]:
+def part_lines(comparison: Comparison) -> list[str]:
     out = []
-    for p in comparison["parts"]:
-        head = f"part {p['profile']}: {MODE_TEXT.get(p['mode'], p['mode'])}"
-        if p.get("baseline"):
-            head += f" — {p['baseline']} ({p['baseline_runs']} run{'s' if p['baseline_runs'] != 1 else ''})"
+    for p in comparison.parts:
+        head = f"part {p.profile}: {MODE_TEXT.get(p.mode, p.mode)}"
+        if p.baseline:
+            head += f" — {p.baseline} ({p.baseline_runs} run{'s' if p.baseline_runs != 1 else ''})"
         out.append(head)
-        if p["mode"] == "reference" and p.get("differences"):
-            out.append("  differs in: " + "; ".join(p["differences"]))
-        if p.get("hint") and p["mode"] in ("reference", "none"):
-            out.append(f"  {p['hint']}")
-        if p["mode"] in ("gating", "ab"):
-            if p.get("error_control") and p.get("tests") is not None:  # documents before format 3 have none
-                out.append(f"  per-run error control: {ERROR_CONTROLS.get(p['error_control'], p['error_control'])}, "
-                           f"alpha {p['alpha']:g} over {p['tests']} tests (a lone moved cell needs p < "
-                           f"{p['per_test_alpha']:.2g})")
-            if p.get("baseline_quality"):
-                out += quality_lines(p["baseline_quality"])
-            line = detectable_line(comparison, p["profile"])
+        if p.mode == "reference" and p.differences:
+            out.append("  differs in: " + "; ".join(p.differences))
+        if p.hint and p.mode in ("reference", "none"):
+            out.append(f"  {p.hint}")
+        if p.gates:
+            if p.error_control and p.tests is not None:  # documents before format 3 have none
+                out.append(f"  per-run error control: {ERROR_CONTROLS.get(p.error_control, p.error_control)}, "
+                           f"alpha {p.alpha:g} over {p.tests} tests (a lone moved cell needs p < "
+                           f"{p.per_test_alpha:.2g})")
+            if p.baseline_quality:
+                out += quality_lines(p.baseline_quality)
+            line = detectable_line(comparison, p.profile)
             out += [line] if line else []
     return out
 
 
-def verdict_tables(comparison: dict) -> list[Table]:
+def verdict_tables(comparison: Comparison) -> list[Table]:
     """The cells that need a look (everything but unchanged), then the unchanged ones, folded."""
-    notable = [c for c in comparison["cells"] if c["verdict"] != "unchanged"]
-    same = [c for c in comparison["cells"] if c["verdict"] == "unchanged"]
+    notable = [c for c in comparison.cells if c.verdict != "unchanged"]
+    same = [c for c in comparison.cells if c.verdict == "unchanged"]
     tables = []
     for cells, title, collapsed in ((notable, "Verdicts", False), (same, f"{len(same)} unchanged cells", True)):
         if not cells and collapsed:
@@ -135,26 +135,26 @@ def verdict_tables(comparison: dict) -> list[Table]:
     return tables
 
 
-def full_table(comparison: dict) -> Table:
-    rows = _rows(comparison["cells"])
+def full_table(comparison: Comparison) -> Table:
+    rows = _rows(list(comparison.cells))
     return Table("", COLUMNS, tuple(r for r, _ in rows),
                  strong_rows=frozenset(k for k, (_, strong) in enumerate(rows) if strong), marks_holes=False)
 
 
-def render_terminal(comparison: dict, title: str = "perfsuite compare") -> str:
+def render_terminal(comparison: Comparison, title: str = "perfsuite compare") -> str:
     lines = [title, *part_lines(comparison)]
-    if comparison["cells"]:
+    if comparison.cells:
         lines.append(text_table(full_table(comparison)))
     lines.append(summary_line(comparison))
     return "\n".join(lines)
 
 
-def render_markdown(comparison: dict, title: str = "perfsuite") -> str:
+def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
     """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
-    n_reg = comparison["summary"].get("regression", 0)
+    n_reg = comparison.count("regression")
     if n_reg:
         head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**"
-    elif not comparison["gating"]:
+    elif not comparison.gating:
         head = "no gating comparison (no baseline of this machine)"
     else:
         head = "no regression"

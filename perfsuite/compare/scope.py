@@ -8,23 +8,25 @@ stays in step with how cells are selected and sharded.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.results import RunInfo
 
 
-def run_scope(runs: list[dict]) -> Callable[[Cell], bool] | None:
-    """A predicate: was ``cell`` in what any of these runs (one dict of settings per results file) set out to
+def run_scope(runs: Sequence[RunInfo | Mapping[str, Any]]) -> Callable[[Cell], bool] | None:
+    """A predicate: was ``cell`` in what any of these runs (the settings of each results file) set out to
     measure? None when every run measured its whole profile."""
-    if not any(r.get("selection") or r.get("shard") for r in runs):
+    runs = [r if isinstance(r, RunInfo) else RunInfo.from_dict(r) for r in runs]
+    if not any(r.selection or r.shard for r in runs):
         return None
     tests = [_one_run(r) for r in runs]
     return lambda cell: any(test(cell) for test in tests)
 
 
-def _one_run(settings: dict) -> Callable[[Cell], bool]:
-    selection, shard = settings.get("selection"), settings.get("shard")
+def _one_run(settings: RunInfo) -> Callable[[Cell], bool]:
+    selection, shard = settings.selection, settings.shard
     if not shard:
         return compile_selection(selection) if selection else (lambda cell: True)
     ids = _shard_ids(settings)
@@ -33,16 +35,16 @@ def _one_run(settings: dict) -> Callable[[Cell], bool]:
     return lambda cell: cell.id in ids
 
 
-def _shard_ids(settings: dict) -> frozenset[str] | None:
+def _shard_ids(settings: RunInfo) -> frozenset[str] | None:
     from perfsuite.cells.grid import get_profile, names_field
     from perfsuite.cells.shard import parse_shard, run_cells
     from perfsuite.workloads import estimated_cost
 
     try:
-        profile = get_profile(settings.get("profile") or "")
-        cells = profile.cells(device=settings.get("device") or "cpu", dtype=settings.get("dtype"),
-                              all_modes=names_field(settings.get("selection"), "mode"))  # opt-in modes, when named
-        chosen = run_cells(cells, settings.get("selection"), parse_shard(settings["shard"]), cost=estimated_cost)
+        profile = get_profile(settings.profile or "")
+        cells = profile.cells(device=settings.device or "cpu", dtype=settings.dtype,
+                              all_modes=names_field(settings.selection, "mode"))  # opt-in modes, when named
+        chosen = run_cells(cells, settings.selection, parse_shard(settings.shard or ""), cost=estimated_cost)
         return frozenset(c.id for c in chosen)
     except PerfsuiteError:
         return None

@@ -32,6 +32,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from perfsuite.formats.comparison import VERDICTS
+
 # Two-sided significance level. 1 %: a run compares tens of cells, and sampling noise alone should rarely pass
 # this gate; drift between runs is the minimum effect's job.
 ALPHA = 0.01
@@ -50,9 +52,7 @@ BOOTSTRAP_MAX_N = 5000  # at most 2000 × 5000 × 16 B = 160 MB for one side's r
 # approximation with tie and continuity corrections.
 EXACT_MAX_N = 20
 
-# Every verdict, in the order a reader needs them: what needs attention first. "reference": compared with a
-# baseline of another machine, for information only (never a verdict on the change).
-VERDICTS = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
+# Every verdict, in the order a reader needs them (the comparison format's list, which checks them on reading).
 BOOTSTRAP_SE_RESAMPLES = 400  # resamples for a run's within-run standard error (a floor: precision matters little)
 # One run per side may be set aside as an outlier by Dixon's Q test at 99 % (Dean & Dixon 1951; Rorabacher 1991):
 # one process hammered by a neighbour (seen here: a cell at +165 % with an IQR of 385 % among runs at +17 %) must

@@ -399,4 +399,5 @@ def _as_fingerprint(part: Part, fp) -> Part:
 
 
 def has_regression(comparison: dict) -> bool:
+    """Whether a document built here has a regression (a :class:`Comparison` says it as ``has_regression``)."""
     return comparison["summary"].get("regression", 0) > 0

@@ -17,12 +17,17 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       over the part's family: the verdict's gate) and ``se_log``; the metric ``norm_time`` (time over the loop's
       fixed torch probe) judges a cell's speed where recorded, the raw ``time`` then ``judged: false`` with
       verdict ``reference``. Older documents: each test stood alone (``error_control: none``).
+
+Readers take the document as typed records (:class:`Comparison` of :class:`PartEntry` and :class:`CellVerdict`
+of :class:`MetricVerdict`), checked on reading. Over 350 lines on purpose: the version history, its migrations
+and the records that read the current version are one format, changed together.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import Format
@@ -92,3 +97,263 @@ def check_comparison(doc: Any, where: str = "comparison") -> dict:
 
 def load_comparison(path: str | Path) -> dict:
     return check_comparison(COMPARISON_FORMAT.load(path), str(path))
+
+
+def read_comparison(path: str | Path) -> "Comparison":
+    """The comparison file at ``path`` as typed records (any known version, migrated)."""
+    return Comparison.from_dict(COMPARISON_FORMAT.load(path), str(path))
+
+
+# --- the document as typed records ----------------------------------------------------------------------------------
+# Each record keeps the order of the keys it was read with (``keys``) and any key this perfsuite does not know
+# (``extra``), so ``to_dict(from_dict(doc)) == doc`` and a file rewritten from its records is the same bytes.
+# Optional keys (``note``, ``with_reference``, ``error_control``, ...) are None when absent and written only when
+# present in the document read or set.
+
+# Every verdict, in the order a reader needs them: what needs attention first. "reference": compared with a
+# baseline of another machine, for information only (never a verdict on the change).
+VERDICTS = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
+MODES = ("gating", "reference", "ab", "none")
+UNITS = ("%", "pp")
+_NUMBER = "number"
+
+
+def _check(value: Any, kind: Any, where: str, key: str, optional: bool) -> Any:
+    """``value`` if it is of ``kind`` (a type, _NUMBER, or a tuple of allowed strings); else ComparisonError."""
+    if value is None and optional:
+        return None
+    if kind == _NUMBER:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(kind, tuple):
+        ok = isinstance(value, str) and value in kind
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        want = f"one of {', '.join(kind)}" if isinstance(kind, tuple) else \
+            "a number" if kind == _NUMBER else f"{'' if kind is int else 'a '}{getattr(kind, '__name__', kind)}"
+        raise ComparisonError(f"{where}: {key!r} is {value!r}, not {want}")
+    return value
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ComparisonError(f"{where}: {key!r} is {value!r}, not a list of strings")
+    return tuple(value)
+
+
+class _Entry:
+    """Shared reading and writing of one JSON object; subclasses declare ``REQUIRED`` and ``OPTIONAL``."""
+
+    REQUIRED: Mapping[str, Any] = {}
+    OPTIONAL: Mapping[str, Any] = {}
+
+    @classmethod
+    def _read(cls, d: Any, where: str, **converted: Any) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            raise ComparisonError(f"{where}: expected an object, found {type(d).__name__}")
+        missing = [k for k in cls.REQUIRED if k not in d and k not in converted]
+        if missing:
+            raise ComparisonError(f"{where}: no {missing[0]!r}")
+        values: dict[str, Any] = {}
+        for k, (kind, optional) in {**cls.REQUIRED, **cls.OPTIONAL}.items():
+            if k in converted:
+                values[k] = converted[k]
+            elif k in d:
+                values[k] = _check(d[k], kind, where, k, optional or k in cls.OPTIONAL)
+        known = set(cls.REQUIRED) | set(cls.OPTIONAL)
+        return values | {"keys": tuple(d), "extra": {k: v for k, v in d.items() if k not in known}}
+
+    def _write(self, **converted: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        order = list(self.keys) + [k for k in (*self.REQUIRED, *self.OPTIONAL, *self.extra) if k not in self.keys]
+        for k in order:
+            if k in converted:
+                out[k] = converted[k]
+            elif k in self.REQUIRED or k in self.OPTIONAL:
+                v = getattr(self, k)
+                if v is not None or k in self.REQUIRED or k in self.keys:
+                    out[k] = list(v) if isinstance(v, tuple) else v
+            elif k in self.extra:
+                out[k] = self.extra[k]
+        return out
+
+
+_KEEP = dict(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class MetricVerdict(_Entry):
+    """One metric of one cell: its verdict, the values of both sides and the change, in the metric's unit."""
+
+    metric: str
+    unit: str
+    verdict: str
+    baseline: float | None = None
+    current: float | None = None
+    change: float | None = None  # % of time, or pp of slow-down
+    ci_low: float | None = None
+    ci_high: float | None = None
+    detectable: float | None = None
+    change_pct: float | None = None
+    ci_low_pct: float | None = None
+    ci_high_pct: float | None = None
+    p_value: float | None = None
+    df: float | None = None
+    noise_pct: float | None = None
+    baseline_runs: int = 0
+    current_runs: int = 0
+    se_log: float | None = None
+    p_adjusted: float | None = None
+    note: str | None = None
+    outlier_runs: int | None = None
+    with_reference: str | None = None
+    judged: bool | None = None  # False: shown beside the metric that judges, not judged
+    paired: bool | None = None
+    keys: tuple[str, ...] = field(**_KEEP)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    REQUIRED = {"metric": (str, False), "unit": (UNITS, False), "verdict": (VERDICTS, False),
+                **{k: (_NUMBER, True) for k in ("baseline", "current", "change", "ci_low", "ci_high", "detectable",
+                                                "change_pct", "ci_low_pct", "ci_high_pct", "p_value", "df",
+                                                "noise_pct")},
+                "baseline_runs": (int, False), "current_runs": (int, False)}
+    OPTIONAL = {"se_log": (_NUMBER, True), "p_adjusted": (_NUMBER, True), "note": (str, True),
+                "outlier_runs": (int, True), "with_reference": (str, True), "judged": (bool, True),
+                "paired": (bool, True)}
+
+    @property
+    def is_judged(self) -> bool:
+        return self.judged is not False
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metric") -> "MetricVerdict":
+        return cls(**cls._read(d, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._write()
+
+
+@dataclass(frozen=True)
+class CellVerdict(_Entry):
+    """One cell: its verdict (the most urgent of its judged metrics), the metrics that moved, each metric."""
+
+    cell_id: str
+    part: str | None
+    verdict: str
+    moved: tuple[str, ...] = ()
+    remeasured: int = 0
+    metrics: tuple[MetricVerdict, ...] = ()
+    note: str | None = None  # why a cell is missing
+    keys: tuple[str, ...] = field(**_KEEP)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    REQUIRED = {"cell_id": (str, False), "part": (str, True), "verdict": (VERDICTS, False), "moved": (list, False),
+                "remeasured": (int, False), "metrics": (list, False)}
+    OPTIONAL = {"note": (str, True)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "cell") -> "CellVerdict":
+        if not isinstance(d, dict):
+            raise ComparisonError(f"{where}: expected an object, found {type(d).__name__}")
+        where = f"{where} {d.get('cell_id')}" if isinstance(d.get("cell_id"), str) else where
+        metrics = d.get("metrics")
+        if not isinstance(metrics, list):
+            raise ComparisonError(f"{where}: 'metrics' is {metrics!r}, not a list")
+        return cls(**cls._read(d, where, moved=_strings(d.get("moved"), where, "moved"),
+                               metrics=tuple(MetricVerdict.from_dict(m, f"{where}: metric {i}")
+                                             for i, m in enumerate(metrics))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._write(metrics=[m.to_dict() for m in self.metrics])
+
+    def metric(self, name: str) -> MetricVerdict | None:
+        return next((m for m in self.metrics if m.metric == name), None)
+
+
+@dataclass(frozen=True)
+class PartEntry(_Entry):
+    """One part of a run (a profile on one machine) and what it was compared with (``mode``)."""
+
+    profile: str | None
+    mode: str
+    baseline: str | None = None
+    baseline_runs: int = 0
+    current_runs: int = 1
+    machine: str | None = None
+    baseline_machine: str | None = None
+    differences: tuple[str, ...] = ()
+    hint: str | None = None
+    error_control: str | None = None  # gating and A/B parts from format 3 on
+    tests: int | None = None
+    alpha: float | None = None
+    per_test_alpha: float | None = None
+    baseline_quality: Mapping[str, Any] | None = None  # perfsuite.compare.quality's assessment, as written
+    keys: tuple[str, ...] = field(**_KEEP)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    REQUIRED = {"profile": (str, True), "mode": (MODES, False), "baseline": (str, True),
+                "baseline_runs": (int, False), "current_runs": (int, False), "machine": (str, True),
+                "baseline_machine": (str, True), "differences": (list, False), "hint": (str, True)}
+    OPTIONAL = {"error_control": (str, True), "tests": (int, True), "alpha": (_NUMBER, True),
+                "per_test_alpha": (_NUMBER, True), "baseline_quality": (dict, True)}
+
+    @property
+    def gates(self) -> bool:
+        return self.mode in ("gating", "ab")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "part") -> "PartEntry":
+        diffs = d.get("differences") if isinstance(d, dict) else None
+        return cls(**cls._read(d, where, **({} if diffs is None else
+                                            {"differences": _strings(diffs, where, "differences")})))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._write()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison document as typed records: its parts, its cells, and the count of cells per verdict."""
+
+    gating: bool  # whether any verdict here can fail the run
+    parts: tuple[PartEntry, ...]
+    cells: tuple[CellVerdict, ...]
+    summary: Mapping[str, int]
+    keys: tuple[str, ...] = field(**_KEEP)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "comparison") -> "Comparison":
+        """Any known version of the document, migrated and checked; ComparisonError (one line) otherwise."""
+        doc = check_comparison(doc, where)
+        summary = doc.get("summary")
+        if not isinstance(summary, dict) or not all(isinstance(k, str) and isinstance(v, int)
+                                                    and not isinstance(v, bool) for k, v in summary.items()):
+            raise ComparisonError(f"{where}: 'summary' is not an object of counts")
+        gating = _check(doc.get("gating"), bool, where, "gating", False)
+        known = {COMPARISON_FORMAT.key, "gating", "parts", "cells", "summary"}
+        return cls(gating, tuple(PartEntry.from_dict(p, f"{where}: part {i}") for i, p in enumerate(doc["parts"])),
+                   tuple(CellVerdict.from_dict(c, f"{where}: cell {i}") for i, c in enumerate(doc["cells"])),
+                   dict(summary), tuple(doc), {k: v for k, v in doc.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document as written (the current format version first)."""
+        values = {"gating": self.gating, "parts": [p.to_dict() for p in self.parts],
+                  "cells": [c.to_dict() for c in self.cells], "summary": dict(self.summary)}
+        order = [k for k in self.keys if k != COMPARISON_FORMAT.key] + [k for k in (*values, *self.extra)
+                                                                       if k not in self.keys]
+        return COMPARISON_FORMAT.stamp({k: values[k] if k in values else self.extra[k] for k in order})
+
+    def count(self, verdict: str) -> int:
+        return self.summary.get(verdict, 0)
+
+    @property
+    def has_regression(self) -> bool:
+        return self.count("regression") > 0
+
+
+def as_comparison(doc: "Comparison | dict", where: str = "comparison") -> Comparison:
+    """``doc`` as typed records: a :class:`Comparison` as it is, a document (any known version) read."""
+    return doc if isinstance(doc, Comparison) else Comparison.from_dict(doc, where)

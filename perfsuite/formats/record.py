@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 from perfsuite.cells.grid import Cell
@@ -39,9 +40,9 @@ MAX_SAMPLES = 1_000_000  # timed rounds per cell (statistics subsample far fewer
 MAX_ABS_NUMBER = 2.0 ** 63  # any other number: what an int64 or a sum of a few of them holds without overflow
 MAX_NAME_CHARS = 200
 TIME_FIELDS = ("time_ms", "ref_time_ms")  # positive
-SAMPLE_FIELDS = ("samples_ms", "ref_samples_ms")  # lists of positive times
+SAMPLE_FIELDS = ("samples_ms", "ref_samples_ms", "probe_samples_ms")  # lists of positive times
 FINITE_FIELDS = ("slowdown_pct", "iqr_pct")  # any finite number
-COUNT_FIELDS = ("rounds",)  # a non-negative integer
+COUNT_FIELDS = ("rounds", "cycle")  # a non-negative integer
 NAME_FIELDS = ("workload", "adapter", "dtype", "device", "model", "impl")  # become parts of file names
 
 _OWN_FIELDS = ("perfsuite_schema", "cell_id", "cell", "status", "reason", "env", "model_dims")
@@ -77,6 +78,8 @@ class CellRecord:
     env: Mapping[str, Any] = field(default_factory=dict)  # device, software and machine identity
     model_dims: Mapping[str, int] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)  # time_ms, samples_ms, ref_samples_ms, ...
+    # The timing core is typed below (samples_ms, ref_samples_ms, probe_samples_ms, cycle, rounds): read from
+    # ``metrics``, where the file keeps them (the JSON is unchanged), checked by from_dict (check_metrics).
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -96,16 +99,31 @@ class CellRecord:
     def get(self, key: str, default: Any = None) -> Any:
         return self.metrics.get(key, default)
 
-    @property
-    def samples_ms(self) -> list[float] | None:
+    @cached_property
+    def samples_ms(self) -> tuple[float, ...] | None:
         """The cell's raw timed rounds (ms), or None when it has none."""
-        return self.metrics.get("samples_ms") or None
+        return _times(self.metrics.get("samples_ms"))
+
+    @cached_property
+    def ref_samples_ms(self) -> tuple[float, ...] | None:
+        """The paired reference's rounds (r = 0 model, or plain decoding), one per timed round, or None."""
+        ref, own = _times(self.metrics.get("ref_samples_ms")), self.samples_ms
+        return ref if ref and own and len(ref) == len(own) and min(ref) > 0 else None
+
+    @cached_property
+    def probe_samples_ms(self) -> tuple[float, ...] | None:
+        """The fixed torch probe's rounds of the cell's loop (:mod:`perfsuite.probe`), or None (none timed)."""
+        return _times(self.metrics.get("probe_samples_ms"))
 
     @property
-    def ref_samples_ms(self) -> list[float] | None:
-        """The paired reference's rounds (r = 0 model, or plain decoding), one per timed round, or None."""
-        ref, own = self.metrics.get("ref_samples_ms"), self.samples_ms
-        return ref if ref and own and len(ref) == len(own) and min(ref) > 0 else None
+    def cycle(self) -> int | None:
+        """How many functions the loop rotated through per round (older records: None, read as pairs)."""
+        return _count(self.metrics.get("cycle"))
+
+    @property
+    def rounds(self) -> int | None:
+        """Timed rounds the cell recorded, or None."""
+        return _count(self.metrics.get("rounds"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"perfsuite_schema": SCHEMA_VERSION, "cell_id": self.cell.id, "cell": self.cell.to_dict(),
@@ -139,6 +157,14 @@ class CellRecord:
 
     def with_metrics(self, **metrics: Any) -> "CellRecord":
         return CellRecord(self.cell, self.status, self.reason, self.env, self.model_dims, {**self.metrics, **metrics})
+
+
+def _times(v: Any) -> tuple[float, ...] | None:
+    return tuple(v) if v else None  # checked by from_dict: positive finite times
+
+
+def _count(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _is_number(v: Any) -> bool:

@@ -14,8 +14,8 @@ threads, shard), ``sessions`` (journaled runs: pytest sessions that made it) and
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from perfsuite.cells.grid import Cell
 from perfsuite.errors import PerfsuiteError
@@ -50,14 +50,66 @@ def results_document(header: dict, benchmarks: list[dict], settings: dict, not_r
             SECTION: perfsuite_section(settings, not_run, **extra)}
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What one results file says of its run: where it came from (file, commit, time, host), the run settings
+    (the ``perfsuite`` section, checked on reading by :func:`read_document`) and the device of its records.
+    ``get(key)`` reads a field or any other setting by name, as the dict this replaces did (None: not recorded)."""
+
+    source: str | None = None
+    datetime: str | None = None  # pytest-benchmark's, ISO 8601
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+    machine_node: str | None = None
+    profile: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    rounds: int | None = None  # None: the profile's policy
+    warmup: int | None = None
+    threads: int | None = None
+    selection: str | None = None  # --cells
+    shard: str | None = None  # "i/n"
+    weights: str | None = None
+    weights_path: str | None = None
+    adapters: str | None = None  # --adapters MODULE:OBJECT
+    sessions: int | None = None  # journaled runs: the pytest sessions that made it
+    device_name: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # any other setting, by name
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunInfo":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   extra={k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"} | dict(self.extra)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key) if key in _RUN_FIELDS else self.extra.get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+
+_RUN_FIELDS = frozenset(RunInfo.__dataclass_fields__) - {"extra"}
+
+
 @dataclass
 class Results:
-    """The records of one or more results files, and one run-metadata dict per file read."""
+    """The records of one or more results files, and what each file says of its run (:class:`RunInfo`)."""
 
     records: list[CellRecord] = field(default_factory=list)
-    runs: list[dict] = field(default_factory=list)  # per file: source, datetime, commit, profile, device, ...
+    runs: list[RunInfo] = field(default_factory=list)  # per file read (a mapping given is read as one)
     errors: list[str] = field(default_factory=list)  # one line per file that could not be read (non-strict)
     sources: list[str] = field(default_factory=list)  # the file each record came from, parallel to records
+
+    def __post_init__(self) -> None:
+        self.runs = [r if isinstance(r, RunInfo) else RunInfo.from_dict(r) for r in self.runs]
 
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
@@ -74,7 +126,7 @@ class Results:
         return {r.id: r for r in self.records}
 
 
-def read_document(doc: Any, source: str) -> tuple[list[CellRecord], dict]:
+def read_document(doc: Any, source: str) -> tuple[list[CellRecord], RunInfo]:
     """The records and the run metadata of one results document."""
     if not isinstance(doc, dict):
         raise ResultsError(f"{source}: expected a JSON object, found {type(doc).__name__}")
@@ -111,7 +163,7 @@ def read_document(doc: Any, source: str) -> tuple[list[CellRecord], dict]:
            **{k: v for k, v in meta.items() if k not in ("not_run", "perfsuite_schema")}}
     env = next((r.env for r in records if r.env.get("device_name")), {})
     run |= {k: env.get(k) for k in ENV_COLUMNS}
-    return records, run
+    return records, RunInfo.from_dict(run)
 
 
 _TEXT_SETTINGS = ("profile", "device", "dtype", "selection", "shard", "weights_path")

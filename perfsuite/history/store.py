@@ -160,8 +160,8 @@ class HistoryStore:
             cur = self.conn.execute(
                 "INSERT INTO runs (run_key, datetime, commit_sha, branch, dirty, profile, sources, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_key, stamp, commit, meta.get("branch"), _bool(meta.get("dirty")),
-                 meta.get("profile"), json.dumps(list(sources)), _now()))
+                (run_key, stamp, commit, meta.branch, _bool(meta.dirty), meta.profile, json.dumps(list(sources)),
+                 _now()))
             run_id = cur.lastrowid
             for rec in results.ok():
                 fp = Fingerprint.of(rec.env, rec.cell)
@@ -295,13 +295,13 @@ def _files(sources: Sequence[str]) -> str:
 
 def check_one_run(results: Results, sources: Sequence[str]) -> tuple[str, str]:
     """(commit, earliest datetime) of files that are one run, or HistoryError saying why they are not."""
-    commits = {r.get("commit") for r in results.runs}
+    commits = {r.commit for r in results.runs}
     if None in commits or "" in commits:
         raise HistoryError(f"{_files(sources)}: no commit recorded (run the benchmarks inside a git checkout)")
     if len(commits) > 1:
         raise HistoryError(f"{_files(sources)}: files from {len(commits)} commits; `history add` takes the "
                            "shards of one run at a time")
-    stamps = [r.get("datetime") for r in results.runs]
+    stamps = [r.datetime for r in results.runs]
     if not all(isinstance(s, str) and s for s in stamps):
         raise HistoryError(f"{_files(sources)}: a file has no datetime")
     return commits.pop(), min(stamps)

@@ -32,7 +32,8 @@ class SessionGate:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from perfsuite.compare.baselines import load_all, load_reference
         from perfsuite.compare.render import render_terminal
-        from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results, has_regression
+        from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results
+        from perfsuite.formats.comparison import Comparison
         from perfsuite.formats.results import results_from_document
         from perfsuite.processes import node_ids_of, remeasurer
 
@@ -47,14 +48,14 @@ class SessionGate:
                          else load_reference(self.baseline))
             with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
                 remeasure = remeasurer(results, node_ids_of(doc), rootdir, tmp)
-                comparison = compare_results(results, baselines, CompareOptions(remeasure=REMEASURE),
-                                             remeasure=remeasure)
+                comparison = Comparison.from_dict(compare_results(
+                    results, baselines, CompareOptions(remeasure=REMEASURE), remeasure=remeasure))
         except PerfsuiteError as e:
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
         self.text = render_terminal(comparison, "perfsuite compare (end of session)")
-        if has_regression(comparison):
+        if comparison.has_regression:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
 from perfsuite.device_time import SOURCE_EVENTS
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
@@ -213,9 +214,9 @@ def report_frame(results: Results) -> pd.DataFrame:
     """The tidy frame with each row's run metadata (``run_datetime``, ``run_commit``, …) and no φ grids
     (those go to subspace_phi.csv); list columns (raw samples) as JSON text, so it writes as flat CSV."""
     frame = results.frame.drop(columns=["subspace"], errors="ignore").copy()
-    by_source = {r.get("source"): r for r in results.runs}
+    by_source = {r.source: r for r in results.runs}
     for key in RUN_COLUMNS:
-        frame[f"run_{key}"] = [by_source.get(s, {}).get(key) for s in frame.get("source", [])]
+        frame[f"run_{key}"] = [by_source[s].get(key) if s in by_source else None for s in frame.get("source", [])]
     for col in INT_COLUMNS:
         if col in frame.columns and frame[col].map(lambda v: v is None or not is_number(v) or float(v).is_integer()).all():
             frame[col] = pd.array([int(v) if is_number(v) else None for v in frame[col]], dtype="Int64")
@@ -378,9 +379,9 @@ class ChangeData:
 CHANGE_UNITS = {"slowdown": "pp", "time": "%"}
 
 
-def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
+def change_data(frame: pd.DataFrame, comparison: Comparison) -> list[ChangeData]:
     """One :class:`ChangeData` per latency setup and metric that the comparison has numbers for."""
-    entries = {c["cell_id"]: c for c in comparison.get("cells", []) if isinstance(c, dict)}
+    entries = {c.cell_id: c for c in comparison.cells}
     setups = records_by_setup(frame, "latency")
     out = []
     for setup, recs in setups:
@@ -393,9 +394,8 @@ def change_data(frame: pd.DataFrame, comparison: dict) -> list[ChangeData]:
                 def lookup(r, b, a=a, s=s, metric=metric):
                     cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
                                impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
-                    m = next((m for m in (entries.get(cid) or {}).get("metrics", []) if m["metric"] == metric), None)
-                    return None if m is None else {"status": STATUS_OK, "change": m.get("change"),
-                                                   "verdict": m.get("verdict")}
+                    m = entries[cid].metric(metric) if cid in entries else None
+                    return None if m is None else {"status": STATUS_OK, "change": m.change, "verdict": m.verdict}
 
                 panels[(a, s)] = axes.grid(a, s, lookup, "change")
                 marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(axes.ranks[a])

@@ -15,7 +15,7 @@ from typing import Sequence
 
 
 from perfsuite.compare.render import part_lines, verdict_tables
-from perfsuite.formats.comparison import check_comparison
+from perfsuite.formats.comparison import Comparison, as_comparison
 from perfsuite.formats.io import write_text_atomic
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.formats.results import Results
@@ -121,7 +121,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
     return sections, missing_lines(results, drawn)
 
 
-def render_report(results: Results, out_dir: str | Path, *, comparison: dict | None = None,
+def render_report(results: Results, out_dir: str | Path, *, comparison: Comparison | dict | None = None,
                   vector: str | None = "svg", title: str | None = None,
                   trends: Sequence[Section] = ()) -> ReportFiles:
     """The report step: results.csv, a figure per workload and setup present, index.html and summary.md
@@ -131,7 +131,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     hold, and lists the rest."""
     out_dir = Path(out_dir)
     if comparison is not None:
-        comparison = check_comparison(comparison)
+        comparison = as_comparison(comparison)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -140,7 +140,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
     write_text_atomic(csv, report_frame(results).to_csv(index=False))
     sections, missing = build_sections(results, out_dir, vector=vector)
     sections += list(trends)
-    profiles = sorted({str(r.get("profile")) for r in results.runs if r.get("profile")})
+    profiles = sorted({r.profile for r in results.runs if r.profile})
     title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
     head = [run_table(results)]
     compared = comparison_sections(results, comparison, out_dir, vector=vector) if comparison is not None else []
@@ -153,7 +153,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: dict | N
                        tuple(missing))
 
 
-def comparison_sections(results: Results, comparison: dict, out_dir: Path, *,
+def comparison_sections(results: Results, comparison: Comparison, out_dir: Path, *,
                         vector: str | None) -> list[Section]:
     """The verdicts on top: what each part was compared with, the verdict table, and the change heatmaps in the
     latency layout (slow-down change in pp, time change in %)."""

@@ -150,14 +150,14 @@ def subspace_tables(group: SubspaceGroup) -> list[Table]:
 def run_table(results: Results) -> Table:
     rows = []
     for r in results.runs:
-        commit = str(r.get("commit") or "")[:10]
-        rows.append((str(r.get("source", "")).rsplit("/", 1)[-1], str(r.get("datetime") or "")[:19].replace("T", " "),
-                     commit + (f" ({r['branch']})" if r.get("branch") else ""), str(r.get("profile") or ""),
-                     str(r.get("device") or ""), str(r.get("device_name") or ""), str(r.get("dtype") or ""),
-                     str(r.get("torch_version") or ""), str(r.get("cuda_version") or ""),
-                     "" if r.get("threads") is None else str(r.get("threads")),
-                     "" if r.get("rounds") is None else f"{r.get('rounds')} (+{r.get('warmup', 0)} warm-up)",
-                     str(r.get("selection") or "")))
+        commit = str(r.commit or "")[:10]
+        rows.append((str(r.source or "").rsplit("/", 1)[-1], str(r.datetime or "")[:19].replace("T", " "),
+                     commit + (f" ({r.branch})" if r.branch else ""), str(r.profile or ""),
+                     str(r.device or ""), str(r.device_name or ""), str(r.dtype or ""),
+                     str(r.torch_version or ""), str(r.cuda_version or ""),
+                     "" if r.threads is None else str(r.threads),
+                     "" if r.rounds is None else f"{r.rounds} (+{r.warmup or 0} warm-up)",
+                     str(r.selection or "")))
     return Table("Runs", ("file", "date (UTC)", "commit", "profile", "device", "device name", "dtype", "torch", "CUDA",
                           "threads", "rounds", "cell selection"), tuple(rows))
 

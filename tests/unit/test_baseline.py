@@ -116,7 +116,7 @@ def test_v1_and_v2_files_migrate_and_never_gate():
     assert sorted(v1.cell_ids()) == sorted(c["cell_id"] for c in raw["cells"])
     entry = raw["cells"][0]
     rec = v1.runs[0].cells[entry["cell_id"]]
-    assert rec.samples_ms == entry["samples_ms"] and rec.ref_samples_ms == entry["base_samples_ms"]
+    assert list(rec.samples_ms) == entry["samples_ms"] and list(rec.ref_samples_ms) == entry["base_samples_ms"]
     assert v1.fingerprint.host is None and v1.fingerprint.cpu == "cpu: AMD EPYC" and v1.fingerprint.dtype == "float32"
     v2_doc = json.loads((FIXTURES / "corrupt_cell.json").read_text())
     v2_doc["cells"]["latency[lora-r8-b1-s32]"]["cell"]["rank"] = 8  # repair the planted fault: a valid v2 file

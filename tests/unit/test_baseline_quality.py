@@ -9,6 +9,7 @@ import synthetic as syn
 from perfsuite.compare.baselines import add_runs, baseline_of, parts_of
 from perfsuite.compare.quality import NOISY_BASELINE_PCT, assess, detectable_one_run, sittings
 from perfsuite.compare.render import render_terminal
+from perfsuite.formats.comparison import Comparison
 from perfsuite.compare.verdicts import compare_results
 from perfsuite.formats.baseline import BASELINE_FORMAT, BaselineRun, boot_of, load_baseline
 
@@ -80,4 +81,4 @@ def test_a_baseline_recorded_under_load_is_flagged_when_recorded_and_in_every_co
     q = assess(load_baseline(r.path))
     assert q.too_noisy and max(q.detectable_pct.values()) > NOISY_BASELINE_PCT
     doc = compare_results(_run(9), [load_baseline(r.path)])
-    assert doc["parts"][0]["baseline_quality"]["too_noisy"] and "too noisy to gate" in render_terminal(doc)
+    assert doc["parts"][0]["baseline_quality"]["too_noisy"] and "too noisy to gate" in render_terminal(Comparison.from_dict(doc))

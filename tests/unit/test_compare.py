@@ -11,7 +11,7 @@ from perfsuite.compare.baselines import add_runs, baseline_of, load_all, parts_o
 from perfsuite.compare.render import render_markdown, render_terminal, verdict_tables
 from perfsuite.compare.stats import VERDICTS
 from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs, has_regression
-from perfsuite.formats.comparison import check_comparison
+from perfsuite.formats.comparison import Comparison, check_comparison
 from perfsuite.formats.results import Results, ResultsError
 
 LORA, PLAIN, LORA4 = syn.cell("lora"), syn.cell("none"), syn.cell("lora", batch=4)
@@ -79,7 +79,7 @@ def test_a_uniform_slowdown_is_caught_on_time_not_on_the_slowdown():
     assert metric(lora, "time")["with_reference"] == PLAIN.id
     assert metric(lora, "time")["change"] == pytest.approx(15.0, abs=2.5)  # the move is still shown
     assert lora4["verdict"] == "regression" and lora4["moved"] == ["time"]  # no b4 plain cell here to judge it on
-    text = render_terminal(doc)
+    text = render_terminal(Comparison.from_dict(doc))
     assert "time (w/ ref)" in text and "1 time move marked 'w/ ref'" in text.splitlines()[-1]
 
 
@@ -118,7 +118,7 @@ def test_an_adapter_of_its_own_is_not_marked_as_moving_with_its_reference():
     lora = by_id(doc)[LORA.id]
     assert metric(lora, "slowdown")["verdict"] == "regression"
     assert not any(m.get("with_reference") for c in doc["cells"] for m in c["metrics"])
-    assert "w/ ref" not in render_terminal(doc)
+    assert "w/ ref" not in render_terminal(Comparison.from_dict(doc))
 
 
 def test_another_machine_is_a_reference_that_never_fails_the_run():
@@ -131,13 +131,13 @@ def test_another_machine_is_a_reference_that_never_fails_the_run():
     lora = by_id(doc)[LORA.id]
     assert lora["verdict"] == "reference" and [m["metric"] for m in lora["metrics"]] == ["slowdown"]  # no times
     assert metric(lora, "slowdown")["change"] > 50  # the change is shown all the same
-    assert "REFERENCE ONLY" in render_terminal(doc) and "perfsuite baseline record" in render_terminal(doc)
+    assert "REFERENCE ONLY" in render_terminal(Comparison.from_dict(doc)) and "perfsuite baseline record" in render_terminal(Comparison.from_dict(doc))
 
 
 def test_no_baseline_at_all_is_a_part_with_mode_none():
     doc = compare_results(runs(1)[0], [], record_hint="record one with: perfsuite baseline record --profile smoke")
     assert doc["parts"][0]["mode"] == "none" and doc["cells"] == [] and not has_regression(doc)
-    assert "record one with: perfsuite baseline record --profile smoke" in render_terminal(doc)
+    assert "record one with: perfsuite baseline record --profile smoke" in render_terminal(Comparison.from_dict(doc))
 
 
 def test_one_run_a_side_is_never_a_verdict():
@@ -241,7 +241,7 @@ def test_a_malformed_sample_is_an_error_not_a_verdict():
 
 def test_every_table_line_starts_with_the_cell_id_then_its_verdict():
     doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
-    text = render_terminal(doc)
+    text = render_terminal(Comparison.from_dict(doc))
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("cell "))
     body = [line for line in lines[header + 2:] if line.startswith("latency[")]
@@ -258,9 +258,9 @@ def test_every_table_line_starts_with_the_cell_id_then_its_verdict():
 
 def test_markdown_and_report_tables_are_the_same_rows():
     doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
-    md = render_markdown(doc)
+    md = render_markdown(Comparison.from_dict(doc))
     assert md.startswith("### perfsuite: **2 regressions**") and "this machine's baseline" in md
-    main_table = verdict_tables(doc)[0]
+    main_table = verdict_tables(Comparison.from_dict(doc))[0]
     for row in main_table.rows:
         assert "| " + " | ".join(f"**{c}**" if c and row[1] == "regression" else c for c in row) + " |" in md
 

@@ -85,7 +85,7 @@ def test_a_journal_of_schema_1_records_migrates(tmp_path):
     j.append_benchmark({"name": A.id, "extra_info": old, "stats": {"rounds": 3}})
     j.append("not_run", perfsuite_schema=1, cell_id=B.id, cell=B.to_dict(), status="oom", reason="OOM")
     (rec, skipped) = results_from_document(j.to_results_json(), "j").records
-    assert rec.ref_samples_ms == [1.0, 1.0, 1.0] and rec.get("slowdown_pct") == pytest.approx(20.0)
+    assert rec.ref_samples_ms == (1.0, 1.0, 1.0) and rec.get("slowdown_pct") == pytest.approx(20.0)
     assert skipped.status == "oom"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from perfsuite.cells.grid import ADAPTER_NAMES
-from perfsuite.formats.comparison import ComparisonError, check_comparison, load_comparison
+from perfsuite.formats.comparison import ComparisonError, check_comparison, load_comparison, read_comparison
 from perfsuite.report.data import MISSING, ReportError, change_data, latency_data, recompute_data, report_frame
 from perfsuite.report.phi_data import check_phi, phi_frame, subspace_groups, subspace_records
 from perfsuite.report.tables import latency_tables, missing_lines, recompute_tables, subspace_tables
@@ -19,7 +19,7 @@ SMOKE = load_results([FIXTURES / "latency_smoke.json"])
 PARTIAL = load_results([FIXTURES / "latency_partial.json"])
 RECOMPUTE = load_results([FIXTURES / "recompute_fig13.json"])
 SUBSPACE = load_results([FIXTURES / "subspace_small.json"])
-COMPARISON = load_comparison(FIXTURES / "comparison.json")
+COMPARISON = read_comparison(FIXTURES / "comparison.json")
 # LLM-42 Fig. 13, batch → recompute % per window 16, 32, …; the fixture's plain-model panel holds exactly these.
 FIG13 = {1: [3.44, 6.81, 12.42, 24.92, 46.41, 42.33], 2: [3.31, 6.03, 13.86, 28.96, 42.28], 4: [2.97, 6.47, 14.09, 27.85],
          8: [3.11, 6.49, 13.83], 16: [3.09, 6.40], 32: [2.82]}
@@ -195,13 +195,13 @@ def test_malformed_phi_records(record, message):
 
 def test_a_version_1_comparison_file_migrates():
     """The fixture is a format-1 file: one metric per cell, named as the old code named them."""
-    cells = {c["cell_id"]: c for c in COMPARISON["cells"]}
+    cells = {c.cell_id: c for c in COMPARISON.cells}
     reg = cells["latency[houlsby-r8-b1-s32]"]
-    assert reg["verdict"] == "regression" and reg["moved"] == ["time"]
-    (m,) = reg["metrics"]
-    assert (m["metric"], m["unit"], m["change"], m["ci_low"], m["ci_high"]) == ("time", "%", 31.0, 18.2, 45.3)
-    assert cells["latency[lin-r8-b4-s32]"]["moved"] == [] and COMPARISON["gating"] is True
-    assert COMPARISON["parts"][0]["baseline"] == "baseline/main-2026-11-20.json"
+    assert reg.verdict == "regression" and reg.moved == ("time",)
+    (m,) = reg.metrics
+    assert (m.metric, m.unit, m.change, m.ci_low, m.ci_high) == ("time", "%", 31.0, 18.2, 45.3)
+    assert cells["latency[lin-r8-b4-s32]"].moved == () and COMPARISON.gating is True
+    assert COMPARISON.parts[0].baseline == "baseline/main-2026-11-20.json"
 
 
 @pytest.mark.parametrize("doc, message", [

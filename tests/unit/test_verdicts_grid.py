@@ -6,6 +6,7 @@ import pytest
 import synthetic as syn
 
 from perfsuite.compare.render import render_terminal
+from perfsuite.formats.comparison import Comparison
 from perfsuite.compare.stats import ERROR_CONTROL, adjust_p_values, family_alpha
 from perfsuite.compare.verdicts import CompareOptions, attribute_shared_moves, cell_metrics, compare_runs, \
     control_errors, has_regression
@@ -171,7 +172,7 @@ def test_a_probed_cell_is_judged_on_its_normalised_time_and_shows_its_raw_time()
     for c in doc["cells"]:
         raw = next(m for m in c["metrics"] if m["metric"] == "time")
         assert raw["judged"] is False and raw["verdict"] == "reference" and raw["current"] is not None
-    assert "time (raw, shown)" in render_terminal(doc)
+    assert "time (raw, shown)" in render_terminal(Comparison.from_dict(doc))
 
 
 def test_a_uniform_code_slowdown_is_caught_on_a_noisy_machine_through_the_probe():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from perfsuite.formats.comparison import load_comparison
+from perfsuite.formats.comparison import Comparison, load_comparison, read_comparison
 
 SCRIPTS = Path(__file__).parents[2] / ".github" / "scripts"
 FIXTURE = Path(__file__).parents[2] / "tests" / "fixtures" / "results" / "comparison.json"
@@ -82,7 +82,7 @@ def big_comparison(cells: int, notable_every: int) -> dict:
 
 def test_a_full_nights_body_keeps_only_notable_rows_under_githubs_limit():
     comparison = big_comparison(cells=2_700, notable_every=2)  # ~1,350 notable rows: far over 65,536 characters
-    body = issue_body.regression_body(comparison, URL)
+    body = issue_body.regression_body(Comparison.from_dict(comparison), URL)
     assert len(body) < issue_body.BODY_LIMIT_CHARS
     assert "unchanged" not in body.split("| cell |")[1], "no unchanged row"
     rows = [line for line in body.splitlines() if line.startswith("| ") and "recompute[" in line]
@@ -94,7 +94,7 @@ def test_a_full_nights_body_keeps_only_notable_rows_under_githubs_limit():
 
 def test_a_small_comparison_keeps_every_notable_row_and_no_unchanged_one():
     comparison = load_comparison(FIXTURE)
-    body = issue_body.regression_body(comparison, URL)
+    body = issue_body.regression_body(Comparison.from_dict(comparison), URL)
     notable = {c["cell_id"] for c in comparison["cells"] if c["verdict"] != "unchanged"}
     same = {c["cell_id"] for c in comparison["cells"] if c["verdict"] == "unchanged"}
     assert notable and same
@@ -127,7 +127,7 @@ def test_issues_written_by_the_script_for_each_compare_outcome(tmp_path, capsys)
 
 def test_the_nightlys_regression_issue_is_one_issue_commented_night_after_night():
     api = FakeGitHub()
-    issues = issue_body.nightly_issues(1, load_comparison(FIXTURE), URL)
+    issues = issue_body.nightly_issues(1, read_comparison(FIXTURE), URL)
     github_issues.nightly(api, issues, URL)
     github_issues.nightly(api, issues, URL)
     off = issue_body.nightly_issues(2, None, URL)
