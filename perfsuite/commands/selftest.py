@@ -105,7 +105,7 @@ def _check_cell(o: SelftestOptions) -> None:
     from perfsuite.adapters import get_adapter
     from perfsuite.model import PRESETS
     from perfsuite.timing import DeviceUnavailable, resolve_device
-    from perfsuite.workloads.context import DTYPES
+    from perfsuite.caches import DTYPES
 
     if o.model not in PRESETS:
         raise PerfsuiteError(f"unknown model preset {o.model!r}; known: {', '.join(PRESETS)}")

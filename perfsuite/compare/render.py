@@ -12,8 +12,8 @@ from __future__ import annotations
 import statistics
 
 from perfsuite.compare.quality import quality_lines
-from perfsuite.compare.stats import ERROR_CONTROLS, VERDICTS
-from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict
+from perfsuite.compare.stats import ERROR_CONTROLS
+from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, VERDICTS
 from perfsuite.table import Table, markdown_table, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")

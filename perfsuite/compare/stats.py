@@ -32,7 +32,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-from perfsuite.formats.comparison import VERDICTS
 
 # Two-sided significance level. 1 %: a run compares tens of cells, and sampling noise alone should rarely pass
 # this gate; drift between runs is the minimum effect's job.

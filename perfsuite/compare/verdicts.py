@@ -39,12 +39,12 @@ from perfsuite.cells.grid import Cell
 from perfsuite.compare.baselines import Part, find, parts_of
 from perfsuite.compare.estimates import cell_metrics, judged, log_values, probe_samples, run_estimate, shown
 from perfsuite.compare.quality import assess
-from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, VERDICTS, adjust_p_values, \
+from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, adjust_p_values, \
     between_runs, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
     screen_runs, t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
-from perfsuite.formats.comparison import COMPARISON_FORMAT
+from perfsuite.formats.comparison import COMPARISON_FORMAT, VERDICTS
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
 from perfsuite.paired import finite as _finite

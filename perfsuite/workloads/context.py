@@ -8,12 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
-
 from perfsuite.adapters import adapted_copy, attach
-# DTYPES, torch_dtype, LastAdapted live in perfsuite.caches so that perfsuite.hf.models needs nothing from here
-# (no import cycle); re-exported for the code that imports them from this module.
-from perfsuite.caches import DTYPES, LastAdapted, torch_dtype  # noqa: F401
+# torch_dtype, LastAdapted live in perfsuite.caches so that perfsuite.hf.models needs nothing from here (no cycle)
+from perfsuite.caches import LastAdapted, torch_dtype
 from perfsuite.cells.grid import Cell
 from perfsuite.model import GPT2, build_model
 from perfsuite.timing import RoundPolicy

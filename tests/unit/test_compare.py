@@ -9,7 +9,7 @@ import synthetic as syn
 from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs, baseline_of, load_all, parts_of
 from perfsuite.compare.render import render_markdown, render_terminal, verdict_tables
-from perfsuite.compare.stats import VERDICTS
+from perfsuite.formats.comparison import VERDICTS
 from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs, has_regression
 from perfsuite.formats.comparison import Comparison, check_comparison
 from perfsuite.formats.results import Results, ResultsError

@@ -92,6 +92,6 @@ def test_the_grid_names_the_same_adapters_as_the_registry():
 
 def test_the_plugin_offers_the_dtypes_the_workloads_know():
     from perfsuite.plugin.options import DTYPE_NAMES
-    from perfsuite.workloads.context import DTYPES
+    from perfsuite.caches import DTYPES
 
     assert DTYPE_NAMES == tuple(DTYPES)

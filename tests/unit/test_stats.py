@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfsuite.compare import stats
-from perfsuite.compare.stats import VERDICTS, compare_samples, decide, mann_whitney, median_ratio, wilson_interval
+from perfsuite.formats.comparison import VERDICTS
+from perfsuite.compare.stats import compare_samples, decide, mann_whitney, median_ratio, wilson_interval
 
 
 def brute_force_u_counts(n, m):
