@@ -104,7 +104,7 @@ def _check_cell(o: SelftestOptions) -> None:
     """Unknown names fail here, in one line, before minutes of measuring."""
     from perfsuite.adapters import get_adapter
     from perfsuite.model import PRESETS
-    from perfsuite.timing import DeviceUnavailable, resolve_device
+    from perfsuite.device import DeviceUnavailable, resolve_device
     from perfsuite.workloads.context import DTYPES
 
     if o.model not in PRESETS:
