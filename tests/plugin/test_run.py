@@ -3,15 +3,18 @@ measured so far and --resume measures only the rest; shards merge into the unsha
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import synthetic as syn
 
 from perfsuite.cells.grid import get_profile, select
+from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs
 from perfsuite.formats.results import load_results
 from perfsuite.machine import machine_env
@@ -32,10 +35,19 @@ def perfsuite(*args, **kw):
                           **kw)
 
 
-def test_run_writes_results_comparison_and_report(tmp_path):
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """One measured ``perfsuite run`` (FAST, compared with a planted run of this machine, reported) that the tests
+    below only read or copy: a run in a subprocess costs seconds, and what each checks is its outputs."""
+    tmp = tmp_path_factory.mktemp("measured")
+    out = tmp / "run"
+    proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp)), "--remeasure", "0")
+    return proc, out
+
+
+def test_run_writes_results_comparison_and_report(measured):
     """Against another run's results (one run: no between-run spread, so described, never a verdict)."""
-    out = tmp_path / "run"
-    proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp_path)), "--remeasure", "0")
+    proc, out = measured
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "perfsuite run: summary" in proc.stdout and "cells measured: 8, not run: 0" in proc.stdout
     doc = json.loads((out / "results.json").read_text())
@@ -46,19 +58,20 @@ def test_run_writes_results_comparison_and_report(tmp_path):
     assert comparison["summary"]["regression"] == 0 and comparison["summary"]["improvement"] == 0
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
     assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
-    again = perfsuite("run", *FAST, "--out", str(out), "--no-compare", "--no-report")
-    assert again.returncode == 0 and f"replacing the finished run in {out}" in again.stdout  # the README command twice
 
 
-def test_a_fresh_machine_has_no_baseline_and_exits_0(tmp_path):
-    """What a new user meets: baselines only of other machines (or none); nothing can fail the run."""
+def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_replaced(measured, tmp_path):
+    """What a new user meets: baselines only of other machines (or none); nothing can fail the run. The run goes
+    into a copy of a finished run's folder, as the README command typed twice does: the finished run is replaced."""
     lora = syn.cell("lora")
     other = [syn.results([syn.record(lora, seed=k, ratio=5.0, e=syn.env(host="the-baseline-machine"))])
              for k in range(3)]
     add_runs(other, directory=tmp_path / "baselines")
     out = tmp_path / "run"
+    shutil.copytree(measured[1], out)
     proc = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"replacing the finished run in {out}" in proc.stdout
     assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
             and "for reference only (never fails the run); record one with: perfsuite baseline record --profile "
                 "smoke" in proc.stdout)
@@ -93,7 +106,7 @@ def _baseline(tmp_path):
     return syn.write(tmp_path / "reference.json", records)
 
 
-def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
+def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
     out = tmp_path / "run"
     # recompute cells: each takes about a second of its own (latency cells share their shape's loop: once a group
     # is measured, its other cells finish at once)
@@ -113,8 +126,8 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert f"finish with: perfsuite run --resume --out {out}" in stdout
-    refused = perfsuite("run", "--out", str(out))
-    assert refused.returncode == 2 and "holds an unfinished run: pass --resume to finish it" in refused.stderr
+    assert main(["run", "--out", str(out)]) == 2  # refused before it measures: no process needed
+    assert "holds an unfinished run: pass --resume to finish it" in capsys.readouterr().err
     kept = {b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"]}
     assert 2 <= len(kept) < 4
 
@@ -128,9 +141,8 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     assert not set(headers[1]["cells"]) & kept, "a resumed run measures only the missing cells"
 
 
-def test_shards_merge_into_the_unsharded_grid(tmp_path):
-    whole = tmp_path / "whole"
-    assert perfsuite("run", *FAST, "--out", str(whole), "--no-compare", "--no-report").returncode == 0
+def test_shards_merge_into_the_unsharded_grid(measured, tmp_path, capsys):
+    whole = measured[1]  # the same cells, unsharded
     shard_files = []
     for i in (1, 2):  # two latency shape groups: one per shard (a group is never split)
         out = tmp_path / f"shard{i}"
@@ -142,6 +154,5 @@ def test_shards_merge_into_the_unsharded_grid(tmp_path):
     keep = [c for c in single.columns if c not in TIMED]
     assert list(merged["cell_id"]) == list(single["cell_id"])
     assert merged[keep].equals(single[keep])
-    report = perfsuite("report", *map(str, shard_files), "--out", str(tmp_path / "report"))
-    assert report.returncode == 0, report.stderr[-2000:]
+    assert main(["report", *map(str, shard_files), "--out", str(tmp_path / "report")]) == 0, capsys.readouterr().err
     assert (tmp_path / "report" / "index.html").exists()
