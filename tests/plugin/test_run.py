@@ -10,18 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import synthetic as syn
 
-from perfsuite.cells.grid import get_profile, select
 from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs
 from perfsuite.formats.results import load_results
-from perfsuite.machine import machine_env
 
 ROOT = Path(__file__).parents[2]
-CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
-FAST = ["--rounds", "3", "--warmup", "1", "--cells", CELLS]
 # columns that are measured (differ between any two runs); everything else must match cell for cell
 TIMED = {"time_ms", "ref_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "ref_samples_ms",
          "source", "rounds", "peak_mem_bytes", "cycle",  # a shard's shape groups hold fewer models: other cycles
@@ -35,19 +30,10 @@ def perfsuite(*args, **kw):
                           **kw)
 
 
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory):
-    """One measured ``perfsuite run`` (FAST, compared with a planted run of this machine, reported) that the tests
-    below only read or copy: a run in a subprocess costs seconds, and what each checks is its outputs."""
-    tmp = tmp_path_factory.mktemp("measured")
-    out = tmp / "run"
-    proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp)), "--remeasure", "0")
-    return proc, out
-
-
-def test_run_writes_results_comparison_and_report(measured):
-    """Against another run's results (one run: no between-run spread, so described, never a verdict)."""
-    proc, out = measured
+def test_run_writes_results_comparison_and_report(finished_run):
+    """Against another run's results (one run: no between-run spread, so described, never a verdict); the run is
+    tests/conftest.py's, shared with the tests that only read or copy a finished run."""
+    proc, out = finished_run.proc, finished_run.out
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "perfsuite run: summary" in proc.stdout and "cells measured: 8, not run: 0" in proc.stdout
     doc = json.loads((out / "results.json").read_text())
@@ -60,7 +46,7 @@ def test_run_writes_results_comparison_and_report(measured):
     assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
 
 
-def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_replaced(measured, tmp_path):
+def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_replaced(finished_run, tmp_path):
     """What a new user meets: baselines only of other machines (or none); nothing can fail the run. The run goes
     into a copy of a finished run's folder, as the README command typed twice does: the finished run is replaced."""
     lora = syn.cell("lora")
@@ -68,8 +54,8 @@ def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_repla
              for k in range(3)]
     add_runs(other, directory=tmp_path / "baselines")
     out = tmp_path / "run"
-    shutil.copytree(measured[1], out)
-    proc = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
+    shutil.copytree(finished_run.out, out)
+    proc = perfsuite("run", *finished_run.args, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"replacing the finished run in {out}" in proc.stdout
     assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
@@ -93,17 +79,6 @@ def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
     comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
     assert comparison["gating"] and comparison["parts"][0]["baseline_runs"] == 2
     assert "against this machine's" in proc.stdout
-
-
-def _baseline(tmp_path):
-    """Another run's results of this machine as the baseline (compare accepts a results JSON): planted, not measured
-    (a run in a subprocess costs seconds; what is tested is the run against it)."""
-    env = machine_env("cpu") | {"threads": 1}
-    cells = get_profile("smoke").cells(device="cpu")
-    records = [syn.record(c, seed=k, ratio=1.0 if c.adapter == "none" else 1.2, e=env)
-               for k, c in enumerate(select(cells, CELLS))]
-    assert len(records) == 8
-    return syn.write(tmp_path / "reference.json", records)
 
 
 def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
@@ -141,12 +116,12 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
     assert not set(headers[1]["cells"]) & kept, "a resumed run measures only the missing cells"
 
 
-def test_shards_merge_into_the_unsharded_grid(measured, tmp_path, capsys):
-    whole = measured[1]  # the same cells, unsharded
+def test_shards_merge_into_the_unsharded_grid(finished_run, tmp_path, capsys):
+    whole = finished_run.out  # the same cells, unsharded
     shard_files = []
     for i in (1, 2):  # two latency shape groups: one per shard (a group is never split)
         out = tmp_path / f"shard{i}"
-        proc = perfsuite("run", *FAST, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
+        proc = perfsuite("run", *finished_run.args, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
         assert proc.returncode == 0, proc.stderr[-2000:]
         shard_files.append(out / "results.json")
     merged = load_results(shard_files).frame
