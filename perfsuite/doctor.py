@@ -223,7 +223,7 @@ def check_memory(device: str, model=None, tokens=None) -> Check:
         return Check("memory", "-", SKIPPED, "the CPU has no device memory accounting")
     import torch
 
-    from perfsuite.timing import peak_memory_above
+    from perfsuite.device import peak_memory_above
 
     if model is None:
         model, tokens = _small_model(device)
@@ -234,7 +234,7 @@ def check_memory(device: str, model=None, tokens=None) -> Check:
     values = {"first_bytes": first, "second_bytes": second}
     if abs(first - second) > MEMORY_AGREE_BYTES:
         return Check("memory", figure, FAILED, "the first peak reading differs from the second: something allocates "
-                     "on first use inside peak_memory_above (warm it in perfsuite.timing.warm_cublas)", values)
+                     "on first use inside peak_memory_above (warm it in perfsuite.device.warm_cublas)", values)
     return Check("memory", figure, OK, None, values)
 
 
@@ -331,7 +331,7 @@ def run_doctor(device: str, checks=None, progress: Callable[[str], None] = lambd
     """Every check (default :data:`CHECKS`) on ``device`` ('cpu' or 'cuda'), one after another; a check that raises
     is a failed check."""
     from perfsuite.machine import pin_precision
-    from perfsuite.timing import cpu_threads
+    from perfsuite.device import cpu_threads
 
     t0 = time.perf_counter()
     pin_precision()

@@ -270,7 +270,7 @@ def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
 def probe_host(repeats: int = 5) -> HostCosts:
     """The host-side rates on this machine's CPU, one thread (an upper bound where the runner has more cores), each
     from a small timed sample (a few seconds in all)."""
-    from perfsuite.timing import cpu_threads
+    from perfsuite.device import cpu_threads
 
     with cpu_threads(1):
         return _probe_host(repeats)
@@ -282,7 +282,7 @@ def _probe_host(repeats: int) -> HostCosts:
     from perfsuite.adapters import adapted_copy, attach
     from perfsuite.model import build_model, get_config
     from perfsuite.syncs import count_host_syncs
-    from perfsuite.timing import count_flops
+    from perfsuite.device import count_flops
 
     def best(fn) -> float:
         fn()

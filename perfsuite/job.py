@@ -203,17 +203,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     if not doc.parts:
         outcome.lines.append("comparison: no cell was measured")
         return None
-    for p in doc.parts:
-        if p.mode == "none":
-            outcome.lines.append(f"comparison: part {p.profile}: no baseline for this machine in {directory}; "
-                                 f"{p.hint}")
-        elif p.mode == "reference":
-            outcome.lines.append(f"comparison: part {p.profile}: no baseline for this machine; compared with "
-                                 f"{p.baseline} of another machine for reference only (never fails the run); "
-                                 f"{p.hint}")
-        else:
-            outcome.lines.append(f"comparison: part {p.profile}: against this machine's {p.baseline} "
-                                 f"({p.baseline_runs} runs)")
+    outcome.lines.extend(summary_part_lines(doc.parts, directory))
     if not doc.cells:
         return None
     outcome.comparison = write_json_atomic(outcome.out_dir / "comparison.json", doc.to_dict())
@@ -225,6 +215,24 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append("REGRESSION confirmed: see the comparison table above")
     return doc
+
+
+def summary_part_lines(parts, directory: Path) -> list[str]:
+    """One summary line per part of a comparison (:class:`perfsuite.formats.comparison.PartEntry`), each said once:
+    the parts of one profile part on several setups (hf-modern-smoke's Llama- and Qwen2-shaped models) without a
+    baseline read alike, and are one line."""
+    lines: list[str] = []
+    for p in parts:
+        if p.mode == "none":
+            line = f"comparison: part {p.profile}: no baseline for this machine in {directory}; {p.hint}"
+        elif p.mode == "reference":
+            line = (f"comparison: part {p.profile}: no baseline for this machine; compared with {p.baseline} "
+                    f"of another machine for reference only (never fails the run); {p.hint}")
+        else:
+            line = f"comparison: part {p.profile}: against this machine's {p.baseline} ({p.baseline_runs} runs)"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def record_hint(options: dict) -> str:

@@ -1,8 +1,8 @@
 """The statistics of paired timings, without torch: the per-round record of a cell and its reference
 (:class:`PairedTiming`), the interquartile range and the order-statistic interval of a median.
 
-:mod:`perfsuite.timing` measures (and imports torch); comparisons, tables and the history only read what it
-measured, so they import this module and load no torch.
+:mod:`perfsuite.timing` measures (through :mod:`perfsuite.device`, which imports torch); comparisons, tables and the
+history only read what it measured, so they import this module and load no torch.
 """
 
 from __future__ import annotations

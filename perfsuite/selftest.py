@@ -262,7 +262,7 @@ class Bench:
 
 
 def _with_threads(options: SelftestOptions, fn):
-    from perfsuite.timing import cpu_threads
+    from perfsuite.device import cpu_threads
 
     with cpu_threads(options.threads or None):
         return fn()
@@ -347,7 +347,7 @@ class SelftestReport:
 def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lambda s: None,
                  workdir: str | Path | None = None) -> SelftestReport:
     """Calibrate the slow-downs, measure the pool of worker processes, then draw and judge the comparisons."""
-    from perfsuite.timing import resolve_device, synchronize
+    from perfsuite.device import resolve_device, synchronize
 
     t0 = time.monotonic()
     device = resolve_device(options.device)

@@ -1,18 +1,17 @@
-"""Device-correct timing: one round-robin loop times every model of a group, close in time, until it is precise.
+"""The timing loop: one round-robin loop times every model of a group, close in time, until it is precise.
 
-GPU work is asynchronous, so every timed call ends with a device synchronize and the clock is read on the
-host around it. :func:`round_robin` times several functions once per round — the plain model and every
-adapter of one shape, or verified and plain decoding — in a balanced order (a Williams design), so drift hits
-all of them alike, each takes every position equally often and follows every other function equally often;
-a *cycle* is len(fns) rounds (every position once per function), and a cell's
+GPU work is asynchronous, so every timed call ends with a device synchronize (:func:`perfsuite.device.synchronize`)
+and the clock is read on the host around it. :func:`round_robin` times several functions once per round — the
+plain model and every adapter of one shape, or verified and plain decoding — in a balanced order (a Williams
+design), so drift hits all of them alike, each takes every position equally often and follows every other function
+equally often; a *cycle* is len(fns) rounds (every position once per function), and a cell's
 slow-down is the median over cycles of the geometric mean of its per-round ratios to its reference (for two
 functions, a cycle is the pair of rounds with the reference first and then second). The loop stops once the
 confidence interval of every median is within ``RoundPolicy.target_ci_pct`` (torch.utils.benchmark's
 ``adaptive_autorange`` and nvbench's noise target), between a floor and a ceiling of rounds.
 
-pytest-benchmark times one target per test; a shared loop times many, so perfsuite's loop measures and
-:func:`record_rounds` gives each cell's rounds to pytest-benchmark, whose table, JSON and statistics then
-show exactly them.
+The device, its threads and its memory live in :mod:`perfsuite.device`; handing a cell's rounds to
+pytest-benchmark in :mod:`perfsuite.bench_bridge`.
 """
 
 from __future__ import annotations
@@ -24,46 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-import torch
-
+from perfsuite.device import synchronize
 from perfsuite.paired import median_ci_pct  # the pure statistics live in perfsuite.paired (no torch)
-
-
-class DeviceUnavailable(RuntimeError):
-    pass
-
-
-def resolve_device(requested: str) -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'. Asking for a missing device raises."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("no CUDA device is visible to torch on this machine")
-    if requested not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {requested!r}; use cpu, cuda or auto")
-    return requested
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """torch's CPU thread count set to ``n`` for the block (None or 0: left as it is), then restored."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
@@ -170,77 +131,3 @@ def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy:
             if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
                 break
     return samples
-
-
-def record_rounds(benchmark, samples_ms: list[float]) -> bool:
-    """Give pytest-benchmark a cell's rounds (ms) measured by :func:`round_robin`: its statistics, table and JSON
-    then hold exactly them. False when pytest-benchmark is disabled (``--benchmark-disable``: nothing recorded)."""
-    if benchmark is None or getattr(benchmark, "disabled", False):
-        if benchmark is not None:
-            benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # marks the fixture as used
-        return False
-    benchmark.pedantic(lambda: None, rounds=len(samples_ms), iterations=1)
-    benchmark.stats.stats.data[:] = [t / 1e3 for t in samples_ms]  # pytest-benchmark keeps seconds
-    return True
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """Floating-point operations of one call, counted by torch's FlopCounterMode (matmuls and attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def tensor_bytes(*modules: torch.nn.Module) -> int:
-    """Bytes of the parameters and buffers of ``modules``, each tensor once (adapted copies share the plain
-    model's): the weights a cell's call has resident, computed the same way on every device."""
-    seen, total = set(), 0
-    for m in modules:
-        for t in (*m.parameters(), *m.buffers()):
-            if id(t) not in seen and not t.is_meta:
-                seen.add(id(t))
-                total += t.numel() * t.element_size()
-    return total
-
-
-_CUBLAS_WARM: set[str] = set()  # devices whose cuBLAS/cuBLASLt workspaces this process has allocated
-
-
-def _device_matmuls(device: str) -> None:
-    """Small matmuls in every dtype cells use, plain and with a bias (cuBLAS and cuBLASLt each allocate a workspace
-    through the caching allocator on their first call: 32 MiB on an H100)."""
-    import torch.nn.functional as F
-
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        a = torch.ones(64, 64, dtype=dtype, device=device)
-        a @ a
-        F.linear(a, a, a[0])
-
-
-def warm_cublas(device: str) -> None:
-    """Make the process's first matmuls on ``device`` now (once), so their workspaces are resident before any peak
-    reading and no cell's ``peak_mem_bytes`` carries them. Nothing on a CPU."""
-    if not device.startswith("cuda") or device in _CUBLAS_WARM:
-        return
-    _device_matmuls(device)
-    torch.cuda.synchronize()
-    _CUBLAS_WARM.add(device)
-
-
-def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
-    """Device memory one call of ``fn`` needs above what was allocated before it (activations, the KV cache), so a
-    cell's peak does not count the weights resident for the whole group, nor cuBLAS's workspaces (warmed first:
-    :func:`warm_cublas`); None on the CPU, where torch tracks none. ``fn`` is called once on every device, so a
-    caller may observe that call too."""
-    if not device.startswith("cuda"):
-        fn()
-        return None
-    warm_cublas(device)
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated() - before)

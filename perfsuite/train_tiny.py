@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from perfsuite.model import GPT2, build_model
-from perfsuite.timing import cpu_threads
+from perfsuite.device import cpu_threads
 
 SUCCESSORS = 4  # possible next tokens per token
 STEPS, BATCH, LENGTH, LR = 200, 32, 64, 3e-3  # about 8 s on one CPU core for the tiny preset

@@ -1,7 +1,18 @@
 pytest_plugins = ["pytester"]
 
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+import synthetic as syn
 import torch
+
+from perfsuite.cells.grid import get_profile, select
+from perfsuite.machine import machine_env
+
+ROOT = Path(__file__).parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -12,3 +23,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+RUN_CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    proc: subprocess.CompletedProcess
+    out: Path  # its --out folder: read it, or copy it before writing into it
+    args: tuple[str, ...]  # the run's cells and rounds, for runs that must match it
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """One ``perfsuite run`` of eight latency cells (3 rounds), compared with a planted run of this machine and
+    reported, shared by the tests that only read or copy a finished run (tests/plugin/test_run.py, the torn
+    journal in tests/unit/test_faults_files.py): a run in a subprocess costs seconds."""
+    tmp = tmp_path_factory.mktemp("finished_run")
+    args = ("--rounds", "3", "--warmup", "1", "--cells", RUN_CELLS)
+    env = machine_env("cpu") | {"threads": 1}  # the planted baseline: this machine's, planted not measured
+    cells = select(get_profile("smoke").cells(device="cpu"), RUN_CELLS)
+    records = [syn.record(c, seed=k, ratio=1.0 if c.adapter == "none" else 1.2, e=env) for k, c in enumerate(cells)]
+    assert len(records) == 8
+    baseline = syn.write(tmp / "reference.json", records)
+    proc = subprocess.run([sys.executable, "-m", "perfsuite.cli", "run", *args, "--out", str(tmp / "run"),
+                           "--baseline", str(baseline), "--remeasure", "0"], cwd=ROOT, capture_output=True, text=True)
+    return FinishedRun(proc, tmp / "run", args)

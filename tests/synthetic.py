@@ -76,7 +76,7 @@ def skipped(c: Cell, status: str = "oom", reason: str = "CUDA out of memory") ->
 
 
 class FakeBenchmark:
-    """Enough of pytest-benchmark's fixture for perfsuite.timing.record_rounds (a workload's record then holds
+    """Enough of pytest-benchmark's fixture for perfsuite.bench_bridge.record_rounds (a workload's record then holds
     its timing metrics)."""
 
     disabled = False

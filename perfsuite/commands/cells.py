@@ -56,7 +56,7 @@ def run(args) -> int:
     else:
         timer = probe_timer(args.device)
         how = f"probed on this machine's {args.device} (the plain model at two sizes)"
-    from perfsuite.timing import cpu_threads
+    from perfsuite.device import cpu_threads
 
     with cpu_threads(1 if args.device == "cpu" else None):  # as perfsuite run times CPU cells (--threads 1)
         e = estimate(profile, cells, timer, how=how, rounds=args.rounds, warmup=args.warmup)

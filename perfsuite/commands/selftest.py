@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from perfsuite.commands import comma_numbers
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import write_text_atomic
 from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of, run_selftest
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROLS, MIN_EFFECT_PCT
 from perfsuite.selftest_grid import GridSimulation, simulate_grid
@@ -104,8 +104,8 @@ def _check_cell(o: SelftestOptions) -> None:
     """Unknown names fail here, in one line, before minutes of measuring."""
     from perfsuite.adapters import get_adapter
     from perfsuite.model import PRESETS
-    from perfsuite.timing import DeviceUnavailable, resolve_device
     from perfsuite.caches import DTYPES
+    from perfsuite.device import DeviceUnavailable, resolve_device
 
     if o.model not in PRESETS:
         raise PerfsuiteError(f"unknown model preset {o.model!r}; known: {', '.join(PRESETS)}")
@@ -174,5 +174,5 @@ def run(args) -> int:
     report = run_selftest(options, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(report.table())
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(report.to_json(), indent=1) + "\n")  # never half a file
     return 0

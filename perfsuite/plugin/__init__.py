@@ -112,7 +112,7 @@ def _checkpoint(path: str | None):
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
     """(device the cells are built for, why it cannot run here or None)."""
-    from perfsuite.timing import DeviceUnavailable, resolve_device
+    from perfsuite.device import DeviceUnavailable, resolve_device
 
     try:
         device = resolve_device(requested)
@@ -187,7 +187,7 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
     """
 
     def measure(run_cell) -> CellRecord:
-        from perfsuite.timing import cpu_threads, is_out_of_memory
+        from perfsuite.device import cpu_threads, is_out_of_memory
 
         state, cell = perfsuite_state, perfsuite_cell
         oom = None

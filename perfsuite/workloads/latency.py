@@ -25,7 +25,9 @@ from perfsuite.machine import machine_env
 from perfsuite.probe import ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
 from perfsuite.paired import PairedTiming
-from perfsuite.timing import count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.bench_bridge import record_rounds
+from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
+from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
 from perfsuite.workloads.modes import compiled_graphs, mode_context, prepare
 
@@ -149,7 +151,7 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         try:
             ctx.shared[key] = measure_group(cell, ctx)
         except Exception as e:
-            from perfsuite.timing import is_out_of_memory
+            from perfsuite.device import is_out_of_memory
 
             if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
                 ctx.shared[key] = str(e).splitlines()[0]

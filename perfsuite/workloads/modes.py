@@ -91,7 +91,7 @@ def _torch_compile(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def _synchronize(device: str) -> None:
-    from perfsuite.timing import synchronize
+    from perfsuite.device import synchronize
 
     synchronize(device)
 
@@ -116,7 +116,7 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
         try:
             ready[key] = make(fn)
         except Exception as e:  # a model that breaks under compilation or capture: its cells say why
-            from perfsuite.timing import is_out_of_memory
+            from perfsuite.device import is_out_of_memory
 
             if is_out_of_memory(e):
                 raise

@@ -27,7 +27,9 @@ from perfsuite.model import GPT2
 from perfsuite.probe import PROBE_KEY, ProbeShape, make_probe
 from perfsuite.syncs import count_host_syncs
 from perfsuite.paired import PairedTiming
-from perfsuite.timing import count_flops, peak_memory_above, record_rounds, round_robin, tensor_bytes
+from perfsuite.bench_bridge import record_rounds
+from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
+from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell

@@ -44,7 +44,9 @@ from perfsuite.machine import machine_env
 from perfsuite.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import PhiGrid, compare, gaussian_pair
-from perfsuite.timing import cpu_threads, record_rounds, round_robin
+from perfsuite.bench_bridge import record_rounds
+from perfsuite.device import cpu_threads
+from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext
 
 SEEDS = (0, 1)  # the two seeds of every rank

@@ -6,12 +6,31 @@ boundary is not what they test, and a subprocess costs seconds of imports each.
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 LATENCY_TEST = (Path(__file__).parents[2] / "perfsuite" / "benchmarks" / "test_latency.py").read_text()
 FAST = ["--perfsuite-rounds=3", "--perfsuite-warmup=1", "-p", "no:cacheprovider"]
+
+
+PFEIFFER = ["--perfsuite-cells=adapter == 'pfeiffer'", "--perfsuite-journal=j.jsonl", *FAST]
+
+
+@pytest.fixture(scope="module")
+def pfeiffer_journal(tmp_path_factory) -> bytes:
+    """The journal of one measured session of the pfeiffer cells (a subprocess, as pytester's would be), which the
+    resume tests below copy: measuring costs seconds, and they test what is done with a finished journal."""
+    where = tmp_path_factory.mktemp("journaled")
+    (where / "test_latency.py").write_text(LATENCY_TEST)
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", *PFEIFFER], cwd=where, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return (where / "j.jsonl").read_bytes()
 
 
 @pytest.fixture
@@ -111,10 +130,9 @@ def test_bad_options_give_one_clear_line(suite, args, message):
     assert "Traceback" not in result.stderr.str()
 
 
-def test_journal_keeps_cells_and_resume_skips_them(suite):
-    args = ["--perfsuite-cells=adapter == 'pfeiffer'", "--perfsuite-journal=j.jsonl", *FAST]
-    suite.runpytest_subprocess(*args).assert_outcomes(passed=2)
-    second = suite.runpytest_inprocess(*args, "--perfsuite-resume")  # measures nothing: no subprocess needed
+def test_journal_keeps_cells_and_resume_skips_them(suite, pfeiffer_journal):
+    (suite.path / "j.jsonl").write_bytes(pfeiffer_journal)  # a session that measured both cells (2 passed)
+    second = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume")  # measures nothing: no subprocess needed
     second.assert_outcomes(skipped=1)  # the empty parameter set: nothing left to measure
     lines = [json.loads(x) for x in (suite.path / "j.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["header", "benchmark", "benchmark"]
@@ -172,10 +190,9 @@ def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
     result.stderr.fnmatch_lines([message])
 
 
-def test_resuming_a_journal_with_other_settings_is_refused(suite):
-    args = ["--perfsuite-cells=adapter == 'pfeiffer' and batch == 1", "--perfsuite-journal=j.jsonl", *FAST]
-    suite.runpytest_subprocess(*args).assert_outcomes(passed=1)
-    result = suite.runpytest_inprocess(*args, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
+def test_resuming_a_journal_with_other_settings_is_refused(suite, pfeiffer_journal):
+    (suite.path / "j.jsonl").write_bytes(pfeiffer_journal)
+    result = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot resume j.jsonl with other settings (dtype 'float32' → 'bfloat16')*"])
 

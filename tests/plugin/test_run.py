@@ -3,6 +3,7 @@ measured so far and --resume measures only the rest; shards merge into the unsha
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +12,11 @@ from pathlib import Path
 
 import synthetic as syn
 
-from perfsuite.cells.grid import get_profile, select
+from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs
 from perfsuite.formats.results import load_results
-from perfsuite.machine import machine_env
 
 ROOT = Path(__file__).parents[2]
-CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
-FAST = ["--rounds", "3", "--warmup", "1", "--cells", CELLS]
 # columns that are measured (differ between any two runs); everything else must match cell for cell
 TIMED = {"time_ms", "ref_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "samples_ms", "ref_samples_ms",
          "source", "rounds", "peak_mem_bytes", "cycle",  # a shard's shape groups hold fewer models: other cycles
@@ -32,10 +30,10 @@ def perfsuite(*args, **kw):
                           **kw)
 
 
-def test_run_writes_results_comparison_and_report(tmp_path):
-    """Against another run's results (one run: no between-run spread, so described, never a verdict)."""
-    out = tmp_path / "run"
-    proc = perfsuite("run", *FAST, "--out", str(out), "--baseline", str(_baseline(tmp_path)), "--remeasure", "0")
+def test_run_writes_results_comparison_and_report(finished_run):
+    """Against another run's results (one run: no between-run spread, so described, never a verdict); the run is
+    tests/conftest.py's, shared with the tests that only read or copy a finished run."""
+    proc, out = finished_run.proc, finished_run.out
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "perfsuite run: summary" in proc.stdout and "cells measured: 8, not run: 0" in proc.stdout
     doc = json.loads((out / "results.json").read_text())
@@ -46,19 +44,20 @@ def test_run_writes_results_comparison_and_report(tmp_path):
     assert comparison["summary"]["regression"] == 0 and comparison["summary"]["improvement"] == 0
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
     assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
-    again = perfsuite("run", *FAST, "--out", str(out), "--no-compare", "--no-report")
-    assert again.returncode == 0 and f"replacing the finished run in {out}" in again.stdout  # the README command twice
 
 
-def test_a_fresh_machine_has_no_baseline_and_exits_0(tmp_path):
-    """What a new user meets: baselines only of other machines (or none); nothing can fail the run."""
+def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_replaced(finished_run, tmp_path):
+    """What a new user meets: baselines only of other machines (or none); nothing can fail the run. The run goes
+    into a copy of a finished run's folder, as the README command typed twice does: the finished run is replaced."""
     lora = syn.cell("lora")
     other = [syn.results([syn.record(lora, seed=k, ratio=5.0, e=syn.env(host="the-baseline-machine"))])
              for k in range(3)]
     add_runs(other, directory=tmp_path / "baselines")
     out = tmp_path / "run"
-    proc = perfsuite("run", *FAST, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
+    shutil.copytree(finished_run.out, out)
+    proc = perfsuite("run", *finished_run.args, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"replacing the finished run in {out}" in proc.stdout
     assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
             and "for reference only (never fails the run); record one with: perfsuite baseline record --profile "
                 "smoke" in proc.stdout)
@@ -82,18 +81,7 @@ def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
     assert "against this machine's" in proc.stdout
 
 
-def _baseline(tmp_path):
-    """Another run's results of this machine as the baseline (compare accepts a results JSON): planted, not measured
-    (a run in a subprocess costs seconds; what is tested is the run against it)."""
-    env = machine_env("cpu") | {"threads": 1}
-    cells = get_profile("smoke").cells(device="cpu")
-    records = [syn.record(c, seed=k, ratio=1.0 if c.adapter == "none" else 1.2, e=env)
-               for k, c in enumerate(select(cells, CELLS))]
-    assert len(records) == 8
-    return syn.write(tmp_path / "reference.json", records)
-
-
-def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
+def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
     out = tmp_path / "run"
     # recompute cells: each takes about a second of its own (latency cells share their shape's loop: once a group
     # is measured, its other cells finish at once)
@@ -113,8 +101,8 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert f"finish with: perfsuite run --resume --out {out}" in stdout
-    refused = perfsuite("run", "--out", str(out))
-    assert refused.returncode == 2 and "holds an unfinished run: pass --resume to finish it" in refused.stderr
+    assert main(["run", "--out", str(out)]) == 2  # refused before it measures: no process needed
+    assert "holds an unfinished run: pass --resume to finish it" in capsys.readouterr().err
     kept = {b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"]}
     assert 2 <= len(kept) < 4
 
@@ -128,13 +116,12 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path):
     assert not set(headers[1]["cells"]) & kept, "a resumed run measures only the missing cells"
 
 
-def test_shards_merge_into_the_unsharded_grid(tmp_path):
-    whole = tmp_path / "whole"
-    assert perfsuite("run", *FAST, "--out", str(whole), "--no-compare", "--no-report").returncode == 0
+def test_shards_merge_into_the_unsharded_grid(finished_run, tmp_path, capsys):
+    whole = finished_run.out  # the same cells, unsharded
     shard_files = []
     for i in (1, 2):  # two latency shape groups: one per shard (a group is never split)
         out = tmp_path / f"shard{i}"
-        proc = perfsuite("run", *FAST, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
+        proc = perfsuite("run", *finished_run.args, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
         assert proc.returncode == 0, proc.stderr[-2000:]
         shard_files.append(out / "results.json")
     merged = load_results(shard_files).frame
@@ -142,6 +129,5 @@ def test_shards_merge_into_the_unsharded_grid(tmp_path):
     keep = [c for c in single.columns if c not in TIMED]
     assert list(merged["cell_id"]) == list(single["cell_id"])
     assert merged[keep].equals(single[keep])
-    report = perfsuite("report", *map(str, shard_files), "--out", str(tmp_path / "report"))
-    assert report.returncode == 0, report.stderr[-2000:]
+    assert main(["report", *map(str, shard_files), "--out", str(tmp_path / "report")]) == 0, capsys.readouterr().err
     assert (tmp_path / "report" / "index.html").exists()

@@ -7,7 +7,8 @@ import torch
 
 from perfsuite.adapters import attach
 from perfsuite.model import build_model
-from perfsuite.timing import peak_memory_above, tensor_bytes, timed_call
+from perfsuite.device import peak_memory_above, tensor_bytes
+from perfsuite.timing import timed_call
 
 pytestmark = pytest.mark.gpu
 

@@ -6,8 +6,10 @@ import gc
 import pytest
 import torch
 
+import perfsuite.device as device_module
 import perfsuite.timing as timing
-from perfsuite.timing import RoundPolicy, peak_memory_above, round_robin, williams_orders
+from perfsuite.device import peak_memory_above
+from perfsuite.timing import RoundPolicy, round_robin, williams_orders
 
 MIB = 2 ** 20
 
@@ -39,8 +41,8 @@ class FakeCudaMemory:
         monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: self.allocated)
         monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: self.peak)
         monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: setattr(self, "peak", self.allocated))
-        monkeypatch.setattr(timing, "_device_matmuls", self.matmul)
-        monkeypatch.setattr(timing, "_CUBLAS_WARM", set())
+        monkeypatch.setattr(device_module, "_device_matmuls", self.matmul)
+        monkeypatch.setattr(device_module, "_CUBLAS_WARM", set())
 
 
 def test_the_first_peak_reading_does_not_carry_cublass_workspace(monkeypatch):
@@ -60,11 +62,11 @@ def test_the_first_peak_reading_does_not_carry_cublass_workspace(monkeypatch):
 
 def test_cublas_is_warmed_once_per_device_and_never_on_a_cpu(monkeypatch):
     calls = []
-    monkeypatch.setattr(timing, "_device_matmuls", calls.append)
-    monkeypatch.setattr(timing, "_CUBLAS_WARM", set())
+    monkeypatch.setattr(device_module, "_device_matmuls", calls.append)
+    monkeypatch.setattr(device_module, "_CUBLAS_WARM", set())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
     for device in ("cpu", "cuda", "cuda", "cuda:1"):
-        timing.warm_cublas(device)
+        device_module.warm_cublas(device)
     assert calls == ["cuda", "cuda:1"]
 
 

@@ -5,10 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import synthetic as syn
 
 from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, RANK_FREE, Cell, get_profile, select
+from perfsuite.compare.verdicts import compare_results
 from perfsuite.formats.record import CellRecord
 from perfsuite.hf import ADAPTERHUB_HINT, HF_EXTRA_HINT, library_versions, missing_extra
+from perfsuite.formats.comparison import Comparison
+from perfsuite.job import summary_part_lines
 
 
 def test_ref_ids_are_unchanged_and_hf_ids_say_hf():
@@ -81,3 +85,14 @@ def test_a_run_without_the_extra_records_hf_cells_as_missing_extra_and_exits_0(p
     assert {e["status"] for e in doc["perfsuite"]["not_run"]} == {"missing_extra"}
     assert {e["cell_id"] for e in doc["perfsuite"]["not_run"]} == {
         "latency[none-r0-b1-s32-hf]", "latency[lora-r8-b1-s32-hf]", "latency[ia3-r1-b1-s32-hf]"}
+
+
+def test_a_part_on_two_models_without_a_baseline_is_said_once():
+    """hf-modern-smoke's Llama- and Qwen2-shaped models are two setups, so two parts of one name: the run's summary
+    said "no baseline for this machine" twice; it says it once."""
+    records = [syn.record(syn.cell("lora", impl="hf", model=m), seed=k) for k, m in enumerate(("llama-tiny",
+                                                                                             "qwen2-tiny"))]
+    doc = compare_results(syn.results(records, profile="hf-modern-smoke"), [], record_hint="record one with: X")
+    assert [p["profile"] for p in doc["parts"]] == ["hf-modern-smoke/hf"] * 2  # one name, two setups
+    assert summary_part_lines(Comparison.from_dict(doc).parts, Path("baselines")) == [
+        "comparison: part hf-modern-smoke/hf: no baseline for this machine in baselines; record one with: X"]

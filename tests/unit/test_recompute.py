@@ -13,7 +13,7 @@ from perfsuite.workloads.context import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
 from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
 from perfsuite.syncs import count_host_syncs
-from perfsuite.timing import count_flops
+from perfsuite.device import count_flops
 from perfsuite.workloads.recompute import observed_decode, run_recompute_cell, untied_head
 
 GEN = 32  # output tokens per request

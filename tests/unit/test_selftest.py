@@ -120,3 +120,26 @@ def test_bad_options_are_one_line_errors(capsys, argv, message):
     assert main(["selftest", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perfsuite selftest: error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_json_file_is_replaced_whole_or_not_at_all(monkeypatch, tmp_path, capsys):
+    """--json writes through the atomic writer: a disk that fills during the write leaves the earlier file whole
+    and no temporary beside it (one error line, exit 2)."""
+    import perfsuite.commands.selftest as command
+    import perfsuite.formats.io as io
+
+    report = SelftestReport(options=SelftestOptions(), device="cpu", forward_ms=0.3, extra_op_us=1.9, levels=[],
+                            seconds=1.0, processes=40)
+    monkeypatch.setattr(command, "run_selftest", lambda options, progress: report)
+    path = tmp_path / "s.json"
+    assert main(["selftest", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["processes"] == 40
+    path.write_text('{"earlier": true}\n')
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    assert main(["selftest", "--json", str(path)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == {"earlier": True} and [p.name for p in tmp_path.iterdir()] == ["s.json"]

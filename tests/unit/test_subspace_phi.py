@@ -200,7 +200,7 @@ def test_training_is_reproducible_from_its_seeds():
 
 
 class FakeBenchmark:
-    """Enough of pytest-benchmark's fixture for perfsuite.timing.record_rounds."""
+    """Enough of pytest-benchmark's fixture for perfsuite.bench_bridge.record_rounds."""
 
     disabled = False
 

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perfsuite.paired import PairedTiming
-from perfsuite.timing import (DeviceUnavailable, RoundPolicy, is_out_of_memory, record_rounds,
-                              resolve_device, round_robin, timed_call)
+from perfsuite.bench_bridge import record_rounds
+from perfsuite.device import DeviceUnavailable, is_out_of_memory, resolve_device
+from perfsuite.timing import RoundPolicy, round_robin, timed_call
 
 times = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40)
 
@@ -155,7 +156,7 @@ def test_record_rounds_hands_the_cells_rounds_to_pytest_benchmark():
 def test_tensor_bytes_counts_shared_weights_once_and_no_peak_is_faked_on_the_cpu():
     from perfsuite.adapters import adapted_copy, attach
     from perfsuite.model import build_model
-    from perfsuite.timing import peak_memory_above, tensor_bytes
+    from perfsuite.device import peak_memory_above, tensor_bytes
 
     base = build_model("tiny")
     lora = attach(adapted_copy(base), "lora", 8)
