@@ -17,7 +17,8 @@ import functools
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from perfsuite.cells.grid import Cell
+from perfsuite.cells.grid import Cell, compile_selection
+from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import read_json
 from perfsuite.formats.record import RECORD_FORMAT, SCHEMA_VERSION, CellRecord, RecordError
@@ -179,6 +180,13 @@ def _check_settings(meta: dict, source: str) -> None:
         v = meta.get(key)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000_000):
             raise ResultsError(f"{source}: perfsuite.{key} = {v!r:.60} is not a count")
+    try:  # what a comparison scopes the baseline by (compare/scope.py): checked where the file is read
+        if meta.get("selection") is not None:
+            compile_selection(meta["selection"])
+        if meta.get("shard") is not None:
+            parse_shard(meta["shard"])
+    except PerfsuiteError as e:
+        raise ResultsError(f"{source}: perfsuite settings: {e}") from None
 
 
 def load_results(paths, *, strict: bool = True) -> Results:

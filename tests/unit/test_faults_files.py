@@ -480,3 +480,17 @@ def test_write_text_atomic_leaves_the_old_file_on_a_failed_write(tmp_path, monke
     with pytest.raises(OSError):
         write_text_atomic(path, "new\n")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["x.csv"]
+
+
+@pytest.mark.parametrize("key, value", [("selection", "A"), ("selection", "adapter =="), ("shard", "3/2"),
+                                        ("shard", "x")])
+def test_run_settings_a_comparison_relies_on_are_checked_where_the_file_is_read(tmp_path, key, value):
+    """Found by the fuzzer: a results file whose selection names no cell field was read, then broke the comparison
+    that scopes the baseline by it."""
+    doc = json.loads(json.dumps(RESULTS_DOC))  # a deep copy of the real results file
+    doc["perfsuite"][key] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PerfsuiteError, match="perfsuite settings: ") as e:
+        load_results([path])
+    assert "\n" not in str(e.value)
