@@ -132,3 +132,25 @@ def _with_device(rec: CellRecord, device_ms: float, ref_device_ms: float, wall_m
                                                           if k not in ("ref_time_ms", "slowdown_pct", "ref_samples_ms")}
                           | extra)
     return rec.with_metrics(**extra, device_slowdown_pct=100.0 * (device_ms / ref_device_ms - 1))
+
+
+def git(repo, *args: str) -> str:
+    """``git -C repo ARGS``'s output (a failed command fails the test)."""
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def two_commit_checkout(root):
+    """A tiny git repository shaped like a perfsuite checkout, two commits (base, head): what ``perfsuite ab``
+    makes worktrees of."""
+    (root / "perfsuite").mkdir(parents=True)
+    (root / "tests" / "benchmarks").mkdir(parents=True)
+    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'base'\n")
+    (root / "tests" / "benchmarks" / "test_latency.py").write_text("# stand-in\n")
+    git(root, "init", "-q")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'head'\n")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "head")
+    return root

@@ -15,24 +15,13 @@ from perfsuite.compare.verdicts import CompareOptions
 CELLS = [syn.cell("none"), syn.cell("lora"), syn.cell("houlsby")]
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+git = syn.git
 
 
 @pytest.fixture
 def repo(tmp_path):
     """A tiny git repository shaped like a perfsuite checkout: two commits."""
-    root = tmp_path / "repo"
-    (root / "perfsuite").mkdir(parents=True)
-    (root / "tests" / "benchmarks").mkdir(parents=True)
-    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'base'\n")
-    (root / "tests" / "benchmarks" / "test_latency.py").write_text("# stand-in\n")
-    git(root, "init", "-q")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
-    (root / "perfsuite" / "__init__.py").write_text("VERSION = 'head'\n")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "head")
-    return root
+    return syn.two_commit_checkout(tmp_path / "repo")
 
 
 def test_a_side_is_a_worktree_of_its_commit_importing_its_own_code(repo, tmp_path):
