@@ -37,6 +37,9 @@ def fit_table(table, budget_chars: int, artifact_url: str) -> str:
     """The table in markdown with as many leading rows as fit in ``budget_chars``, then "… N more rows"."""
     from perfsuite.table import markdown_table
 
+    def first(n: int):  # the table's first n rows, the strong ones among them still strong
+        return replace(table, rows=table.rows[:n], strong_rows=frozenset(k for k in table.strong_rows if k < n))
+
     whole = markdown_table(table)
     if len(whole) <= budget_chars:
         return whole
@@ -44,11 +47,9 @@ def fit_table(table, budget_chars: int, artifact_url: str) -> str:
     low, high = 0, len(table.rows)  # the most rows that fit, by bisection (render time is linear in rows)
     while low < high:
         mid = (low + high + 1) // 2
-        text = markdown_table(replace(table, rows=table.rows[:mid], strong_rows=frozenset(
-            k for k in table.strong_rows if k < mid))) + more(len(table.rows) - mid)
+        text = markdown_table(first(mid)) + more(len(table.rows) - mid)
         low, high = (mid, high) if len(text) <= budget_chars else (low, mid - 1)
-    kept = replace(table, rows=table.rows[:low], strong_rows=frozenset(k for k in table.strong_rows if k < low))
-    return markdown_table(kept) + more(len(table.rows) - low)
+    return markdown_table(first(low)) + more(len(table.rows) - low)
 
 
 def regression_body(comparison: Comparison, artifact_url: str, budget_chars: int = BODY_BUDGET_CHARS) -> str:
