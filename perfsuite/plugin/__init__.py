@@ -285,6 +285,20 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                     item.session.shouldstop = "interrupted while journaling a cell"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo) -> None:
+    """Ctrl-C must end a run as an interruption (exit 130, --resume finishes it). pytest's own report of it reads
+    every traceback entry's line number, and a KeyboardInterrupt that lands on an instruction without one (Python
+    3.11+: ``tb_lineno`` None) made that report itself fail (an INTERNALERROR, exit 1, seen in CI). Such entries
+    carry nothing to show: they are dropped before pytest's reporter runs, and so is the chain behind the interrupt."""
+    excinfo.traceback = excinfo.traceback.filter(lambda entry: has_line_number(entry))
+    excinfo.value.__cause__ = excinfo.value.__context__ = None
+
+
+def has_line_number(entry) -> bool:
+    return getattr(getattr(entry, "_rawentry", None), "tb_lineno", None) is not None
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves
 def pytest_sessionfinish(session: pytest.Session):
     """No cell was timed (all skipped: no GPU, out of budget, out of memory): pytest-benchmark would write no JSON

@@ -209,3 +209,28 @@ def test_graphs_cells_on_a_cpu_are_recorded_unsupported_with_the_reason_and_eage
         info = b["extra_info"]
         assert info["device_time_source"] == "wall (cpu)" and info["device_ms"] == info["time_ms"]
         assert "host_bound_pct" not in info and "compile_s" not in info
+
+
+def test_an_interrupt_on_an_instruction_without_a_line_number_is_still_reported():
+    """Seen in CI: Ctrl-C landed where Python records no line number (tb_lineno None), and pytest's own report of
+    the interrupt failed (INTERNALERROR, exit 1 instead of an interruption). perfsuite drops such entries first."""
+    from types import SimpleNamespace
+
+    from _pytest._code.code import ExceptionInfo, Traceback, TracebackEntry
+
+    from perfsuite.plugin import pytest_keyboard_interrupt
+
+    try:
+        try:
+            raise ValueError("before")
+        except ValueError:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        excinfo = ExceptionInfo.from_current()
+    real = list(excinfo.traceback)
+    frame = real[0]._rawentry.tb_frame
+    no_line = TracebackEntry(SimpleNamespace(tb_lineno=None, tb_frame=frame, tb_next=None, tb_lasti=-1))
+    excinfo.traceback = Traceback([*real, no_line])
+    pytest_keyboard_interrupt(excinfo)  # before: pytest 9.0's getrepr raised TypeError on the None line number
+    assert len(excinfo.traceback) == len(real) and excinfo.value.__context__ is None
+    assert "KeyboardInterrupt" in str(excinfo.getrepr(funcargs=True))
