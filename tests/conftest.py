@@ -8,9 +8,18 @@ from pathlib import Path
 import pytest
 import synthetic as syn
 import torch
+import torch._dynamo  # noqa: F401  (see below)
 
+import perfsuite.benchmarks.test_latency  # noqa: F401
+import perfsuite.benchmarks.test_recompute  # noqa: F401
+import perfsuite.benchmarks.test_subspace  # noqa: F401
+import perfsuite.plugin.gate  # noqa: F401
 from perfsuite.cells.grid import get_profile, select
 from perfsuite.machine import machine_env
+
+# pytester's in-process sessions (runpytest_inprocess) drop every module first imported while they ran. torch's
+# compiler stack registers torch libraries when imported and cannot be imported a second time, and importing the
+# measuring stack again would cost about a second a session: both are imported once, above, before any session.
 
 ROOT = Path(__file__).parents[1]
 
@@ -39,7 +48,7 @@ class FinishedRun:
 def finished_run(tmp_path_factory) -> FinishedRun:
     """One ``perfsuite run`` of eight latency cells (3 rounds), compared with a planted run of this machine and
     reported, shared by the tests that only read or copy a finished run (tests/plugin/test_run.py, the torn
-    journal in tests/unit/test_faults_files.py): a run in a subprocess costs seconds."""
+    journal in tests/unit/test_faults_files.py)."""
     tmp = tmp_path_factory.mktemp("finished_run")
     args = ("--rounds", "3", "--warmup", "1", "--cells", RUN_CELLS)
     env = machine_env("cpu") | {"threads": 1}  # the planted baseline: this machine's, planted not measured
@@ -47,6 +56,5 @@ def finished_run(tmp_path_factory) -> FinishedRun:
     records = [syn.record(c, seed=k, ratio=1.0 if c.adapter == "none" else 1.2, e=env) for k, c in enumerate(cells)]
     assert len(records) == 8
     baseline = syn.write(tmp / "reference.json", records)
-    proc = subprocess.run([sys.executable, "-m", "perfsuite.cli", "run", *args, "--out", str(tmp / "run"),
-                           "--baseline", str(baseline), "--remeasure", "0"], cwd=ROOT, capture_output=True, text=True)
+    proc = syn.cli("run", *args, "--out", str(tmp / "run"), "--baseline", str(baseline), "--remeasure", "0")
     return FinishedRun(proc, tmp / "run", args)

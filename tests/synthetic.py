@@ -1,7 +1,8 @@
 """Planted runs for the tests: records with known samples, on a machine of our choosing, as results documents.
 
 Nothing here measures anything: times are drawn from seeded distributions with a run-to-run (process) effect,
-so the comparison logic is tested against known truths on any machine.
+so the comparison logic is tested against known truths on any machine. :func:`cli` runs perfsuite's command line
+in the test's own process, for tests that need a real run but not a process of its own.
 """
 
 from __future__ import annotations
@@ -154,3 +155,24 @@ def two_commit_checkout(root):
     (root / "perfsuite" / "__init__.py").write_text("VERSION = 'head'\n")
     git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "head")
     return root
+
+
+def cli(*args: str, cwd: Path | None = None):
+    """``perfsuite ARGS`` run in this process, its output captured: a ``subprocess.CompletedProcess`` like a run in
+    a subprocess gives, without the seconds of imports a process costs. For tests whose subject is not the process
+    boundary (a killed or concurrent run is, and runs in a subprocess)."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+
+    from perfsuite.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd or Path(__file__).parents[1])
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["perfsuite", *args], code, out.getvalue(), err.getvalue())

@@ -1,4 +1,5 @@
-"""``--perfsuite-compare``: the comparison at the end of a real benchmark session, run in a subprocess.
+"""``--perfsuite-compare``: the comparison at the end of a real benchmark session (pytester's in-process run; a
+suspect's re-measure is a fresh process, as it always is).
 
 The baselines are planted: five runs of this very machine (its live identity) whose numbers no real run can
 come near (a LoRA forward at 0.5× or 3× the plain model's, times of a second), so the verdicts are logic,
@@ -38,7 +39,8 @@ def plant(pytester, ratio: float, *, base_ms: float = 1000.0, host: str | None =
 
 @pytest.fixture
 def bench(pytester, monkeypatch):
-    # one thread: two OpenMP threads on a busy 2-core runner stall for whole scheduler slices (see perfsuite.selftest)
+    # one thread in the re-measure's process: two OpenMP threads on a busy 2-core runner stall for whole scheduler
+    # slices (see perfsuite.selftest)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pytester.makepyfile(test_bench=BENCH)
     return pytester
@@ -46,7 +48,7 @@ def bench(pytester, monkeypatch):
 
 def test_an_improvement_passes_and_prints_the_table(bench):
     plant(bench, 3.0)  # the baseline's LoRA took 3× the plain model and a whole second
-    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare")
     result.stdout.fnmatch_lines(["*perfsuite comparison*", "perfsuite compare (end of session)",
                                  "part smoke: this machine's baseline: a confirmed regression fails the run*",
                                  "  detects changes above (median over cells): slowdown * pp, time * %",
@@ -58,7 +60,7 @@ def test_an_improvement_passes_and_prints_the_table(bench):
 
 def test_a_confirmed_regression_fails_the_session(bench):
     plant(bench, 0.5, base_ms=1e-4)  # the baseline's LoRA ran at half the plain model's time, in 0.1 µs
-    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare")
     result.stdout.fnmatch_lines(["*perfsuite comparison*", "latency[[]lora-r8-b1-s32[]]  regression  *",
                                  "1 cells: 1 regression", "*1 passed*"])
     assert "5→2" in result.stdout.str()  # re-measured once in a fresh process before it counted
@@ -67,7 +69,7 @@ def test_a_confirmed_regression_fails_the_session(bench):
 
 def test_another_machines_baseline_is_shown_and_never_fails(bench):
     plant(bench, 0.5, base_ms=1e-4, host="the-machine-the-baseline-came-from")
-    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare")
     result.stdout.fnmatch_lines(["*REFERENCE ONLY: a baseline of another machine*",
                                  "*differs in: host: 'the-machine-the-baseline-came-from' vs *",
                                  "latency[[]lora-r8-b1-s32[]]  reference  slowdown *"])
@@ -77,14 +79,14 @@ def test_another_machines_baseline_is_shown_and_never_fails(bench):
 
 def test_a_broken_baseline_is_an_error_not_a_verdict(bench):
     (bench.path / "broken.json").write_text('{"perfsuite_baseline": 3, "runs": ')
-    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare=broken.json")
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare=broken.json")
     result.stdout.fnmatch_lines(["perfsuite compare: error: broken.json: not valid JSON*"])
     result.stdout.no_fnmatch_line("*regression*")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_without_any_baseline_nothing_is_compared(bench):
-    result = bench.runpytest_subprocess(*ONE_CELL, "--perfsuite-compare")
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare")
     result.stdout.fnmatch_lines(["part smoke: no baseline for this machine and part",
                                  "*record this machine's baseline with: perfsuite baseline record*"])
     assert result.ret == 0

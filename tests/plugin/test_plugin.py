@@ -1,14 +1,12 @@
 """The plugin as a user meets it: run with pytester, check the JSON and the terminal.
 
-Sessions that measure run in a subprocess (torch threads, the OOM path and Ctrl-C must not touch this process);
-those refused before collection or that only collect (usage errors, shards) run in this process: the process
-boundary is not what they test, and a subprocess costs seconds of imports each.
+Sessions run in this process (pytester's in-process run: a subprocess costs seconds of imports each; what a
+session plants, it plants with monkeypatch, undone when it ends). "No GPU" is planted by making torch see none,
+so the tests hold on a GPU machine too. tests/plugin/test_run.py runs ``perfsuite run`` in processes where the
+process boundary is what is tested (Ctrl-C).
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,28 +18,31 @@ FAST = ["--perfsuite-rounds=3", "--perfsuite-warmup=1", "-p", "no:cacheprovider"
 PFEIFFER = ["--perfsuite-cells=adapter == 'pfeiffer'", "--perfsuite-journal=j.jsonl", *FAST]
 
 
-@pytest.fixture(scope="module")
-def pfeiffer_journal(tmp_path_factory) -> bytes:
-    """The journal of one measured session of the pfeiffer cells (a subprocess, as pytester's would be), which the
-    resume tests below copy: measuring costs seconds, and they test what is done with a finished journal."""
-    where = tmp_path_factory.mktemp("journaled")
-    (where / "test_latency.py").write_text(LATENCY_TEST)
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", *PFEIFFER], cwd=where, env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return (where / "j.jsonl").read_bytes()
-
-
 @pytest.fixture
 def suite(pytester):
     pytester.makepyfile(test_latency=LATENCY_TEST)
     return pytester
 
 
+@pytest.fixture
+def pfeiffer_journal(suite) -> bytes:
+    """The journal of one measured session of the pfeiffer cells, which the resume tests below start from."""
+    first = suite.runpytest_inprocess(*PFEIFFER)
+    first.assert_outcomes(passed=2)
+    return (suite.path / "j.jsonl").read_bytes()
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """torch sees no GPU (in this process; a subprocess would need CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def test_every_cell_writes_the_whole_record(suite):
     cells = "adapter in ('none', 'lora', 'lora-merged') and batch == 1"
-    result = suite.runpytest_subprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", *FAST)
+    result = suite.runpytest_inprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", *FAST)
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*test_latency?lora-r8-b1-s32?*"])
     doc = json.loads((suite.path / "out.json").read_text())
@@ -91,15 +92,13 @@ def measure_group(cell, ctx):
     return original(cell, ctx)
 
 
-latency.measure_group = measure_group
-
-
 @pytest.fixture(autouse=True)
-def the_failed_groups_model_is_gone():
+def oom_in_the_b4_group_and_its_model_gone_after(monkeypatch):
     assert all(ref() is None for ref in HELD), "the failed cell's model outlived it"
+    monkeypatch.setattr(latency, "measure_group", measure_group)
 """)
-    result = suite.runpytest_subprocess("--perfsuite-cells=adapter in ('houlsby', 'lora')", "--benchmark-json=out.json",
-                                        "-rs", *FAST)
+    result = suite.runpytest_inprocess("--perfsuite-cells=adapter in ('houlsby', 'lora')", "--benchmark-json=out.json",
+                                       "-rs", *FAST)
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*SKIPPED*latency?houlsby-r8-b4-s32?: oom: CUDA out of memory*",
                                  "*SKIPPED*latency?lora-r8-b4-s32?: oom: its shape group ran out of memory*"])
@@ -109,9 +108,8 @@ def the_failed_groups_model_is_gone():
     assert [e["status"] for e in doc["perfsuite"]["not_run"]] == ["oom", "oom"]
 
 
-def test_gpu_profile_without_a_gpu_is_skipped_with_a_reason(suite, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    result = suite.runpytest_subprocess("--perfsuite-profile=paper", "-rs", *FAST,
+def test_gpu_profile_without_a_gpu_is_skipped_with_a_reason(suite, no_gpu):
+    result = suite.runpytest_inprocess("--perfsuite-profile=paper", "-rs", *FAST,
                                         "--perfsuite-cells=adapter == 'lora' and batch == 1 and seq_len == 128")
     result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["*no_device: profile 'paper' needs a GPU and none is visible*"])
@@ -131,8 +129,8 @@ def test_bad_options_give_one_clear_line(suite, args, message):
 
 
 def test_journal_keeps_cells_and_resume_skips_them(suite, pfeiffer_journal):
-    (suite.path / "j.jsonl").write_bytes(pfeiffer_journal)  # a session that measured both cells (2 passed)
-    second = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume")  # measures nothing: no subprocess needed
+    assert pfeiffer_journal == (suite.path / "j.jsonl").read_bytes()  # a session that measured both cells
+    second = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume")
     second.assert_outcomes(skipped=1)  # the empty parameter set: nothing left to measure
     lines = [json.loads(x) for x in (suite.path / "j.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["header", "benchmark", "benchmark"]
@@ -163,16 +161,16 @@ def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
         raise KeyboardInterrupt  # Ctrl-C while the model is being built
     perfsuite_measure(run_cell)
 """)
-    result = pytester.runpytest_subprocess("-W", "error::pytest_benchmark.logger.PytestBenchmarkWarning",
-                                           "--perfsuite-cells=adapter == 'none' and batch == 1", *FAST)
+    result = pytester.runpytest_inprocess("-W", "error::pytest_benchmark.logger.PytestBenchmarkWarning",
+                                          "--perfsuite-cells=adapter == 'none' and batch == 1", *FAST,
+                                          no_reraise_ctrlc=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert "PytestBenchmarkWarning" not in result.stdout.str() + result.stderr.str()
 
 
-def test_a_gpu_profile_without_a_gpu_still_writes_its_json(suite, monkeypatch):
+def test_a_gpu_profile_without_a_gpu_still_writes_its_json(suite, no_gpu):
     """No cell timed: pytest-benchmark alone writes no JSON; the cells that did not run must not be lost."""
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    result = suite.runpytest_subprocess("--perfsuite-profile=paper", "--benchmark-json=out.json", "-W", "error",
+    result = suite.runpytest_inprocess("--perfsuite-profile=paper", "--benchmark-json=out.json", "-W", "error",
                                         "--perfsuite-cells=adapter == 'lora' and batch == 1 and seq_len == 128", *FAST)
     result.assert_outcomes(skipped=3)
     doc = json.loads((suite.path / "out.json").read_text())
@@ -191,7 +189,6 @@ def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
 
 
 def test_resuming_a_journal_with_other_settings_is_refused(suite, pfeiffer_journal):
-    (suite.path / "j.jsonl").write_bytes(pfeiffer_journal)
     result = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume", "--perfsuite-dtype=bfloat16")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot resume j.jsonl with other settings (dtype 'float32' → 'bfloat16')*"])
@@ -199,7 +196,7 @@ def test_resuming_a_journal_with_other_settings_is_refused(suite, pfeiffer_journ
 
 def test_graphs_cells_on_a_cpu_are_recorded_unsupported_with_the_reason_and_eager_cells_say_device_time_is_wall(suite):
     cells = "mode in ('eager', 'graphs') and adapter in ('none', 'lora') and batch == 1"
-    result = suite.runpytest_subprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", "-rs", *FAST)
+    result = suite.runpytest_inprocess(f"--perfsuite-cells={cells}", "--benchmark-json=out.json", "-rs", *FAST)
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*latency?lora-r8-b1-s32-graphs?: unsupported: CUDA graphs need a CUDA device*"])
     doc = json.loads((suite.path / "out.json").read_text())

@@ -55,7 +55,7 @@ def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_repla
     add_runs(other, directory=tmp_path / "baselines")
     out = tmp_path / "run"
     shutil.copytree(finished_run.out, out)
-    proc = perfsuite("run", *finished_run.args, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
+    proc = syn.cli("run", *finished_run.args, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"replacing the finished run in {out}" in proc.stdout
     assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
@@ -69,12 +69,12 @@ def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_repla
 
 def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
     cells = ["--cells", "workload == 'latency' and adapter in ('none', 'lora') and batch == 1"]
-    rec = perfsuite("baseline", "record", "--runs", "2", "--rounds", "5", "--warmup", "1", *cells, "--dir",
-                    str(tmp_path / "b"), "--out", str(tmp_path / "rec"))
+    rec = syn.cli("baseline", "record", "--runs", "2", "--rounds", "5", "--warmup", "1", *cells, "--dir",
+                  str(tmp_path / "b"), "--out", str(tmp_path / "rec"))
     assert rec.returncode == 0, rec.stdout[-2000:] + rec.stderr[-2000:]
     assert "[baseline record 2/2]" in rec.stderr and "2 run(s) kept (2 added, 0 dropped), 2 cells" in rec.stdout
-    proc = perfsuite("run", "--rounds", "5", "--warmup", "1", *cells, "--out", str(tmp_path / "run"),
-                     "--baselines-dir", str(tmp_path / "b"), "--no-report")
+    proc = syn.cli("run", "--rounds", "5", "--warmup", "1", *cells, "--out", str(tmp_path / "run"),
+                   "--baselines-dir", str(tmp_path / "b"), "--no-report")
     assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
     comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
     assert comparison["gating"] and comparison["parts"][0]["baseline_runs"] == 2
@@ -83,9 +83,9 @@ def test_baseline_record_then_run_gates_on_this_machine(tmp_path):
 
 def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
     out = tmp_path / "run"
-    # recompute cells: each takes about a second of its own (latency cells share their shape's loop: once a group
-    # is measured, its other cells finish at once)
-    slow = ["--rounds", "40", "--warmup", "1", "--cells", "workload == 'recompute'"]
+    # recompute cells: each takes half a second of its own or more (latency cells share their shape's loop: once a
+    # group is measured, its other cells finish at once), far more than the 50 ms this test takes to press Ctrl-C
+    slow = ["--rounds", "20", "--warmup", "1", "--cells", "workload == 'recompute'"]
     # SIGINT back to its default in the child: a test run started in the background of a non-interactive shell
     # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the run would finish)
     proc = subprocess.Popen([sys.executable, "-m", "perfsuite.cli", "run", *slow, "--out", str(out), "--no-compare",
@@ -106,10 +106,10 @@ def test_ctrl_c_keeps_measured_cells_and_resume_finishes(tmp_path, capsys):
     kept = {b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"]}
     assert 2 <= len(kept) < 4
 
-    resumed = perfsuite("run", "--resume", "--out", str(out), "--no-compare", "--no-report")
+    resumed = syn.cli("run", "--resume", "--out", str(out), "--no-compare", "--no-report")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     doc = json.loads((out / "results.json").read_text())
-    assert len(doc["benchmarks"]) == 4 and doc["perfsuite"]["rounds"] == 40  # the journal's own settings
+    assert len(doc["benchmarks"]) == 4 and doc["perfsuite"]["rounds"] == 20  # the journal's own settings
     assert [e["status"] for e in doc["perfsuite"]["not_run"]] == ["outside_budget"]
     headers = [json.loads(x) for x in journal.read_text().splitlines() if '"kind": "header"' in x]
     assert len(headers) == 2 and set(headers[1]["resumed"]) >= kept
@@ -121,7 +121,7 @@ def test_shards_merge_into_the_unsharded_grid(finished_run, tmp_path, capsys):
     shard_files = []
     for i in (1, 2):  # two latency shape groups: one per shard (a group is never split)
         out = tmp_path / f"shard{i}"
-        proc = perfsuite("run", *finished_run.args, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
+        proc = syn.cli("run", *finished_run.args, "--shard", f"{i}/2", "--out", str(out), "--no-compare", "--no-report")
         assert proc.returncode == 0, proc.stderr[-2000:]
         shard_files.append(out / "results.json")
     merged = load_results(shard_files).frame

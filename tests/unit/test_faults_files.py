@@ -209,8 +209,7 @@ def test_a_torn_journal_then_resume_completes_every_cell(finished_run, tmp_path)
     every = sorted(b["extra_info"]["cell_id"] for b in json.loads((out / "results.json").read_text())["benchmarks"])
     journal = out / "journal.jsonl"
     journal.write_bytes(journal.read_bytes()[:-300])
-    run = [sys.executable, "-m", "perfsuite.cli", "run", "--no-compare", "--no-report", "--out", str(out)]
-    resumed = subprocess.run([*run, "--resume"], cwd=ROOT, capture_output=True, text=True)
+    resumed = syn.cli("run", "--no-compare", "--no-report", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "cut off a torn last line" in resumed.stderr
     doc = json.loads((out / "results.json").read_text())
