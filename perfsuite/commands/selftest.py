@@ -21,7 +21,7 @@ DEFAULTS = SelftestOptions()
 FAMILY_PROFILE = "smoke"  # the production run the selftest's comparisons stand for
 SIM = GridSimulation()
 # --quick: a smoke test of the selftest itself (seconds), not a measurement to quote.
-QUICK = dict(processes=6, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
+QUICK = dict(processes=4, trials=3, runs=2, rounds=10, warmup=1, calibration_rounds=30, effects_pct=(20.0,))
 
 
 def add_arguments(p) -> None:
@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--effects", default=",".join(f"{e:g}" for e in DEFAULTS.effects_pct), metavar="PCTS",
                    help="slow-downs to detect, %% (default: 2,5,10,20)")
     p.add_argument("--metrics", default=",".join(DEFAULTS.metrics), metavar="LIST",
-                   help=f"metrics to test: {', '.join(METRICS)} (default: both)")
+                   help=f"metrics to test: {', '.join(METRICS)} (default: all of them)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--model", default=DEFAULTS.model, help="model preset of the measured cell (default: tiny)")
     p.add_argument("--adapter", default=DEFAULTS.adapter, help="adapter of the measured cell (default: lora)")

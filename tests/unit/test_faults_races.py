@@ -176,15 +176,17 @@ def test_two_history_add_commands_at_once_both_land(tmp_path):
         assert len(s.runs()) == 2
 
 
-def test_plain_pytest_on_a_journal_in_use_is_a_usage_error(tmp_path):
+def test_plain_pytest_on_a_journal_in_use_is_a_usage_error(tmp_path, pytester):
+    """Plain pytest (pytester's in-process session) on a journal another process holds."""
+    pytester.makepyfile(test_latency=(ROOT / "perfsuite" / "benchmarks" / "test_latency.py").read_text())
     journal = tmp_path / "journal.jsonl"
     holder = hold(journal, folder=False)
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "tests/benchmarks", "-q", "-p", "no:cacheprovider",
-                               f"--perfsuite-journal={journal}", "--perfsuite-cells=adapter == 'lora'"], cwd=ROOT,
-                              capture_output=True, text=True)
+        result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", f"--perfsuite-journal={journal}",
+                                              "--perfsuite-cells=adapter == 'lora'")
     finally:
         kill(holder)
-    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert f"journal {journal} is in use by PID {holder.pid}" in proc.stderr and "Traceback" not in proc.stderr
+    err = result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:] + err[-2000:]
+    assert f"journal {journal} is in use by PID {holder.pid}" in err and "Traceback" not in err
     assert not journal.exists()

@@ -74,8 +74,8 @@ def test_a_run_without_the_extra_records_hf_cells_as_missing_extra_and_exits_0(p
     pytester.makepyfile(test_latency=(Path(__file__).parents[1] / "benchmarks" / "test_latency.py").read_text())
     pytester.makeconftest("import sys\nsys.modules['transformers'] = None  # as on a core install\n")
     cells = "impl == 'hf' and batch == 1 and adapter in ('none', 'lora', 'ia3')"
-    result = pytester.runpytest_subprocess("--perfsuite-profile=hf-smoke", f"--perfsuite-cells={cells}",
-                                           "--benchmark-json=out.json", "-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("--perfsuite-profile=hf-smoke", f"--perfsuite-cells={cells}",
+                                          "--benchmark-json=out.json", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=3)
     assert result.ret == 0
     line = [l for l in result.outlines if l.startswith("perfsuite: ")]

@@ -193,7 +193,12 @@ def test_injected_mismatches_give_exactly_the_expected_rollbacks(fp32, injected,
     expected = {b: expected_rollbacks({p for r, p in injected if r == b}, window, GEN) for b in range(3)}
     assert sorted(result.mismatch_positions) == sorted((b, p) for b in expected for p, _ in expected[b])
     assert result.recomputed_tokens == sum(n for rows in expected.values() for _, n in rows)
-    assert torch.equal(result.tokens, decode_fixed(model, prompts, GEN, schedule, head=head))
+    if window not in _FIXED:  # the reference depends on the window only: decoded once per window
+        _FIXED[window] = decode_fixed(model, prompts, GEN, schedule, head=head)
+    assert torch.equal(result.tokens, _FIXED[window])
+
+
+_FIXED: dict[int, torch.Tensor] = {}
 
 
 @pytest.mark.parametrize("where", [(0, 0), (3, 5), (0, GEN)])

@@ -95,11 +95,11 @@ def test_quick_selftest_runs_end_to_end_in_separate_processes(capsys, tmp_path):
     assert torch.get_num_threads() == threads  # the selftest's thread setting does not leak
     out = captured.out.splitlines()
     assert out[0].startswith("perfsuite selftest on cpu: tiny lora r8 b1 s32, forward ")
-    assert "6 separate worker processes" in out[0]
+    assert "4 separate worker processes" in out[0]
     assert "A/B, metric slowdown:" in out and "against a baseline, metric time:" in out
-    assert "calibrated +20%: " in captured.err and "worker processes: 6/6" in captured.err
+    assert "calibrated +20%: " in captured.err and "worker processes: 4/4" in captured.err
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert [lv["nominal_pct"] for lv in doc["levels"]] == [0.0, 20.0] and doc["processes"] == 6
+    assert [lv["nominal_pct"] for lv in doc["levels"]] == [0.0, 20.0] and doc["processes"] == 4
     assert all(lv["trials"] == {f"{m}/{k}": 3 for m in ("ab", "baseline") for k in ("slowdown", "norm_time", "time")}
                for lv in doc["levels"])
     assert doc["levels"][1]["extra_ops"] >= 1 and doc["levels"][1]["measured_pct"] > 0
