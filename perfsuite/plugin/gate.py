@@ -1,10 +1,11 @@
 """``--perfsuite-compare[=BASELINE]``: the comparison at the end of a pytest session, failing it on a regression.
 
-Registered as a plugin object when the option is given. At session end it builds the session's results from
-the cells the perfsuite plugin saw timed (no reach into pytest-benchmark's session), compares each part with
-this machine's baseline (or, for information only, another machine's), re-measures suspects in a fresh
-pytest process, prints the table in the terminal summary and fails the session on a confirmed regression. An
-error is reported as one, never as a verdict.
+Registered as a plugin object when the option is given. It reads the baselines first: one that cannot be read
+is a usage error before anything is measured, not after a night of cells. At session end it builds the
+session's results from the cells the perfsuite plugin saw timed (no reach into pytest-benchmark's session),
+compares each part with this machine's baseline (or, for information only, another machine's), re-measures
+suspects in a fresh pytest process, prints the table in the terminal summary and fails the session on a
+confirmed regression. An error is reported as one, never as a verdict.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from perfsuite.plugin.session import run_header, state_of
 
 class SessionGate:
     def __init__(self, config: pytest.Config, baseline: str, baselines_dir: str | Path = "baselines"):
-        self.config, self.baseline, self.baselines_dir = config, baseline, baselines_dir
-        self.text: str | None = None
+        """Reads the baselines now (``baseline``: a file, or "auto": every baseline in ``baselines_dir`` under the
+        rootdir); pytest.UsageError, one line, when one cannot be read."""
+        from perfsuite.compare.baselines import load_all, load_reference
+
+        self.config, self.text = config, None
+        try:
+            self.baselines = (load_all(Path(config.rootpath) / baselines_dir) if baseline == "auto"
+                              else load_reference(baseline))
+        except PerfsuiteError as e:
+            raise pytest.UsageError(f"perfsuite compare: {e}") from None
 
     def session_document(self) -> dict:
         from perfsuite.formats.results import results_document
@@ -30,7 +39,6 @@ class SessionGate:
         return results_document(run_header(self.config), list(state.benchmarks), state.settings(), state.not_run)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from perfsuite.compare.baselines import load_all, load_reference
         from perfsuite.compare.render import render_terminal
         from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results
         from perfsuite.formats.comparison import Comparison
@@ -44,12 +52,10 @@ class SessionGate:
             if not results.ok():
                 self.text = "perfsuite compare: no perfsuite cell ran in this session; nothing compared"
                 return
-            baselines = (load_all(rootdir / self.baselines_dir) if self.baseline == "auto"
-                         else load_reference(self.baseline))
             with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
                 remeasure = remeasurer(results, node_ids_of(doc), rootdir, tmp)
                 comparison = Comparison.from_dict(compare_results(
-                    results, baselines, CompareOptions(remeasure=REMEASURE), remeasure=remeasure))
+                    results, self.baselines, CompareOptions(remeasure=REMEASURE), remeasure=remeasure))
         except PerfsuiteError as e:
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR

@@ -77,12 +77,20 @@ def test_another_machines_baseline_is_shown_and_never_fails(bench):
     assert result.ret == 0
 
 
-def test_a_broken_baseline_is_an_error_not_a_verdict(bench):
+def test_a_broken_baseline_is_refused_before_anything_is_measured(bench):
     (bench.path / "broken.json").write_text('{"perfsuite_baseline": 3, "runs": ')
     result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare=broken.json")
-    result.stdout.fnmatch_lines(["perfsuite compare: error: broken.json: not valid JSON*"])
-    result.stdout.no_fnmatch_line("*regression*")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: perfsuite compare: broken.json: not valid JSON*"])
+    assert "Traceback" not in result.stderr.str() and "passed" not in result.stdout.str()  # nothing measured
+
+
+def test_a_broken_file_among_the_baselines_is_refused_too(bench):
+    plant(bench, 3.0)
+    (bench.path / "baselines" / "torn.json").write_text('{"perfsuite_baseline": 4, "name": "torn", "runs": [')
+    result = bench.runpytest_inprocess(*ONE_CELL, "--perfsuite-compare")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: perfsuite compare: *torn.json: not valid JSON*"])
 
 
 def test_without_any_baseline_nothing_is_compared(bench):

@@ -1,6 +1,7 @@
 """A/B runs: worktrees of real commits, alternation A B, B A, …, and verdicts from planted runs."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -146,3 +147,36 @@ def test_a_re_measurement_repeats_the_runs_selection_and_each_files_shard(monkey
     with pytest.raises(runs.RunError):
         remeasure([lora.id])
     assert "--perfsuite-shard=1/2" in seen[1] and "t.py::a" in seen[1]
+
+
+def test_ab_gives_both_sides_the_adapters_option_and_the_module_from_where_it_started(monkeypatch, repo, tmp_path):
+    """``ab --adapters MODULE:OBJECT``: every run of both sides gets the option, and the module (untracked, so in
+    neither worktree) is importable from the folder ab was started in."""
+    import perfsuite.processes as processes
+
+    seen = []
+    inner = planted_runner({"A": 1.2, "B": 1.2}, [])
+
+    def run(checkout, out_json, options, *, own_code=False, **kw):
+        seen.append(options.get("adapters"))
+        return inner(checkout, out_json, options, own_code=own_code)
+
+    monkeypatch.setattr(ab_module, "run_benchmarks", run)
+    monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
+    monkeypatch.chdir(repo)
+    assert main(["ab", "HEAD~1", "--runs", "2", "--adapters", "my_adapters:MINE", "--out", str(tmp_path / "ab")]) == 0
+    assert seen == ["my_adapters:MINE"] * 4
+
+    commands = []
+
+    def fake_run(cmd, cwd, env, **kw):
+        commands.append((cmd, env["PYTHONPATH"].split(os.pathsep)))
+        Path(cmd[cmd.index("--benchmark-json") + 1]).write_text("{}")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(processes.subprocess, "run", fake_run)
+    processes.run_benchmarks(tmp_path / "worktree-a", tmp_path / "a.json", {"adapters": "my_adapters:MINE"},
+                             own_code=True)
+    (cmd, path), = commands
+    assert "--perfsuite-adapters=my_adapters:MINE" in cmd
+    assert path[:2] == [str(tmp_path / "worktree-a"), str(repo)]  # its own code first, then where ab started
