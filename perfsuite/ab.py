@@ -17,13 +17,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.results import Results
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
 from perfsuite.processes import load_run, node_ids_of, run_benchmarks
+
+if TYPE_CHECKING:
+    from perfsuite.formats.comparison import Comparison
 
 DEFAULT_RUNS = 5  # runs per side: 8 degrees of freedom for the between-run t test
 
@@ -150,8 +153,8 @@ def remeasure_both(a: Side, b: Side, options: dict, out_dir: Path, progress: Cal
 
 def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, out_dir: str | Path,
        compare_options=None, keep_worktrees: bool = False, start: str | Path = ".",
-       progress: Callable[[str], None] = lambda s: None, wait: bool = False) -> tuple[dict, Side, Side, float]:
-    """Run the A/B comparison; (comparison document, side A, side B, seconds).
+       progress: Callable[[str], None] = lambda s: None, wait: bool = False) -> tuple[Comparison, Side, Side, float]:
+    """Run the A/B comparison; (the comparison, side A, side B, seconds).
 
     ``out_dir`` is locked while ab runs (a second ab there is refused, or waits with ``wait``); the worktrees it
     makes are removed whatever happens (an error, Ctrl-C), and one a killed ab left behind is cleared first."""

@@ -214,8 +214,7 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
 
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
-    return CompareResult(Comparison.from_dict(compare_results(_results(results), baselines,
-                                                              _compare_options(alpha, min_effect_pct))))
+    return CompareResult(compare_results(_results(results), baselines, _compare_options(alpha, min_effect_pct)))
 
 
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
@@ -241,7 +240,7 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
                                     keep_worktrees=keep_worktrees, start=repo,
                                     progress=(lambda line: print(line)) if verbose else (lambda line: None))
     describe = lambda side: side.ref + (f" ({side.commit[:10]})" if side.commit else "")  # noqa: E731
-    return ABResult(CompareResult(Comparison.from_dict(doc)), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
+    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

@@ -199,7 +199,7 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     baselines = load_reference(baseline) if baseline else load_all(directory)
     remeasure = (remeasurer(results, node_ids_of(read_json(outcome.results)), rootdir, outcome.out_dir)
                  if options.remeasure else None)
-    doc = Comparison.from_dict(compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint))
+    doc = compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint)
     if not doc.parts:
         outcome.lines.append("comparison: no cell was measured")
         return None

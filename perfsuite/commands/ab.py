@@ -9,7 +9,6 @@ from perfsuite.commands.compare import options_from_args
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import REMEASURE
-from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
 
@@ -39,11 +38,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    document, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
+    doc, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
                             compare_options=options_from_args(args), keep_worktrees=args.keep_worktrees,
                             wait=args.wait,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
-    doc = Comparison.from_dict(document)
     if args.json:
         write_json_atomic(args.json, doc.to_dict())
     if args.markdown:

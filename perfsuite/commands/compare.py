@@ -10,7 +10,6 @@ from perfsuite.compare.baselines import BASELINE_DIR, load_all, load_reference
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results
-from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import read_json, write_json_atomic, write_text_atomic
 from perfsuite.formats.results import load_results
 from perfsuite.plugin.options import at_least_zero
@@ -74,8 +73,8 @@ def run(args) -> int:
     results = load_results(args.results)
     baselines_dir = args.baselines_dir or str(Path(args.rootdir) / BASELINE_DIR)
     baselines = load_reference(args.baseline) if args.baseline else load_all(baselines_dir)
-    comparison = Comparison.from_dict(compare_results(results, baselines, options, remeasure=_remeasurer(
-        args, results) if options.remeasure else None))
+    comparison = compare_results(results, baselines, options,
+                                 remeasure=_remeasurer(args, results) if options.remeasure else None)
     if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
         raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "

@@ -21,7 +21,9 @@ must beat. Modes:
             fail the run (verdict ``reference``); times across machines are not compared at all.
 With one run a side there is no between-run spread: the comparison is described from the within-run
 samples, but a regression or improvement it suggests is reported as ``inconclusive``, never as a verdict.
-The document is :mod:`perfsuite.formats.comparison`.
+The document is :mod:`perfsuite.formats.comparison`: what leaves this module is a typed :class:`Comparison`. The
+judging itself works on the document's entries (dicts) in place, the form the simulated grid of
+:mod:`perfsuite.selftest_grid` judges too, hundreds of runs of ~900 tests a second.
 
 Over 350 lines on purpose: a metric's test, the attribution rule, the per-run error control and the re-measures
 act on the same entries in one order; the per-run estimates they start from are in :mod:`perfsuite.compare.estimates`.
@@ -44,7 +46,7 @@ from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EF
     screen_runs, t_quantile
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
-from perfsuite.formats.comparison import COMPARISON_FORMAT, VERDICTS
+from perfsuite.formats.comparison import COMPARISON_FORMAT, VERDICTS, Comparison
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
 from perfsuite.paired import finite as _finite
@@ -322,10 +324,11 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
     return [entries[cid] for cid in sorted(entries)]
 
 
-def comparison_document(parts: list[dict], cells: list[dict]) -> dict:
+def comparison_of(parts: list[dict], cells: list[dict]) -> Comparison:
+    """The entries judged here as the typed comparison (checked as a reader checks a file)."""
     summary = {v: sum(c["verdict"] == v for c in cells) for v in VERDICTS}
-    return COMPARISON_FORMAT.stamp({"gating": any(p["mode"] in ("gating", "ab") for p in parts), "parts": parts,
-                                    "cells": cells, "summary": summary})
+    return Comparison.from_dict(COMPARISON_FORMAT.stamp({"gating": any(p["mode"] in ("gating", "ab") for p in parts),
+                                                         "parts": parts, "cells": cells, "summary": summary}))
 
 
 def part_entry(part: Part | None, mode: str, baseline: Baseline | None, *, profile: str | None = None,
@@ -340,8 +343,8 @@ def part_entry(part: Part | None, mode: str, baseline: Baseline | None, *, profi
 
 
 def compare_results(results: Results, baselines: list[Baseline], options: CompareOptions = CompareOptions(), *,
-                    remeasure: RemeasureFn | None = None, record_hint: str | None = None) -> dict:
-    """The comparison document of a run against the baselines available: per part, this machine's baseline
+                    remeasure: RemeasureFn | None = None, record_hint: str | None = None) -> Comparison:
+    """The comparison of a run against the baselines available: per part, this machine's baseline
     (gating), else another machine's of the same part and setup (reference), else none."""
     from perfsuite.compare.scope import run_scope
 
@@ -359,12 +362,12 @@ def compare_results(results: Results, baselines: list[Baseline], options: Compar
             cells += compare_part([part], other, options, gating=False, in_scope=in_scope)
         else:
             parts.append(part_entry(part, "none", None, hint=hint))
-    return comparison_document(parts, cells)
+    return comparison_of(parts, cells)
 
 
 def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = CompareOptions(), *,
                  labels: tuple[str, str] = ("A", "B"), paired: bool | None = None,
-                 remeasure: RemeasureBothFn | None = None) -> dict:
+                 remeasure: RemeasureBothFn | None = None) -> Comparison:
     """A/B: separate runs of A against separate runs of B on one machine (see :mod:`perfsuite.ab`), per part.
     ``paired``: test run i of A against run i of B, one block (A B, B A, …), on the blocks' differences; None:
     from PAIRED_MIN_BLOCKS blocks on.
@@ -390,14 +393,9 @@ def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = C
                               paired=(len(a_runs) >= PAIRED_MIN_BLOCKS if paired is None else paired)
                               and len(a_runs) == len(b_runs), remeasure_both=remeasure)
         parts.append(part_entry(b_runs[0], "ab", base, current_runs=len(b_runs)) | {"baseline": labels[0]} | control)
-    return comparison_document(parts, cells)
+    return comparison_of(parts, cells)
 
 
 def _as_fingerprint(part: Part, fp) -> Part:
     """A/B runs differ only in the code under test: their host and software are the same machine's."""
     return Part(part.profile, fp, part.records, part.not_run, part.source)
-
-
-def has_regression(comparison: dict) -> bool:
-    """Whether a document built here has a regression (a :class:`Comparison` says it as ``has_regression``)."""
-    return comparison["summary"].get("regression", 0) > 0

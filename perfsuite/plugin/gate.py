@@ -41,7 +41,6 @@ class SessionGate:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from perfsuite.compare.render import render_terminal
         from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_results
-        from perfsuite.formats.comparison import Comparison
         from perfsuite.formats.results import results_from_document
         from perfsuite.processes import node_ids_of, remeasurer
 
@@ -54,8 +53,8 @@ class SessionGate:
                 return
             with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
                 remeasure = remeasurer(results, node_ids_of(doc), rootdir, tmp)
-                comparison = Comparison.from_dict(compare_results(
-                    results, self.baselines, CompareOptions(remeasure=REMEASURE), remeasure=remeasure))
+                comparison = compare_results(results, self.baselines, CompareOptions(remeasure=REMEASURE),
+                                             remeasure=remeasure)
         except PerfsuiteError as e:
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR

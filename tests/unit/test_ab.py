@@ -117,10 +117,10 @@ def test_ab_re_measures_a_suspect_on_both_sides_with_the_same_cell_options(monke
     assert sorted(name for name, _, _ in again) == ["a-remeasure-1.json", "b-remeasure-1.json"]
     assert all(opts["cells"] == "batch == 1" and opts["shard"] == "1/2" for _, opts, _ in again)
     assert all(ids == ["tests/benchmarks/test_latency.py::test_latency[lora-r8-b1-s32]"] for _, _, ids in again)
-    lora = next(c for c in doc["cells"] if c["cell_id"] == "latency[lora-r8-b1-s32]")
-    assert lora["verdict"] == "regression" and lora["remeasured"] == 1
-    slowdown = next(m for m in lora["metrics"] if m["metric"] == "slowdown")
-    assert slowdown["baseline_runs"] == slowdown["current_runs"] == 4  # the re-measure block joined both sides
+    lora = next(c for c in doc.cells if c.cell_id == "latency[lora-r8-b1-s32]")
+    assert lora.verdict == "regression" and lora.remeasured == 1
+    slowdown = lora.metric("slowdown")
+    assert slowdown.baseline_runs == slowdown.current_runs == 4  # the re-measure block joined both sides
 
 
 def test_a_re_measurement_repeats_the_runs_selection_and_each_files_shard(monkeypatch, tmp_path):

@@ -80,5 +80,5 @@ def test_a_baseline_recorded_under_load_is_flagged_when_recorded_and_in_every_co
     assert any("too noisy to gate" in line for line in r.lines())
     q = assess(load_baseline(r.path))
     assert q.too_noisy and max(q.detectable_pct.values()) > NOISY_BASELINE_PCT
-    doc = compare_results(_run(9), [load_baseline(r.path)])
+    doc = compare_results(_run(9), [load_baseline(r.path)]).to_dict()
     assert doc["parts"][0]["baseline_quality"]["too_noisy"] and "too noisy to gate" in render_terminal(Comparison.from_dict(doc))

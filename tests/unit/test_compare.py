@@ -10,7 +10,7 @@ from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs, baseline_of, load_all, parts_of
 from perfsuite.compare.render import render_markdown, render_terminal, verdict_tables
 from perfsuite.formats.comparison import VERDICTS
-from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs, has_regression
+from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results, compare_runs
 from perfsuite.formats.comparison import Comparison, check_comparison
 from perfsuite.formats.results import Results, ResultsError
 
@@ -48,31 +48,33 @@ def test_unchanged_code_across_processes_raises_no_alarm():
         again = runs(1, start=next(fresh))[0]
         return {r.id: r for r in again.records if r.id in cell_ids}
 
-    docs = [compare_results(runs(1, start=100 + i)[0], [base], CompareOptions(remeasure=1), remeasure=remeasure)
+    docs = [compare_results(runs(1, start=100 + i)[0], [base], CompareOptions(remeasure=1),
+                            remeasure=remeasure).to_dict()
             for i in range(30)]
     metrics = [m["verdict"] for d in docs for c in d["cells"] for m in c["metrics"]]
-    assert len(metrics) == 150 and not any(has_regression(d) for d in docs)
+    assert len(metrics) == 150 and not any(d["summary"]["regression"] > 0 for d in docs)
     assert sum(v in ("regression", "improvement") for v in metrics) <= 3  # ~α/2 a side at the first stage
 
 
 def test_an_adapter_slowdown_is_caught_on_the_slowdown_and_reported_in_points():
-    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])  # LoRA 10 % slower, plain unchanged
+    # LoRA 10 % slower, plain unchanged
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()]).to_dict()
     lora = by_id(doc)[LORA.id]
     assert lora["verdict"] == "regression" and "slowdown" in lora["moved"]
     m = metric(lora, "slowdown")
     assert m["unit"] == "pp" and m["baseline"] == pytest.approx(20.0, abs=1.5)
     assert m["current"] == pytest.approx(32.0, abs=1.5) and m["change"] == pytest.approx(12.0, abs=2.0)
     assert m["ci_low"] < m["change"] < m["ci_high"] and m["df"] == 4 and m["baseline_runs"] == 5
-    assert by_id(doc)[PLAIN.id]["verdict"] in ("unchanged", "inconclusive") and has_regression(doc)
+    assert by_id(doc)[PLAIN.id]["verdict"] in ("unchanged", "inconclusive") and doc["summary"]["regression"] > 0
 
 
 def test_a_uniform_slowdown_is_caught_on_time_not_on_the_slowdown():
     """A slower plain model (a torch upgrade, a slower attention) moves every time and no ratio: the move is
     judged once, on the plain model's r = 0 cell; an adapter whose r = 0 twin is not compared keeps its own."""
     base = baseline(run_sd=0.005, round_sd=0.01)
-    doc = compare_results(runs(1, start=60, base_ms=0.3 * 1.15, run_sd=0.005, round_sd=0.01)[0], [base])
+    doc = compare_results(runs(1, start=60, base_ms=0.3 * 1.15, run_sd=0.005, round_sd=0.01)[0], [base]).to_dict()
     plain, lora, lora4 = (by_id(doc)[c.id] for c in (PLAIN, LORA, LORA4))
-    assert plain["verdict"] == "regression" and plain["moved"] == ["time"] and has_regression(doc)
+    assert plain["verdict"] == "regression" and plain["moved"] == ["time"] and doc["summary"]["regression"] > 0
     assert "with_reference" not in metric(plain, "time")  # the plain model has no slow-down to compare
     assert lora["verdict"] == "unchanged" and lora["moved"] == []
     assert metric(lora, "slowdown")["verdict"] == "unchanged" and metric(lora, "time")["verdict"] == "unchanged"
@@ -93,7 +95,7 @@ def test_an_adapter_slowdown_that_drags_its_loop_flags_the_adapter_not_its_neigh
     b = [syn.results([syn.record(c, seed=100 * i + k + 50, base_ms=0.3 * 1.06, run_sd=0.005, round_sd=0.01,
                                  ratio=1.0 if c.adapter == "none" else 1.2 * (1.12 if c is LORA else 1.0))
                       for k, c in enumerate(cells)]) for i in range(5)]
-    doc = compare_runs(a, b)
+    doc = compare_runs(a, b).to_dict()
     assert by_id(doc)[LORA.id]["verdict"] == "regression" and "slowdown" in by_id(doc)[LORA.id]["moved"]
     assert metric(by_id(doc)[LORA.id], "time").get("with_reference") is None  # its own move, on both metrics
     assert by_id(doc)[houlsby.id]["verdict"] == "unchanged"
@@ -107,14 +109,14 @@ def test_recompute_cells_keep_their_time_verdict():
     base = baseline_of([parts_of(syn.results([syn.record(c, seed=10 * i + k, run_sd=0.005) for k, c in enumerate(rec)]))[0]
                         for i in range(5)], name="base")
     slow = syn.results([syn.record(c, seed=99 + k, base_ms=0.3 * 1.15, run_sd=0.005) for k, c in enumerate(rec)])
-    doc = compare_results(slow, [base])
+    doc = compare_results(slow, [base]).to_dict()
     assert [by_id(doc)[c.id]["verdict"] for c in rec] == ["regression", "regression"]
     assert not any(m.get("with_reference") for c in doc["cells"] for m in c["metrics"])
 
 
 def test_an_adapter_of_its_own_is_not_marked_as_moving_with_its_reference():
     doc = compare_results(runs(1, start=70, ratio=1.2 * 1.15, run_sd=0.005, round_sd=0.01)[0],
-                          [baseline(run_sd=0.005, round_sd=0.01)])
+                          [baseline(run_sd=0.005, round_sd=0.01)]).to_dict()
     lora = by_id(doc)[LORA.id]
     assert metric(lora, "slowdown")["verdict"] == "regression"
     assert not any(m.get("with_reference") for c in doc["cells"] for m in c["metrics"])
@@ -123,9 +125,9 @@ def test_an_adapter_of_its_own_is_not_marked_as_moving_with_its_reference():
 
 def test_another_machine_is_a_reference_that_never_fails_the_run():
     other = baseline(e=syn.env(host="the-baseline-machine", cpu="AuthenticAMD family 25 model 1 stepping 1: EPYC"))
-    doc = compare_results(runs(1, start=70, ratio=2.0)[0], [other])  # LoRA twice as slow: still not a verdict
+    doc = compare_results(runs(1, start=70, ratio=2.0)[0], [other]).to_dict()  # LoRA twice as slow: still not a verdict
     (part,) = doc["parts"]
-    assert part["mode"] == "reference" and not doc["gating"] and not has_regression(doc)
+    assert part["mode"] == "reference" and not doc["gating"] and doc["summary"]["regression"] == 0
     assert any(d.startswith("host: 'the-baseline-machine' vs 'host-a#boot-0001'") for d in part["differences"])
     assert any(d.startswith("cpu: ") for d in part["differences"])
     lora = by_id(doc)[LORA.id]
@@ -135,18 +137,19 @@ def test_another_machine_is_a_reference_that_never_fails_the_run():
 
 
 def test_no_baseline_at_all_is_a_part_with_mode_none():
-    doc = compare_results(runs(1)[0], [], record_hint="record one with: perfsuite baseline record --profile smoke")
-    assert doc["parts"][0]["mode"] == "none" and doc["cells"] == [] and not has_regression(doc)
+    doc = compare_results(runs(1)[0], [],
+                          record_hint="record one with: perfsuite baseline record --profile smoke").to_dict()
+    assert doc["parts"][0]["mode"] == "none" and doc["cells"] == [] and doc["summary"]["regression"] == 0
     assert "record one with: perfsuite baseline record --profile smoke" in render_terminal(Comparison.from_dict(doc))
 
 
 def test_one_run_a_side_is_never_a_verdict():
     """Without a between-run spread a 30 % change is described, not judged."""
     base = baseline(n=1)
-    doc = compare_results(runs(1, start=80, ratio=1.2 * 1.3)[0], [base])
+    doc = compare_results(runs(1, start=80, ratio=1.2 * 1.3)[0], [base]).to_dict()
     m = metric(by_id(doc)[LORA.id], "slowdown")
     assert m["verdict"] == "inconclusive" and "one run a side" in m["note"] and m["change"] > 20
-    assert not has_regression(doc)
+    assert doc["summary"]["regression"] == 0
 
 
 def test_a_suspect_is_remeasured_in_a_fresh_run_and_must_stay_a_regression():
@@ -161,22 +164,23 @@ def test_a_suspect_is_remeasured_in_a_fresh_run_and_must_stay_a_regression():
             return {r.id: r for r in again.records if r.id in cell_ids}
         return remeasure
 
-    confirmed = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2 * 1.25))
+    confirmed = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2 * 1.25)).to_dict()
     assert by_id(confirmed)[LORA.id]["verdict"] == "regression" and by_id(confirmed)[LORA.id]["remeasured"] == 1
     assert calls == [[LORA.id, LORA4.id]] and metric(by_id(confirmed)[LORA.id], "slowdown")["current_runs"] == 2
-    gone = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2))
-    assert by_id(gone)[LORA.id]["verdict"] != "regression" and not has_regression(gone)
+    gone = compare_results(slow, [base], CompareOptions(remeasure=1), remeasure=fresh(1.2)).to_dict()
+    assert by_id(gone)[LORA.id]["verdict"] != "regression" and gone["summary"]["regression"] == 0
     with pytest.raises(CompareError, match="needs a way to run them"):
-        compare_results(slow, [base], CompareOptions(remeasure=1))
+        compare_results(slow, [base], CompareOptions(remeasure=1)).to_dict()
 
 
 def test_new_and_missing_cells():
-    doc = compare_results(runs(1, cells=(PLAIN, LORA, syn.cell("lora", rank=16)))[0], [baseline()])
+    doc = compare_results(runs(1, cells=(PLAIN, LORA, syn.cell("lora", rank=16)))[0], [baseline()]).to_dict()
     assert by_id(doc)[syn.cell("lora", rank=16).id]["verdict"] == "new"
     missing = by_id(doc)[LORA4.id]
     assert missing["verdict"] == "missing" and missing["metrics"] == [] and missing["note"] == "not in this run"
     lost = syn.results([*runs(1)[0].records[:2], syn.skipped(LORA4)])
-    assert by_id(compare_results(lost, [baseline()]))[LORA4.id]["note"] == "did not run (oom: CUDA out of memory)"
+    lost_doc = compare_results(lost, [baseline()]).to_dict()
+    assert by_id(lost_doc)[LORA4.id]["note"] == "did not run (oom: CUDA out of memory)"
 
 
 def test_composite_results_compare_part_by_part(tmp_path):
@@ -192,33 +196,33 @@ def test_composite_results_compare_part_by_part(tmp_path):
                             syn.timed_only(sub, seed=seed + 2, run_sd=0.02)], "full")
 
     add_runs([full(10 * i) for i in range(5)], directory=tmp_path)
-    doc = compare_results(full(99, slow=1.25), load_all(tmp_path))
+    doc = compare_results(full(99, slow=1.25), load_all(tmp_path)).to_dict()
     assert [(p["profile"], p["mode"]) for p in doc["parts"]] == [("paper", "gating"), ("recompute", "gating"),
                                                                  ("subspace", "gating")]
     assert by_id(doc)[rec.id]["verdict"] == "regression" and by_id(doc)[rec.id]["part"] == "recompute"
-    assert by_id(doc)[lat.id]["verdict"] != "regression" and has_regression(doc)
+    assert by_id(doc)[lat.id]["verdict"] != "regression" and doc["summary"]["regression"] > 0
     assert [m["metric"] for m in by_id(doc)[sub.id]["metrics"]] == ["time"]
 
 
 def test_ab_compares_runs_with_runs():
     a = runs(5, start=200)
     b = runs(5, start=300, ratio=1.2 * 1.08)
-    doc = compare_runs(a, b, labels=("A: main", "B: working tree"))
+    doc = compare_runs(a, b, labels=("A: main", "B: working tree")).to_dict()
     assert doc["parts"][0]["mode"] == "ab" and doc["parts"][0]["baseline"] == "A: main" and doc["gating"]
     m = metric(by_id(doc)[LORA.id], "slowdown")
     assert m["verdict"] == "regression" and m["df"] == 8 and "paired" not in m and m["current_runs"] == 5
-    same = compare_runs(runs(5, start=400), runs(5, start=500))
-    assert not has_regression(same) and "improvement" not in [c["verdict"] for c in same["cells"]]
+    same = compare_runs(runs(5, start=400), runs(5, start=500)).to_dict()
+    assert same["summary"]["regression"] == 0 and "improvement" not in [c["verdict"] for c in same["cells"]]
     with pytest.raises(CompareError, match="ran only on B"):
-        compare_runs(runs(2), runs(2, cells=(syn.cell("lora", dtype="float16"),)))
+        compare_runs(runs(2), runs(2, cells=(syn.cell("lora", dtype="float16"),))).to_dict()
     # the hf twins of the cells are a part of their own, each with its own runs
     both = (LORA, syn.cell("lora", impl="hf"))
-    doc = compare_runs(runs(3, start=600, cells=both), runs(3, start=700, cells=both))
+    doc = compare_runs(runs(3, start=600, cells=both), runs(3, start=700, cells=both)).to_dict()
     assert [(p["profile"], p["current_runs"]) for p in doc["parts"]] == [("smoke", 3), ("smoke/hf", 3)]
 
 
 def test_the_document_keeps_its_contract_and_is_strict_json():
-    doc = compare_results(runs(1, ratio=1.5)[0], [baseline()])
+    doc = compare_results(runs(1, ratio=1.5)[0], [baseline()]).to_dict()
     assert list(doc) == ["perfsuite_comparison", "gating", "parts", "cells", "summary"]
     assert doc["perfsuite_comparison"] == 3 and check_comparison(json.loads(json.dumps(doc))) == doc
     json.dumps(doc, allow_nan=False)
@@ -233,14 +237,14 @@ def test_a_malformed_sample_is_an_error_not_a_verdict():
     with pytest.raises(ResultsError, match="samples_ms holds nan"):  # refused where a file is read ...
         syn.results([cur.records[0], bad])
     with pytest.raises(CompareError, match=r"cell latency\[lora-r8-b1-s32\]: cannot compare"):  # ... and here too
-        compare_results(Results([cur.records[0], bad], cur.runs, [], cur.sources[:2]), [baseline()])
+        compare_results(Results([cur.records[0], bad], cur.runs, [], cur.sources[:2]), [baseline()]).to_dict()
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
 
 
 def test_every_table_line_starts_with_the_cell_id_then_its_verdict():
-    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()]).to_dict()
     text = render_terminal(Comparison.from_dict(doc))
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("cell "))
@@ -257,7 +261,7 @@ def test_every_table_line_starts_with_the_cell_id_then_its_verdict():
 
 
 def test_markdown_and_report_tables_are_the_same_rows():
-    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()])
+    doc = compare_results(runs(1, start=50, ratio=1.2 * 1.10)[0], [baseline()]).to_dict()
     md = render_markdown(Comparison.from_dict(doc))
     assert md.startswith("### perfsuite: **2 regressions**") and "this machine's baseline" in md
     main_table = verdict_tables(Comparison.from_dict(doc))[0]
@@ -324,6 +328,6 @@ def test_a_run_hammered_by_a_neighbour_is_set_aside_and_counted():
     base = [parts_of(r)[0] for r in runs(5)]
     hammered = base[2].records[1].with_metrics(samples_ms=[3 * t for t in base[2].records[1].samples_ms])
     base[2] = type(base[2])(base[2].profile, base[2].fingerprint, (base[2].records[0], hammered, base[2].records[2]))
-    doc = compare_results(runs(1, start=40)[0], [baseline_of(base, name="base")])
+    doc = compare_results(runs(1, start=40)[0], [baseline_of(base, name="base")]).to_dict()
     m = metric(by_id(doc)[LORA.id], "slowdown")
     assert m["outlier_runs"] == 1 and m["baseline_runs"] == 5 and m["verdict"] != "improvement"

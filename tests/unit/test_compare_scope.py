@@ -25,18 +25,18 @@ def verdicts(doc):
 
 
 def test_cells_outside_the_selection_are_not_missing():
-    doc = compare_results(run_of((LORA,), selection="adapter == 'lora' and batch == 1"), [base()])
+    doc = compare_results(run_of((LORA,), selection="adapter == 'lora' and batch == 1"), [base()]).to_dict()
     assert set(verdicts(doc)) == {LORA.id}
     assert doc["summary"]["missing"] == 0
 
 
 def test_a_selected_cell_the_run_lacks_is_still_missing():
-    doc = compare_results(run_of((LORA,), selection="adapter == 'lora'"), [base()])
+    doc = compare_results(run_of((LORA,), selection="adapter == 'lora'"), [base()]).to_dict()
     assert verdicts(doc)[LORA4.id] == "missing" and PLAIN.id not in verdicts(doc)
 
 
 def test_a_whole_profile_run_misses_every_absent_cell():
-    doc = compare_results(run_of((LORA,)), [base()])
+    doc = compare_results(run_of((LORA,)), [base()]).to_dict()
     assert verdicts(doc)[LORA4.id] == verdicts(doc)[PLAIN.id] == "missing"
 
 

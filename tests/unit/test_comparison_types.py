@@ -31,7 +31,8 @@ def _written(doc: dict) -> str:
 
 def fresh_documents() -> list[dict]:
     base = baseline_of([parts_of(r)[0] for r in _runs(5, 0)], name="base")
-    return [compare_results(_runs(1, 50, ratio=1.3)[0], [base]), compare_runs(_runs(3, 10), _runs(3, 20, ratio=1.4))]
+    return [compare_results(_runs(1, 50, ratio=1.3)[0], [base]).to_dict(),
+            compare_runs(_runs(3, 10), _runs(3, 20, ratio=1.4)).to_dict()]
 
 
 def test_committed_comparisons_are_found():

@@ -104,7 +104,7 @@ def usable(results) -> None:
         if rec.ok:
             for _, value, *_ in metric_rows(rec):
                 assert math.isfinite(value)
-    compare_results(results, [], CompareOptions())
+    compare_results(results, [], CompareOptions()).to_dict()
 
 
 RESULTS_DOC = json.loads(RESULTS.read_text())

@@ -11,7 +11,6 @@ from perfsuite.cells.grid import ADAPTER_NAMES, HF_ADAPTER_NAMES, RANK_FREE, Cel
 from perfsuite.compare.verdicts import compare_results
 from perfsuite.formats.record import CellRecord
 from perfsuite.hf import ADAPTERHUB_HINT, HF_EXTRA_HINT, library_versions, missing_extra
-from perfsuite.formats.comparison import Comparison
 from perfsuite.job import summary_part_lines
 
 
@@ -92,7 +91,7 @@ def test_a_part_on_two_models_without_a_baseline_is_said_once():
     said "no baseline for this machine" twice; it says it once."""
     records = [syn.record(syn.cell("lora", impl="hf", model=m), seed=k) for k, m in enumerate(("llama-tiny",
                                                                                              "qwen2-tiny"))]
-    doc = compare_results(syn.results(records, profile="hf-modern-smoke"), [], record_hint="record one with: X")
-    assert [p["profile"] for p in doc["parts"]] == ["hf-modern-smoke/hf"] * 2  # one name, two setups
-    assert summary_part_lines(Comparison.from_dict(doc).parts, Path("baselines")) == [
+    comparison = compare_results(syn.results(records, profile="hf-modern-smoke"), [], record_hint="record one with: X")
+    assert [p.profile for p in comparison.parts] == ["hf-modern-smoke/hf"] * 2  # one name, two setups
+    assert summary_part_lines(comparison.parts, Path("baselines")) == [
         "comparison: part hf-modern-smoke/hf: no baseline for this machine in baselines; record one with: X"]
