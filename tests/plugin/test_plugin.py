@@ -120,8 +120,10 @@ def test_gpu_profile_without_a_gpu_is_skipped_with_a_reason(suite, no_gpu):
     (["--perfsuite-cells=batch <"], "*perfsuite: cannot parse cell selection*"),
     (["--perfsuite-shard=3/2"], "*perfsuite: shard '3/2': need 1 <= I <= N*"),
     (["--perfsuite-resume"], "*--perfsuite-resume needs --perfsuite-journal FILE*"),
+    (["--perfsuite-cells=adapter == 'nonexistent'"], "*matches none of the cells of profile 'smoke'*"),
+    (["--perfsuite-cells=adapter in 5"], "*cell selection 'adapter in 5' on *"),
 ])
-def test_bad_options_give_one_clear_line(suite, args, message):
+def test_bad_options_and_selections_that_cannot_select_give_one_clear_line(suite, args, message):
     result = suite.runpytest_inprocess(*args, *FAST)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -176,16 +178,6 @@ def test_a_gpu_profile_without_a_gpu_still_writes_its_json(suite, no_gpu):
     doc = json.loads((suite.path / "out.json").read_text())
     assert doc["benchmarks"] == [] and {e["status"] for e in doc["perfsuite"]["not_run"]} == {"no_device"}
     assert len(doc["perfsuite"]["not_run"]) == 3
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--perfsuite-cells=adapter == 'nonexistent'"], "*matches none of the cells of profile 'smoke'*"),
-    (["--perfsuite-cells=adapter in 5"], "*cell selection 'adapter in 5' on *"),
-])
-def test_selections_that_cannot_select_are_usage_errors(suite, args, message):
-    result = suite.runpytest_inprocess(*args, *FAST)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
 
 
 def test_resuming_a_journal_with_other_settings_is_refused(suite, pfeiffer_journal):
