@@ -142,6 +142,7 @@ class ReportResult:
     csv: Path  # results.csv
     figures: tuple[Path, ...]
     missing: tuple[str, ...]  # what the report could not show, one line each
+    out_dir: Path
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class ABResult:
     a_runs: tuple[Path, ...]  # each run's results file
     b_runs: tuple[Path, ...]
     seconds: float
+    runs: int  # runs per side
 
 
 @contextlib.contextmanager
@@ -204,43 +206,94 @@ def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
 
 def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: str | Path | None = None,
             baselines_dir: str | Path | None = None, alpha: float | None = None,
-            min_effect_pct: float | None = None) -> CompareResult:
+            min_effect_pct: float | None = None, remeasure: int = 0, checkout: str | Path = ".",
+            workdir: str | Path | None = None, verbose: bool = False) -> CompareResult:
     """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
-    baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``, without
-    re-measuring suspects (a re-measurement needs the run's checkout: :func:`run` does it)."""
+    baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``.
+    ``remeasure``: a suspect regression is re-measured that many times, each in a fresh pytest process of
+    ``checkout`` (the results must then be files: their pytest node ids say what to run), the fresh results
+    written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
     from perfsuite.job import default_baselines_dir
 
+    loaded = _results(results)
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
-    return CompareResult(compare_results(_results(results), baselines, _compare_options(alpha, min_effect_pct)))
+    run_again = _remeasurer(results, loaded, checkout, workdir, verbose) if remeasure else None
+    return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, remeasure),
+                                         remeasure=run_again))
+
+
+def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Path | None, verbose: bool):
+    """Suspects of ``loaded`` re-measured in a fresh pytest process of ``checkout`` (node ids from ``files``)."""
+    import sys
+
+    from perfsuite.formats.io import read_json
+    from perfsuite.processes import node_ids_of, remeasurer
+
+    if not isinstance(files, (str, Path, list, tuple)):
+        raise PerfsuiteError("re-measuring suspects needs the results files (their pytest node ids), not loaded results")
+    paths = [files] if isinstance(files, (str, Path)) else list(files)
+    ids: dict[str, str] = {}
+    for path in paths:
+        ids |= node_ids_of(read_json(path))
+    run_again = remeasurer(loaded, ids, checkout, workdir if workdir is not None else Path(paths[0]).parent)
+
+    def remeasure(cell_ids: list[str]):
+        if verbose:
+            print(f"re-measuring {len(cell_ids)} suspect cells in a fresh pytest process ...", file=sys.stderr,
+                  flush=True)
+        return run_again(cell_ids)
+
+    return remeasure
 
 
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
-           comparison: CompareResult | None = None, title: str | None = None) -> ReportResult:
-    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``."""
+           comparison: CompareResult | Comparison | None = None, title: str | None = None, vector: str = "svg",
+           history: str | Path | None = None) -> ReportResult:
+    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``vector``:
+    svg, pdf or none beside each PNG; ``history``: a history store whose trends and change points end the page."""
     from perfsuite.report import render_report
 
-    files = render_report(_results(results), out_dir, comparison=comparison.comparison if comparison else None,
-                          title=title)
-    return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing))
+    if isinstance(comparison, CompareResult):
+        comparison = comparison.comparison
+    trends = _trend_sections(history, out_dir) if history is not None else ()
+    files = render_report(_results(results), out_dir, comparison=comparison, title=title, vector=vector,
+                          trends=trends)
+    return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing),
+                        files.out_dir)
+
+
+def _trend_sections(store_path: str | Path, out_dir: str | Path) -> list:
+    from perfsuite.history import find_changes, open_store
+    from perfsuite.history.trends import trend_sections
+
+    with open_store(store_path) as store:
+        return trend_sections(find_changes(store), out_dir)
 
 
 def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *, runs: int | None = None,
        out_dir: str | Path = "perfsuite-out/ab", keep_worktrees: bool = False, repo: str | Path = ".",
-       verbose: bool = False) -> ABResult:
+       remeasure: int | None = None, wait: bool = False, verbose: bool = False) -> ABResult:
     """Commit ``base`` against ``head`` (None: the working tree), runs alternated on this machine, each in its own
-    process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply."""
-    from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
+    process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply; a suspect
+    regression is re-measured ``remeasure`` times on both sides (None: as the command, once). ``wait``: another
+    perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``verbose``: progress on stderr."""
+    import sys
 
+    from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
+    from perfsuite.compare.verdicts import REMEASURE
+
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if verbose else (lambda line: None)
     with _quiet(verbose):
         doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs or DEFAULT_RUNS, out_dir=out_dir,
-                                    compare_options=_compare_options(options.alpha, options.min_effect_pct),
-                                    keep_worktrees=keep_worktrees, start=repo,
-                                    progress=(lambda line: print(line)) if verbose else (lambda line: None))
+                                    compare_options=_compare_options(options.alpha, options.min_effect_pct,
+                                                                     REMEASURE if remeasure is None else remeasure),
+                                    keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
     describe = lambda side: side.ref + (f" ({side.commit[:10]})" if side.commit else "")  # noqa: E731
-    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds)
+    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds, runs or
+                    DEFAULT_RUNS)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

@@ -135,6 +135,23 @@ def _with_device(rec: CellRecord, device_ms: float, ref_device_ms: float, wall_m
     return rec.with_metrics(**extra, device_slowdown_pct=100.0 * (device_ms / ref_device_ms - 1))
 
 
+def planted_ab_runner(ratios: dict[str, float], calls: list):
+    """``perfsuite.ab.run_benchmarks`` stand-in: writes a planted run of the plain model, LoRA and Houlsby; LoRA's
+    slow-down depends on the side's checkout (``ratios``: "A" → ratio, "B" → ratio), each side named in ``calls``."""
+    cells = [cell("none"), cell("lora"), cell("houlsby")]
+
+    def run(checkout, out_json, options, *, own_code=False, **kw):
+        assert own_code  # every A/B run imports its own side's code
+        side = "A" if "worktree-a" in str(checkout) else "B"
+        calls.append(side)
+        k = len(calls)
+        records = [record(c, seed=97 * k + i, ratio=1.0 if c.adapter == "none" else
+                          (ratios[side] if c.adapter == "lora" else 1.2), run_sd=0.03, ratio_run_sd=0.005)
+                   for i, c in enumerate(cells)]
+        return write(Path(out_json), records)
+    return run
+
+
 def git(repo, *args: str) -> str:
     """``git -C repo ARGS``'s output (a failed command fails the test)."""
     import subprocess

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from perfsuite.ab import DEFAULT_RUNS, ab
+from perfsuite.ab import DEFAULT_RUNS
 from perfsuite.commands.compare import options_from_args
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
@@ -38,13 +36,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    doc, a, b, seconds = ab(args.base, args.head, cell_option_values(args), runs=args.runs, out_dir=args.out,
-                            compare_options=options_from_args(args), keep_worktrees=args.keep_worktrees,
-                            wait=args.wait,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    """A thin shell over :func:`perfsuite.api.ab`: the options from the command line, progress on stderr, the
+    verdicts printed."""
+    from perfsuite import api
+
+    compare = options_from_args(args)  # checked as the command line's, before anything runs
+    options = api.RunOptions(**cell_option_values(args), alpha=compare.alpha, min_effect_pct=compare.min_effect_pct)
+    result = api.ab(args.base, args.head, options, runs=args.runs, out_dir=args.out,
+                    keep_worktrees=args.keep_worktrees, remeasure=compare.remeasure, wait=args.wait, verbose=True)
+    doc, a, b = result.comparison.comparison, result.a, result.b  # "REF (commit)"
     if args.json:
         write_json_atomic(args.json, doc.to_dict())
     if args.markdown:
-        write_text_atomic(args.markdown, render_markdown(doc, f"perfsuite A/B: {a.ref} → {b.ref}"))
-    print(render_terminal(doc, f"perfsuite ab: A = {a.ref}, B = {b.ref}, {args.runs} runs each, {seconds:.0f} s"))
+        write_text_atomic(args.markdown, render_markdown(doc, f"perfsuite A/B: {a} → {b}"))
+    print(render_terminal(doc, f"perfsuite ab: A = {a}, B = {b}, {args.runs} runs each, {result.seconds:.0f} s"))
     return 1 if doc.has_regression else 0

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from perfsuite.compare.baselines import BASELINE_DIR, load_all, load_reference
+from perfsuite.compare.baselines import BASELINE_DIR
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
-from perfsuite.compare.verdicts import CompareError, CompareOptions, compare_results
-from perfsuite.formats.io import read_json, write_json_atomic, write_text_atomic
-from perfsuite.formats.results import load_results
+from perfsuite.compare.verdicts import CompareError, CompareOptions
+from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.plugin.options import at_least_zero
 
 HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
@@ -52,29 +50,16 @@ def add_arguments(p) -> None:
                    help="also write the comparison as Markdown (a pull-request comment) to FILE")
 
 
-def _remeasurer(args, results):
-    """Suspects re-measured in a fresh pytest process of --rootdir, saying so."""
-    from perfsuite.processes import node_ids_of, remeasurer
-
-    ids = {}
-    for path in args.results:
-        ids |= node_ids_of(read_json(path))
-    run_again = remeasurer(results, ids, args.rootdir, Path(args.json or args.results[0]).parent)
-
-    def remeasure(cell_ids):
-        print(f"re-measuring {len(cell_ids)} suspect cells in a fresh pytest process ...", file=sys.stderr, flush=True)
-        return run_again(cell_ids)
-
-    return remeasure
-
-
 def run(args) -> int:
-    options = options_from_args(args)
-    results = load_results(args.results)
+    """A thin shell over :func:`perfsuite.api.compare`: the options from the command line, the verdicts printed."""
+    from perfsuite import api
+
+    options = options_from_args(args)  # checked as the command line's, before anything is read
     baselines_dir = args.baselines_dir or str(Path(args.rootdir) / BASELINE_DIR)
-    baselines = load_reference(args.baseline) if args.baseline else load_all(baselines_dir)
-    comparison = compare_results(results, baselines, options,
-                                 remeasure=_remeasurer(args, results) if options.remeasure else None)
+    comparison = api.compare(args.results, baseline=args.baseline, baselines_dir=baselines_dir, alpha=options.alpha,
+                             min_effect_pct=options.min_effect_pct, remeasure=options.remeasure,
+                             checkout=args.rootdir, workdir=Path(args.json or args.results[0]).parent,
+                             verbose=True).comparison
     if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
         raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "

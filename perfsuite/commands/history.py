@@ -73,9 +73,9 @@ def run(args) -> int:
 
 
 def _add(args) -> int:
-    from perfsuite.history.store import add_files
+    from perfsuite import api
 
-    added = add_files(args.store, args.results)
+    added = api.history_add(args.store, args.results)
     if added.run is None:
         print(f"already in {args.store}: these files were added before; nothing changed")
         return 0

@@ -25,8 +25,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    """A thin shell over :func:`perfsuite.api.report`; a file that cannot be read is said and skipped (exit 2)."""
+    from perfsuite import api
     from perfsuite.formats.comparison import read_comparison
-    from perfsuite.report import render_report  # matplotlib: only when a report is made
 
     comparison = read_comparison(args.comparison) if args.comparison else None
     results = load_results(args.results, strict=False)
@@ -34,9 +35,8 @@ def run(args) -> int:
         print(f"perfsuite report: error: {line}", file=sys.stderr)
     if not results.runs:
         raise PerfsuiteError(f"none of the {len(args.results)} result file(s) could be read; nothing to report")
-    trends = _trend_sections(args.history, args.out) if args.history else ()
-    files = render_report(results, args.out, comparison=comparison, title=args.title, vector=args.vector,
-                          trends=trends)
+    files = api.report(results, args.out, comparison=comparison, title=args.title, vector=args.vector,
+                       history=args.history)
     print(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/")
     for path in (files.index, files.summary, files.csv, *files.figures):
         print(f"  {path.name}")
@@ -45,11 +45,3 @@ def run(args) -> int:
         for line in files.missing:
             print(f"  {line}")
     return 2 if results.errors else 0
-
-
-def _trend_sections(store_path: str, out_dir: str) -> list:
-    from perfsuite.history import find_changes, open_store
-    from perfsuite.history.trends import trend_sections
-
-    with open_store(store_path) as store:
-        return trend_sections(find_changes(store), out_dir)

@@ -13,9 +13,6 @@ from perfsuite.ab import ABError, Side, prepare_side, remove_side, run_alternate
 from perfsuite.cli import main
 from perfsuite.compare.verdicts import CompareOptions
 
-CELLS = [syn.cell("none"), syn.cell("lora"), syn.cell("houlsby")]
-
-
 git = syn.git
 
 
@@ -45,23 +42,9 @@ def test_bad_refs_and_checkouts_are_one_line_errors(repo, tmp_path):
         ab_module.repo_root(tmp_path)
 
 
-def planted_runner(ratios: dict[str, float], calls: list):
-    """run_benchmarks stand-in: writes a planted run; the LoRA cell's slow-down depends on the side's checkout."""
-    def run(checkout, out_json, options, *, own_code=False, **kw):
-        assert own_code  # every A/B run imports its own side's code
-        side = "A" if "worktree-a" in str(checkout) else "B"
-        calls.append(side)
-        k = len(calls)
-        records = [syn.record(c, seed=97 * k + i, ratio=1.0 if c.adapter == "none" else
-                              (ratios[side] if c.adapter == "lora" else 1.2), run_sd=0.03, ratio_run_sd=0.005)
-                   for i, c in enumerate(CELLS)]
-        return syn.write(Path(out_json), records)
-    return run
-
-
 def test_runs_alternate_a_b_then_b_a(monkeypatch, tmp_path):
     calls, lines = [], []
-    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2}, calls))
+    monkeypatch.setattr(ab_module, "run_benchmarks", syn.planted_ab_runner({"A": 1.2, "B": 1.2}, calls))
     a = Side("A", "main", "abc", tmp_path / "worktree-a")
     b = Side("B", "working tree", None, tmp_path / "here")
     a_runs, b_runs = run_alternately(a, b, {"profile": "smoke"}, 3, tmp_path, lines.append)
@@ -74,7 +57,7 @@ def test_runs_alternate_a_b_then_b_a(monkeypatch, tmp_path):
 
 def test_cli_ab_flags_the_planted_lora_slowdown_and_nothing_else(monkeypatch, repo, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2 * 2.0}, calls))
+    monkeypatch.setattr(ab_module, "run_benchmarks", syn.planted_ab_runner({"A": 1.2, "B": 1.2 * 2.0}, calls))
     monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
     monkeypatch.chdir(repo)
     code = main(["ab", "HEAD~1", "--runs", "4", "--out", str(tmp_path / "ab"), "--json", str(tmp_path / "ab.json"),
@@ -86,13 +69,14 @@ def test_cli_ab_flags_the_planted_lora_slowdown_and_nothing_else(monkeypatch, re
     assert "regression" not in verdicts.values() and len(verdicts) == 2
     assert doc["parts"][0]["mode"] == "ab" and doc["parts"][0]["baseline"].startswith("A: HEAD~1 (")
     out = capsys.readouterr()
-    assert out.out.startswith("perfsuite ab: A = HEAD~1, B = working tree, 4 runs each")
-    assert "[ab 8/8]" in out.err and (tmp_path / "ab.md").read_text().startswith("### perfsuite A/B: HEAD~1 →")
+    a = f"HEAD~1 ({git(repo, 'rev-parse', 'HEAD~1')[:10]})"
+    assert out.out.startswith(f"perfsuite ab: A = {a}, B = working tree, 4 runs each")
+    assert "[ab 8/8]" in out.err and (tmp_path / "ab.md").read_text().startswith(f"### perfsuite A/B: {a} →")
     assert len(git(repo, "worktree", "list").splitlines()) == 1  # A's worktree is removed afterwards
 
 
 def test_cli_ab_of_identical_code_flags_nothing(monkeypatch, repo, tmp_path):
-    monkeypatch.setattr(ab_module, "run_benchmarks", planted_runner({"A": 1.2, "B": 1.2}, []))
+    monkeypatch.setattr(ab_module, "run_benchmarks", syn.planted_ab_runner({"A": 1.2, "B": 1.2}, []))
     monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
     monkeypatch.chdir(repo)
     assert main(["ab", "HEAD", "HEAD", "--runs", "4", "--out", str(tmp_path / "ab"), "--json",
@@ -102,7 +86,7 @@ def test_cli_ab_of_identical_code_flags_nothing(monkeypatch, repo, tmp_path):
 
 def test_ab_re_measures_a_suspect_on_both_sides_with_the_same_cell_options(monkeypatch, repo, tmp_path):
     seen = []
-    inner = planted_runner({"A": 1.2, "B": 1.2 * 2.0}, [])
+    inner = syn.planted_ab_runner({"A": 1.2, "B": 1.2 * 2.0}, [])
 
     def run(checkout, out_json, options, *, own_code=False, node_ids=None, **kw):
         seen.append((Path(out_json).name, dict(options), node_ids))
@@ -155,7 +139,7 @@ def test_ab_gives_both_sides_the_adapters_option_and_the_module_from_where_it_st
     import perfsuite.processes as processes
 
     seen = []
-    inner = planted_runner({"A": 1.2, "B": 1.2}, [])
+    inner = syn.planted_ab_runner({"A": 1.2, "B": 1.2}, [])
 
     def run(checkout, out_json, options, *, own_code=False, **kw):
         seen.append(options.get("adapters"))

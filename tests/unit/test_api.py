@@ -59,3 +59,50 @@ def test_history_add_then_changes(tmp_path):
     assert added.run is not None and added.cells == 4
     assert api.history_add(store, FIXTURES / "baselines" / "results_smoke_cpu_a.json").run is None
     assert api.history_changes(store) == []  # one night: no change point
+
+
+def test_compare_re_measures_a_suspect_in_the_checkout_it_is_given(monkeypatch, tmp_path):
+    """What ``perfsuite compare --remeasure 1 --rootdir DIR`` does, through the API: the suspect's node id read from
+    the results file, a fresh run asked of ``checkout``, written to ``workdir``."""
+    import synthetic as syn
+
+    import perfsuite.processes as processes
+    from perfsuite.compare.baselines import add_runs
+
+    lora = syn.cell("lora")
+    add_runs([syn.results([syn.record(lora, seed=k, ratio=1.2, run_sd=0.01)]) for k in range(5)],
+             directory=tmp_path / "baselines")
+    current = syn.write(tmp_path / "run" / "results.json", [syn.record(lora, seed=9, ratio=2.4, run_sd=0.01)])
+    asked = []
+
+    def fake_remeasurer(results, node_ids, checkout, workdir):
+        def remeasure(cell_ids):
+            asked.append((cell_ids, node_ids, Path(checkout), Path(workdir)))
+            return {lora.id: syn.record(lora, seed=10, ratio=2.4, run_sd=0.01)}
+        return remeasure
+
+    monkeypatch.setattr(processes, "remeasurer", fake_remeasurer)
+    compared = api.compare(current, baselines_dir=tmp_path / "baselines", remeasure=1, checkout=tmp_path / "co")
+    assert compared.regression and compared.comparison.cells[0].remeasured == 1
+    (cell_ids, node_ids, checkout, workdir), = asked
+    assert cell_ids == [lora.id] and lora.id in node_ids and checkout == tmp_path / "co"
+    assert workdir == tmp_path / "run"  # beside the results, unless told
+    with pytest.raises(PerfsuiteError, match="needs the results files"):
+        api.compare(api.RunResult(0, tmp_path, current, None, None, ()).load_results(),
+                    baselines_dir=tmp_path / "baselines", remeasure=1)
+
+
+def test_ab_re_measures_a_suspect_as_the_command_does(monkeypatch, tmp_path):
+    """api.ab's default is the command's: a suspect is re-measured on both sides (one more block) before it counts."""
+    import synthetic as syn
+
+    import perfsuite.ab as ab_module
+
+    calls = []
+    monkeypatch.setattr(ab_module, "run_benchmarks", syn.planted_ab_runner({"A": 1.2, "B": 2.4}, calls))
+    monkeypatch.setattr(ab_module, "_check_own_code", lambda side: None)
+    repo = syn.two_commit_checkout(tmp_path / "repo")
+    result = api.ab("HEAD~1", options=api.RunOptions(), runs=3, out_dir=tmp_path / "ab", repo=repo)
+    assert result.comparison.regression and len(calls) == 3 * 2 + 2 and result.runs == 3
+    assert result.a.startswith("HEAD~1 (") and result.b == "working tree"
+    assert len(api.ab("HEAD~1", runs=3, out_dir=tmp_path / "ab2", repo=repo, remeasure=0).a_runs) == 3
