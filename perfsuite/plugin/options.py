@@ -42,8 +42,10 @@ at_least_one, at_least_zero, at_least_two = count_type(1), count_type(0), count_
 
 def add_cell_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> None:
     """Which cells run and how they are timed."""
+    from perfsuite.cells.grid import PROFILES  # torch-free
+
     addoption(f"{prefix}profile", default="smoke", metavar="NAME",
-              help="grid of cells to run: smoke (default), paper, recompute, subspace, full, hf-smoke, hf-paper")
+              help=f"grid of cells to run: {', '.join(PROFILES)} (default: smoke)")
     addoption(f"{prefix}device", default="auto", choices=DEVICES,
               help="device to run cells on; auto picks cuda when a GPU is visible (default: auto)")
     addoption(f"{prefix}dtype", default=None, choices=DTYPE_NAMES, help="override the profile's dtype")

@@ -95,3 +95,16 @@ def test_the_plugin_offers_the_dtypes_the_workloads_know():
     from perfsuite.caches import DTYPES
 
     assert DTYPE_NAMES == tuple(DTYPES)
+
+
+def test_the_profile_option_names_every_profile():
+    """--profile's help is written from the profiles themselves: a new profile cannot be left out of it again."""
+    import argparse
+
+    from perfsuite.cells.grid import PROFILES
+    from perfsuite.plugin.options import add_cell_options
+
+    parser = argparse.ArgumentParser()
+    add_cell_options(parser.add_argument, prefix="--")
+    help_text = " ".join(parser.format_help().split())
+    assert all(name in help_text for name in PROFILES) and "hf-modern-smoke" in help_text
