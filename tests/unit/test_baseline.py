@@ -190,3 +190,26 @@ def test_the_committed_baselines_read():
     """Every baseline committed under baselines/ reads (migrations included) and has at least one run."""
     for b in load_all(ROOT / "baselines"):
         assert b.runs and b.cell_ids() and isinstance(b.fingerprint, Fingerprint)
+
+
+def test_record_runs_each_run_in_a_fresh_process_and_keeps_them_all(monkeypatch, tmp_path, capsys):
+    """``baseline record --runs 3``: three fresh runs (planted here; tests/plugin/test_run.py records a real one),
+    each with the command's cell options, all kept in one baseline."""
+    import perfsuite.processes as processes
+
+    asked = []
+
+    def planted_run(checkout, out_json, options, **kw):
+        asked.append((Path(out_json).name, options["cells"], options["rounds"]))
+        return syn.write(Path(out_json), [syn.record(c, seed=10 * len(asked) + k, run_sd=0.03)
+                                          for k, c in enumerate(CELLS)])
+
+    monkeypatch.setattr(processes, "run_benchmarks", planted_run)
+    assert main(["baseline", "record", "--runs", "3", "--rounds", "7", "--cells", "batch == 1", "--dir",
+                 str(tmp_path / "b"), "--out", str(tmp_path / "rec")]) == 0
+    assert asked == [(f"run-{i}.json", "batch == 1", 7) for i in (1, 2, 3)]
+    out = capsys.readouterr()
+    assert [line.split("]")[0] for line in out.err.splitlines()] == [f"[baseline record {i}/3" for i in (1, 2, 3)]
+    assert "3 run(s) kept (3 added, 0 dropped)" in out.out
+    (path,) = (tmp_path / "b").glob("*.json")
+    assert len(load_baseline(path).runs) == 3
