@@ -438,10 +438,11 @@ def _small_files() -> None:
 
 def test_a_run_on_a_full_disk_is_one_line_and_exit_2_not_1(tmp_path, tmpfs):
     disk = tmpfs(4096)  # the journal's header does not fit; without a tmpfs, a file-size limit does the same
-    proc = subprocess.run([sys.executable, "-m", "perfsuite.cli", "run", "--cells", "adapter == 'lora' and batch == 1 "
-                           "and workload == 'latency'", "--rounds", "2", "--no-compare", "--out",
-                           str((disk or tmp_path) / "run")], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=None if disk else _small_files)
+    args = ["run", "--cells", "adapter == 'lora' and batch == 1 and workload == 'latency'", "--rounds", "2",
+            "--no-compare", "--out", str((disk or tmp_path) / "run")]
+    proc = (syn.cli(*args) if disk  # a full tmpfs: in this process; a file-size limit: in a child of its own
+            else subprocess.run([sys.executable, "-m", "perfsuite.cli", *args], cwd=ROOT, capture_output=True,
+                                text=True, preexec_fn=_small_files))
     errors = [line for line in proc.stderr.splitlines() if line.startswith("perfsuite run: error: ")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "journal.jsonl" in errors[0] and "INTERNALERROR" not in proc.stdout + proc.stderr
