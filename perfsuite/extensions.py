@@ -12,7 +12,9 @@ A package contributes adapters through the entry-point group ``perfsuite.adapter
 
 A contributed adapter joins every latency grid of its implementation(s) (profiles smoke and paper for ``attach``,
 hf-smoke and hf-paper for ``peft_config``), so its cells are listed, measured, drawn beside LoRA, kept in
-baselines and history like a built-in one. No torch here: the module holding the plugin is imported to read its
+baselines and history like a built-in one. ``PERFSUITE_DISABLE_ADAPTER_ENTRY_POINTS=1`` ignores the entry points
+(as ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does pytest's): the built-in grid whatever is installed, as perfsuite's own
+tests need. No torch here: the module holding the plugin is imported to read its
 names, so keep its own top-level imports light (import torch inside ``attach``).
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Callable, Iterable
 from perfsuite.errors import PerfsuiteError
 
 ENTRY_POINT_GROUP = "perfsuite.adapters"
+DISABLE_ENV = "PERFSUITE_DISABLE_ADAPTER_ENTRY_POINTS"  # set (non-empty, not "0"): installed adapters stay out
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")  # a cell id part: no brackets, spaces or underscores
 
 
@@ -136,6 +139,8 @@ def _read_entry_points() -> None:
     if _entry_points_read:
         return
     _entry_points_read = True
+    if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
+        return
     for ep in _entry_points():
         source = f"entry point {ep.name} = {ep.value}"
         try:

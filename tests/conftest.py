@@ -1,5 +1,10 @@
+"""Shared by the test suite and, since tests/benchmarks lies below it, loaded by every benchmark run in a
+checkout (``perfsuite run``, plain ``pytest tests/benchmarks``): what a run measures must not change here, so
+what makes the suite hermetic (:func:`pytest_configure`) acts only when the session is the suite's."""
+
 pytest_plugins = ["pytester"]
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +27,20 @@ from perfsuite.machine import machine_env
 # measuring stack again would cost about a second a session: both are imported once, above, before any session.
 
 ROOT = Path(__file__).parents[1]
+
+
+def pytest_configure(config):
+    """The suite's own session (any path outside tests/benchmarks): the grid of the built-in adapters, whatever
+    adapter packages are installed (README's custom-adapter steps install one), so the cell counts and ids the
+    tests expect hold; inherited by the suite's subprocesses. A benchmark run (only tests/benchmarks) keeps its
+    installed adapters. Runs before any grid is read: conftest hooks come before the perfsuite plugin's."""
+    from perfsuite import extensions
+
+    benchmarks = ROOT / "tests" / "benchmarks"
+    paths = [Path(str(a).split("::")[0]).resolve() for a in config.args]
+    if any(p != benchmarks and benchmarks not in p.parents for p in paths):
+        os.environ[extensions.DISABLE_ENV] = "1"
+        extensions._entry_points_read, extensions._contributed = False, {}
 
 
 def pytest_collection_modifyitems(config, items):

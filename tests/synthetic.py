@@ -193,3 +193,4 @@ def cli(*args: str, cwd: Path | None = None):
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(["perfsuite", *args], code, out.getvalue(), err.getvalue())
+

@@ -59,8 +59,8 @@ def test_adapters_option_adds_unpackaged_code_and_bad_specs_are_one_line(tmp_pat
         "from perfsuite_fused_lora import ADAPTER, attach\n"
         "from perfsuite.extensions import AdapterPlugin\n"
         "MINE = [AdapterPlugin('my-lora', 'a copy of fused-lora', attach=attach)]\n")
-    path = f"{EXAMPLE}:{ROOT}"  # importable, not installed: no entry point
-    plain = perfsuite("cells", "--cells", "adapter == 'fused-lora'", env_path=path, cwd=tmp_path)
+    path = f"{EXAMPLE}:{ROOT}"  # importable; my-lora has no entry point (whether fused-lora is installed or not)
+    plain = perfsuite("cells", "--cells", "adapter == 'my-lora'", env_path=path, cwd=tmp_path)
     assert plain.returncode == 0 and plain.stdout.startswith("0 cells"), plain.stdout
     listed = perfsuite("cells", "--adapters", "my_adapters:MINE", "--cells", "adapter == 'my-lora'",
                        env_path=path, cwd=tmp_path)
@@ -132,3 +132,21 @@ def test_a_re_measurement_repeats_the_runs_adapters():
     records = [syn.record(syn.cell("lora"), seed=1)]
     results = results_from_document(syn.document(records, adapters="my_adapters:MINE"), "run.json")
     assert repeat_settings(results)["adapters"] == "my_adapters:MINE"
+
+
+@pytest.mark.parametrize("value, joins", [("1", False), ("0", True), ("", True)])
+def test_the_disable_variable_keeps_installed_adapters_out(monkeypatch, value, joins):
+    """PERFSUITE_DISABLE_ADAPTER_ENTRY_POINTS: the built-in grid whatever is installed (this suite sets it)."""
+    from perfsuite import extensions
+
+    class EntryPoint:
+        name, value = "mine", "mine:PLUGIN"
+
+        def load(self):
+            return AdapterPlugin("mine-lora", "an installed adapter", attach=print)
+
+    monkeypatch.setattr(extensions, "_entry_points_read", False)
+    monkeypatch.setattr(extensions, "_contributed", {})
+    monkeypatch.setattr(extensions, "_entry_points", lambda: [EntryPoint()])
+    monkeypatch.setenv(extensions.DISABLE_ENV, value)
+    assert ("mine-lora" in [p.name for p in extensions.contributed()]) is joins
