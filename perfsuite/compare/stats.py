@@ -158,24 +158,44 @@ def _thinned(a: np.ndarray) -> np.ndarray:
     return a[np.linspace(0, a.size - 1, BOOTSTRAP_MAX_N).round().astype(np.intp)]
 
 
+def _median(a: np.ndarray) -> np.ndarray:
+    """np.median over the last axis, without its overflow: the two middle values' mean as lo + (hi - lo) / 2
+    (np.median adds them first: two times of 1e308 gave inf)."""
+    k = a.shape[-1] // 2
+    if a.shape[-1] % 2:
+        return np.partition(a, k, axis=-1)[..., k]
+    part = np.partition(a, (k - 1, k), axis=-1)
+    lo, hi = part[..., k - 1], part[..., k]
+    return lo + (hi - lo) / 2.0
+
+
+MAX_LOG_RATIO = 700.0  # e^700 ≈ 1e304: a ratio of medians beyond it is reported at it (finite, absurd, flagged)
+
+
+def _pct(log_ratio):
+    """Relative change in % of a log ratio, clipped to ±MAX_LOG_RATIO so that it stays finite."""
+    return 100.0 * np.expm1(np.clip(log_ratio, -MAX_LOG_RATIO, MAX_LOG_RATIO))
+
+
 def median_ratio(x, y, alpha: float = ALPHA) -> tuple[float, float, float, float]:
-    """(change %, interval low %, high %, p) of median(y) / median(x): percentile bootstrap, or exact U when small."""
+    """(change %, interval low %, high %, p) of median(y) / median(x): percentile bootstrap, or exact U when small.
+    Computed on log ratios: positive times anywhere in float range (1e-300 against 1e308) give finite numbers."""
     x = check_samples(x, "baseline")
     y = check_samples(y, "current")
-    change = 100.0 * (float(np.median(y)) / float(np.median(x)) - 1.0)
+    change = float(_pct(math.log(float(_median(y))) - math.log(float(_median(x)))))
     if min(len(x), len(y)) < BOOTSTRAP_MIN_N:
         _, p = mann_whitney(x, y)
         return change, -math.inf, math.inf, p
     x, y = _thinned(x), _thinned(y)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    mx = np.median(x[rng.integers(0, len(x), (BOOTSTRAP_RESAMPLES, len(x)))], axis=1)
-    my = np.median(y[rng.integers(0, len(y), (BOOTSTRAP_RESAMPLES, len(y)))], axis=1)
-    ratio = my / mx
-    low, high = np.quantile(ratio, [alpha / 2.0, 1.0 - alpha / 2.0])
+    mx = _median(x[rng.integers(0, len(x), (BOOTSTRAP_RESAMPLES, len(x)))])
+    my = _median(y[rng.integers(0, len(y), (BOOTSTRAP_RESAMPLES, len(y)))])
+    log_ratio = np.log(my) - np.log(mx)
+    low, high = np.quantile(log_ratio, [alpha / 2.0, 1.0 - alpha / 2.0])
     # two-sided: twice the smaller tail beyond "no change", counted conservatively (ties count on both sides)
-    tail = min(int(np.sum(ratio <= 1.0)), int(np.sum(ratio >= 1.0)))
+    tail = min(int(np.sum(log_ratio <= 0.0)), int(np.sum(log_ratio >= 0.0)))
     p = min(1.0, (2 * tail + 1) / (BOOTSTRAP_RESAMPLES + 1))
-    return change, 100.0 * (float(low) - 1.0), 100.0 * (float(high) - 1.0), p
+    return change, float(_pct(low)), float(_pct(high)), p
 
 
 def decide(change_pct: float, ci_low_pct: float, ci_high_pct: float, p_value: float, *, alpha: float = ALPHA,
