@@ -29,11 +29,16 @@ from perfsuite.machine import machine_env
 ROOT = Path(__file__).parents[1]
 
 
+SUITE_ROUNDS = 5  # rounds of each benchmark cell when the suite runs them as tests (a benchmark run: the profile's)
+
+
 def pytest_configure(config):
     """The suite's own session (any path outside tests/benchmarks): the grid of the built-in adapters, whatever
     adapter packages are installed (README's custom-adapter steps install one), so the cell counts and ids the
-    tests expect hold; inherited by the suite's subprocesses. A benchmark run (only tests/benchmarks) keeps its
-    installed adapters. Runs before any grid is read: conftest hooks come before the perfsuite plugin's."""
+    tests expect hold; inherited by the suite's subprocesses. The smoke cells of tests/benchmarks run with
+    SUITE_ROUNDS rounds unless --perfsuite-rounds says otherwise: they are exercised end to end, not measured. A
+    benchmark run (only tests/benchmarks) keeps its installed adapters and its rounds. Runs before the grid is read
+    and the options are taken: conftest hooks come before the perfsuite plugin's."""
     from perfsuite import extensions
 
     benchmarks = ROOT / "tests" / "benchmarks"
@@ -41,6 +46,9 @@ def pytest_configure(config):
     if any(p != benchmarks and benchmarks not in p.parents for p in paths):
         os.environ[extensions.DISABLE_ENV] = "1"
         extensions._entry_points_read, extensions._contributed = False, {}
+        # the smoke cells below tests/benchmarks run end to end as tests here, not as measurements: few rounds
+        if config.getoption("perfsuite_rounds", None) is None:
+            config.option.perfsuite_rounds, config.option.perfsuite_warmup = SUITE_ROUNDS, 1
 
 
 def pytest_collection_modifyitems(config, items):
