@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import synthetic as syn
 import torch
-from hypothesis import settings
 import torch._dynamo  # noqa: F401  (see below)
 
 import perfsuite.benchmarks.test_latency  # noqa: F401
@@ -29,11 +28,6 @@ from perfsuite.machine import machine_env
 
 ROOT = Path(__file__).parents[1]
 
-# Property tests explore fresh examples on every local run (they found an overflow no fixed example had); CI
-# (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same examples every time, so a red CI run means changed code.
-settings.register_profile("ci", derandomize=True, database=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
 
 SUITE_ROUNDS = 5  # rounds of each benchmark cell when the suite runs them as tests (a benchmark run: the profile's)
 
@@ -42,8 +36,9 @@ def pytest_configure(config):
     """The suite's own session (any path outside tests/benchmarks): the grid of the built-in adapters, whatever
     adapter packages are installed (README's custom-adapter steps install one), so the cell counts and ids the
     tests expect hold; inherited by the suite's subprocesses. The smoke cells of tests/benchmarks run with
-    SUITE_ROUNDS rounds unless --perfsuite-rounds says otherwise: they are exercised end to end, not measured. A
-    benchmark run (only tests/benchmarks) keeps its installed adapters and its rounds. Runs before the grid is read
+    SUITE_ROUNDS rounds unless --perfsuite-rounds says otherwise: they are exercised end to end, not measured; the
+    hypothesis profile is chosen. A benchmark run (only tests/benchmarks) keeps its installed adapters and its
+    rounds, and needs nothing beyond the core install. Runs before the grid is read
     and the options are taken: conftest hooks come before the perfsuite plugin's."""
     from perfsuite import extensions
 
@@ -55,6 +50,14 @@ def pytest_configure(config):
         # the smoke cells below tests/benchmarks run end to end as tests here, not as measurements: few rounds
         if config.getoption("perfsuite_rounds", None) is None:
             config.option.perfsuite_rounds, config.option.perfsuite_warmup = SUITE_ROUNDS, 1
+        # property tests explore fresh examples on every local run (they found an overflow no fixed example had);
+        # CI (.ci/run sets HYPOTHESIS_PROFILE=ci) draws the same ones every time, so a red CI run means changed
+        # code. Imported here, not above: hypothesis is a test extra, and a core install's benchmark run in the
+        # checkout loads this file too. Before collection, so every @settings inherits the profile.
+        from hypothesis import settings
+
+        settings.register_profile("ci", derandomize=True, database=None)
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_collection_modifyitems(config, items):

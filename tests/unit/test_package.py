@@ -64,3 +64,16 @@ def test_the_paired_statistics_are_one_implementation():
     assert paired.median_interval_ranks(10) == (1, 8)
     assert median_interval(samples) == (2.0, 9.0)
     assert paired.median_ci_pct(samples) == 100.0 * (9.0 - 2.0) / (2 * 5.5)
+
+
+def test_the_checkouts_conftest_loads_on_a_core_install():
+    """Every benchmark run in a checkout (``pip install -e . && perfsuite run``, README's first command) loads
+    tests/conftest.py: it may import nothing from the test extras (it once imported hypothesis: exit 2)."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    extras = ("hypothesis", "yaml", "transformers", "peft", "zizmor")
+    probe = (f"import runpy, sys\nfor m in {extras!r}: sys.modules[m] = None  # as on a core install\n"
+             f"sys.path.insert(0, {str(root / 'tests')!r})\nrunpy.run_path({str(root / 'tests' / 'conftest.py')!r})")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
