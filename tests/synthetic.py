@@ -189,7 +189,10 @@ def cli(*args: str, cwd: Path | None = None):
     try:
         os.chdir(cwd or Path(__file__).parents[1])
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(["perfsuite", *args], code, out.getvalue(), err.getvalue())

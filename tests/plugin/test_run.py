@@ -25,11 +25,6 @@ TIMED = {"time_ms", "ref_time_ms", "slowdown_pct", "iqr_pct", "flops_per_s", "sa
          "throughput_ratio"}
 
 
-def perfsuite(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "perfsuite.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          **kw)
-
-
 def test_run_writes_results_comparison_and_report(finished_run):
     """Against another run's results (one run: no between-run spread, so described, never a verdict); the run is
     tests/conftest.py's, shared with the tests that only read or copy a finished run."""

@@ -21,7 +21,6 @@ import synthetic as syn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs
 from perfsuite.compare.verdicts import CompareOptions, compare_results
 from perfsuite.errors import PerfsuiteError
@@ -40,14 +39,9 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    """``perfsuite ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+    """``perfsuite ARGS`` in this process (tests/synthetic.py): (exit code, stdout, stderr)."""
+    proc = syn.cli(*args)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def one_error_line(code: int, err: str, command: str) -> None:
