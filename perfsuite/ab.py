@@ -44,6 +44,10 @@ class Side:
     worktree: bool = False  # made by us (removed at the end)
     runs: list[Path] = field(default_factory=list)  # result files, in order
 
+    def describe(self) -> str:
+        """What this side ran: "REF (commit)", or the ref alone for the working tree."""
+        return self.ref + (f" ({self.commit[:10]})" if self.commit else "")
+
 
 def _git(repo: Path, *args: str) -> str:
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
@@ -172,8 +176,7 @@ def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, 
             b = prepare_side(repo, head, "B", out_dir, made)
             a_runs, b_runs = run_alternately(a, b, options, runs, out_dir, progress)
             doc = compare_runs(a_runs, b_runs, compare_options or CompareOptions(),
-                               labels=(f"A: {a.ref}" + (f" ({a.commit[:10]})" if a.commit else ""),
-                                       f"B: {b.ref}" + (f" ({b.commit[:10]})" if b.commit else "")),
+                               labels=(f"A: {a.describe()}", f"B: {b.describe()}"),
                                remeasure=remeasure_both(a, b, options, out_dir, progress))
         finally:  # the worktrees serve the re-measurements too: removed once the verdicts are in
             if not keep_worktrees:

@@ -285,15 +285,14 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
     from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
     from perfsuite.compare.verdicts import REMEASURE
 
+    runs = runs or DEFAULT_RUNS
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if verbose else (lambda line: None)
     with _quiet(verbose):
-        doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs or DEFAULT_RUNS, out_dir=out_dir,
+        doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs, out_dir=out_dir,
                                     compare_options=_compare_options(options.alpha, options.min_effect_pct,
                                                                      REMEASURE if remeasure is None else remeasure),
                                     keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
-    describe = lambda side: side.ref + (f" ({side.commit[:10]})" if side.commit else "")  # noqa: E731
-    return ABResult(CompareResult(doc), describe(a), describe(b), tuple(a.runs), tuple(b.runs), seconds, runs or
-                    DEFAULT_RUNS)
+    return ABResult(CompareResult(doc), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:
