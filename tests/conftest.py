@@ -6,25 +6,15 @@ pytest_plugins = ["pytester"]
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import synthetic as syn
 import torch
-import torch._dynamo  # noqa: F401  (see below)
 
-import perfsuite.benchmarks.test_latency  # noqa: F401
-import perfsuite.benchmarks.test_recompute  # noqa: F401
-import perfsuite.benchmarks.test_subspace  # noqa: F401
-import perfsuite.plugin.gate  # noqa: F401
 from perfsuite.cells.grid import get_profile, select
 from perfsuite.machine import machine_env
-
-# pytester's in-process sessions (runpytest_inprocess) drop every module first imported while they ran. torch's
-# compiler stack registers torch libraries when imported and cannot be imported a second time, and importing the
-# measuring stack again would cost about a second a session: both are imported once, above, before any session.
 
 ROOT = Path(__file__).parents[1]
 
@@ -37,9 +27,9 @@ def pytest_configure(config):
     adapter packages are installed (README's custom-adapter steps install one), so the cell counts and ids the
     tests expect hold; inherited by the suite's subprocesses. The smoke cells of tests/benchmarks run with
     SUITE_ROUNDS rounds unless --perfsuite-rounds says otherwise: they are exercised end to end, not measured; the
-    hypothesis profile is chosen. A benchmark run (only tests/benchmarks) keeps its installed adapters and its
-    rounds, and needs nothing beyond the core install. Runs before the grid is read
-    and the options are taken: conftest hooks come before the perfsuite plugin's."""
+    hypothesis profile is chosen; what in-process sessions need is imported. A benchmark run (only tests/benchmarks) keeps its installed adapters and its
+    rounds, and needs nothing beyond the core install. Runs before the grid is read and the options are taken:
+    conftest hooks come before the perfsuite plugin's."""
     from perfsuite import extensions
 
     benchmarks = ROOT / "tests" / "benchmarks"
@@ -58,6 +48,15 @@ def pytest_configure(config):
 
         settings.register_profile("ci", derandomize=True, database=None)
         settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+        # pytester's in-process sessions (runpytest_inprocess) drop every module first imported while they ran.
+        # torch's compiler stack registers torch libraries when imported and cannot be imported a second time, and
+        # importing the measuring stack again would cost about a second a session: both once, here.
+        import torch._dynamo  # noqa: F401
+
+        import perfsuite.benchmarks.test_latency  # noqa: F401
+        import perfsuite.benchmarks.test_recompute  # noqa: F401
+        import perfsuite.benchmarks.test_subspace  # noqa: F401
+        import perfsuite.plugin.gate  # noqa: F401
 
 
 def pytest_collection_modifyitems(config, items):
