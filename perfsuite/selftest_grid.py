@@ -36,7 +36,7 @@ import numpy as np
 
 from perfsuite.cells.grid import Cell, budget_violation, get_profile, token_budget
 from perfsuite.compare.estimates import loop_key
-from perfsuite.compare.family import Test
+from perfsuite.compare.family import EVERY_ADAPTER, Test
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, MIN_EFFECT_PCT, wilson_interval
 from perfsuite.compare.judge import REMEASURE, CompareOptions, judge
 from perfsuite.compare.verdicts import PAIRED_MIN_BLOCKS
@@ -241,15 +241,16 @@ def simulate_grid(sim: GridSimulation) -> GridRate:
 
 
 def _changed(kind: str, loops: list[list[Cell]], rng: np.random.Generator) -> tuple[set[str], set[str]]:
-    """(changed cells, changed groups) of one night's planted change."""
+    """(changed cells, changed groups) of one night's planted change: a group changed when any of its cells did (its
+    mean moved), the group of every adapter included."""
     adapters = [c for loop in loops for c in loop if _group(c)]
     if kind == "uniform":
-        return {c.id for c in adapters}, {c.adapter for c in adapters}
+        return {c.id for c in adapters}, {c.adapter for c in adapters} | {EVERY_ADAPTER}
     if kind == "method":
         method = sorted({c.adapter for c in adapters})[int(rng.integers(len({c.adapter for c in adapters})))]
-        return {c.id for c in adapters if c.adapter == method}, {method}
+        return {c.id for c in adapters if c.adapter == method}, {method, EVERY_ADAPTER}
     cell = adapters[int(rng.integers(len(adapters)))]
-    return {cell.id}, {cell.adapter}
+    return {cell.id}, {cell.adapter, EVERY_ADAPTER}
 
 
 def detection_rate(sim: GridSimulation, kind: str, effect_pct: float, trials: int | None = None) -> float:

@@ -24,6 +24,7 @@ from perfsuite.paired import finite as _finite
 
 UNITS = {"time": "%", "norm_time": "%", "slowdown": "pp", "memory": "%"}
 GROUP_METRIC = "slowdown"  # an adapter's own cost: what one method's change moves on every shape
+EVERY_ADAPTER = "every adapter"  # the group of all adapters' slow-downs: a change to what every adapter shares
 
 
 @dataclass
@@ -131,12 +132,18 @@ def _scale(metric: str, baseline: float | None) -> float:
 
 def group_entries(tests: list[Test], priors_: dict[tuple[str, str], Prior], *, alpha: float,
                   min_effect_pct: float) -> list[dict]:
-    """One entry per adapter method with slow-downs on two or more cells of the family: their mean change against
-    the variance the family's components give that mean (:func:`perfsuite.compare.moderated.group_test`)."""
+    """One entry per adapter method with slow-downs on two or more cells of the family, and one for every adapter
+    together where there are several methods (a change to what all of them share, the adapter plumbing): their
+    mean change against the variance the family's components give that mean
+    (:func:`perfsuite.compare.moderated.group_test`)."""
     groups: dict[tuple[str, str], list[Test]] = {}
     for t in tests:
         if t.judged and t.metric == GROUP_METRIC and t.group and t.base and t.current:
             groups.setdefault((t.workload, t.group), []).append(t)
+    for workload in sorted({w for w, _ in groups}):
+        methods = [members for (w, _), members in groups.items() if w == workload]
+        if len(methods) > 1:
+            groups[(workload, EVERY_ADAPTER)] = [t for members in methods for t in members]
     out = []
     for (workload, name), members in sorted(groups.items()):
         prior = priors_.get((GROUP_METRIC, workload))
