@@ -258,8 +258,15 @@ def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | 
 
     if isinstance(comparison, CompareResult):
         comparison = comparison.comparison
+    from perfsuite.formats.results import Results, ResultsError
+    from perfsuite.report.runs import load_for_report
+
     trends = _trend_sections(history, out_dir) if history is not None else ()
-    files = render_report(_results(results), out_dir, comparison=comparison, title=title, vector=vector,
+    if not isinstance(results, Results):  # shards of one run, or several runs: their medians (report/runs.py)
+        results = load_for_report([results] if isinstance(results, (str, Path)) else list(results))
+        if results.errors:
+            raise ResultsError(results.errors[0])
+    files = render_report(results, out_dir, comparison=comparison, title=title, vector=vector,
                           trends=trends)
     return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing),
                         files.out_dir)

@@ -15,7 +15,7 @@ import re
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,8 @@ class Grid:
     values: np.ndarray  # (len(rows), len(cols)) float, NaN where there is no number
     status: tuple[tuple[str, ...], ...]
     noisy: frozenset[tuple[int, int]] = frozenset()  # (i, j) of cells whose timing spread is large
+    # (i, j) → (lowest, highest) run, where the number is the median of several runs (perfsuite.report.runs)
+    spread: Mapping[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
 
 def any_numbers(grids: Iterable[Grid]) -> bool:
@@ -207,7 +209,7 @@ def setup_label(setup: dict[str, str]) -> str:
 RUN_COLUMNS = ("datetime", "commit", "branch", "profile", "selection")  # run metadata copied onto each row
 # Integer columns that pandas holds as float when another workload leaves them empty; written as integers.
 INT_COLUMNS = ("rank", "batch", "seq_len", "window", "gen_len", "rank_b", "rounds", "threads", "tokens", "flops",
-               "mismatches", "peak_mem_bytes")
+               "mismatches", "peak_mem_bytes", "runs_combined")
 
 
 def report_frame(results: Results) -> pd.DataFrame:
@@ -240,7 +242,7 @@ def _cell_status(rec: dict | None, metric: str) -> str:
 
 def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
     values = np.full((len(rows), len(cols)), np.nan)
-    status, noisy = [], set()
+    status, noisy, spread = [], set(), {}
     for i, r in enumerate(rows):
         line = []
         for j, c in enumerate(cols):
@@ -250,9 +252,11 @@ def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
                 values[i, j] = float(rec[metric])
                 if is_number(rec.get("iqr_pct")) and rec["iqr_pct"] > NOISY_IQR_PCT:
                     noisy.add((i, j))
+                if is_number(rec.get(f"{metric}_lo")) and is_number(rec.get(f"{metric}_hi")):
+                    spread[(i, j)] = (float(rec[f"{metric}_lo"]), float(rec[f"{metric}_hi"]))
             line.append(s)
         status.append(tuple(line))
-    return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy))
+    return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy), spread)
 
 
 def as_reference(rec: dict | None) -> dict | None:

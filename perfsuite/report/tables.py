@@ -68,10 +68,16 @@ def latency_tables(data: LatencyData) -> list[Table]:
 
 
 def cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_noisy: bool = False) -> str:
+    """A grid position as the tables print it: its number (with its runs' lowest–highest, where it is a median of
+    several runs), or why it has none."""
     s = g.status[i][j]
     if s != STATUS_OK:
         return CELL_NOTES.get(s, s)
-    return fmt(g.values[i, j], digits, suffix) + ("†" if mark_noisy and (i, j) in g.noisy else "")
+    text = fmt(g.values[i, j], digits, suffix) + ("†" if mark_noisy and (i, j) in g.noisy else "")
+    if (i, j) in g.spread:
+        lo, hi = g.spread[(i, j)]
+        text += f" ({fmt(lo, digits)} to {fmt(hi, digits)})"
+    return text
 
 
 def recompute_tables(data: RecomputeData) -> list[Table]:
