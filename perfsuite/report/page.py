@@ -23,7 +23,8 @@ from perfsuite.report.data import any_numbers
 from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, ReportError, change_data, is_number, latency_data,
                                    recompute_data, report_frame, setup_label, setup_rows)
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
-from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.figures import drawn_adapters, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.verdict_figure import verdict_figure
 from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
 from perfsuite.report.modes import NOTE as MODES_NOTE
 from perfsuite.report.modes import mode_gap_data, mode_gap_figure, mode_gap_tables
@@ -83,7 +84,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
     frame = results.frame
     sections, drawn = [], {}
     for data in latency_data(frame):
-        grids = list(data.panels.values())
+        grids = [data.panels[p] for p in data.panels if p[0] in drawn_adapters(data)]
         paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         gpu = gpu_state_table(setup_rows(frame, "latency", data.setup))
         sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
@@ -158,7 +159,7 @@ def comparison_sections(results: Results, comparison: Comparison, out_dir: Path,
     """The verdicts on top: what each part was compared with, the verdict table, and the change heatmaps in the
     latency layout (slow-down change in pp, time change in %)."""
     changes = {d.metric: d for d in change_data(results.frame, comparison)}
-    figures = {m: tuple(save_figure(change_figure(d), out_dir, d.stem, vector=vector)) for m, d in changes.items()}
+    figures = {m: tuple(save_figure(verdict_figure(d), out_dir, d.stem, vector=vector)) for m, d in changes.items()}
     first = Section("Baseline comparison", figures.get("slowdown", ()), tuple(verdict_tables(comparison)),
                     " ".join(part_lines(comparison)), drawn=False)
     rest = [Section("Change of the median time", paths, (), "The same comparison on the cells' median times: "
