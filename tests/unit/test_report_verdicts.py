@@ -2,6 +2,8 @@
 them: a confirmed regression red and marked, an inconclusive move grey however large, a new cell labelled new; and
 no label of any latency-layout figure cut off at the smallest grid."""
 
+import html
+
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -160,3 +162,44 @@ def test_the_legend_and_title_fit_however_many_verdicts(width):
                       ("adapterdrop",), (32,), {("adapterdrop", 32): grid},
                       {("adapterdrop", 32): {(i, j): v for i, v in enumerate(verdicts) for j in range(width)}})
     assert clipped_texts(verdict_figure(data)) == []
+
+
+# --- the first screen --------------------------------------------------------------------------------------------
+
+
+def test_the_report_opens_with_what_moved_then_what_could_be_seen_then_the_figures(tmp_path):
+    """The issue's first screen was a run-on paragraph quoting two different detectable changes, and a verdict table
+    of every metric of every cell. Now: the headline, one row per cell that moved, one sentence of what could be
+    detected (one figure per metric, said once), the figures; the method and all verdicts folded."""
+    from perfsuite.report import render_report
+
+    results, doc = syn.planted_comparison()
+    files = render_report(results, tmp_path, comparison=doc, vector=None)
+    page = html.unescape(files.index.read_text())
+    order = [page.index(x) for x in ("1 regression among 4 cells compared with this machine's baseline (5 runs).",
+                                     "<h3>What moved</h3>", "What this comparison could detect",
+                                     "change-slowdown.png", "<details class=\"method\">", "<h3>Runs</h3>")]
+    assert order == sorted(order)
+    first = page[:page.index("<details class=\"method\">")]
+    moved = first[first.index("<h3>What moved</h3>"):first.index("What this comparison could detect")]
+    assert moved.count("<tr") == 2 and "latency[lora-r8-b1-s32]" in moved  # header and the one regression
+    assert "+12.0 pp" in moved and "[+8.1, +15.9] pp, p = 0.0004" in moved and "houlsby" not in moved
+    assert "1 new (no baseline yet): latency[lin-r8-b1-s32]" in first
+    # the detectable change: the median of the judged metrics' own figure, once on the page
+    assert "a change of about 15.2 pp in slow-down or 6.0 % in time" in first
+    assert page.count("could detect") == 1 and "must move at least" not in page and "detects changes above" not in page
+    fold = page[page.index("<details class=\"method\">"):page.index("<h3>Runs</h3>")]
+    assert "per-run error control" in fold and "latency[houlsby-r8-b1-s32]" in fold  # every verdict, folded
+    md = files.summary.read_text()
+    assert md.index("**1 regression among") < md.index("#### What moved") < md.index("could detect") < md.index(
+        "<details><summary>Method")
+
+
+def test_a_reference_comparison_says_nothing_can_be_confirmed(tmp_path):
+    from perfsuite.report import render_report
+
+    results, doc = syn.planted_comparison()
+    doc = syn.comparison_doc([(c["cell_id"], "reference", []) for c in doc["cells"]], mode="reference")
+    page = html.unescape(render_report(results, tmp_path, comparison=doc, vector=None).index.read_text())
+    assert "No confirmed change among 4 cells compared with another machine's baseline, for reference only." in page
+    assert "Nothing here can be confirmed: REFERENCE ONLY" in page and "What moved" not in page
