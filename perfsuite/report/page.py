@@ -50,6 +50,8 @@ class Section:
     tables: tuple[Table, ...]
     note: str = ""
     drawn: bool = True  # a section meant to have a figure (says so when it has none)
+    html: str = ""  # an interactive chart: shown on the HTML page instead of the PNG (kept for Markdown, linked)
+    script: str = ""  # what the chart needs at the end of the page (a page carries each distinct script once)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,10 @@ ul.missing li { font-family: ui-monospace, monospace; font-size: 12.5px; }
 
 def _html_section(s: Section) -> list[str]:
     parts = [f"<h2>{html.escape(s.title)}</h2><p class=\"note\">{html.escape(s.note)}</p>"]
-    if s.figures:
+    if s.html:
+        parts.append(s.html + "<p class=\"files\">Static image: " + " · ".join(
+            f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>" for p in s.figures) + "</p>")
+    elif s.figures:
         png = s.figures[0].name
         parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
                      f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
@@ -268,7 +273,8 @@ def html_page(title: str, head: list[Table], comparison: list[Section], missing:
     if extra_files:
         parts.append("<p class=\"files\">Data: " + " · ".join(f"<a href=\"{html.escape(f)}\">{html.escape(f)}</a>"
                                                               for f in extra_files) + "</p>")
-    parts.append(f"{body_end}</body></html>\n")
+    scripts = list(dict.fromkeys(sec.script for sec in (*comparison, *sections) if sec.script))
+    parts.append(f"{''.join(scripts)}{body_end}</body></html>\n")
     return "\n".join(parts)
 
 
