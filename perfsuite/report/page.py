@@ -227,7 +227,8 @@ def _html_section(s: Section) -> list[str]:
             f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>" for p in s.figures) + "</p>")
     elif s.figures:
         png = s.figures[0].name
-        parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
+        parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\""
+                     f"{_display_width(s.figures[0])}>"
                      f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
                                                               for p in s.figures) + "</p>")
     elif s.drawn:
@@ -248,6 +249,19 @@ def _html_fold(lead: Answer) -> str:
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in lead.method)
     return ("<details class=\"method\"><summary>Method, and every metric's verdict</summary>"
             f"<ul>{lines}</ul>" + "".join(html_table(t) for t in lead.verdicts) + "</details>")
+
+
+def _display_width(png: Path) -> str:
+    """A figure shown at 100 px per inch, from the resolution its PNG records (matplotlib writes it; PNG_DPI for the
+    report's figures), so the first screen holds the verdicts and a figure; a PNG that records none as it is."""
+    try:
+        from PIL import Image  # matplotlib's own dependency
+
+        with Image.open(png) as im:
+            dpi = im.info.get("dpi")
+            return f" width=\"{round(im.width * 100 / float(dpi[0]))}\"" if dpi and float(dpi[0]) > 0 else ""
+    except (OSError, ValueError, TypeError):
+        return ""
 
 
 def html_page(title: str, head: list[Table], comparison: list[Section], missing: list[str], sections: list[Section],
