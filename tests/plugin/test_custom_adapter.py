@@ -49,8 +49,12 @@ def test_an_installed_adapter_package_joins_the_grid_and_is_drawn_beside_lora(tm
     from perfsuite.formats.results import load_results
     from perfsuite.report.data import latency_data
 
+    from perfsuite.report.figures import drawn_adapters
+
     figures = latency_data(load_results([out / "results.json"]).frame)
-    assert [f.adapters for f in figures] == [("lora", "fused-lora")]  # one figure: LoRA's rows, then the newcomer
+    # one figure: the plain model's row (in the tables), LoRA's rows, then the newcomer
+    assert [f.adapters for f in figures] == [("none", "lora", "fused-lora")]
+    assert drawn_adapters(figures[0]) == ("lora", "fused-lora")
     assert "fused-lora" in (out / "report" / "summary.md").read_text()
 
 
