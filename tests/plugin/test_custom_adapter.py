@@ -65,7 +65,9 @@ def test_adapters_option_adds_unpackaged_code_and_bad_specs_are_one_line(tmp_pat
         "MINE = [AdapterPlugin('my-lora', 'a copy of fused-lora', attach=attach)]\n")
     path = f"{EXAMPLE}:{ROOT}"  # importable; my-lora has no entry point (whether fused-lora is installed or not)
     plain = perfsuite("cells", "--cells", "adapter == 'my-lora'", env_path=path, cwd=tmp_path)
-    assert plain.returncode == 0 and plain.stdout.startswith("0 cells"), plain.stdout
+    # without --adapters, my-lora is no cell of the grid: refused, naming the adapters there are
+    assert plain.returncode == 2 and "matches none of the cells" in plain.stderr, plain.stderr
+    assert "its cells have adapter:" in plain.stderr and "my-lora" not in plain.stderr.split("have adapter:")[1]
     listed = perfsuite("cells", "--adapters", "my_adapters:MINE", "--cells", "adapter == 'my-lora'",
                        env_path=path, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

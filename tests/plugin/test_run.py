@@ -38,7 +38,8 @@ def test_run_writes_results_comparison_and_report(finished_run):
     assert comparison["parts"][0]["mode"] == "gating" and comparison["parts"][0]["baseline_runs"] == 1
     assert comparison["summary"]["regression"] == 0 and comparison["summary"]["improvement"] == 0
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
-    assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
+    summary = (out / "report" / "summary.md").read_text()
+    assert "**No confirmed change among 8 cells compared with this machine's baseline (1 run).**" in summary
 
 
 def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_kept_beside(finished_run, tmp_path):
