@@ -119,3 +119,28 @@ def test_the_trends_page_of_sixty_nights_draws_large_dated_charts_and_hover_show
     assert not any("merged-" in t for t in legend)  # lora-merged's series are named by their shape, not "merged-…"
     screenshot(page, "trends-chart-hover.png", tmp_path, clip=chart.bounding_box())
     assert errors == []
+
+
+def test_a_report_with_history_draws_the_same_charts(browser, tmp_path):
+    """`perfsuite report --history` carries the trend sections: their charts and their script come with them."""
+    pytest.importorskip("ruptures", reason="ruptures does not install on this Python")
+    from perfsuite.cells.grid import get_profile
+    from perfsuite.history.changes import find_changes
+    from perfsuite.history.store import open_store
+    from perfsuite.history.synthetic import build_store
+    from perfsuite.history.trends import trend_sections
+    from perfsuite.report import render_report
+
+    cells = [c for c in get_profile("smoke").cells(device="cpu") if c.workload == "latency"]
+    build_store(tmp_path / "h.sqlite", cells, 20)
+    results, doc = syn.planted_comparison()
+    with open_store(tmp_path / "h.sqlite") as store:
+        sections = trend_sections(find_changes(store), tmp_path / "report")
+    files = render_report(results, tmp_path / "report", comparison=doc, vector=None, trends=sections)
+    page, errors = open_page(browser, files.index)
+    assert images_loaded(page) == []
+    charts = page.locator(".trend-chart")
+    assert charts.count() == len(sections) and all(int(charts.nth(k).get_attribute("data-drawn")) > 0
+                                                   for k in range(charts.count()))
+    assert files.index.read_text().count("perfsuite trends: one interactive chart per") == 1  # the script, once
+    assert errors == []
