@@ -252,8 +252,10 @@ def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Pat
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
            comparison: CompareResult | Comparison | None = None, title: str | None = None, vector: str = "svg",
            history: str | Path | None = None) -> ReportResult:
-    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``vector``:
-    svg, pdf or none beside each PNG; ``history``: a history store whose trends and change points end the page."""
+    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``results``: loaded,
+    or files (shards of one run, or several runs: a cell of several runs is reported as its median over them,
+    :mod:`perfsuite.report.runs`). ``vector``: svg, pdf or none beside each PNG; ``history``: a history store whose
+    trends and change points end the page."""
     from perfsuite.report import render_report
 
     if isinstance(comparison, CompareResult):
