@@ -28,7 +28,7 @@ from perfsuite.report.figures import (CELL_FONT, CHANGE_CMAP, CHANGE_MIN_SPAN, L
 
 MUTED_TEXT = "#5a5a5a"
 HATCH_COLOUR = "#a8a8a8"
-SMALL_FONT = CELL_FONT - 1.5  # the change of a cell the comparison did not confirm: there, but quiet
+SMALL_FONT = CELL_FONT - 1.0  # the change of a cell the comparison did not confirm: there, but quiet
 
 
 @dataclass(frozen=True)
