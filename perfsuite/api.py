@@ -273,14 +273,23 @@ def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Pat
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
            comparison: CompareResult | Comparison | None = None, title: str | None = None, vector: str = "svg",
            history: str | Path | None = None) -> ReportResult:
-    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``vector``:
-    svg, pdf or none beside each PNG; ``history``: a history store whose trends and change points end the page."""
+    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``results``: loaded,
+    or files (shards of one run, or several runs: a cell of several runs is reported as its median over them,
+    :mod:`perfsuite.report.runs`). ``vector``: svg, pdf or none beside each PNG; ``history``: a history store whose
+    trends and change points end the page."""
     from perfsuite.report import render_report
 
     if isinstance(comparison, CompareResult):
         comparison = comparison.comparison
+    from perfsuite.formats.results import Results, ResultsError
+    from perfsuite.report.runs import load_for_report
+
     trends = _trend_sections(history, out_dir) if history is not None else ()
-    files = render_report(_results(results), out_dir, comparison=comparison, title=title, vector=vector,
+    if not isinstance(results, Results):  # shards of one run, or several runs: their medians (report/runs.py)
+        results = load_for_report([results] if isinstance(results, (str, Path)) else list(results))
+        if results.errors:
+            raise ResultsError(results.errors[0])
+    files = render_report(results, out_dir, comparison=comparison, title=title, vector=vector,
                           trends=trends)
     return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing),
                         files.out_dir)

@@ -32,6 +32,8 @@ class Table:
 
 
 def is_number_text(text: str) -> bool:
+    if text.endswith(")") and " (" in text:  # "27.3 (25.1 to 29.0)": a median of runs and their range
+        text = text.rsplit(" (", 1)[0]
     t = text.rstrip("%†").removesuffix(" pp").removesuffix(" ms").replace(",", "").replace("+", "")
     t = t.replace("−", "-").split(" → ")[-1].strip()
     try:

@@ -64,22 +64,26 @@ class BaselineQuality:
         return quality_lines(self.to_json())
 
 
-def quality_lines(q: dict) -> list[str]:
-    """What a reader must know about a baseline's reach, from :meth:`BaselineQuality.to_json`."""
+def quality_lines(q: dict, *, reach: bool = True) -> list[str]:
+    """What a reader must know about a baseline's reach, from :meth:`BaselineQuality.to_json`; ``reach=False``: without
+    the smallest change one run could be flagged for (a report quotes one detectable change, the comparison's)."""
     found = ", ".join(f"{m} {v:.1f} %" for m, v in sorted(q["detectable_pct"].items()))
     level = (f" (the gate's level: p < {q['level']:.2g}, {q['tests']} tests, a re-measure confirming)"
              if q.get("level") else "")
-    reach = (f"a lone cell's change one night can confirm: {found}{level}" if found
-             else "too few runs to measure its spread")
+    if not reach:
+        what = "its spread is what the comparison's detectable change is made of"
+    else:
+        what = (f"a lone cell's change one night can confirm: {found}{level}" if found
+                else "too few runs to measure its spread")
     span = f"{q['first'] or '?'} .. {q['last'] or '?'}"
     out = []
     if q["sittings"] <= 1:
         out.append(f"  baseline of {q['runs']} run(s) in one sitting ({span}): the machine's day-to-day and reboot "
                    f"shifts (up to {DAY_TO_DAY_PCT:g} % measured here) are not in its spread, so it cannot confirm a "
-                   f"time change smaller than that; {reach}. Add runs of other days: perfsuite baseline update")
+                   f"time change smaller than that; {what}. Add runs of other days: perfsuite baseline update")
     else:
         out.append(f"  baseline of {q['runs']} runs in {q['sittings']} sittings ({q['boots']} boot(s), {span}): "
-                   f"day-to-day shifts are in its spread; {reach}")
+                   f"day-to-day shifts are in its spread; {what}")
     if q["too_noisy"]:
         out.append(f"  ! baseline too noisy to gate anything useful (a change must exceed {q['noisy_limit_pct']:g} %): "
                    "recorded under load? re-record it on a quiet machine")

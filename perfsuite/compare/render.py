@@ -100,10 +100,10 @@ def summary_line(comparison: Comparison) -> str:
     return line
 
 
-def detectable_line(comparison: Comparison, part: str | None) -> str | None:
-    """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
-    change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
-    needs); raw time where the probe-normalised time judges is shown apart."""
+def detectable_medians(comparison: Comparison, part: str | None) -> dict[str, float]:
+    """Per metric, the median over the part's cells of the smallest change that would have been significant (judged
+    metrics: at the run's error control, what a lone moved cell needs); raw time where the probe-normalised time
+    judges is named apart ("time (raw, not judged)")."""
     found: dict[str, list[float]] = {}
     for c in comparison.cells:
         if c.part == part:
@@ -111,9 +111,15 @@ def detectable_line(comparison: Comparison, part: str | None) -> str | None:
                 if m.detectable is not None:
                     name = m.metric + ("" if m.is_judged else " (raw, not judged)")
                     found.setdefault(name, []).append(m.detectable)
+    return {name: statistics.median(v) for name, v in sorted(found.items())}
+
+
+def detectable_line(comparison: Comparison, part: str | None) -> str | None:
+    """How large a change this comparison could see, per metric (:func:`detectable_medians`)."""
+    found = detectable_medians(comparison, part)
     if not found:
         return None
-    parts = [f"{name} {statistics.median(v):.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in sorted(found.items())]
+    parts = [f"{name} {v:.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in found.items()]
     return "  detects changes above (median over cells): " + ", ".join(parts)
 
 
@@ -126,7 +132,9 @@ def group_line(g) -> str:
             f"{'' if change is None else f'{change:+.1f}%'}{interval}, p {_p(g.get('p_adjusted'))} (adjusted)")
 
 
-def part_lines(comparison: Comparison) -> list[str]:
+def part_lines(comparison: Comparison, *, reach: bool = True) -> list[str]:
+    """What each part was compared with and how. ``reach``: with the changes it could detect (the report says that
+    once, on its first screen, and leaves it out here)."""
     out = []
     for p in comparison.parts:
         head = f"part {p.profile}: {MODE_TEXT.get(p.mode, p.mode)}"
@@ -145,8 +153,8 @@ def part_lines(comparison: Comparison) -> list[str]:
                            f"{p.per_test_alpha:.2g})")
             out += [group_line(g) for g in (p.groups or ()) if g.get("verdict") != "unchanged"]
             if p.baseline_quality:
-                out += quality_lines(p.baseline_quality)
-            line = detectable_line(comparison, p.profile)
+                out += quality_lines(p.baseline_quality, reach=reach)
+            line = detectable_line(comparison, p.profile) if reach else None
             out += [line] if line else []
     return out
 
