@@ -23,8 +23,10 @@ def test_peak_memory_is_the_calls_own_above_the_resident_weights(on, monkeypatch
     device = "cuda" if on == "cuda" else "cpu"
     model = build_model("tiny", device=device)
     x = torch.randint(0, model.config.vocab_size, (4, 64), device=device)
-    forward = lambda x: model(x)  # noqa: E731
-    if on == "seam":  # a caching allocator's counters over the CPU forward: activations grow with the batch
+    if on == "cuda":
+        def forward(x):
+            return model(x)
+    else:  # a caching allocator's counters over the CPU forward: activations grow with the batch
         mem = FakeCudaMemory()
         mem.install(monkeypatch)
         mem.alloc(tensor_bytes(model))
