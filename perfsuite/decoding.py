@@ -241,7 +241,8 @@ def _decode_fixed(model: GPT2, prompts: list[torch.Tensor], gen_len: int, schedu
 
 @torch.inference_mode()
 def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int, schedule: Schedule,
-                    *, head: torch.Tensor | None = None, inject: Iterable[tuple[int, int]] = ()) -> VerifiedDecode:
+                    *, head: torch.Tensor | None = None, inject: Iterable[tuple[int, int]] = (),
+                    max_windows: int | None = None) -> VerifiedDecode:
     """Decode–verify–rollback: fast-path windows, each checked by one fixed-shape pass for the whole batch.
 
     Everything a window needs stays on the device — positions, which requests still decode, the accepted
@@ -262,11 +263,12 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
             raise ValueError(f"cannot inject a mismatch at request {b}, position {p}: "
                              f"need 0 <= request < {B} and 1 <= position < {gen_len}")
     with decoder_attention(prompts[0].device):
-        return _decode_verified(model, prompts, gen_len, schedule, head, inject)
+        return _decode_verified(model, prompts, gen_len, schedule, head, inject, max_windows)
 
 
 def _decode_verified(model: GPT2, prompts: list[torch.Tensor], gen_len: int, schedule: Schedule,
-                     head: torch.Tensor | None, inject: set[tuple[int, int]]) -> VerifiedDecode:
+                     head: torch.Tensor | None, inject: set[tuple[int, int]], max_windows: int | None
+                     ) -> VerifiedDecode:
     B, W, device = len(prompts), schedule.window, prompts[0].device
     vocab = model.config.vocab_size
     cache = KVBuffer(model, schedule.rows, schedule.context + W)
@@ -288,7 +290,7 @@ def _decode_verified(model: GPT2, prompts: list[torch.Tensor], gen_len: int, sch
     spec = torch.zeros(B, W, dtype=torch.long, device=device)  # this window's fast-path tokens
     while True:
         want = [min(W, gen_len - n) for n in n_out]  # tokens each request decodes in this window
-        if not any(want):
+        if not any(want) or windows == max_windows:
             break
         want_dev = (gen_len - n_out_dev).clamp(max=W)
         base = n_out_dev + prompt_len_dev - 1  # each request's last verified slot: where this window's tokens go

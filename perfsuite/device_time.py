@@ -34,7 +34,7 @@ from typing import Callable, Hashable, Mapping
 
 SOURCE_EVENTS = "cuda events"  # behind a blocking kernel (see the module docstring)
 SOURCE_WALL_CPU = "wall (cpu)"
-DEVICE_ROUNDS = 5  # blocked calls per function after the wall loop
+DEVICE_ROUNDS = 3  # blocked calls per function after the wall loop (the device time of a call barely moves)
 HOLD_MARGIN = 1.25  # the spin holds the stream this many times the call's median wall time ...
 HOLD_EXTRA_MS = 0.05  # ... plus this (the first launch, a late wake-up)
 CALIBRATION_CYCLES = 10_000_000  # the spin timed once per process to learn GPU cycles per millisecond

@@ -6,17 +6,16 @@ so each round has one plain-model measurement that every adapter is paired with 
 plain model for every cell. The group is measured when its first cell runs; each cell then records its own
 rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is timed once per shape and its
 rounds serve each rank's cell (``timed_as`` names the cell whose merged model was timed). FLOPs are counted once
-per (model, adapter, rank, shape) on the meta device: no arithmetic, no memory (hf models: on one real call).
+per (model, adapter, rank, shape) on the meta device, a few blocks for the whole model
+(:mod:`perfsuite.workloads.counting`): no arithmetic, no memory (hf models: on one real call).
 """
 
 from __future__ import annotations
 
-import functools
 import statistics
 
 import torch
 
-from perfsuite.adapters import adapted_copy, attach
 from perfsuite.cells.grid import Cell
 from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sums_ms
 from perfsuite.formats.record import STATUS_OOM, STATUS_UNSUPPORTED, CellRecord, model_dims, not_run
@@ -29,6 +28,7 @@ from perfsuite.bench_bridge import record_rounds
 from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
 from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
+from perfsuite.workloads.counting import forward_flops
 from perfsuite.workloads.modes import CompileFallback, compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
@@ -46,33 +46,6 @@ def timing_key(cell: Cell) -> tuple[str, int]:
     if cell.adapter == "none" or cell.rank == 0:
         return BASE
     return (cell.adapter, ANY_RANK) if cell.adapter == "lora-merged" else (cell.adapter, cell.rank)
-
-
-@functools.lru_cache(maxsize=64)
-def _meta_model(config, adapter: str, rank: int, dtype: str):
-    from perfsuite.model import GPT2
-
-    with torch.device("meta"):
-        m = GPT2(config).to(dtype=torch_dtype(dtype)).eval()
-    return attach(adapted_copy(m), adapter, rank) if rank and adapter != "none" else m
-
-
-def forward_flops(model, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
-    """FLOPs of one forward pass of the reference model (``model``: a preset name or a GPT2Config):
-    FlopCounterMode's count on the meta device (shapes only) at batch 1, times the batch (every counted op —
-    matmuls, attention — is linear in it), once per (model, adapter, rank, length)."""
-    from perfsuite.model import get_config
-
-    config = get_config(model) if isinstance(model, str) else model
-    return batch * _flops_at_batch_1(config, adapter, rank, seq_len, dtype)
-
-
-@functools.lru_cache(maxsize=1024)
-def _flops_at_batch_1(config, adapter: str, rank: int, seq_len: int, dtype: str) -> int:
-    m = _meta_model(config, adapter, rank, dtype)
-    with torch.inference_mode():
-        tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
-        return count_flops(lambda: m(tokens))
 
 
 def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:

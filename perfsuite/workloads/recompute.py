@@ -82,11 +82,6 @@ def margin_stats(margins: list[torch.Tensor]) -> dict:
 OBSERVED_WINDOWS = 2  # the host syncs are counted on a decode cut to this many windows
 
 
-def cut_len(gen_len: int, window: int, windows: int = OBSERVED_WINDOWS) -> int:
-    """Output tokens of a decode cut to ``windows`` verified windows (the first token comes from the prefill)."""
-    return min(gen_len, 1 + windows * window)
-
-
 def syncs_per_window(decode_cut) -> tuple[Counter, int]:
     """Host syncs of one decode cut to a few windows (``decode_cut()`` returns its VerifiedDecode), and its
     windows: the claim is one read-back per window, which a few windows show as well as hundreds."""
@@ -149,7 +144,7 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     peak_mem = peak_memory_above(lambda: results.append(verified()), cell.device)
     result = results[0]
     syncs, observed_windows = syncs_per_window(lambda: decode_verified(
-        model, prompts, cut_len(cell.gen_len, cell.window), schedule, head=head))
+        model, prompts, cell.gen_len, schedule, head=head, max_windows=OBSERVED_WINDOWS))
     flops = decode_flops(model, schedule, cell.batch, result, head)
     margins: list[torch.Tensor] = []
     reference = decode_fixed(model, prompts, cell.gen_len, schedule, head=head, margins=margins)
