@@ -24,19 +24,25 @@ longest shard (the night's wall time when the shards run side by side).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from perfsuite.cells.grid import Cell, Profile, budget_violation, token_budget
-from perfsuite.estimate.counts import count_ops, forward_ops, pass_cost, ragged_ops
-from perfsuite.estimate.latency import count_latency, price_group, rounds_of
-from perfsuite.estimate.night import Night
 from perfsuite.estimate.rates import (H100_TFLOPS, LAUNCH_US, DeviceRates, HostCosts, analytic_timer, probe_host,
                                       probe_timer)
 from perfsuite.workloads.rollbacks import DEFAULT_MISMATCH_RATE
 
+# Imported when first asked for: the counting modules import torch, and `perfsuite cells` lists cells without it.
+_LAZY = {"count_ops": "counts", "forward_ops": "counts", "pass_cost": "counts", "ragged_ops": "counts",
+         "count_latency": "latency"}
 __all__ = ["DEFAULT_MISMATCH_RATE", "H100_TFLOPS", "LAUNCH_US", "DeviceRates", "Estimate", "HostCosts",
-           "analytic_timer", "count_latency", "count_ops", "estimate", "forward_ops", "pass_cost", "probe_host",
-           "probe_timer", "ragged_ops"]
+           "analytic_timer", "estimate", "probe_host", "probe_timer", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"perfsuite.estimate.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SMOKE_TEST_ROUNDS = 5  # the GPU tests' smoke run (tests/unit/test_gpu.py): --perfsuite-rounds=5 --perfsuite-warmup=1
 
@@ -70,6 +76,8 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
     process only (no doctor, GPU tests, comparison or report)."""
     from perfsuite.cells.shard import shard_cells
     from perfsuite.estimate.fixed import compare_and_report_s, price_doctor, price_gpu_tests, price_session
+    from perfsuite.estimate.latency import count_latency, price_group
+    from perfsuite.estimate.night import Night
     from perfsuite.workloads import estimated_cost
 
     host = host or probe_host()
@@ -104,9 +112,10 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
                     groups, how, out, tuple(shard_s), mismatch_rate, sum(c.id in rates for c in recompute))
 
 
-def _price_others(night: Night, profile: Profile, cells: list[Cell], rounds, warmup, mismatch_rate: float,
+def _price_others(night, profile: Profile, cells: list[Cell], rounds, warmup, mismatch_rate: float,
                   rates: dict[str, float]) -> None:
     from perfsuite.estimate import recompute, subspace
+    from perfsuite.estimate.latency import rounds_of
 
     for c in cells:
         if c.workload == "recompute" and not budget_violation(c.batch, c.window, token_budget(c)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from perfsuite.device import VIEW_OPS, count_work  # noqa: F401 — VIEW_OPS: what a view is, re-exported
+from perfsuite.device import count_work
 
 
 def count_ops(fn) -> tuple[int, int]:

@@ -19,15 +19,7 @@ from perfsuite.workloads.recompute import (decode_flops, mismatch_rate, run_reco
 
 GEN = 32  # output tokens per request
 SCHEDULE = Schedule(window=8, context=100 + GEN, token_budget=64)  # 8 rows; prompts up to 100 tokens
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine OpenMP spinning costs 50×, and numerics then match everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def prompt(seed: int, n: int) -> torch.Tensor:

@@ -13,15 +13,7 @@ from perfsuite.model import build_model
 from perfsuite.workloads.rollbacks import expected_decode, lockstep, single_request
 
 GEN = 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine OpenMP spinning costs 50× (as tests/unit/test_recompute.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
