@@ -85,11 +85,12 @@ class Work:
         return Work(self.kernels * n, self.ops * n, self.flops * n)
 
 
-def count_work(fn: Callable[[], object]) -> Work:
+def count_work(fn: Callable[[], object], *, flops: bool = True) -> Work:
     """The ops, kernels and FLOPs of one call of ``fn``, counted in one pass at the dispatcher; FLOPs by the formulas
     of torch's FlopCounterMode (its registry: matmuls and attention), equal to its count (tests/unit/test_counting.py)
     without its module tracking, and without importing dynamo (torch wraps its own dispatch modes in
-    ``torch._disable_dynamo``: seconds of imports on a CPU, for a mode nothing compiles inside)."""
+    ``torch._disable_dynamo``: seconds of imports on a CPU, for a mode nothing compiles inside). ``flops`` False:
+    ops and kernels only (no op is decomposed to find its FLOPs: Python decompositions, seconds of imports)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import flop_registry
 
@@ -107,8 +108,8 @@ def count_work(fn: Callable[[], object]) -> Work:
             if not depth[0]:
                 counts[0] += op_name(packet) not in VIEW_OPS
                 counts[1] += 1
-            formula = flop_registry.get(packet)
-            if formula is None and func is not torch.ops.prim.device.default:  # as FlopCounterMode: its parts
+            formula = flop_registry.get(packet) if flops else None
+            if flops and formula is None and func is not torch.ops.prim.device.default:  # as FlopCounterMode
                 depth[0] += 1
                 try:
                     with self:

@@ -76,7 +76,7 @@ class FakeGpu:
         self.host_ms += host_ms
         start = max(self.host_ms, self.free_at)
         self.free_at = start + device_ms
-        self.ops.append(Op(name, SimpleNamespace(start=1e3 * self.host_ms, end=1e3 * self.host_ms),
+        self.ops.append(Op(f"aten::{name}", SimpleNamespace(start=1e3 * self.host_ms, end=1e3 * self.host_ms),
                            [SimpleNamespace(name=name, duration=1e3 * device_ms)]))
 
     def work(self, launches: int, host_ms: float, device_ms: float):
@@ -124,7 +124,7 @@ class FakeGraph:
             self.gpu.host_ms += LAUNCH_MS
             start = max(self.gpu.host_ms, self.gpu.free_at)
             self.gpu.free_at = start + sum(self.kernels)
-            self.gpu.ops.append(Op("graph", SimpleNamespace(start=1e3 * self.gpu.host_ms, end=1e3 * self.gpu.host_ms),
+            self.gpu.ops.append(Op("cudaGraphLaunch", SimpleNamespace(start=1e3 * self.gpu.host_ms, end=1e3 * self.gpu.host_ms),
                                    [SimpleNamespace(name="graph kernels", duration=1e3 * sum(self.kernels))]))
 
     def reset(self) -> None:

@@ -12,7 +12,7 @@ from perfsuite.device import count_work
 def count_ops(fn) -> tuple[int, int]:
     """(kernels, ops) of one call of ``fn``: the aten ops torch dispatches, and those of them that launch a kernel
     (views change metadata only, but cost the host the same dispatch)."""
-    work = count_work(fn)
+    work = count_work(fn, flops=False)
     return work.kernels, work.ops
 
 
@@ -36,7 +36,7 @@ def _forward_ops(config, adapter: str) -> tuple[int, int]:
         attach(model, adapter, 8)
     tokens = torch.zeros(1, 8, dtype=torch.long)
     with torch.inference_mode():
-        work = layered_work(model, lambda: model(tokens))
+        work = layered_work(model, lambda: model(tokens), flops=False)
     return work.kernels, work.ops
 
 
@@ -87,7 +87,7 @@ def ragged_ops(config, adapter: str, rank: int) -> tuple[int, int]:
     cache = KVBuffer(model, 2, 16)
     idx, starts = torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, dtype=torch.long)
     with torch.inference_mode():
-        work = layered_work(model, lambda: ragged_forward(model, cache, idx, starts, 8))
+        work = layered_work(model, lambda: ragged_forward(model, cache, idx, starts, 8), flops=False)
     return work.kernels, work.ops
 
 

@@ -11,6 +11,7 @@ come from here.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -52,12 +53,33 @@ def _meta_base(config, dtype: str):
 
 @functools.lru_cache(maxsize=64)
 def meta_model(config, adapter: str, rank: int, dtype: str):
-    """The reference model with ``adapter`` on the meta device: shapes only, no memory, no values drawn."""
+    """The reference model with ``adapter`` on the meta device: shapes only, no memory, no values drawn (an
+    adapter attached to a copy of the plain meta model's module tree, its tensors shared)."""
+    base = _meta_base(config, dtype)
     if not rank or adapter == "none":
-        return _meta_base(config, dtype)
-    m = _meta_base.__wrapped__(config, dtype)  # a fresh one: cheaper on the meta device than a copy
+        return base
     with _NoValues():
-        return attach(m, adapter, rank)
+        return attach(_tree_copy(base), adapter, rank)
+
+
+def _shallow(module: nn.Module) -> nn.Module:
+    copy_ = copy.copy(module)
+    copy_._modules = dict(module._modules)  # its own children: what an adapter replaces or adds
+    return copy_
+
+
+def _tree_copy(model: nn.Module) -> nn.Module:
+    """The model, each block and each block's attention as new objects (an adapter sets a block's slots or wraps
+    its ``attn.c_attn``); every other module and every tensor shared — a deep copy of 24 blocks costs more than
+    the count it is made for."""
+    m = _shallow(model)
+    blocks = []
+    for block in model.h:
+        b = _shallow(block)
+        b.attn = _shallow(block.attn)
+        blocks.append(b)
+    m.h = nn.ModuleList(blocks)
+    return m
 
 
 def block_kind(block: nn.Module) -> tuple:
@@ -69,7 +91,7 @@ def block_kind(block: nn.Module) -> tuple:
                  for name, m in block.named_modules())
 
 
-def layered_work(model, run) -> Work:
+def layered_work(model, run, *, flops: bool = True) -> Work:
     """``count_work(run)`` as if ``model.h`` held all its blocks, counted with no block and with one block of each
     kind (``run`` must use whatever ``model.h`` holds: the model's forward, :func:`perfsuite.decoding.ragged_forward`)."""
     blocks = model.h
@@ -78,10 +100,10 @@ def layered_work(model, run) -> Work:
         kinds.setdefault(block_kind(block), [block, 0])[1] += 1
     try:
         model.h = nn.ModuleList()
-        shell = total = count_work(run)
+        shell = total = count_work(run, flops=flops)
         for block, n in kinds.values():
             model.h = nn.ModuleList([block])
-            total = total + (count_work(run) - shell) * n
+            total = total + (count_work(run, flops=flops) - shell) * n
     finally:
         model.h = blocks
     return total

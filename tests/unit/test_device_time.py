@@ -67,6 +67,21 @@ def test_every_event_is_made_before_the_device_loop_and_each_round_visits_every_
     assert "".join(order) == "abc" + "bca" + "cab"
 
 
+def test_the_spin_is_calibrated_before_the_first_event():
+    """CudaTiming learns cycles per ms from a spin of its own, with a synchronize: inside the loop that would land
+    in the first call's interval."""
+    log = []
+
+    class Calibrated(FakeGpu):
+        def cycles_per_ms(self):
+            log.append(("calibrated", self.events_made))
+            return 1.0
+
+    gpu = Calibrated()
+    DeviceTimer("cuda", api=gpu, rounds=1).measure({"a": gpu.work(1, 0.1, 0.1)}, {"a": [1.0]})
+    assert log == [("calibrated", 0)]
+
+
 def test_on_the_cpu_device_time_is_the_wall_time_and_says_so():
     timer = DeviceTimer("cpu")
     fn = lambda: None  # noqa: E731
@@ -103,7 +118,8 @@ def test_kernel_sums_leave_out_cpu_ops_and_range_annotations():
     events = [NS(name="perfsuite:0", time_range=span(0, 100), kernels=[NS(name="perfsuite:0", duration=90.0)]),
               NS(name="aten::linear", time_range=span(10, 20), kernels=[]),
               NS(name="aten::mm", time_range=span(12, 14), kernels=[NS(name="gemm", duration=40.0)]),
-              NS(name="aten::add", time_range=span(150, 151), kernels=[NS(name="add", duration=5.0)])]  # outside
+              NS(name="aten::add", time_range=span(150, 151), kernels=[NS(name="add", duration=5.0)]),  # outside
+              NS(name="aten::gelu", time_range=span(30, 31), kernels=[NS(name="aten::gelu", duration=7.0)])]  # legacy
     assert _sum_by_range(events, {"plain": "perfsuite:0"}) == {"plain": pytest.approx(0.04)}
 
 
