@@ -12,7 +12,7 @@ ends the device runs them back to back. The start→end interval is then the dev
 Each call checks that the hold covered its launches: the host's launch time (its clock, from before the hold to
 after the end event is queued) must be shorter than the hold the spin's own events measured; a call that was not
 covered is counted (``device_rounds_uncovered``) — its interval may hold launch gaps again. Every event of the
-loop is created before it. :data:`DEVICE_ROUNDS` calls per function, in a rotating order.
+loop is created before it, and recorded once there (torch creates the CUDA event itself on its first ``record``). :data:`DEVICE_ROUNDS` calls per function, in a rotating order.
 
 ``host_bound_pct`` = 100·(1 − device / wall) on the medians: the share of a call's wall time the device was idle
 (launch overhead, Python, syncs). On the CPU there is no separate device: device time *is* wall time, labelled
@@ -124,7 +124,11 @@ class DeviceTimer:
         if hasattr(api, "cycles_per_ms"):
             api.cycles_per_ms()  # the spin calibrated before the loop, not inside its first call
         hold = {key: HOLD_MARGIN * statistics.median(wall_ms[key]) + HOLD_EXTRA_MS for key in keys}
-        events = [[(api.event(), api.event(), api.event()) for _ in keys] for _ in range(self.rounds)]  # before
+        events = [[(api.event(), api.event(), api.event()) for _ in keys] for _ in range(self.rounds)]
+        for trio in (t for row in events for t in row):  # torch creates a CUDA event on its first record: now
+            for event in trio:
+                event.record()
+        api.synchronize()
         launched: dict[Hashable, list] = {key: [] for key in keys}
         for r in range(self.rounds):
             order = keys[r % len(keys):] + keys[:r % len(keys)]  # each function in every position in turn

@@ -61,3 +61,16 @@ def test_the_meta_model_draws_no_values():
     for adapter in ADAPTERS:
         meta_model(get_config("tiny"), adapter, 4, "float32")
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora", "dora", "vera", "ia3"])
+@torch.inference_mode()
+def test_hf_models_flops_are_flopcountermodes_too(adapter):
+    """The latency workload counts an hf model's FLOPs on one real call with the same counter."""
+    from perfsuite.workloads.context import ModelCache
+
+    hf = ModelCache().for_impl("hf")
+    model = hf.base("tiny", "float32", "cpu") if adapter == "none" else hf.build_adapted(
+        "tiny", "float32", "cpu", adapter, 1 if adapter == "ia3" else 8)
+    x = torch.randint(0, 512, (2, 16))
+    assert count_work(lambda: model(x)).flops == flop_counter_mode(lambda: model(x)) > 0

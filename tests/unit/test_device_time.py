@@ -50,20 +50,19 @@ def test_without_the_blocking_kernel_the_events_hold_the_launch_gaps():
     assert device["launch-bound"].uncovered == DEVICE_ROUNDS
 
 
-def test_every_event_is_made_before_the_device_loop_and_each_round_visits_every_position():
+def test_every_event_is_made_and_recorded_once_before_the_device_loop_and_each_round_visits_every_position():
+    """torch creates a CUDA event on its first record: made and recorded before the loop, none is created inside."""
     gpu = FakeGpu()
-    order = []
-    fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
-    made = []
-    record_events = gpu.event
+    made, order, seen = [], [], []
+    make = gpu.event
+    gpu.event = lambda: made.append(make()) or made[-1]
 
-    def event():
-        made.append(len(order))  # how many calls had run when the event was made
-        return record_events()
+    def call(key):
+        order.append(key)
+        seen.append((len(made), sum(e.at is not None for e in made)))  # events made, and recorded, by now
 
-    gpu.event = event
-    DeviceTimer("cuda", api=gpu, rounds=3).measure(fns, {k: [1.0] for k in fns})
-    assert made == [0] * (3 * 3 * 3)  # three events a call, all made before the first call
+    DeviceTimer("cuda", api=gpu, rounds=3).measure({k: (lambda k=k: call(k)) for k in "abc"}, {k: [1.0] for k in "abc"})
+    assert seen[0] == (27, 27) and {n for n, _ in seen} == {27}  # three a call, all made and recorded first
     assert "".join(order) == "abc" + "bca" + "cab"
 
 
