@@ -19,6 +19,9 @@ from perfsuite.timing import whole_cycles
 PROFILER_SESSION_S = 1.0
 PROFILER_FIRST_S = 3.0
 PROFILED_OP_S = 20e-6
+# compile mode, assumed: inductor's compilation of one model (the tiny GPT-2 took 2.8 to 26 s on the 2-core VM,
+# README "Execution modes"); graphs mode pays its warm-up calls and one capture per model (counted below).
+COMPILE_S = 20.0
 
 
 def rounds_of(profile: Profile, cell: Cell, cycle: int, rounds: int | None, warmup: int | None
@@ -61,9 +64,9 @@ def price_group(night: Night, cell: Cell, models, low: int, high: int, warmup: i
     from perfsuite.device_time import DEVICE_ROUNDS, HOLD_EXTRA_MS, HOLD_MARGIN
 
     night.base_model(cell)
-    per_round = probe_s(night, cell, cell.batch * cell.seq_len)
-    device_loop = DEVICE_ROUNDS * ((1 + HOLD_MARGIN) * per_round + HOLD_EXTRA_MS / 1e3)
-    profiled = 0.0
+    probe = probe_s(night, cell, cell.batch * cell.seq_len)
+    device_loop = DEVICE_ROUNDS * ((1 + HOLD_MARGIN) * probe + HOLD_EXTRA_MS / 1e3)
+    per_round, profiled = probe, 0.0
     for adapter, rank in models:
         rank = max(rank, 1) if adapter != "none" else 0
         night.adapted_model(cell, adapter, rank)
@@ -75,6 +78,12 @@ def price_group(night: Night, cell: Cell, models, low: int, high: int, warmup: i
         # the blocked device-time loop: each call held by a spin of HOLD_MARGIN × its wall time first
         device_loop += DEVICE_ROUNDS * ((1 + HOLD_MARGIN) * forward + HOLD_EXTRA_MS / 1e3)
         profiled += forward + _profiled_ops(cell, adapter, rank)  # one call under the profiler
+    if cell.mode == "graphs":
+        from perfsuite.workloads.modes import GRAPH_WARMUP_CALLS
+
+        night.add("compilation and capture", (GRAPH_WARMUP_CALLS + 1) * (per_round - probe))
+    elif cell.mode == "compile":
+        night.add("compilation and capture", COMPILE_S * len(models))
     night.add("warm-up", warmup * per_round)
     night.add("timed rounds (models and the probe)", low * per_round, high * per_round)
     night.timed(len(models) * low, len(models) * high)

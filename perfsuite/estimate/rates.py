@@ -116,7 +116,9 @@ def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
 
 def probe_host(repeats: int = 7) -> HostCosts:
     """The host-side rates on this machine's CPU, one thread (an upper bound where the runner has more cores), each
-    from a small timed sample (about a second in all)."""
+    the least of a small timed sample (about a second in all): what a step costs when it has a core, as on a runner
+    that nothing else shares; the constants calibrated on the quiet VM scale with the median of the tiny forward
+    (``host_speed``)."""
     from perfsuite.device import cpu_threads
 
     with cpu_threads(1):
@@ -132,24 +134,24 @@ def _probe_host(repeats: int) -> HostCosts:
     from perfsuite.syncs import count_host_syncs
     from perfsuite.workloads.counting import _meta_base
 
-    def mean(fn) -> float:  # the median of a few: a loaded machine's preemptions are not the step's cost
+    def least(fn) -> float:  # the least of a few: what this CPU does when it has a core (a runner is not shared)
         fn()
-        return statistics.median(seconds(fn) for _ in range(repeats))
+        return min(seconds(fn) for _ in range(repeats))
 
     a = torch.randn(256, 256)
-    svd = mean(lambda: torch.linalg.svd(a, full_matrices=False)) * (1024 / 256) ** 3
+    svd = least(lambda: torch.linalg.svd(a, full_matrices=False)) * (1024 / 256) ** 3
     model = build_model("tiny")
     tokens = torch.zeros(1, 8, dtype=torch.long)
     with torch.inference_mode():
-        plain = mean(lambda: model(tokens))
+        plain = least(lambda: model(tokens))
         ops = count_work(lambda: model(tokens), flops=False).ops
-        counted = mean(lambda: count_host_syncs(lambda: model(tokens)))
+        counted = least(lambda: count_host_syncs(lambda: model(tokens)))
         forward = statistics.median(seconds(lambda: model(tokens)) for _ in range(30))  # the host's speed
     block = torch.empty(2 ** 18)
-    init = mean(lambda: block.normal_()) / block.numel()
+    init = least(lambda: block.normal_()) / block.numel()
     n_layer = get_config("tiny").n_layer
-    adapted = mean(lambda: attach(adapted_copy(model), "houlsby", 8)) / n_layer
-    meta_build = mean(lambda: _meta_base.__wrapped__(get_config("tiny"), "float32")) / n_layer
+    adapted = least(lambda: attach(adapted_copy(model), "houlsby", 8)) / n_layer
+    meta_build = least(lambda: _meta_base.__wrapped__(get_config("tiny"), "float32")) / n_layer
     speed = forward / HOST_FORWARD_REF_S
     return HostCosts(svd_1024_s=svd, dispatch_op_s=max(0.0, counted - plain) / ops, init_param_s=init,
                      meta_op_s=speed * META_OP_S, meta_build_layer_s=meta_build, adapted_build_layer_s=adapted,
