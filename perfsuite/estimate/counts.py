@@ -19,8 +19,9 @@ def count_ops(fn) -> tuple[int, int]:
 def forward_ops(config, adapter: str, rank: int, dtype: str = "float32") -> tuple[int, int]:
     """(kernels, ops) of one forward of the reference model with ``adapter``: counted on a narrow twin on the CPU
     (real tensors, C++ kernels: milliseconds), whose ops are the model's — the count depends on the blocks and the
-    adapter, not on widths or rank (tests/unit/test_estimate.py checks it against the full model on the meta
-    device)."""
+    adapter, not on widths or rank (tests/unit/test_estimate.py checks it against a model four times as wide). On
+    the meta device attention's output comes back in another layout and ``contiguous()`` dispatches one copy per
+    block, which the CPU's fused attention kernel makes unnecessary."""
     return _forward_ops(config, adapter if rank else "none")
 
 
