@@ -190,6 +190,9 @@ def _bottleneck_init(mod: Bottleneck, generator: torch.Generator, init: str) -> 
 
 def _new_bottleneck(model: GPT2, rank: int, generator: torch.Generator, init: str, **kw) -> Bottleneck:
     p = model.wte.weight
+    if p.is_meta:  # shapes only (FLOPs and ops are counted on the meta device): no values to draw
+        with torch.device("meta"):
+            return Bottleneck(model.config.n_embd, rank, **kw).to(dtype=p.dtype)
     mod = Bottleneck(model.config.n_embd, rank, **kw)
     _bottleneck_init(mod, generator, init)
     return mod.to(dtype=p.dtype, device=p.device)
@@ -234,6 +237,9 @@ def _attach_parallel(model: GPT2, rank: int, generator, init) -> None:
 def _attach_lora(model: GPT2, rank: int, generator, init, alpha: float | None = None) -> None:
     for block in model.h:
         mod = LoRAQKV(block.attn.c_attn, rank, alpha=float(rank if alpha is None else alpha))
+        if mod.lora_A.is_meta:  # shapes only: no values to draw
+            block.attn.c_attn = mod
+            continue
         with torch.no_grad():
             # LoRA's init (Hu et al. 2021 §4.1): A Gaussian, B zero. "random" draws B too.
             mod.lora_A.copy_(torch.randn(mod.lora_A.shape, generator=generator) / math.sqrt(mod.lora_A.shape[1]))
@@ -254,6 +260,9 @@ def merge_lora(model: GPT2) -> GPT2:
     (:func:`adapted_copy`), is left as it was."""
     for block in model.h:
         mod = block.attn.c_attn
+        if isinstance(mod, LoRAQKV) and mod.base.weight.is_meta:  # shapes only: merged, it is the base's shape
+            block.attn.c_attn = copy.copy(mod.base)
+            continue
         if isinstance(mod, LoRAQKV):
             d = mod.lora_B_q.shape[0]
             dq, dv = mod.delta_weights()

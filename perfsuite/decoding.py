@@ -18,7 +18,11 @@ and the verification passes (``throughput_ratio`` against :func:`decode_plain`).
 
 Requests roll back at different positions, so the batch is ragged: the KV cache is one
 preallocated buffer per layer, a row per request, with per-row positions and an
-attention mask (as serving engines do), not the model's concatenated cache.
+attention mask (as serving engines do), not the model's concatenated cache. Every pass
+attends to a fixed number of key slots (the schedule's context; plain decoding: its cache),
+the mask hiding what a row may not see, and every decoder runs under its pinned attention
+backends (:func:`perfsuite.attention.decoder_attention`): the attention kernel sees the same
+few shapes all night, not a new key length every step.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from perfsuite.attention import decoder_attention
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
 from perfsuite.model import GPT2
 
@@ -63,6 +68,7 @@ class VerifiedDecode:
     fast_tokens: int  # tokens the fast path decoded, discarded ones included
     verify_passes: int  # fixed-shape passes, the prompt's included
     windows: int = 0  # verified windows (decode, verify, roll back): the host reads back once per window
+    steps: int = 0  # fast-path passes of the whole batch (each window steps as far as its longest request)
 
     @property
     def output_tokens(self) -> int:
@@ -156,12 +162,14 @@ def decode_plain(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
     idx = torch.zeros(B, longest, dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
         idx[b, : len(p)] = p
-    logits = ragged_forward(model, cache, idx, torch.zeros(B, dtype=torch.long, device=device), longest, head=head)
-    out = torch.empty(B, gen_len, dtype=torch.long, device=device)
-    out[:, 0] = logits[torch.arange(B, device=device), lengths - 1].float().argmax(-1)
-    for t in range(1, gen_len):
-        logits = ragged_forward(model, cache, out[:, t - 1 : t], lengths + (t - 1), longest + t, head=head)
-        out[:, t] = logits[:, -1].float().argmax(-1)
+    with decoder_attention(device):
+        logits = ragged_forward(model, cache, idx, torch.zeros(B, dtype=torch.long, device=device), longest,
+                                head=head)
+        out = torch.empty(B, gen_len, dtype=torch.long, device=device)
+        out[:, 0] = logits[torch.arange(B, device=device), lengths - 1].float().argmax(-1)
+        for t in range(1, gen_len):  # every step attends to the whole cache: one key length, the mask does the rest
+            logits = ragged_forward(model, cache, out[:, t - 1 : t], lengths + (t - 1), longest + gen_len, head=head)
+            out[:, t] = logits[:, -1].float().argmax(-1)
     return out
 
 
@@ -207,6 +215,12 @@ def decode_fixed(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
     first): how near a tie each greedy choice was, which is what decides how often rounding flips it."""
     prompts = check_prompts(model, prompts, gen_len)
     _check_schedule(prompts, gen_len, schedule)
+    with decoder_attention(prompts[0].device):
+        return _decode_fixed(model, prompts, gen_len, schedule, head, margins)
+
+
+def _decode_fixed(model: GPT2, prompts: list[torch.Tensor], gen_len: int, schedule: Schedule,
+                  head: torch.Tensor | None, margins: list | None) -> torch.Tensor:
     B, device = len(prompts), prompts[0].device
     cache = KVBuffer(model, schedule.rows, schedule.context + schedule.window)
     out = torch.empty(B, gen_len, dtype=torch.long, device=device)
@@ -227,7 +241,8 @@ def decode_fixed(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, ge
 
 @torch.inference_mode()
 def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor, gen_len: int, schedule: Schedule,
-                    *, head: torch.Tensor | None = None, inject: Iterable[tuple[int, int]] = ()) -> VerifiedDecode:
+                    *, head: torch.Tensor | None = None, inject: Iterable[tuple[int, int]] = (),
+                    max_windows: int | None = None) -> VerifiedDecode:
     """Decode–verify–rollback: fast-path windows, each checked by one fixed-shape pass for the whole batch.
 
     Everything a window needs stays on the device — positions, which requests still decode, the accepted
@@ -241,12 +256,20 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
     """
     prompts = check_prompts(model, prompts, gen_len)
     _check_schedule(prompts, gen_len, schedule)
-    B, W, device = len(prompts), schedule.window, prompts[0].device
+    B = len(prompts)
     inject = set(inject)
     for b, p in inject:
         if not (0 <= b < B and 1 <= p < gen_len):
             raise ValueError(f"cannot inject a mismatch at request {b}, position {p}: "
                              f"need 0 <= request < {B} and 1 <= position < {gen_len}")
+    with decoder_attention(prompts[0].device):
+        return _decode_verified(model, prompts, gen_len, schedule, head, inject, max_windows)
+
+
+def _decode_verified(model: GPT2, prompts: list[torch.Tensor], gen_len: int, schedule: Schedule,
+                     head: torch.Tensor | None, inject: set[tuple[int, int]], max_windows: int | None
+                     ) -> VerifiedDecode:
+    B, W, device = len(prompts), schedule.window, prompts[0].device
     vocab = model.config.vocab_size
     cache = KVBuffer(model, schedule.rows, schedule.context + W)
     steps = torch.arange(W, device=device)
@@ -262,25 +285,26 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
     n_out_dev = torch.ones(B, dtype=torch.long, device=device)
     pad_starts = torch.full((schedule.rows - B,), schedule.context, dtype=torch.long, device=device)
     mismatches: list[tuple[int, int]] = []
-    recomputed = fast = windows = 0
+    recomputed = fast = windows = steps_taken = 0
     passes = -(-max(prompt_len) // W)
     spec = torch.zeros(B, W, dtype=torch.long, device=device)  # this window's fast-path tokens
     while True:
         want = [min(W, gen_len - n) for n in n_out]  # tokens each request decodes in this window
-        if not any(want):
+        if not any(want) or windows == max_windows:
             break
         want_dev = (gen_len - n_out_dev).clamp(max=W)
-        verified = [p + n - 1 for p, n in zip(prompt_len, n_out)]  # cache slots holding verified keys/values
-        base = n_out_dev + prompt_len_dev - 1  # the same, on the device: where this window's tokens go
-        # 1. Decode: the whole batch steps together for the longest window of this round.
+        base = n_out_dev + prompt_len_dev - 1  # each request's last verified slot: where this window's tokens go
+        # 1. Decode: the whole batch steps together for the longest window of this round, every step over the
+        # schedule's context (one key length; the mask hides the slots past each row's position).
         for s in range(max(want)):
             prev = last if s == 0 else spec[:, s - 1]
-            logits = ragged_forward(model, cache, prev[:, None], base + s, max(verified) + s + 1, head=head)
+            logits = ragged_forward(model, cache, prev[:, None], base + s, schedule.context, head=head)
             token = logits[:, -1].float().argmax(-1)
             token = (token + flip.gather(1, (n_out_dev + s)[:, None])[:, 0]) % vocab
             spec[:, s] = torch.where(want_dev > s, token, spec[:, s])
         fast += sum(want)
         windows += 1
+        steps_taken += max(want)
         # 2. Verify: each window replayed from its request's verified cache, one fixed-shape pass.
         valid = steps < want_dev[:, None]  # (B, W): the tokens each request proposed
         idx = torch.zeros(schedule.rows, W, dtype=torch.long, device=device)
@@ -309,4 +333,5 @@ def decode_verified(model: GPT2, prompts: Sequence[torch.Tensor] | torch.Tensor,
                 recomputed += want[b] - first_host[b] - 1
             n_out[b] += got[b]
     return VerifiedDecode(tokens=out[:, :gen_len], mismatch_positions=tuple(mismatches),
-                          recomputed_tokens=recomputed, fast_tokens=fast, verify_passes=passes, windows=windows)
+                          recomputed_tokens=recomputed, fast_tokens=fast, verify_passes=passes, windows=windows,
+                          steps=steps_taken)

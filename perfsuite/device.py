@@ -6,6 +6,7 @@ and the FLOPs of one call. The timing loop (:mod:`perfsuite.timing`) synchronize
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -48,13 +49,88 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def count_flops(fn: Callable[[], object]) -> int:
-    """Floating-point operations of one call, counted by torch's FlopCounterMode (matmuls and attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
+# Ops that only change a tensor's metadata: the host dispatches them, no kernel runs on the device.
+VIEW_OPS = frozenset({"aten.view", "aten._unsafe_view", "aten.transpose", "aten.t", "aten.permute", "aten.expand",
+                      "aten.select", "aten.slice", "aten.split", "aten.split_with_sizes", "aten.unsqueeze",
+                      "aten.squeeze", "aten.alias", "aten.detach", "aten.reshape", "aten.unbind", "aten.as_strided",
+                      "aten.lift_fresh"})
 
-    with FlopCounterMode(display=False) as counter:
+
+_NAMES: dict = {}
+
+
+def op_name(packet) -> str:
+    """``str(packet)`` of an aten op packet, remembered (torch builds the string anew each time: ~0.4 ms)."""
+    name = _NAMES.get(packet)
+    if name is None:
+        name = _NAMES[packet] = str(packet)
+    return name
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one call dispatches: ``ops`` aten ops, ``kernels`` of them launching a kernel (not a view), ``flops``."""
+
+    kernels: int
+    ops: int
+    flops: int
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.kernels + other.kernels, self.ops + other.ops, self.flops + other.flops)
+
+    def __sub__(self, other: "Work") -> "Work":
+        return Work(self.kernels - other.kernels, self.ops - other.ops, self.flops - other.flops)
+
+    def __mul__(self, n: int) -> "Work":
+        return Work(self.kernels * n, self.ops * n, self.flops * n)
+
+
+def count_work(fn: Callable[[], object], *, flops: bool = True) -> Work:
+    """The ops, kernels and FLOPs of one call of ``fn``, counted in one pass at the dispatcher; FLOPs by the formulas
+    of torch's FlopCounterMode (its registry: matmuls and attention), equal to its count (tests/unit/test_counting.py)
+    without its module tracking, and without importing dynamo (torch wraps its own dispatch modes in
+    ``torch._disable_dynamo``: seconds of imports on a CPU, for a mode nothing compiles inside). ``flops`` False:
+    ops and kernels only (no op is decomposed to find its FLOPs: Python decompositions, seconds of imports)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    counts = [0, 0, 0]
+    depth = [0]  # inside an op's decomposition: its parts carry FLOPs, the op itself was the one dispatched
+
+    class Counting(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            return False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            packet = func._overloadpacket
+            if not depth[0]:
+                counts[0] += op_name(packet) not in VIEW_OPS
+                counts[1] += 1
+            formula = flop_registry.get(packet) if flops else None
+            if flops and formula is None and func is not torch.ops.prim.device.default:  # as FlopCounterMode
+                depth[0] += 1
+                try:
+                    with self:
+                        out = func.decompose(*args, **kwargs)
+                finally:
+                    depth[0] -= 1
+                if out is not NotImplemented:
+                    return out
+            out = func(*args, **kwargs)
+            if formula is not None:
+                counts[2] += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    with Counting():
         fn()
-    return int(counter.get_total_flops())
+    return Work(*counts)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call, as torch's FlopCounterMode counts them (matmuls and attention)."""
+    return count_work(fn).flops
 
 
 def tensor_bytes(*modules: torch.nn.Module) -> int:

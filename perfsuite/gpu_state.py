@@ -10,7 +10,10 @@ cause, as DCGM reads them) taken across the loop:
 * power-cap time is not by itself: a heavy fp16 loop runs at its power limit by design (``sw_power_cap`` is set
   at high load) — it counts only when the SM clock fell below ``THROTTLED_BELOW`` of its maximum (nvbench's
   threshold);
-* a snapshot with a thermal or hardware slowdown reason, or a clock below ``THROTTLED_BELOW``, is throttling.
+* a snapshot with a thermal or hardware slowdown reason, or a clock below ``THROTTLED_BELOW``, is throttling —
+  unless NVML says the GPU is idle (``gpu_idle``): an idle H100 parks its SM clock near 345 MHz, which is NVML
+  saying "nothing to run", not "held back". A clock means something only while work runs; the doctor reads it
+  with a known kernel running (:func:`perfsuite.doctor.check_nvml`).
 
 NVML comes from the optional ``nvidia-ml-py`` package (module ``pynvml``), initialised once per process
 (:func:`perfsuite.machine.nvml_initialised`); without it, or on a CPU, these fields are ``null`` — never
@@ -30,6 +33,7 @@ REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_c
            0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
            0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
 SLOWING = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+IDLE = "gpu_idle"  # nothing running: a low clock then is the idle state, not throttling
 POWER_CAP = "sw_power_cap"  # slows the clocks only as far as the power limit: judged by the clock
 NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0  # pynvml's constants, so a fake needs none
 # nvmlPerfPolicyType_t: the causes whose violation time NVML counts
@@ -86,14 +90,15 @@ class GpuMonitor:
 
 def throttled(state: dict[str, Any] | None) -> str | None:
     """Why one snapshot counts as throttled (a thermal or hardware slowdown reason, or the clock below
-    THROTTLED_BELOW of its maximum — the power cap alone is not), or None."""
+    THROTTLED_BELOW of its maximum while not idle — the power cap alone is not), or None."""
     if not state:
         return None
-    slowing = sorted(SLOWING & set(state.get("throttle_reasons") or ()))
+    reasons = set(state.get("throttle_reasons") or ())
+    slowing = sorted(SLOWING & reasons)
     if slowing:
         return ", ".join(slowing)
     clock, top = state.get("sm_clock_mhz"), state.get("max_sm_clock_mhz")
-    if clock and top and clock < THROTTLED_BELOW * top:
+    if clock and top and clock < THROTTLED_BELOW * top and IDLE not in reasons:
         cap = " at the power cap" if POWER_CAP in (state.get("throttle_reasons") or ()) else ""
         return f"SM clock {clock} MHz below {THROTTLED_BELOW:.0%} of its {top} MHz maximum{cap}"
     return None

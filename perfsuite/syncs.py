@@ -47,6 +47,12 @@ READ_BACK_METHODS = {"tolist": "tolist", "item": "read_back", "__float__": "read
 class SyncCounter(TorchDispatchMode):
     """Counts host syncs by kind while active (see the module docstring)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False: nothing is compiled inside this mode, and torch's default wraps it in ``torch._disable_dynamo``,
+        whose first call imports dynamo (seconds on a CPU) for a counter of a plain forward."""
+        return False
+
     def __init__(self):
         super().__init__()
         self.counts: Counter[str] = Counter()

@@ -27,13 +27,20 @@ from perfsuite.device import synchronize
 from perfsuite.paired import median_ci_pct  # the pure statistics live in perfsuite.paired (no torch)
 
 
-def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Seconds for one synchronized call of ``fn``."""
-    synchronize(device)
+def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter,
+               sync: Callable[[], None] | None = None) -> float:
+    """Seconds for one synchronized call of ``fn`` (``sync``: the device's synchronize, a seam for a fake GPU)."""
+    sync = sync or (lambda: synchronize(device))
+    sync()
     t0 = clock()
     fn()
-    synchronize(device)
+    sync()
     return clock() - t0
+
+
+def whole_cycles(rounds: int, cycle: int) -> int:
+    """``rounds`` rounded up to whole cycles of ``cycle``: what a loop of ``cycle`` functions runs."""
+    return -(-rounds // cycle) * cycle
 
 
 @dataclass(frozen=True)
@@ -103,22 +110,23 @@ def gc_paused():
 
 
 def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy: RoundPolicy,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+                clock: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None
+                ) -> dict[str, list[float]]:
     """Each function timed once per round (ms), in a Williams-design order (:func:`williams_orders`): every position
     once per function in each cycle of len(fns) rounds, and every predecessor equally often. Rounds run in whole
     cycles from the policy's floor to its ceiling, stopping early once every median is precise enough. The garbage
-    collector is off while the loop runs."""
+    collector is off while the loop runs. ``clock`` and ``sync`` are seams (a fake GPU's host clock and synchronize)."""
     keys = list(fns)
     k = len(keys)
     if not k:
         raise ValueError("nothing to time")
     orders = [[keys[i] for i in row] for row in williams_orders(k)]
-    floor, ceiling = (-(-n // k) * k for n in (policy.min_rounds, policy.max_rounds))
+    floor, ceiling = (whole_cycles(n, k) for n in (policy.min_rounds, policy.max_rounds))
     samples: dict[str, list[float]] = {key: [] for key in keys}
     with gc_paused():
         for _ in range(policy.warmup):
             for key in keys:
-                timed_call(fns[key], device, clock)
+                timed_call(fns[key], device, clock, sync)
         warm = _AFTER_WARMUP.get()
         if warm is not None:
             warm()
@@ -126,7 +134,7 @@ def round_robin(fns: Mapping[str, Callable[[], object]], *, device: str, policy:
         while rounds < ceiling:
             for _ in range(k):  # one cycle: every position once for every function
                 for key in orders[rounds % len(orders)]:
-                    samples[key].append(1e3 * timed_call(fns[key], device, clock))
+                    samples[key].append(1e3 * timed_call(fns[key], device, clock, sync))
                 rounds += 1
             if rounds >= floor and all(median_ci_pct(s) <= policy.target_ci_pct for s in samples.values()):
                 break

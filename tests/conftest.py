@@ -69,6 +69,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: on a shared 2-core machine OpenMP spinning costs 50×, and numerics
+    then match everywhere (the decoding tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 RUN_CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
 
 

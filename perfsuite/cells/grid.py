@@ -311,10 +311,12 @@ PROFILES: dict[str, Profile] = {
         Profile("smoke", "tiny model, every adapter and workload, a few cells: about a minute on a CPU",
                 model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke,
                 max_rounds=100),
-        # 30 to 100 rounds per shape group (the LoRA paper averaged 100 trials): quiet GPU cells stop early.
+        # 30 to 60 rounds per shape group, in whole cycles of 24 (23 models and the probe): 48 to 72 (the LoRA
+        # paper averaged 100 trials; quiet GPU cells stop early); 5 warm-up rounds. Trimmed from 30-100 and 10 so
+        # the night, its doctor and GPU tests included, is modelled within 10 minutes on one H100 (README).
         Profile("paper", "LoRA paper Figure 5 latency grid on gpt2-medium (GPU)",
-                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=30, warmup=10, make_cells=_paper,
-                max_rounds=100),
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=30, warmup=5, make_cells=_paper,
+                max_rounds=60),
         # 5 rounds: the fewest with which the exact Mann-Whitney test can reach the comparison's 1 % level
         Profile("recompute", "LLM-42 Figure 13 recompute grid on gpt2-medium in bf16 (GPU)",
                 model="gpt2-medium", dtype="bfloat16", needs_gpu=True, rounds=5, warmup=1, make_cells=_recompute),

@@ -99,7 +99,7 @@ def metric_entry(test: Test, prior: Prior, *, alpha: float, min_effect_pct: floa
     if pairs and len(pairs[0]) >= 2:
         shift = paired_runs(*pairs, floor_sd=test.floor, alpha=alpha, min_effect_pct=min_effect_pct)
         entry["paired"] = True
-    elif len(x) + len(y) >= 3 or (prior.s2 > 0 and prior.df > 0):
+    elif len(x) + len(y) >= 3 or (prior.s2 > 0 and prior.df >= 1):  # a test needs a degree of freedom
         shift = moderated_test(x, y, prior=prior, floor_sd=test.floor, alpha=alpha, min_effect_pct=min_effect_pct)
         if prior.s2 > 0 and prior.df > 0:
             entry["prior_df"] = _finite(prior.df) if math.isfinite(prior.df) else _finite(prior.cap)

@@ -21,9 +21,15 @@ def estimated_cost(cell: Cell) -> float:
         if budget_violation(batch, window, budget):
             work = 0  # recorded as outside the budget, never run
         else:
-            # fast path: one step per output token (per-step overhead ~32 tokens); a fixed-shape verify pass
-            # of `budget` tokens per window; the check against the fixed-schedule decode, one pass per token
-            work = gen * (batch + 32) + (gen // window + 1) * budget + gen * budget
+            from perfsuite.workloads.rollbacks import DEFAULT_MISMATCH_RATE, expected_decode
+
+            # the verified decode with its expected rollbacks (perfsuite.workloads.rollbacks): its fast-path steps
+            # (per-step overhead ~32 tokens) and one fixed-shape pass of `budget` tokens per window and per prompt
+            # chunk; plain decoding, one step per token; the fixed-schedule reference, one pass per token
+            decode = expected_decode(window, gen, batch, DEFAULT_MISMATCH_RATE)
+            prompt_chunks = -(-(cell.seq_len or 1) // window)
+            work = ((decode.steps + gen - 1) * (batch + 32) + (decode.windows + prompt_chunks) * budget
+                    + gen * budget)
     else:
         work = 64 * ((cell.rank or 1) + (cell.rank_b or 1))
     return float(work + CELL_OVERHEAD_TOKENS)

@@ -6,19 +6,18 @@ so each round has one plain-model measurement that every adapter is paired with 
 plain model for every cell. The group is measured when its first cell runs; each cell then records its own
 rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is timed once per shape and its
 rounds serve each rank's cell (``timed_as`` names the cell whose merged model was timed). FLOPs are counted once
-per (model, adapter, rank, shape) on the meta device: no arithmetic, no memory (hf models: on one real call).
+per (model, adapter, rank, shape) on the meta device, a few blocks for the whole model
+(:mod:`perfsuite.workloads.counting`): no arithmetic, no memory (hf models: on one real call).
 """
 
 from __future__ import annotations
 
-import functools
 import statistics
 
 import torch
 
-from perfsuite.adapters import adapted_copy, attach
 from perfsuite.cells.grid import Cell
-from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sum_ms
+from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sums_ms
 from perfsuite.formats.record import STATUS_OOM, STATUS_UNSUPPORTED, CellRecord, model_dims, not_run
 from perfsuite.gpu_state import watched
 from perfsuite.machine import machine_env
@@ -29,7 +28,8 @@ from perfsuite.bench_bridge import record_rounds
 from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
 from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
-from perfsuite.workloads.modes import compiled_graphs, mode_context, prepare
+from perfsuite.workloads.counting import forward_flops
+from perfsuite.workloads.modes import CompileFallback, compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
 PROBE = ("probe", -2)  # the loop's fixed torch probe (perfsuite.probe): times the machine, not the code
@@ -46,33 +46,6 @@ def timing_key(cell: Cell) -> tuple[str, int]:
     if cell.adapter == "none" or cell.rank == 0:
         return BASE
     return (cell.adapter, ANY_RANK) if cell.adapter == "lora-merged" else (cell.adapter, cell.rank)
-
-
-@functools.lru_cache(maxsize=64)
-def _meta_model(config, adapter: str, rank: int, dtype: str):
-    from perfsuite.model import GPT2
-
-    with torch.device("meta"):
-        m = GPT2(config).to(dtype=torch_dtype(dtype)).eval()
-    return attach(adapted_copy(m), adapter, rank) if rank and adapter != "none" else m
-
-
-def forward_flops(model, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
-    """FLOPs of one forward pass of the reference model (``model``: a preset name or a GPT2Config):
-    FlopCounterMode's count on the meta device (shapes only) at batch 1, times the batch (every counted op —
-    matmuls, attention — is linear in it), once per (model, adapter, rank, length)."""
-    from perfsuite.model import get_config
-
-    config = get_config(model) if isinstance(model, str) else model
-    return batch * _flops_at_batch_1(config, adapter, rank, seq_len, dtype)
-
-
-@functools.lru_cache(maxsize=1024)
-def _flops_at_batch_1(config, adapter: str, rank: int, seq_len: int, dtype: str) -> int:
-    m = _meta_model(config, adapter, rank, dtype)
-    with torch.inference_mode():
-        tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
-        return count_flops(lambda: m(tokens))
 
 
 def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
@@ -101,15 +74,23 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
         prepared = prepare(forwards, cell.mode, cell.device)  # compiled or captured here, outside the timed loop
         if BASE in prepared.failed:  # no reference to pair the adapters with: the whole group says why
             return {key: extras[key] | {"unsupported": prepared.failed[BASE]} for key in forwards}
+        prepared.check_compiled()  # compile mode: every model really compiled, none ran eagerly
         # the torch probe runs eagerly in every mode: one more member of the loop (perfsuite.probe)
         loop = prepared.forwards | {PROBE: probe}
-        timer = DeviceTimer(cell.device, calls_per_fn=policy.warmup + policy.max_rounds + len(loop))
-        timed = timer.wrap(loop)
+        timer = DeviceTimer(cell.device)
         graphs_before = compiled_graphs()
-        samples, gpu = watched(lambda: round_robin(timed, device=cell.device, policy=policy), ctx.gpu)
+        samples, gpu = watched(lambda: round_robin(loop, device=cell.device, policy=policy, clock=timer.clock,
+                                                   sync=timer.synchronize if timer.on_device else None), ctx.gpu)
+        device = timer.measure(loop, samples)  # blocked events after the wall loop (perfsuite.device_time)
+        kernels = kernel_sums_ms(prepared.forwards) if timer.on_device else {}  # one profiler session per group
         recompiles = compiled_graphs() - graphs_before
-        device_ms = timer.device_ms(samples)
-        kernels = {key: kernel_sum_ms(fn) for key, fn in prepared.forwards.items()} if timer.on_device else {}
+        if cell.mode == "compile":
+            prepared.check_compiled()
+            if recompiles:
+                raise CompileFallback(f"compile mode: dynamo compiled {recompiles} graph(s) during the timed loop "
+                                      "of this shape group; its cells are not compiled timings")
+        compile_s = dict(prepared.compile_s)
+        prepared.release()  # graphs mode: the group's graphs and their pool freed before the next group
     mode_info = {"recompiles_in_loop": recompiles} if cell.mode == "compile" else {}
     out = {}
     for key in forwards:
@@ -118,9 +99,11 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             continue
         out[key] = extras[key] | gpu | mode_info | {
             "samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop), "loop_members": members_text,
-            "device_samples_ms": device_ms[key], "device_time_source": timer.source}
-        if key in prepared.compile_s:
-            out[key]["compile_s"] = prepared.compile_s[key]
+            "device_samples_ms": device[key].samples_ms, "device_time_source": timer.source}
+        if timer.on_device:
+            out[key] |= {"device_hold_ms": device[key].hold_ms, "device_rounds_uncovered": device[key].uncovered}
+        if key in compile_s:
+            out[key]["compile_s"] = compile_s[key]
         if key in kernels:
             out[key]["kernel_sum_ms"] = kernels[key]
     return out
@@ -142,8 +125,10 @@ def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
 
 def device_metrics(mine: dict, ref: dict, *, is_base: bool) -> dict:
     """Device time beside wall time (perfsuite.device_time): the median device ms, the share of wall time the
-    device sat idle (CUDA only; on the CPU device time is the wall time), and the slow-down on device time."""
-    device = PairedTiming(tuple(mine["device_samples_ms"]), tuple(ref["device_samples_ms"]), cycle=mine["cycle"])
+    device sat idle (CUDA only; on the CPU device time is the wall time), and the slow-down on device time (the
+    blocked rounds paired round by round; on the CPU the wall loop's, cycle by cycle)."""
+    cycle = mine["cycle"] if mine["device_time_source"] == SOURCE_WALL_CPU else 1
+    device = PairedTiming(tuple(mine["device_samples_ms"]), tuple(ref["device_samples_ms"]), cycle=cycle)
     out = {"device_ms": device.time_ms, "device_samples_ms": list(device.adapter_ms)}
     if mine["device_time_source"] != SOURCE_WALL_CPU:
         out["host_bound_pct"] = host_bound_pct(mine["samples_ms"], mine["device_samples_ms"])
@@ -158,6 +143,9 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     if key not in ctx.shared:
         try:
             ctx.shared[key] = measure_group(cell, ctx)
+        except CompileFallback as e:  # every cell of the group fails with it, without compiling again
+            ctx.shared[key] = e
+            raise
         except Exception as e:
             from perfsuite.device import is_out_of_memory
 
@@ -165,6 +153,8 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
                 ctx.shared[key] = str(e).splitlines()[0]
             raise
     group = ctx.shared[key]
+    if isinstance(group, CompileFallback):
+        raise CompileFallback(str(group))
     if isinstance(group, str):
         return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
     mine, ref = group[timing_key(cell)], group[BASE]

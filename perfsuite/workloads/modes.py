@@ -3,27 +3,41 @@
 Everything that turns a forward into its compiled or captured form happens here, before the timed loop, and is
 timed (``compile_s``: compilation with the first call, or warm-up with capture); a forward that cannot be
 compiled or captured (a model that syncs the host inside its forward breaks capture) is set aside with the
-reason, and its cells are recorded ``unsupported``. Inside the loop, :func:`compiled_graphs` counts the graphs
-dynamo has compiled so far: the loop's workload compares it before and after, so a cell whose loop recompiled is
-marked (``recompiles_in_loop``) instead of being silently averaged.
+reason, and its cells are recorded ``unsupported``.
 
-CUDA graph capture follows the torch docs (CUDA semantics, "CUDA Graphs"): warm-up calls on a side stream, the
-current stream waits for it, one capture under ``torch.cuda.graph``; the captured forward reads the same input
-tensor every replay (the group's tokens: a static input). Each forward gets its own graph and memory pool, since
-the loop replays them in rotating order. :class:`CudaGraphApi` is the seam: tests pass a fake with the same
-methods to prove warm-up, capture and replay on a CPU.
+compile: each model gets its *own code object* (a copy of its forward's code under the model's name) compiled
+with ``dynamic=False``, and dynamo is reset at the start of every shape group (:func:`mode_context`). Dynamo keeps
+its compiled code per code object: with one shared lambda every model of every group piled onto one cache, the
+second shape switched on automatic dynamic shapes, and past the recompile limit dynamo ran the forward eagerly
+without a word. Now a group's models are compiled once each, for its static shapes; the group then runs with
+``error_on_recompile`` and ``fail_on_recompile_limit_hit``, and a forward with no compiled code after its first
+call (it ran eagerly) or one that recompiled in the loop raises :class:`CompileFallback`: its cells fail, loudly.
+:func:`compiled_graphs` counts the graphs dynamo compiled, read around the loop (``recompiles_in_loop``).
+
+graphs: CUDA graph capture follows the torch docs (CUDA semantics, "CUDA Graphs"): warm-up calls on a side
+stream, the current stream waits for it, one capture under ``torch.cuda.graph``; the captured forward reads the
+same input tensor every replay (the group's tokens: a static input). The graphs of a group share *one memory
+pool* (a private pool per graph kept a copy of every model's activations and logits: 1.65 GB of fp16 logits at
+b32 s512, times 24 models); that is safe here because the loop replays them one at a time, each reads only the
+static input and the weights, and writes every intermediate before reading it, and no output is read after its
+replay. :meth:`Prepared.release` frees a group's graphs after its loop. :class:`CudaGraphApi` is the seam: tests
+pass a fake with the same methods to prove warm-up, capture, the shared pool and replay on a CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Mapping
 
 GRAPH_WARMUP_CALLS = 3  # side-stream calls before capture (the docs' example warms up 3 iterations)
-RECOMPILE_LIMIT = 64  # dynamo's per-code-object limit while a group compiles: one graph per model of the group
+
+
+class CompileFallback(RuntimeError):
+    """A compiled forward that ran eagerly or recompiled: its cells must fail, not be timed as compiled."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,25 @@ class Prepared:
     forwards: dict[Hashable, Callable[[], object]]
     compile_s: dict[Hashable, float] = field(default_factory=dict)
     failed: dict[Hashable, str] = field(default_factory=dict)  # key → why it cannot run in this mode
+    graphs: list = field(default_factory=list)  # the group's CUDA graphs (graphs mode), freed by release()
+    codes: dict[Hashable, types.CodeType] = field(default_factory=dict)  # compile mode: each forward's own code
+
+    def release(self) -> None:
+        """Free the group's CUDA graphs (their share of the pool goes back when the last one is reset)."""
+        for graph in self.graphs:
+            graph.reset()
+        self.graphs.clear()
+        self.forwards.clear()
+
+    def check_compiled(self) -> None:
+        """Every compiled forward has exactly one compiled entry on its own code: none ran eagerly, none
+        recompiled (raises :class:`CompileFallback` naming the first that did)."""
+        for key, code in self.codes.items():
+            entries = compiled_entries(code)
+            if entries != 1:
+                what = "ran eagerly (no compiled code)" if entries == 0 else f"was compiled {entries} times"
+                raise CompileFallback(f"compile mode: the forward of {key} {what}; its cells are not compiled "
+                                      "timings")
 
 
 class CudaGraphApi:
@@ -58,10 +91,16 @@ class CudaGraphApi:
 
         return torch.cuda.CUDAGraph()
 
-    def capturing(self, graph):
+    def new_pool(self):
+        """A memory pool handle every capture of a group shares."""
         import torch
 
-        return torch.cuda.graph(graph)
+        return torch.cuda.graph_pool_handle()
+
+    def capturing(self, graph, pool):
+        import torch
+
+        return torch.cuda.graph(graph, pool=pool)
 
     def synchronize(self) -> None:
         import torch
@@ -69,8 +108,9 @@ class CudaGraphApi:
         torch.cuda.synchronize()
 
 
-def capture(fn: Callable[[], object], api: CudaGraphApi, warmup: int = GRAPH_WARMUP_CALLS) -> Callable[[], object]:
-    """``fn`` captured in a CUDA graph; returns its replay (the graph keeps its output and workspace alive)."""
+def capture(fn: Callable[[], object], api: CudaGraphApi, pool=None, warmup: int = GRAPH_WARMUP_CALLS):
+    """``fn`` captured in a CUDA graph allocating from ``pool`` (shared by the group); returns the graph. Its
+    output is dropped once captured: nothing reads it, so its memory is the pool's again."""
     side = api.side_stream()
     side.wait_stream(api.current_stream())
     with api.on_stream(side):
@@ -78,16 +118,33 @@ def capture(fn: Callable[[], object], api: CudaGraphApi, warmup: int = GRAPH_WAR
             fn()
     api.current_stream().wait_stream(side)
     graph = api.new_graph()
-    with api.capturing(graph):
+    with api.capturing(graph, pool):
         fn()
     api.synchronize()
-    return graph.replay
+    return graph
+
+
+BACKEND = "inductor"  # torch.compile's backend (tests use dynamo's "eager": no C++ compiler needed)
 
 
 def _torch_compile(fn: Callable[[], object]) -> Callable[[], object]:
     import torch
 
-    return torch.compile(fn)
+    return torch.compile(fn, backend=BACKEND, dynamic=False)
+
+
+def own_code(fn: Callable[[], object], name: str) -> Callable[[], object]:
+    """``fn`` with a code object of its own (a copy named ``name``), closure and defaults kept: dynamo caches
+    compiled code per code object, so each model's forward gets its own cache, never another model's."""
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+def compiled_entries(code: types.CodeType) -> int:
+    """Compiled entries dynamo holds for ``code`` (0: every call of it ran eagerly)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return len(_debug_get_cache_entry_list(code))
 
 
 def _synchronize(device: str) -> None:
@@ -107,14 +164,20 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
         return Prepared(dict(forwards))
     if mode == "graphs" and not device.startswith("cuda"):
         return Prepared({}, failed={k: "CUDA graphs need a CUDA device" for k in forwards})
-    make = (lambda fn: _quietly(capture, fn, graph_api or CudaGraphApi())) if mode == "graphs" else (
-        lambda fn: _first_call(compiler or _torch_compile, fn, device))
-    ready, cost, failed = {}, {}, {}
-    for key, fn in forwards.items():
+    api = graph_api or CudaGraphApi()
+    pool = api.new_pool() if mode == "graphs" else None
+    ready, cost, failed, graphs, codes = {}, {}, {}, [], {}
+    for i, (key, fn) in enumerate(forwards.items()):
         sync(device)
         t0 = clock()
         try:
-            ready[key] = make(fn)
+            if mode == "graphs":
+                graphs.append(_quietly(capture, fn, api, pool))
+                ready[key] = graphs[-1].replay
+            else:
+                fn = own_code(fn, f"perfsuite_forward_{i}")
+                ready[key] = _first_call(compiler or _torch_compile, fn, device)
+                codes[key] = fn.__code__
         except Exception as e:  # a model that breaks under compilation or capture: its cells say why
             from perfsuite.device import is_out_of_memory
 
@@ -124,17 +187,17 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
             continue
         sync(device)
         cost[key] = clock() - t0
-    return Prepared(ready, cost, failed)
+    return Prepared(ready, cost, failed, graphs, codes)
 
 
-def _quietly(capture_fn: Callable, fn: Callable[[], object], api: CudaGraphApi) -> Callable[[], object]:
+def _quietly(capture_fn: Callable, fn: Callable[[], object], api: CudaGraphApi, pool=None):
     """A capture with torch's own warnings silenced: under pytest's filterwarnings=error a warning raised inside
     ``torch.cuda.graph`` would abort the capture half-way and read as the model's failure."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        return capture_fn(fn, api)
+        return capture_fn(fn, api, pool)
 
 
 def _first_call(compiler: Callable, fn: Callable[[], object], device: str) -> Callable[[], object]:
@@ -160,12 +223,14 @@ def compiled_graphs() -> int:
 
 @contextlib.contextmanager
 def mode_context(mode: str):
-    """What a group's compilation and loop run under: for compile, dynamo's per-code-object recompile limit
-    raised, since the models of a group share their forward's code object (each is one more graph)."""
+    """What a group's compilation and loop run under: for compile, dynamo reset (the previous groups' code gone)
+    and any recompilation an error instead of a silent new graph or an eager fallback."""
     if mode != "compile":
         yield
         return
     import torch._dynamo
 
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True, fail_on_recompile_limit_hit=True,
+                                    automatic_dynamic_shapes=False):
         yield

@@ -4,10 +4,13 @@ import json
 
 import pytest
 
+from fake_gpu import FakeNVML as BusyNVML
+
 import perfsuite.doctor as doctor
+import perfsuite.doctor.harness as harness
 from perfsuite.cli import main
-from perfsuite.doctor import (FAILED, OK, SKIPPED, Check, check_decode_syncs, check_latency_syncs, check_memory,
-                              check_nvml, check_repeatability, check_timing_bracket, run_doctor)
+from perfsuite.doctor import (FAILED, OK, SKIPPED, Check, check_attention, check_decode_syncs, check_latency_syncs,
+                              check_memory, check_nvml, check_repeatability, check_timing_bracket, run_doctor)
 from perfsuite.gpu_state import GpuMonitor
 
 
@@ -74,10 +77,55 @@ class FakeNVML:
 
 
 def test_nvml_reads_clocks_power_limit_and_throttle_state():
-    ok = check_nvml("cuda", GpuMonitor(FakeNVML(), "h"))
+    ok = check_nvml("cuda", GpuMonitor(FakeNVML(), "h"), busy=_no_work)
     assert ok.status == OK and "700 W limit" in ok.figure and "not throttled" in ok.figure
-    hot = check_nvml("cuda", GpuMonitor(FakeNVML(reasons=0x40), "h"))
+    hot = check_nvml("cuda", GpuMonitor(FakeNVML(reasons=0x40), "h"), busy=_no_work)
     assert hot.status == FAILED and "hw_thermal_slowdown" in hot.fix
+
+
+def _no_work():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_an_idle_gpu_passes_the_clock_check_and_a_throttled_one_fails_it():
+    """An idle H100 parks its SM clock near 345 MHz with NVML's gpu_idle reason: read at once (as the old doctor
+    did, right after nvmlInit) that is not throttling; the doctor reads under a known kernel, where the clock is
+    the boost clock. A GPU that throttles under that kernel fails."""
+    idle = BusyNVML()
+    ok = check_nvml("cuda", GpuMonitor(idle, "h"), busy=idle.busy)
+    assert ok.status == OK and ok.values["state"]["sm_clock_mhz"] == 1980 and idle.running == 0
+    hot = BusyNVML(throttled=True)
+    failed = check_nvml("cuda", GpuMonitor(hot, "h"), busy=hot.busy)
+    assert failed.status == FAILED and "hw_thermal_slowdown" in failed.fix
+    from perfsuite.gpu_state import throttled
+
+    parked = GpuMonitor(BusyNVML(), "h").read()  # no kernel running: idle clock, gpu_idle
+    assert parked["sm_clock_mhz"] == 345 and throttled(parked) is None
+
+
+def test_an_nvml_that_sees_no_work_under_a_known_kernel_reads_another_gpu():
+    idle = BusyNVML()
+    check = check_nvml("cuda", GpuMonitor(idle, "h"), busy=_no_work)  # the kernel ran elsewhere
+    assert check.status == FAILED and "CUDA_VISIBLE_DEVICES" in check.fix
+
+
+def test_attention_runs_fp16_and_bf16_at_the_paper_shapes_on_this_cpu():
+    check = check_attention("cpu")
+    assert check.status == OK, check.fix
+    assert set(check.values["calls"]) == {"float16 causal", "float16 decoder mask", "bfloat16 causal",
+                                          "bfloat16 decoder mask"}
+    assert check.values["seq_len"] == 512 and all(c["backend"] != "unknown" for c in check.values["calls"].values())
+    seen = []
+
+    def off(device, dtype, **shape):
+        seen.append(shape)
+        return {"backend": "efficient_attention", "relative_error": 0.3, "ok": False}
+
+    bad = check_attention("cuda", attend=off)
+    assert bad.status == FAILED and "float16 causal" in bad.fix
+    assert {(s["batch"], s["n_head"], s["head_dim"]) for s in seen} == {(32, 16, 64)}  # gpt2-medium, b32 on a GPU
 
 
 def test_repeatability_retries_once_then_fails_with_what_to_fix():
@@ -125,10 +173,10 @@ def test_doctor_has_help_and_refuses_a_missing_gpu(capsys, monkeypatch):
 def test_syncs_cuda_reports_fail_the_checks_too(monkeypatch):
     """On CUDA, torch's own sync report is a second witness: syncs it sees fail the check even if the counter
     missed them (the report is planted here; on a CPU there is none)."""
-    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 2)
+    monkeypatch.setattr(harness, "_cuda_sync_warnings", lambda device, fn: 2)
     latency = check_latency_syncs("cpu")
     assert latency.status == FAILED and latency.values["cuda_sync_warnings"] == 2 and "CUDA saw 2" in latency.fix
-    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 4)  # one per window of 4: fine
+    monkeypatch.setattr(harness, "_cuda_sync_warnings", lambda device, fn: 4)  # one per window of 4: fine
     assert check_decode_syncs("cpu").status == OK
-    monkeypatch.setattr(doctor, "_cuda_sync_warnings", lambda device, fn: 9)
+    monkeypatch.setattr(harness, "_cuda_sync_warnings", lambda device, fn: 9)
     assert check_decode_syncs("cpu").status == FAILED

@@ -5,44 +5,12 @@ import gc
 
 import pytest
 import torch
+from fake_gpu import MIB, FakeCudaMemory
 
 import perfsuite.device as device_module
 import perfsuite.timing as timing
 from perfsuite.device import peak_memory_above
 from perfsuite.timing import RoundPolicy, round_robin, williams_orders
-
-MIB = 2 ** 20
-
-
-class FakeCudaMemory:
-    """torch.cuda's memory counters over a fake caching allocator; the first matmul allocates cuBLAS's workspace
-    (32 MiB, kept for the process), as it does on an H100."""
-
-    WORKSPACE = 32 * MIB
-
-    def __init__(self):
-        self.allocated = self.peak = 0
-        self.workspace = False
-
-    def alloc(self, n):
-        self.allocated += n
-        self.peak = max(self.peak, self.allocated)
-
-    def free(self, n):
-        self.allocated -= n
-
-    def matmul(self, device="cuda"):
-        if not self.workspace:
-            self.workspace = True
-            self.alloc(self.WORKSPACE)
-
-    def install(self, monkeypatch):
-        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: self.allocated)
-        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: self.peak)
-        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: setattr(self, "peak", self.allocated))
-        monkeypatch.setattr(device_module, "_device_matmuls", self.matmul)
-        monkeypatch.setattr(device_module, "_CUBLAS_WARM", set())
 
 
 def test_the_first_peak_reading_does_not_carry_cublass_workspace(monkeypatch):

@@ -8,8 +8,8 @@ layer below it, never one above. The order (lowest first), as README's Layout st
   base      errors, extensions, table, paired (torch-free statistics), machine, syncs
   cells     cells/ (the grid, shards), subspace/ (φ of two checkpoints: pure linear algebra)
   formats   formats/ — files only: never compare, report, plugin or workloads
-  measure   model, adapters, caches, decoding, checkpoint, train_tiny, timing, device, bench_bridge, gpu_state, hf/,
-            workloads/, estimate
+  measure   model, adapters, caches, attention, decoding, checkpoint, train_tiny, timing, device, bench_bridge,
+            gpu_state, hf/, workloads/, estimate
   compare   compare/, history/ (store, rows, change points)
   report    report/, history/trends.py (history drawn as pages)
   commands  perfsuite (the lazy root), plugin/, processes, job, ab, selftest, api, commands/, cli, benchmarks/
@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "perfsuite.checkpoint", "perfsuite.train_tiny", "perfsuite.timing", "perfsuite.device",
                  "perfsuite.bench_bridge", "perfsuite.gpu_state",
                  "perfsuite.hf", "perfsuite.workloads", "perfsuite.estimate", "perfsuite.device_time",
-                 "perfsuite.probe", "perfsuite.subspace.checkpoints")),
+                 "perfsuite.probe", "perfsuite.subspace.checkpoints", "perfsuite.attention")),
     ("compare", ("perfsuite.compare", "perfsuite.history")),
     ("report", ("perfsuite.report", "perfsuite.history.trends")),
     ("commands", ("perfsuite", "perfsuite.plugin", "perfsuite.processes", "perfsuite.job", "perfsuite.ab",

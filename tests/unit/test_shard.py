@@ -72,3 +72,15 @@ def test_bad_shard_specs(text):
 
 def test_parse_shard():
     assert parse_shard("2/4") == (2, 4)
+
+
+def test_a_long_recompute_window_costs_more_than_a_short_one():
+    """With rollbacks priced (perfsuite.workloads.rollbacks), batch 1 at window 512 decodes ~7,000 fast-path steps
+    for 512 tokens, at window 16 ~730: the shard cost model once priced it cheaper."""
+    from perfsuite.cells.grid import Cell
+
+    def cell(window):
+        return Cell("recompute", "none", 0, batch=1, seq_len=128, window=window, gen_len=512, model="gpt2-medium")
+
+    costs = [estimated_cost(cell(w)) for w in (16, 32, 64, 128, 256, 512)]
+    assert costs == sorted(costs) and costs[-1] > costs[0]
