@@ -95,10 +95,10 @@ class Step:
     last: int
     before: float  # median of the nights compared before
     after: float  # median of the nights compared after
-    step_pct: float  # 100 · (after / before − 1)
+    step_pct: float | None  # 100 · (after / before − 1); None only for an exact step from 0 (history.looks)
     p_value: float  # Mann-Whitney U, nights before vs after (or the z test where ranks cannot reach α)
     provisional: bool = False  # found by the recent window and not yet MIN_SEGMENT_RUNS nights old
-    test: str = "mann-whitney"  # or "z" (see the module docstring)
+    test: str = "mann-whitney"  # or "z" (see the module docstring), or "exact" (history.looks.exact_detection)
 
 
 @dataclass(frozen=True)
