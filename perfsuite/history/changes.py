@@ -76,7 +76,8 @@ class ChangePoint:
         soft = f"; software changed: {'; '.join(self.software_changes)}" if self.software_changes else ""
         what = "BEHAVIOUR CHANGED " if self.kind == "behaviour" else ""
         evidence = "exact" if self.kind == "behaviour" else f"p = {self.p_value:.1g}  noise {self.noise_pct:.1f} %"
-        return (f"{self.cell_id}  {self.metric}  {what}{self.step_text}  ({_num(self.before)} → {_num(self.after)})"
+        levels = f"  ({_num(self.before)} → {_num(self.after)})" if self.step_pct is not None else ""
+        return (f"{self.cell_id}  {self.metric}  {what}{self.step_text}{levels}"
                 f"  commits {self.commit_range} ({self.nights} nightl{'y' if self.nights == 1 else 'ies'}, "
                 f"{self.good.datetime[:10]}..{self.bad.datetime[:10]})  {evidence}{soft}  {self.status}")
 

@@ -263,3 +263,25 @@ def test_the_old_auto_search_saw_the_upgrade_only_on_the_plain_cells(upgraded):
     _, auto = upgraded
     stepped = {s.series.cell.id for s in auto if s.changes}
     assert stepped == {"latency[none-r0-b1-s32]", "latency[none-r0-b4-s32]"}
+
+
+def test_peak_memory_is_searched_by_default_and_a_hoarding_adapter_is_filed(tmp_path):
+    """An adapter that keeps a copy of its weights per call: +20 % peak memory from night 30, time unchanged."""
+    from perfsuite.history.store import add_files
+    from perfsuite.history.synthetic import night_document
+
+    cell = next(c for c in CELLS if c.id == "latency[lora-r8-b1-s32]")
+    rng = np.random.default_rng(0)
+    for night in range(40):
+        (rec,) = night_records([cell], night, rng, steps={}, time_noise=0.03, ratio_noise=0.015)
+        peak = 48e6 * (1.2 if night >= 30 else 1.0)
+        rec = dataclasses.replace(rec, metrics={**rec.metrics, "peak_mem_bytes": peak})
+        path = tmp_path / f"n{night}.json"
+        path.write_text(json.dumps(night_document([rec], night)))
+        add_files(tmp_path / "h.sqlite", [path])
+    with open_store(tmp_path / "h.sqlite") as store:
+        found = find_changes(store)
+    stepped = {s.series.metric: s.changes for s in found if s.changes}
+    (c,) = stepped.pop("peak_mem_bytes")
+    assert c.filed and c.at.commit == commit_of(30) and c.step_pct == pytest.approx(20.0)
+    assert stepped == {}, "time and the slow-down ratio did not move"
