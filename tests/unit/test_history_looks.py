@@ -15,10 +15,10 @@ pytest.importorskip("ruptures", reason="ruptures does not install on this Python
 from perfsuite.cells.grid import get_profile  # noqa: E402
 from perfsuite.cli import main  # noqa: E402
 from perfsuite.history import looks  # noqa: E402
-from perfsuite.history.changepoints import Step  # noqa: E402
+from perfsuite.history.changepoints import detect  # noqa: E402
 from perfsuite.history.changes import changes_document, find_changes  # noqa: E402
 from perfsuite.history.looks import (EARLY_STEP_SIGMAS, FILE_MIN_BEFORE_RUNS, LOOK_ALPHA, decide,  # noqa: E402
-                                     exact_detection, look)
+                                     exact_detection, filing_p, look)
 from perfsuite.history.rows import EXACT_METRICS, METRICS, metric_rows, searched_metrics  # noqa: E402
 from perfsuite.history.store import open_store  # noqa: E402
 from perfsuite.history.synthetic import (Upgrade, build_store, commit_of, issues_opened,  # noqa: E402
@@ -30,50 +30,72 @@ CELLS = get_profile("smoke").cells(device="cpu")
 github_issues = workflow_script("github_issues")
 
 
-def step(*, first=30, p=1e-6, pct=5.0, provisional=False, test="mann-whitney"):
-    return Step(first + 1, first, first + 2, 1.0, 1.0 + pct / 100, pct, p, provisional, test)
+def planted(nights=60, at=40, pct=6.0, noise=0.005, seed=0):
+    """A series of log-normal noise ``noise`` with a step of ``pct`` from night ``at``, and its search."""
+    values = simulated_series(np.random.default_rng(seed), nights, noise, step_pct=pct, at=at)
+    return values, detect(values)
 
 
-# --- the decision ---------------------------------------------------------------------------------------------------
+def test_a_confirmed_step_with_enough_history_and_a_small_filing_p_is_filed():
+    values, d = planted()
+    (s,) = d.steps
+    assert not s.provisional and filing_p(s, d, values) < LOOK_ALPHA
+    assert decide(s, d, values).filed
 
-def test_a_confirmed_step_with_enough_history_below_the_nightly_level_is_filed():
-    assert decide(step(p=LOOK_ALPHA / 2), noise_pct=1.5).filed
+
+def test_the_filing_p_allows_for_autocorrelation_the_series_cannot_rule_out(monkeypatch):
+    values, d = planted(pct=3.0, noise=0.01, seed=2)
+    (s,) = d.steps
+    bounded = filing_p(s, d, values)
+    assert filing_p(s, dataclasses.replace(d, autocorrelation=0.5), values) > bounded, "a larger φ̂, a larger bound"
+    monkeypatch.setattr(looks, "PHI_BOUND_SES", 0.0)
+    assert filing_p(s, d, values) < bounded, "φ̂ alone would be more lenient"
 
 
-@pytest.mark.parametrize("planted, why", [
-    (step(provisional=True, test="z"), "provisional"),
-    (step(p=LOOK_ALPHA), "the filing level"),
-    (step(p=0.004), "the filing level"),  # the search's own α passes it: shown, not filed
-    (step(first=FILE_MIN_BEFORE_RUNS - 1, pct=4.0), "an early step needs"),
-])
-def test_a_shown_step_that_is_not_filed_says_why(planted, why):
-    filing = decide(planted, noise_pct=1.5)
+@pytest.mark.parametrize("case, why", [("provisional", "provisional"), ("weak", "the level of"),
+                                       ("early", "an early step needs")])
+def test_a_shown_step_that_is_not_filed_says_why(case, why):
+    if case == "provisional":
+        values, d = planted(at=58, pct=10.0)
+        (s,) = d.steps
+        assert s.provisional
+    elif case == "weak":  # the search's own α passes it; the nightly level does not
+        values, d = planted(pct=2.5, noise=0.015, seed=2)
+        (s,) = d.steps
+        assert s.p_value < 0.01 and filing_p(s, d, values) >= LOOK_ALPHA
+    else:  # a step in the first nights of a series, under 4 σ̂
+        values, d = planted(at=12, pct=2.5, noise=0.0075, seed=1)
+        (s,) = d.steps
+        assert s.first < FILE_MIN_BEFORE_RUNS and filing_p(s, d, values) < LOOK_ALPHA
+    filing = decide(s, d, values)
     assert not filing.filed and why in filing.reason
 
 
 def test_an_early_step_is_filed_only_when_large_against_the_noise():
-    big = 100 * (np.exp(EARLY_STEP_SIGMAS * 0.015) - 1) + 0.1  # just over 4 σ̂ at 1.5 % noise
-    assert decide(step(first=5, pct=big), noise_pct=1.5).filed
-    assert not decide(step(first=5, pct=big), noise_pct=3.0).filed  # the same step is 2 σ̂ of a noisier series
-    assert decide(step(first=FILE_MIN_BEFORE_RUNS, pct=2.0), noise_pct=1.5).filed
+    values, d = planted(at=12, pct=10.0, noise=0.01, seed=1)
+    (s,) = d.steps
+    assert s.first < FILE_MIN_BEFORE_RUNS and abs(np.log1p(s.step_pct / 100)) > EARLY_STEP_SIGMAS * d.noise_pct / 100
+    assert decide(s, d, values).filed
+    noisier = dataclasses.replace(d, noise_pct=d.noise_pct * 3)  # the same step is under 4 σ̂ of a noisier series
+    assert not decide(s, noisier, values).filed
 
 
 def test_a_behaviour_change_is_always_filed():
-    assert decide(step(p=0.0, test=looks.EXACT_TEST, first=1), noise_pct=0.0).filed
+    values = [0.0] * 5 + [31.25] * 2
+    d = exact_detection(values)
+    assert [decide(s, d, values).filed for s in d.steps] == [True]
 
 
-@settings(max_examples=200, deadline=None)
-@given(first=st.integers(1, 200), p=st.floats(0.0, 1.0), pct=st.floats(-50, 100).filter(lambda x: abs(x) > 1e-3),
-       noise=st.floats(0.1, 20.0), provisional=st.booleans(), tighter=st.floats(0.0, 1.0), later=st.integers(0, 50))
-def test_filing_needs_a_confirmed_step_below_the_level_and_more_evidence_never_unfiles(first, p, pct, noise,
-                                                                                       provisional, tighter, later):
-    planted = step(first=first, p=p, pct=pct, provisional=provisional)
-    filed = decide(planted, noise).filed
-    if filed:
-        assert not provisional and p < LOOK_ALPHA
-        assert decide(dataclasses.replace(planted, p_value=p * tighter), noise).filed, "a smaller p"
-        assert decide(dataclasses.replace(planted, first=first + later), noise).filed, "more nights before it"
-        assert decide(planted, noise / 2).filed, "a quieter series"
+@settings(max_examples=40, deadline=None)
+@given(nights=st.integers(8, 70), at=st.integers(4, 66), pct=st.floats(-30, 60), noise=st.floats(0.002, 0.05),
+       seed=st.integers(0, 2**32 - 1), scale=st.floats(1e-3, 1e3))
+def test_filing_needs_a_confirmed_step_below_the_level_and_ignores_the_unit(nights, at, pct, noise, seed, scale):
+    values = simulated_series(np.random.default_rng(seed), nights, noise, step_pct=pct, at=min(at, nights - 1))
+    tonight, scaled = look(values), look(values * scale)
+    for s, f in zip(tonight.detection.steps, tonight.filings):
+        if f.filed:
+            assert not s.provisional and filing_p(s, tonight.detection, values) < LOOK_ALPHA
+    assert [f.filed for f in scaled.filings] == [f.filed for f in tonight.filings], "ms or s: the same decision"
 
 
 # --- exact comparison of deterministic outcomes --------------------------------------------------------------------
@@ -126,7 +148,7 @@ def spied(monkeypatch):
     """looks.decide replaced by a spy that files every step it is asked about (the real one would not)."""
     calls = []
 
-    def spy(s, noise_pct):
+    def spy(s, detection, values):
         calls.append(s)
         return looks.Filing(True, "spy")
 
@@ -159,7 +181,7 @@ def test_without_the_spy_the_same_paths_file_what_decide_files(tmp_path):
     with open_store(tmp_path / "h.sqlite") as store:
         found = find_changes(store)
     points = [c for s in found for c in s.changes]
-    assert points and all(c.filed == decide(s, f.detection.noise_pct).filed
+    assert points and all(c.filed == decide(s, f.detection, [p.value for p in f.series.points[f.start:]]).filed
                           for f in found for c, s in zip(f.changes, f.detection.steps))
     assert not any(c.filed for c in points), "4 nights after the step: shown, not yet filed"
 

@@ -76,7 +76,7 @@ def test_show_selects_cells_and_writes_json(issue_store, capsys, tmp_path):
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["perfsuite_history_changes"] == 2 and doc["filed"] == 1
     (point,) = doc["change_points"]
-    assert point["filed"] and point["kind"] == "step" and point["filing"].startswith("p = ")
+    assert point["filed"] and point["kind"] == "step" and point["filing"].startswith("filing p = ")
     (group,) = doc["by_commit_range"]
     assert group["cells"] == ["recompute[lora-r8-b8-s16-w4-g16]"] and 3.0 < group["max_step_pct"] < 7.0
 
