@@ -234,7 +234,7 @@ def _monitoring_table(args) -> None:
               f"| {aa.shown.text()} | {shown.text()} | {filed.text()} |", flush=True)
     print(f"\n{args.trials} series a row, each watched from its first night: every night the nightly's own look "
           f"(perfsuite.history.looks.look: the search, then the filing decision) on the series as it stood. "
-          f"Filed: confirmed, p < {LOOK_ALPHA:.2g} ({100 * SERIES_ALPHA:g} % over {WATCH_LOOKS} looks), "
+          f"Filed: confirmed, filing p < {LOOK_ALPHA:.2g} ({100 * SERIES_ALPHA:g} % over {WATCH_LOOKS} looks), "
           f"{FILE_MIN_BEFORE_RUNS}+ nights before it or {EARLY_STEP_SIGMAS:g} σ̂. The paper grid on a GPU "
           f"searches {family} series a night (time, slow-down ratio, peak memory): false issues a night = {family} "
           f"× issues per series / {looks} (≤: the same from the interval's upper bound). Showing a false step: on "
