@@ -334,8 +334,9 @@ def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -
     return add_files(store, [results] if isinstance(results, (str, Path)) else list(results))
 
 
-def history_changes(store: str | Path, *, cells: str | None = None, metric: str = "auto") -> list[ChangePoint]:
-    """Every change point of the store's series (after acknowledgements): ``perfsuite history show``."""
+def history_changes(store: str | Path, *, cells: str | None = None, metric: str = "all") -> list[ChangePoint]:
+    """Every change point shown for the store's series (after acknowledgements), each marked ``filed`` or not:
+    ``perfsuite history show``."""
     from perfsuite.history.changes import find_changes
     from perfsuite.history.store import open_store
 

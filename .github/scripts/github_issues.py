@@ -5,9 +5,12 @@ token install nothing (no PyPI code ever runs beside it).
     github_issues.py change-points CHANGES.json --run-url URL  # `perfsuite history show --json`
     github_issues.py pr-comment --pr N FILE...                 # one comment per PR, updated in place
 
-Each issue carries a marker (an HTML comment) that finds it again. Change points: a step's commit range drifts
-as nights accumulate (its place is estimated anew each night), so an issue is found again by a range that
-overlaps its own, not by an equal one: one change, one issue. A closed issue stays closed: someone decided.
+Each issue carries a marker (an HTML comment) that finds it again. Change points: only the FILED ones open or
+update issues (`history show --json` lists every step shown and marks each one's filing decision, made by
+perfsuite.history.looks.decide: provisional and weak steps are shown on the trends page, never filed). A step's
+commit range drifts as nights accumulate (its place is estimated anew each night), so an issue is found again by a
+range that overlaps its own, not by an equal one: one change, one issue. A closed issue stays closed: someone
+decided.
 Environment: GH_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL (default https://api.github.com).
 """
 
@@ -127,10 +130,20 @@ def _night(run: dict) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
+def filed_points(doc: dict) -> list[dict]:
+    """The change points to file: format 1 filed all it listed, format 2 marks each (``filed``)."""
+    version = doc.get("perfsuite_history_changes")
+    if version == 1:
+        return list(doc["change_points"])
+    if version == 2:
+        return [c for c in doc["change_points"] if c["filed"]]
+    raise ValueError(f"change points of format {version!r}: this script reads formats 1 and 2")
+
+
 def changes(doc: dict) -> list[Change]:
-    """The night's change points clustered into changes: ranges that overlap are one change."""
+    """The night's filed change points clustered into changes: ranges that overlap are one change."""
     found: list[Change] = []
-    for cp in sorted(doc["change_points"], key=lambda c: (_night(c["good"]), _night(c["bad"]))):
+    for cp in sorted(filed_points(doc), key=lambda c: (_night(c["good"]), _night(c["bad"]))):
         start, end = _night(cp["good"]), _night(cp["bad"])
         last = found[-1] if found else None
         if last is not None and last.overlaps(start, end):
@@ -150,14 +163,26 @@ def _known_range(issue: dict) -> tuple[datetime, datetime] | None:
     return _night({"datetime": r["start"]}), _night({"datetime": r["end"]})
 
 
-def _pct(v: float) -> str:
-    return f"{v:+.1f} %"
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.1f} %"
+
+
+def _size(c: dict) -> float:
+    """How big a change point is, for ordering: |step %|; a behaviour change (exact, perhaps from 0) first."""
+    return float("inf") if c.get("kind") == "behaviour" else abs(c["step_pct"])
+
+
+def _row(c: dict) -> str:
+    if c.get("kind") == "behaviour":
+        step, evidence, noise = f"behaviour changed {_pct(c['step_pct'])}", "exact", "—"
+    else:
+        step, evidence, noise = _pct(c["step_pct"]), f"{c['p_value']:.0e}", f"{c['noise_pct']:.1f} %"
+    return (f"| `{c['cell_id']}` | {c['metric']} | {step} | {c['before']:.4g} → {c['after']:.4g} | {evidence} "
+            f"| {noise} | {'; '.join(c['software_changes'])} |")
 
 
 def change_body(change: Change, run_url: str) -> tuple[str, str]:
-    rows = [f"| `{c['cell_id']}` | {c['metric']} | {_pct(c['step_pct'])} | {c['before']:.4g} → {c['after']:.4g} "
-            f"| {c['p_value']:.0e} | {c['noise_pct']:.1f} % | {'; '.join(c['software_changes'])} |"
-            for c in sorted(change.points, key=lambda c: -abs(c["step_pct"]))]
+    rows = [_row(c) for c in sorted(change.points, key=lambda c: -_size(c))]
     head = [change.marker(),
             f"A step between `{change.good[:7]}` (last nightly at the old level) and `{change.bad[:7]}` (first nightly "
             f"certainly at the new one): suspects `git log {change.good}..{change.bad}`.", "",
@@ -173,9 +198,11 @@ def change_body(change: Change, run_url: str) -> tuple[str, str]:
             break
         kept.append(row)
         used += len(row) + 1
-    biggest = max((c["step_pct"] for c in change.points), key=abs)
+    steps = [c["step_pct"] for c in change.points if c.get("kind") != "behaviour"]
     cells = len({c["cell_id"] for c in change.points})
-    title = (f"perfsuite nightly: {_pct(biggest)} step in {cells} cell(s), commits "
+    what = [f"{_pct(max(steps, key=abs))} step"] if steps else []
+    what += ["behaviour change"] if len(steps) < len(change.points) else []
+    title = (f"perfsuite nightly: {' and '.join(what)} in {cells} cell(s), commits "
              f"{change.good[:7]}..{change.bad[:7]}")
     return title, "\n".join(head + kept + tail)
 

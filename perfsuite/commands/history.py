@@ -13,7 +13,9 @@ from perfsuite.plugin.options import at_least_one
 HELP = "nightly history: add runs to a store, list change points, acknowledge intended steps, draw trends"
 DEFAULT_STORE = "perfsuite-history.sqlite"
 DEFAULT_OUT = "perfsuite-out/trends"
-METRIC_CHOICES = ("auto", "all", "time_ms", "slowdown_ratio", "peak_mem_bytes")
+METRIC_CHOICES = ("all", "auto", "time_ms", "slowdown_ratio", "peak_mem_bytes", "recompute_pct", "mismatches",
+                  "matches_fixed_schedule")  # = ("all", "auto", *perfsuite.history.rows.METRICS), tested
+TABLES = ("search", "recent", "monitoring")
 
 
 def add_arguments(p) -> None:
@@ -26,8 +28,9 @@ def add_arguments(p) -> None:
 
     def with_selection(q):
         q.add_argument("--cells", default=None, metavar="EXPR", help="only cells matching a selection expression")
-        q.add_argument("--metric", default="auto", choices=METRIC_CHOICES,
-                       help="series to search: auto (slow-down ratio where a cell has one, else time), all, or one")
+        q.add_argument("--metric", default="all", choices=METRIC_CHOICES,
+                       help="series to search: all (default), auto (only the slow-down ratio where a cell has one, "
+                            "else time), or one")
         return q
 
     a = with_store(sub.add_parser("add", help="add one run (its results file, or the shards of one run) to the store"))
@@ -42,7 +45,12 @@ def add_arguments(p) -> None:
     r = with_selection(with_store(sub.add_parser("report", help="render the trends page (index.html, figures, "
                                                                    "trends.csv)")))
     r.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
-    m = sub.add_parser("simulate", help="measure false change points (A/A) and detection power on simulated series")
+    m = sub.add_parser("simulate", help="measure false change points (A/A), detection power, and false issues over "
+                                        "nightly looks, on simulated series")
+    m.add_argument("--tables", default=",".join(TABLES), metavar="LIST",
+                   help=f"which tables: {', '.join(TABLES)} (default: all three)")
+    m.add_argument("--looks", type=at_least_one, default=60, metavar="N",
+                   help="nightly looks of the monitoring table (default: 60)")
     m.add_argument("--nights", default="60,365", metavar="LIST", help="history lengths (default: 60,365)")
     m.add_argument("--noise", default="1,3,5,10", metavar="PCTS", help="between-run noise sd, %% (default: 1,3,5,10)")
     m.add_argument("--steps", default="2,5,10", metavar="PCTS", help="step sizes, %% (default: 2,5,10)")
@@ -100,8 +108,9 @@ def _show(args) -> int:
         if a.cell_id in wanted:
             print(f"acknowledged: {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
     cells = len({s.series.cell.id for s in found})
-    print(f"{len(changes)} change point{'s' * (len(changes) != 1)} in {len(found)} series of {cells} cells, "
-          f"{len(runs)} runs in {args.store}")
+    filed = sum(c.filed for c in changes)
+    print(f"{len(changes)} change point{'s' * (len(changes) != 1)} ({filed} filed) in {len(found)} series of {cells} "
+          f"cells, {len(runs)} runs in {args.store}")
     if args.json:
         print(f"→ {write_changes(args.json, found, args.store)}")
     return 0
@@ -138,15 +147,28 @@ def _report(args) -> int:
 
 
 def _simulate(args) -> int:
-    from perfsuite.history.changepoints import MIN_SEGMENT_RUNS
-    from perfsuite.history.synthetic import false_change_points, power, recent_power
-
     nights = [int(n) for n in comma_numbers(args.nights, "--nights", positive=True)]
     noises, steps = (comma_numbers(getattr(args, o), f"--{o}", positive=True) for o in ("noise", "steps"))
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown or not tables:
+        raise PerfsuiteError(f"--tables {args.tables!r}: choose from {', '.join(TABLES)}")
     if args.trials < 1:
         raise PerfsuiteError("--trials must be at least 1")
     if not 0 <= args.autocorrelation < 1:
         raise PerfsuiteError("--autocorrelation must be in [0, 1)")
+    if "search" in tables:
+        _search_table(args, nights, noises, steps)
+    if "recent" in tables:
+        _recent_table(args, nights)
+    if "monitoring" in tables:
+        _monitoring_table(args)
+    return 0
+
+
+def _search_table(args, nights, noises, steps) -> None:
+    from perfsuite.history.synthetic import false_change_points, power
+
     head = ["nightlies", "noise sd", "false change points (A/A)"]
     head += [f"found +{s:g} % (range, nightlies)" for s in steps]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -161,6 +183,12 @@ def _simulate(args) -> int:
     print(f"\n{args.trials} series per cell of the table; [95 % Wilson interval]; steps at 2/3 of the history, "
           f"found when a change point of the right sign has the step's night in its commit range"
           + (f"; {args.stalls:g} of nights stalled" if args.stalls else ""))
+
+
+def _recent_table(args, nights) -> None:
+    from perfsuite.history.changepoints import MIN_SEGMENT_RUNS
+    from perfsuite.history.synthetic import false_change_points, recent_power
+
     after, noise, step, phi = MIN_SEGMENT_RUNS, args.recent_noise / 100, args.recent_step, args.autocorrelation
     head = ["nightlies", "noise sd", "lag-1 autocorr.", "false change points (A/A)",
             f"found +{step:g} % in the last {after} nights"]
@@ -172,7 +200,46 @@ def _simulate(args) -> int:
             print(f"| {n} | {100 * noise:g} % | {ar:g} | {aa.text()} | {found.text()} |", flush=True)
     print(f"\nlast {after} nights: the step {after} nights before the end, found when a change point (provisional "
           "ones count) of the right sign has its night in the range")
-    return 0
+
+
+SHOWN_WITHIN, FILED_WITHIN = 4, 8  # nights at the new level (the issue's bar: shown within 4, filed within 8)
+FAMILY_PROFILE = "paper"  # the grid whose per-night family of searched series the monitoring table sizes
+
+
+def _monitoring_table(args) -> None:
+    from perfsuite.cells.grid import get_profile
+    from perfsuite.compare.stats import wilson_interval
+    from perfsuite.history.looks import (EARLY_STEP_SIGMAS, FILE_MIN_BEFORE_RUNS, LOOK_ALPHA, SERIES_ALPHA,
+                                         WATCH_LOOKS)
+    from perfsuite.history.rows import searched_metrics
+    from perfsuite.history.synthetic import monitoring_false_issues, monitoring_power
+
+    looks, noise, step, phi = args.looks, args.recent_noise / 100, args.recent_step, args.autocorrelation
+    if looks <= FILED_WITHIN:
+        raise PerfsuiteError(f"--looks must be over {FILED_WITHIN} (the step is planted {FILED_WITHIN} nights "
+                             "before the last look)")
+    family = sum(len(searched_metrics(c, gpu=True)) for c in get_profile(FAMILY_PROFILE).cells(device="cuda"))
+    head = ["looks", "noise sd", "lag-1 autocorr.", "series with a false change-point issue", "issues per series",
+            "false issues a night, paper grid", "series showing a false step (filed before)",
+            f"+{step:g} % shown within {SHOWN_WITHIN} nights", f"+{step:g} % filed within {FILED_WITHIN} nights"]
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for ar in sorted({0.0, phi}):
+        aa = monitoring_false_issues(looks, noise, args.trials, args.seed, autocorrelation=ar)
+        shown, filed = monitoring_power(looks, noise, step, args.trials, args.seed + 1, autocorrelation=ar,
+                                        shown_within=SHOWN_WITHIN, filed_within=FILED_WITHIN)
+        per_night = family * aa.issues / (aa.with_issue.trials * looks)
+        bound = family * wilson_interval(aa.with_issue.hits, aa.with_issue.trials)[1] / looks
+        print(f"| {looks} | {100 * noise:g} % | {ar:g} | {aa.with_issue.hits}/{aa.with_issue.trials} "
+              f"{aa.with_issue.text()} | {aa.issues / aa.with_issue.trials:.4f} | {per_night:.3f} (≤ {bound:.3f}) "
+              f"| {aa.shown.text()} | {shown.text()} | {filed.text()} |", flush=True)
+    print(f"\n{args.trials} series a row, each watched from its first night: every night the nightly's own look "
+          f"(perfsuite.history.looks.look: the search, then the filing decision) on the series as it stood. "
+          f"Filed: confirmed, filing p < {LOOK_ALPHA:.2g} ({100 * SERIES_ALPHA:g} % over {WATCH_LOOKS} looks), "
+          f"{FILE_MIN_BEFORE_RUNS}+ nights before it or {EARLY_STEP_SIGMAS:g} σ̂. The paper grid on a GPU "
+          f"searches {family} series a night (time, slow-down ratio, peak memory): false issues a night = {family} "
+          f"× issues per series / {looks} (≤: the same from the interval's upper bound). Showing a false step: on "
+          f"the page on at least one night (each one opened an issue before the filing decision). The step: at night "
+          f"{looks - FILED_WITHIN}, shown = any change point of the right sign holding its night, filed = a filed one.")
 
 
 def _synth(args) -> int:

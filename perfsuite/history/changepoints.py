@@ -95,10 +95,10 @@ class Step:
     last: int
     before: float  # median of the nights compared before
     after: float  # median of the nights compared after
-    step_pct: float  # 100 · (after / before − 1)
+    step_pct: float | None  # 100 · (after / before − 1); None only for an exact step from 0 (history.looks)
     p_value: float  # Mann-Whitney U, nights before vs after (or the z test where ranks cannot reach α)
     provisional: bool = False  # found by the recent window and not yet MIN_SEGMENT_RUNS nights old
-    test: str = "mann-whitney"  # or "z" (see the module docstring)
+    test: str = "mann-whitney"  # or "z" (see the module docstring), or "exact" (history.looks.exact_detection)
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class Detection:
     steps: tuple[Step, ...]
     segments: tuple[Segment, ...]
     candidates: int  # change points ruptures proposed, before the gates
+    autocorrelation: float = 0.0  # φ̂, the lag-1 autocorrelation σ̂ was inflated for (history.looks bounds it)
 
 
 def check_values(values) -> np.ndarray:
@@ -210,7 +211,7 @@ def _measure(values: np.ndarray, y: np.ndarray, sigma: float, bounds: list[int],
     before, after = values[start:at], values[at:stop]
     b, a = float(np.median(before)), float(np.median(after))
     # ranks alone assume independent nights: the z test against σ̂ (inflated for autocorrelation) must agree
-    p = max(mann_whitney(before, after)[1], _z_p(y[start:at], y[at:stop], sigma))
+    p = max(mann_whitney(before, after)[1], median_z_p(y[start:at], y[at:stop], sigma))
     first, last = location_set(y[start:stop], at - start, place_sigma or sigma)
     return Step(at, start + first, start + last, b, a, 100.0 * (a / b - 1.0), p)
 
@@ -219,7 +220,7 @@ def _passes(step: Step, alpha: float, min_step_pct: float) -> bool:
     return step.p_value < alpha and abs(step.step_pct) >= min_step_pct
 
 
-def _z_p(before: np.ndarray, after: np.ndarray, sigma: float) -> float:
+def median_z_p(before: np.ndarray, after: np.ndarray, sigma: float) -> float:
     """Two-sided p of the difference of the medians of two groups of log values whose noise σ is known from the
     whole series (medians: √(π/2) less efficient than means)."""
     se = MEDIAN_EFFICIENCY * sigma * math.sqrt(1.0 / before.size + 1.0 / after.size)
@@ -250,7 +251,7 @@ def recent_step(values: np.ndarray, y: np.ndarray, sigma: float, since: int, *, 
             continue
         before, after = values[start:at], values[at:]
         ranks = _ranks_can_reach(at - start, k, level)
-        z_p = _z_p(y[start:at], y[at:], sigma)
+        z_p = median_z_p(y[start:at], y[at:], sigma)
         p = max(z_p, mann_whitney(before, after, exact_max_n=TEST_WINDOW_RUNS)[1]) if ranks else z_p
         b, a = float(np.median(before)), float(np.median(after))
         step = Step(at, at, at, b, a, 100.0 * (a / b - 1.0), p, provisional=k < MIN_SEGMENT_RUNS,
@@ -277,8 +278,9 @@ def detect(values, *, alpha: float = ALPHA, min_step_pct: float = MIN_STEP_PCT,
     # the recent window's to find, not noise)
     settled = len(y) - max(RECENT_RUNS) if recent and len(y) - max(RECENT_RUNS) >= MIN_HISTORY_RUNS else len(y)
     levels = [0, *[c for c in cands if c < settled], settled]
-    widened = max(sigma, level_sigma(y[:settled], levels)) * inflation(autocorrelation(y[:settled], levels))
-    if widened > sigma:
+    phi = autocorrelation(y[:settled], levels)
+    widened = max(sigma, level_sigma(y[:settled], levels)) * inflation(phi)
+    if widened > sigma:  # (widened ≤ sigma only where φ̂ = 0: σ̂ then carries no inflation either)
         sigma = widened
         cands = _candidates(y, sigma, penalty_factor) if len(y) >= MIN_HISTORY_RUNS else []
     kept = list(cands)
@@ -299,4 +301,4 @@ def detect(values, *, alpha: float = ALPHA, min_step_pct: float = MIN_STEP_PCT,
             steps.append(new)
             bounds = [0, *kept, new.index, len(values)]
     segments = tuple(Segment(a, b, float(np.median(values[a:b]))) for a, b in zip(bounds, bounds[1:]) if b > a)
-    return Detection(100.0 * sigma, tuple(steps), segments, len(cands))
+    return Detection(100.0 * sigma, tuple(steps), segments, len(cands), phi)

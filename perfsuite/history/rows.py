@@ -13,9 +13,14 @@ from perfsuite.formats.record import CellRecord
 from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
 from perfsuite.paired import median_interval_ranks
 
-# Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
-# reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
-METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
+# Metrics kept per cell. Searched for change points (noisy, lower-is-better, positive): absolute time (every cell,
+# so an environment-wide slow-down shows even where the slow-down ratio cancels it), the slow-down against the
+# paired reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak
+# memory. Compared exactly night to night (deterministic on fixed seeds: any change is a behaviour change, see
+# perfsuite.history.looks): the recompute workload's recompute_pct, mismatches and matches_fixed_schedule (1 or 0).
+STEP_METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
+EXACT_METRICS = ("recompute_pct", "mismatches", "matches_fixed_schedule")
+METRICS = STEP_METRICS + EXACT_METRICS
 
 
 def median_interval(samples) -> tuple[float | None, float | None]:
@@ -32,7 +37,8 @@ def median_interval(samples) -> tuple[float | None, float | None]:
 
 
 def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float | None]]:
-    """(metric, value, ci_low, ci_high) for each of METRICS the record has as a positive number."""
+    """(metric, value, ci_low, ci_high) for each of STEP_METRICS the record has as a positive number and each of
+    EXACT_METRICS it has as a finite number ≥ 0 (0 recomputed tokens is a value, not a gap)."""
     rows = []
     time_ms = rec.get("time_ms")
     if _positive(time_ms):
@@ -46,8 +52,18 @@ def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float |
         rows.append(("slowdown_ratio", 1 + slowdown / 100.0, *median_interval(ratios)))
     if _positive(rec.get("peak_mem_bytes")):
         rows.append(("peak_mem_bytes", float(rec.get("peak_mem_bytes")), None, None))
+    for metric in EXACT_METRICS:
+        value = rec.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:  # a bool is 1 or 0
+            rows.append((metric, float(value), None, None))
     return rows
 
+
+def searched_metrics(cell, *, gpu: bool) -> tuple[str, ...]:
+    """The metrics of ``cell`` the nightly searches for change points (the per-night family, see README): time
+    always, the slow-down ratio where the cell has a paired reference, peak memory on a GPU (None on the CPU)."""
+    ratio = ("slowdown_ratio",) if cell.adapter != "none" else ()
+    return ("time_ms", *ratio, *(("peak_mem_bytes",) if gpu else ()))
 
 def _positive(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0

@@ -44,7 +44,8 @@ MAX_LARGE_FIGURES = 40  # cells with change points drawn large; the rest are lis
 POINT_COLOUR, LEVEL_COLOUR, STEP_COLOUR, BAND_COLOUR = "#4c72b0", "#1d1d1f", "#c4281c", "#c9d6ea"
 PNG_COLOURS = 64  # palette PNGs (median-cut at 32 colours lost the red of the steps)
 CSV_NAME = "trends.csv"
-UNITS = {"time_ms": "ms", "slowdown_ratio": "× plain", "peak_mem_bytes": "bytes"}
+UNITS = {"time_ms": "ms", "slowdown_ratio": "× plain", "peak_mem_bytes": "bytes", "recompute_pct": "%",
+         "mismatches": "tokens", "matches_fixed_schedule": "1 = yes"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def large_figure(s: SeriesChanges) -> Figure:
         at = _index(s, c)
         ax.axvspan(runs[c.good.run_id], runs[c.bad.run_id], color=STEP_COLOUR, alpha=0.15, lw=0)
         ax.axvline(at - 0.5, color=STEP_COLOUR, lw=1)
-        ax.annotate(f"{c.step_pct:+.1f} %  {c.commit_range}", (at, 1.0), xycoords=("data", "axes fraction"),
+        ax.annotate(f"{c.step_text}  {c.commit_range}", (at, 1.0), xycoords=("data", "axes fraction"),
                     fontsize=7, color=STEP_COLOUR, ha="left", va="top", xytext=(3, -2), textcoords="offset points")
     if s.ack is not None and s.start < len(pts):
         ax.axvline(s.start, color="#2a7d2a", lw=1, ls="--", label=f"acknowledged: {s.ack.note[:40]}")
@@ -157,13 +158,18 @@ def large_figure(s: SeriesChanges) -> Figure:
 
 
 def change_table(changes: list[ChangePoint], title: str = "Change points") -> Table:
-    rows = tuple((c.cell_id, c.metric, f"{c.step_pct:+.1f}%", f"{c.before:.4g}", f"{c.after:.4g}", c.commit_range,
-                  str(c.nights), f"{c.good.datetime[:10]}..{c.bad.datetime[:10]}", f"{c.p_value:.1g}",
-                  f"{c.noise_pct:.1f}%", "; ".join(c.software_changes)) for c in changes)
+    rows = tuple((c.cell_id, c.metric, c.step_text if c.kind == "step" else f"behaviour: {c.step_text}",
+                  f"{c.before:.4g}", f"{c.after:.4g}", c.commit_range, str(c.nights),
+                  f"{c.good.datetime[:10]}..{c.bad.datetime[:10]}",
+                  "exact" if c.kind == "behaviour" else f"{c.p_value:.1g}",
+                  "" if c.kind == "behaviour" else f"{c.noise_pct:.1f}%", "; ".join(c.software_changes), c.status)
+                 for c in changes)
     return Table(title, ("cell", "metric", "step", "before", "after", "commits", "nightlies", "dates", "p",
-                         "noise σ̂", "software changed"), rows,
-                 lead="" if rows else "No change point: every series is at one level since its last acknowledged step.",
-                 strong_rows=frozenset(k for k, c in enumerate(changes) if c.step_pct > 0), marks_holes=False)
+                         "noise σ̂", "software changed", "issue"), rows,
+                 lead=("issue: FILED opens or updates an issue; a provisional or weaker step is shown here only "
+                       "(README, \"Shown and filed\")." if rows else
+                       "No change point: every series is at one level since its last acknowledged step."),
+                 strong_rows=frozenset(k for k, c in enumerate(changes) if c.filed), marks_holes=False)
 
 
 def series_table(group: list[SeriesChanges], title: str) -> Table:
@@ -173,7 +179,7 @@ def series_table(group: list[SeriesChanges], title: str) -> Table:
         rows.append((s.series.cell.id, s.series.metric, str(len(s.series.points)),
                      s.series.points[0].run.datetime[:10], f"{levels[0]:.4g}" if levels else "",
                      f"{levels[-1]:.4g}" if levels else "", f"{s.detection.noise_pct:.1f}%",
-                     ", ".join(f"{c.step_pct:+.1f}% {c.commit_range}" for c in s.changes),
+                     ", ".join(f"{c.step_text} {c.commit_range}" for c in s.changes),
                      f"{s.ack.run.short}: {s.ack.note}" if s.ack else ""))
     return Table(title, ("cell", "metric", "nightlies", "since", "first level", "latest level", "noise σ̂", "steps",
                          "acknowledged"), tuple(rows), collapsed=True, marks_holes=False)

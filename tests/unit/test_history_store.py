@@ -45,7 +45,7 @@ def show(store, capsys, *args):
 
 
 def test_the_issue_history_steps_are_found_in_exactly_those_cells_at_the_right_commit_range(issue_store, capsys):
-    lines = show(issue_store, capsys)
+    lines = show(issue_store, capsys, "--metric", "slowdown_ratio")
     found = [line for line in lines if "commits " in line]
     assert sorted(line.split()[0] for line in found) == sorted(STEPPED)
     order = [commit_of(n)[:7] for n in range(60)]
@@ -55,14 +55,28 @@ def test_the_issue_history_steps_are_found_in_exactly_those_cells_at_the_right_c
         assert order.index(bad) - order.index(good) <= 6, f"a narrow range: {line}"
         step = float(line.split()[2])
         assert 3.0 < step < 7.0, line
-    assert lines[-1].startswith("3 change points in 24 series of 24 cells, 60 runs")
+        assert line.endswith("FILED"), "20 nights at +5 %, 1.5 % noise: filed"
+    assert lines[-1].startswith("3 change points (3 filed) in 18 series of 18 cells, 60 runs")
+
+
+def test_every_metric_is_searched_by_default_and_only_the_stepped_cells_move(issue_store, capsys):
+    lines = show(issue_store, capsys)
+    found = [line for line in lines if "commits " in line]
+    assert {line.split()[0] for line in found} == set(STEPPED)
+    assert {line.split()[1] for line in found} == {"slowdown_ratio", "time_ms"}, "raw time too, not only r = 0"
+    series = int(lines[-1].split(" in ")[1].split()[0])
+    # time for 24 cells, the slow-down ratio for 18, the recompute cells' three deterministic outcomes (5 cells)
+    assert series == 24 + 18 + 3 * 5
 
 
 def test_show_selects_cells_and_writes_json(issue_store, capsys, tmp_path):
-    lines = show(issue_store, capsys, "--cells", "workload == 'recompute'", "--json", str(tmp_path / "c.json"))
+    lines = show(issue_store, capsys, "--cells", "workload == 'recompute'", "--metric", "slowdown_ratio",
+                 "--json", str(tmp_path / "c.json"))
     assert [line.split()[0] for line in lines if "commits " in line] == ["recompute[lora-r8-b8-s16-w4-g16]"]
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert doc["perfsuite_history_changes"] == 1
+    assert doc["perfsuite_history_changes"] == 2 and doc["filed"] == 1
+    (point,) = doc["change_points"]
+    assert point["filed"] and point["kind"] == "step" and point["filing"].startswith("filing p = ")
     (group,) = doc["by_commit_range"]
     assert group["cells"] == ["recompute[lora-r8-b8-s16-w4-g16]"] and 3.0 < group["max_step_pct"] < 7.0
 
@@ -76,7 +90,7 @@ def test_ack_marks_the_step_and_later_searches_start_there(issue_store, tmp_path
                  "--note", "houlsby adapters now also on attention"]) == 0
     assert "acknowledged" in capsys.readouterr().out
     lines = show(store, capsys)
-    assert [line.split()[0] for line in lines if "commits " in line] == sorted(STEPPED[1:])
+    assert sorted({line.split()[0] for line in lines if "commits " in line}) == sorted(STEPPED[1:])
     assert any(line.startswith(f"acknowledged: {cell}") and "houlsby adapters" in line for line in lines)
 
 

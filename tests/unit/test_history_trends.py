@@ -29,8 +29,9 @@ def test_two_real_smoke_runs_in_a_fresh_store_render_a_trends_page(tmp_path, cap
         assert main(["history", "add", str(path), "--store", str(store)]) == 0
     assert main(["history", "show", "--store", str(store)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    # the runs differ in threads (2, then 1): a setup of its own, so each cell has two series of one night
-    assert last.startswith("0 change points in 46 series of 27 cells, 2 runs"), last
+    # the runs differ in threads (2, then 1): a setup of its own, so each cell has two series of one night: time
+    # 46, the slow-down ratio 34, the recompute cells' recompute_pct, mismatches, matches_fixed_schedule 3 × 8
+    assert last.startswith("0 change points (0 filed) in 104 series of 27 cells, 2 runs"), last
     assert main(["history", "report", "--store", str(store), "--out", str(tmp_path / "page")]) == 0
     page = (tmp_path / "page" / "index.html").read_text()
     assert "Trends — latency, lora, slowdown_ratio" in page and "No change point" in page
@@ -56,9 +57,10 @@ def test_the_trend_page_draws_the_step_and_lists_it_under_the_figure(stepped_sto
     assert f'src="{figure.name}"' in page and 'loading="lazy"' in page
     assert "Trend — latency[lora-r8-b1-s32], slowdown_ratio" in page
     section = page.split("Trend — latency[lora-r8-b1-s32]", 1)[1]
-    assert "Its change points" in section and re.search(r'<td class="num">\+[3-7]\.\d%</td>', section)
+    assert "Its change points" in section and re.search(r'<td class="num">\+[3-7]\.\d %</td>', section)
+    assert "<td>FILED</td>" in section.split("<h2")[0], "20 nights at +5 %: its issue column says filed"
     with open(out / "trends.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["cell_id"] == STEPPED]
+        rows = [r for r in csv.DictReader(f) if r["cell_id"] == STEPPED and r["metric"] == "slowdown_ratio"]
     assert len(rows) == 60 and sum(bool(r["step_pct"]) for r in rows) == 1
     levels = sorted({float(r["level"]) for r in rows})
     assert len(levels) == 2 and 1.03 < levels[1] / levels[0] < 1.07
