@@ -221,3 +221,27 @@ def test_a_merge_judges_the_shards_re_measures_and_spends_alpha_over_their_looks
     assert main(["compare", str(lone), "--baselines-dir", str(tmp_path / "b"), "--extra-runs", str(calm),
                  "--looks", "2"]) == 0
     assert main(["compare", str(lone), "--baselines-dir", str(tmp_path / "b")]) == 1  # the merge without a budget
+
+
+def test_a_cell_of_one_baseline_run_in_a_machine_dominated_family_is_described_not_a_crash():
+    """The prior of a family whose spread is all the machine's lends less than one degree of freedom; a cell present
+    in one baseline run only (added since, or failed in the others) then has none to test with: it is described (one
+    run a side), not an error out of the judge."""
+    import numpy as np
+
+    from perfsuite.cells.grid import get_profile
+    from perfsuite.compare.estimates import loop_key
+    from perfsuite.compare.family import Test
+    from perfsuite.compare.judge import judge
+
+    rng = np.random.default_rng(0)
+    cells = [c for c in get_profile("paper").cells(device="cpu") if c.workload == "latency"][:25]
+    machine = rng.normal(0, 0.03, 5)
+    tests = []
+    for i, c in enumerate(cells):
+        base = {j: float(machine[j] + rng.normal(0, 0.001)) for j in range(5)}
+        tests.append(Test(c.id, "norm_time", c.workload, loop_key(c), {4: base[4]} if i == 0 else base,
+                          [float(rng.normal(0, 0.03))], [0.001] * 6))
+    entries, _, _ = judge(tests, {c.id: c for c in cells}, CompareOptions(), base_runs=5)
+    (lone,) = entries[cells[0].id]["metrics"]
+    assert lone["verdict"] == "inconclusive" and lone.get("note", "").startswith("one run a side")
