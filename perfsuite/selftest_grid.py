@@ -149,13 +149,16 @@ def _group(cell: Cell) -> str | None:
 
 def _tests(cells: dict[str, Cell], base: list[dict], cur: list[dict], within: float) -> list[Test]:
     tests = []
+    timed: set[str] = set()
     for cid, c in cells.items():
+        key = _draw_key(c)
+        shared, _ = key in timed, timed.add(key)  # merged LoRA's other ranks: timed as the first (timed_as)
         for k, metric in enumerate(("norm_time", "slowdown")):
             if metric not in _metrics(c):
                 continue
             tests.append(Test(cid, metric, c.workload, loop_key(c), {j: b[cid][k] for j, b in enumerate(base)},
                               [r[cid][k] for r in cur], [within] * (len(base) + len(cur)),
-                              group=_group(c) if metric == "slowdown" else None))
+                              group=_group(c) if metric == "slowdown" else None, shared=shared))
     return tests
 
 

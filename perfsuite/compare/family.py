@@ -42,6 +42,8 @@ class Test:
     group: str | None = None  # the group (adapter method) its slow-down belongs to
     within: tuple | None = None  # one run a side: the two runs' own samples (logs), to describe the change
     note: str | None = None
+    shared: bool = False  # its rounds are another cell's (merged LoRA: one timing for every rank): a copy, not a
+    # cell of its own, so it neither feeds the family's prior nor counts twice in a group
 
     @property
     def family(self) -> tuple[str, str]:
@@ -64,7 +66,7 @@ def priors(tests: list[Test], runs: int) -> dict[tuple[str, str], Prior]:
     out: dict[tuple[str, str], Prior] = {}
     by_family: dict[tuple[str, str], list[Test]] = {}
     for t in tests:
-        if t.judged:
+        if t.judged and not t.shared:
             by_family.setdefault(t.family, []).append(t)
     for fam, members in by_family.items():
         matrix = np.full((len(members), runs), np.nan)
@@ -138,7 +140,7 @@ def group_entries(tests: list[Test], priors_: dict[tuple[str, str], Prior], *, a
     (:func:`perfsuite.compare.moderated.group_test`)."""
     groups: dict[tuple[str, str], list[Test]] = {}
     for t in tests:
-        if t.judged and t.metric == GROUP_METRIC and t.group and t.base and t.current:
+        if t.judged and not t.shared and t.metric == GROUP_METRIC and t.group and t.base and t.current:
             groups.setdefault((t.workload, t.group), []).append(t)
     for workload in sorted({w for w, _ in groups}):
         methods = [members for (w, _), members in groups.items() if w == workload]

@@ -120,7 +120,7 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
           paired: bool = False, runs_of: dict[str, frozenset[int]] | None = None,
           more: Callable[[list[str]], tuple[dict, dict | None]] | None = None,
           extra: dict[str, list[dict]] | None = None, looks: int | None = None,
-          fresh: set[str] | None = None) -> tuple[dict[str, dict], list[dict], dict]:
+          fresh: set[tuple[str, str]] | None = None) -> tuple[dict[str, dict], list[dict], dict]:
     """Every test of one part → (cell entries by id, group entries, what the error control did).
 
     ``base_runs``: the baseline's runs (its matrix's columns); ``more``: re-measures the suspects' cells once more,
@@ -128,7 +128,8 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
     of the current side, and of the baseline side too (A/B: one more block) or None; called at most ``looks``
     times; ``extra``: entries that are not tests between runs (a cell's deterministic outcomes), added to its
     metrics; ``looks``: the budget α is spent over (default: the options' ``remeasure`` where ``more`` can
-    re-measure, else 0); ``fresh``: cells whose current runs already include a re-measure (a merge of a shard's).
+    re-measure, else 0); ``fresh``: (cell, metric) tests whose current runs already include a re-measure (a merge of a
+    shard's).
     Records and simulations both come here."""
     by_cell: dict[str, list[Test]] = {}
     for t in tests:
@@ -139,6 +140,7 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
         looks = options.remeasure if more is not None else 0
     looks = looks if gating else 0
     fresh = set(fresh or ())
+    lost: set[str] = set()
 
     def entries_of(cids) -> dict[str, dict]:
         out = {}
@@ -177,14 +179,15 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
     decide_all()
     members = {g["group"]: g["cells"] for g in groups}
     for look in range(looks if more is not None else 0):
-        todo = suspects(entries, groups, lambda g: members[g["group"]])
+        todo = [c for c in suspects(entries, groups, lambda g: members[g["group"]]) if c not in lost]
         if not todo:
             break
         new, new_base = more(todo)
         new_run = max((max(v, default=-1) for v in runs_of.values()), default=-1) + 1
         for cid in todo:
             if cid not in new or (new_base is not None and cid not in new_base):
-                raise CompareError(f"cell {cid}: the re-measurement did not produce it")
+                lost.add(cid)  # the re-measure did not produce it (crashed, out of memory): it stays unconfirmed
+                continue
             for t in by_cell[cid]:
                 if t.metric in new[cid] and (new_base is None or t.metric in new_base[cid]):
                     est, se = new[cid][t.metric]
@@ -194,12 +197,14 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
                         est, se = new_base[cid][t.metric]
                         t.base[base_runs + look] = est
                         t.errors.append(se)
+                    fresh.add((cid, t.metric))  # only a test that got its fresh run can be confirmed
             runs_of[cid] = runs_of.get(cid, frozenset()) | {new_run}
-            fresh.add(cid)
         kept = {g["group"]: g for g in groups}
         entries.update(entries_of(todo))
         for cid in todo:
             entries[cid]["remeasured"] = look + 1
+            if cid in lost:
+                entries[cid]["note"] = "a re-measure did not produce it (see the re-measure's log): unconfirmed"
         groups[:] = [g | {"remeasured": kept[g["group"]].get("remeasured", 0)} for g in
                      group_entries(tests, family_priors, alpha=options.alpha, min_effect_pct=options.min_effect_pct)]
         for g in groups:

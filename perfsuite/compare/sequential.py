@@ -40,16 +40,19 @@ def judged_tests(entries: dict[str, dict]) -> list[dict]:
 
 
 def _tested(m: dict) -> bool:
-    return (m.get("judged", True) and bool(m.get("df")) and m.get("p_value") is not None and "note" not in m
+    """A test between runs: judged, with degrees of freedom (a cell of one run a side, described from its samples,
+    has none) — whatever note it carries (a raw-time fallback's note must not take it out of the family)."""
+    return (m.get("judged", True) and bool(m.get("df")) and m.get("p_value") is not None
             and m["verdict"] not in ("reference", "changed"))
 
 
 def control(entries: dict[str, dict], groups: list[dict], *, alpha: float, min_effect_pct: float, method: str,
-            looks: int, fresh: set[str] | frozenset[str] = frozenset()) -> dict:
+            looks: int, fresh: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()) -> dict:
     """Adjust every test of a part together and decide again: cells' metrics and groups, each p-value multiplied by
     the looks it may be called at (``looks``: the re-measure budget R, or 1 without one). With a budget, a regression
-    is only called on a cell re-measured at least once (``fresh``; a group: all its cells): one run is a screen, and
-    a suspect not yet re-measured stays ``inconclusive``. What was done, for the part's entry."""
+    is only called on a test whose cell was re-measured with that metric at least once (``fresh``: (cell, metric);
+    a group: all its cells' tests): one run is a screen, and a suspect not yet re-measured stays ``inconclusive``.
+    What was done, for the part's entry."""
     confirmable = [(m, cid) for cid, e in entries.items() for m in e.get("metrics", []) if _tested(m)]
     confirmable += [(g, None) for g in groups]
     family = [m for m, _ in confirmable]
@@ -62,8 +65,8 @@ def control(entries: dict[str, dict], groups: list[dict], *, alpha: float, min_e
         low = -math.inf if m["ci_low_pct"] is None else m["ci_low_pct"]
         high = math.inf if m["ci_high_pct"] is None else m["ci_high_pct"]
         verdict = decide(m["change_pct"], low, high, p_adj, alpha=alpha, min_effect_pct=min_effect_pct)
-        members = [cid] if cid is not None else m.get("cells", [])
-        if verdict == "regression" and looks > 0 and not all(c in fresh for c in members):
+        members = [(cid, m["metric"])] if cid is not None else [(c, m["metric"]) for c in m.get("cells", [])]
+        if verdict == "regression" and looks > 0 and not all(t in fresh for t in members):
             verdict = "inconclusive"
         m["verdict"] = verdict
         if m.get("se_log") is not None:

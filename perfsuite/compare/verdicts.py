@@ -119,7 +119,8 @@ def cell_tests(cell_id: str, base: dict[int, CellRecord], cur: list[CellRecord],
             within = (b, c)
         tests.append(Test(cell_id, metric, cell.workload, loop_key(cell), {j: v for j, (v, _) in xs.items()},
                           [v for v, _ in ys], [se for _, se in (*xs.values(), *ys)], judged=not shown_only,
-                          group=group if metric == "slowdown" else None, within=within, note=note))
+                          group=group if metric == "slowdown" else None, within=within, note=note,
+                          shared=last.get("timed_as") is not None))
     return tests
 
 
@@ -153,13 +154,13 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
     part = current[0].profile
     cur_runs: dict[str, list[CellRecord]] = {}
     runs_of: dict[str, set[int]] = {}
-    fresh: set[str] = set()
+    fresh: set[tuple[str, str]] = set()
     for i, run in enumerate(current):
         for rec in run.records:
             cur_runs.setdefault(rec.id, []).append(rec)
             runs_of.setdefault(rec.id, set()).add(i)
             if main_runs is not None and i >= main_runs:
-                fresh.add(rec.id)
+                fresh.update((rec.id, m) for m in (*cell_metrics(rec), "time"))
     lost = {r.id: r for run in current for r in run.not_run}
     tests: list[Test] = []
     outcomes: dict[str, list[dict]] = {}

@@ -78,7 +78,9 @@ def test_without_control_each_test_stands_alone():
 
 
 def test_one_run_a_side_and_unjudged_entries_are_not_in_the_family():
-    one = _entry("time", 0.001) | {"note": "one run a side", "verdict": "inconclusive"}
+    """Tests without degrees of freedom (one run a side: described, not tested) and shown-only ones stay out; a note
+    alone (a raw-time fallback's) does not take a test out of the family (see test_a_noted_test_stays_in_the_family)."""
+    one = _entry("time", 0.001) | {"note": "one run a side", "verdict": "inconclusive", "df": None}  # as described
     raw = _entry("time", 0.001) | {"judged": False, "verdict": "reference"}
     entries = {"a": {"verdict": "inconclusive", "metrics": [one]}, "b": {"verdict": "unchanged", "metrics": [raw]}}
     assert control_errors(entries, CompareOptions())["tests"] == 0
@@ -232,3 +234,14 @@ def test_few_blocks_are_not_paired_by_default():
     a, b = _drifting_blocks(5, seed0=200)
     (c,) = compare_runs(a, b).to_dict()["cells"]
     assert "paired" not in c["metrics"][0] and c["metrics"][0]["df"] == 8
+
+
+def test_a_noted_test_stays_in_the_family():
+    """A raw-time test that fell back from norm_time (another loop) carries a note; it is still one of the family's
+    tests, adjusted with the rest — judged alone at α it failed 1.8-14 % of unchanged nights (review)."""
+    noted = _entry("time", 0.005) | {"note": "timed in another loop than the baseline's"}
+    entries = {"a": {"verdict": "regression", "metrics": [noted]}}
+    entries |= {f"c{i}": {"verdict": "unchanged", "metrics": [_entry("time", 0.5, change_pct=0.1, verdict="unchanged")]}
+                for i in range(99)}
+    assert control_errors(entries, CompareOptions())["tests"] == 100
+    assert noted["p_adjusted"] == pytest.approx(0.5) and entries["a"]["verdict"] != "regression"
