@@ -280,6 +280,10 @@ def summary_part_lines(parts, directory: Path) -> list[str]:
         elif p.mode == "reference":
             line = (f"comparison: part {p.profile}: no baseline for this machine; compared with {p.baseline} "
                     f"of another machine for reference only (never fails the run); {p.hint}")
+        elif p.mode == "environment":
+            line = (f"comparison: part {p.profile}: against this machine's {p.baseline} ({p.baseline_runs} runs) "
+                    f"recorded with other software ({'; '.join(p.differences)})"
+                    + (": accepted, does not fail the run" if p.accepted else ": judged as an environment change"))
         else:
             line = f"comparison: part {p.profile}: against this machine's {p.baseline} ({p.baseline_runs} runs)"
         if line not in lines:
