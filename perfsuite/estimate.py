@@ -487,8 +487,14 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
     host = host or probe_host()
     night = _Night(timer, host)
     groups = count_latency(profile, cells, rounds, warmup)
+    from perfsuite.workloads.serving_cost import price_decode_group, price_serving  # serving-time cells
+
     for cell, models, low, high, w, members in groups:
-        night.latency_group(cell, models, low, high, w)
+        if cell.phase == "decode":
+            price_decode_group(night, cell, models, low, high, w, forward_ops=forward_ops)
+        else:
+            night.latency_group(cell, models, low, high, w)
+    price_serving(night, cells, lambda c, cycle: _rounds(profile, c, cycle, rounds, warmup), count_ops=count_ops)
     for c in cells:
         if c.workload == "recompute" and not budget_violation(c.batch, c.window, token_budget(c)):
             night.recompute_cell(c, *_rounds(profile, c, 2, rounds, warmup))

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 
 from perfsuite.errors import PerfsuiteError
 
-WORKLOADS = ("latency", "recompute", "subspace", "serving")
+PAPER_WORKLOADS = ("latency", "recompute", "subspace")  # what the smoke and full profiles cover
+WORKLOADS = PAPER_WORKLOADS + ("serving",)  # serving: its own profiles (serving-smoke, serving)
 # Every adapter design but the plain model, in the order the report draws them; the registry in
 # perfsuite.adapters has these and "none" (a test keeps the two in step).
 ADAPTER_NAMES = ("houlsby", "lin", "pfeiffer", "adapterdrop", "parallel", "spectral-r", "lora", "lora-merged")
@@ -157,7 +158,7 @@ class Cell:
         """The cell as JSON; the serving-time fields only where they differ from their defaults, so results,
         baselines and history rows of every earlier cell keep their exact form."""
         d = asdict(self)
-        for name, default in _LATER_FIELDS.items():
+        for name, default in LATER_FIELDS.items():
             if d[name] == default:
                 del d[name]
         return d
@@ -216,7 +217,7 @@ def token_budget(cell: Cell) -> int:
 _INT_FIELDS = frozenset({"rank", "batch", "seq_len", "window", "gen_len", "rank_b", "kv_len", "n_adapters"})
 _OPTIONAL_FIELDS = (_INT_FIELDS - {"rank"}) | {"order", "method", "rank_mix"}
 # Fields added after files existed, with their defaults: Cell.to_dict leaves them out at these values.
-_LATER_FIELDS = {"phase": DEFAULT_PHASE, "kv_len": None, "n_adapters": None, "order": None, "method": None,
+LATER_FIELDS = {"phase": DEFAULT_PHASE, "kv_len": None, "n_adapters": None, "order": None, "method": None,
                  "rank_mix": None, "quant": DEFAULT_QUANT}
 
 
@@ -424,7 +425,7 @@ def _serving_smoke() -> list[Cell]:
 def _serving() -> list[Cell]:
     # GPU: K up to 64, batch 1-32, both phases; GPT-2 medium for every method, Llama-3-8B's layer shapes for peft's
     # mixed batch; the quantized bases (torchao and bitsandbytes) under LoRA.
-    ks, batches = (1, 2, 4, 8, 16, 64), (1, 4, 8, 16, 32)
+    ks, batches = (1, 2, 4, 8, 16, 64), (1, 4, 8, 16, 32, 64)  # K ≤ batch: K = 64 at batch 64
     gpt2 = serving_cells("gpt2-medium", SERVING_METHODS, ks, batches, 16, seq_lens=(128,), kv_lens=(512,))
     hetero = serving_cells("gpt2-medium", ("gathered", "loop"), (8, 16), (32,), 16, kv_lens=(512,),
                            orders=("shuffled",), rank_mix="hetero", with_plain=False)

@@ -13,13 +13,16 @@ HOST = HostCosts(svd_1024_s=0.5, dispatch_op_s=1e-5, meta_op_s=1e-4, init_param_
 def test_the_paper_grid_shares_one_loop_per_shape_group():
     paper = get_profile("paper")
     groups = count_latency(paper, paper.cells(device="cuda"))
-    assert len(groups) == 18  # 6 batches × 3 sequence lengths
-    assert {len(g[1]) for g in groups} == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA
-    assert all(g[2] == 46 and g[3] == 115 for g in groups)  # 30 → 100 rounds, in whole cycles of 23
+    prefill = [g for g in groups if g[0].phase == "prefill"]
+    assert len(prefill) == 18  # 6 batches × 3 sequence lengths
+    assert {len(g[1]) for g in prefill} == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA
+    assert all(g[2] == 46 and g[3] == 115 for g in prefill)  # 30 → 100 rounds, in whole cycles of 23
+    decode = [g for g in groups if g[0].phase == "decode"]  # 3 batches × 3 cache lengths, the plain model + 8 at r10
+    assert len(decode) == 9 and {len(g[1]) for g in decode} == {9} and all(g[2] == 36 and g[3] == 108 for g in decode)
 
 
 SMOKE = get_profile("smoke")
-SMOKE_LATENCY = select(SMOKE.cells(device="cpu"), "workload == 'latency'")
+SMOKE_LATENCY = select(SMOKE.cells(device="cpu"), "workload == 'latency' and phase == 'prefill'")
 
 
 @pytest.fixture(scope="module")
