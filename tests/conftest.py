@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-RUN_CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
+RUN_CELLS = "workload == 'latency' and phase == 'prefill' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
 
 
 @dataclass(frozen=True)

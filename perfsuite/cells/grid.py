@@ -76,9 +76,12 @@ def adapter_names(impl: str = "ref") -> tuple[str, ...]:
     return builtin + contributed_names(impl, reserved=("none", *ADAPTER_NAMES, *HF_ADAPTER_NAMES))
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Cell:
-    """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip."""
+    """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip.
+    Cells sort field by field, as a dataclass's order does, with an empty field before any value (a decode cell has
+    no seq_len where a prefill cell of the same adapter has one)."""
 
     workload: str
     adapter: str
@@ -122,6 +125,14 @@ class Cell:
             ok = (isinstance(value, int) and not isinstance(value, bool)) if want_int else isinstance(value, str)
             if not ok and not (value is None and f.name in _OPTIONAL_FIELDS):
                 raise ValueError(f"cell field {f.name} = {value!r} is not {'an integer' if want_int else 'a string'}")
+
+    def __lt__(self, other: "Cell") -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self._sort_key() < other._sort_key()
+
+    def _sort_key(self) -> tuple:
+        return tuple((0, 0) if v is None else (1, v) for v in (getattr(self, f.name) for f in fields(self)))
 
     @property
     def param_id(self) -> str:

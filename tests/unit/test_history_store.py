@@ -55,7 +55,7 @@ def test_the_issue_history_steps_are_found_in_exactly_those_cells_at_the_right_c
         assert order.index(bad) - order.index(good) <= 6, f"a narrow range: {line}"
         step = float(line.split()[2])
         assert 3.0 < step < 7.0, line
-    assert lines[-1].startswith("3 change points in 24 series of 24 cells, 60 runs")
+    assert lines[-1].startswith("3 change points in 33 series of 33 cells, 60 runs")
 
 
 def test_show_selects_cells_and_writes_json(issue_store, capsys, tmp_path):
