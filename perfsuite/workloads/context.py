@@ -93,3 +93,18 @@ class CellContext:
     cells: list[Cell] = field(default_factory=list)  # the session's cells: a shared loop measures its group once
     shared: dict[Any, Any] = field(default_factory=dict)  # results of shared loops, by group key
     gpu: Any = None  # perfsuite.gpu_state.GpuMonitor on a GPU with NVML, else None
+
+    def group(self, key: Any, measure: Callable[[], Any]) -> Any:
+        """A shared loop's result, measured now by ``measure()`` if this is its group's first cell. Out of memory,
+        the group keeps the error's first line (its other cells are recorded oom without trying again) and the
+        error goes on."""
+        if key not in self.shared:
+            try:
+                self.shared[key] = measure()
+            except Exception as e:
+                from perfsuite.device import is_out_of_memory
+
+                if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
+                    self.shared[key] = str(e).splitlines()[0]
+                raise
+        return self.shared[key]

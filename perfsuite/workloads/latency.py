@@ -163,17 +163,7 @@ def device_metrics(mine: dict, ref: dict, *, is_base: bool) -> dict:
 
 def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     """The cell's record from its group's loop (measured now if this is the group's first cell)."""
-    key = group_key(cell)
-    if key not in ctx.shared:
-        try:
-            ctx.shared[key] = measure_group(cell, ctx)
-        except Exception as e:
-            from perfsuite.device import is_out_of_memory
-
-            if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
-                ctx.shared[key] = str(e).splitlines()[0]
-            raise
-    group = ctx.shared[key]
+    group = ctx.group(group_key(cell), lambda: measure_group(cell, ctx))
     if isinstance(group, str):
         return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
     mine, ref = group[timing_key(cell)], group[BASE]

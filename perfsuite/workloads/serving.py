@@ -223,17 +223,7 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
 
 def run_serving_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     """The cell's record from its group's loop (measured now if this is the group's first cell)."""
-    key = group_key(cell)
-    if key not in ctx.shared:
-        try:
-            ctx.shared[key] = measure_group(cell, ctx)
-        except Exception as e:
-            from perfsuite.device import is_out_of_memory
-
-            if is_out_of_memory(e):
-                ctx.shared[key] = str(e).splitlines()[0]
-            raise
-    group = ctx.shared[key]
+    group = ctx.group(group_key(cell), lambda: measure_group(cell, ctx))
     if isinstance(group, str):
         return not_run(cell, STATUS_OOM, f"its shape group ran out of memory: {group}")
     mine, ref = group[member_key(cell)], group[PLAIN]

@@ -471,3 +471,20 @@ def test_the_estimate_prices_every_serving_member_in_whole_cycles():
     assert g1 == g2 == g4  # one batched matmul whatever K
     l1, l2, l4 = (member_ops(count_ops, "tiny", "ref", "decode", "loop", k) for k in (1, 2, 4))
     assert l4[1] - l2[1] == 2 * (l2[1] - l1[1]) > 0  # the loop's ops once per distinct adapter
+
+
+@pytest.mark.parametrize("model", ["llama-tiny", "qwen2-tiny"])
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_peft_mixed_batches_on_todays_families_match_their_requests(model, phase):
+    """The GPU profile's Llama-3-8B-shaped peft cells, on the tiny twins: q_proj/v_proj LoRAs, a grouped-query KV
+    cache (fewer key/value heads than query heads) for the decode step."""
+    cache = ModelCache().for_impl("hf")
+    base = cache.base(model, "float32", "cpu")
+    cell = replace(_cell("peft", phase, k=3), model=model)
+    inputs = make_inputs(cell, base)
+    if phase == "decode":
+        assert inputs.kv[0][0].shape[1] == 2  # the family's two KV heads
+    with torch.inference_mode():
+        bank = Bank("peft", base, [8, 4, 16], 1, "cpu")
+        ids = row_adapters(8, 3, "shuffled")
+        assert check(bank.call(ids, inputs), bank, ids, inputs, logits(base, inputs), "float32")["matches_per_request"]
