@@ -55,6 +55,8 @@ class RunOptions:
     alpha: float | None = None
     min_effect_pct: float | None = None
     remeasure: int | None = None  # re-measurements of a suspect regression (None: perfsuite's default)
+    accept_environment: bool = False  # this machine's baseline with other software: shown, does not fail
+    accept_behaviour: bool = False  # a changed deterministic outcome: shown, does not fail
     report: bool = True
     benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
     pytest_args: tuple[str, ...] = ()
@@ -180,20 +182,23 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
                           baseline=str(options.baseline) if options.baseline else None,
                           baselines_dir=str(options.baselines_dir) if options.baselines_dir else None,
                           compare_options=_compare_options(options.alpha, options.min_effect_pct,
-                                                           REMEASURE if options.remeasure is None else options.remeasure)
+                                                           REMEASURE if options.remeasure is None else options.remeasure,
+                                                           options.accept_environment, options.accept_behaviour)
                           if options.compare else None,
                           report=options.report, extra_pytest_args=list(options.pytest_args), wait=options.wait)
     return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
                      tuple(outcome.lines), printed.getvalue())
 
 
-def _compare_options(alpha: float | None, min_effect_pct: float | None, remeasure: int = 0):
+def _compare_options(alpha: float | None, min_effect_pct: float | None, remeasure: int = 0,
+                     accept_environment: bool = False, accept_behaviour: bool = False):
     from perfsuite.compare.verdicts import CompareOptions
 
     defaults = CompareOptions()
     return CompareOptions(alpha=defaults.alpha if alpha is None else alpha,
                           min_effect_pct=defaults.min_effect_pct if min_effect_pct is None else min_effect_pct,
-                          remeasure=remeasure)
+                          remeasure=remeasure, accept_environment=accept_environment,
+                          accept_behaviour=accept_behaviour)
 
 
 def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
@@ -207,12 +212,16 @@ def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
 def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: str | Path | None = None,
             baselines_dir: str | Path | None = None, alpha: float | None = None,
             min_effect_pct: float | None = None, remeasure: int = 0, checkout: str | Path = ".",
-            workdir: str | Path | None = None, verbose: bool = False) -> CompareResult:
+            workdir: str | Path | None = None, accept_environment: bool = False, accept_behaviour: bool = False,
+            extra_runs: Sequence[str | Path] = (), looks: int | None = None, verbose: bool = False) -> CompareResult:
     """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
     baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``.
     ``remeasure``: a suspect regression is re-measured that many times, each in a fresh pytest process of
     ``checkout`` (the results must then be files: their pytest node ids say what to run), the fresh results
-    written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does."""
+    written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does.
+    ``extra_runs``: results files of re-measures made elsewhere (a nightly shard's), each one more run of its cells,
+    judged with α spent over ``looks`` (default: ``remeasure``, else the most extra runs a cell has).
+    ``accept_environment``/``accept_behaviour``: an upgrade's or an intended change's verdicts shown, not failing."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
     from perfsuite.job import default_baselines_dir
@@ -221,8 +230,20 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
     run_again = _remeasurer(results, loaded, checkout, workdir, verbose) if remeasure else None
-    return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, remeasure),
-                                         remeasure=run_again))
+    extra = [_results(p) for p in extra_runs]
+    budget = looks if looks is not None else (remeasure or _most_extra_runs(loaded, extra))
+    return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, budget,
+                                                                             accept_environment, accept_behaviour),
+                                         remeasure=run_again, extra_runs=extra))
+
+
+def _most_extra_runs(loaded: Results, extra: list[Results]) -> int:
+    """The most extra runs any cell of ``loaded`` has in ``extra`` (the looks a merge must spend α over)."""
+    counts: dict[str, int] = {}
+    for results in extra:
+        for rec in results.records:
+            counts[rec.id] = counts.get(rec.id, 0) + 1
+    return max(counts.values(), default=0)
 
 
 def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Path | None, verbose: bool):
@@ -290,7 +311,8 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
     with _quiet(verbose):
         doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs, out_dir=out_dir,
                                     compare_options=_compare_options(options.alpha, options.min_effect_pct,
-                                                                     REMEASURE if remeasure is None else remeasure),
+                                                                     REMEASURE if remeasure is None else remeasure,
+                                                                     accept_behaviour=options.accept_behaviour),
                                     keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
     return ABResult(CompareResult(doc), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
 

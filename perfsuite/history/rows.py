@@ -10,13 +10,12 @@ import math
 import numpy as np
 
 from perfsuite.formats.record import CellRecord
-from perfsuite.machine import Fingerprint
+from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
 from perfsuite.paired import median_interval_ranks
 
 # Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
 # reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
 METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
-SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
 
 
 def median_interval(samples) -> tuple[float | None, float | None]:
