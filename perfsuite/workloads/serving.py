@@ -216,9 +216,19 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
                            dtype=torch_dtype(cell.dtype), device=cell.device)
         loop = forwards | {PROBE: probe}
         samples, gpu = watched(lambda: round_robin(loop, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
+    members_text = ",".join(sorted(_member_name(k) for k in forwards) + ["probe"])  # who shared the loop
     for key in forwards:
-        out[key] |= gpu | {"samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop)}
+        out[key] |= gpu | {"samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop),
+                           "loop_members": members_text}
     return out
+
+
+def _member_name(key: tuple) -> str:
+    """A loop member as its records name it: ``none``, or ``gathered-K4-shuffled-r8`` (``-hetero``)."""
+    if key == PLAIN:
+        return "none"
+    method, k, order, rank, mix = key
+    return f"{method}-K{k}-{order}-r{rank}" + (f"-{mix}" if mix else "")
 
 
 def run_serving_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
