@@ -197,7 +197,7 @@ def price_serving(night, cells: list[Cell], rounds_of: Callable[[Cell, int], tup
                 kernels, ops = member_ops(count_ops, c.model, c.impl, c.phase, None, 1)
                 return rates.seconds(kernels, ops, plain_flops * rows / c.batch), ops
             kernels, ops = member_ops(count_ops, c.model, c.impl, c.phase, c.method, c.n_adapters)
-            from perfsuite.workloads.mixed import adapter_ranks, row_adapters
+            from perfsuite.workloads.mixed import adapter_ranks
 
             ranks = adapter_ranks(c.rank, c.n_adapters, c.rank_mix)
             rank = max(ranks) if c.method == "gathered" else sum(ranks) / len(ranks)

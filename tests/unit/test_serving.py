@@ -14,8 +14,7 @@ from perfsuite.cells.grid import (ADAPTER_NAMES, LATER_FIELDS, PROFILES, QUANTS,
                                   select, unsupported_reason)
 from perfsuite.workloads.context import CellContext, ModelCache
 from perfsuite.workloads.mixed import BANK_B_STD, adapter_ranks, row_adapters
-from perfsuite.workloads.serving import (Bank, MixedBatchMismatch, check, logits, make_inputs, measure_group,
-                                         run_serving_cell)
+from perfsuite.workloads.serving import (Bank, MixedBatchMismatch, check, logits, make_inputs, run_serving_cell)
 from synthetic import FakeBenchmark
 
 ROOT = Path(__file__).resolve().parents[2]
