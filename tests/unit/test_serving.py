@@ -309,9 +309,16 @@ def test_a_decode_step_is_the_models_own_forward_after_its_cache(models):
 # --- quantized bases ----------------------------------------------------------------------------------------
 
 
-torchao = pytest.importorskip("torchao", reason="the quant extra (torchao) is not installed")
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
+needs_torchao = pytest.mark.skipif(not _has("torchao"), reason="the quant extra (torchao) is not installed")
+
+
+@needs_torchao
 @pytest.mark.parametrize("quant,kind", [("ao-int8", "Int8Tensor"), ("ao-int4", "IntxUnpackedToInt8Tensor")])
 def test_torchao_quantizes_the_block_linears_and_lora_runs_on_top(quant, kind):
     cache = ModelCache()
@@ -328,6 +335,7 @@ def test_torchao_quantizes_the_block_linears_and_lora_runs_on_top(quant, kind):
     assert 0 < (q - p).abs().max() < 0.2 and (a - q).abs().max() > 1e-4  # quantized, close; the adapter acts
 
 
+@needs_torchao
 def test_torchao_int4_weight_only_has_no_cpu_path_so_the_cpu_uses_intx():
     """Why ao-int4 uses IntxWeightOnlyConfig: torchao's Int4WeightOnlyConfig packings need mslk or CUDA."""
     from perfsuite.workloads.quant import import_torchao, torchao_config
@@ -439,10 +447,11 @@ def test_a_serving_smoke_slice_runs_checks_and_draws(served):
     assert {r.cell.method for r in serving} == {None, *SERVING_METHODS}
     assert all(r.get("matches_per_request") for r in serving if r.cell.method)
     assert all(r.get("slowdown_vs_k1_pct") is not None for r in serving if r.cell.n_adapters == 4)
-    assert any(r.cell.quant == "ao-int8" and r.cell.phase == "decode" for r in records)
+    quantized = _has("torchao")  # else its cells are recorded missing_extra, with the command that installs it
+    assert any(r.cell.quant == "ao-int8" and r.cell.phase == "decode" for r in records) == quantized
     names = {p.name for p in Path(served.report).parent.iterdir()}
     assert {"serving-gathered.png", "serving-loop.png", "serving-peft.png", "serving-k1-vs-mixed.png",
-            "quant-ao-int8.png"} <= names
+            *(["quant-ao-int8.png"] if quantized else [])} <= names
 
 
 def test_the_report_tables_show_the_recorded_slowdowns(served):
