@@ -65,9 +65,11 @@ class LoRAQKV(nn.Module):
         self.base = base
         self.r = r
         self.scaling = alpha / r
-        self.lora_A = nn.Parameter(torch.empty(2 * r, d, dtype=base.weight.dtype, device=base.weight.device))
-        self.lora_B_q = nn.Parameter(torch.empty(d, r, dtype=base.weight.dtype, device=base.weight.device))
-        self.lora_B_v = nn.Parameter(torch.empty(d, r, dtype=base.weight.dtype, device=base.weight.device))
+        # on a quantized base (integer storage) the adapter computes in the layer's compute dtype
+        like = dict(dtype=_compute_dtype(base), device=base.weight.device)
+        self.lora_A = nn.Parameter(torch.empty(2 * r, d, **like))
+        self.lora_B_q = nn.Parameter(torch.empty(d, r, **like))
+        self.lora_B_v = nn.Parameter(torch.empty(d, r, **like))
 
     def delta_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(ΔW_q, ΔW_v) = (α/r)·B·A, each d × d."""
@@ -81,6 +83,17 @@ class LoRAQKV(nn.Module):
         dq = F.linear(z[..., : self.r], self.lora_B_q)
         dv = F.linear(z[..., self.r :], self.lora_B_v)
         return torch.cat([qkv[..., :d] + dq, qkv[..., d : 2 * d], qkv[..., 2 * d :] + dv], dim=-1)
+
+
+def _compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype an adapter on ``layer`` computes in: its weight's, or on a quantized layer (integer storage)
+    its ``compute_dtype`` (bitsandbytes' 4-bit), else its bias's (perfsuite.workloads.quant)."""
+    weight = layer.weight
+    if weight.dtype.is_floating_point:
+        return weight.dtype
+    own = getattr(layer, "compute_dtype", None)
+    bias = getattr(layer, "bias", None)
+    return own if own is not None else bias.dtype if bias is not None else torch.float16
 
 
 class SpectralRotation(nn.Module):

@@ -79,7 +79,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-RUN_CELLS = "workload == 'latency' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
+RUN_CELLS = "workload == 'latency' and phase == 'prefill' and adapter in ('none', 'lora', 'houlsby', 'pfeiffer')"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from perfsuite.workloads.latency import run_latency_cell
 @pytest.mark.perfsuite(workload="latency")
 def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
     cell = perfsuite_cell
-    benchmark.group = f"latency-s{cell.seq_len}-b{cell.batch}"
+    shape = f"L{cell.kv_len}" if cell.phase == "decode" else f"s{cell.seq_len}"
+    benchmark.group = f"latency-{shape}-b{cell.batch}" + (f"-{cell.quant}" if cell.quant != "none" else "")
     record = perfsuite_measure(run_latency_cell)
-    assert record.get("flops") > 0 and record.get("tokens") == cell.batch * cell.seq_len
+    tokens = cell.batch * (1 if cell.phase == "decode" else cell.seq_len)  # a decode step: one token a request
+    assert record.get("flops") > 0 and record.get("tokens") == tokens
     if cell.impl == "ref":  # perfsuite's own model: a forward pass must never make the host wait
         assert record.get("host_syncs") == 0, "a forward pass must not make the host wait for the device"
     else:  # transformers' code is measured as shipped: its read-backs are recorded (README, "host_syncs"), not failed

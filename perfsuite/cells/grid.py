@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 
 from perfsuite.errors import PerfsuiteError
 
-WORKLOADS = ("latency", "recompute", "subspace")
+PAPER_WORKLOADS = ("latency", "recompute", "subspace")  # what the smoke and full profiles cover
+WORKLOADS = PAPER_WORKLOADS + ("serving",)  # serving: its own profiles (serving-smoke, serving)
 # Every adapter design but the plain model, in the order the report draws them; the registry in
 # perfsuite.adapters has these and "none" (a test keeps the two in step).
 ADAPTER_NAMES = ("houlsby", "lin", "pfeiffer", "adapterdrop", "parallel", "spectral-r", "lora", "lora-merged")
@@ -46,6 +47,23 @@ MODERN_MODELS = {"llama-tiny": "llama", "qwen2-tiny": "qwen2", "mistral-tiny": "
                  "llama-3-8b": "llama", "qwen2-7b": "qwen2"}
 # The hf methods the modern families run: peft's methods that accept their nn.Linear projections.
 MODERN_ADAPTER_NAMES = ("lora", "lora-merged", "dora", "vera", "adalora", "ia3")
+# What one forward pass is (latency and serving cells): "prefill", seq_len new tokens (the default: prefill cells
+# keep their ids), or "decode", one new token per request against a KV cache of kv_len tokens (id part L<kv_len>).
+PHASES = ("prefill", "decode")
+DEFAULT_PHASE = "prefill"
+# The serving workload (perfsuite.workloads.serving): a batch whose requests use K different LoRAs. How the mixed
+# batch is computed, its ``method``: "gathered", each row's A and B gathered by adapter index, then batched matmuls
+# (Punica's BGMV/SGMV shape), and "loop", a loop over the batch's adapters with row masks (what peft does), both on
+# perfsuite's own model; "peft", peft's own mixed batch (``adapter_names=``) on transformers' models (impl "hf").
+SERVING_METHODS = {"gathered": "ref", "loop": "ref", "peft": "hf"}  # method → the implementation it runs on
+ORDERS = ("grouped", "shuffled")  # requests sorted by adapter, or in arrival order (vLLM's sorted vs unsorted)
+RANK_MIXES = ("hetero",)  # rank_mix None: every adapter of the batch at the cell's rank; "hetero": see serving
+# The base model's weights (perfsuite.workloads.quant): "none" (the default: ids unchanged); torchao's weight-only
+# int8 and int4 (CPU and CUDA); bitsandbytes' nf4 and LLM.int8 (CUDA: the path peft's QLoRA takes). Unmerged
+# adapters sit on top; a merged LoRA on a quantized base is recorded unsupported.
+QUANTS = ("none", "ao-int8", "ao-int4", "bnb-nf4", "bnb-int8")
+DEFAULT_QUANT = "none"
+CUDA_ONLY_QUANTS = ("bnb-nf4", "bnb-int8")
 
 
 def adapter_names(impl: str = "ref") -> tuple[str, ...]:
@@ -58,9 +76,12 @@ def adapter_names(impl: str = "ref") -> tuple[str, ...]:
     return builtin + contributed_names(impl, reserved=("none", *ADAPTER_NAMES, *HF_ADAPTER_NAMES))
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Cell:
-    """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip."""
+    """One point of the grid: what is run, on what, at which sizes. JSON scalars only, so it survives the round trip.
+    Cells sort field by field, as a dataclass's order does, with an empty field before any value (a decode cell has
+    no seq_len where a prefill cell of the same adapter has one)."""
 
     workload: str
     adapter: str
@@ -75,6 +96,14 @@ class Cell:
     model: str = "tiny"  # a preset of perfsuite.model, or a checkpoint's label (perfsuite.checkpoint)
     impl: str = "ref"  # "ref" (perfsuite's model) or "hf" (transformers + peft); see IMPLS
     mode: str = DEFAULT_MODE  # how the forward is executed: eager, compile or graphs; see MODES
+    # Fields added for serving-time cells; at their defaults a cell's id and its file form are as before them.
+    phase: str = DEFAULT_PHASE  # latency, serving: "prefill" (seq_len tokens) or "decode" (one token); see PHASES
+    kv_len: int | None = None  # decode: tokens already in each request's KV cache
+    n_adapters: int | None = None  # serving: K, the distinct adapters in the batch
+    order: str | None = None  # serving: how requests are ordered, "grouped" by adapter or "shuffled"; see ORDERS
+    method: str | None = None  # serving: how the mixed batch is computed; see SERVING_METHODS
+    rank_mix: str | None = None  # serving: None, every adapter at ``rank``; "hetero", ranks around it (RANK_MIXES)
+    quant: str = DEFAULT_QUANT  # the base model's weights; see QUANTS
 
     def __post_init__(self) -> None:
         """Field types are checked: cells are read back from JSON files that may be malformed."""
@@ -82,6 +111,14 @@ class Cell:
             raise ValueError(f"cell field impl = {self.impl!r} is not one of {', '.join(IMPLS)}")
         if self.mode not in MODES:
             raise ValueError(f"cell field mode = {self.mode!r} is not one of {', '.join(MODES)}")
+        for name, allowed in (("phase", PHASES), ("order", ORDERS), ("method", tuple(SERVING_METHODS)),
+                              ("rank_mix", RANK_MIXES), ("quant", QUANTS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"cell field {name} = {value!r} is not one of {', '.join(allowed)}")
+        if (self.phase == "decode") != (self.kv_len is not None):
+            raise ValueError("a decode cell has a kv_len (its KV cache) and a prefill cell none: "
+                             f"phase = {self.phase!r}, kv_len = {self.kv_len!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             want_int = f.name in _INT_FIELDS
@@ -89,20 +126,37 @@ class Cell:
             if not ok and not (value is None and f.name in _OPTIONAL_FIELDS):
                 raise ValueError(f"cell field {f.name} = {value!r} is not {'an integer' if want_int else 'a string'}")
 
+    def __lt__(self, other: "Cell") -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self._sort_key() < other._sort_key()
+
+    def _sort_key(self) -> tuple:
+        return tuple((0, 0) if v is None else (1, v) for v in (getattr(self, f.name) for f in fields(self)))
+
     @property
     def param_id(self) -> str:
         """The pytest parameter id: the sizes that vary within a run (not dtype or device), then ``hf`` for the
-        hf implementation, the model when it is one of today's families (MODERN_MODELS), and the mode when not
-        eager: GPT-2 eager cells keep the ids they had before implementations, families and modes existed."""
-        parts = [self.adapter, f"r{self.rank}"]
+        hf implementation, the model when it is one of today's families (MODERN_MODELS), a quantized base, and the
+        mode when not eager: GPT-2 eager cells keep the ids they had before implementations, families and modes
+        existed. A serving cell starts with its method, K and order (``gathered-K4-shuffled-r8-b8-L64``); a decode
+        cell has ``L<kv_len>`` where a prefill cell has ``s<seq_len>``."""
+        parts = [self.method or self.adapter]
+        parts += [f"K{self.n_adapters}"] if self.n_adapters is not None else []
+        parts += [self.order] if self.order else []
+        parts.append(f"r{self.rank}")
         for prefix, value in (("b", self.batch), ("s", self.seq_len), ("w", self.window),
-                              ("g", self.gen_len), ("R", self.rank_b)):
+                              ("g", self.gen_len), ("R", self.rank_b), ("L", self.kv_len)):
             if value is not None:
                 parts.append(f"{prefix}{value}")
+        if self.rank_mix:
+            parts.append(self.rank_mix)
         if self.impl != "ref":
             parts.append(self.impl)
         if self.model in MODERN_MODELS:  # a profile may hold several families (GPT-2 cells keep their ids)
             parts.append(self.model)
+        if self.quant != DEFAULT_QUANT:
+            parts.append(self.quant)
         if self.mode != DEFAULT_MODE:
             parts.append(self.mode)
         return "-".join(parts)
@@ -112,7 +166,13 @@ class Cell:
         return f"{self.workload}[{self.param_id}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The cell as JSON; the serving-time fields only where they differ from their defaults, so results,
+        baselines and history rows of every earlier cell keep their exact form."""
+        d = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Cell":
@@ -132,6 +192,15 @@ def unsupported_reason(cell: Cell) -> str | None:
         return f"only latency cells run in mode {cell.mode!r}: the {cell.workload} workload runs eagerly"
     if cell.mode == "graphs" and not cell.device.startswith("cuda"):
         return "CUDA graphs need a CUDA device; this cell runs on the CPU"
+    if cell.quant != DEFAULT_QUANT:
+        if cell.adapter == "lora-merged":
+            return (f"merged LoRA on a {cell.quant} base: W + (α/r)·B·A cannot be folded into quantized weights "
+                    "without re-quantizing the base, which changes the model (QLoRA serves adapters unmerged; "
+                    "artidoro/qlora#29)")
+        if cell.impl != "ref":
+            return "quantized bases run on perfsuite's own model (impl ref) only"
+        if cell.quant in CUDA_ONLY_QUANTS and not cell.device.startswith("cuda"):
+            return f"{cell.quant}: bitsandbytes' kernels run on CUDA here (the path peft's QLoRA takes); this cell is on the CPU"
     return None
 
 
@@ -156,8 +225,11 @@ def token_budget(cell: Cell) -> int:
     return TOKEN_BUDGETS.get(cell.model, DEFAULT_TOKEN_BUDGET)
 
 
-_INT_FIELDS = frozenset({"rank", "batch", "seq_len", "window", "gen_len", "rank_b"})
-_OPTIONAL_FIELDS = _INT_FIELDS - {"rank"}
+_INT_FIELDS = frozenset({"rank", "batch", "seq_len", "window", "gen_len", "rank_b", "kv_len", "n_adapters"})
+_OPTIONAL_FIELDS = (_INT_FIELDS - {"rank"}) | {"order", "method", "rank_mix"}
+# Fields added after files existed, with their defaults: Cell.to_dict leaves them out at these values.
+LATER_FIELDS = {"phase": DEFAULT_PHASE, "kv_len": None, "n_adapters": None, "order": None, "method": None,
+                 "rank_mix": None, "quant": DEFAULT_QUANT}
 
 
 @dataclass(frozen=True)
@@ -201,18 +273,30 @@ class Profile:
 
 
 def latency_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],
-                  seq_lens: Iterable[int], impl: str = "ref") -> list[Cell]:
+                  seq_lens: Iterable[int], impl: str = "ref", *, quant: str = DEFAULT_QUANT) -> list[Cell]:
     """The latency grid, ordered adapter → rank → seq → batch so one adapted model serves consecutive cells.
 
     r = 0 is one row of the plain model (adapter "none"), shared by every adapter; a rank-free method
     (RANK_FREE) has one row.
     """
+    return [Cell("latency", a, r, batch=b, seq_len=s, model=model, impl=impl, quant=quant)
+            for (a, r), s, b in itertools.product(_latency_rows(adapters, ranks), list(seq_lens), list(batches))]
+
+
+def decode_cells(model: str, adapters: Iterable[str], ranks: Iterable[int], batches: Iterable[int],
+                 kv_lens: Iterable[int], impl: str = "ref", *, quant: str = DEFAULT_QUANT) -> list[Cell]:
+    """The latency grid's serving-time twin: one decode step (one token per request) against a KV cache of
+    ``kv_len`` tokens, for the same rows as :func:`latency_cells`."""
+    return [Cell("latency", a, r, batch=b, model=model, impl=impl, phase="decode", kv_len=L, quant=quant)
+            for (a, r), L, b in itertools.product(_latency_rows(adapters, ranks), list(kv_lens), list(batches))]
+
+
+def _latency_rows(adapters: Iterable[str], ranks: Iterable[int]) -> list[tuple[str, int]]:
     ranks = list(ranks)
     rows = [("none", 0)] if 0 in ranks else []
     for a in adapters:
         rows += [(a, RANK_FREE[a])] if a in RANK_FREE else [(a, r) for r in ranks if r > 0]
-    return [Cell("latency", a, r, batch=b, seq_len=s, model=model, impl=impl)
-            for (a, r), s, b in itertools.product(rows, list(seq_lens), list(batches))]
+    return rows
 
 
 def in_modes(cells: Iterable[Cell], modes: Iterable[str] = MODES) -> list[Cell]:
@@ -236,8 +320,30 @@ def subspace_cells(model: str, rank_pairs: Iterable[tuple[int, int]]) -> list[Ce
     return [Cell("subspace", "lora", ra, rank_b=rb, model=model) for ra, rb in rank_pairs]
 
 
+def serving_cells(model: str, methods: Iterable[str], ks: Iterable[int], batches: Iterable[int], rank: int, *,
+                  seq_lens: Iterable[int] = (), kv_lens: Iterable[int] = (), orders: Iterable[str] = ORDERS,
+                  rank_mix: str | None = None, quant: str = DEFAULT_QUANT, with_plain: bool = True) -> list[Cell]:
+    """Mixed-adapter batches (perfsuite.workloads.serving): per shape (prefill of s tokens, or a decode step after
+    L cached) and batch, the plain model of each implementation (r = 0, the reference of every slow-down), then per
+    method every K that fits the batch (K ≤ batch: each adapter has a request) in every order; K = 1, the
+    single-adapter batch (the other reference), has one order."""
+    shapes = [dict(seq_len=s) for s in seq_lens] + [dict(phase="decode", kv_len=L) for L in kv_lens]
+    methods, orders = list(methods), list(orders)
+    out = []
+    for shape, b in itertools.product(shapes, list(batches)):
+        if with_plain:
+            out += [Cell("serving", "none", 0, batch=b, model=model, impl=impl, quant=quant, **shape)
+                    for impl in dict.fromkeys(SERVING_METHODS[m] for m in methods)]
+        out += [Cell("serving", "lora", rank, batch=b, model=model, impl=SERVING_METHODS[m], n_adapters=k, order=o,
+                     method=m, rank_mix=rank_mix, quant=quant, **shape)
+                for m in methods for k in ks if k <= b for o in (orders[:1] if k == 1 else orders)]
+    return out
+
+
 def _smoke() -> list[Cell]:
     return in_modes(latency_cells("tiny", adapter_names("ref"), ranks=(0, 8), batches=(1, 4), seq_lens=(32,))
+                    # one decode step for every adapter (the serving-time twin), one shape: a few cells
+                    + decode_cells("tiny", adapter_names("ref"), ranks=(0, 8), batches=(4,), kv_lens=(64,))
             # LLM-42 Fig. 13 scaled down: the tiny model's 64-token verification budget
             # (TOKEN_BUDGETS) leaves b8 × w16 outside it, drawn blank.
             + recompute_cells("tiny", ("none",), rank=0, batches=(1, 8), windows=(4, 16), prompt_len=16, gen_len=16)
@@ -249,7 +355,11 @@ def _paper() -> list[Cell]:
     # LoRA paper, Figure 5: r × batch × seq for AdapterH and AdapterL, here for every adapter; compile and graphs
     # cells are opt-in (select names mode), so the nightly's default stays the paper's eager grid.
     return in_modes(latency_cells("gpt2-medium", adapter_names("ref"), ranks=(0, 10, 100, 250),
-                                  batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512)))
+                                  batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512))
+                    # one decode step against a KV cache of L tokens (L = 2048 is past GPT-2's 1024 learned
+                    # positions: the new token takes the last one, perfsuite.workloads.decode)
+                    + decode_cells("gpt2-medium", adapter_names("ref"), ranks=(0, 10), batches=(1, 8, 32),
+                                   kv_lens=(128, 512, 2048)))
 
 
 def _recompute() -> list[Cell]:
@@ -305,6 +415,36 @@ def _hf_modern() -> list[Cell]:
     return in_modes(latency) + recompute
 
 
+def _quant_latency(model: str, quants: Iterable[str], rank: int, batch: int, seq_len: int, kv_len: int) -> list[Cell]:
+    """Quantized bases: the plain quantized model, unmerged LoRA on it, and merged LoRA (recorded unsupported), one
+    prefill and one decode shape per quantization."""
+    return [c for q in quants for c in (
+        latency_cells(model, ("lora", "lora-merged"), (0, rank), (batch,), (seq_len,), quant=q)
+        + decode_cells(model, ("lora", "lora-merged"), (0, rank), (batch,), (kv_len,), quant=q))]
+
+
+def _serving_smoke() -> list[Cell]:
+    # Every method, K up to 8, both orders: decode at b8 and b16 (the heatmap's batch axis) and one prefill shape;
+    # heterogeneous ranks on two cells per method; torchao's CPU quantizations under LoRA.
+    mixed = (serving_cells("tiny", SERVING_METHODS, (1, 2, 4, 8), (8, 16), 8, kv_lens=(64,))
+             + serving_cells("tiny", SERVING_METHODS, (1, 2, 4, 8), (8,), 8, seq_lens=(16,)))
+    hetero = serving_cells("tiny", ("gathered", "loop"), (4, 8), (8,), 8, kv_lens=(64,), orders=("shuffled",),
+                           rank_mix="hetero", with_plain=False)
+    return mixed + hetero + _quant_latency("tiny", ("ao-int8", "ao-int4"), 8, 4, 32, 64)
+
+
+def _serving() -> list[Cell]:
+    # GPU: K up to 64, batch 1-32, both phases; GPT-2 medium for every method, Llama-3-8B's layer shapes for peft's
+    # mixed batch; the quantized bases (torchao and bitsandbytes) under LoRA.
+    ks, batches = (1, 2, 4, 8, 16, 64), (1, 4, 8, 16, 32, 64)  # K ≤ batch: K = 64 at batch 64
+    gpt2 = serving_cells("gpt2-medium", SERVING_METHODS, ks, batches, 16, seq_lens=(128,), kv_lens=(512,))
+    hetero = serving_cells("gpt2-medium", ("gathered", "loop"), (8, 16), (32,), 16, kv_lens=(512,),
+                           orders=("shuffled",), rank_mix="hetero", with_plain=False)
+    llama = serving_cells("llama-3-8b", ("peft",), ks, batches, 16, seq_lens=(128,), kv_lens=(512,))
+    quant = _quant_latency("gpt2-medium", ("ao-int8", "ao-int4", "bnb-nf4", "bnb-int8"), 16, 8, 128, 512)
+    return gpt2 + hetero + llama + quant
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
@@ -334,6 +474,15 @@ PROFILES: dict[str, Profile] = {
         Profile("hf-modern-smoke", "Llama- and Qwen2-shaped tiny models on transformers + peft (LoRA, DoRA, VeRA, "
                 "AdaLoRA, IA3, merged LoRA): under a minute on a CPU (needs the hf extra)",
                 model="llama-tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_hf_modern_smoke,
+                max_rounds=100),
+        Profile("serving-smoke", "mixed-adapter batches (gathered, loop, peft; K up to 8; prefill and decode) and "
+                "quantized bases on the tiny model: about a minute on a CPU (peft cells need the hf extra, "
+                "quantized ones the quant extra)",
+                model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_serving_smoke,
+                max_rounds=100),
+        Profile("serving", "mixed-adapter batches (K up to 64, batch 1-32, prefill and decode) on gpt2-medium and "
+                "Llama-3-8B shapes, quantized bases with torchao and bitsandbytes (GPU, needs the hf and quant extras)",
+                model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=30, warmup=10, make_cells=_serving,
                 max_rounds=100),
         Profile("hf-modern", "Llama-3-8B and Qwen2-7B layer shapes (4 layers at full width) on transformers + peft "
                 "(GPU, needs the hf extra)",

@@ -35,7 +35,11 @@ def shard_group(cell: Cell) -> tuple:
     """The cells that share one timing loop, hence one shard: a latency shape group (the same key as
     :func:`perfsuite.workloads.latency.group_key`, without importing torch); any other cell alone."""
     if cell.workload == "latency":
-        return ("latency", cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode)
+        return ("latency", cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode,
+                cell.phase, cell.kv_len, cell.quant)
+    if cell.workload == "serving":  # perfsuite.workloads.serving.group_key: one loop per shape
+        return ("serving", cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode,
+                cell.phase, cell.kv_len, cell.quant)
     return ("cell", cell.id)
 
 

@@ -56,9 +56,8 @@ def loop_members(rec: CellRecord) -> str | None:
 def loop_key(cell) -> str:
     """The loop a cell's rounds came from, for the noise structure of a family: a latency cell's shape group
     (every model of one shape, timed in one round-robin loop), else the cell's own loop."""
-    if cell.workload == "latency":
-        return "|".join(str(v) for v in (cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len,
-                                         cell.mode))
+    if cell.workload == "latency":  # every field but the adapter's: a decode step's cache length, a quantized base...
+        return "|".join(f"{k}={v}" for k, v in sorted(cell.to_dict().items()) if k not in ("adapter", "rank"))
     return cell.id
 
 

@@ -88,11 +88,20 @@ def estimate(profile: Profile, cells: list[Cell], timer, *, how: str, rounds: in
         else [cells]
     steps: dict[str, list[float]] = {}
     shard_s, forwards, groups = [], [0, 0], 0
+    from perfsuite.estimate.counts import count_ops, forward_ops
+    from perfsuite.estimate.latency import rounds_of
+    from perfsuite.workloads.serving_cost import price_decode_group, price_serving  # serving-time cells
+
     for part in parts:
         night = Night(timer, host)
         for cell, models, low, high, w, _ in count_latency(profile, part, rounds, warmup):
-            price_group(night, cell, models, low, high, w)
+            if cell.phase == "decode":
+                price_decode_group(night, cell, models, low, high, w, forward_ops=forward_ops)
+            else:
+                price_group(night, cell, models, low, high, w)
             groups += 1
+        groups += price_serving(night, part, lambda c, cycle: rounds_of(profile, c, cycle, rounds, warmup),
+                                count_ops=count_ops)
         _price_others(night, profile, part, rounds, warmup, mismatch_rate, rates)
         price_session(night, part, on_gpu)
         if fixed_costs and on_gpu:

@@ -17,7 +17,7 @@ import functools
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from perfsuite.cells.grid import Cell, compile_selection
+from perfsuite.cells.grid import LATER_FIELDS, Cell, compile_selection
 from perfsuite.cells.shard import parse_shard
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import read_json
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import pandas as pd  # imported where a frame is made: reading results must not cost pandas' import
 
 SECTION = "perfsuite"
-CELL_COLUMNS = [f for f in Cell.__dataclass_fields__]
+# the serving-time fields (LATER_FIELDS) are columns only where a cell has them: earlier frames and CSVs unchanged
+CELL_COLUMNS = [f for f in Cell.__dataclass_fields__ if f not in LATER_FIELDS]
 # Columns every frame has, in this order; workload metrics follow, then run metadata.
 LEADING_COLUMNS = ["cell_id", *CELL_COLUMNS, "status", "reason"]
 ENV_COLUMNS = ["device_name", "torch_version", "cuda_version", "threads"]

@@ -18,6 +18,9 @@ HF_EXTRA_HINT = "pip install -e '.[hf]' (or: pip install 'transformers>=4.46' 'p
 ADAPTERHUB_ADAPTERS = ("houlsby", "pfeiffer", "parallel")
 ADAPTERHUB_HINT = ("AdapterHub's bottleneck adapters need the `adapters` package, which pins transformers < 5: "
                    "pip install adapters (in an environment with transformers 4.x)")
+# A quantized base's library (a cell's ``quant``; perfsuite.workloads.quant applies them) and how to get it.
+QUANT_LIBRARIES = {"ao-int8": "torchao", "ao-int4": "torchao", "bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes"}
+QUANT_HINTS = {"torchao": "pip install -e '.[quant]' (torchao>=0.18)", "bitsandbytes": "pip install bitsandbytes (CUDA)"}
 
 
 def _installed(module: str) -> bool:
@@ -30,7 +33,11 @@ def _installed(module: str) -> bool:
 
 
 def missing_extra(cell) -> str | None:
-    """Why ``cell`` cannot run here for want of an optional package (one line, with how to get it), or None."""
+    """Why ``cell`` cannot run here for want of an optional package (one line, with how to get it), or None: the
+    hf libraries for hf cells, AdapterHub for its adapters, the quantization library of a quantized base."""
+    library = QUANT_LIBRARIES.get(getattr(cell, "quant", "none"))
+    if library is not None and not _installed(library):
+        return f"the {cell.quant} base needs {library}, not installed: {QUANT_HINTS[library]}"
     if getattr(cell, "impl", "ref") != "hf":
         return None
     lacking = [m for m in ("transformers", "peft") if not _installed(m)]

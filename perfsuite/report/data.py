@@ -166,10 +166,16 @@ def adapter_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names) - {"none"}, key=lambda a: (_adapter_rank(a), a))
 
 
-def records_by_setup(frame: pd.DataFrame, workload: str) -> list[tuple[dict[str, str], list[dict]]]:
+def records_by_setup(frame: pd.DataFrame, workload: str, *, paper_layout: bool = True
+                     ) -> list[tuple[dict[str, str], list[dict]]]:
     """The workload's rows, grouped by (model, dtype, device, impl, mode): one figure each, in a stable order. A
-    setup names its ``impl`` and ``mode`` only when they are not the defaults (ref, eager)."""
+    setup names its ``impl`` and ``mode`` only when they are not the defaults (ref, eager). Latency rows of a
+    decode step or a quantized base are left out unless ``paper_layout`` is False: perfsuite.report.serving
+    draws them."""
     rows = frame[frame["workload"] == workload].to_dict("records")
+    if workload == "latency" and paper_layout:
+        rows = [r for r in rows if r.get("phase") in (None, "prefill") or not isinstance(r.get("phase"), str)]
+        rows = [r for r in rows if r.get("quant") in (None, "none") or not isinstance(r.get("quant"), str)]
 
     def value(r: dict, c: str) -> str:
         v = r.get(c)

@@ -32,6 +32,7 @@ from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
 from perfsuite.report.modes import NOTE as MODES_NOTE
 from perfsuite.report.modes import mode_gap_data, mode_gap_figure, mode_gap_tables
 from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figure, overhead_tables
+from perfsuite.report.serving import serving_sections
 from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
                                      run_table, subspace_tables)
 from perfsuite.table import Table, html_table, markdown_table
@@ -118,6 +119,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 "throughput relative to the best cell, after LLM-42 (Gond et al. 2026) Fig. 13. "
                                 + _coverage(data.cell_statuses())))
         drawn |= data.cell_statuses()
+    sections += [Section(*s) for s in serving_sections(frame, out_dir, vector=vector)]  # perfsuite.report.serving
     phis = subspace_records(frame)
     for group in subspace_groups(phis):
         paths = save_figure(subspace_figure(group), out_dir, group.stem, vector=vector)

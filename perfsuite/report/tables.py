@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from perfsuite.cells.grid import WORKLOADS
+from perfsuite.cells.grid import PAPER_WORKLOADS
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.formats.results import Results
 from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, MISSING, NO_DATA, Grid, LatencyData, RecomputeData,
@@ -175,7 +175,7 @@ def missing_lines(results: Results, drawn: dict[str, str] | None = None) -> list
     lines = [f"could not read {e}" for e in results.errors]
     frame = results.frame
     present = set(frame["workload"]) if len(frame) else set()
-    absent = [w for w in WORKLOADS if w not in present]
+    absent = [w for w in PAPER_WORKLOADS if w not in present]
     if absent:
         lines.append(f"not in these results: {', '.join(absent)}")
     groups: dict[str, list[str]] = {}

@@ -13,7 +13,7 @@ CELL_OVERHEAD_TOKENS = 256  # fixed cost of a cell (model copy, warm-up), in tok
 
 def estimated_cost(cell: Cell) -> float:
     """Rough relative cost of a cell: tokens pushed through the model, plus a fixed overhead."""
-    if cell.workload == "latency":
+    if cell.workload in ("latency", "serving"):  # a decode step: one token a request
         work = (cell.batch or 1) * (cell.seq_len or 1)
     elif cell.workload == "recompute":
         batch, window, gen = cell.batch or 1, cell.window or 1, cell.gen_len or 1

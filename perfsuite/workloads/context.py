@@ -30,8 +30,15 @@ class ModelCache(LastAdapted):
         self.checkpoint = checkpoint  # a perfsuite.checkpoint.Checkpoint: cells whose model is its label load it
         self._hf = None  # the hf twin (perfsuite.hf.models.HFModelCache), made on first use
 
-    def base(self, preset: str, dtype: str, device: str) -> GPT2:
-        key = (preset, dtype, device)
+    def base(self, preset: str, dtype: str, device: str, quant: str = "none") -> GPT2:
+        """The plain model; with ``quant``, a model of its own whose block weights are quantized
+        (:mod:`perfsuite.workloads.quant`; the unquantized plain model is left as it is)."""
+        key = (preset, dtype, device) + ((quant,) if quant != "none" else ())
+        if key not in self._base and quant != "none":
+            from perfsuite.workloads.quant import quantize_base
+
+            fresh = ModelCache(self.seed, self.checkpoint).base(preset, dtype, device)
+            self._base[key] = quantize_base(fresh, quant)
         if key not in self._base:
             if self.trained(preset):
                 from perfsuite.checkpoint import load_reference_model
@@ -41,9 +48,9 @@ class ModelCache(LastAdapted):
                 self._base[key] = build_model(preset, seed=self.seed, dtype=torch_dtype(dtype), device=device)
         return self._base[key]
 
-    def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int) -> GPT2:
+    def build_adapted(self, preset: str, dtype: str, device: str, adapter: str, rank: int, quant: str = "none") -> GPT2:
         """A new adapted model (not cached): the plain model itself for r = 0."""
-        base = self.base(preset, dtype, device)
+        base = self.base(preset, dtype, device, quant)
         if rank == 0 or adapter == "none":
             return base
         return attach(adapted_copy(base), adapter, rank, seed=self.seed + 1).eval()
@@ -86,3 +93,18 @@ class CellContext:
     cells: list[Cell] = field(default_factory=list)  # the profile's runnable cells: a shared loop times its whole group
     shared: dict[Any, Any] = field(default_factory=dict)  # results of shared loops, by group key
     gpu: Any = None  # perfsuite.gpu_state.GpuMonitor on a GPU with NVML, else None
+
+    def group(self, key: Any, measure: Callable[[], Any]) -> Any:
+        """A shared loop's result, measured now by ``measure()`` if this is its group's first cell. Out of memory,
+        the group keeps the error's first line (its other cells are recorded oom without trying again) and the
+        error goes on."""
+        if key not in self.shared:
+            try:
+                self.shared[key] = measure()
+            except Exception as e:
+                from perfsuite.device import is_out_of_memory
+
+                if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
+                    self.shared[key] = str(e).splitlines()[0]
+                raise
+        return self.shared[key]

@@ -8,10 +8,16 @@ rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is tim
 rounds serve each rank's cell (``timed_as`` names the cell whose merged model was timed). FLOPs are counted once
 per (model, adapter, rank, shape) on the meta device, a few blocks for the whole model
 (:mod:`perfsuite.workloads.counting`): no arithmetic, no memory (hf models: on one real call).
+
+A decode cell (``phase`` "decode") times one decode step of each model against the same KV cache of ``kv_len``
+tokens (:mod:`perfsuite.workloads.decode`) instead of a forward over ``seq_len`` tokens; a cell with a quantized
+base (``quant``) times the quantized plain model and its adapters (:mod:`perfsuite.workloads.quant`). Each is a
+group of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import torch
@@ -29,6 +35,7 @@ from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
 from perfsuite.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
 from perfsuite.workloads.counting import forward_flops
+from perfsuite.workloads.decode import kv_cache, step_fn
 from perfsuite.workloads.modes import CompileFallback, compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
@@ -37,7 +44,8 @@ ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (m
 
 
 def group_key(cell: Cell) -> tuple:
-    return cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode
+    return (cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len, cell.mode, cell.phase,
+            cell.kv_len, cell.quant)
 
 
 def timing_key(cell: Cell) -> tuple[str, int]:
@@ -52,20 +60,28 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
     """Time the plain model and every adapter of ``cell``'s shape in one loop; per timed model its rounds (ms),
     host syncs, memory, and the GPU state around the loop."""
     members = [c for c in ctx.cells if c.workload == "latency" and group_key(c) == group_key(cell)] or [cell]
-    base = ctx.models.base(cell.model, cell.dtype, cell.device)
-    gen = torch.Generator().manual_seed(cell.batch * 100_003 + cell.seq_len)
-    tokens = torch.randint(0, base.config.vocab_size, (cell.batch, cell.seq_len), generator=gen).to(cell.device)
+    quant = (cell.quant,) if cell.quant != "none" else ()  # the hf cache has no quantized bases (grid: unsupported)
+    base = ctx.models.base(cell.model, cell.dtype, cell.device, *quant)
+    decode = cell.phase == "decode"
+    gen = torch.Generator().manual_seed(cell.batch * 100_003 + (cell.kv_len if decode else cell.seq_len))
+    tokens = torch.randint(0, base.config.vocab_size, (cell.batch, 1 if decode else cell.seq_len),
+                           generator=gen).to(cell.device)
     models, built_as = {BASE: base}, {BASE: BASE}
     for c in members:
         key = timing_key(c)
         if key not in models:  # built with this member's real adapter and rank
-            models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank), (
-                c.adapter, c.rank)
-    forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
+            models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank,
+                                                                  *quant), (c.adapter, c.rank)
+    if decode:
+        kv = kv_cache(base, cell.batch, cell.kv_len, dtype=torch_dtype(cell.dtype), device=cell.device)
+        forwards = {key: step_fn(m, tokens, kv, cell.kv_len) for key, m in models.items()}
+        shape = ProbeShape.of_decode(base.config, cell.batch, 1)
+    else:
+        forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
+        shape = ProbeShape.of_forward(base.config, cell.batch, cell.seq_len)
     members_text = loop_members_text(models)
     policy = ctx.policy(cell)
-    probe = make_probe(ProbeShape.of_forward(base.config, cell.batch, cell.seq_len), dtype=torch_dtype(cell.dtype),
-                       device=cell.device)
+    probe = make_probe(shape, dtype=torch_dtype(cell.dtype), device=cell.device)
     with torch.inference_mode(), mode_context(cell.mode):
         extras = {key: {"host_syncs": sum(count_host_syncs(fn).values()), "weights_bytes": tensor_bytes(models[key]),
                         "peak_mem_bytes": peak_memory_above(fn, cell.device),
@@ -117,8 +133,9 @@ def loop_members_text(models: dict) -> str:
 
 
 def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
-    """The reference model's FLOPs on the meta device; an hf model's counted on one real call."""
-    if cell.impl == "ref":
+    """The reference model's FLOPs on the meta device; an hf model's, a decode step's and a quantized base's
+    counted on one real call."""
+    if cell.impl == "ref" and cell.phase == "prefill" and cell.quant == "none":
         return forward_flops(config, adapter, rank, cell.batch, cell.seq_len, cell.dtype)
     return count_flops(forward)
 
@@ -140,19 +157,11 @@ def device_metrics(mine: dict, ref: dict, *, is_base: bool) -> dict:
 def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     """The cell's record from its group's loop (measured now if this is the group's first cell)."""
     key = group_key(cell)
-    if key not in ctx.shared:
-        try:
-            ctx.shared[key] = measure_group(cell, ctx)
-        except CompileFallback as e:  # every cell of the group fails with it, without compiling again
-            ctx.shared[key] = e
-            raise
-        except Exception as e:
-            from perfsuite.device import is_out_of_memory
-
-            if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
-                ctx.shared[key] = str(e).splitlines()[0]
-            raise
-    group = ctx.shared[key]
+    try:
+        group = ctx.group(key, lambda: measure_group(cell, ctx))
+    except CompileFallback as e:  # every cell of the group fails with it, without compiling again
+        ctx.shared[key] = e
+        raise
     if isinstance(group, CompileFallback):
         raise CompileFallback(str(group))
     if isinstance(group, str):
@@ -161,12 +170,13 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     if "unsupported" in mine:
         return not_run(cell, STATUS_UNSUPPORTED, mine["unsupported"])
     flops = mine["flops"]
-    metrics = {"tokens": cell.batch * cell.seq_len, "rounds": len(mine["samples_ms"]),
+    metrics = {"tokens": cell.batch * (1 if cell.phase == "decode" else cell.seq_len), "rounds": len(mine["samples_ms"]),
                **{k: v for k, v in mine.items()
                   if k not in ("samples_ms", "probe_samples_ms", "cycle", "built_as", "device_samples_ms")}}
     if timing_key(cell) != BASE and tuple(mine["built_as"]) != (cell.adapter, cell.rank):
-        metrics["timed_as"] = Cell("latency", *mine["built_as"], batch=cell.batch, seq_len=cell.seq_len,
-                                   impl=cell.impl, mode=cell.mode).id
+        adapter, rank = mine["built_as"]
+        metrics["timed_as"] = dataclasses.replace(cell, adapter=adapter, rank=rank, dtype="float32", device="cpu",
+                                                  model="tiny").id  # the id: its dtype, device, model are not in it
     if record_rounds(benchmark, mine["samples_ms"]):
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
@@ -179,5 +189,5 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
             metrics |= {"ref_time_ms": timing.ref_time_ms, "slowdown_pct": timing.slowdown_pct,
                         "ref_samples_ms": list(timing.ref_ms)}
         metrics |= device_metrics(mine, ref, is_base=timing_key(cell) == BASE)
-    base = ctx.models.base(cell.model, cell.dtype, cell.device)
+    base = ctx.models.base(cell.model, cell.dtype, cell.device, *((cell.quant,) if cell.quant != "none" else ()))
     return CellRecord(cell, env=machine_env(cell.device), model_dims=model_dims(base), metrics=metrics)

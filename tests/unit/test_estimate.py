@@ -21,13 +21,16 @@ RATES = lambda cell: DeviceRates(1e-5, 1e-12)  # noqa: E731 — a planted device
 def test_the_paper_grid_shares_one_loop_per_shape_group_with_the_probe():
     paper = get_profile("paper")
     groups = count_latency(paper, paper.cells(device="cuda"))
-    assert len(groups) == 18  # 6 batches × 3 sequence lengths
-    assert {len(g[1]) for g in groups} == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA
-    assert all(g[2] == 48 and g[3] == 72 for g in groups)  # 30 → 60 rounds, in whole cycles of 24 (and the probe)
+    prefill = [g for g in groups if g[0].phase == "prefill"]
+    assert len(prefill) == 18  # 6 batches × 3 sequence lengths
+    assert {len(g[1]) for g in prefill} == {23}  # the plain model, 7 adapters × 3 ranks, one merged LoRA
+    assert all(g[2] == 48 and g[3] == 72 for g in prefill)  # 30 → 60 rounds, in whole cycles of 24 (and the probe)
+    decode = [g for g in groups if g[0].phase == "decode"]  # 3 batches × 3 cache lengths, the plain model + 8 at r10
+    assert len(decode) == 9 and {len(g[1]) for g in decode} == {9} and all(g[2] == 30 and g[3] == 60 for g in decode)
 
 
 SMOKE = get_profile("smoke")
-SMOKE_LATENCY = select(SMOKE.cells(device="cpu"), "workload == 'latency'")
+SMOKE_LATENCY = select(SMOKE.cells(device="cpu"), "workload == 'latency' and phase == 'prefill'")
 
 
 @pytest.fixture(scope="module")

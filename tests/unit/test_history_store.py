@@ -56,7 +56,7 @@ def test_the_issue_history_steps_are_found_in_exactly_those_cells_at_the_right_c
         step = float(line.split()[2])
         assert 3.0 < step < 7.0, line
         assert line.endswith("FILED"), "20 nights at +5 %, 1.5 % noise: filed"
-    assert lines[-1].startswith("3 change points (3 filed) in 18 series of 18 cells, 60 runs")
+    assert lines[-1].startswith("3 change points (3 filed) in 26 series of 26 cells, 60 runs")
 
 
 def test_every_metric_is_searched_by_default_and_only_the_stepped_cells_move(issue_store, capsys):
@@ -65,8 +65,9 @@ def test_every_metric_is_searched_by_default_and_only_the_stepped_cells_move(iss
     assert {line.split()[0] for line in found} == set(STEPPED)
     assert {line.split()[1] for line in found} == {"slowdown_ratio", "time_ms"}, "raw time too, not only r = 0"
     series = int(lines[-1].split(" in ")[1].split()[0])
-    # time for 24 cells, the slow-down ratio for 18, the recompute cells' three deterministic outcomes (5 cells)
-    assert series == 24 + 18 + 3 * 5
+    # time for 33 cells (the smoke grid with its 9 decode-step cells), the slow-down ratio for 26 (18, and the 8
+    # decode-step adapters), the recompute cells' three deterministic outcomes (5 cells)
+    assert series == 33 + 26 + 3 * 5
 
 
 def test_show_selects_cells_and_writes_json(issue_store, capsys, tmp_path):

@@ -12,10 +12,17 @@ from perfsuite.selftest_grid import GridSimulation, detection_rate, grid_loops, 
 
 
 def test_the_paper_grid_is_eighteen_loops_of_twenty_five():
-    loops = [loop for loop in grid_loops("paper") if loop[0].workload == "latency"]
+    loops = [loop for loop in grid_loops("paper") if loop[0].workload == "latency" and loop[0].phase == "prefill"]
     assert len(loops) == 18 and {len(loop) for loop in loops} == {25}
     assert all(loop[0].adapter == "none" for loop in loops)
-    assert len(grid_loops("smoke")) == 2 + 4  # two latency loops; each recompute cell within the budget its own
+    # two prefill loops and the decode steps' loop; each recompute cell within the budget its own
+    assert len(grid_loops("smoke")) == 2 + 1 + 4
+
+
+def test_every_decode_shape_is_a_loop_of_its_own():
+    """loop_key keys a latency loop by every field but the adapter's (a decode step's cache length, a quantized base)."""
+    decode = [loop for loop in grid_loops("paper") if loop[0].phase == "decode"]
+    assert len(decode) == 9 and {len(loop) for loop in decode} == {9}  # 3 batches × 3 cache lengths, 9 models
 
 
 def test_designs_are_read_and_bad_ones_refused():
@@ -43,7 +50,8 @@ def test_the_simulation_is_judged_by_the_production_judge(monkeypatch):
 
     monkeypatch.setattr(grid, "judge", loud)
     rate = simulate_grid(GridSimulation(grid="smoke", trials=3, design="1v3"))
-    assert rate.false_runs == 3 and seen == [2 * 16 + 2 + 4 * 2] * 3  # adapters: 2 tests; r = 0: 1; recompute: 2
+    # adapters: 2 tests; r = 0: 1; recompute: 2; the decode loop: 8 adapters and its r = 0
+    assert rate.false_runs == 3 and seen == [2 * 16 + 2 + 4 * 2 + 2 * 8 + 1] * 3
     assert grid.judge is loud and verdicts.judge is not loud
 
 
@@ -71,7 +79,7 @@ def test_cli_prints_the_figures_users_ask_for(capsys):
     assert main(["selftest", "--grid", "smoke", "--simulate", "--trials", "5", "--design", "1v3",
                  "--detect", "single", "--detect-trials", "4"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("simulated smoke grid, design 1v3: 22 cells in 6 loops; 1 run(s) against a 3-run")
+    assert out[0].startswith("simulated smoke grid, design 1v3: 31 cells in 7 loops; 1 run(s) against a 3-run")
     assert re.fullmatch(r"per-run false alarms: \d+/5 \(\d+\.\d %\) \[\d+\.\d, \d+\.\d\]", out[1])
     assert out[2].startswith("runs per unchanged night: ")
     assert re.fullmatch(r"detects \(95 % of runs\): single (\d+\.\d|> 400) %", out[3])
