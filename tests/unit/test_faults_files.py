@@ -320,7 +320,7 @@ def test_cells_hints_the_valid_names_of_a_selection_that_matches_nothing():
     assert "adapter: adapterdrop, houlsby, lin, lora, lora-merged, none, parallel, pfeiffer, spectral-r" in err
     assert "batch: 1, 4, 8, None" in err and "0 cells" not in out
     code, out, _ = cli("cells", "--cells", "adapter == 'lora'")
-    assert code == 0 and out.splitlines()[-1].startswith("4 cells in profile 'smoke'")
+    assert code == 0 and out.splitlines()[-1].startswith("5 cells in profile 'smoke'")  # b1, b4, a decode step, recompute, subspace
 
 
 def test_corrupt_weights_are_refused_before_the_first_cell(tmp_path):

@@ -205,7 +205,7 @@ def test_simulate_prints_the_monitoring_table_and_refuses_a_bad_table(capsys):
     assert main(["history", "simulate", "--tables", "monitoring", "--looks", "12", "--trials", "1"]) == 0
     out = capsys.readouterr().out
     assert "| series with a false change-point issue |" in out and "| 12 | 1.5 % | 0 | 0/1 " in out
-    assert "| 12 | 1.5 % | 0.3 |" in out and "searches 1332 series a night" in out
+    assert "| 12 | 1.5 % | 0.3 |" in out and "searches 1566 series a night" in out
     assert main(["history", "simulate", "--tables", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tables" in err
@@ -224,8 +224,8 @@ def test_deterministic_outcomes_are_stored_even_at_zero():
 
 def test_the_per_night_family_of_the_paper_grid():
     cells = get_profile("paper").cells(device="cuda")
-    assert sum(len(searched_metrics(c, gpu=True)) for c in cells) == 450 + 432 + 450
-    assert sum(len(searched_metrics(c, gpu=False)) for c in cells) == 450 + 432
+    assert sum(len(searched_metrics(c, gpu=True)) for c in cells) == 531 + 504 + 531  # 450 prefill and 81 decode-step cells
+    assert sum(len(searched_metrics(c, gpu=False)) for c in cells) == 531 + 504
 
 
 def test_the_cli_offers_every_stored_metric():

@@ -386,14 +386,31 @@ def _fake_bnb():
     return types.SimpleNamespace(nn=nn_ns), calls
 
 
-@pytest.mark.parametrize("quant,layer,kw", [("bnb-nf4", "Linear4bit", {"quant_type": "nf4"}),
-                                            ("bnb-int8", "Linear8bitLt", {"has_fp16_weights": False, "threshold": 6.0})])
-def test_bitsandbytes_replacement_through_the_seam(quant, layer, kw):
-    """The CPU twin of test_bitsandbytes_on_cuda: every block linear replaced by its bitsandbytes layer with the same
-    weights, moved to the model's device, LoRA on top."""
+BNB = {"bnb-nf4": ("Linear4bit", {"quant_type": "nf4"}),
+       "bnb-int8": ("Linear8bitLt", {"has_fp16_weights": False, "threshold": 6.0})}
+
+
+@pytest.mark.parametrize("on", [pytest.param("cuda", marks=pytest.mark.gpu), "seam"])
+@pytest.mark.parametrize("quant", list(BNB))
+def test_bitsandbytes_replaces_every_block_linear_and_lora_runs_on_top(quant, on):
+    """On CUDA, the real library: the quantized base and LoRA on top differ, the block linears are its layers. Its CPU
+    twin through a fake bitsandbytes: every block linear replaced by the library's layer with the same weights, moved
+    to the model's device, LoRA on top."""
+    from perfsuite.adapters import attach
     from perfsuite.model import build_model
     from perfsuite.workloads.quant import block_linears, quantize_base
 
+    layer, kw = BNB[quant]
+    if on == "cuda":
+        pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed")
+        cache = ModelCache()
+        base = cache.base("tiny", "float16", "cuda", quant)
+        lora = cache.build_adapted("tiny", "float16", "cuda", "lora", 8, quant)
+        x = torch.randint(0, 512, (2, 8), device="cuda")
+        with torch.inference_mode():
+            assert (lora(x)[0] - base(x)[0]).abs().max() > 0
+        assert layer in type(base.h[0].attn.c_attn).__name__
+        return
     model = build_model("tiny")
     before = {name: p.detach().clone() for name, p in model.named_parameters() if name.startswith("h.")}
     n = len(block_linears(model))
@@ -405,24 +422,9 @@ def test_bitsandbytes_replacement_through_the_seam(quant, layer, kw):
     assert all(type(b.attn.c_attn).__name__ == layer for b in model.h) and type(model.lm_head).__name__ == "Linear"
     after = dict(model.named_parameters())
     assert all(torch.equal(after[k], v) for k, v in before.items())  # the same weights
-    from perfsuite.adapters import attach
-
     attach(model, "lora", 8)
     with torch.inference_mode():
         assert model(torch.zeros(1, 4, dtype=torch.long))[0].shape == (1, 4, 512)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("quant", ["bnb-nf4", "bnb-int8"])
-def test_bitsandbytes_on_cuda(quant):
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed")
-    cache = ModelCache()
-    base = cache.base("tiny", "float16", "cuda", quant)
-    lora = cache.build_adapted("tiny", "float16", "cuda", "lora", 8, quant)
-    x = torch.randint(0, 512, (2, 8), device="cuda")
-    with torch.inference_mode():
-        assert (lora(x)[0] - base(x)[0]).abs().max() > 0
-    assert "Linear4bit" in type(base.h[0].attn.c_attn).__name__ or "Linear8bit" in type(base.h[0].attn.c_attn).__name__
 
 
 # --- a real serving-smoke run, the report and the estimate ----------------------------------------------------
