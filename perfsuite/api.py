@@ -55,6 +55,7 @@ class RunOptions:
     alpha: float | None = None
     min_effect_pct: float | None = None
     remeasure: int | None = None  # re-measurements of a suspect regression (None: perfsuite's default)
+    allow_missing: bool = False  # a baseline cell the run did not measure passes (else it fails the run, exit 1)
     report: bool = True
     benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
     pytest_args: tuple[str, ...] = ()
@@ -124,6 +125,12 @@ class CompareResult:
     def regression(self) -> bool:
         return self.comparison.has_regression
 
+    @property
+    def fails(self) -> bool:
+        """Whether the command would exit 1: a confirmed regression, or a baseline cell the run did not measure
+        (unless ``allow_missing``)."""
+        return self.comparison.fails
+
     def markdown(self, title: str | None = None) -> str:
         from perfsuite.compare.render import render_markdown
 
@@ -181,7 +188,7 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
                           baselines_dir=str(options.baselines_dir) if options.baselines_dir else None,
                           compare_options=_compare_options(options.alpha, options.min_effect_pct,
                                                            REMEASURE if options.remeasure is None else options.remeasure)
-                          if options.compare else None,
+                          if options.compare else None, allow_missing=options.allow_missing,
                           report=options.report, extra_pytest_args=list(options.pytest_args), wait=options.wait)
     return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
                      tuple(outcome.lines), printed.getvalue())
@@ -207,12 +214,13 @@ def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
 def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: str | Path | None = None,
             baselines_dir: str | Path | None = None, alpha: float | None = None,
             min_effect_pct: float | None = None, remeasure: int = 0, checkout: str | Path = ".",
-            workdir: str | Path | None = None, verbose: bool = False) -> CompareResult:
+            workdir: str | Path | None = None, allow_missing: bool = False, verbose: bool = False) -> CompareResult:
     """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
     baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``.
     ``remeasure``: a suspect regression is re-measured that many times, each in a fresh pytest process of
     ``checkout`` (the results must then be files: their pytest node ids say what to run), the fresh results
-    written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does."""
+    written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does.
+    ``allow_missing``: a baseline cell the results lack does not fail the comparison (:attr:`CompareResult.fails`)."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
     from perfsuite.job import default_baselines_dir
@@ -222,7 +230,7 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
     run_again = _remeasurer(results, loaded, checkout, workdir, verbose) if remeasure else None
     return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, remeasure),
-                                         remeasure=run_again))
+                                         remeasure=run_again).allowing_missing(allow_missing))
 
 
 def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Path | None, verbose: bool):
@@ -275,11 +283,14 @@ def _trend_sections(store_path: str | Path, out_dir: str | Path) -> list:
 
 def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *, runs: int | None = None,
        out_dir: str | Path = "perfsuite-out/ab", keep_worktrees: bool = False, repo: str | Path = ".",
-       remeasure: int | None = None, wait: bool = False, verbose: bool = False) -> ABResult:
+       remeasure: int | None = None, wait: bool = False, allow_missing: bool = False,
+       verbose: bool = False) -> ABResult:
     """Commit ``base`` against ``head`` (None: the working tree), runs alternated on this machine, each in its own
     process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply; a suspect
     regression is re-measured ``remeasure`` times on both sides (None: as the command, once). ``wait``: another
-    perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``verbose``: progress on stderr."""
+    perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``allow_missing``: a cell BASE
+    measured and HEAD did not does not fail the comparison. ``verbose``: progress on stderr. BASE's and HEAD's own
+    code runs (their package, conftest, benchmarks): never ``ab`` a ref you would not run."""
     import sys
 
     from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
@@ -292,7 +303,7 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
                                     compare_options=_compare_options(options.alpha, options.min_effect_pct,
                                                                      REMEASURE if remeasure is None else remeasure),
                                     keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
-    return ABResult(CompareResult(doc), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
+    return ABResult(CompareResult(doc.allowing_missing(allow_missing)), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

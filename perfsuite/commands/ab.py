@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perfsuite.ab import DEFAULT_RUNS
-from perfsuite.commands.compare import options_from_args
+from perfsuite.commands.compare import add_allow_missing_argument, options_from_args
 from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import REMEASURE
@@ -29,6 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the comparison as JSON (one entry per cell)")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the comparison as Markdown (a PR comment)")
     p.add_argument("--keep-worktrees", action="store_true", help="leave the git worktrees in --out for inspection")
+    add_allow_missing_argument(p)
     add_wait_argument(p, "--out")
     p.add_argument("--remeasure", type=at_least_zero, default=REMEASURE, metavar="N",
                    help=f"re-measure a suspect regression N times, one more block each (a fresh process of each "
@@ -43,11 +44,12 @@ def run(args) -> int:
     compare = options_from_args(args)  # checked as the command line's, before anything runs
     options = api.RunOptions(**cell_option_values(args), alpha=compare.alpha, min_effect_pct=compare.min_effect_pct)
     result = api.ab(args.base, args.head, options, runs=args.runs, out_dir=args.out,
-                    keep_worktrees=args.keep_worktrees, remeasure=compare.remeasure, wait=args.wait, verbose=True)
+                    keep_worktrees=args.keep_worktrees, remeasure=compare.remeasure, wait=args.wait,
+                    allow_missing=args.allow_missing, verbose=True)
     doc, a, b = result.comparison.comparison, result.a, result.b  # "REF (commit)"
     if args.json:
         write_json_atomic(args.json, doc.to_dict())
     if args.markdown:
         write_text_atomic(args.markdown, render_markdown(doc, f"perfsuite A/B: {a} → {b}"))
     print(render_terminal(doc, f"perfsuite ab: A = {a}, B = {b}, {args.runs} runs each, {result.seconds:.0f} s"))
-    return 1 if doc.has_regression else 0
+    return doc.exit_code

@@ -10,9 +10,10 @@ from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import CompareError, CompareOptions
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import at_least_zero
+from perfsuite.plugin.options import ALLOW_MISSING_HELP, at_least_zero
 
-HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
+HELP = ("compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression or a "
+        "baseline cell the run did not measure")
 
 
 def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
@@ -25,9 +26,15 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
     p.add_argument("--remeasure", type=at_least_zero, default=remeasure_default, metavar="N",
                    help="re-measure a suspect regression N times, each in a fresh pytest process, before calling it "
                         f"(default: {remeasure_default})")
+    add_allow_missing_argument(p)
     p.add_argument("--baselines-dir", default=None, metavar="DIR",
                    help="where the baselines are (default: ./baselines; perfsuite run: ./baselines when the current "
                         "folder has one, else the checkout's)")
+
+
+def add_allow_missing_argument(p) -> None:
+    """``--allow-missing`` (``perfsuite compare``, ``run`` and ``ab``; the pytest plugin's --perfsuite-allow-missing)."""
+    p.add_argument("--allow-missing", action="store_true", help=ALLOW_MISSING_HELP)
 
 
 def options_from_args(args) -> CompareOptions:
@@ -59,7 +66,7 @@ def run(args) -> int:
     comparison = api.compare(args.results, baseline=args.baseline, baselines_dir=baselines_dir, alpha=options.alpha,
                              min_effect_pct=options.min_effect_pct, remeasure=options.remeasure,
                              checkout=args.rootdir, workdir=Path(args.json or args.results[0]).parent,
-                             verbose=True).comparison
+                             allow_missing=args.allow_missing, verbose=True).comparison
     if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
         raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "
@@ -75,4 +82,4 @@ def run(args) -> int:
         print(render_markdown(comparison))
     else:
         print(render_terminal(comparison))
-    return 1 if comparison.has_regression else 0
+    return comparison.exit_code

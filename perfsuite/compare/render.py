@@ -79,6 +79,21 @@ def summary_line(comparison: Comparison) -> str:
     return line
 
 
+MAX_NAMED_CELLS = 10  # cells named in the missing line; the table lists every one
+
+
+def unmeasured_line(comparison: Comparison) -> str | None:
+    """The baseline's cells this run should have measured and did not (they fail it), named; None when none."""
+    cells = comparison.unmeasured
+    if not cells:
+        return None
+    names = ", ".join(c.cell_id for c in cells[:MAX_NAMED_CELLS])
+    more = f" and {len(cells) - MAX_NAMED_CELLS} more" if len(cells) > MAX_NAMED_CELLS else ""
+    return (f"MISSING: {len(cells)} cell{'s' * (len(cells) != 1)} of the baseline not measured by this run, which "
+            f"fails it: {names}{more} (removed, renamed, or skipped by the code under test; pass --allow-missing when "
+            "that is intended)")
+
+
 def detectable_line(comparison: Comparison, part: str | None) -> str | None:
     """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
     change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
@@ -146,19 +161,23 @@ def render_terminal(comparison: Comparison, title: str = "perfsuite compare") ->
     if comparison.cells:
         lines.append(text_table(full_table(comparison)))
     lines.append(summary_line(comparison))
+    lines += [line for line in (unmeasured_line(comparison),) if line]
     return "\n".join(lines)
 
 
 def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
     """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
-    n_reg = comparison.count("regression")
-    if n_reg:
-        head = f"**{n_reg} regression{'s' if n_reg != 1 else ''}**"
+    n_reg, n_missing = comparison.count("regression"), len(comparison.unmeasured)
+    if n_reg or n_missing:
+        head = "**" + ", ".join(([f"{n_reg} regression{'s' if n_reg != 1 else ''}"] if n_reg else [])
+                                + ([f"{n_missing} missing"] if n_missing else [])) + "**"
     elif not comparison.gating:
         head = "no gating comparison (no baseline of this machine)"
     else:
         head = "no regression"
-    out = [f"### {title}: {head}", "", *(f"- {line.strip()}" for line in part_lines(comparison)), ""]
+    missing = unmeasured_line(comparison)
+    out = [f"### {title}: {head}", "", *(f"- {line.strip()}" for line in part_lines(comparison)),
+           *([f"- **{missing}**"] if missing else []), ""]
     for t in verdict_tables(comparison):
         out += [markdown_table(t), ""]
     return "\n".join(out).rstrip() + "\n"

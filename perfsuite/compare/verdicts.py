@@ -292,7 +292,7 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
     for cid in baseline.cell_ids():
         if cid not in entries and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
-            entries[cid] = _missing(cid, part, why)
+            entries[cid] = _missing(cid, part, why) | ({"not_run": lost[cid].status} if cid in lost else {})
     cells = {cid: recs[-1].cell for cid, recs in cur_runs.items()}
     together = {cid: frozenset(v) for cid, v in runs_of.items()}
 

@@ -17,6 +17,10 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       over the part's family: the verdict's gate) and ``se_log``; the metric ``norm_time`` (time over the loop's
       fixed torch probe) judges a cell's speed where recorded, the raw ``time`` then ``judged: false`` with
       verdict ``reference``. Older documents: each test stood alone (``error_control: none``).
+  4 — missing cells that fail the run: a missing cell carries ``not_run`` (the status the run recorded for it: oom,
+      no_device, outside_budget, ...; absent when the run has no record of the cell at all), and the document
+      ``allow_missing`` (whether the caller let missing cells pass). Older documents: ``not_run`` read back from the
+      note ("did not run (oom: ...)"), ``allow_missing`` false.
 
 Readers take the document as typed records (:class:`Comparison` of :class:`PartEntry` and :class:`CellVerdict`
 of :class:`MetricVerdict`), checked on reading. Over 350 lines on purpose: the version history, its migrations
@@ -25,7 +29,8 @@ and the records that read the current version are one format, changed together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,8 +86,22 @@ def _update_to_3(doc: dict) -> dict:
     return doc
 
 
-COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 3, {2: _update_to_2, 3: _update_to_3},
-                           ComparisonError)
+_NOT_RUN_NOTE = re.compile(r"did not run \((\w+): ")
+
+
+def _update_to_4(doc: dict) -> dict:
+    """v3 → v4: a missing cell's recorded status, from its note; missing cells were never allowed to fail."""
+    for c in doc.get("cells") or []:
+        if isinstance(c, dict) and c.get("verdict") == "missing" and isinstance(c.get("note"), str):
+            found = _NOT_RUN_NOTE.match(c["note"])
+            if found:
+                c.setdefault("not_run", found[1])
+    doc.setdefault("allow_missing", False)
+    return doc
+
+
+COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 4,
+                           {2: _update_to_2, 3: _update_to_3, 4: _update_to_4}, ComparisonError)
 
 
 def check_comparison(doc: Any, where: str = "comparison") -> dict:
@@ -246,12 +265,13 @@ class CellVerdict(_Entry):
     remeasured: int = 0
     metrics: tuple[MetricVerdict, ...] = ()
     note: str | None = None  # why a cell is missing
+    not_run: str | None = None  # a missing cell the run recorded as not run: its status (oom, no_device, ...)
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     REQUIRED = {"cell_id": (str, False), "part": (str, True), "verdict": (VERDICTS, False), "moved": (list, False),
                 "remeasured": (int, False), "metrics": (list, False)}
-    OPTIONAL = {"note": (str, True)}
+    OPTIONAL = {"note": (str, True), "not_run": (str, True)}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cell") -> "CellVerdict":
@@ -321,6 +341,7 @@ class Comparison:
     parts: tuple[PartEntry, ...]
     cells: tuple[CellVerdict, ...]
     summary: Mapping[str, int]
+    allow_missing: bool = False  # the caller let the baseline's cells this run lacks pass (--allow-missing)
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -333,15 +354,17 @@ class Comparison:
                                                     and not isinstance(v, bool) for k, v in summary.items()):
             raise ComparisonError(f"{where}: 'summary' is not an object of counts")
         gating = _check(doc.get("gating"), bool, where, "gating", False)
-        known = {COMPARISON_FORMAT.key, "gating", "parts", "cells", "summary"}
+        allow_missing = _check(doc.get("allow_missing", False), bool, where, "allow_missing", False)
+        known = {COMPARISON_FORMAT.key, "gating", "parts", "cells", "summary", "allow_missing"}
         return cls(gating, tuple(PartEntry.from_dict(p, f"{where}: part {i}") for i, p in enumerate(doc["parts"])),
                    tuple(CellVerdict.from_dict(c, f"{where}: cell {i}") for i, c in enumerate(doc["cells"])),
-                   dict(summary), tuple(doc), {k: v for k, v in doc.items() if k not in known})
+                   dict(summary), allow_missing, tuple(doc), {k: v for k, v in doc.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
         """The document as written (the current format version first)."""
         values = {"gating": self.gating, "parts": [p.to_dict() for p in self.parts],
-                  "cells": [c.to_dict() for c in self.cells], "summary": dict(self.summary)}
+                  "cells": [c.to_dict() for c in self.cells], "summary": dict(self.summary),
+                  "allow_missing": self.allow_missing}
         order = [k for k in self.keys if k != COMPARISON_FORMAT.key] + [k for k in (*values, *self.extra)
                                                                        if k not in self.keys]
         return COMPARISON_FORMAT.stamp({k: values[k] if k in values else self.extra[k] for k in order})
@@ -352,6 +375,36 @@ class Comparison:
     @property
     def has_regression(self) -> bool:
         return self.count("regression") > 0
+
+    def allowing_missing(self, allow: bool) -> "Comparison":
+        """This comparison with the caller's word on missing cells (``--allow-missing``)."""
+        return replace(self, allow_missing=bool(allow))
+
+    @property
+    def unmeasured(self) -> tuple[CellVerdict, ...]:
+        """The baseline's cells this run set out to measure (a selection or shard scopes them) and did not, in the
+        parts that gate: absent from the run (removed, renamed, never collected), and, in an A/B part, also those
+        the new side recorded as not run (both sides ran on one machine with the same options, so a skip there
+        — an OOM, a budget, a device check — comes from the code under test). A cell a gating run recorded as not
+        run (oom, no_device, outside_budget, ...) is reported with its reason and does not count: the run said
+        why, and the baseline's machine is the same one. Empty when ``allow_missing``."""
+        if self.allow_missing:
+            return ()
+        modes: dict[str | None, set[str]] = {}
+        for p in self.parts:
+            modes.setdefault(p.profile, set()).add(p.mode)
+        return tuple(c for c in self.cells if c.verdict == "missing" and modes.get(c.part, set()) & {"gating", "ab"}
+                     and (c.not_run is None or "ab" in modes[c.part]))
+
+    @property
+    def fails(self) -> bool:
+        """Whether this comparison fails the run (exit 1): a confirmed regression, or a cell that should have been
+        measured and was not (:attr:`unmeasured`)."""
+        return self.has_regression or bool(self.unmeasured)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.fails else 0
 
 
 def as_comparison(doc: "Comparison | dict", where: str = "comparison") -> Comparison:
