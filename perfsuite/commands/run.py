@@ -7,6 +7,7 @@ import argparse
 from perfsuite.commands.compare import add_compare_arguments
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, cell_option_values
+from perfsuite.table import printable
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
@@ -45,5 +46,5 @@ def run(args) -> int:
         benchmarks=args.benchmarks, wait=args.wait, allow_missing=args.allow_missing,
         pytest_args=tuple(a for a in args.pytest_args if a != "--"))
     result = api.run(options, verbose=True)
-    print("\n".join(["", "perfsuite run: summary", *("  " + line for line in result.summary)]))
+    print("\n".join(["", "perfsuite run: summary", *("  " + printable(line) for line in result.summary)]))
     return result.exit_code

@@ -14,7 +14,7 @@ import statistics
 from perfsuite.compare.quality import quality_lines
 from perfsuite.compare.stats import ERROR_CONTROLS
 from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, VERDICTS
-from perfsuite.table import Table, markdown_table, text_table
+from perfsuite.table import Table, markdown_table, markdown_text, printable, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
 MODE_TEXT = {
@@ -157,16 +157,18 @@ def full_table(comparison: Comparison) -> Table:
 
 
 def render_terminal(comparison: Comparison, title: str = "perfsuite compare") -> str:
-    lines = [title, *part_lines(comparison)]
+    """The comparison for a terminal or a CI log: every recorded string printable (no escape sequence, no line
+    break that could forge an annotation)."""
+    lines = [printable(line) for line in (title, *part_lines(comparison))]
     if comparison.cells:
         lines.append(text_table(full_table(comparison)))
-    lines.append(summary_line(comparison))
-    lines += [line for line in (unmeasured_line(comparison),) if line]
+    lines += [printable(line) for line in (summary_line(comparison), unmeasured_line(comparison)) if line]
     return "\n".join(lines)
 
 
 def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
-    """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
+    """A pull-request comment: the outcome first, the cells that need a look, all cells folded below. Every
+    recorded string (a machine, a baseline's name, a note) is inert Markdown: no HTML, no mention, no link."""
     n_reg, n_missing = comparison.count("regression"), len(comparison.unmeasured)
     if n_reg or n_missing:
         head = "**" + ", ".join(([f"{n_reg} regression{'s' if n_reg != 1 else ''}"] if n_reg else [])
@@ -176,8 +178,9 @@ def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
     else:
         head = "no regression"
     missing = unmeasured_line(comparison)
-    out = [f"### {title}: {head}", "", *(f"- {line.strip()}" for line in part_lines(comparison)),
-           *([f"- **{missing}**"] if missing else []), ""]
+    out = [f"### {markdown_text(title)}: {head}", "",
+           *(f"- {markdown_text(line.strip())}" for line in part_lines(comparison)),
+           *([f"- **{markdown_text(missing)}**"] if missing else []), ""]
     for t in verdict_tables(comparison):
         out += [markdown_table(t), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -13,9 +13,6 @@ from perfsuite.formats.record import CellRecord
 from perfsuite.machine import Fingerprint
 from perfsuite.paired import median_interval_ranks
 
-# Metrics kept per cell, each lower-is-better and positive: absolute time, the slow-down against the paired
-# reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak memory.
-METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
 SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
 
 
@@ -33,7 +30,9 @@ def median_interval(samples) -> tuple[float | None, float | None]:
 
 
 def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float | None]]:
-    """(metric, value, ci_low, ci_high) for each of METRICS the record has as a positive number."""
+    """(metric, value, ci_low, ci_high) for each of the store's metrics (:data:`perfsuite.history.schema.METRICS`:
+    absolute time, the slow-down against the paired reference as a ratio — 1 + slowdown_pct / 100, so a step in it
+    is a relative change, like one in time —, peak memory) the record has as a positive number."""
     rows = []
     time_ms = rec.get("time_ms")
     if _positive(time_ms):

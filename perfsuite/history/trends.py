@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from perfsuite.formats.io import atomic_path, write_text_atomic
 from perfsuite.history.changes import ChangePoint, SeriesChanges
 from perfsuite.report.page import Section, html_page
-from perfsuite.table import Table
+from perfsuite.table import Table, spreadsheet_safe
 
 SMALL_POINTS = 90  # points per small panel at most: a panel is ~190 px wide
 SMALL_COLUMNS = 6  # panels per row
@@ -228,8 +228,9 @@ def write_points_csv(found: list[SeriesChanges], path: Path) -> Path:
         steps = {_index(s, c): c.step_pct for c in s.changes}
         for a, b in bins(len(pts), len(pts) if s.changes else SMALL_POINTS):
             one = pts[a] if b - a == 1 else None
-            w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, b - a, pts[a].run.datetime[:10],
-                        pts[b - 1].run.datetime[:10], one.run.commit if one else "", f"{np.median(values[a:b]):.6g}",
+            w.writerow([*map(spreadsheet_safe, (s.series.cell.id, s.series.metric, s.series.series_key)), b - a,
+                        pts[a].run.datetime[:10], pts[b - 1].run.datetime[:10],
+                        spreadsheet_safe(one.run.commit) if one else "", f"{np.median(values[a:b]):.6g}",
                         _opt(one and one.ci_low), _opt(one and one.ci_high), _opt(level.get(b - 1)),
                         _opt(next((v for i, v in steps.items() if a <= i < b), None))])
     return write_text_atomic(path, f.getvalue())

@@ -4,6 +4,7 @@ from a recorded string."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,112 @@ def test_a_journal_planted_as_a_symlink_is_refused_not_appended_to(tmp_path):
     with pytest.raises(JournalWriteError, match="symbolic link"):
         Journal(path).append("header", cells=[])
     assert target.read_text() == "precious"
+
+
+# --- probe 8: output channels pass hostile text through -----------------------------------------------------------
+
+HOSTILE_HOST = "host-a\x1b]0;pwned\x07\x1b[2J\n::error::forged annotation"
+HTML = "<img src=https://tracker.example/p.png> @everyone"
+
+
+def hostile_run(tmp_path: Path, *, host: str = HOSTILE_HOST, commit: str = "=HYPERLINK(\"https://x\")",
+                reason: str = f"CUDA out of memory {HTML}") -> Path:
+    cells = [syn.cell("none"), syn.cell("lora"), syn.cell("lora", batch=4)]
+    records = [syn.record(c, seed=k, ratio=1.0 if c.adapter == "none" else 1.2, e=syn.env(host=host))
+               for k, c in enumerate(cells[:2])] + [syn.skipped(cells[2], reason=reason)]
+    doc = syn.document(records)
+    doc["commit_info"] |= {"id": commit, "branch": "@SUM(1+1)*cmd|' /C calc'!A0"}
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def csv_cells(path: Path) -> list[str]:
+    import csv
+
+    return [cell for row in csv.reader(path.read_text().splitlines()) for cell in row]
+
+
+def formula(cell: str) -> bool:
+    """A cell a spreadsheet would evaluate: it starts like a formula and is not a plain number."""
+    if not cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return False
+    try:
+        float(cell)
+    except ValueError:
+        return True
+    return False
+
+
+def test_results_csv_has_no_cell_a_spreadsheet_would_evaluate(tmp_path):
+    out = tmp_path / "report"
+    proc = syn.cli("report", str(hostile_run(tmp_path)), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    cells = csv_cells(out / "results.csv")
+    assert any(c.startswith("'=HYPERLINK") for c in cells), "the commit is kept, as text"
+    assert not [c for c in cells if formula(c)]
+
+
+def test_trends_csv_has_no_cell_a_spreadsheet_would_evaluate(tmp_path):
+    from perfsuite.history.store import add_files
+
+    store = tmp_path / "h.sqlite"
+    base = json.loads((FIXTURES / "results" / "latency_smoke.json").read_text())
+    for k, commit in enumerate(["=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)"]):
+        base["commit_info"]["id"], base["datetime"] = commit, f"2026-11-0{k + 1}T02:30:00+00:00"
+        (tmp_path / f"n{k}.json").write_text(json.dumps(base))
+        add_files(store, [tmp_path / f"n{k}.json"])
+    proc = syn.cli("history", "report", "--store", str(store), "--out", str(tmp_path / "trends"))
+    assert proc.returncode == 0, proc.stderr
+    cells = csv_cells(tmp_path / "trends" / "trends.csv")
+    assert "'=1+1" in cells and not [c for c in cells if formula(c)]
+
+
+def no_live_control(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.startswith("::") for line in text.splitlines()), "a forged workflow command"
+
+
+def test_compare_and_baseline_find_print_recorded_strings_inert(tmp_path):
+    from perfsuite.compare.baselines import add_runs
+
+    cells = [syn.cell("none"), syn.cell("lora")]
+    add_runs([syn.results([syn.record(c, seed=10 * i + k, e=syn.env(host="elsewhere")) for k, c in enumerate(cells)])
+              for i in range(2)], directory=tmp_path / "baselines")
+    run = hostile_run(tmp_path, commit="0123456789abcdef")
+    proc = syn.cli("compare", str(run), "--baselines-dir", str(tmp_path / "baselines"))
+    assert proc.returncode == 0, proc.stderr
+    assert "REFERENCE ONLY" in proc.stdout
+    no_live_control(proc.stdout + proc.stderr)
+    proc = syn.cli("baseline", "find", str(run), "--dir", str(tmp_path / "nothing"))
+    assert proc.returncode == 1 and "\\x1b" in proc.stdout, "the host is shown, escaped"
+    no_live_control(proc.stdout + proc.stderr)
+
+
+def test_history_add_refuses_a_commit_with_control_characters_in_one_inert_line(tmp_path):
+    proc = syn.cli("history", "add", str(hostile_run(tmp_path, commit="abc\x1b[2J\n::error::forged")),
+                   "--store", str(tmp_path / "h.sqlite"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    no_live_control(proc.stdout + proc.stderr)
+    assert not (tmp_path / "h.sqlite").exists()
+
+
+def test_summary_and_comparison_markdown_carry_no_raw_html_or_mention(tmp_path):
+    from perfsuite.compare.baselines import add_runs
+
+    cells = [syn.cell("none"), syn.cell("lora"), syn.cell("lora", batch=4)]
+    add_runs([syn.results([syn.record(c, seed=10 * i + k, e=syn.env(host=HOSTILE_HOST)) for k, c in enumerate(cells)])
+              for i in range(2)], directory=tmp_path / "baselines")
+    run = hostile_run(tmp_path, commit="0123456789abcdef")
+    md = tmp_path / "comparison.md"
+    proc = syn.cli("compare", str(run), "--baselines-dir", str(tmp_path / "baselines"), "--markdown", str(md),
+                   "--json", str(tmp_path / "comparison.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = syn.cli("report", str(run), "--comparison", str(tmp_path / "comparison.json"), "--out",
+                     str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    for text in (md.read_text(), (tmp_path / "report" / "summary.md").read_text()):
+        assert "tracker.example" in text, "the note is kept, as text"
+        live = re.sub(r"(`+)(?!`).+?(?<!`)\1(?!`)", "", text)  # a code span shows its text as it is: inert
+        assert "<img" not in live and "@everyone" not in live
+        assert "\x1b" not in text
