@@ -5,7 +5,7 @@ Everything perfsuite prints as a table (verdicts in the terminal, the pull-reque
 is built once as a :class:`Table` and written by these functions, so the three cannot drift (pyperf's
 ``MarkDownTable`` idea). A recorded string (a host, a CPU, a version, a commit, a cell's note) is data from a
 file anyone may have written: :func:`printable` for a terminal or a CI log, :func:`markdown_text` (or
-:func:`markdown_code`) for a summary, a comment or an issue, :func:`spreadsheet_safe` for a CSV cell,
+:func:`markdown_code`) for a summary, a comment or an issue, :func:`spreadsheet_safe` for a CSV cell, :func:`figure_text` for a figure,
 ``html.escape`` for a page.
 """
 
@@ -47,6 +47,13 @@ def markdown_code(text: object) -> str:
     fence = "`" * (max((len(run) for run in re.findall("`+", t)), default=0) + 1)
     pad = " " if t.startswith("`") or t.endswith("`") else ""
     return f"{fence}{pad}{t}{pad}{fence}"
+
+
+def figure_text(text: object) -> str:
+    """``text`` as plain text in a matplotlib figure: every ``$`` escaped, so no recorded string (a model, a matrix,
+    a contributed adapter's name) is parsed as mathtext — where ``$x^$`` or ``q}\\frac{`` raised and cost the
+    report its figures."""
+    return str(text).replace("$", "\\$")
 
 
 def spreadsheet_safe(value: object) -> object:

@@ -10,11 +10,14 @@ from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
 
-HELP = "A/B: run BASE's and HEAD's benchmarks alternately, each run in its own process; exit 1 on a regression"
+HELP = ("A/B: run BASE's and HEAD's benchmarks alternately, each run in its own process; exit 1 on a regression or a "
+        "cell BASE measured and HEAD did not. BASE's and HEAD's own code executes (their perfsuite package, "
+        "conftest.py, benchmarks): never ab a ref you would not run, outside a sandbox")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("base", metavar="BASE", help="the commit to compare against (any git revision, e.g. origin/main)")
+    p.add_argument("base", metavar="BASE", help="the commit to compare against (any git revision, e.g. origin/main); "
+                                                "its code runs")
     p.add_argument("head", metavar="HEAD", nargs="?", default=None,
                    help="the commit under test (default: the working tree as it is, uncommitted changes included)")
     add_cell_options(p.add_argument, prefix="--")
@@ -28,7 +31,9 @@ def add_arguments(p) -> None:
                    help="where the worktrees and every run's results go (default: perfsuite-out/ab)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the comparison as JSON (one entry per cell)")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the comparison as Markdown (a PR comment)")
-    p.add_argument("--keep-worktrees", action="store_true", help="leave the git worktrees in --out for inspection")
+    p.add_argument("--keep-worktrees", action="store_true",
+                   help="leave the git worktrees in --out for inspection (the next ab there removes them only if "
+                        "unchanged: an edit, a symlink or a folder not a worktree is refused, never deleted)")
     add_allow_missing_argument(p)
     add_wait_argument(p, "--out")
     p.add_argument("--remeasure", type=at_least_zero, default=REMEASURE, metavar="N",

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from perfsuite.formats.io import atomic_path, write_text_atomic
 from perfsuite.history.changes import ChangePoint, SeriesChanges
 from perfsuite.report.page import Section, html_page
-from perfsuite.table import Table, spreadsheet_safe
+from perfsuite.table import Table, figure_text, spreadsheet_safe
 
 SMALL_POINTS = 90  # points per small panel at most: a panel is ~190 px wide
 SMALL_COLUMNS = 6  # panels per row
@@ -86,7 +86,9 @@ def save_png(fig: Figure, path: Path, dpi: int) -> Path:
 
 
 def _label(s: SeriesChanges) -> str:
-    return s.series.cell.param_id.split("-", 1)[-1] if "-" in s.series.cell.param_id else s.series.cell.param_id
+    """A panel's title: the cell's parameters, plain text in the figure (a stored name is never mathtext)."""
+    pid = s.series.cell.param_id
+    return figure_text(pid.split("-", 1)[-1] if "-" in pid else pid)
 
 
 def _levels(s: SeriesChanges) -> list[tuple[int, int, float]]:
@@ -147,7 +149,8 @@ def large_figure(s: SeriesChanges) -> Figure:
     ax.set_xticks(ticks, [pts[i].run.datetime[:10] for i in ticks], fontsize=6.5)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_ylabel(f"{s.series.metric} ({UNITS.get(s.series.metric, '')})", fontsize=7.5)
-    ax.set_title(f"{s.series.cell.id} — {s.series.metric}, noise σ̂ {s.detection.noise_pct:.1f} %", fontsize=8.5)
+    ax.set_title(figure_text(f"{s.series.cell.id} — {s.series.metric}") + f", noise σ̂ {s.detection.noise_pct:.1f} %",
+                 fontsize=8.5)
     ax.legend(fontsize=6, loc="lower left", frameon=False, ncol=4)
     return fig
 
@@ -197,7 +200,7 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
     for (workload, adapter, metric), group in sorted(_groups(found).items()):
         title = f"Trends — {workload}, {adapter}, {metric}"
         path = out_dir / f"trends-{slug(workload)}-{slug(adapter)}-{slug(metric)}.png"
-        save_png(small_multiples(group, title), path, SMALL_DPI)
+        save_png(small_multiples(group, figure_text(title)), path, SMALL_DPI)
         stepped = [c for s in group for c in s.changes]
         tables = ((change_table(stepped, "Change points in this figure"),) if stepped else ()) + (
             series_table(group, "Every series of this figure"),)
