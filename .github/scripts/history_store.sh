@@ -12,9 +12,12 @@
 #                             refused, never overwritten. Before the push, the store is verified against the one on
 #                             the branch now, fetched from the remote (not the artifact's): verify_store.py, stdlib
 #                             only — exactly perfsuite's schema, every kept run unchanged, at most MAX_NEW_RUNS new
-#                             runs, each of HISTORY_COMMIT when set. A store that fails is never pushed.
+#                             runs, each of HISTORY_COMMIT when set, no acknowledgement added or changed
+#                             (ALLOW_ACKS=1: a person keeping their own `history ack`). A store that fails is
+#                             never pushed.
 #
 # Environment: STORE and HISTORY_BRANCH (required); HISTORY_REMOTE (default origin); MAX_NEW_RUNS (default 1);
+# ALLOW_ACKS (1: acknowledgements may change; never set by the nightly);
 # HISTORY_COMMIT (optional: the commit the nightly measured); GH_TOKEN (optional: sent to $GITHUB_SERVER_URL,
 # github.com by default, as an HTTP header through GIT_CONFIG_* variables — never on a command line, never in
 # .git/config).
@@ -70,7 +73,7 @@ restore() {
 
 verify() {  # the store against the branch as the remote has it now: never against what the artifact claims
   local lease=$1 head rc=0
-  local -a before=() commit=()
+  local -a before=() commit=() acks=()
   git_remote ls-remote --exit-code --heads "$remote" "refs/heads/$branch" > /dev/null || rc=$?
   if [ -z "$lease" ]; then
     if [ "$rc" -ne 2 ]; then
@@ -89,8 +92,9 @@ verify() {  # the store against the branch as the remote has it now: never again
     before=(--before "$store.before")
   fi
   if [ -n "${HISTORY_COMMIT:-}" ]; then commit=(--commit "$HISTORY_COMMIT"); fi
+  if [ "${ALLOW_ACKS:-0}" = 1 ]; then acks=(--allow-acks); fi
   python3 "$(dirname "$0")/verify_store.py" --after "$store" "${before[@]}" --max-new-runs "${MAX_NEW_RUNS:-1}" \
-    "${commit[@]}"
+    "${commit[@]}" "${acks[@]}"
   rm -f "$store.before"
 }
 

@@ -10,12 +10,14 @@ branch now (``--before``, taken from the remote itself, not from the artifact):
     acknowledgement removed or altered);
   - at most ``--max-new-runs`` runs were added (one nightly adds one), each of ``--commit`` when given (the commit
     the nightly measured), with a hex commit and an ISO date; every new measurement belongs to a new run and is a
-    positive finite number; no acknowledgement was added (the nightly adds none).
+    positive finite number; no acknowledgement was added or changed (the nightly adds none; ``--allow-acks`` for a
+    person keeping their own `perfsuite history ack`, README "Continuous integration").
 
 The definitions are perfsuite's own (perfsuite/history/schema.py, loaded by its path from this checkout: nothing
 is installed or imported from the package).
 
     python3 .github/scripts/verify_store.py [--before BRANCH.sqlite] --after NEW.sqlite [--max-new-runs 1] [--commit SHA]
+                                            [--allow-acks]
 
 Exit 0 (and one line saying what was verified) or 1 with one ::error:: line per problem.
 """
@@ -38,7 +40,8 @@ def load_schema():
     return module
 
 
-def problems(after: Path, before: Path | None, max_new_runs: int, commit: str | None) -> tuple[list[str], str]:
+def problems(after: Path, before: Path | None, max_new_runs: int, commit: str | None,
+             allow_acks: bool = False) -> tuple[list[str], str]:
     """(every problem found, a line saying what was verified)."""
     schema = load_schema()
     try:
@@ -56,7 +59,7 @@ def problems(after: Path, before: Path | None, max_new_runs: int, commit: str | 
             for statement in schema.statements():
                 if statement.startswith("CREATE TABLE "):
                     conn.execute(statement.replace("CREATE TABLE ", "CREATE TABLE old.", 1))
-        return _row_problems(conn, schema, max_new_runs, commit)
+        return _row_problems(conn, schema, max_new_runs, commit, allow_acks)
     except sqlite3.Error as e:
         return [f"{after}: {e}"], ""
     finally:
@@ -74,9 +77,11 @@ def _store_problems(conn: sqlite3.Connection, schema, path: Path) -> list[str]:
     return [f"{path}: {p}" for p in out]
 
 
-def _row_problems(conn: sqlite3.Connection, schema, max_new_runs: int, commit: str | None) -> tuple[list[str], str]:
+def _row_problems(conn: sqlite3.Connection, schema, max_new_runs: int, commit: str | None,
+                  allow_acks: bool) -> tuple[list[str], str]:
     out = []
-    for table in schema.TABLES:  # EXCEPT compares whole rows, NULLs equal: a row changed is a row gone
+    for table in (t for t in schema.TABLES if not (allow_acks and t == "acks")):  # EXCEPT compares whole rows,
+        # NULLs equal: a row changed is a row gone
         gone = conn.execute(f"SELECT count(*) FROM (SELECT * FROM old.{table} EXCEPT SELECT * FROM main.{table})")
         n = gone.fetchone()[0]
         if n:
@@ -104,7 +109,7 @@ def _row_problems(conn: sqlite3.Connection, schema, max_new_runs: int, commit: s
     if bad:
         out.append(f"a new measurement: {bad}")
     acks = conn.execute("SELECT count(*) FROM (SELECT * FROM main.acks EXCEPT SELECT * FROM old.acks)").fetchone()[0]
-    if acks:
+    if acks and not allow_acks:
         out.append(f"{acks} new acknowledgement(s): the nightly adds none")
     kept = conn.execute("SELECT count(*) FROM old.runs").fetchone()[0]
     return out, (f"verified: {kept} kept run(s) unchanged, {len(new_runs)} new "
@@ -117,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", type=Path, default=None, help="the store on the branch now (none: the first night)")
     p.add_argument("--max-new-runs", type=int, default=1)
     p.add_argument("--commit", default=None, help="the commit this nightly measured (every new run's)")
+    p.add_argument("--allow-acks", action="store_true", help="acknowledgements may be added or replaced (a person's)")
     args = p.parse_args(argv)
-    found, line = problems(args.after, args.before, args.max_new_runs, args.commit or None)
+    found, line = problems(args.after, args.before, args.max_new_runs, args.commit or None, args.allow_acks)
     for problem in found:
         print(f"::error::history store not pushed: {' '.join(problem.split())}")
     if not found:

@@ -121,3 +121,51 @@ def test_a_model_name_with_dollars_does_not_cost_the_report(tmp_path):
     proc = syn.cli("report", str(tmp_path / "r.json"), "--out", str(tmp_path / "report"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert any((tmp_path / "report").glob("latency*.png"))
+
+
+# --- the commands on fuzzed files: a result, or one line, exit 2 and nothing written ------------------------------
+
+RESULTS_DOC = json.loads((FIXTURES / "latency_partial.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def a_baseline(tmp_path_factory) -> Path:
+    from perfsuite.compare.baselines import add_runs
+    from perfsuite.formats.results import load_results
+
+    directory = tmp_path_factory.mktemp("baselines")
+    (report,) = add_runs([load_results([FIXTURES / "latency_partial.json"])] * 2, directory=directory, name="b")
+    return report.path
+
+
+def one_line_or_result(proc, command: str, written: list[Path]) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if proc.returncode == 0 or (proc.returncode == 1 and command == "compare"):  # a verdict (a cell dropped: missing)
+        return
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and 1 <= len(lines) <= (2 if command == "report" else 1), proc.stderr[-3000:]
+    assert all(line.startswith(f"perfsuite {command}: error: ") for line in lines), proc.stderr[-3000:]
+    assert not [p for p in written if p.exists()], "a refused input wrote something"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_results_through_compare_and_report(tmp_path_factory, a_baseline, data):
+    tmp = tmp_path_factory.mktemp("cmd")
+    path = tmp / "r.json"
+    path.write_text(data.draw(mutated(RESULTS_DOC)))
+    compared = syn.cli("compare", str(path), "--baseline", str(a_baseline), "--json", str(tmp / "c.json"),
+                       "--markdown", str(tmp / "c.md"))
+    one_line_or_result(compared, "compare", [tmp / "c.json", tmp / "c.md"])
+    reported = syn.cli("report", str(path), "--out", str(tmp / "report"), "--vector", "none")
+    one_line_or_result(reported, "report", [tmp / "report" / "index.html"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_configs_through_checkpoint_show(tmp_path_factory, data):
+    folder = checkpoint_folder(tmp_path_factory.mktemp("ckpt"), data.draw(mutated(config_to_hf(PRESETS["tiny"]))))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    one_line_or_result(syn.cli("checkpoint", "show", str(folder)), "checkpoint", [])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -205,3 +205,15 @@ def test_a_forged_lease_pushes_nothing(tmp_path, remote):
         (ws / f"{STORE}.lease").write_text(lease + "\n")  # "first night", an option, another commit
         assert step("keep", ws).returncode == 1
     assert git("rev-parse", f"refs/heads/{BRANCH}", cwd=remote) == before and branch_runs(remote, tmp_path) == ["01"]
+
+
+def test_a_person_keeps_their_own_acknowledgement_only_when_they_say_so(tmp_path, remote):
+    night(tmp_path, "night1", remote, 1)
+    ws = workspace(tmp_path, "ack", remote)
+    assert step("restore", ws).returncode == 0
+    commit = json.loads(night_results(tmp_path / "c", 1).read_text())["commit_info"]["id"]
+    assert perfsuite(["history", "ack", "latency[lora-r8-b1-s32]", "--store", str(ws / STORE), "--commit", commit,
+                      "--note", "intended"]) == 0
+    assert step("keep", ws, MAX_NEW_RUNS="0").returncode == 1, "the nightly never adds an acknowledgement"
+    kept = step("keep", ws, MAX_NEW_RUNS="0", ALLOW_ACKS="1")
+    assert kept.returncode == 0 and "0 new" in kept.stdout, kept.stdout + kept.stderr
