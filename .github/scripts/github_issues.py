@@ -20,6 +20,7 @@ image); at most --max-issues new issues a night, the rest named in a warning.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -35,6 +36,7 @@ BODY_LIMIT_CHARS = 65_536
 CHANGE_POINT_LABEL = "perfsuite-change-point"
 PR_MARKER = "<!-- perfsuite-pr-comment -->"
 RANGE_MARKER = re.compile(r"<!-- perfsuite-change-point (\{[^<>]*?\}) -->")
+ROOT = Path(__file__).resolve().parents[2]
 BOT = "github-actions[bot]"  # who posts with the workflow's GITHUB_TOKEN
 NIGHTLY_KEYS = {"regression": "comment", "gating-off": "update"}  # issue_body.py's issues, and what an open one gets
 MAX_NEW_ISSUES = 5  # issues one night may open; more is a flood (a bug, or a crafted input), named in a warning
@@ -60,12 +62,21 @@ def neutralise(text: str) -> str:
     return _MENTION.sub("@\u200b", text.replace("![", "!\\["))
 
 
+def _load(relative: str):
+    """A stdlib-only module of this checkout, loaded by its path (nothing of perfsuite is installed here)."""
+    spec = importlib.util.spec_from_file_location(f"perfsuite_{Path(relative).stem}", ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_TABLE = _load("perfsuite/table.py")  # markdown_code: the escaping perfsuite's own Markdown uses
+
+
 def code(text: str) -> str:
-    """``text`` as a Markdown code span nothing inside can close (a recorded string in an issue row)."""
-    t = _CONTROL.sub("\ufffd", str(text)).replace("\n", " ").replace("|", "\\|")  # a pipe: not a new cell
-    fence = "`" * (max((len(r) for r in re.findall("`+", t)), default=0) + 1)
-    pad = " " if t.startswith("`") or t.endswith("`") else ""
-    return f"{fence}{pad}{t}{pad}{fence}"
+    """``text`` as a Markdown code span nothing inside can close, in a table row (a pipe escaped: no new cell)."""
+    return _TABLE.markdown_code(text).replace("|", "\\|")
 
 
 class GitHub:
