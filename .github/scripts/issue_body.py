@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"issue_body: error: the {', '.join(too_long)} body is over {BODY_BUDGET_CHARS} characters",
               file=sys.stderr)
         return 2
-    args.out.write_text(json.dumps({"issues": issues}, indent=1), encoding="utf-8")
+    from perfsuite.formats.io import write_json_atomic
+
+    write_json_atomic(args.out, {"issues": issues})  # never through a planted symlink
     print(f"{len(issues)} issue(s) → {args.out}: " + (", ".join(i["summary"] for i in issues) or "none"))
     return 0
 
