@@ -11,6 +11,7 @@ Errors are :class:`perfsuite.errors.PerfsuiteError` with a one-line message, as 
 
 Each function wraps the step the command runs (:func:`perfsuite.job.run_job`, :mod:`perfsuite.compare`,
 :func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); README, "Python API".
+Over 350 lines on purpose: the whole public surface — every command's options and results — in one module.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class RunOptions:
     alpha: float | None = None
     min_effect_pct: float | None = None
     remeasure: int | None = None  # re-measurements of a suspect regression (None: perfsuite's default)
-    allow_missing: bool = False  # a baseline cell the run did not measure passes (else it fails the run, exit 1)
+    accept_environment: bool = False  # this machine's baseline with other software: shown, does not fail
+    accept_behaviour: bool = False  # a changed deterministic outcome: shown, does not fail
+    allow_missing: bool = False  # a baseline cell the run did not measure: shown, does not fail (else exit 1)
     report: bool = True
     benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
     pytest_args: tuple[str, ...] = ()
@@ -126,9 +129,7 @@ class CompareResult:
         return self.comparison.has_regression
 
     @property
-    def fails(self) -> bool:
-        """Whether the command would exit 1: a confirmed regression, or a baseline cell the run did not measure
-        (unless ``allow_missing``)."""
+    def fails(self) -> bool:  # the command's exit 1: a regression, or a baseline cell not measured (not allowed)
         return self.comparison.fails
 
     def markdown(self, title: str | None = None) -> str:
@@ -187,20 +188,23 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
                           baseline=str(options.baseline) if options.baseline else None,
                           baselines_dir=str(options.baselines_dir) if options.baselines_dir else None,
                           compare_options=_compare_options(options.alpha, options.min_effect_pct,
-                                                           REMEASURE if options.remeasure is None else options.remeasure)
+                                                           REMEASURE if options.remeasure is None else options.remeasure,
+                                                           options.accept_environment, options.accept_behaviour)
                           if options.compare else None, allow_missing=options.allow_missing,
                           report=options.report, extra_pytest_args=list(options.pytest_args), wait=options.wait)
     return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
                      tuple(outcome.lines), printed.getvalue())
 
 
-def _compare_options(alpha: float | None, min_effect_pct: float | None, remeasure: int = 0):
+def _compare_options(alpha: float | None, min_effect_pct: float | None, remeasure: int = 0,
+                     accept_environment: bool = False, accept_behaviour: bool = False):
     from perfsuite.compare.verdicts import CompareOptions
 
     defaults = CompareOptions()
     return CompareOptions(alpha=defaults.alpha if alpha is None else alpha,
                           min_effect_pct=defaults.min_effect_pct if min_effect_pct is None else min_effect_pct,
-                          remeasure=remeasure)
+                          remeasure=remeasure, accept_environment=accept_environment,
+                          accept_behaviour=accept_behaviour)
 
 
 def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
@@ -214,13 +218,18 @@ def _results(results: Results | str | Path | Sequence[str | Path]) -> Results:
 def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: str | Path | None = None,
             baselines_dir: str | Path | None = None, alpha: float | None = None,
             min_effect_pct: float | None = None, remeasure: int = 0, checkout: str | Path = ".",
-            workdir: str | Path | None = None, allow_missing: bool = False, verbose: bool = False) -> CompareResult:
+            workdir: str | Path | None = None, accept_environment: bool = False, accept_behaviour: bool = False,
+            extra_runs: Sequence[str | Path] = (), looks: int | None = None, allow_missing: bool = False,
+            verbose: bool = False) -> CompareResult:
     """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
     baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``.
     ``remeasure``: a suspect regression is re-measured that many times, each in a fresh pytest process of
     ``checkout`` (the results must then be files: their pytest node ids say what to run), the fresh results
     written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does.
-    ``allow_missing``: a baseline cell the results lack does not fail the comparison (:attr:`CompareResult.fails`)."""
+    ``extra_runs``: results files of re-measures made elsewhere (a nightly shard's), each one more run of its cells,
+    judged with α spent over ``looks`` (default: ``remeasure``, else the most extra runs a cell has).
+    ``accept_environment``/``accept_behaviour``/``allow_missing``: an upgrade's or an intended change's verdicts,
+    or a baseline cell the results lack, shown, not failing."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
     from perfsuite.job import default_baselines_dir
@@ -229,8 +238,20 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
     baselines = (load_reference(str(baseline)) if baseline
                  else load_all(baselines_dir if baselines_dir is not None else default_baselines_dir()))
     run_again = _remeasurer(results, loaded, checkout, workdir, verbose) if remeasure else None
-    return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, remeasure),
-                                         remeasure=run_again).allowing_missing(allow_missing))
+    extra = [_results(p) for p in extra_runs]
+    budget = looks if looks is not None else (remeasure or _most_extra_runs(loaded, extra))
+    return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, budget,
+                                                                             accept_environment, accept_behaviour),
+                                         remeasure=run_again, extra_runs=extra).allowing_missing(allow_missing))
+
+
+def _most_extra_runs(loaded: Results, extra: list[Results]) -> int:
+    """The most extra runs any cell of ``loaded`` has in ``extra`` (the looks a merge must spend α over)."""
+    counts: dict[str, int] = {}
+    for results in extra:
+        for rec in results.records:
+            counts[rec.id] = counts.get(rec.id, 0) + 1
+    return max(counts.values(), default=0)
 
 
 def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Path | None, verbose: bool):
@@ -260,14 +281,23 @@ def _remeasurer(files, loaded: Results, checkout: str | Path, workdir: str | Pat
 def report(results: Results | str | Path | Sequence[str | Path], out_dir: str | Path, *,
            comparison: CompareResult | Comparison | None = None, title: str | None = None, vector: str = "svg",
            history: str | Path | None = None) -> ReportResult:
-    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``vector``:
-    svg, pdf or none beside each PNG; ``history``: a history store whose trends and change points end the page."""
+    """The HTML/Markdown report, the figures and results.csv in ``out_dir``: ``perfsuite report``. ``results``: loaded,
+    or files (shards of one run, or several runs: a cell of several runs is reported as its median over them,
+    :mod:`perfsuite.report.runs`). ``vector``: svg, pdf or none beside each PNG; ``history``: a history store whose
+    trends and change points end the page."""
     from perfsuite.report import render_report
 
     if isinstance(comparison, CompareResult):
         comparison = comparison.comparison
+    from perfsuite.formats.results import Results, ResultsError
+    from perfsuite.report.runs import load_for_report
+
     trends = _trend_sections(history, out_dir) if history is not None else ()
-    files = render_report(_results(results), out_dir, comparison=comparison, title=title, vector=vector,
+    if not isinstance(results, Results):  # shards of one run, or several runs: their medians (report/runs.py)
+        results = load_for_report([results] if isinstance(results, (str, Path)) else list(results))
+        if results.errors:
+            raise ResultsError(results.errors[0])
+    files = render_report(results, out_dir, comparison=comparison, title=title, vector=vector,
                           trends=trends)
     return ReportResult(files.index, files.summary, files.csv, tuple(files.figures), tuple(files.missing),
                         files.out_dir)
@@ -289,8 +319,7 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
     process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply; a suspect
     regression is re-measured ``remeasure`` times on both sides (None: as the command, once). ``wait``: another
     perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``allow_missing``: a cell BASE
-    measured and HEAD did not does not fail the comparison. ``verbose``: progress on stderr. BASE's and HEAD's own
-    code runs (their package, conftest, benchmarks): never ``ab`` a ref you would not run."""
+    measured and HEAD did not passes. ``verbose``: progress on stderr. BASE's and HEAD's code runs: see perfsuite.ab."""
     import sys
 
     from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
@@ -301,9 +330,11 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
     with _quiet(verbose):
         doc, a, b, seconds = run_ab(base, head, options.cell_options(), runs=runs, out_dir=out_dir,
                                     compare_options=_compare_options(options.alpha, options.min_effect_pct,
-                                                                     REMEASURE if remeasure is None else remeasure),
+                                                                     REMEASURE if remeasure is None else remeasure,
+                                                                     accept_behaviour=options.accept_behaviour),
                                     keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
-    return ABResult(CompareResult(doc.allowing_missing(allow_missing)), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
+    return ABResult(CompareResult(doc.allowing_missing(allow_missing)), a.describe(), b.describe(), tuple(a.runs),
+                    tuple(b.runs), seconds, runs)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

@@ -96,11 +96,11 @@ def warm_cublas(device: str) -> None:
 def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
     """Device memory one call of ``fn`` needs above what was allocated before it (activations, the KV cache), so a
     cell's peak does not count the weights resident for the whole group, nor cuBLAS's workspaces (warmed first:
-    :func:`warm_cublas`); None on the CPU, where torch tracks none. ``fn`` is called once on every device, so a
-    caller may observe that call too."""
+    :func:`warm_cublas`). On the CPU, where torch keeps no allocator statistics, the peak of the allocations and
+    frees ``torch.profiler`` records during the call (:func:`cpu_peak_memory`); None where it recorded none. ``fn``
+    is called once on every device, so a caller may observe that call too."""
     if not device.startswith("cuda"):
-        fn()
-        return None
+        return cpu_peak_memory(fn)
     warm_cublas(device)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
@@ -108,3 +108,22 @@ def peak_memory_above(fn: Callable[[], object], device: str) -> int | None:
     fn()
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated() - before)
+
+
+def cpu_peak_memory(fn: Callable[[], object]) -> int | None:
+    """The CPU memory one call of ``fn`` holds at its peak above what was allocated before it: the running sum of
+    the allocator's events (``[memory]``: bytes allocated, negative when freed) that ``torch.profiler`` records with
+    ``profile_memory``, in time order. None when the profiler recorded no allocation (nothing to measure)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    if not events:
+        return None
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return int(peak)

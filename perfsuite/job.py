@@ -8,23 +8,28 @@ and ``--resume`` measures only what is missing.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from perfsuite.cells.grid import compile_selection
+from perfsuite.cells.grid import compile_selection, get_profile, no_match_message, selected_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
+from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET
 from perfsuite.locks import writer_lock
 from perfsuite.plugin import EXIT_JOURNAL_WRITE_FAILED
 from perfsuite.plugin.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
 RESULTS_NAME = "results.json"
+PREVIOUS_NAME = "previous"  # a finished run that a new run into the same --out replaces is moved here
+# What a finished run leaves in --out (besides its lock files and the remeasure-*.json of its suspects).
+RUN_FILES = (JOURNAL_NAME, RESULTS_NAME, "comparison.json", "comparison.md", "report")
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -85,6 +90,47 @@ def pytest_args(*, benchmarks: Path, journal: Path, options: dict[str, object], 
     return args + list(extra)
 
 
+def check_selection(options: dict[str, object]) -> None:
+    """The profile exists and the selection parses and picks a cell, on either device: else one PerfsuiteError line
+    here rather than pytest's usage error and ours. With --adapters or --weights the grid is only known inside the
+    run's pytest session, which checks the selection itself."""
+    profile = get_profile(str(options.get("profile") or "smoke"))
+    expr = str(options["cells"]) if options.get("cells") else None
+    if expr is None:
+        return
+    compile_selection(expr)
+    if options.get("adapters") or options.get("weights"):
+        return
+    if not any(selected_cells(profile, expr, device=d) for d in ("cpu", "cuda")):
+        raise PerfsuiteError(no_match_message(profile, profile.cells(device="cpu", all_modes=True), expr))
+
+
+def not_run_text(not_run: list[dict]) -> str:
+    """"not run: N" for the cells that could not run; the cells left blank by the grid's design (a recompute cell over
+    its token budget, as LLM-42 Fig. 13 leaves them) are counted apart: they are no fault and need no action."""
+    blank = sum(1 for r in not_run if r.get("status") == STATUS_OUTSIDE_BUDGET)
+    text = f"not run: {len(not_run) - blank}"
+    return text + (f" (and {blank} blank by design: over the token budget)" if blank else "")
+
+
+def keep_previous(out: Path) -> Path | None:
+    """Move a finished run's files out of the way of a new run into ``out``: into ``out/previous`` (an older
+    run there is deleted: one earlier run is kept). None when ``out`` held no run's files."""
+    present = [out / name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    previous = out / PREVIOUS_NAME
+    try:
+        if previous.exists():
+            shutil.rmtree(previous)
+        previous.mkdir()
+        for path in present + sorted(out.glob("remeasure-*.json")):
+            path.rename(previous / path.name)
+    except OSError as e:
+        raise PerfsuiteError(f"cannot move the finished run in {out} to {previous}: {e.strerror or e}") from None
+    return previous
+
+
 def resume_options(journal: Journal) -> dict[str, object]:
     """The settings of the run being resumed, from its journal: a resumed run measures the same grid."""
     s = journal.settings()
@@ -109,8 +155,8 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PerfsuiteError(f"--out {out}: is a file, not a folder")
-    if options.get("cells") and not resume:  # a bad expression is refused before anything is deleted
-        compile_selection(str(options["cells"]))
+    if not resume:  # a bad profile or expression is refused in one line, before pytest starts or anything moves
+        check_selection(options)
     if resume and not out.exists():  # no folder, no run in it; a folder is checked under its lock (a live run's
         raise PerfsuiteError(f"nothing to resume: {out / JOURNAL_NAME} does not exist")  # journal may be coming)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,8 +174,11 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
         if not journal.is_complete():
             raise PerfsuiteError(f"{journal.path} holds an unfinished run: pass --resume to finish it "
                                  "or --fresh to start over")
-        fresh = True  # the earlier run finished: its results.json is replaced by this run's
-        print(f"perfsuite run: replacing the finished run in {out}")
+        fresh = True  # the earlier run finished: kept in DIR/previous, never silently replaced
+    kept = keep_previous(out) if fresh and journal.is_complete() else None
+    if kept is not None:
+        print(f"perfsuite run: the finished run in {out} is moved to {kept}/ (its report: {kept}/report/index.html); "
+              f"this run replaces it in {out}", flush=True)
     if fresh and journal.path.exists():
         journal.path.unlink()
     if resume and not journal.path.exists():
@@ -142,6 +191,8 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
     code = pytest.main(pytest_args(benchmarks=bench_dir, journal=journal.path, options=options, resume=resume,
                                    extra=extra_pytest_args or []))
     outcome = RunOutcome(out_dir=out, exit_code=EXIT_OK)
+    if kept is not None:
+        outcome.lines.append(f"previous:   the finished run that was in {out} is now in {kept}/")
     interrupted = code == pytest.ExitCode.INTERRUPTED
     if code == pytest.ExitCode.USAGE_ERROR:
         raise PerfsuiteError("pytest refused the options (see the message above)")
@@ -155,8 +206,9 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
 
     doc = journal.to_results_json()
     outcome.results = write_json_atomic(out / RESULTS_NAME, doc)
-    n_ok, n_not_run = len(doc["benchmarks"]), len(doc["perfsuite"]["not_run"])
-    outcome.lines.append(f"cells measured: {n_ok}, not run: {n_not_run}, in {time.monotonic() - t0:.0f} s")
+    n_ok = len(doc["benchmarks"])
+    outcome.lines.append(f"cells measured: {n_ok}, {not_run_text(doc['perfsuite']['not_run'])}, "
+                         f"in {time.monotonic() - t0:.0f} s")
     outcome.lines.append(f"results:    {outcome.results}")
     from perfsuite.plugin import missing_extra_reasons
 
@@ -164,7 +216,7 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
         outcome.lines.append(f"not run:    {n} cell{'s' if n != 1 else ''}: {reason}")
     if interrupted:
         outcome.exit_code = EXIT_INTERRUPTED
-        outcome.lines.append(f"interrupted: the {n_ok + n_not_run} cells done are kept; "
+        outcome.lines.append(f"interrupted: the {n_ok + len(doc['perfsuite']['not_run'])} cells done are kept; "
                              f"finish with: perfsuite run --resume --out {out}")
         return outcome
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):

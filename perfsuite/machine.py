@@ -209,6 +209,11 @@ def machine_env(device: str) -> dict[str, Any]:
     return env
 
 
+# The software fields of a fingerprint: a baseline differing from a run only in these is of the same machine and setup
+# (an upgrade: judged as an environment change, perfsuite.compare.verdicts); a history series continues across them.
+SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
+
+
 @dataclass(frozen=True, order=True)
 class Fingerprint:
     """Machine + software + setup of a group of cells. Equal fingerprints: the same machine, software and setup,

@@ -5,8 +5,8 @@ Everything perfsuite prints as a table (verdicts in the terminal, the pull-reque
 is built once as a :class:`Table` and written by these functions, so the three cannot drift (pyperf's
 ``MarkDownTable`` idea). A recorded string (a host, a CPU, a version, a commit, a cell's note) is data from a
 file anyone may have written: :func:`printable` for a terminal or a CI log, :func:`markdown_text` (or
-:func:`markdown_code`) for a summary, a comment or an issue, :func:`spreadsheet_safe` for a CSV cell, :func:`figure_text` for a figure,
-``html.escape`` for a page.
+:func:`markdown_code`) for a summary, a comment or an issue, :func:`spreadsheet_safe` for a CSV cell,
+:func:`figure_text` for a figure, ``html.escape`` for a page.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class Table:
 
 
 def is_number_text(text: str) -> bool:
+    if text.endswith(")") and " (" in text:  # "27.3 (25.1 to 29.0)": a median of runs and their range
+        text = text.rsplit(" (", 1)[0]
     t = text.rstrip("%†").removesuffix(" pp").removesuffix(" ms").replace(",", "").replace("+", "")
     t = t.replace("−", "-").split(" → ")[-1].strip()
     try:

@@ -197,3 +197,43 @@ def cli(*args: str, cwd: Path | None = None):
         os.chdir(before)
     return subprocess.CompletedProcess(["perfsuite", *args], code, out.getvalue(), err.getvalue())
 
+
+
+def comparison_doc(cells: list[tuple], *, mode: str = "gating", baseline_runs: int = 5) -> dict:
+    """A comparison document (current format) with planted verdicts, for the report's tests: ``cells`` holds
+    (cell id, cell verdict, [(metric, unit, verdict, change, ci_low, ci_high, p_adjusted, detectable), ...])."""
+    entries = []
+    for cell_id, verdict, metrics in cells:
+        entries.append({"cell_id": cell_id, "part": "smoke", "verdict": verdict,
+                        "moved": [m[0] for m in metrics if m[2] in ("regression", "improvement")], "remeasured": 0,
+                        "metrics": [{"metric": name, "unit": unit, "verdict": v, "baseline": 20.0, "current": 20.0 + ch,
+                                     "change": ch, "ci_low": lo, "ci_high": hi, "detectable": det, "change_pct": ch,
+                                     "ci_low_pct": lo, "ci_high_pct": hi, "p_value": p, "p_adjusted": p, "df": 8.0,
+                                     "noise_pct": 2.0, "baseline_runs": baseline_runs, "current_runs": 1}
+                                    for name, unit, v, ch, lo, hi, p, det in metrics]})
+    summary: dict[str, int] = {}
+    for e in entries:
+        summary[e["verdict"]] = summary.get(e["verdict"], 0) + 1
+    part = {"profile": "smoke", "mode": mode, "baseline": "baselines/smoke_cpu.json", "baseline_runs": baseline_runs,
+            "current_runs": 1, "machine": "cpu: Test CPU", "baseline_machine": "cpu: Test CPU", "differences": [],
+            "hint": None, "error_control": "holm", "tests": 2 * len(entries), "alpha": 0.01,
+            "per_test_alpha": 0.01 / (2 * len(entries))}
+    return {"perfsuite_comparison": 3, "gating": mode in ("gating", "ab"), "parts": [part], "cells": entries,
+            "summary": summary}
+
+
+def planted_comparison() -> tuple[Results, dict]:
+    """The issue's planted comparison: a confirmed regression (LoRA, +12 pp), an inconclusive move larger than it
+    (AdapterH, +19 pp: noise must not look like a regression), a cell with no baseline (AdapterL: new), and the
+    unchanged plain model; as the run's results and the comparison document."""
+    recs = [record(cell(a), seed=k, ratio=r) for k, (a, r) in enumerate(
+        (("none", 1.0), ("lora", 1.32), ("houlsby", 1.39), ("lin", 1.15)))]
+    doc = comparison_doc([
+        (cell("none").id, "unchanged", [("time", "%", "unchanged", 0.4, -2.0, 2.9, 0.7, 6.0)]),
+        (cell("lora").id, "regression", [("slowdown", "pp", "regression", 12.0, 8.1, 15.9, 0.0004, 6.5),
+                                         ("time", "%", "regression", 10.2, 6.8, 13.7, 0.0009, 6.0)]),
+        (cell("houlsby").id, "inconclusive", [("slowdown", "pp", "inconclusive", 19.3, -4.0, 42.6, 0.08, 24.0),
+                                              ("time", "%", "unchanged", 1.0, -3.0, 5.0, 0.6, 6.0)]),
+        (cell("lin").id, "new", []),
+    ])
+    return results(recs), doc

@@ -16,8 +16,8 @@ branch now (``--before``, taken from the remote itself, not from the artifact):
 The definitions are perfsuite's own (perfsuite/history/schema.py, loaded by its path from this checkout: nothing
 is installed or imported from the package).
 
-    python3 .github/scripts/verify_store.py [--before BRANCH.sqlite] --after NEW.sqlite [--max-new-runs 1] [--commit SHA]
-                                            [--allow-acks]
+    python3 .github/scripts/verify_store.py [--before BRANCH.sqlite] --after NEW.sqlite [--max-new-runs 1]
+                                            [--commit SHA] [--allow-acks]
 
 Exit 0 (and one line saying what was verified) or 1 with one ::error:: line per problem.
 """

@@ -416,6 +416,24 @@ def names_field(expr: str | None, name: str) -> bool:
     return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(ast.parse(expr, mode="eval")))
 
 
+MAX_HINTED_VALUES = 12  # values of a field listed when a selection matches nothing
+
+
+def no_match_message(profile: Profile, cells: Iterable[Cell], expr: str) -> str:
+    """Why ``expr`` picked nothing, with the values the profile's cells have for each field the expression names
+    (``adapter == 'LoRA'`` → "adapter: none, houlsby, …, lora"): the one message of ``perfsuite run`` and ``cells``."""
+    cells = list(cells)
+    named = [f for f in _CELL_FIELDS if names_field(expr, f)]
+    hints = []
+    for f in named:
+        values = sorted({getattr(c, f) for c in cells}, key=lambda v: (v is None, str(v)))
+        shown = ", ".join("None" if v is None else str(v) for v in values[:MAX_HINTED_VALUES])
+        hints.append(f"{f}: {shown}" + (f" and {len(values) - MAX_HINTED_VALUES} more" if len(values) > MAX_HINTED_VALUES else ""))
+    return (f"cell selection {expr!r} matches none of the cells of profile {profile.name!r}"
+            + (f"; its cells have {'; '.join(hints)}" if hints else "")
+            + f" (list them with: perfsuite cells --profile {profile.name})")
+
+
 def selected_cells(profile: Profile, expr: str | None, *, device: str, dtype: str | None = None) -> list[Cell]:
     """A profile's cells that ``expr`` picks, its opt-in modes included when ``expr`` names ``mode``."""
     return select(profile.cells(device=device, dtype=dtype, all_modes=names_field(expr, "mode")), expr)

@@ -37,8 +37,11 @@ def add_arguments(p) -> None:
     add_allow_missing_argument(p)
     add_wait_argument(p, "--out")
     p.add_argument("--remeasure", type=at_least_zero, default=REMEASURE, metavar="N",
-                   help=f"re-measure a suspect regression N times, one more block each (a fresh process of each "
-                        f"side, the same cell options); it must stay a regression (default: {REMEASURE})")
+                   help=f"re-measure a suspect regression up to N times, one more block each (a fresh process of each "
+                        f"side, the same cell options), with alpha spent over the N looks (default: {REMEASURE})")
+    p.add_argument("--accept-behaviour", action="store_true",
+                   help="a changed deterministic outcome (recompute %%, mismatches, phi on fixed seeds) fails the A/B "
+                        "as 'changed'; with this flag it is shown and does not (the change the pull request intends)")
 
 
 def run(args) -> int:
@@ -47,7 +50,8 @@ def run(args) -> int:
     from perfsuite import api
 
     compare = options_from_args(args)  # checked as the command line's, before anything runs
-    options = api.RunOptions(**cell_option_values(args), alpha=compare.alpha, min_effect_pct=compare.min_effect_pct)
+    options = api.RunOptions(**cell_option_values(args), alpha=compare.alpha, min_effect_pct=compare.min_effect_pct,
+                             accept_behaviour=compare.accept_behaviour)
     result = api.ab(args.base, args.head, options, runs=args.runs, out_dir=args.out,
                     keep_worktrees=args.keep_worktrees, remeasure=compare.remeasure, wait=args.wait,
                     allow_missing=args.allow_missing, verbose=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perfsuite.cells.grid import MODERN_MODELS, PROFILES, get_profile, selected_cells
+from perfsuite.cells.grid import MODERN_MODELS, PROFILES, get_profile, no_match_message, selected_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.estimate import H100_FP16_TFLOPS, LAUNCH_US
 from perfsuite.plugin.options import at_least_one, at_least_zero
@@ -36,6 +36,8 @@ def run(args) -> int:
         add_adapters(args.adapters)
     profile = get_profile(args.profile)
     cells = selected_cells(profile, args.cells, device=args.device)
+    if args.cells and not cells:  # as perfsuite run refuses it: the field values the expression could have meant
+        raise PerfsuiteError(no_match_message(profile, profile.cells(device=args.device, all_modes=True), args.cells))
     if not args.estimate:
         for c in cells:
             print(c.id)

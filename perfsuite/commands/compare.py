@@ -26,6 +26,13 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
     p.add_argument("--remeasure", type=at_least_zero, default=remeasure_default, metavar="N",
                    help="re-measure a suspect regression N times, each in a fresh pytest process, before calling it "
                         f"(default: {remeasure_default})")
+    p.add_argument("--accept-environment", action="store_true",
+                   help="a baseline of this machine recorded with other software (a torch, CUDA, driver or library "
+                        "upgrade) is compared on every metric, raw time included, and its regressions fail the run; "
+                        "with this flag they are shown and do not (acknowledge an upgrade, then record a new baseline)")
+    p.add_argument("--accept-behaviour", action="store_true",
+                   help="a changed deterministic outcome (recompute %%, mismatches, phi on fixed seeds) fails the run "
+                        "as 'changed'; with this flag it is shown and does not (an intended change)")
     add_allow_missing_argument(p)
     p.add_argument("--baselines-dir", default=None, metavar="DIR",
                    help="where the baselines are (default: ./baselines; perfsuite run: ./baselines when the current "
@@ -38,7 +45,9 @@ def add_allow_missing_argument(p) -> None:
 
 
 def options_from_args(args) -> CompareOptions:
-    return CompareOptions(alpha=args.alpha, min_effect_pct=args.min_effect, remeasure=args.remeasure)
+    return CompareOptions(alpha=args.alpha, min_effect_pct=args.min_effect, remeasure=args.remeasure,
+                          accept_environment=getattr(args, "accept_environment", False),  # not an ab option
+                          accept_behaviour=args.accept_behaviour)
 
 
 def add_arguments(p) -> None:
@@ -48,6 +57,13 @@ def add_arguments(p) -> None:
                    help="a baseline file, or another run's results JSON (default: this machine's baseline in "
                         "--baselines-dir, else another machine's as a reference)")
     add_compare_arguments(p)
+    p.add_argument("--extra-runs", nargs="+", default=(), metavar="RESULTS.json",
+                   help="re-measures of some of the run's cells made elsewhere (a nightly shard's remeasure-*.json): "
+                        "each file one more run of the cells it holds, judged with α spent over the looks as "
+                        "--remeasure spends it (pass the shard's budget as --looks)")
+    p.add_argument("--looks", type=at_least_zero, default=None, metavar="N",
+                   help="with --extra-runs: the re-measure budget the runs were made under (default: --remeasure, "
+                        "else the most extra runs any cell has)")
     p.add_argument("--rootdir", default=".", metavar="DIR",
                    help="the checkout the results came from, where --remeasure runs pytest (default: .)")
     p.add_argument("--format", default="table", choices=("table", "markdown", "json"),
@@ -66,7 +82,10 @@ def run(args) -> int:
     comparison = api.compare(args.results, baseline=args.baseline, baselines_dir=baselines_dir, alpha=options.alpha,
                              min_effect_pct=options.min_effect_pct, remeasure=options.remeasure,
                              checkout=args.rootdir, workdir=Path(args.json or args.results[0]).parent,
-                             allow_missing=args.allow_missing, verbose=True).comparison
+                             accept_environment=options.accept_environment,
+                             accept_behaviour=options.accept_behaviour, extra_runs=list(args.extra_runs),
+                             looks=args.looks, allow_missing=args.allow_missing,
+                             verbose=True).comparison
     if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
         raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "

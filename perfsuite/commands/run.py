@@ -42,9 +42,9 @@ def run(args) -> int:
     options = api.RunOptions(
         **cell_option_values(args), out_dir=args.out, resume=args.resume, fresh=args.fresh,
         compare=not args.no_compare, baseline=args.baseline, baselines_dir=args.baselines_dir, alpha=args.alpha,
-        min_effect_pct=args.min_effect, remeasure=args.remeasure, report=not args.no_report,
-        benchmarks=args.benchmarks, wait=args.wait, allow_missing=args.allow_missing,
-        pytest_args=tuple(a for a in args.pytest_args if a != "--"))
+        min_effect_pct=args.min_effect, remeasure=args.remeasure, accept_environment=args.accept_environment,
+        accept_behaviour=args.accept_behaviour, allow_missing=args.allow_missing, report=not args.no_report,
+        benchmarks=args.benchmarks, wait=args.wait, pytest_args=tuple(a for a in args.pytest_args if a != "--"))
     result = api.run(options, verbose=True)
     print("\n".join(["", "perfsuite run: summary", *("  " + printable(line) for line in result.summary)]))
     return result.exit_code

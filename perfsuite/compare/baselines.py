@@ -21,7 +21,7 @@ from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
 from perfsuite.formats.results import Results, ResultsError, load_results, results_from_document
-from perfsuite.machine import Fingerprint
+from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
 
 BASELINE_DIR = Path("baselines")
 
@@ -113,6 +113,25 @@ def find(part: Part, baselines: list[Baseline]) -> tuple[Baseline | None, Baseli
     others = [b for b in baselines if b.profile == part.profile and b.fingerprint.setup == part.fingerprint.setup]
     others.sort(key=lambda b: (b.updated or "", str(b.path)))
     return None, (others[-1] if others else None)
+
+
+def software_changes(old: Fingerprint, new: Fingerprint) -> list[str]:
+    """``torch_version 2.12.0 → 2.13.0`` for each software field that differs."""
+    return [f"{f} {getattr(old, f)} → {getattr(new, f)}" for f in SOFTWARE_FIELDS if getattr(old, f) != getattr(new, f)]
+
+
+def find_environment(part: Part, baselines: list[Baseline]) -> Baseline | None:
+    """The newest baseline of this part on this very machine and setup whose software differs (a torch, CUDA, driver
+    or library upgrade), or None."""
+    from dataclasses import replace
+
+    def hardware(fp: Fingerprint) -> Fingerprint:
+        return replace(fp, **{f: None for f in SOFTWARE_FIELDS})
+
+    same = [b for b in baselines if b.profile == part.profile and b.fingerprint != part.fingerprint
+            and hardware(b.fingerprint) == hardware(part.fingerprint)]
+    same.sort(key=lambda b: (b.updated or "", str(b.path)))
+    return same[-1] if same else None
 
 
 def load_reference(path: str | Path) -> list[Baseline]:

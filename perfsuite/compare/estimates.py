@@ -25,13 +25,19 @@ def probe_samples(rec: CellRecord) -> tuple[float, ...] | None:
     return probe if probe and own and len(probe) == len(own) else None
 
 
+IN_LOOP_METRICS = ("norm_time", "slowdown")  # ratios of members of one loop: they depend on who else is in it
+
+
 def cell_metrics(rec: CellRecord) -> tuple[str, ...]:
     """The metrics a cell is compared on: its time normalised by the probe when the loop timed one, its raw time,
-    and its slow-down when it has a paired reference that is not itself (the r = 0 latency cell is timed against
-    itself: its slow-down is 0 by construction)."""
+    its slow-down when it has a paired reference that is not itself (the r = 0 latency cell is timed against
+    itself: its slow-down is 0 by construction), and its peak memory where recorded."""
     plain_vs_plain = rec.cell.workload == "latency" and (rec.cell.adapter == "none" or rec.cell.rank == 0)
     own = ("norm_time", "time") if probe_samples(rec) is not None else ("time",)
-    return own if plain_vs_plain or rec.ref_samples_ms is None else (*own, "slowdown")
+    if rec.samples_ms is None:
+        own = ()
+    metrics = own if plain_vs_plain or rec.ref_samples_ms is None or not own else (*own, "slowdown")
+    return (*metrics, "memory") if _peak(rec) is not None else metrics
 
 
 def judged(metric: str, metrics: tuple[str, ...]) -> bool:
@@ -39,8 +45,34 @@ def judged(metric: str, metrics: tuple[str, ...]) -> bool:
     return not (metric == "time" and "norm_time" in metrics)
 
 
+def loop_members(rec: CellRecord) -> str | None:
+    """Who shared the cell's timing loop (the models and the probe, as the workload recorded them), or None for a
+    record from before loops were recorded — taken to be its shape group's full loop, what every run measures
+    since (a selection times whole shape groups)."""
+    value = rec.get("loop_members")
+    return value if isinstance(value, str) else None
+
+
+def loop_key(cell) -> str:
+    """The loop a cell's rounds came from, for the noise structure of a family: a latency cell's shape group
+    (every model of one shape, timed in one round-robin loop), else the cell's own loop."""
+    if cell.workload == "latency":
+        return "|".join(str(v) for v in (cell.impl, cell.model, cell.dtype, cell.device, cell.batch, cell.seq_len,
+                                         cell.mode))
+    return cell.id
+
+
+def _peak(rec: CellRecord) -> float | None:
+    value = rec.get("peak_mem_bytes")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
+
+
 def log_values(rec: CellRecord, metric: str) -> np.ndarray | None:
     """The per-round (time) or per-pair-of-rounds (slow-down) logs whose median is the run's estimate."""
+    if metric == "memory":
+        peak = _peak(rec)
+        return None if peak is None else np.array([math.log(peak)])
     if rec.samples_ms is None:
         return None
     if metric == "time":
@@ -66,9 +98,13 @@ def run_estimate(rec: CellRecord, metric: str) -> tuple[float, float] | None:
     values = log_values(rec, metric)
     if values is None or not values.size:
         return None
+    if metric == "memory":  # one reading per run: its spread is the runs'
+        return float(values[0]), 0.0
     return float(np.median(values)), bootstrap_se(values)
 
 
 def shown(log_value: float, metric: str) -> float:
-    """What a table shows: the time in ms, the time in probe times, or the slow-down in %."""
+    """What a table shows: the time in ms, the time in probe times, the slow-down in %, or the peak memory in MiB."""
+    if metric == "memory":
+        return math.exp(log_value) / 2 ** 20
     return 100.0 * math.expm1(log_value) if metric == "slowdown" else math.exp(log_value)

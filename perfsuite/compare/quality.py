@@ -7,6 +7,10 @@ small change of the code from the machine's day: such a baseline says so, with t
 confirm (Kalibera & Jones 2013 would add the day as a level of the design; recording runs on several days with
 ``perfsuite baseline update`` puts it into the spread). A baseline recorded under load, whose runs disagree so
 much that only a huge change could be flagged, is flagged when recorded and in every comparison that uses it.
+
+What one night can confirm is quoted at the gate's own level — the part's family of tests (α / N), spent over the
+default re-measure budget, on the moderated spread each family's prior gives (:mod:`perfsuite.compare.moderated`),
+for a cell confirmed by one re-measure (two current runs) — the very test a nightly makes, not α per test.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from datetime import datetime
 
 import numpy as np
 
-from perfsuite.compare.estimates import cell_metrics, judged, run_estimate
+from perfsuite.compare.estimates import cell_metrics, judged, loop_key, run_estimate
+from perfsuite.compare.moderated import family_prior
 from perfsuite.compare.stats import ALPHA, t_quantile
 from perfsuite.formats.baseline import Baseline, BaselineRun
+
+# A confirmed regression of a nightly has the night's run and one re-measure: what a quote of "one night can confirm"
+# assumes, with α spent over the default budget of looks (perfsuite.compare.verdicts.REMEASURE, repeated here: this
+# module sits below verdicts).
+CONFIRMING_RUNS = 2
+DEFAULT_LOOKS = 2
 
 # Runs of one boot this close in time (hours) are one sitting: they share the machine's level of the moment.
 SITTING_GAP_H = 6.0
@@ -39,31 +50,40 @@ class BaselineQuality:
     boots: int  # distinct known boots (0: none recorded)
     first: str | None  # when the first and the last run were made
     last: str | None
-    detectable_pct: dict  # metric -> median over cells of the smallest change one new run could be flagged for
+    detectable_pct: dict  # metric -> median over cells of the smallest change one night could confirm (gate's level)
     too_noisy: bool
+    tests: int = 0  # the family the quote is at: the baseline's judged tests
+    level: float | None = None  # the per-test level quoted (α / tests / looks)
 
     def to_json(self) -> dict:
         return {"runs": self.runs, "sittings": self.sittings, "boots": self.boots, "first": self.first,
                 "last": self.last, "detectable_pct": self.detectable_pct, "too_noisy": self.too_noisy,
-                "noisy_limit_pct": NOISY_BASELINE_PCT}
+                "noisy_limit_pct": NOISY_BASELINE_PCT, "tests": self.tests, "level": self.level}
 
     def lines(self) -> list[str]:
         return quality_lines(self.to_json())
 
 
-def quality_lines(q: dict) -> list[str]:
-    """What a reader must know about a baseline's reach, from :meth:`BaselineQuality.to_json`."""
+def quality_lines(q: dict, *, reach: bool = True) -> list[str]:
+    """What a reader must know about a baseline's reach, from :meth:`BaselineQuality.to_json`; ``reach=False``: without
+    the smallest change one run could be flagged for (a report quotes one detectable change, the comparison's)."""
     found = ", ".join(f"{m} {v:.1f} %" for m, v in sorted(q["detectable_pct"].items()))
-    reach = f"one new run must move at least {found} to be flagged" if found else "too few runs to measure its spread"
+    level = (f" (the gate's level: p < {q['level']:.2g}, {q['tests']} tests, a re-measure confirming)"
+             if q.get("level") else "")
+    if not reach:
+        what = "its spread is what the comparison's detectable change is made of"
+    else:
+        what = (f"a lone cell's change one night can confirm: {found}{level}" if found
+                else "too few runs to measure its spread")
     span = f"{q['first'] or '?'} .. {q['last'] or '?'}"
     out = []
     if q["sittings"] <= 1:
         out.append(f"  baseline of {q['runs']} run(s) in one sitting ({span}): the machine's day-to-day and reboot "
                    f"shifts (up to {DAY_TO_DAY_PCT:g} % measured here) are not in its spread, so it cannot confirm a "
-                   f"time change smaller than that; {reach}. Add runs of other days: perfsuite baseline update")
+                   f"time change smaller than that; {what}. Add runs of other days: perfsuite baseline update")
     else:
         out.append(f"  baseline of {q['runs']} runs in {q['sittings']} sittings ({q['boots']} boot(s), {span}): "
-                   f"day-to-day shifts are in its spread; {reach}")
+                   f"day-to-day shifts are in its spread; {what}")
     if q["too_noisy"]:
         out.append(f"  ! baseline too noisy to gate anything useful (a change must exceed {q['noisy_limit_pct']:g} %): "
                    "recorded under load? re-record it on a quiet machine")
@@ -91,33 +111,53 @@ def sittings(runs: list[BaselineRun], gap_h: float = SITTING_GAP_H) -> int:
     return count
 
 
-def detectable_one_run(log_estimates: list[float], alpha: float = ALPHA) -> float | None:
-    """The smallest change (%) one new run could be flagged for against these runs' estimates: the pooled t test's
-    half-width with one run on one side, t(1 − α/2, k − 1) · s · √(1 + 1/k)."""
+def detectable_one_run(log_estimates: list[float], alpha: float = ALPHA, *, prior_s2: float = 0.0,
+                       prior_df: float = 0.0, current_runs: int = 1) -> float | None:
+    """The smallest change (%) ``current_runs`` new runs could be flagged for at level ``alpha`` against these runs'
+    estimates: the moderated t's half-width, t(1 − α/2, d0 + d) · s̃ · √(1/M + 1/k), s̃² = (d0·s0² + d·s²)/(d0 + d)
+    (no prior: Student's t on the k runs' own spread)."""
     k = len(log_estimates)
-    if k < 2:
+    d = k - 1
+    if d + prior_df < 1 or k < 1:
         return None
-    sd = float(np.std(log_estimates, ddof=1))
-    return 100.0 * math.expm1(t_quantile(1.0 - alpha / 2.0, k - 1) * sd * math.sqrt(1.0 + 1.0 / k))
+    ss = float(np.var(log_estimates, ddof=0)) * k if k > 1 else 0.0
+    var = (prior_df * prior_s2 + ss) / (prior_df + d) if prior_df > 0 else ss / d
+    sd = math.sqrt(max(var, 0.0))
+    return 100.0 * math.expm1(t_quantile(1.0 - alpha / 2.0, min(prior_df + d, 1e4)) * sd
+                              * math.sqrt(1.0 / current_runs + 1.0 / k))
 
 
-def assess(baseline: Baseline, alpha: float = ALPHA) -> BaselineQuality:
-    found: dict[str, list[float]] = {}
+def assess(baseline: Baseline, alpha: float = ALPHA, looks: int = DEFAULT_LOOKS) -> BaselineQuality:
+    """What ``baseline`` can confirm: its sittings, and per metric the median over cells of the smallest change one
+    night confirms at the gate's level (see the module docstring)."""
+    estimates: dict[tuple[str, str], dict[str, list[float]]] = {}
+    loops: dict[tuple[str, str], dict[str, str]] = {}
     for cid in baseline.cell_ids():
         recs = baseline.cell_runs(cid)
         metrics = cell_metrics(recs[-1])
         for m in metrics:
-            if not judged(m, metrics):
+            if not judged(m, metrics) or m == "memory":
                 continue
             try:
                 est = [e[0] for e in (run_estimate(r, m) for r in recs) if e is not None]
             except ValueError:
                 continue  # bad samples are the comparison's error to report, not the assessment's
-            d = detectable_one_run(est, alpha)
-            if d is not None:
-                found.setdefault(m, []).append(d)
+            family = (m, recs[-1].cell.workload)
+            estimates.setdefault(family, {})[cid] = est
+            loops.setdefault(family, {})[cid] = loop_key(recs[-1].cell)
+    tests = sum(len(v) for v in estimates.values())
+    level = alpha / max(tests, 1) / max(looks, 1)
+    found: dict[str, list[float]] = {}
+    for family, cells in estimates.items():
+        k = max(len(v) for v in cells.values())
+        full = [cid for cid, v in cells.items() if len(v) == k]
+        prior = family_prior(np.array([cells[c] for c in full]).reshape(len(full), k), [loops[family][c] for c in full])
+        for est in cells.values():
+            dd = detectable_one_run(est, level, prior_s2=prior.s2, prior_df=prior.df, current_runs=CONFIRMING_RUNS)
+            if dd is not None:
+                found.setdefault(family[0], []).append(dd)
     detectable = {m: statistics.median(v) for m, v in found.items()}
     whens = sorted(r.when for r in baseline.runs if r.when)
     return BaselineQuality(len(baseline.runs), sittings(baseline.runs), len({r.boot for r in baseline.runs if r.boot}),
                            whens[0] if whens else None, whens[-1] if whens else None, detectable,
-                           any(v > NOISY_BASELINE_PCT for v in detectable.values()))
+                           any(v > NOISY_BASELINE_PCT for v in detectable.values()), tests, level if tests else None)

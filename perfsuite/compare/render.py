@@ -19,6 +19,7 @@ from perfsuite.table import Table, markdown_table, markdown_text, printable, tex
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
 MODE_TEXT = {
     "gating": "this machine's baseline: a confirmed regression fails the run",
+    "environment": "this machine's baseline with other software: judged on every metric, raw time included",
     "ab": "A/B on this machine, separate processes alternated: a confirmed regression fails the run",
     "reference": "REFERENCE ONLY: a baseline of another machine; shown for information, never fails the run",
     "none": "no baseline for this machine and part",
@@ -34,11 +35,30 @@ def _value(v: float | None, metric: str) -> str:
         return ""
     if metric == "norm_time":
         return f"{v:.3g}x probe"
-    return f"{v:.4g} ms" if metric == "time" else f"{v:+.1f}%"
+    if metric == "memory":
+        return f"{v:.4g} MiB"
+    if metric in ("time", "norm_time", "slowdown"):
+        return f"{v:.4g} ms" if metric == "time" else f"{v:+.1f}%"
+    return f"{v:.6g}"  # a deterministic outcome, as recorded
 
 
 def _change(v: float | None, unit: str) -> str:
-    return "" if v is None else f"{v:+.1f} pp" if unit == "pp" else f"{v:+.1f}%"
+    if v is None:
+        return ""
+    return f"{v:+.1f} pp" if unit == "pp" else f"Δ {v:.3g}" if unit == "=" else f"{v:+.1f}%"
+
+
+def verdict_text(m: MetricVerdict) -> str:
+    """The verdict as a reader is told it: a bound where the change is bounded, the runs that would decide it where
+    it could not be told, the acknowledgement of an accepted change."""
+    if m.verdict == "unchanged" and m.within_pct is not None:
+        return f"unchanged (within ±{m.within_pct:.1f}%)"
+    if m.verdict == "inconclusive" and m.change_pct is not None and m.p_value is not None:
+        return ("inconclusive (could not tell: " + (f"{m.more_runs} more run{'s' if m.more_runs != 1 else ''})"
+                                                     if m.more_runs else "needs more baseline runs)"))
+    if m.accepted:
+        return f"{m.verdict} (accepted)"
+    return m.verdict
 
 
 def _interval(m: MetricVerdict) -> str:
@@ -64,8 +84,9 @@ def _rows(cells: list[CellVerdict]) -> list[tuple[tuple[str, ...], bool]]:
         for m in c.metrics:
             runs = f"{m.baseline_runs}→{m.current_runs}"
             metric = m.metric + (" (w/ ref)" if m.with_reference else "") + ("" if m.is_judged else " (raw, shown)")
-            rows.append(((c.cell_id, m.verdict, metric, _value(m.baseline, m.metric), _value(m.current, m.metric),
-                          _change(m.change, m.unit), _interval(m), _p(m.p_value), runs), m.verdict == "regression"))
+            rows.append(((c.cell_id, verdict_text(m), metric, _value(m.baseline, m.metric), _value(m.current, m.metric),
+                          _change(m.change, m.unit), _interval(m), _p(m.p_value), runs),
+                         m.verdict in ("regression", "changed")))
     return rows
 
 
@@ -94,10 +115,10 @@ def unmeasured_line(comparison: Comparison) -> str | None:
             "that is intended)")
 
 
-def detectable_line(comparison: Comparison, part: str | None) -> str | None:
-    """How large a change this comparison could see, per metric: the median over the part's cells of the smallest
-    change that would have been significant (judged metrics: at the run's error control, what a lone moved cell
-    needs); raw time where the probe-normalised time judges is shown apart."""
+def detectable_medians(comparison: Comparison, part: str | None) -> dict[str, float]:
+    """Per metric, the median over the part's cells of the smallest change that would have been significant (judged
+    metrics: at the run's error control, what a lone moved cell needs); raw time where the probe-normalised time
+    judges is named apart ("time (raw, not judged)")."""
     found: dict[str, list[float]] = {}
     for c in comparison.cells:
         if c.part == part:
@@ -105,31 +126,50 @@ def detectable_line(comparison: Comparison, part: str | None) -> str | None:
                 if m.detectable is not None:
                     name = m.metric + ("" if m.is_judged else " (raw, not judged)")
                     found.setdefault(name, []).append(m.detectable)
+    return {name: statistics.median(v) for name, v in sorted(found.items())}
+
+
+def detectable_line(comparison: Comparison, part: str | None) -> str | None:
+    """How large a change this comparison could see, per metric (:func:`detectable_medians`)."""
+    found = detectable_medians(comparison, part)
     if not found:
         return None
-    parts = [f"{name} {statistics.median(v):.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in sorted(found.items())]
+    parts = [f"{name} {v:.1f} {'pp' if name == 'slowdown' else '%'}" for name, v in found.items()]
     return "  detects changes above (median over cells): " + ", ".join(parts)
 
 
-def part_lines(comparison: Comparison) -> list[str]:
+def group_line(g) -> str:
+    """One group test: an adapter's slow-down on every shape of the part, as one hypothesis."""
+    low, high = g.get("ci_low_pct"), g.get("ci_high_pct")
+    interval = f" [{low:+.1f}, {high:+.1f}]%" if low is not None and high is not None else ""
+    change = g.get("change_pct")
+    return (f"  method-wide {g['group']} ({len(g['cells'])} cells): {g['verdict']}, slow-down "
+            f"{'' if change is None else f'{change:+.1f}%'}{interval}, p {_p(g.get('p_adjusted'))} (adjusted)")
+
+
+def part_lines(comparison: Comparison, *, reach: bool = True) -> list[str]:
+    """What each part was compared with and how. ``reach``: with the changes it could detect (the report says that
+    once, on its first screen, and leaves it out here)."""
     out = []
     for p in comparison.parts:
         head = f"part {p.profile}: {MODE_TEXT.get(p.mode, p.mode)}"
         if p.baseline:
             head += f" — {p.baseline} ({p.baseline_runs} run{'s' if p.baseline_runs != 1 else ''})"
         out.append(head)
-        if p.mode == "reference" and p.differences:
+        if p.mode in ("reference", "environment") and p.differences:
             out.append("  differs in: " + "; ".join(p.differences))
-        if p.hint and p.mode in ("reference", "none"):
+        if p.hint and p.mode in ("reference", "none", "environment"):
             out.append(f"  {p.hint}")
-        if p.gates:
+        if p.gates or p.mode == "environment":
             if p.error_control and p.tests is not None:  # documents before format 3 have none
+                looks = f", spent over {p.looks} look{'s' if p.looks != 1 else ''} (re-measures)" if p.looks else ""
                 out.append(f"  per-run error control: {ERROR_CONTROLS.get(p.error_control, p.error_control)}, "
-                           f"alpha {p.alpha:g} over {p.tests} tests (a lone moved cell needs p < "
+                           f"alpha {p.alpha:g} over {p.tests} tests{looks} (a lone moved cell needs p < "
                            f"{p.per_test_alpha:.2g})")
+            out += [group_line(g) for g in (p.groups or ()) if g.get("verdict") != "unchanged"]
             if p.baseline_quality:
-                out += quality_lines(p.baseline_quality)
-            line = detectable_line(comparison, p.profile)
+                out += quality_lines(p.baseline_quality, reach=reach)
+            line = detectable_line(comparison, p.profile) if reach else None
             out += [line] if line else []
     return out
 
@@ -169,10 +209,12 @@ def render_terminal(comparison: Comparison, title: str = "perfsuite compare") ->
 def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
     """A pull-request comment: the outcome first, the cells that need a look, all cells folded below. Every
     recorded string (a machine, a baseline's name, a note) is inert Markdown: no HTML, no mention, no link."""
-    n_reg, n_missing = comparison.count("regression"), len(comparison.unmeasured)
-    if n_reg or n_missing:
-        head = "**" + ", ".join(([f"{n_reg} regression{'s' if n_reg != 1 else ''}"] if n_reg else [])
-                                + ([f"{n_missing} missing"] if n_missing else [])) + "**"
+    n_reg = comparison.count("regression") + sum(len(p.failing_groups()) for p in comparison.parts)
+    n_changed, n_missing = comparison.count("changed"), len(comparison.unmeasured)
+    if n_reg or n_changed or n_missing:
+        found = [f"{n} {what}{'s' if n != 1 and what != 'missing' else ''}"
+                 for n, what in ((n_reg, "regression"), (n_changed, "behaviour change"), (n_missing, "missing")) if n]
+        head = "**" + ", ".join(found) + "**"
     elif not comparison.gating:
         head = "no gating comparison (no baseline of this machine)"
     else:

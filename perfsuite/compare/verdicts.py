@@ -10,245 +10,209 @@ Each cell is compared on every metric it has, each from one estimate per separat
             (:mod:`perfsuite.probe`): the machine's speed of the moment cancels in the ratio, as the plain model
             cancels it for the slow-down. Where a record has probe rounds, ``norm_time`` is judged in place of
             ``time``; the raw time is still computed and shown, verdict ``reference`` (for information).
-Per-run error control: the p-values of every judged test of one part are adjusted together
-(:data:`perfsuite.compare.stats.ERROR_CONTROL`, Holm's step-down: the chance that an unchanged run raises any
-false alarm stays below α, not α per test); a verdict needs the adjusted p-value below α.
-The test is :func:`perfsuite.compare.stats.between_runs`: the spread *between runs* is the noise a verdict
-must beat. Modes:
+  memory    log of the cell's peak memory above what was resident before its call.
+``norm_time`` and ``slowdown`` are ratios of members of one loop, so they are judged only between runs whose loop
+held the same members (``loop_members``); across other loops the raw time judges, with a note saying why.
+Deterministic outcomes (recompute %, mismatches, φ on fixed seeds) are compared exactly by
+:mod:`perfsuite.compare.outcomes`: a change is verdict ``changed``.
+
+The tests (:mod:`perfsuite.compare.family`): a cell's between-run variance is moderated across the cells of its
+family (:mod:`perfsuite.compare.moderated`: limma's moderated t made safe for correlated cells), and the slow-downs
+of one adapter on every shape are one more test, a *group*. Per-run error control: every judged test of a part,
+groups included, is adjusted together (Holm's step-down: the chance that an unchanged run raises any false alarm
+stays below α), with α spent over the looks a re-measured suspect may take (:mod:`perfsuite.compare.sequential`).
+Modes:
   gating    the baseline is of this machine (same fingerprint): a confirmed regression fails the run.
-            A suspect is re-measured in a fresh process and must stay a regression with that run added.
+            A suspect is re-measured in a fresh process until decided (``remeasure``: the budget of looks).
+  environment  the baseline is of this machine's hardware and setup with other software (a torch upgrade):
+            judged on every metric, raw time included, the version changes named; fails the run like gating
+            unless accepted (``accept_environment``).
   reference the baseline is of another machine: changes are shown for the slow-down, labelled, and never
             fail the run (verdict ``reference``); times across machines are not compared at all.
 With one run a side there is no between-run spread: the comparison is described from the within-run
 samples, but a regression or improvement it suggests is reported as ``inconclusive``, never as a verdict.
 The document is :mod:`perfsuite.formats.comparison`: what leaves this module is a typed :class:`Comparison`. The
-judging itself works on the document's entries (dicts) in place, the form the simulated grid of
-:mod:`perfsuite.selftest_grid` judges too, hundreds of runs of ~900 tests a second.
+judging itself (:mod:`perfsuite.compare.judge`) works on the document's entries (dicts) in place, the form the
+simulated grid of :mod:`perfsuite.selftest_grid` judges too, hundreds of runs of ~900 tests.
 
-Over 350 lines on purpose: a metric's test, the attribution rule, the per-run error control and the re-measures
-act on the same entries in one order; the per-run estimates they start from are in :mod:`perfsuite.compare.estimates`.
+Re-exported for callers (the names every command and test imports from here): :class:`CompareOptions`,
+:class:`CompareError`, :data:`REMEASURE`, :func:`attribute_shared_moves`, :func:`control_errors`, :func:`judge`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from typing import Callable
 
-import numpy as np
-
 from perfsuite.cells.grid import Cell
-from perfsuite.compare.baselines import Part, find, parts_of
-from perfsuite.compare.estimates import cell_metrics, judged, log_values, probe_samples, run_estimate, shown
+from perfsuite.compare.baselines import Part, find, find_environment, parts_of
+from perfsuite.compare.estimates import IN_LOOP_METRICS, cell_metrics, judged, log_values, loop_key, loop_members, \
+    probe_samples, run_estimate
+from perfsuite.compare.family import Test, metric_entry
+from perfsuite.compare.judge import CELL_VERDICT_ORDER, REMEASURE, TIME_METRICS, CompareError, CompareOptions, \
+    attribute_shared_moves, cell_verdict, control_errors, judge
+from perfsuite.compare.moderated import Prior
+from perfsuite.compare.outcomes import outcome_entries
 from perfsuite.compare.quality import assess
-from perfsuite.compare.stats import ALPHA, ERROR_CONTROL, ERROR_CONTROLS, MIN_EFFECT_PCT, adjust_p_values, \
-    between_runs, compare_samples, decide, family_alpha, paired_runs, pct_of_log, \
-    screen_runs, t_quantile
-from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.baseline import Baseline
 from perfsuite.formats.comparison import COMPARISON_FORMAT, VERDICTS, Comparison
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results
-from perfsuite.paired import finite as _finite
 
 METRICS = {
     "time": "median time of the cell, %; same machine only",
     "norm_time": "time over the fixed torch probe of the same loop (recompute: plain decoding's), %; same machine only",
     "slowdown": "time over the paired reference (r = 0 model, or plain decoding), in percentage points of slow-down",
+    "memory": "peak memory of one call above what was resident, %; same machine only",
 }
-UNITS = {"time": "%", "norm_time": "%", "slowdown": "pp"}
-TIME_METRICS = ("norm_time", "time")  # the metrics that judge a cell's own speed: whichever it has, first first
-# Suspect regressions are re-measured this many times (in a fresh process) by default before they count.
-REMEASURE = 1
+SAME_MACHINE_METRICS = ("norm_time", "time", "memory")  # never compared across machines
 # A/B blocks are tested paired (run i of A against run i of B: drift over the session drops out) from this many
 # blocks on. Below it the paired test's n − 1 degrees of freedom cost more than the drift it removes at the level
-# a run's error control asks of a lone cell: with 5 blocks, α = 0.01 / 34 (smoke), t(1 − α/2) is 11.4 on 4 df
-# against 6.0 on the unpaired test's 8, so the paired test could only see a change ~2x larger unless the drift
-# between blocks exceeded the processes' own spread. ``perfsuite ab --runs 10`` pairs.
+# a run's error control asks of a lone cell, where the unpaired test borrows strength across the cells of its
+# family. ``perfsuite ab --runs 10`` pairs.
 PAIRED_MIN_BLOCKS = 10
-# What a cell's verdict is when its metrics disagree: the first of these that any metric has.
-CELL_VERDICT_ORDER = ("regression", "improvement", "inconclusive", "unchanged", "reference")
-
 RemeasureFn = Callable[[list[str]], dict[str, CellRecord]]  # cell ids -> a fresh record each
 # A/B: cell ids -> a fresh record each of side A and of side B (one block more, both sides in fresh processes)
 RemeasureBothFn = Callable[[list[str]], tuple[dict[str, CellRecord], dict[str, CellRecord]]]
 
 
-class CompareError(PerfsuiteError):
-    pass
+# --- records → tests ----------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class CompareOptions:
-    alpha: float = ALPHA  # two-sided significance level of the between-run t test
-    min_effect_pct: float = MIN_EFFECT_PCT  # smallest change called a regression or an improvement
-    remeasure: int = 0  # re-measure a suspect regression this many times (fresh processes); each must agree
-    error_control: str = ERROR_CONTROL  # how one part's tests share α: see perfsuite.compare.stats.ERROR_CONTROLS
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise CompareError(f"alpha must be between 0 and 1, not {self.alpha}")
-        if not self.min_effect_pct >= 0:
-            raise CompareError(f"the minimum effect must be >= 0 %, not {self.min_effect_pct}")
-        if self.remeasure < 0:
-            raise CompareError(f"remeasure must be >= 0, not {self.remeasure}")
-        if self.error_control not in ERROR_CONTROLS:
-            raise CompareError(f"unknown error control {self.error_control!r}; use {', '.join(ERROR_CONTROLS)}")
-
-
-# --- one cell, one metric -----------------------------------------------------------------------------------------
-
-def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
-                   *, gating: bool = True, paired: bool = False) -> dict:
-    """One metric of one cell: baseline runs vs current runs → a metric entry of the comparison document.
-    ``paired``: run i of each side were made side by side (A/B blocks): a paired t test on their differences."""
+def _estimate(rec: CellRecord, metric: str, cell_id: str):
     try:
-        xs = [e for e in (run_estimate(r, metric) for r in base) if e is not None]
-        ys = [e for e in (run_estimate(r, metric) for r in cur) if e is not None]
+        return run_estimate(rec, metric)
     except ValueError as e:  # bad samples: an error, never a verdict
-        raise CompareError(f"cannot compare {metric}: {e}") from None
-    entry = {"metric": metric, "unit": UNITS[metric], "verdict": "inconclusive", "baseline": None, "current": None,
-             "change": None, "ci_low": None, "ci_high": None, "detectable": None, "change_pct": None,
-             "ci_low_pct": None, "ci_high_pct": None, "p_value": None, "df": None, "noise_pct": None,
-             "baseline_runs": len(xs), "current_runs": len(ys), "se_log": None, "p_adjusted": None}
-    if not xs or not ys:
-        return entry | {"note": "no samples on one side"}
-    floor = float(np.median([se for _, se in xs + ys]))
-    x, x_out = screen_runs([v for v, _ in xs])
-    y, y_out = screen_runs([v for v, _ in ys])
-    if x_out or y_out:
-        entry["outlier_runs"] = x_out + y_out  # set aside by Dixon's Q test: see perfsuite.compare.stats
-    entry["baseline"], entry["current"] = shown(float(np.mean(x)), metric), shown(float(np.mean(y)), metric)
-    entry["change"] = (entry["current"] - entry["baseline"] if metric == "slowdown"
-                       else 100.0 * math.expm1(float(np.mean(y)) - float(np.mean(x))))
-    paired = paired and len(xs) == len(ys) >= 2
-    try:
-        if paired:
-            shift = paired_runs([v for v, _ in xs], [v for v, _ in ys], floor_sd=floor, alpha=options.alpha,
-                                min_effect_pct=options.min_effect_pct)
-            entry["paired"] = True
-        elif x.size + y.size >= 3:
-            shift = between_runs(x, y, floor_sd=floor, alpha=options.alpha, min_effect_pct=options.min_effect_pct)
-        else:  # one run a side: the within-run samples describe it, they cannot give a verdict
-            shift = compare_samples(np.exp(log_values(base[0], metric)), np.exp(log_values(cur[0], metric)),
-                                    alpha=options.alpha, min_effect_pct=options.min_effect_pct)
-            entry["note"] = "one run a side: no between-run spread, so no verdict (record more runs)"
-    except ValueError as e:  # bad samples: an error, never a verdict
-        raise CompareError(f"cannot compare {metric}: {e}") from None
-    entry |= {"change_pct": _finite(shift.change_pct), "ci_low_pct": _finite(shift.ci_low_pct),
-              "ci_high_pct": _finite(shift.ci_high_pct), "p_value": shift.p_value, "df": shift.df,
-              "noise_pct": shift.noise_pct, "se_log": shift.se_log}
-    # the interval in the metric's unit: % of time, or pp of slow-down (the ratio's relative change × its baseline)
-    scale = 1.0 + entry["baseline"] / 100.0 if metric == "slowdown" else 1.0
-    entry["ci_low"], entry["ci_high"], entry["detectable"] = (
-        None if v is None else _finite(scale * v) for v in (entry["ci_low_pct"], entry["ci_high_pct"],
-                                                             shift.detectable_pct))
-    verdict = shift.verdict
-    if "note" in entry and verdict in ("regression", "improvement"):
-        verdict = "inconclusive"
-    entry["verdict"] = verdict if gating else "reference"
-    return entry
+        raise CompareError(f"cell {cell_id}: cannot compare {metric}: {e}") from None
 
 
-def cell_verdict(metric_verdicts: list[str]) -> str:
-    for v in CELL_VERDICT_ORDER:
-        if v in metric_verdicts:
-            return v
-    return "inconclusive"
-
-
-def _time_entry(entry: dict) -> dict | None:
-    """The judged time-like metric entry of a cell (probe-normalised time where there is one, else raw time)."""
-    metrics = {m["metric"]: m for m in entry.get("metrics", [])}
-    return next((metrics[m] for m in TIME_METRICS if m in metrics and metrics[m].get("judged", True)), None)
-
-
-def _refresh(entry: dict) -> None:
-    judged_verdicts = [m["verdict"] for m in entry["metrics"] if m.get("judged", True)]
-    entry["verdict"] = cell_verdict(judged_verdicts) if entry["metrics"] else entry["verdict"]
-    entry["moved"] = [m["metric"] for m in entry["metrics"]
-                      if m.get("judged", True) and m["verdict"] in ("regression", "improvement")]
-
-
-def attribute_shared_moves(entries: dict[str, dict], cells: dict[str, Cell],
-                           runs_of: dict[str, frozenset[int]] | None = None) -> None:
-    """Judge a move of the plain model once, on its own r = 0 cell, not again on every adapter of its loop.
-
-    A latency cell whose time moved while its slow-down against the plain model of the same loop did not has
-    moved *with* that plain model: the cause is shared by the loop — the plain model, the framework, the machine,
-    or, on a CPU, another cell of the loop through process-wide state (measured: a LoRA change moved its loop's
-    other cells by 5-7 %; README, "Cells of one loop share a process"). The adapter's time entry becomes
-    ``unchanged`` with ``with_reference`` naming the r = 0 cell only when that cell carries the verdict instead:
-    it was measured in the same loop of the same runs (``runs_of``: cell id → the current runs that have it; an
-    adapter's runs must all have it) and its own time was judged a move in the same direction. Otherwise — r = 0
-    not selected (``--cells``), out of memory, unmoved or inconclusive — the adapter keeps its own verdict: a
-    regression is never hidden behind a cell that did not report it. Recompute cells keep theirs: their
-    reference, plain decoding, is not a cell.
-    """
-    for cid, entry in entries.items():
-        cell = cells.get(cid)
-        if cell is None or cell.workload != "latency" or cell.adapter == "none" or cell.rank == 0:
-            continue
-        ref_id = replace(cell, adapter="none", rank=0).id
-        ref_entry = entries.get(ref_id)
-        metrics = {m["metric"]: m for m in entry["metrics"]}
-        time, slowdown = _time_entry(entry), metrics.get("slowdown")
-        if not (ref_entry and ref_id in cells and time and slowdown and slowdown["verdict"] == "unchanged"
-                and time["verdict"] in ("regression", "improvement")):
-            continue
-        if runs_of is not None and not runs_of.get(cid, frozenset()) <= runs_of.get(ref_id, frozenset()):
-            continue  # the r = 0 cell was not timed in every loop this adapter was
-        ref_time = _time_entry(ref_entry)
-        if ref_time is None or ref_time["verdict"] != time["verdict"]:
-            continue  # the plain model did not report the move: the adapter must
-        time["verdict"], time["with_reference"] = "unchanged", ref_id
-        _refresh(entry)
-
-
-def control_errors(entries: dict[str, dict], options: "CompareOptions") -> dict:
-    """Adjust the p-values of every judged between-run test of one part together and decide again from them
-    (:data:`~perfsuite.compare.stats.ERROR_CONTROL`); what was done, for the part's entry. ``detectable`` is
-    quoted at the family's strictest per-test level (α / tests), what a lone moved cell must reach."""
-    family = [m for e in entries.values() for m in e.get("metrics", [])
-              if m.get("judged", True) and m.get("df") and m.get("p_value") is not None and "note" not in m
-              and m["verdict"] != "reference"]
-    adjusted = adjust_p_values([m["p_value"] for m in family], options.error_control)
-    level = family_alpha(options.alpha, len(family), options.error_control)
-    for m, p_adj in zip(family, adjusted):
-        m.pop("with_reference", None)
-        m["p_adjusted"] = p_adj
-        low = -math.inf if m["ci_low_pct"] is None else m["ci_low_pct"]
-        high = math.inf if m["ci_high_pct"] is None else m["ci_high_pct"]
-        m["verdict"] = decide(m["change_pct"], low, high, p_adj, alpha=options.alpha,
-                              min_effect_pct=options.min_effect_pct)
-        if m.get("se_log") is not None:
-            scale = 1.0 + m["baseline"] / 100.0 if m["metric"] == "slowdown" else 1.0
-            m["detectable"] = _finite(scale * pct_of_log(t_quantile(1.0 - level / 2.0, m["df"]) * m["se_log"]))
-    for e in entries.values():
-        if e.get("metrics"):
-            _refresh(e)
-    return {"error_control": options.error_control, "tests": len(family), "alpha": options.alpha,
-            "per_test_alpha": level}
-
-
-def compare_cell(cell_id: str, part: str | None, base: list[CellRecord], cur: list[CellRecord],
-                 options: CompareOptions, *, gating: bool, paired: bool = False) -> dict:
-    metrics = cell_metrics(cur[-1])
+def cell_tests(cell_id: str, base: dict[int, CellRecord], cur: list[CellRecord], *, gating: bool,
+               environment: bool = False) -> list[Test]:
+    """The tests of one cell: which metrics, and their per-run estimates on each side (see the module docstring
+    for which metrics are judged where)."""
+    last = cur[-1]
+    metrics = cell_metrics(last)
+    note = None
     if not gating:  # times across machines say nothing about the code (a probe's ratio neither: other hardware)
-        metrics = tuple(m for m in metrics if m not in TIME_METRICS)
-    elif "norm_time" in metrics and not all(probe_samples(r) for r in base):
+        metrics = tuple(m for m in metrics if m not in SAME_MACHINE_METRICS)
+    elif "norm_time" in metrics and not all(probe_samples(r) for r in base.values()):
         metrics = tuple(m for m in metrics if m != "norm_time")  # a baseline from before the probe: raw time judges
-    try:
-        entries = [compare_metric(base, cur, m, options, gating=gating, paired=paired) for m in metrics]
-    except CompareError as e:
-        raise CompareError(f"cell {cell_id}: {e}") from None
-    for e in entries:
-        if not judged(e["metric"], metrics):
-            e["judged"], e["verdict"] = False, "reference"  # raw time beside the probe-normalised one: shown only
-    verdicts = [e["verdict"] for e in entries if e.get("judged", True)]
-    return {"cell_id": cell_id, "part": part, "verdict": cell_verdict(verdicts) if entries else "reference",
-            "moved": [e["metric"] for e in entries if e.get("judged", True) and e["verdict"] in ("regression", "improvement")],
-            "remeasured": 0, "metrics": entries}
+    if "memory" in metrics and not all("memory" in cell_metrics(r) for r in base.values()):
+        metrics = tuple(m for m in metrics if m != "memory")  # a baseline from before CPU memory was recorded
+    loops = {loop_members(r) for r in (*base.values(), *cur)} - {None}
+    if len(loops) > 1 and any(m in IN_LOOP_METRICS for m in metrics):
+        metrics = tuple(m for m in metrics if m not in IN_LOOP_METRICS)
+        if gating and "time" not in metrics and last.samples_ms:
+            metrics = ("time", *metrics)
+        note = "timed in another loop than the baseline's (other members): norm_time and slow-down not comparable"
+    cell = last.cell
+    group = cell.adapter if cell.workload == "latency" and cell.adapter != "none" and cell.rank > 0 else None
+    tests = []
+    for metric in metrics:
+        xs = {j: _estimate(r, metric, cell_id) for j, r in base.items()}
+        ys = [_estimate(r, metric, cell_id) for r in cur]
+        xs = {j: v for j, v in xs.items() if v is not None}
+        ys = [v for v in ys if v is not None]
+        shown_only = not judged(metric, metrics) and not environment
+        within = None
+        if len(xs) == 1 and len(ys) == 1 and metric != "memory":
+            b = log_values(next(r for j, r in base.items() if j in xs), metric)
+            c = log_values(cur[[i for i, v in enumerate(cur) if v is not None][0]], metric)
+            within = (b, c)
+        tests.append(Test(cell_id, metric, cell.workload, loop_key(cell), {j: v for j, (v, _) in xs.items()},
+                          [v for v, _ in ys], [se for _, se in (*xs.values(), *ys)], judged=not shown_only,
+                          group=group if metric == "slowdown" else None, within=within, note=note))
+    return tests
+
+
+# --- parts and documents ------------------------------------------------------------------------------------------
+
+def _fresh_estimates(records: dict[str, CellRecord], tests_of: dict[str, list[Test]]) -> dict[str, dict]:
+    """A re-measure's records as the estimates its suspects' tests take (``{cell: {metric: (est, se)}}``)."""
+    out: dict[str, dict] = {}
+    for cid, rec in records.items():
+        metrics = {}
+        for t in tests_of.get(cid, []):
+            est = _estimate(rec, t.metric, cid)
+            if est is not None:
+                metrics[t.metric] = est
+        out[cid] = metrics
+    return out
+
+
+def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
+                 remeasure: RemeasureFn | None = None, control: dict | None = None, paired: bool = False,
+                 remeasure_both: RemeasureBothFn | None = None, in_scope: Callable[[Cell], bool] | None = None,
+                 environment: bool = False, main_runs: int | None = None) -> list[dict]:
+    """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs.
+    ``control``, when given, receives what the per-run error control did (for the part's entry), the group entries
+    included. ``paired`` (A/B): run i of the baseline and of the current side were made side by side; a cell present
+    in every run of both is tested on the pairs' differences. ``remeasure_both`` (A/B): a suspect is re-measured on
+    both sides, one more block. ``in_scope``: the baseline cells the runs set out to measure (a selection or shard);
+    None: all of them. ``environment``: the baseline is of other software; raw time is judged too. ``main_runs``: the
+    first parts are the run itself, the rest re-measures of some of its cells made elsewhere (a nightly shard's):
+    a regression may be called on those cells, with α spent over ``options.remeasure`` looks."""
+    part = current[0].profile
+    cur_runs: dict[str, list[CellRecord]] = {}
+    runs_of: dict[str, set[int]] = {}
+    fresh: set[str] = set()
+    for i, run in enumerate(current):
+        for rec in run.records:
+            cur_runs.setdefault(rec.id, []).append(rec)
+            runs_of.setdefault(rec.id, set()).add(i)
+            if main_runs is not None and i >= main_runs:
+                fresh.add(rec.id)
+    lost = {r.id: r for run in current for r in run.not_run}
+    tests: list[Test] = []
+    outcomes: dict[str, list[dict]] = {}
+    out: dict[str, dict] = {}
+    for cid, recs in cur_runs.items():
+        base = {j: run.cells[cid] for j, run in enumerate(baseline.runs) if cid in run.cells}
+        if not base:
+            out[cid] = _new(cid, part)
+            continue
+        tests += cell_tests(cid, base, recs, gating=gating, environment=environment)
+        outcomes[cid] = outcome_entries(list(base.values()), recs, gating=gating)
+        for m in outcomes[cid]:
+            if m["verdict"] == "changed" and options.accept_behaviour:
+                m |= {"accepted": True, "judged": False}
+    for cid in baseline.cell_ids():
+        if cid not in out and cid not in cur_runs and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
+            why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
+            out[cid] = _missing(cid, part, why) | ({"not_run": lost[cid].status} if cid in lost else {})
+    tests_of: dict[str, list[Test]] = {}
+    for t in tests:
+        tests_of.setdefault(t.cell_id, []).append(t)
+
+    def more(cids: list[str]):
+        if remeasure_both is not None:
+            fresh_base, fresh = remeasure_both(cids)
+            return _fresh_estimates(fresh, tests_of), _fresh_estimates(fresh_base, tests_of)
+        if remeasure is None:
+            raise CompareError("re-measuring suspect cells needs a way to run them")
+        return _fresh_estimates(remeasure(cids), tests_of), None
+
+    can_run = remeasure is not None or remeasure_both is not None or main_runs is None
+    entries, groups, done = judge(tests, {cid: recs[-1].cell for cid, recs in cur_runs.items()}, options,
+                                  base_runs=len(baseline.runs), gating=gating, paired=paired,
+                                  runs_of={cid: frozenset(v) for cid, v in runs_of.items()},
+                                  more=more if gating and options.remeasure and can_run else None, extra=outcomes,
+                                  looks=options.remeasure, fresh=fresh)
+    for cid in set(cur_runs) & set(tests_of) | {c for c in outcomes if outcomes[c]}:
+        if cid in entries:
+            out[cid] = {"cell_id": cid, "part": part, **entries[cid], "remeasured": entries[cid].get("remeasured", 0)}
+    for cid in cur_runs:  # a cell with nothing to compare (no samples, no outcome): described as such
+        out.setdefault(cid, {"cell_id": cid, "part": part, "verdict": "reference" if not gating else "inconclusive",
+                             "moved": [], "remeasured": 0, "metrics": []})
+    if control is not None:
+        control.update(done)
+        if groups:
+            control["groups"] = groups
+    return [_ordered(out[cid]) for cid in sorted(out)]
+
+
+def _ordered(entry: dict) -> dict:
+    """A cell entry with the document's keys in the document's order."""
+    keys = ("cell_id", "part", "verdict", "moved", "remeasured", "metrics")
+    return {k: entry[k] for k in keys if k in entry} | {k: v for k, v in entry.items() if k not in keys}
 
 
 def _missing(cell_id: str, part: str | None, why: str) -> dict:
@@ -260,74 +224,26 @@ def _new(cell_id: str, part: str | None) -> dict:
     return {"cell_id": cell_id, "part": part, "verdict": "new", "moved": [], "remeasured": 0, "metrics": []}
 
 
-# --- parts and documents ------------------------------------------------------------------------------------------
-
-def compare_part(current: list[Part], baseline: Baseline, options: CompareOptions, *, gating: bool,
-                 remeasure: RemeasureFn | None = None, control: dict | None = None, paired: bool = False,
-                 remeasure_both: RemeasureBothFn | None = None, in_scope: Callable[[Cell], bool] | None = None
-                 ) -> list[dict]:
-    """Every cell of a part: current runs (one :class:`Part` each, one machine) against a baseline's runs.
-    ``control``, when given, receives what the per-run error control did (for the part's entry). ``paired``
-    (A/B): run i of the baseline and of the current side were made side by side; a cell present in every run of
-    both is tested on the pairs' differences. ``remeasure_both`` (A/B): a suspect is re-measured on both sides,
-    one more block. ``in_scope``: the baseline cells the runs set out to measure (a selection or shard); None: all
-    of them."""
-    part = current[0].profile
-    base_extra: dict[str, list[CellRecord]] = {}
-    cur_runs: dict[str, list[CellRecord]] = {}
-    runs_of: dict[str, set[int]] = {}
-    for i, run in enumerate(current):
-        for rec in run.records:
-            cur_runs.setdefault(rec.id, []).append(rec)
-            runs_of.setdefault(rec.id, set()).add(i)
-    lost = {r.id: r for run in current for r in run.not_run}
-    entries = {}
-    def pairs(cid: str, base: list[CellRecord]) -> bool:  # in every run of both sides: block i is run i of each
-        return paired and len(base) == len(cur_runs[cid]) == len(baseline.runs) + len(base_extra.get(cid, []))
-
-    for cid, recs in cur_runs.items():
-        base = baseline.cell_runs(cid)
-        entries[cid] = (compare_cell(cid, part, base, recs, options, gating=gating, paired=pairs(cid, base))
-                        if base else _new(cid, part))
-    for cid in baseline.cell_ids():
-        if cid not in entries and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
-            why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
-            entries[cid] = _missing(cid, part, why) | ({"not_run": lost[cid].status} if cid in lost else {})
-    cells = {cid: recs[-1].cell for cid, recs in cur_runs.items()}
-    together = {cid: frozenset(v) for cid, v in runs_of.items()}
-
-    def judge() -> None:  # the whole part's family of tests, then the shared-move rule on the adjusted verdicts
-        if gating:
-            (control if control is not None else {}).update(control_errors(entries, options))
-        attribute_shared_moves(entries, cells, together)
-
-    judge()
-    for _ in range(options.remeasure if gating else 0):
-        suspects = [cid for cid, e in entries.items() if e["verdict"] == "regression"]
-        if not suspects:
-            break
-        if remeasure is None and remeasure_both is None:
-            raise CompareError("re-measuring suspect cells needs a way to run them")
-        fresh_base, fresh = remeasure_both(suspects) if remeasure_both else ({}, remeasure(suspects))
-        new_run = len(current) + max((len(r) for r in cur_runs.values()), default=0)  # an index no run has
-        for cid in suspects:
-            if cid not in fresh or (remeasure_both and cid not in fresh_base):
-                raise CompareError(f"cell {cid}: the re-measurement did not produce it")
-            cur_runs[cid].append(fresh[cid])
-            together[cid] = together[cid] | {new_run}
-            if remeasure_both:
-                base_extra.setdefault(cid, []).append(fresh_base[cid])
-            base = baseline.cell_runs(cid) + base_extra.get(cid, [])
-            again = compare_cell(cid, part, base, cur_runs[cid], options, gating=True, paired=pairs(cid, base))
-            entries[cid] = again | {"remeasured": entries[cid]["remeasured"] + 1}
-        judge()
-    return [entries[cid] for cid in sorted(entries)]
+def compare_metric(base: list[CellRecord], cur: list[CellRecord], metric: str, options: CompareOptions,
+                   *, gating: bool = True, paired: bool = False) -> dict:
+    """One metric of one cell on its own (no family to borrow from): the measured self-test's comparison of one
+    cell between processes, judged at ``options.alpha``."""
+    tests = [t for t in cell_tests(cur[-1].id, dict(enumerate(base)), cur, gating=gating) if t.metric == metric]
+    if not tests:
+        return {"metric": metric, "unit": "%", "verdict": "inconclusive", "note": "no samples on one side",
+                "baseline_runs": len(base), "current_runs": len(cur)}
+    entry = metric_entry(tests[0], Prior.none(), alpha=options.alpha, min_effect_pct=options.min_effect_pct,
+                         paired=paired)
+    if not gating:
+        entry["verdict"] = "reference"
+    return entry
 
 
 def comparison_of(parts: list[dict], cells: list[dict]) -> Comparison:
     """The entries judged here as the typed comparison (checked as a reader checks a file)."""
     summary = {v: sum(c["verdict"] == v for c in cells) for v in VERDICTS}
-    return Comparison.from_dict(COMPARISON_FORMAT.stamp({"gating": any(p["mode"] in ("gating", "ab") for p in parts),
+    return Comparison.from_dict(COMPARISON_FORMAT.stamp({"gating": any(p["mode"] in ("gating", "ab", "environment")
+                                                                       for p in parts),
                                                          "parts": parts, "cells": cells, "summary": summary}))
 
 
@@ -343,20 +259,42 @@ def part_entry(part: Part | None, mode: str, baseline: Baseline | None, *, profi
 
 
 def compare_results(results: Results, baselines: list[Baseline], options: CompareOptions = CompareOptions(), *,
-                    remeasure: RemeasureFn | None = None, record_hint: str | None = None) -> Comparison:
-    """The comparison of a run against the baselines available: per part, this machine's baseline
-    (gating), else another machine's of the same part and setup (reference), else none."""
+                    remeasure: RemeasureFn | None = None, record_hint: str | None = None,
+                    extra_runs: list[Results] | None = None) -> Comparison:
+    """The comparison of a run against the baselines available: per part, this machine's baseline (gating), else
+    this machine's with other software (environment: gating unless accepted), else another machine's of the same
+    part and setup (reference), else none. ``extra_runs``: re-measures of some of the run's cells made elsewhere
+    (a nightly shard's), each one more run of the cells it holds."""
     from perfsuite.compare.scope import run_scope
 
     parts, cells, in_scope = [], [], run_scope(results.runs)
+    extra_parts = [p for r in (extra_runs or []) for p in parts_of(r)]
     for part in parts_of(results):
         exact, other = find(part, baselines)
         hint = record_hint or "record this machine's baseline with: perfsuite baseline record"
+        runs = [part] + [p for p in extra_parts if p.key == part.key]
+        main = 1 if extra_runs else None
         if exact is not None:
             control: dict = {}
-            cells += compare_part([part], exact, options, gating=True, remeasure=remeasure, control=control,
-                                  in_scope=in_scope)
-            parts.append(part_entry(part, "gating", exact) | control | {"baseline_quality": assess(exact).to_json()})
+            cells += compare_part(runs, exact, options, gating=True, remeasure=remeasure, control=control,
+                                  in_scope=in_scope, main_runs=main)
+            parts.append(part_entry(part, "gating", exact, current_runs=len(runs)) | control
+                         | {"baseline_quality": assess(exact).to_json()})
+            continue
+        environment = find_environment(part, baselines)
+        if environment is not None:
+            control = {}
+            part_cells = compare_part(runs, environment, options, gating=True, remeasure=remeasure, control=control,
+                                      in_scope=in_scope, environment=True, main_runs=main)
+            entry = part_entry(part, "environment", environment, current_runs=len(runs), hint=(
+                "accepted (--accept-environment): the changes are shown, they do not fail the run"
+                if options.accept_environment else
+                "fails like a regression: pass --accept-environment, or record this software's baseline")) | control
+            entry["accepted"] = options.accept_environment
+            if options.accept_environment:
+                part_cells = [c | {"accepted": True} for c in part_cells]
+            cells += part_cells
+            parts.append(entry | {"baseline_quality": assess(environment).to_json()})
         elif other is not None:
             parts.append(part_entry(part, "reference", other, hint=hint))
             cells += compare_part([part], other, options, gating=False, in_scope=in_scope)
@@ -399,3 +337,9 @@ def compare_runs(a: list[Results], b: list[Results], options: CompareOptions = C
 def _as_fingerprint(part: Part, fp) -> Part:
     """A/B runs differ only in the code under test: their host and software are the same machine's."""
     return Part(part.profile, fp, part.records, part.not_run, part.source)
+
+
+__all__ = ["CELL_VERDICT_ORDER", "METRICS", "PAIRED_MIN_BLOCKS", "REMEASURE", "TIME_METRICS", "CompareError",
+           "CompareOptions", "attribute_shared_moves", "cell_metrics", "cell_tests", "cell_verdict", "compare_metric",
+           "compare_part", "compare_results", "compare_runs", "comparison_of", "control_errors", "judge",
+           "part_entry", "run_estimate"]

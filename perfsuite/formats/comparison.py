@@ -17,7 +17,18 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       over the part's family: the verdict's gate) and ``se_log``; the metric ``norm_time`` (time over the loop's
       fixed torch probe) judges a cell's speed where recorded, the raw ``time`` then ``judged: false`` with
       verdict ``reference``. Older documents: each test stood alone (``error_control: none``).
-  4 — missing cells that fail the run: a missing cell carries ``not_run`` (the status the run recorded for it: oom,
+  4 — the nightly that borrows strength: a metric entry may carry ``prior_df`` (degrees of freedom its family's
+      prior lent: the moderated t), ``within_pct`` (unchanged: the change lies within ± that, the 1 − α interval's
+      farthest end), ``more_runs`` (inconclusive: fresh runs that would decide it; null: the baseline needs more
+      runs) and ``tolerance`` (deterministic outcomes, unit ``=``); verdict ``changed`` (a deterministic outcome —
+      recompute %, mismatches, φ — differs: behaviour changed); metric ``memory`` (peak memory, %); a cell
+      ``accepted`` (its changes acknowledged: they do not fail the run); a part mode ``environment`` (this machine's
+      baseline with other software) with ``accepted``, ``looks`` (the re-measure budget α was spent over),
+      ``groups`` (one adapter's slow-downs on every shape, each one test: {group, workload, metric, unit, cells,
+      verdict, change_pct, ci_low_pct, ci_high_pct, p_value, p_adjusted, df, se_log, detectable, baseline_runs,
+      current_runs, [remeasured]}) and ``priors`` (each family's prior and variance components). Nothing of
+      version 3 changes meaning; ``outlier_runs`` (Dixon's screen, dropped) is no longer written.
+  5 — missing cells that fail the run: a missing cell carries ``not_run`` (the status the run recorded for it: oom,
       no_device, outside_budget, ...; absent when the run has no record of the cell at all), and the document
       ``allow_missing`` (whether the caller let missing cells pass). Older documents: ``not_run`` read back from the
       note ("did not run (oom: ...)"), ``allow_missing`` false.
@@ -86,11 +97,16 @@ def _update_to_3(doc: dict) -> dict:
     return doc
 
 
+def _update_to_4(doc: dict) -> dict:
+    """v3 → v4: new optional fields only."""
+    return doc
+
+
 _NOT_RUN_NOTE = re.compile(r"did not run \((\w+): ")
 
 
-def _update_to_4(doc: dict) -> dict:
-    """v3 → v4: a missing cell's recorded status, from its note; missing cells were never allowed to fail."""
+def _update_to_5(doc: dict) -> dict:
+    """v4 → v5: a missing cell's recorded status, from its note; missing cells were never allowed to fail."""
     for c in doc.get("cells") or []:
         if isinstance(c, dict) and c.get("verdict") == "missing" and isinstance(c.get("note"), str):
             found = _NOT_RUN_NOTE.match(c["note"])
@@ -100,8 +116,8 @@ def _update_to_4(doc: dict) -> dict:
     return doc
 
 
-COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 4,
-                           {2: _update_to_2, 3: _update_to_3, 4: _update_to_4}, ComparisonError)
+COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 5,
+                           {2: _update_to_2, 3: _update_to_3, 4: _update_to_4, 5: _update_to_5}, ComparisonError)
 
 
 def check_comparison(doc: Any, where: str = "comparison") -> dict:
@@ -131,9 +147,10 @@ def read_comparison(path: str | Path) -> "Comparison":
 
 # Every verdict, in the order a reader needs them: what needs attention first. "reference": compared with a
 # baseline of another machine, for information only (never a verdict on the change).
-VERDICTS = ("regression", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
-MODES = ("gating", "reference", "ab", "none")
-UNITS = ("%", "pp")
+VERDICTS = ("regression", "changed", "missing", "inconclusive", "improvement", "new", "unchanged", "reference")
+MODES = ("gating", "environment", "reference", "ab", "none")
+UNITS = ("%", "pp", "=")  # "=": a deterministic outcome, compared exactly (perfsuite.compare.outcomes)
+FAILING = ("regression", "changed")  # the verdicts that fail a run (exit 1) unless accepted
 _NUMBER = "number"
 
 
@@ -230,6 +247,11 @@ class MetricVerdict(_Entry):
     with_reference: str | None = None
     judged: bool | None = None  # False: shown beside the metric that judges, not judged
     paired: bool | None = None
+    prior_df: float | None = None  # degrees of freedom the family's prior lent (the moderated t)
+    within_pct: float | None = None  # unchanged: within ± this
+    more_runs: int | None = None  # inconclusive: fresh runs that would decide it
+    tolerance: float | None = None  # a deterministic outcome: values this close are equal
+    accepted: bool | None = None  # a change acknowledged (--accept-behaviour): shown, not failing
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -240,7 +262,8 @@ class MetricVerdict(_Entry):
                 "baseline_runs": (int, False), "current_runs": (int, False)}
     OPTIONAL = {"se_log": (_NUMBER, True), "p_adjusted": (_NUMBER, True), "note": (str, True),
                 "outlier_runs": (int, True), "with_reference": (str, True), "judged": (bool, True),
-                "paired": (bool, True)}
+                "paired": (bool, True), "prior_df": (_NUMBER, True), "within_pct": (_NUMBER, True),
+                "more_runs": (int, True), "tolerance": (_NUMBER, True), "accepted": (bool, True)}
 
     @property
     def is_judged(self) -> bool:
@@ -265,13 +288,18 @@ class CellVerdict(_Entry):
     remeasured: int = 0
     metrics: tuple[MetricVerdict, ...] = ()
     note: str | None = None  # why a cell is missing
+    accepted: bool | None = None  # an environment change acknowledged (--accept-environment): shown, not failing
     not_run: str | None = None  # a missing cell the run recorded as not run: its status (oom, no_device, ...)
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     REQUIRED = {"cell_id": (str, False), "part": (str, True), "verdict": (VERDICTS, False), "moved": (list, False),
                 "remeasured": (int, False), "metrics": (list, False)}
-    OPTIONAL = {"note": (str, True), "not_run": (str, True)}
+    OPTIONAL = {"note": (str, True), "accepted": (bool, True), "not_run": (str, True)}
+
+    @property
+    def fails(self) -> bool:
+        return self.verdict in FAILING and not self.accepted
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cell") -> "CellVerdict":
@@ -310,6 +338,10 @@ class PartEntry(_Entry):
     alpha: float | None = None
     per_test_alpha: float | None = None
     baseline_quality: Mapping[str, Any] | None = None  # perfsuite.compare.quality's assessment, as written
+    looks: int | None = None  # the re-measure budget α was spent over (format 4)
+    groups: tuple[Mapping[str, Any], ...] | None = None  # one adapter's slow-downs on every shape, one test each
+    priors: Mapping[str, Any] | None = None  # each family's prior (perfsuite.compare.moderated)
+    accepted: bool | None = None  # environment mode: acknowledged, does not fail the run
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -317,17 +349,28 @@ class PartEntry(_Entry):
                 "baseline_runs": (int, False), "current_runs": (int, False), "machine": (str, True),
                 "baseline_machine": (str, True), "differences": (list, False), "hint": (str, True)}
     OPTIONAL = {"error_control": (str, True), "tests": (int, True), "alpha": (_NUMBER, True),
-                "per_test_alpha": (_NUMBER, True), "baseline_quality": (dict, True)}
+                "per_test_alpha": (_NUMBER, True), "baseline_quality": (dict, True), "looks": (int, True),
+                "groups": (list, True), "priors": (dict, True), "accepted": (bool, True)}
 
     @property
     def gates(self) -> bool:
-        return self.mode in ("gating", "ab")
+        return self.mode in ("gating", "ab") or (self.mode == "environment" and not self.accepted)
+
+    def failing_groups(self) -> list[Mapping[str, Any]]:
+        """The group tests (an adapter on every shape) that called a regression, where this part gates."""
+        return [g for g in (self.groups or ()) if g.get("verdict") == "regression"] if self.gates else []
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "part") -> "PartEntry":
         diffs = d.get("differences") if isinstance(d, dict) else None
-        return cls(**cls._read(d, where, **({} if diffs is None else
-                                            {"differences": _strings(diffs, where, "differences")})))
+        groups = d.get("groups") if isinstance(d, dict) else None
+        if groups is not None and not (isinstance(groups, list) and all(
+                isinstance(g, dict) and isinstance(g.get("group"), str) and g.get("verdict") in VERDICTS
+                for g in groups)):
+            raise ComparisonError(f"{where}: 'groups' is not a list of group verdicts")
+        converted = ({} if diffs is None else {"differences": _strings(diffs, where, "differences")}) | (
+            {} if groups is None else {"groups": tuple(groups)})
+        return cls(**cls._read(d, where, **converted))
 
     def to_dict(self) -> dict[str, Any]:
         return self._write()
@@ -374,7 +417,9 @@ class Comparison:
 
     @property
     def has_regression(self) -> bool:
-        return self.count("regression") > 0
+        """Whether this comparison fails its run: a confirmed regression or a changed behaviour not acknowledged, of a
+        cell or of a group (an adapter on every shape)."""
+        return any(c.fails for c in self.cells) or any(p.failing_groups() for p in self.parts)
 
     def allowing_missing(self, allow: bool) -> "Comparison":
         """This comparison with the caller's word on missing cells (``--allow-missing``)."""
@@ -390,15 +435,18 @@ class Comparison:
         why, and the baseline's machine is the same one. Empty when ``allow_missing``."""
         if self.allow_missing:
             return ()
-        modes: dict[str | None, set[str]] = {}
+        gates: dict[str | None, bool] = {}
+        ab: set[str | None] = set()
         for p in self.parts:
-            modes.setdefault(p.profile, set()).add(p.mode)
-        return tuple(c for c in self.cells if c.verdict == "missing" and modes.get(c.part, set()) & {"gating", "ab"}
-                     and (c.not_run is None or "ab" in modes[c.part]))
+            gates[p.profile] = gates.get(p.profile, False) or p.gates
+            if p.mode == "ab":
+                ab.add(p.profile)
+        return tuple(c for c in self.cells if c.verdict == "missing" and gates.get(c.part)
+                     and (c.not_run is None or c.part in ab))
 
     @property
     def fails(self) -> bool:
-        """Whether this comparison fails the run (exit 1): a confirmed regression, or a cell that should have been
+        """Whether this comparison fails the run (exit 1): :attr:`has_regression`, or a cell that should have been
         measured and was not (:attr:`unmeasured`)."""
         return self.has_regression or bool(self.unmeasured)
 

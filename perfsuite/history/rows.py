@@ -10,10 +10,9 @@ import math
 import numpy as np
 
 from perfsuite.formats.record import CellRecord
-from perfsuite.machine import Fingerprint
+from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
 from perfsuite.paired import median_interval_ranks
 
-SOFTWARE_FIELDS = ("torch_version", "cuda_version", "cudnn_version", "gpu_driver", "libraries")
 
 
 def median_interval(samples) -> tuple[float | None, float | None]:

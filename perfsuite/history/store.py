@@ -207,8 +207,8 @@ class HistoryStore:
         return self._run(row)
 
     def runs(self) -> list[Run]:
-        return sorted((self._run(r) for r in self.conn.execute("SELECT run_id, datetime, commit_sha, branch FROM runs")),
-                      key=lambda r: (r.datetime, r.run_id))
+        rows = self.conn.execute("SELECT run_id, datetime, commit_sha, branch FROM runs")
+        return sorted((self._run(r) for r in rows), key=lambda r: (r.datetime, r.run_id))
 
     def run_of_commit(self, commit: str) -> Run:
         """The first run of the commit that ``commit`` (at least 7 hex digits) names."""

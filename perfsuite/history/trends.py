@@ -3,8 +3,10 @@
 A year of nightlies × the ``full`` grid is ~500 series of 365 points; github-action-benchmark draws one chart
 per series from one growing ``data.js`` and its pages reach tens of MB. Here instead:
 
-* one figure of small multiples per workload and adapter (a panel per shape, as the heatmaps group them),
-  each series downsampled to at most ``SMALL_POINTS`` points (median per bin), change points in red;
+* one interactive chart per workload, adapter and metric (:mod:`perfsuite.history.chart`): every night a point on
+  a dated axis with its commit, steps shaded over their commit range, hover for a night; beside it, for the
+  Markdown summary and readers without scripts, a PNG of small multiples (a panel per shape, each series
+  downsampled to at most ``SMALL_POINTS`` points, median per bin, change points in red);
 * a large figure only for a series with a change point: every night, its 95 % band, the levels between
   change points, and the commit range of each step;
 * under each figure the table of its numbers (per series: nights, levels, noise, steps); every point is in
@@ -28,6 +30,7 @@ from matplotlib.figure import Figure
 
 from perfsuite.formats.io import atomic_path, write_text_atomic
 from perfsuite.history.changes import ChangePoint, SeriesChanges
+from perfsuite.history.chart import chart_data, chart_html, page_script, series_label
 from perfsuite.report.page import Section, html_page
 from perfsuite.table import Table, figure_text, spreadsheet_safe
 
@@ -85,10 +88,6 @@ def save_png(fig: Figure, path: Path, dpi: int) -> Path:
     return path
 
 
-def _label(s: SeriesChanges) -> str:
-    """A panel's title: the cell's parameters, plain text in the figure (a stored name is never mathtext)."""
-    pid = s.series.cell.param_id
-    return figure_text(pid.split("-", 1)[-1] if "-" in pid else pid)
 
 
 def _levels(s: SeriesChanges) -> list[tuple[int, int, float]]:
@@ -104,13 +103,13 @@ def small_multiples(group: list[SeriesChanges], title: str) -> Figure:
     for ax, s in zip(axes.flat, group):
         values = np.array([p.value for p in s.series.points])
         x, y = downsample(values)
-        ax.plot(x, y, lw=0.8, color=POINT_COLOUR)
+        ax.plot(x, y, lw=0.8, color=POINT_COLOUR, marker=".", ms=2.5)  # a one-night series is a point
         for a, b, level in _levels(s):
             ax.hlines(level, a - 0.5, b - 0.5, color=LEVEL_COLOUR, lw=0.8)
         for c in s.changes:
             ax.axvline(_index(s, c) - 0.5, color=STEP_COLOUR, lw=1.2)
         mark = f"  {len(s.changes)} step{'s' * (len(s.changes) != 1)}" if s.changes else ""
-        ax.set_title(_label(s) + mark, fontsize=7, color=STEP_COLOUR if s.changes else "#333333")
+        ax.set_title(figure_text(series_label(s)) + mark, fontsize=7, color=STEP_COLOUR if s.changes else "#333333")
         ax.tick_params(labelsize=5.5, length=2, pad=1)
         ax.set_xticks([])
     for ax in list(axes.flat)[len(group):]:
@@ -205,8 +204,11 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
         tables = ((change_table(stepped, "Change points in this figure"),) if stepped else ()) + (
             series_table(group, "Every series of this figure"),)
         sections.append(Section(title, (path,), tables,
-                                f"{len(group)} series, one panel each, at most {SMALL_POINTS} points (medians of "
-                                "consecutive nightlies); black: the levels between change points; red: a step."))
+                                f"{len(group)} series, every nightly a point on its date and commit; dashed: the "
+                                "levels between change points; red: a step, shaded over its commit range. Hover a "
+                                "point for its night. (The static image: a panel per series, at most "
+                                f"{SMALL_POINTS} points each, medians of consecutive nightlies.)",
+                                html=chart_html(chart_data(group)), script=page_script()))
     stepped = [s for s in found if s.changes][:MAX_LARGE_FIGURES]
     for s in stepped:
         path = out_dir / f"trend-{slug(s.series.cell.id)}-{slug(s.series.metric)}-{s.series.series_key}.png"
@@ -250,7 +252,9 @@ def render_trends(found: list[SeriesChanges], out_dir: str | Path, *, title: str
     sections = trend_sections(found, out_dir)
     csv_path = write_points_csv(found, out_dir / CSV_NAME)
     changes = [c for s in found for c in s.changes]
-    tables = [change_table(changes), *head]
+    tables = [t for t in (change_table(changes), *head) if t.rows]  # only tables with rows
+    notes = [] if changes else ["No change point: every series is at one level since its last acknowledged step."]
     index = out_dir / "index.html"
-    write_text_atomic(index, html_page(title, tables, [], [], sections, [CSV_NAME]).replace("<img ", "<img loading=\"lazy\" "))
+    write_text_atomic(index, html_page(title, tables, [], [], sections, [CSV_NAME], notes=notes).replace(
+        "<img ", "<img loading=\"lazy\" "))
     return TrendsFiles(index, csv_path, tuple(p for s in sections for p in s.figures), tuple(sections))

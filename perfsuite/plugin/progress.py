@@ -2,7 +2,9 @@
 
 Registered as a plugin object by ``--perfsuite-progress``. The bar (tqdm) shows the current cell, the
 cells done, the elapsed time and the time left, estimated from the cells' relative costs
-(:func:`perfsuite.workloads.estimated_cost`). It is drawn from ``pytest_runtest_logstart``/``logfinish``,
+(:func:`perfsuite.workloads.estimated_cost`) once enough of the grid has run (:data:`ETA_MIN_SHARE`): the first
+cells carry the run's start-up (imports, models built, the first shape's warm-up), and a rate taken from them
+alone promised minutes for a run of seconds. It is drawn from ``pytest_runtest_logstart``/``logfinish``,
 which pytest calls outside a test's output capture, through pytest's public terminal writer.
 """
 
@@ -17,6 +19,10 @@ import pytest
 
 from perfsuite.cells.grid import Cell
 from perfsuite.plugin.session import SessionState
+
+ETA_MIN_SHARE = 0.25  # share of the grid's estimated cost done before a time left is shown
+ETA_MIN_CELLS = 2  # and at least this many cells
+UNKNOWN_LEFT = "time left: estimating"
 
 
 class _TerminalFile:
@@ -46,22 +52,31 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total_cost, file=_TerminalFile(tw), leave=True, dynamic_ncols=True,
-                            bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}]")
+                            bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}, {postfix}]")
+            self.bar.set_postfix_str(UNKNOWN_LEFT, refresh=False)
+
+    def left(self) -> str:
+        """"~1m05s left", from the rate so far, once ETA_MIN_SHARE of the grid's cost and ETA_MIN_CELLS cells are
+        done; before that, UNKNOWN_LEFT."""
+        if self.done < ETA_MIN_CELLS or self.done_cost < ETA_MIN_SHARE * self.total_cost or not self.done_cost:
+            return UNKNOWN_LEFT
+        elapsed = self.clock() - self.t0
+        return f"~{fmt_seconds(elapsed * (self.total_cost - self.done_cost) / self.done_cost)} left"
 
     def starting(self, cell: Cell) -> None:
         if self.bar is not None:
             self.bar.set_description_str(f"[perfsuite {self.done + 1}/{self.total}] {cell.id}", refresh=True)
             return
         elapsed = self.clock() - self.t0
-        left = "?" if not self.done_cost else fmt_seconds(elapsed * (self.total_cost - self.done_cost) / self.done_cost)
         if self.tw.width_of_current_line:  # after pytest's progress dots
             self.tw.line()
-        self.tw.line(f"[perfsuite {self.done + 1}/{self.total}] {cell.id}  elapsed {fmt_seconds(elapsed)}, ~{left} left")
+        self.tw.line(f"[perfsuite {self.done + 1}/{self.total}] {cell.id}  elapsed {fmt_seconds(elapsed)}, {self.left()}")
 
     def finished(self, cell: Cell) -> None:
         self.done += 1
         self.done_cost += self.cost(cell)
         if self.bar is not None:
+            self.bar.set_postfix_str(self.left(), refresh=False)
             self.bar.update(self.cost(cell))
 
     def close(self) -> None:

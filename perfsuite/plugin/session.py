@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from perfsuite.cells.grid import Cell, Profile, names_field, select
+from perfsuite.cells.grid import Cell, Profile, names_field, no_match_message, select
 from perfsuite.cells.shard import run_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.journal import Journal
@@ -92,10 +92,9 @@ class SessionState:
 
     def check(self, *, resume: bool) -> None:
         """Refuse, before collection, a selection that picks no cell and a resume of a journal of other settings."""
-        cells = select(self.profile_cells(), self.selection)
-        if self.selection and not cells:
-            raise PerfsuiteError(f"cell selection {self.selection!r} matches none of the cells of profile "
-                                 f"{self.profile.name!r} (list them with: perfsuite cells --profile {self.profile.name})")
+        every = self.profile_cells()
+        if self.selection and not select(every, self.selection):
+            raise PerfsuiteError(no_match_message(self.profile, every, self.selection))
         headers = self.journal.headers() if resume and self.journal else []
         if headers:
             before, now = headers[0]["perfsuite"], self.settings()

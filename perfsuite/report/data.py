@@ -15,7 +15,7 @@ import re
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,8 @@ class Grid:
     values: np.ndarray  # (len(rows), len(cols)) float, NaN where there is no number
     status: tuple[tuple[str, ...], ...]
     noisy: frozenset[tuple[int, int]] = frozenset()  # (i, j) of cells whose timing spread is large
+    # (i, j) → (lowest, highest) run, where the number is the median of several runs (perfsuite.report.runs)
+    spread: Mapping[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
 
 def any_numbers(grids: Iterable[Grid]) -> bool:
@@ -208,7 +210,7 @@ def setup_label(setup: dict[str, str]) -> str:
 RUN_COLUMNS = ("datetime", "commit", "branch", "profile", "selection")  # run metadata copied onto each row
 # Integer columns that pandas holds as float when another workload leaves them empty; written as integers.
 INT_COLUMNS = ("rank", "batch", "seq_len", "window", "gen_len", "rank_b", "rounds", "threads", "tokens", "flops",
-               "mismatches", "peak_mem_bytes")
+               "mismatches", "peak_mem_bytes", "runs_combined")
 
 
 def report_frame(results: Results) -> pd.DataFrame:
@@ -241,7 +243,7 @@ def _cell_status(rec: dict | None, metric: str) -> str:
 
 def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
     values = np.full((len(rows), len(cols)), np.nan)
-    status, noisy = [], set()
+    status, noisy, spread = [], set(), {}
     for i, r in enumerate(rows):
         line = []
         for j, c in enumerate(cols):
@@ -251,9 +253,11 @@ def make_grid(title: str, rows, cols, lookup, metric: str) -> Grid:
                 values[i, j] = float(rec[metric])
                 if is_number(rec.get("iqr_pct")) and rec["iqr_pct"] > NOISY_IQR_PCT:
                     noisy.add((i, j))
+                if is_number(rec.get(f"{metric}_lo")) and is_number(rec.get(f"{metric}_hi")):
+                    spread[(i, j)] = (float(rec[f"{metric}_lo"]), float(rec[f"{metric}_hi"]))
             line.append(s)
         status.append(tuple(line))
-    return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy))
+    return Grid(title, tuple(rows), tuple(cols), values, tuple(status), frozenset(noisy), spread)
 
 
 def as_reference(rec: dict | None) -> dict | None:
@@ -273,9 +277,10 @@ def latency_key(rec: dict) -> tuple[str, int | None, int | None, int | None]:
 @dataclass(frozen=True)
 class LatencyAxes:
     """The axes of the latency layout (LoRA Fig. 5) over some latency keys: a panel per (adapter, seq len), and in
-    each a row per rank (r = 0, the plain model, when ``with_base``) and a column per batch."""
+    each a row per rank and a column per batch. With ``with_base`` the plain model (r = 0) is a panel row of its own,
+    "none", first: said once, not repeated as an r = 0 row in every adapter's panel."""
 
-    adapters: tuple[str, ...]
+    adapters: tuple[str, ...]  # "none" first when the plain model has its row
     seq_lens: tuple[int, ...]
     batches: tuple[int, ...]
     ranks: dict[str, list[int]]
@@ -283,10 +288,12 @@ class LatencyAxes:
     @classmethod
     def of(cls, keys: Iterable[tuple], *, with_base: bool) -> "LatencyAxes":
         keys = list(keys)
-        adapters = tuple(adapter_order(k[0] for k in keys) or ["none"])
-        ranks = {a: sorted({k[1] for k in keys if k[0] == a} - {None} | ({0} if with_base else set()))
-                 for a in adapters}
-        return cls(adapters, tuple(sorted({k[2] for k in keys} - {None})),
+        adapters = adapter_order(k[0] for k in keys)
+        if with_base or not adapters:
+            adapters = ["none", *adapters]
+        ranks = {a: sorted({k[1] for k in keys if k[0] == a} - {None}) for a in adapters}
+        ranks["none"] = [0]
+        return cls(tuple(adapters), tuple(sorted({k[2] for k in keys} - {None})),
                    tuple(sorted({k[3] for k in keys} - {None})), ranks)
 
     def panels(self) -> list[tuple[str, int]]:
@@ -366,18 +373,36 @@ def sizes(prompt: int | None, gen: int | None) -> str:
 @dataclass(frozen=True)
 class ChangeData:
     """A comparison drawn in the latency figure's layout (LoRA Fig. 5): a panel per adapter and sequence length,
-    rank × batch; colour = the change of one metric, and the cells confirmed as regressions or improvements."""
+    rank × batch; the change of one metric at every position the comparison has a number for, and the verdict of
+    every position it judged (new and missing cells have a verdict and no number: their grid status says which)."""
 
     stem: str
-    metric: str  # "slowdown" (change in percentage points) or "time" (change in %)
+    metric: str  # "slowdown" (change in percentage points) or "time" (change in %: the judged speed metric)
     setup: dict[str, str]
     adapters: tuple[str, ...]
     seq_lens: tuple[int, ...]
     panels: dict[tuple[str, int], Grid]
-    marks: dict[tuple[str, int], dict[tuple[int, int], str]]  # (i, j) -> "regression" | "improvement"
+    verdicts: dict[tuple[str, int], dict[tuple[int, int], str]]  # (i, j) -> the verdict of that cell on this metric
+    cell_ids: dict[tuple[str, int], dict[tuple[int, int], str]] = field(default_factory=dict)  # (i, j) -> cell id
+
+    def marks(self, adapter: str, seq_len: int) -> dict[tuple[int, int], str]:
+        """The confirmed verdicts of one panel (regression, improvement)."""
+        return {k: v for k, v in self.verdicts[(adapter, seq_len)].items() if v in CONFIRMED}
 
 
 CHANGE_UNITS = {"slowdown": "pp", "time": "%"}
+CONFIRMED = ("regression", "improvement")  # verdicts that say the change is real
+NOT_COMPARED = "not_compared"  # a position of the grid the comparison has no entry for
+# Speed is judged on the loop's probe-normalised time where recorded (the raw time is then shown, not judged).
+SPEED_METRICS = ("norm_time", "time")
+
+
+def change_metric(entry, metric: str):
+    """The metric entry a change figure draws for ``metric``: the slow-down, or for "time" the judged speed metric."""
+    if metric != "time":
+        return entry.metric(metric)
+    found = [entry.metric(m) for m in SPEED_METRICS if entry.metric(m) is not None]
+    return next((m for m in found if m.is_judged), found[0] if found else None)
 
 
 def change_data(frame: pd.DataFrame, comparison: Comparison) -> list[ChangeData]:
@@ -388,21 +413,32 @@ def change_data(frame: pd.DataFrame, comparison: Comparison) -> list[ChangeData]
     for setup, recs in setups:
         has_base = any(r["adapter"] == "none" for r in recs)
         for metric in CHANGE_UNITS:
-            # r = 0 only for time: the plain model's own time change shows the uniform slow-downs
+            # the plain model's row only for time: its own time change shows the uniform slow-downs
             axes = LatencyAxes.of(map(latency_key, recs), with_base=metric == "time" and has_base)
-            panels, marks = {}, {}
+            panels, verdicts, ids = {}, {}, {}
             for a, s in axes.panels():
-                def lookup(r, b, a=a, s=s, metric=metric):
-                    cid = Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
-                               impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
-                    m = entries[cid].metric(metric) if cid in entries else None
-                    return None if m is None else {"status": STATUS_OK, "change": m.change, "verdict": m.verdict}
+                def cell_id(r, b, a=a, s=s):
+                    return Cell("latency", "none" if r == 0 else a, r, batch=b, seq_len=s, model=setup["model"],
+                                impl=setup.get("impl", "ref"), mode=setup.get("mode", DEFAULT_MODE)).id
+
+                def lookup(r, b, metric=metric, cell_id=cell_id):
+                    entry = entries.get(cell_id(r, b))
+                    if entry is None:
+                        return {"status": NOT_COMPARED}
+                    m = change_metric(entry, metric)
+                    if m is None or m.change is None:  # new or missing: a verdict without a number
+                        return {"status": entry.verdict}
+                    return {"status": STATUS_OK, "change": m.change, "verdict": m.verdict}
 
                 panels[(a, s)] = axes.grid(a, s, lookup, "change")
-                marks[(a, s)] = {(i, j): lookup(r, b)["verdict"] for i, r in enumerate(axes.ranks[a])
-                                 for j, b in enumerate(axes.batches)
-                                 if lookup(r, b) and lookup(r, b)["verdict"] in ("regression", "improvement")}
+                verdicts[(a, s)], ids[(a, s)] = {}, {}
+                for i, r in enumerate(axes.ranks[a]):
+                    for j, b in enumerate(axes.batches):
+                        found = lookup(r, b)
+                        if found["status"] != NOT_COMPARED:
+                            verdicts[(a, s)][(i, j)] = found.get("verdict", found["status"])
+                            ids[(a, s)][(i, j)] = cell_id(r, b)
             if any_numbers(panels.values()):
                 stem = file_stem(f"change-{metric}", setup, len(setups) > 1)
-                out.append(ChangeData(stem, metric, setup, axes.adapters, axes.seq_lens, panels, marks))
+                out.append(ChangeData(stem, metric, setup, axes.adapters, axes.seq_lens, panels, verdicts, ids))
     return out

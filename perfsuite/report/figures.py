@@ -7,8 +7,7 @@ matplotlib figures, after the papers.
   and throughput normalised to the best cell; cells over the token budget blank.
 * :func:`subspace_figure` — LoRA Figs. 4 and 7: φ(A, A′, i, j), i down, j across, a panel per (layer,
   matrix) and the random-Gaussian control, one shared colour bar.
-* :func:`change_figure` — a comparison in the latency layout: colour = change against the baseline (blue
-  faster, red slower, white none), ▲ on a confirmed regression and ▼ on a confirmed improvement.
+* the comparison in the same layout, drawn by verdict: :mod:`perfsuite.report.verdict_figure`.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, never pyplot: no GUI backend, no global
 figure registry to leak into, nothing to close. Values are written in the cells; a cell without a
@@ -29,8 +28,7 @@ from matplotlib.ticker import FuncFormatter
 
 from perfsuite.formats.io import atomic_path
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
-from perfsuite.report.data import (CELL_NOTES, CHANGE_UNITS, ChangeData, Grid, LatencyData, RecomputeData,
-                                   adapter_label, setup_label)
+from perfsuite.report.data import CELL_NOTES, Grid, LatencyData, RecomputeData, adapter_label, setup_label
 from perfsuite.report.phi_data import SubspaceGroup, check_phi, panel_title, subspace_groups
 from perfsuite.subspace.phi import PhiGrid
 
@@ -109,77 +107,86 @@ def _pct(v: float) -> str:
 # --- latency ---------------------------------------------------------------------------------------
 
 
-def latency_layout(adapters, seq_lens, panels: dict, draw) -> tuple[Figure, Any, Any]:
-    """LoRA Fig. 5's layout, shared by the latency, change and overhead figures: a row per adapter, a column per
-    sequence length, y = rank, x = batch, axes labelled once. ``draw(ax, adapter, seq)`` fills one panel and
-    returns its image; the figure, the axes and the last image (for the colour bar) come back."""
+ROW_INCHES = 0.34  # height of one rank row of a latency panel
+PANEL_PAD_INCHES = 0.42  # a panel's gaps and tick labels
+MIN_FIGURE_WIDTH = 5.2  # inches: room for the row labels, the colour bar and a legend at the smallest grid
+LABEL_FONT = 9
+
+
+def adapter_row_label(adapter: str) -> str:
+    """A panel row's label: the paper's name, and under it the name the command line takes (its legend)."""
+    if adapter == "none":
+        return "plain model\n(none)"
+    label = adapter_label(adapter)
+    return label if label == adapter else f"{label}\n({adapter})"
+
+
+def wrap_to(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` (each line wrapped on its own)."""
+    import textwrap
+
+    chars = max(12, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) if len(line) > chars else line for line in text.split("\n"))
+
+
+def latency_layout(adapters, seq_lens, panels: dict, draw, *, extra_height: float = 0.0) -> tuple[Figure, Any, Any]:
+    """LoRA Fig. 5's layout, shared by the latency, change, overhead and mode figures: a row per adapter, a column per
+    sequence length, y = rank, x = batch, axes labelled once; each panel row as tall as its ranks (the plain
+    model's row, "none", has one). Row labels are horizontal and carry the command line's name beside the
+    paper's. ``draw(ax, adapter, seq)`` fills one panel and returns its image (or None); the figure, the axes and
+    the last image come back. ``extra_height``: inches for a legend under the panels."""
     nrows, ncols = len(adapters), len(seq_lens)
-    batches = next(iter(panels.values())).cols
-    ranks = max(len(g.rows) for g in panels.values())
-    panel_w = max(1.7, 0.5 * len(batches) + 0.7)
-    panel_h = max(1.1, 0.3 * ranks + 0.55)
-    fig = Figure(figsize=(ncols * panel_w + 1.5, nrows * panel_h + 0.9), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    batches = max(len(g.cols) for g in panels.values())
+    heights = [max(1, max(len(panels[(a, s)].rows) for s in seq_lens)) for a in adapters]
+    panel_w = max(1.5, 0.55 * batches + 0.5)
+    width = max(MIN_FIGURE_WIDTH, ncols * panel_w + 2.9)
+    height = ROW_INCHES * sum(heights) + PANEL_PAD_INCHES * nrows + 1.4 + extra_height
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, gridspec_kw={"height_ratios": heights})
     im = None
     for r, adapter in enumerate(adapters):
         for c, seq in enumerate(seq_lens):
             ax = axes[r][c]
-            im = draw(ax, adapter, seq)
+            im = draw(ax, adapter, seq) or im
             if r == 0:
-                ax.set_title(f"Seq Len = {seq}", fontsize=10)
+                ax.set_title(f"Seq Len = {seq}", fontsize=LABEL_FONT + 1)
             if c == 0:
-                ax.set_ylabel(f"{adapter_label(adapter)} r" if adapter != "none" else "r")
+                ax.set_ylabel(adapter_row_label(adapter), rotation=0, ha="right", va="center", fontsize=LABEL_FONT,
+                              labelpad=6)
             else:
                 ax.tick_params(labelleft=False)
             if r == nrows - 1:
-                ax.set_xlabel("Batch Size")
+                ax.set_xlabel("Batch Size", fontsize=LABEL_FONT)
             else:
                 ax.tick_params(labelbottom=False)
     return fig, axes, im
 
 
 def latency_figure(data: LatencyData) -> Figure:
-    """LoRA paper Fig. 5 from a :class:`LatencyData`: slow-down % of each adapter against the plain model."""
-    norm, extend = colour_scale(data.panels.values(), robust=True)
+    """LoRA paper Fig. 5 from a :class:`LatencyData`: slow-down % of each adapter against the plain model (whose
+    own row, 0 by definition, is not drawn: :func:`drawn_adapters`)."""
+    adapters = drawn_adapters(data)
+    norm, extend = colour_scale([data.panels[p] for p in data.panels if p[0] in adapters], robust=True)
     cmap = colormaps[HEATMAP_CMAP]
-    fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, lambda ax, adapter, seq: draw_grid(
+    fig, axes, im = latency_layout(adapters, data.seq_lens, data.panels, lambda ax, adapter, seq: draw_grid(
         ax, data.grid(adapter, seq), cmap=cmap, norm=norm, label=_pct))
-    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02, extend=extend)
-    bar.set_label("slow-down vs. r = 0 (%)")
-    fig.suptitle(f"Latency slow-down against r = 0\n{setup_label(data.setup)}", fontsize=10)
+    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(adapters)), pad=0.02, extend=extend)
+    bar.set_label("slow-down (%)", fontsize=LABEL_FONT)
+    fig.suptitle(wrap_to(f"Latency slow-down against the plain model (r = 0), %; rows: rank r\n"
+                         f"{setup_label(data.setup)}", fig.get_figwidth(), 10), fontsize=10)
     return fig
+
+
+def drawn_adapters(data: LatencyData) -> tuple[str, ...]:
+    """The adapters a slow-down figure draws: not the plain model, 0 % against itself by definition."""
+    return tuple(a for a in data.adapters if a != "none")
 
 
 def centred_norm(grids) -> TwoSlopeNorm:
     """A colour scale centred on 0 (no change), symmetric, spanning the largest value and at least ±CHANGE_MIN_SPAN."""
-    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in grids])
+    vals = np.concatenate([g.values[np.isfinite(g.values)] for g in grids] or [np.array([])])
     span = max(CHANGE_MIN_SPAN, float(np.max(np.abs(vals))) if vals.size else 0.0)
     return TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
-
-
-def change_figure(data: ChangeData) -> Figure:
-    """The comparison in the latency layout: one colour scale centred on no change, marks on the verdicts."""
-    norm = centred_norm(data.panels.values())
-    cmap = colormaps[CHANGE_CMAP]
-
-    def draw(ax, adapter, seq):
-        im = draw_grid(ax, data.panels[(adapter, seq)], cmap=cmap, norm=norm, label=lambda v: f"{v:+.1f}")
-        for (i, j), verdict in data.marks[(adapter, seq)].items():
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
-                                   linewidth=2.2 if verdict == "regression" else 1.2))
-            ax.text(j + 0.42, i - 0.42, "▲" if verdict == "regression" else "▼", ha="right", va="top",
-                    fontsize=CELL_FONT - 1, color="black")
-        return im
-
-    fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, draw)
-    unit = CHANGE_UNITS[data.metric]
-    what = "slow-down against r = 0" if data.metric == "slowdown" else "median time"
-    bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02)
-    bar.set_label(f"change of the {what} ({'percentage points' if unit == 'pp' else '%'})")
-    short = "slow-down" if data.metric == "slowdown" else "median time"
-    fig.suptitle(f"Δ {short} vs. baseline ({unit})\n▲ regression, ▼ improvement\n{setup_label(data.setup)}",
-                 fontsize=10)
-    return fig
 
 
 # --- recompute -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from perfsuite.cells.grid import DEFAULT_MODE
 from perfsuite.report.data import MODE_LABELS, Grid, LatencyData, adapter_label, file_stem, latency_data, setup_label
-from perfsuite.report.figures import centred_norm, draw_grid, latency_layout
+from perfsuite.report.figures import LABEL_FONT, centred_norm, draw_grid, latency_layout, wrap_to
 from perfsuite.report.tables import cell_text, plain_label
 from perfsuite.table import Table
 
@@ -61,7 +61,8 @@ def mode_gap_data(frame: pd.DataFrame) -> list[ModeGapData]:
     out = []
     for key, other in pairs:
         eager, moded = by_setup[key][DEFAULT_MODE], by_setup[key][other]
-        positions = [p for p in eager.panels if p in moded.panels and eager.panels[p].rows == moded.panels[p].rows
+        positions = [p for p in eager.panels if p[0] != "none"  # the plain model: 0 → 0 by definition
+                     and p in moded.panels and eager.panels[p].rows == moded.panels[p].rows
                      and eager.panels[p].cols == moded.panels[p].cols]
         if not positions:
             continue
@@ -100,8 +101,8 @@ def mode_gap_figure(data: ModeGapData) -> Figure:
 
     fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.gap, draw)
     bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02)
-    bar.set_label(f"eager − {data.other} slow-down (pp)")
-    fig.suptitle(_title(data), fontsize=10)
+    bar.set_label(f"eager − {data.other} (pp)", fontsize=LABEL_FONT)
+    fig.suptitle(wrap_to(_title(data), fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from perfsuite.formats.record import STATUS_OK
-from perfsuite.report.figures import colour_scale, draw_grid, latency_layout
+from perfsuite.report.figures import LABEL_FONT, colour_scale, draw_grid, latency_layout, wrap_to
 from perfsuite.report.data import LatencyAxes, any_numbers, latency_key
 from perfsuite.report.data import (LatencyData, records_by_setup, file_stem, adapter_label,
                                    is_number, setup_label)
@@ -71,8 +71,9 @@ def overhead_figure(data: LatencyData) -> Figure:
     fig, axes, im = latency_layout(data.adapters, data.seq_lens, data.panels, lambda ax, adapter, seq: draw_grid(
         ax, data.grid(adapter, seq), cmap=colormaps[OVERHEAD_CMAP], norm=norm, label=lambda v: f"{v:.2f}"))
     bar = fig.colorbar(im, ax=axes, aspect=max(12, 8 * len(data.adapters)), pad=0.02, extend=extend)
-    bar.set_label("hf time / ref time")
-    fig.suptitle(f"Implementation overhead\nhf / ref time, {setup_label(data.setup)}", fontsize=10)
+    bar.set_label("hf time / ref time", fontsize=LABEL_FONT)
+    fig.suptitle(wrap_to(f"Implementation overhead\nhf / ref time, {setup_label(data.setup)}", fig.get_figwidth(), 10),
+                 fontsize=10)
     return fig
 
 
@@ -84,8 +85,6 @@ def overhead_tables(data: LatencyData) -> list[Table]:
         for s in data.seq_lens:
             g = data.panels[(a, s)]
             for i, r in enumerate(g.rows):
-                if r == 0 and a != data.adapters[0]:
-                    continue  # the shared plain-model row once per sequence length
                 who = "none" if r == 0 else plain_label(adapter_label(a))
                 rows.append((who, str(s), str(r), *(cell_text(g, i, j, 2) for j in range(len(g.cols)))))
     return [Table("hf time / ref time (×)", ("adapter", "seq len", "r", *(f"b={b}" for b in batches)), tuple(rows))]

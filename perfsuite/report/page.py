@@ -1,30 +1,34 @@
 """Report, step 4 — the page: figures and tables → DIR/index.html (static, opens from disk) and DIR/summary.md.
 
 :func:`render_report` is the whole report step: results (and optionally a baseline comparison) in,
-files out. Both pages carry the same content in the same order: the baseline verdicts (regressions
-first), run metadata, what is missing, then every figure with the table of the numbers it
-was drawn from. The Markdown is meant to be posted as a pull-request comment.
+files out. Both pages carry the same content in the same order. A compared run opens with the answer
+(:mod:`perfsuite.report.answer`: what moved, what the comparison could detect), then the comparison's figures
+drawn by verdict, then the method and every metric's verdict behind a fold; then run metadata, what is missing,
+and every figure with the table of the numbers it was drawn from. The Markdown is meant to be posted as a
+pull-request comment.
 """
 
 from __future__ import annotations
 
 import html
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 
-from perfsuite.compare.render import part_lines, verdict_tables
 from perfsuite.formats.comparison import Comparison, as_comparison
 from perfsuite.formats.io import write_text_atomic
-from perfsuite.formats.record import STATUS_OK
+from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.formats.results import Results
 from perfsuite.report.data import any_numbers
-from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, ReportError, change_data, is_number, latency_data,
-                                   recompute_data, report_frame, setup_label, setup_rows)
+from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, ReportError, adapter_label, change_data, is_number,
+                                   latency_data, recompute_data, report_frame, setup_label, setup_rows)
+from perfsuite.report.answer import Answer, answer
+from perfsuite.report.runs import RUNS_KEY
 from perfsuite.report.phi_data import phi_frame, subspace_groups, subspace_records
-from perfsuite.report.figures import change_figure, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.figures import drawn_adapters, latency_figure, recompute_figure, save_figure, subspace_figure
+from perfsuite.report.verdict_figure import verdict_figure
 from perfsuite.report.overhead import NOTE as OVERHEAD_NOTE
 from perfsuite.report.modes import NOTE as MODES_NOTE
 from perfsuite.report.modes import mode_gap_data, mode_gap_figure, mode_gap_tables
@@ -34,6 +38,7 @@ from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_li
 from perfsuite.table import Table, html_table, markdown_code, markdown_table, markdown_text, spreadsheet_safe
 
 CSV_NAME = "results.csv"
+BLANK_TEXTS = {STATUS_OUTSIDE_BUDGET: "blank by design (over the token budget)"}
 PHI_CSV_NAME = "subspace_phi.csv"
 
 
@@ -46,6 +51,8 @@ class Section:
     tables: tuple[Table, ...]
     note: str = ""
     drawn: bool = True  # a section meant to have a figure (says so when it has none)
+    html: str = ""  # an interactive chart: shown on the HTML page instead of the PNG (kept for Markdown, linked)
+    script: str = ""  # what the chart needs at the end of the page (a page carries each distinct script once)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ def _coverage(statuses: dict[str, str]) -> str:
         counts[s] = counts.get(s, 0) + 1
     total = sum(counts.values())
     ok = counts.pop(STATUS_OK, 0)
-    rest = ", ".join(f"{v} {CELL_NOTES.get(k) or k.replace('_', ' ')}" for k, v in sorted(counts.items()))
+    rest = ", ".join(f"{v} {CELL_NOTES.get(k) or BLANK_TEXTS.get(k) or k.replace('_', ' ')}"
+                     for k, v in sorted(counts.items()))
     return f"{ok} of {total} cells measured" + (f"; {rest}" if rest else "") + "."
 
 
@@ -84,13 +92,14 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
     frame = results.frame
     sections, drawn = [], {}
     for data in latency_data(frame):
-        grids = list(data.panels.values())
+        grids = [data.panels[p] for p in data.panels if p[0] in drawn_adapters(data)]
         paths = save_figure(latency_figure(data), out_dir, data.stem, vector=vector) if any_numbers(grids) else []
         gpu = gpu_state_table(setup_rows(frame, "latency", data.setup))
         sections.append(Section(f"Latency — {setup_label(data.setup)}", tuple(paths),
                                 tuple(latency_tables(data)) + ((gpu,) if gpu else ()),
                                 "Slow-down of one forward pass against the plain model (r = 0), after LoRA "
-                                "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses())
+                                "(Hu et al. 2021) Fig. 5. " + _coverage(data.cell_statuses()) + " "
+                                + names_legend(drawn_adapters(data))
                                 + recompiled_note(setup_rows(frame, "latency", data.setup))))
         drawn |= data.cell_statuses()
     for data in overhead_data(frame):  # hf over ref, where latency cells ran on both implementations
@@ -122,6 +131,16 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
     return sections, missing_lines(results, drawn)
 
 
+def combined_note(results: Results) -> str:
+    """The line a report of several runs opens with: its numbers are medians over the runs."""
+    counts = [r.metrics.get(RUNS_KEY) for r in results.records]
+    most = max((c for c in counts if isinstance(c, int)), default=0)
+    if not most:
+        return ""
+    return (f"{len(results.runs)} result files, {most} runs: each cell is drawn as its median over the runs that "
+            "measured it; the tables give the lowest and highest run in brackets.")
+
+
 def render_report(results: Results, out_dir: str | Path, *, comparison: Comparison | dict | None = None,
                   vector: str | None = "svg", title: str | None = None,
                   trends: Sequence[Section] = ()) -> ReportFiles:
@@ -145,27 +164,42 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: Comparis
     title = title or "perfsuite report" + (f" — {', '.join(profiles)}" if profiles else "")
     head = [run_table(results)]
     compared = comparison_sections(results, comparison, out_dir, vector=vector) if comparison is not None else []
+    lead = answer(comparison) if comparison is not None else None
+    notes = [combined_note(results)] if combined_note(results) else []
     index = out_dir / "index.html"
     summary = out_dir / "summary.md"
     extra = [p.name for p in (csv, out_dir / PHI_CSV_NAME) if p.exists()]
-    write_text_atomic(index, html_page(title, head, compared, missing, sections, extra))
-    write_text_atomic(summary, markdown_page(title, head, compared, missing, sections, extra))
+    write_text_atomic(index, html_page(title, head, compared, missing, sections, extra, lead=lead, notes=notes))
+    write_text_atomic(summary, markdown_page(title, head, compared, missing, sections, extra, lead=lead, notes=notes))
     return ReportFiles(out_dir, index, summary, csv, tuple(p for s in compared + sections for p in s.figures),
                        tuple(missing))
 
 
 def comparison_sections(results: Results, comparison: Comparison, out_dir: Path, *,
                         vector: str | None) -> list[Section]:
-    """The verdicts on top: what each part was compared with, the verdict table, and the change heatmaps in the
-    latency layout (slow-down change in pp, time change in %)."""
-    changes = {d.metric: d for d in change_data(results.frame, comparison)}
-    figures = {m: tuple(save_figure(change_figure(d), out_dir, d.stem, vector=vector)) for m, d in changes.items()}
-    first = Section("Baseline comparison", figures.get("slowdown", ()), tuple(verdict_tables(comparison)),
-                    " ".join(part_lines(comparison)), drawn=False)
-    rest = [Section("Change of the median time", paths, (), "The same comparison on the cells' median times: "
-                    "a change that slows the plain model and the adapters alike shows here, not in the slow-down.",
-                    drawn=False) for m, paths in figures.items() if m == "time"]
-    return [first, *rest]
+    """The comparison's figures, drawn by verdict in the latency layout (slow-down change in pp, then the judged speed
+    metric's change in %); the answer above them and the method behind a fold are :mod:`perfsuite.report.answer`'s."""
+    sections = []
+    for d in change_data(results.frame, comparison):
+        paths = tuple(save_figure(verdict_figure(d), out_dir, d.stem, vector=vector))
+        legend = names_legend(a for a in d.adapters if a != "none")
+        if d.metric == "slowdown":
+            sections.append(Section("Change of the slow-down, by verdict", paths, (),
+                                    "Colour and ▲/▼ only where the comparison confirmed a change; grey cells moved "
+                                    "less than it could tell from noise (their change in small print). " + legend,
+                                    drawn=False))
+        else:
+            sections.append(Section("Change of the time, by verdict", paths, (),
+                                    "The same comparison on the cells' times (probe-normalised where recorded, as "
+                                    "judged): a change that slows the plain model and the adapters alike shows here, "
+                                    "not in the slow-down. " + legend, drawn=False))
+    return sections
+
+
+def names_legend(adapters) -> str:
+    """"Figure names: Adapter^H = houlsby, …": the papers' names the figures use, and the command line's."""
+    pairs = [f"{plain_label(adapter_label(a))} = {a}" for a in adapters if adapter_label(a) != a]
+    return f"Figure names: {', '.join(pairs)}." if pairs else ""
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -181,15 +215,21 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } td.hole { colo
          text-align: center; background: repeating-linear-gradient(135deg, #f3f3f3 0 4px, #fff 4px 8px); }
 tr.strong td { font-weight: 600; background: #fff0f0; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #555; } .files { color: #555; font-size: 12.5px; }
+p.headline { font-size: 1.15em; font-weight: 600; margin: .6em 0; } p.detect { max-width: 60em; }
+details.method { margin: 1.5em 0; } details.method > summary { font-weight: 600; cursor: pointer; }
 ul.missing li { font-family: ui-monospace, monospace; font-size: 12.5px; }
 """
 
 
 def _html_section(s: Section) -> list[str]:
     parts = [f"<h2>{html.escape(s.title)}</h2><p class=\"note\">{html.escape(s.note)}</p>"]
-    if s.figures:
+    if s.html:
+        parts.append(s.html + "<p class=\"files\">Static image: " + " · ".join(
+            f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>" for p in s.figures) + "</p>")
+    elif s.figures:
         png = s.figures[0].name
-        parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\">"
+        parts.append(f"<a href=\"{html.escape(png)}\"><img src=\"{html.escape(png)}\" alt=\"{html.escape(s.title)}\""
+                     f"{_display_width(s.figures[0])}>"
                      f"</a><p class=\"files\">" + " · ".join(f"<a href=\"{html.escape(p.name)}\">{html.escape(p.name)}</a>"
                                                               for p in s.figures) + "</p>")
     elif s.drawn:
@@ -197,12 +237,48 @@ def _html_section(s: Section) -> list[str]:
     return parts + [html_table(t) for t in s.tables]
 
 
+def _html_answer(lead: Answer) -> list[str]:
+    parts = [f"<p class=\"headline\">{html.escape(lead.headline)}</p>"]
+    if lead.moved is not None:
+        parts.append(html_table(lead.moved))
+    parts += [f"<p class=\"note\">{html.escape(line)}</p>" for line in lead.others]
+    parts.append(f"<p class=\"detect\">{html.escape(lead.detectable)}</p>")
+    return parts
+
+
+def _html_fold(lead: Answer) -> str:
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in lead.method)
+    return ("<details class=\"method\"><summary>Method, and every metric's verdict</summary>"
+            f"<ul>{lines}</ul>" + "".join(html_table(t) for t in lead.verdicts) + "</details>")
+
+
+def _display_width(png: Path) -> str:
+    """A figure shown at 100 px per inch, from the resolution its PNG records (matplotlib writes it; PNG_DPI for the
+    report's figures), so the first screen holds the verdicts and a figure; a PNG that records none as it is."""
+    try:
+        from PIL import Image  # matplotlib's own dependency
+
+        with Image.open(png) as im:
+            dpi = im.info.get("dpi")
+            return f" width=\"{round(im.width * 100 / float(dpi[0]))}\"" if dpi and float(dpi[0]) > 0 else ""
+    except (OSError, ValueError, TypeError):
+        return ""
+
+
 def html_page(title: str, head: list[Table], comparison: list[Section], missing: list[str], sections: list[Section],
-              extra_files: list[str]) -> str:
+              extra_files: list[str], *, lead: Answer | None = None, notes: Sequence[str] = (),
+              body_end: str = "") -> str:
+    """The page: the answer first (when compared), the comparison's figures, the method folded, then the runs,
+    what is missing and every other figure with its numbers. ``body_end``: HTML (a script) closing the body."""
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p class=\"note\">{html.escape(n)}</p>" for n in notes]
+    if lead is not None:
+        parts += _html_answer(lead)
     for s in comparison:
         parts += _html_section(s)
+    if lead is not None:
+        parts.append(_html_fold(lead))
     parts += [html_table(t) for t in head]
     if missing:
         parts.append("<h2>Missing</h2><ul class=\"missing\">"
@@ -212,7 +288,8 @@ def html_page(title: str, head: list[Table], comparison: list[Section], missing:
     if extra_files:
         parts.append("<p class=\"files\">Data: " + " · ".join(f"<a href=\"{html.escape(f)}\">{html.escape(f)}</a>"
                                                               for f in extra_files) + "</p>")
-    parts.append("</body></html>\n")
+    scripts = list(dict.fromkeys(sec.script for sec in (*comparison, *sections) if sec.script))
+    parts.append(f"{''.join(scripts)}{body_end}</body></html>\n")
     return "\n".join(parts)
 
 
@@ -238,10 +315,22 @@ def _markdown_section(s: Section) -> list[str]:
 
 
 def markdown_page(title: str, head: list[Table], comparison: list[Section], missing: list[str],
-                  sections: list[Section], extra_files: list[str]) -> str:
-    parts = [f"## {markdown_text(title)}"]
+                  sections: list[Section], extra_files: list[str], *, lead: Answer | None = None,
+                  notes: Sequence[str] = ()) -> str:
+    """The page in Markdown (summary.md, a pull-request comment); every recorded string in it is inert text."""
+    parts = [f"## {markdown_text(title)}", *map(markdown_text, notes)]
+    if lead is not None:
+        parts.append(f"**{markdown_text(lead.headline)}**")
+        if lead.moved is not None:
+            parts.append(markdown_table(lead.moved))
+        parts += [f"- {markdown_text(line)}" for line in lead.others]
+        parts.append(markdown_text(lead.detectable))
     for s in comparison:
         parts += _markdown_section(s)
+    if lead is not None:
+        body = "\n".join(f"- {markdown_text(line)}" for line in lead.method) + "\n\n" + "\n\n".join(
+            markdown_table(replace(t, collapsed=False)) for t in lead.verdicts)
+        parts.append(f"<details><summary>Method, and every metric's verdict</summary>\n\n{body}\n\n</details>")
     parts += [markdown_table(t) for t in head]
     if missing:
         parts.append("### Missing\n\n" + "\n".join(f"- {markdown_code(m)}" for m in missing))

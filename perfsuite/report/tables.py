@@ -53,11 +53,11 @@ def latency_tables(data: LatencyData) -> list[Table]:
             ("time", data.times, 3, "Median time per forward pass (ms); r = 0 is the plain model", ""), *device):
         rows = []
         for a in data.adapters:
+            if a == "none" and name in ("slowdown", "device slowdown"):
+                continue  # the plain model against itself: 0 by definition
             for s in data.seq_lens:
                 g = grids[(a, s)]
                 for i, r in enumerate(g.rows):
-                    if r == 0 and a != data.adapters[0]:
-                        continue  # the shared r = 0 row once per sequence length
                     who = "none" if r == 0 else plain_label(adapter_label(a))
                     rows.append((who, str(s), str(r), *(cell_text(g, i, j, digits, mark_noisy=name == "slowdown")
                                                       for j in range(len(g.cols)))))
@@ -68,10 +68,16 @@ def latency_tables(data: LatencyData) -> list[Table]:
 
 
 def cell_text(g: Grid, i: int, j: int, digits: int, *, suffix: str = "", mark_noisy: bool = False) -> str:
+    """A grid position as the tables print it: its number (with its runs' lowest–highest, where it is a median of
+    several runs), or why it has none."""
     s = g.status[i][j]
     if s != STATUS_OK:
         return CELL_NOTES.get(s, s)
-    return fmt(g.values[i, j], digits, suffix) + ("†" if mark_noisy and (i, j) in g.noisy else "")
+    text = fmt(g.values[i, j], digits, suffix) + ("†" if mark_noisy and (i, j) in g.noisy else "")
+    if (i, j) in g.spread:
+        lo, hi = g.spread[(i, j)]
+        text += f" ({fmt(lo, digits)} to {fmt(hi, digits)})"
+    return text
 
 
 def recompute_tables(data: RecomputeData) -> list[Table]:

@@ -83,6 +83,6 @@ class CellContext:
 
     models: ModelCache = field(default_factory=ModelCache)
     policy: Callable[[Cell], RoundPolicy] = lambda cell: RoundPolicy(30, 100, 3)
-    cells: list[Cell] = field(default_factory=list)  # the session's cells: a shared loop measures its group once
+    cells: list[Cell] = field(default_factory=list)  # the profile's runnable cells: a shared loop times its whole group
     shared: dict[Any, Any] = field(default_factory=dict)  # results of shared loops, by group key
     gpu: Any = None  # perfsuite.gpu_state.GpuMonitor on a GPU with NVML, else None

@@ -89,6 +89,7 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             models[key], built_as[key] = ctx.models.build_adapted(c.model, c.dtype, c.device, c.adapter, c.rank), (
                 c.adapter, c.rank)
     forwards = {key: (lambda m=m: m(tokens)) for key, m in models.items()}
+    members_text = loop_members_text(models)
     policy = ctx.policy(cell)
     probe = make_probe(ProbeShape.of_forward(base.config, cell.batch, cell.seq_len), dtype=torch_dtype(cell.dtype),
                        device=cell.device)
@@ -116,13 +117,20 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
             out[key] = extras[key] | {"unsupported": prepared.failed[key]}
             continue
         out[key] = extras[key] | gpu | mode_info | {
-            "samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop),
+            "samples_ms": samples[key], "probe_samples_ms": samples[PROBE], "cycle": len(loop), "loop_members": members_text,
             "device_samples_ms": device_ms[key], "device_time_source": timer.source}
         if key in prepared.compile_s:
             out[key]["compile_s"] = prepared.compile_s[key]
         if key in kernels:
             out[key]["kernel_sum_ms"] = kernels[key]
     return out
+
+
+def loop_members_text(models: dict) -> str:
+    """Who shares a group's loop, as its records keep it: each timed model (``adapter-rRANK``; ``-r*`` for one model
+    timed for every rank) and the probe. Comparisons judge in-loop ratios only between equal loops."""
+    names = [f"{adapter}-r{'*' if rank == ANY_RANK else rank}" for adapter, rank in models]
+    return ",".join(sorted(names) + ["probe"])
 
 
 def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:

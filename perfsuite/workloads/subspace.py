@@ -245,7 +245,10 @@ def run_subspace_cell(benchmark, cell: Cell, ctx: CellContext, *, config: TrainC
 
     comparisons = analysis()
     samples = round_robin({"analysis": analysis}, device=cell.device, policy=ctx.policy(cell))["analysis"]
-    metrics: dict = {"subspace": [c.to_dict() for c in comparisons], "rounds": len(samples)}
+    metrics: dict = {"subspace": [c.to_dict() for c in comparisons], "rounds": len(samples),
+                     # each φ grid's mean, in order: the cell's deterministic outcome, kept by baselines and
+                     # compared exactly (perfsuite.compare.outcomes)
+                     "phi_means": [round(float(c.phi.mean()), 9) for c in comparisons]}
     if record_rounds(benchmark, samples):
         metrics["time_ms"] = statistics.median(samples)
         metrics["samples_ms"] = samples  # so compare can test the analysis time

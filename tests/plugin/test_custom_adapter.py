@@ -49,8 +49,12 @@ def test_an_installed_adapter_package_joins_the_grid_and_is_drawn_beside_lora(tm
     from perfsuite.formats.results import load_results
     from perfsuite.report.data import latency_data
 
+    from perfsuite.report.figures import drawn_adapters
+
     figures = latency_data(load_results([out / "results.json"]).frame)
-    assert [f.adapters for f in figures] == [("lora", "fused-lora")]  # one figure: LoRA's rows, then the newcomer
+    # one figure: the plain model's row (in the tables), LoRA's rows, then the newcomer
+    assert [f.adapters for f in figures] == [("none", "lora", "fused-lora")]
+    assert drawn_adapters(figures[0]) == ("lora", "fused-lora")
     assert "fused-lora" in (out / "report" / "summary.md").read_text()
 
 
@@ -61,7 +65,9 @@ def test_adapters_option_adds_unpackaged_code_and_bad_specs_are_one_line(tmp_pat
         "MINE = [AdapterPlugin('my-lora', 'a copy of fused-lora', attach=attach)]\n")
     path = f"{EXAMPLE}:{ROOT}"  # importable; my-lora has no entry point (whether fused-lora is installed or not)
     plain = perfsuite("cells", "--cells", "adapter == 'my-lora'", env_path=path, cwd=tmp_path)
-    assert plain.returncode == 0 and plain.stdout.startswith("0 cells"), plain.stdout
+    # without --adapters, my-lora is no cell of the grid: refused, naming the adapters there are
+    assert plain.returncode == 2 and "matches none of the cells" in plain.stderr, plain.stderr
+    assert "its cells have adapter:" in plain.stderr and "my-lora" not in plain.stderr.split("have adapter:")[1]
     listed = perfsuite("cells", "--adapters", "my_adapters:MINE", "--cells", "adapter == 'my-lora'",
                        env_path=path, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

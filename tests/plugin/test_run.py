@@ -38,12 +38,14 @@ def test_run_writes_results_comparison_and_report(finished_run):
     assert comparison["parts"][0]["mode"] == "gating" and comparison["parts"][0]["baseline_runs"] == 1
     assert comparison["summary"]["regression"] == 0 and comparison["summary"]["improvement"] == 0
     assert (out / "report" / "index.html").exists() and (out / "report" / "summary.md").exists()
-    assert "Baseline comparison" in (out / "report" / "summary.md").read_text()
+    summary = (out / "report" / "summary.md").read_text()
+    assert "**No confirmed change among 8 cells compared with this machine's baseline (1 run).**" in summary
 
 
-def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_replaced(finished_run, tmp_path):
+def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_kept_beside(finished_run, tmp_path):
     """What a new user meets: baselines only of other machines (or none); nothing can fail the run. The run goes
-    into a copy of a finished run's folder, as the README command typed twice does: the finished run is replaced."""
+    into a copy of a finished run's folder, as the README command typed twice does: the finished run is moved to
+    DIR/previous (its results and report intact), said on the terminal and in the summary."""
     lora = syn.cell("lora")
     other = [syn.results([syn.record(lora, seed=k, ratio=5.0, e=syn.env(host="the-baseline-machine"))])
              for k in range(3)]
@@ -52,7 +54,12 @@ def test_a_fresh_machine_has_no_baseline_and_exits_0_and_a_finished_run_is_repla
     shutil.copytree(finished_run.out, out)
     proc = syn.cli("run", *finished_run.args, "--out", str(out), "--baselines-dir", str(tmp_path / "baselines"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert f"replacing the finished run in {out}" in proc.stdout
+    assert f"the finished run in {out} is moved to {out / 'previous'}/" in proc.stdout
+    assert f"previous:   the finished run that was in {out} is now in {out / 'previous'}/" in proc.stdout
+    before = (finished_run.out / "results.json").read_text()
+    assert (out / "previous" / "results.json").read_text() == before != (out / "results.json").read_text()
+    assert (out / "previous" / "report" / "index.html").read_text() == (
+        finished_run.out / "report" / "index.html").read_text()
     assert ("comparison: part smoke: no baseline for this machine; compared with " in proc.stdout
             and "for reference only (never fails the run); record one with: perfsuite baseline record --profile "
                 "smoke" in proc.stdout)

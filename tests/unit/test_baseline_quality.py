@@ -65,6 +65,17 @@ def test_detectable_change_of_one_run_against_k():
     est = [0.0, 0.01, -0.01, 0.0141421356, -0.0141421356]
     s = float(np.std(est, ddof=1))
     assert detectable_one_run(est) == pytest.approx(100 * math.expm1(4.604 * s * 1.0954), rel=1e-3)
+    # a prior worth 40 df of the same spread: t(0.995, 44) = 2.692, and two current runs: √(1/2 + 1/5)
+    helped = detectable_one_run(est, prior_s2=s * s, prior_df=40.0, current_runs=2)
+    assert helped == pytest.approx(100 * math.expm1(2.692 * s * math.sqrt(0.7)), rel=2e-3)
+
+
+def test_the_quote_is_at_the_gates_level():
+    """What a comparison says one night can confirm is at α / tests / looks, the level its verdicts need."""
+    runs = [_run(i, when=f"2026-12-01T10:0{i}:00+00:00") for i in range(5)]
+    q = assess(baseline_of([parts_of(r)[0] for r in runs], name="b"))
+    assert q.tests == 3 and q.level == pytest.approx(0.01 / 3 / 2)  # r = 0: time; LoRA: time and slow-down
+    assert "the gate's level: p < 0.0017, 3 tests" in q.lines()[0]
 
 
 def test_several_sittings_put_the_day_into_the_spread():

@@ -128,7 +128,7 @@ _part = st.fixed_dictionaries(
               "alpha": st.floats(0.001, 0.5), "per_test_alpha": st.floats(0.0001, 0.5),
               "baseline_quality": st.fixed_dictionaries({"runs": st.integers(1, 9)})})
 _document = st.fixed_dictionaries(
-    {"perfsuite_comparison": st.just(4), "gating": st.booleans(), "parts": st.lists(_part, max_size=2),
+    {"perfsuite_comparison": st.just(5), "gating": st.booleans(), "parts": st.lists(_part, max_size=2),
      "cells": st.lists(_cell, max_size=3), "summary": st.dictionaries(st.sampled_from(VERDICTS), st.integers(0, 9)),
      "allow_missing": st.booleans()})
 

@@ -264,6 +264,28 @@ def test_numeric_options_and_selections_are_checked_at_the_command_line(tmp_path
     assert (out / "journal.jsonl").read_text() == "kept\n"  # checked before anything was deleted
 
 
+def test_an_unknown_profile_or_an_empty_selection_is_one_line_before_pytest_starts(tmp_path):
+    """``run --profile nosuch`` printed pytest's usage error and then perfsuite's: two lines for one mistake."""
+    code, out, err = cli("run", "--profile", "nosuch", "--out", str(tmp_path / "o"))
+    one_error_line(code, err, "run")
+    assert "unknown profile 'nosuch'; known: smoke, paper" in err and "ERROR" not in out + err
+    code, out, err = cli("run", "--cells", "adapter == 'LoRA'", "--out", str(tmp_path / "o"))
+    one_error_line(code, err, "run")
+    assert "ERROR" not in out + err and "its cells have adapter: adapterdrop, houlsby, lin, lora, lora-merged" in err
+
+
+def test_cells_hints_the_valid_names_of_a_selection_that_matches_nothing():
+    """``cells --cells "adapter == 'LoRA'"`` printed "0 cells" and exit 0; now refused as run refuses it, with the
+    values the profile has for each field the expression names."""
+    code, out, err = cli("cells", "--cells", "adapter == 'LoRA' and batch > 2")
+    one_error_line(code, err, "cells")
+    assert "matches none of the cells of profile 'smoke'" in err
+    assert "adapter: adapterdrop, houlsby, lin, lora, lora-merged, none, parallel, pfeiffer, spectral-r" in err
+    assert "batch: 1, 4, 8, None" in err and "0 cells" not in out
+    code, out, _ = cli("cells", "--cells", "adapter == 'lora'")
+    assert code == 0 and out.splitlines()[-1].startswith("4 cells in profile 'smoke'")
+
+
 def test_corrupt_weights_are_refused_before_the_first_cell(tmp_path):
     from perfsuite.checkpoint import save_checkpoint
     from perfsuite.model import GPT2, GPT2Config

@@ -24,11 +24,11 @@ FRAME = pd.DataFrame([
 
 def test_the_ratio_is_hf_time_over_ref_time_per_cell():
     (data,) = overhead_data(FRAME)
-    assert data.adapters == ("houlsby", "lora") and data.seq_lens == (32,)  # dora has no ref twin
-    lora = data.grid("lora", 32)
-    assert lora.rows == (0, 8) and lora.cols == (1, 4)
-    assert lora.values.ravel().tolist() == pytest.approx([2.0, 1.5, 2.5, 1.5])
-    assert data.grid("houlsby", 32).status[1] == ("missing_extra", "missing_extra")
+    assert data.adapters == ("none", "houlsby", "lora") and data.seq_lens == (32,)  # dora has no ref twin
+    lora, plain = data.grid("lora", 32), data.grid("none", 32)
+    assert lora.rows == (8,) and plain.rows == (0,) and lora.cols == (1, 4)
+    assert plain.values.ravel().tolist() + lora.values.ravel().tolist() == pytest.approx([2.0, 1.5, 2.5, 1.5])
+    assert data.grid("houlsby", 32).status[0] == ("missing_extra", "missing_extra")
     (table,) = overhead_tables(data)
     assert table.rows[0] == ("none", "32", "0", "2.00", "1.50") and ("AdapterH", "32", "8", "not installed",
                                                                    "not installed") in table.rows

@@ -86,3 +86,29 @@ def test_downsampling_keeps_at_most_the_target_within_the_range(n, target):
     assert len(x) == len(y) == min(n, target)
     assert np.all(np.diff(x) > 0) and x[0] >= 0 and x[-1] <= n - 1
     assert values.min() <= y.min() and y.max() <= values.max()
+
+
+def test_series_are_named_after_the_whole_adapter_name():
+    """Panels of hyphenated adapters dropped the first word: fused-lora's read "lora-r8-b1-s32", lora-merged's
+    "merged-r8-b1-s32", as if they were LoRA's."""
+    from types import SimpleNamespace
+
+    from perfsuite.cells.grid import Cell
+    from perfsuite.history.chart import series_label
+
+    for adapter in ("fused-lora", "lora-merged", "lora"):
+        s = SimpleNamespace(series=SimpleNamespace(cell=Cell("latency", adapter, 8, batch=1, seq_len=32)))
+        assert series_label(s) == "r8-b1-s32"
+
+
+def test_a_page_without_change_points_shows_no_empty_table(tmp_path):
+    from perfsuite.history.changes import find_changes
+    from perfsuite.history.store import open_store
+    from perfsuite.history.trends import render_trends
+
+    cells = [c for c in get_profile("smoke").cells(device="cpu") if c.workload == "latency"][:4]
+    build_store(tmp_path / "h.sqlite", cells, 12)
+    with open_store(tmp_path / "h.sqlite") as store:
+        page = render_trends(find_changes(store), tmp_path / "t").index.read_text()
+    assert "<h3>Change points</h3>" not in page and "No change point: every series is at one level" in page
+    assert page.count("class=\"trend-chart\"") >= 1 and page.count("<script>") == 1  # the chart script, once

@@ -250,7 +250,7 @@ def test_one_observed_decode_counts_what_separate_passes_count():
     result, syncs, flops, peak = observed_decode(decode, "cpu")
     assert syncs == count_host_syncs(decode) and sum(syncs.values()) == result.windows > 0
     assert flops == count_flops(decode) > 0
-    assert torch.equal(result.tokens, decode().tokens) and peak is None  # no device memory tracked on the CPU
+    assert torch.equal(result.tokens, decode().tokens) and peak > 0  # the CPU's, from torch.profiler's events
 
 
 def test_cell_record_carries_the_metrics():
@@ -269,5 +269,5 @@ def test_cell_record_carries_the_metrics():
     assert record["argmax_dtype"] == "float32" and record["logits_dtype"] == "float32"  # the tiny model's dtype
     assert record["decisions"] == 2 * 11  # 11 decisions after the first
     assert record["margin_p1"] <= record["margin_p50"] and record["exact_ties"] >= 0
-    assert record["weights_bytes"] > 0 and record["peak_mem_bytes"] is None  # none on the CPU, never faked
+    assert record["weights_bytes"] > 0 and record["peak_mem_bytes"] > 0  # the CPU allocator's peak (torch.profiler)
     assert record["gpu_state_before"] is None and record["gpu_throttled"] is None

@@ -49,18 +49,19 @@ def test_latency_layout_like_lora_figure_5():
     assert len(fig.axes) == 2 * 3 + 1 and len(bars) == 1  # one shared colour bar
     assert [ax.get_title() for ax in panels[:3]] == ["Seq Len = 128", "Seq Len = 256", "Seq Len = 512"]
     assert [ax.get_title() for ax in panels[3:]] == ["", "", ""]
-    assert [panels[0].get_ylabel(), panels[3].get_ylabel()] == ["Adapter$^H$ r", "Adapter$^L$ r"]
+    # the paper's names, the command line's under them (the figure's legend of names)
+    assert [panels[0].get_ylabel(), panels[3].get_ylabel()] == ["Adapter$^H$\n(houlsby)", "Adapter$^L$\n(lin)"]
     assert [ax.get_xlabel() for ax in panels] == ["", "", "", "Batch Size", "Batch Size", "Batch Size"]
-    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["0", "10", "100", "250"]
+    # no r = 0 row: the plain model against itself is 0 by definition (it filled a row of 0.0 per adapter)
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["10", "100", "250"]
     assert [t.get_text() for t in panels[3].get_xticklabels()] == [str(b) for b in PAPER_BATCH]
-    assert bars[0].get_ylabel() == "slow-down vs. r = 0 (%)"
-    assert texts(panels[0])[:6] == ["0.0"] * 6  # r = 0 row: the plain model against itself
-    assert texts(panels[0])[6] == "30"
+    assert bars[0].get_ylabel() == "slow-down (%)" and "against the plain model (r = 0)" in fig.get_suptitle()
+    assert texts(panels[0])[0] == "30"
     # the out-of-memory and the lost cell are hatched and say so; every other cell shows its number
     assert "OOM" in texts(panels[2]) and hatched(panels[2]) == 1
     assert "missing" in texts(panels[4]) and hatched(panels[4]) == 1
     assert sum(hatched(ax) for ax in panels) == 2
-    assert all(len(texts(ax)) == 24 for ax in panels)
+    assert all(len(texts(ax)) == 18 for ax in panels)
 
 
 def test_latency_smoke_layout_one_row_per_adapter():
@@ -69,11 +70,11 @@ def test_latency_smoke_layout_one_row_per_adapter():
     assert len(fig.axes) == 8 + 1
     assert fig.axes[0].get_title() == "Seq Len = 32" and fig.axes[7].get_xlabel() == "Batch Size"
     assert [ax.get_ylabel() for ax in fig.axes[:8]] == [
-        "Adapter$^H$ r", "Adapter$^L$ r", "Adapter$^P$ r", "Adapter$^D$ r", "Adapter$^{\\parallel}$ r",
-        "Adapter$^R$ r", "LoRA r", "LoRA (merged) r"]
-    assert texts(fig.axes[0]) == ["0.0", "-2.1", "30", "18"]
+        "Adapter$^H$\n(houlsby)", "Adapter$^L$\n(lin)", "Adapter$^P$\n(pfeiffer)", "Adapter$^D$\n(adapterdrop)",
+        "Adapter$^{\\parallel}$\n(parallel)", "Adapter$^R$\n(spectral-r)", "LoRA\n(lora)", "LoRA (merged)\n(lora-merged)"]
+    assert texts(fig.axes[0]) == ["30", "18"]
     # a warm-up outlier (spectral-r, 118 %) caps the colour scale, with an arrow on the bar, not a black figure
-    assert fig.axes[-1].get_ylim()[1] < 100 and texts(fig.axes[5])[2] == "118"
+    assert fig.axes[-1].get_ylim()[1] < 100 and texts(fig.axes[5])[0] == "118"
     assert "tiny, float32, cpu" in fig.get_suptitle()
 
 

@@ -36,23 +36,22 @@ def slowdown(results, cell_id):
 def test_latency_grid_holds_the_frame_numbers():
     (data,) = latency_data(SMOKE.frame)
     assert data.stem == "latency" and data.setup == {"model": "tiny", "dtype": "float32", "device": "cpu"}
-    assert data.adapters == ADAPTER_NAMES and data.seq_lens == (32,)
+    assert data.adapters == ("none", *ADAPTER_NAMES) and data.seq_lens == (32,)
     g = data.grid("houlsby", 32)
-    assert (g.rows, g.cols, g.title) == ((0, 8), (1, 4), "Seq Len = 32")
-    expected = [[slowdown(SMOKE, f"latency[none-r0-b{b}-s32]") for b in (1, 4)],
-                [slowdown(SMOKE, f"latency[houlsby-r8-b{b}-s32]") for b in (1, 4)]]
-    np.testing.assert_allclose(g.values, expected)
-    assert g.values[1, 0] == pytest.approx(29.697487796306454)
+    assert (g.rows, g.cols, g.title) == ((8,), (1, 4), "Seq Len = 32")
+    np.testing.assert_allclose(g.values, [[slowdown(SMOKE, f"latency[houlsby-r8-b{b}-s32]") for b in (1, 4)]])
+    assert g.values[0, 0] == pytest.approx(29.697487796306454)
+    np.testing.assert_allclose(data.grid("none", 32).values,
+                               [[slowdown(SMOKE, f"latency[none-r0-b{b}-s32]") for b in (1, 4)]])
     tg = data.times[("houlsby", 32)]
-    assert tg.values[1, 1] == pytest.approx(SMOKE.frame.set_index("cell_id").loc["latency[houlsby-r8-b4-s32]", "time_ms"])
+    assert tg.values[0, 1] == pytest.approx(SMOKE.frame.set_index("cell_id").loc["latency[houlsby-r8-b4-s32]", "time_ms"])
 
 
-def test_the_r0_row_is_the_plain_model_in_every_adapter_panel():
+def test_the_plain_model_is_a_row_of_its_own_not_an_r0_row_in_every_adapter_panel():
     (data,) = latency_data(SMOKE.frame)
-    base = data.grid("houlsby", 32).values[0]
-    for a in data.adapters:
-        np.testing.assert_array_equal(data.grid(a, 32).values[0], base)
-    assert len(data.cell_statuses()) == 18  # the shared r = 0 cells counted once
+    assert data.grid("none", 32).rows == (0,)
+    assert all(0 not in data.grid(a, 32).rows for a in data.adapters if a != "none")
+    assert len(data.cell_statuses()) == 18  # the r = 0 cells once
 
 
 def test_the_plain_model_is_the_zero_of_the_slowdown_scale_when_it_is_not_timed_against_itself():
@@ -62,21 +61,21 @@ def test_the_plain_model_is_the_zero_of_the_slowdown_scale_when_it_is_not_timed_
     plain = frame["adapter"] == "none"
     frame.loc[plain, "slowdown_pct"] = np.nan
     (data,) = latency_data(frame)
-    g = data.grid("lora", 32)
+    g = data.grid("none", 32)
     assert list(g.values[0]) == [0.0, 0.0] and list(g.status[0]) == ["ok", "ok"]
-    assert g.values[1, 0] == pytest.approx(slowdown(SMOKE, "latency[lora-r8-b1-s32]"))
+    assert data.grid("lora", 32).values[0, 0] == pytest.approx(slowdown(SMOKE, "latency[lora-r8-b1-s32]"))
     frame.loc[plain & (frame["batch"] == 4), "time_ms"] = np.nan
     (data,) = latency_data(frame)
-    assert list(data.grid("lora", 32).status[0]) == ["ok", "no_data"]
+    assert list(data.grid("none", 32).status[0]) == ["ok", "no_data"]
 
 
 def test_partial_results_show_oom_and_missing_never_zero():
     (data,) = latency_data(PARTIAL.frame)
-    assert data.adapters == ("houlsby", "lin")
+    assert data.adapters == ("none", "houlsby", "lin")
     h, lin = data.grid("houlsby", 32), data.grid("lin", 32)
-    assert h.status == (("ok", "ok"), ("ok", "oom"))
-    assert lin.status == (("ok", "ok"), ("ok", MISSING))
-    assert math.isnan(h.values[1, 1]) and math.isnan(lin.values[1, 1])
+    assert h.status == (("ok", "oom"),) and data.grid("none", 32).status == (("ok", "ok"),)
+    assert lin.status == (("ok", MISSING),)
+    assert math.isnan(h.values[0, 1]) and math.isnan(lin.values[0, 1])
     lines = missing_lines(PARTIAL, data.cell_statuses())
     assert lines == ["not in these results: recompute, subspace",
                      "latency[houlsby-r8-b4-s32] did not run (oom: CUDA out of memory. Tried to allocate 2.00 GiB)",
@@ -87,12 +86,13 @@ def test_latency_table_is_the_drawn_numbers():
     (data,) = latency_data(PARTIAL.frame)
     slow, times = latency_tables(data)
     assert slow.columns == ("adapter", "seq len", "r", "b=1", "b=4")
-    assert [r[:3] for r in slow.rows] == [("none", "32", "0"), ("AdapterH", "32", "8"), ("AdapterL", "32", "8")]
-    houlsby = slow.rows[1]
+    # the plain model's slow-down is 0 by definition: no row of it; its times are a row of the time table
+    assert [r[:3] for r in slow.rows] == [("AdapterH", "32", "8"), ("AdapterL", "32", "8")]
+    houlsby = slow.rows[0]
     assert houlsby[3].rstrip("†") == f"{slowdown(PARTIAL, 'latency[houlsby-r8-b1-s32]'):.1f}" == "29.7"
-    assert houlsby[4] == "OOM" and slow.rows[2][4] == "missing"
+    assert houlsby[4] == "OOM" and slow.rows[1][4] == "missing"
     assert "noisy" in slow.note and houlsby[3].endswith("†")  # the smoke run's IQR is 18 % of the median
-    assert times.collapsed and times.rows[1][3] == "0.330"
+    assert times.collapsed and [r[:3] for r in times.rows][0] == ("none", "32", "0") and times.rows[1][3] == "0.330"
 
 
 def test_one_figure_per_setup():
@@ -106,7 +106,7 @@ def test_no_data_when_the_cell_ran_without_timing():
     frame = SMOKE.frame.copy()
     frame.loc[frame["cell_id"] == "latency[lora-r8-b1-s32]", "slowdown_pct"] = float("nan")
     (data,) = latency_data(frame)
-    assert data.grid("lora", 32).status[1][0] == "no_data"
+    assert data.grid("lora", 32).status[0][0] == "no_data"
     assert "latency[lora-r8-b1-s32]: ran, but recorded no number" in missing_lines(SMOKE, data.cell_statuses())
 
 
@@ -206,7 +206,7 @@ def test_a_version_1_comparison_file_migrates():
 
 @pytest.mark.parametrize("doc, message", [
     ({"cells": []}, "not a perfsuite comparison"),
-    ({"perfsuite_comparison": 5, "cells": []}, "comparison format 5 is newer than this perfsuite reads"),
+    ({"perfsuite_comparison": 6, "cells": []}, "comparison format 6 is newer than this perfsuite reads"),
     ({"perfsuite_comparison": "1", "cells": []}, "unknown comparison format '1'"),
     ({"perfsuite_comparison": 1, "cells": {}}, "cannot migrate comparison format 1 to 2: 'cells' is not a list"),
     ({"perfsuite_comparison": 2, "cells": "x", "parts": []}, "'cells' is not a list of verdicts"),
@@ -224,12 +224,13 @@ def test_change_data_draws_the_comparison_in_the_latency_layout():
     (time,) = change_data(frame, COMPARISON)  # the fixture compared times only: no slow-down figure
     assert time.metric == "time" and time.stem == "change-time"
     g = time.panels[("houlsby", 32)]
-    assert g.rows == (0, 8) and g.cols == (1, 4)
-    assert g.values[1, 0] == pytest.approx(31.0) and time.marks[("houlsby", 32)] == {(1, 0): "regression"}
-    assert g.values[0, 0] == pytest.approx(0.4)  # the plain model's own time change sits in the r = 0 row
-    assert time.marks[("lora", 32)] == {(1, 1): "regression"}
-    assert time.marks[("parallel", 32)] == {(1, 0): "improvement"}
-    assert time.marks[("lin", 32)] == {}  # inconclusive is drawn, not marked
+    assert g.rows == (8,) and g.cols == (1, 4)
+    assert g.values[0, 0] == pytest.approx(31.0) and time.marks("houlsby", 32) == {(0, 0): "regression"}
+    # the plain model's own time change: its own row, once
+    assert time.panels[("none", 32)].rows == (0,) and time.panels[("none", 32)].values[0, 0] == pytest.approx(0.4)
+    assert time.marks("lora", 32) == {(0, 1): "regression"}
+    assert time.marks("parallel", 32) == {(0, 0): "improvement"}
+    assert time.marks("lin", 32) == {} and "inconclusive" in time.verdicts[("lin", 32)].values()
 
 
 # --- the frame as CSV ------------------------------------------------------------------------------
