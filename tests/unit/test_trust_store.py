@@ -193,7 +193,7 @@ def real_store(tmp_path_factory) -> bytes:
 def test_fuzzed_stores_are_read_or_refused_in_one_line(tmp_path_factory, real_store, data):
     """Mutated real stores: a hostile value in any column read, a schema object added or dropped, a version
     changed, bytes cut off or overwritten. Each is read (and its series usable) or one line and exit 2, across
-    `history show` and `history report`; the store itself is never changed by a reader."""
+    `history show`, `history report` and `history add`; a reader never changes the store, nor does a refused add."""
     tmp = tmp_path_factory.mktemp("fuzz")
     path = tmp / "h.sqlite"
     path.write_bytes(real_store)
@@ -226,3 +226,8 @@ def test_fuzzed_stores_are_read_or_refused_in_one_line(tmp_path_factory, real_st
         else:
             assert "\x1b" not in proc.stdout and "\n::error::" not in proc.stdout
     assert digest(path) == before, "a reader changed the store"
+    added = syn.cli("history", "add", str(night(tmp, 4)), "--store", str(path))  # the writer: added, or one line
+    assert "Traceback" not in added.stderr, added.stderr[-3000:]
+    if added.returncode != 0:
+        one_line(added)
+        assert digest(path) == before, "a refused add changed the store"
