@@ -7,11 +7,16 @@ equally often; the verdict per cell comes from the differences within those bloc
 :func:`perfsuite.compare.verdicts.compare_runs`). A suspect regression is re-measured as one more block, both
 sides in fresh processes with the same cell options (``--cells``, ``--shard``: the same loops), and must stay a
 regression. No baseline of the machine is needed, which is why a pull request on a hosted runner is gated this way.
+
+BASE's and HEAD's own code runs — their ``perfsuite`` package, their conftest.py and benchmarks, imported and
+executed by each side's processes before and while any cell is timed: never ``ab`` a ref you would not run
+(outside a sandbox). The worktrees ab makes are removed when it ends; one it finds in ``--out`` is removed only when
+it is a worktree of this repository with no changes of anyone's (``git status``; the bytecode and caches a run
+leaves aside): a symbolic link, a folder that is not a worktree, or a worktree with an edit is refused, never deleted.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -98,18 +103,56 @@ def _check_own_code(side: Side) -> None:
                       f"{side.path}: {proc.stderr.strip().splitlines()[-1:] or ''}")
 
 
+RUN_LITTER = ("__pycache__", ".pytest_cache", ".benchmarks")  # what running a side's code leaves: no one's work
+
+
+def _worktrees(repo: Path) -> set[Path]:
+    listing = _git(repo, "worktree", "list", "--porcelain")
+    return {Path(line[len("worktree "):]).resolve() for line in listing.splitlines() if line.startswith("worktree ")}
+
+
+def worktree_changes(path: Path) -> list[str]:
+    """What ``git status`` sees changed in the worktree at ``path`` (untracked files included, each one), the
+    litter of running its code aside; ABError when git cannot say (then nothing may be removed)."""
+    proc = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=all"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ABError(f"{path}: git status failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]}): not removed")
+    changed = [line[3:] for line in proc.stdout.splitlines() if line.strip()]
+    return [f for f in changed if not any(part in RUN_LITTER for part in Path(f.strip('"')).parts)]
+
+
 def clear_stale_worktree(repo: Path, path: Path) -> None:
-    """A worktree left at ``path`` by an ab that was killed (SIGKILL skips every cleanup): removed from git's
-    list and from the disk, so ``git worktree add`` can make it again."""
-    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
+    """A worktree left at ``path`` by an ab that was killed (SIGKILL skips every cleanup) or kept
+    (``--keep-worktrees``): removed from git's list and from the disk, so ``git worktree add`` can make it again —
+    only when nothing of anyone's is lost. A symbolic link, a folder that is not a worktree of ``repo`` (an empty
+    one aside), or a worktree with changes is refused with one line (ABError), and left as it is."""
+    if path.is_symlink():
+        raise ABError(f"{path} is a symbolic link, not a worktree perfsuite ab made: not removed (remove the link "
+                      "yourself, or choose another --out)")
     if path.exists():
-        shutil.rmtree(path)
+        if path.resolve() not in _worktrees(repo):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+            else:
+                raise ABError(f"{path} exists and is not a worktree of {repo}: not removed (choose another --out)")
+        else:
+            changed = worktree_changes(path)
+            if changed:
+                raise ABError(f"{path} has changes ({len(changed)} file(s), e.g. {changed[0]}): perfsuite ab never "
+                              f"deletes work; save them, then `git worktree remove --force {path}`, or choose "
+                              "another --out")
+            _git(repo, "worktree", "remove", "--force", str(path))
     subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
 
 
-def remove_side(repo: Path, side: Side) -> None:
+def remove_side(repo: Path, side: Side, warn: Callable[[str], None] = lambda line: None) -> None:
+    """The worktree ab made for ``side``, removed; one with changes since (an edit during the run) is left, said."""
     if side.worktree:
-        clear_stale_worktree(repo, side.path)
+        try:
+            clear_stale_worktree(repo, side.path)
+        except ABError as e:
+            warn(f"[ab] left in place: {e}")
 
 
 def run_alternately(a: Side, b: Side, options: dict, runs: int, out_dir: Path,
@@ -181,5 +224,5 @@ def ab(base: str, head: str | None, options: dict, *, runs: int = DEFAULT_RUNS, 
         finally:  # the worktrees serve the re-measurements too: removed once the verdicts are in
             if not keep_worktrees:
                 for side in made:
-                    remove_side(repo, side)
+                    remove_side(repo, side, warn=lambda line: print(line, file=sys.stderr, flush=True))
     return doc, a, b, time.monotonic() - t0

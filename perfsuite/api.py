@@ -11,6 +11,7 @@ Errors are :class:`perfsuite.errors.PerfsuiteError` with a one-line message, as 
 
 Each function wraps the step the command runs (:func:`perfsuite.job.run_job`, :mod:`perfsuite.compare`,
 :func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); README, "Python API".
+Over 350 lines on purpose: the whole public surface — every command's options and results — in one module.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RunOptions:
     remeasure: int | None = None  # re-measurements of a suspect regression (None: perfsuite's default)
     accept_environment: bool = False  # this machine's baseline with other software: shown, does not fail
     accept_behaviour: bool = False  # a changed deterministic outcome: shown, does not fail
+    allow_missing: bool = False  # a baseline cell the run did not measure: shown, does not fail (else exit 1)
     report: bool = True
     benchmarks: str | Path | None = None  # the benchmark tests (None: the checkout's, else the package's)
     pytest_args: tuple[str, ...] = ()
@@ -126,6 +128,10 @@ class CompareResult:
     def regression(self) -> bool:
         return self.comparison.has_regression
 
+    @property
+    def fails(self) -> bool:  # the command's exit 1: a regression, or a baseline cell not measured (not allowed)
+        return self.comparison.fails
+
     def markdown(self, title: str | None = None) -> str:
         from perfsuite.compare.render import render_markdown
 
@@ -184,7 +190,7 @@ def run(options: RunOptions = RunOptions(), *, verbose: bool = False) -> RunResu
                           compare_options=_compare_options(options.alpha, options.min_effect_pct,
                                                            REMEASURE if options.remeasure is None else options.remeasure,
                                                            options.accept_environment, options.accept_behaviour)
-                          if options.compare else None,
+                          if options.compare else None, allow_missing=options.allow_missing,
                           report=options.report, extra_pytest_args=list(options.pytest_args), wait=options.wait)
     return RunResult(outcome.exit_code, outcome.out_dir, outcome.results, outcome.comparison, outcome.report,
                      tuple(outcome.lines), printed.getvalue())
@@ -213,7 +219,8 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
             baselines_dir: str | Path | None = None, alpha: float | None = None,
             min_effect_pct: float | None = None, remeasure: int = 0, checkout: str | Path = ".",
             workdir: str | Path | None = None, accept_environment: bool = False, accept_behaviour: bool = False,
-            extra_runs: Sequence[str | Path] = (), looks: int | None = None, verbose: bool = False) -> CompareResult:
+            extra_runs: Sequence[str | Path] = (), looks: int | None = None, allow_missing: bool = False,
+            verbose: bool = False) -> CompareResult:
     """Results (files of one run, or loaded) against ``baseline`` (a baseline or results file), else this machine's
     baseline in ``baselines_dir`` (gating), else another machine's (reference): ``perfsuite compare``.
     ``remeasure``: a suspect regression is re-measured that many times, each in a fresh pytest process of
@@ -221,7 +228,8 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
     written to ``workdir`` (default: the first results file's folder); ``verbose`` says when it does.
     ``extra_runs``: results files of re-measures made elsewhere (a nightly shard's), each one more run of its cells,
     judged with α spent over ``looks`` (default: ``remeasure``, else the most extra runs a cell has).
-    ``accept_environment``/``accept_behaviour``: an upgrade's or an intended change's verdicts shown, not failing."""
+    ``accept_environment``/``accept_behaviour``/``allow_missing``: an upgrade's or an intended change's verdicts,
+    or a baseline cell the results lack, shown, not failing."""
     from perfsuite.compare.baselines import load_all, load_reference
     from perfsuite.compare.verdicts import compare_results
     from perfsuite.job import default_baselines_dir
@@ -234,7 +242,7 @@ def compare(results: Results | str | Path | Sequence[str | Path], *, baseline: s
     budget = looks if looks is not None else (remeasure or _most_extra_runs(loaded, extra))
     return CompareResult(compare_results(loaded, baselines, _compare_options(alpha, min_effect_pct, budget,
                                                                              accept_environment, accept_behaviour),
-                                         remeasure=run_again, extra_runs=extra))
+                                         remeasure=run_again, extra_runs=extra).allowing_missing(allow_missing))
 
 
 def _most_extra_runs(loaded: Results, extra: list[Results]) -> int:
@@ -305,11 +313,13 @@ def _trend_sections(store_path: str | Path, out_dir: str | Path) -> list:
 
 def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *, runs: int | None = None,
        out_dir: str | Path = "perfsuite-out/ab", keep_worktrees: bool = False, repo: str | Path = ".",
-       remeasure: int | None = None, wait: bool = False, verbose: bool = False) -> ABResult:
+       remeasure: int | None = None, wait: bool = False, allow_missing: bool = False,
+       verbose: bool = False) -> ABResult:
     """Commit ``base`` against ``head`` (None: the working tree), runs alternated on this machine, each in its own
     process: ``perfsuite ab``. Only the cell options and the statistical options of ``options`` apply; a suspect
     regression is re-measured ``remeasure`` times on both sides (None: as the command, once). ``wait``: another
-    perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``verbose``: progress on stderr."""
+    perfsuite process writing to ``out_dir``: wait for it (else refused at once). ``allow_missing``: a cell BASE
+    measured and HEAD did not passes. ``verbose``: progress on stderr. BASE's and HEAD's code runs: see perfsuite.ab."""
     import sys
 
     from perfsuite.ab import DEFAULT_RUNS, ab as run_ab
@@ -323,7 +333,8 @@ def ab(base: str, head: str | None = None, options: RunOptions = RunOptions(), *
                                                                      REMEASURE if remeasure is None else remeasure,
                                                                      accept_behaviour=options.accept_behaviour),
                                     keep_worktrees=keep_worktrees, start=repo, progress=progress, wait=wait)
-    return ABResult(CompareResult(doc), a.describe(), b.describe(), tuple(a.runs), tuple(b.runs), seconds, runs)
+    return ABResult(CompareResult(doc.allowing_missing(allow_missing)), a.describe(), b.describe(), tuple(a.runs),
+                    tuple(b.runs), seconds, runs)
 
 
 def history_add(store: str | Path, results: str | Path | Sequence[str | Path]) -> Added:

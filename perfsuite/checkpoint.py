@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import read_json
 from perfsuite.model import GPT2Config
 
 CONFIG_NAME = "config.json"
@@ -28,6 +29,11 @@ HASH_DIGITS = 8  # of the SHA-256 in a checkpoint's label (the full digest is in
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # stored (in, out) in the HF layout
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older GPT-2 files
 HF_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh GELU the reference model computes
+# Bounds on a config's dimensions, checked before any shape is built from them: a crafted n_layer of 10**9 cost
+# 17 s and 3 GB before a MemoryError. Far above any GPT-2 (gpt2-xl: 48 layers, d = 1600, 25 heads, vocab 50257,
+# 1024 positions).
+MAX_DIMS = {"n_layer": 1_024, "n_embd": 65_536, "n_head": 1_024, "n_inner": 262_144, "vocab_size": 1 << 21,
+            "n_positions": 1 << 20}
 # Config switches of transformers' GPT-2 that change the computation; the reference model has none of them.
 UNSUPPORTED_SWITCHES = ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention")
 
@@ -68,13 +74,15 @@ def config_from_hf(d: Any, where: str) -> GPT2Config:
     if not isinstance(d, dict):
         raise CheckpointError(f"{where}: not a JSON object")
     if d.get("model_type", "gpt2") != "gpt2":
-        raise CheckpointError(f"{where}: model_type {d.get('model_type')!r} is not a GPT-2 (need 'gpt2')")
+        raise CheckpointError(f"{where}: model_type {d.get('model_type')!r:.60} is not a GPT-2 (need 'gpt2')")
     act = d.get("activation_function", "gelu_new")
-    if act not in HF_ACTIVATIONS:
-        raise CheckpointError(f"{where}: activation_function {act!r} is not supported (need one of {HF_ACTIVATIONS})")
+    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
+        raise CheckpointError(f"{where}: activation_function {act!r:.60} is not supported (need one of "
+                              f"{HF_ACTIVATIONS})")
     eps = d.get("layer_norm_epsilon", 1e-5)
-    if not isinstance(eps, (int, float)) or not math.isclose(eps, 1e-5):
-        raise CheckpointError(f"{where}: layer_norm_epsilon {eps!r} is not supported (the reference model uses 1e-5)")
+    if not isinstance(eps, float | int) or isinstance(eps, bool) or abs(eps) > 1 or not math.isclose(eps, 1e-5):
+        raise CheckpointError(f"{where}: layer_norm_epsilon {eps!r:.60} is not supported (the reference model uses "
+                              "1e-5)")
     on = [k for k in UNSUPPORTED_SWITCHES if d.get(k)] + ([] if d.get("scale_attn_weights", True) else
                                                          ["scale_attn_weights=false"])
     if on:
@@ -87,9 +95,12 @@ def config_from_hf(d: Any, where: str) -> GPT2Config:
         n_inner = 4 * d["n_embd"]  # transformers' default
     dims = {"n_layer": d["n_layer"], "n_embd": d["n_embd"], "n_head": d["n_head"], "n_inner": n_inner,
             "vocab_size": d["vocab_size"], "n_positions": d["n_positions"]}
-    bad = [f"{k}={v!r}" for k, v in dims.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    bad = [f"{k}={v!r:.40}" for k, v in dims.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
     if bad:
         raise CheckpointError(f"{where}: {', '.join(bad)} must be positive integers")
+    over = [f"{k}={v} (at most {MAX_DIMS[k]})" for k, v in dims.items() if v > MAX_DIMS[k]]
+    if over:
+        raise CheckpointError(f"{where}: {', '.join(over)}: not a GPT-2 this harness builds")
     try:
         return GPT2Config(**dims)
     except ValueError as e:
@@ -118,10 +129,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         hint = (f"; found {other[0]}: only a single {WEIGHTS_NAME} is read (re-save it with "
                 "save_pretrained(..., safe_serialization=True, max_shard_size='10GB'))" if other else "")
         raise CheckpointError(f"{path}: no {WEIGHTS_NAME}{hint}")
-    try:
-        d = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_file}: cannot read it as JSON ({e})") from None
+    d = read_json(config_file, CheckpointError)  # a FIFO, a huge or deeply nested file: one line
     cfg = config_from_hf(d, str(config_file))
     return Checkpoint(path.resolve(), cfg, _sha256([config_file, weights]))
 

@@ -15,6 +15,7 @@ import sqlite3
 import sys
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.table import printable
 
 
 def command_names() -> list[str]:
@@ -54,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PerfsuiteError as e:
-        print(f"perfsuite {args.command}: error: {e}", file=sys.stderr)
+        print(f"perfsuite {args.command}: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # the disk is full, a path is a folder or not ours to write: one line, not a traceback
-        print(f"perfsuite {args.command}: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"perfsuite {args.command}: error: {printable(os_error_line(e))}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.Error as e:
-        print(f"perfsuite {args.command}: error: history store: {e}", file=sys.stderr)
+        print(f"perfsuite {args.command}: error: history store: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (RecursionError, MemoryError) as e:
         print(f"perfsuite {args.command}: error: the input is too large or nested too deeply "

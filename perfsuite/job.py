@@ -146,11 +146,12 @@ def resume_options(journal: Journal) -> dict[str, object]:
 def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = False, fresh: bool = False,
             benchmarks: str | None = None, baseline: str | None = None, baselines_dir: str | None = None,
             compare_options=None, report: bool = True, extra_pytest_args: list[str] | None = None,
-            wait: bool = False) -> RunOutcome:
+            wait: bool = False, allow_missing: bool = False) -> RunOutcome:
     """Benchmark → results.json → comparison (when ``compare_options``, a CompareOptions) → report.
 
     The output folder is locked for the whole job (:mod:`perfsuite.locks`): a second run on it is refused at once
-    (or waits, with ``wait``), so it can neither delete this run's journal nor time its cells a second time."""
+    (or waits, with ``wait``), so it can neither delete this run's journal nor time its cells a second time.
+    ``allow_missing``: a baseline cell the run did not measure does not fail it."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PerfsuiteError(f"--out {out}: is a file, not a folder")
@@ -162,12 +163,12 @@ def run_job(*, out_dir: str | Path, options: dict[str, object], resume: bool = F
     with writer_lock(out, f"output folder {out}", folder=True, wait=wait):
         return _locked_job(out, options=options, resume=resume, fresh=fresh, benchmarks=benchmarks,
                            baseline=baseline, baselines_dir=baselines_dir, compare_options=compare_options,
-                           report=report, extra_pytest_args=extra_pytest_args)
+                           report=report, extra_pytest_args=extra_pytest_args, allow_missing=allow_missing)
 
 
 def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: bool, benchmarks: str | None,
                 baseline: str | None, baselines_dir: str | None, compare_options, report: bool,
-                extra_pytest_args: list[str] | None) -> RunOutcome:
+                extra_pytest_args: list[str] | None, allow_missing: bool = False) -> RunOutcome:
     journal = Journal(out / JOURNAL_NAME)
     if journal.path.exists() and not (resume or fresh):
         if not journal.is_complete():
@@ -226,7 +227,7 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
     if compare_options:
         try:
             comparison = _compare_step(outcome, baseline, baselines_dir, compare_options, benchmarks_root(bench_dir),
-                                       record_hint(options))
+                                       record_hint(options), allow_missing)
         except PerfsuiteError as e:  # a bad baseline must not cost the report: say so, render, exit 2
             outcome.exit_code = EXIT_USAGE
             outcome.lines.append(f"comparison: failed: {e}")
@@ -236,7 +237,7 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
 
 
 def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str | Path | None, options,
-                  rootdir: Path, hint: str) -> Comparison | None:
+                  rootdir: Path, hint: str, allow_missing: bool = False) -> Comparison | None:
     """Compare each part with this machine's baseline (gating) or another machine's (reference); write
     comparison.json and .md when anything was compared."""
     from perfsuite.compare.baselines import load_all, load_reference
@@ -251,7 +252,8 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     baselines = load_reference(baseline) if baseline else load_all(directory)
     remeasure = (remeasurer(results, node_ids_of(read_json(outcome.results)), rootdir, outcome.out_dir)
                  if options.remeasure else None)
-    doc = compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint)
+    doc = compare_results(results, baselines, options, remeasure=remeasure, record_hint=hint).allowing_missing(
+        allow_missing)
     if not doc.parts:
         outcome.lines.append("comparison: no cell was measured")
         return None
@@ -266,6 +268,10 @@ def _compare_step(outcome: RunOutcome, baseline: str | None, baselines_dir: str 
     if doc.has_regression:
         outcome.exit_code = EXIT_REGRESSION
         outcome.lines.append("REGRESSION confirmed: see the comparison table above")
+    if doc.unmeasured:
+        outcome.exit_code = EXIT_REGRESSION
+        outcome.lines.append(f"MISSING: {len(doc.unmeasured)} baseline cell(s) not measured (named above); "
+                             "--allow-missing when intended")
     return doc
 
 

@@ -7,8 +7,6 @@ in the test's own process, for tests that need a real run but not a process of i
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,13 +237,3 @@ def planted_comparison() -> tuple[Results, dict]:
         (cell("lin").id, "new", []),
     ])
     return results(recs), doc
-
-
-def workflow_script(name: str):
-    """A stdlib script of .github/scripts loaded as a module (the workflows run them as files)."""
-    spec = importlib.util.spec_from_file_location(f"workflow_{name}",
-                                                  Path(__file__).parents[1] / ".github" / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module

@@ -9,7 +9,9 @@ fingerprint), means nothing tonight could fail the run: a warning annotation and
 
     python .github/scripts/issue_body.py --compare-exit N [--comparison comparison.json] --artifact-url URL --out issues.json
 
-Writes {"issues": [{key, title, body, on_open}]} for github_issues.py (which needs no install); needs perfsuite.
+Writes {"issues": [{key, title, body, on_open}]} for github_issues.py (which needs no install, adds each issue's
+marker and neutralises the body again before posting); needs perfsuite. Every recorded string in a body (a machine,
+a baseline, a hint, a cell's note) is inert Markdown (perfsuite.table.markdown_text).
 """
 
 from __future__ import annotations
@@ -27,10 +29,6 @@ if TYPE_CHECKING:  # perfsuite is imported where it is used
 BODY_LIMIT_CHARS = 65_536  # GitHub's limit on an issue body or comment
 BODY_BUDGET_CHARS = 60_000  # what this script fills: room under the limit for the run line github_issues.py adds
 GATING_MODES = ("gating", "ab")
-
-
-def _marker(key: str) -> str:
-    return f"<!-- perfsuite-issue {key} -->"
 
 
 def fit_table(table, budget_chars: int, artifact_url: str) -> str:
@@ -53,10 +51,15 @@ def fit_table(table, budget_chars: int, artifact_url: str) -> str:
 
 
 def regression_body(comparison: Comparison, artifact_url: str, budget_chars: int = BODY_BUDGET_CHARS) -> str:
-    from perfsuite.compare.render import part_lines, summary_line, verdict_tables
+    """A confirmed regression, or baseline cells the run did not measure (both fail the nightly)."""
+    from perfsuite.compare.render import part_lines, summary_line, unmeasured_line, verdict_tables
+    from perfsuite.table import markdown_text
 
-    head = [_marker("regression"), f"**Confirmed regression** — {summary_line(comparison)}.", "",
-            *(f"- {line.strip()}" for line in part_lines(comparison)), ""]
+    what = "Confirmed regression" if comparison.has_regression else "Cells missing from the run"
+    missing = unmeasured_line(comparison)
+    head = [f"**{what}** — {markdown_text(summary_line(comparison))}.", "",
+            *(f"- {markdown_text(line.strip())}" for line in part_lines(comparison)),
+            *([f"- **{markdown_text(missing)}**"] if missing else []), ""]
     tail = ["", f"Whole comparison, report and shards' results: {artifact_url}",
             "Intended? Record a new baseline from the nightly's results (README, \"Baselines\") and close this issue."]
     notable = [t for t in verdict_tables(comparison) if not t.collapsed]
@@ -70,16 +73,17 @@ def not_gating_parts(comparison: Comparison | None) -> list[PartEntry]:
 
 
 def gating_off_body(compare_exit: int, comparison: Comparison | None, artifact_url: str) -> str:
-    lines = [_marker("gating-off"), "**Gating is off**: tonight nothing could fail the nightly, so a regression "
-             "would pass green.", ""]
+    from perfsuite.table import markdown_text
+
+    lines = ["**Gating is off**: tonight nothing could fail the nightly, so a regression would pass green.", ""]
     if comparison is None:
         lines.append(f"`perfsuite compare` exited {compare_exit} without a comparison: no baseline of this machine "
                      "for the profile (its fingerprint changed: a driver, CUDA or torch upgrade, another GPU), or "
                      "bad input — the merge job's log has its one-line error.")
     for p in not_gating_parts(comparison):
-        lines.append(f"- part `{p.profile}`: {p.mode} — machine {p.machine}"
-                     + (f"; differs in: {'; '.join(p.differences)}" if p.differences else "")
-                     + (f"; {p.hint}" if p.hint else ""))
+        lines.append(f"- part {markdown_text(p.profile)}: {p.mode} — machine {markdown_text(p.machine)}"
+                     + (f"; differs in: {markdown_text('; '.join(p.differences))}" if p.differences else "")
+                     + (f"; {markdown_text(p.hint)}" if p.hint else ""))
     lines += ["", "To gate again: record a baseline of this machine from a nightly's results "
               "(`perfsuite baseline record`, README \"Baselines\"), commit it, and close this issue.",
               f"Artifacts: {artifact_url}"]
@@ -90,10 +94,13 @@ def nightly_issues(compare_exit: int, comparison: Comparison | None, artifact_ur
     """The issues tonight's comparison calls for (none when all gates held and nothing regressed)."""
     issues = []
     if compare_exit == 1 and comparison is not None:
-        n = comparison.count("regression")
-        issues.append({"key": "regression", "title": "perfsuite nightly: confirmed performance regression",
-                       "body": regression_body(comparison, artifact_url), "on_open": "comment",
-                       "summary": f"{n} confirmed regression{'s' * (n != 1)}"})
+        n, missing = comparison.count("regression"), len(comparison.unmeasured)
+        title = ("perfsuite nightly: confirmed performance regression" if n else
+                 "perfsuite nightly: baseline cells missing from the run")
+        issues.append({"key": "regression", "title": title, "body": regression_body(comparison, artifact_url),
+                       "on_open": "comment",
+                       "summary": ", ".join([f"{n} confirmed regression{'s' * (n != 1)}"] * bool(n)
+                                            + [f"{missing} missing cell{'s' * (missing != 1)}"] * bool(missing))})
     off = not_gating_parts(comparison)
     if compare_exit == 2 or off or (comparison is not None and not comparison.gating):
         what = ", ".join(str(p.profile) for p in off) or "the whole run"
@@ -129,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"issue_body: error: the {', '.join(too_long)} body is over {BODY_BUDGET_CHARS} characters",
               file=sys.stderr)
         return 2
-    args.out.write_text(json.dumps({"issues": issues}, indent=1), encoding="utf-8")
+    from perfsuite.formats.io import write_json_atomic
+
+    write_json_atomic(args.out, {"issues": issues})  # never through a planted symlink
     print(f"{len(issues)} issue(s) → {args.out}: " + (", ".join(i["summary"] for i in issues) or "none"))
     return 0
 

@@ -12,6 +12,7 @@ from perfsuite.formats.baseline import KEEP_RUNS, load_baseline
 from perfsuite.formats.results import load_results
 from perfsuite.locks import writer_lock
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_one, cell_option_values
+from perfsuite.table import printable
 
 HELP = "record this machine's baselines (separate runs), add a run to them, show one, find the one of a run"
 DEFAULT_RECORD_RUNS = 5
@@ -86,7 +87,7 @@ def _record(args) -> int:
         keep = args.keep if args.keep is not None else max(args.runs, KEEP_RUNS)
         reports = add_runs(runs, directory=args.dir, keep=keep, replace=True, note=args.note, wait=args.wait)
     for r in reports:
-        print("\n".join(r.lines()))
+        print("\n".join(map(printable, r.lines())))
     print(f"{args.runs} runs in {time.monotonic() - t0:.0f} s; commit the file(s) above to share them "
           "(they gate only runs on this machine: see README, Baselines)")
     return 0
@@ -96,17 +97,17 @@ def _update(args) -> int:
     reports = add_runs([load_results(args.results)], directory=args.dir, name=args.name, keep=args.keep,
                        replace=args.replace, force=args.force, note=args.note, prune=args.prune, wait=args.wait)
     for r in reports:
-        print("\n".join(r.lines()))
+        print("\n".join(map(printable, r.lines())))
     return 0
 
 
 def _show(args) -> int:
     b = load_baseline(args.file)
-    print(f"{b.path}: baseline {b.name!r}, part {b.profile}, {len(b.runs)} run(s) (keeps {b.keep})")
-    print(f"machine: {b.fingerprint.describe()}")
-    print(f"created {b.created}, updated {b.updated}")
+    print(printable(f"{b.path}: baseline {b.name!r}, part {b.profile}, {len(b.runs)} run(s) (keeps {b.keep})"))
+    print(printable(f"machine: {b.fingerprint.describe()}"))  # host, CPU, versions: recorded strings, printed inert
+    print(printable(f"created {b.created}, updated {b.updated}"))
     if b.note:
-        print(f"note: {b.note}")
+        print(printable(f"note: {b.note}"))
     for cell_id in b.cell_ids():
         recs = b.cell_runs(cell_id)
         times = [r.get("time_ms") for r in recs if r.get("time_ms")]
@@ -117,7 +118,7 @@ def _show(args) -> int:
             parts.append(f"{statistics.median(times):.4g} ms{spread}")
         if slows:
             parts.append(f"slow-down {statistics.median(slows):+.1f}%")
-        print(f"  {cell_id}  " + ", ".join(parts) + f"  [{len(recs)} runs]")
+        print(printable(f"  {cell_id}  " + ", ".join(parts) + f"  [{len(recs)} runs]"))
     return 0
 
 
@@ -128,10 +129,10 @@ def _find(args) -> int:
     for part in parts_of(results):
         exact, other = find(part, baselines)
         if exact:
-            print(f"{part.profile}: {exact.path}")
+            print(printable(f"{part.profile}: {exact.path}"))
         else:
             missing += 1
             ref = f"; another machine's, for reference: {other.path}" if other else ""
-            print(f"{part.profile}: no baseline in {args.dir} for {part.fingerprint.describe()} "
-                  f"(it would be {default_name(part)}.json){ref}")
+            print(printable(f"{part.profile}: no baseline in {args.dir} for {part.fingerprint.describe()} "
+                            f"(it would be {default_name(part)}.json){ref}"))
     return 1 if missing else 0

@@ -33,8 +33,10 @@ def run(args) -> int:
     else:
         ckpt = read_checkpoint(args.dir)
         reference_state_dict(ckpt)  # every tensor present, of the right shape
+    from perfsuite.table import printable
+
     c = ckpt.config
-    print(f"{ckpt.label}: GPT-2, {c.n_layer} layers, d = {c.n_embd}, {c.n_head} heads, vocab {c.vocab_size}, "
-          f"{c.n_positions} positions")
-    print(f"path:   {ckpt.path}\nsha256: {ckpt.sha256}")
+    print(printable(f"{ckpt.label}: GPT-2, {c.n_layer} layers, d = {c.n_embd}, {c.n_head} heads, "
+                    f"vocab {c.vocab_size}, {c.n_positions} positions"))  # the label is the folder's name
+    print(f"path:   {printable(ckpt.path)}\nsha256: {ckpt.sha256}")
     return 0

@@ -10,9 +10,10 @@ from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import CompareError, CompareOptions
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import at_least_zero
+from perfsuite.plugin.options import ALLOW_MISSING_HELP, at_least_zero
 
-HELP = "compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression"
+HELP = ("compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression or a "
+        "baseline cell the run did not measure")
 
 
 def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
@@ -32,9 +33,15 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
     p.add_argument("--accept-behaviour", action="store_true",
                    help="a changed deterministic outcome (recompute %%, mismatches, phi on fixed seeds) fails the run "
                         "as 'changed'; with this flag it is shown and does not (an intended change)")
+    add_allow_missing_argument(p)
     p.add_argument("--baselines-dir", default=None, metavar="DIR",
                    help="where the baselines are (default: ./baselines; perfsuite run: ./baselines when the current "
                         "folder has one, else the checkout's)")
+
+
+def add_allow_missing_argument(p) -> None:
+    """``--allow-missing`` (``perfsuite compare``, ``run`` and ``ab``; the pytest plugin's --perfsuite-allow-missing)."""
+    p.add_argument("--allow-missing", action="store_true", help=ALLOW_MISSING_HELP)
 
 
 def options_from_args(args) -> CompareOptions:
@@ -77,7 +84,8 @@ def run(args) -> int:
                              checkout=args.rootdir, workdir=Path(args.json or args.results[0]).parent,
                              accept_environment=options.accept_environment,
                              accept_behaviour=options.accept_behaviour, extra_runs=list(args.extra_runs),
-                             looks=args.looks, verbose=True).comparison
+                             looks=args.looks, allow_missing=args.allow_missing,
+                             verbose=True).comparison
     if comparison.parts and all(p.mode == "none" for p in comparison.parts):
         where = args.baseline or baselines_dir
         raise CompareError(f"no baseline in {where} for {', '.join(str(p.profile) for p in comparison.parts)} "
@@ -93,4 +101,4 @@ def run(args) -> int:
         print(render_markdown(comparison))
     else:
         print(render_terminal(comparison))
-    return 1 if comparison.has_regression else 0
+    return comparison.exit_code

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.io import write_text_atomic
 
 HELP = ("check the machine and the harness before measuring: timing bracket, host syncs, memory accounting, NVML, "
         "repeatability (exit 1 on a failed check, with what to fix)")
@@ -30,7 +30,7 @@ def run(args) -> int:
     print(report.table())
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
+            write_text_atomic(args.json, json.dumps(report.to_json(), indent=1, default=str) + "\n")
         except OSError as e:
             raise PerfsuiteError(f"cannot write {args.json}: {e.strerror or e}") from None
     print(report.verdict_line(), file=sys.stderr if report.failed else sys.stdout)

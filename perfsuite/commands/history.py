@@ -9,6 +9,7 @@ from pathlib import Path
 from perfsuite.commands import comma_numbers
 from perfsuite.errors import PerfsuiteError
 from perfsuite.plugin.options import at_least_one
+from perfsuite.table import printable
 
 HELP = "nightly history: add runs to a store, list change points, acknowledge intended steps, draw trends"
 DEFAULT_STORE = "perfsuite-history.sqlite"
@@ -85,11 +86,11 @@ def _add(args) -> int:
 
     added = api.history_add(args.store, args.results)
     if added.run is None:
-        print(f"already in {args.store}: these files were added before; nothing changed")
+        print(printable(f"already in {args.store}: these files were added before; nothing changed"))
         return 0
     skipped = f", {added.not_measured} not measured" if added.not_measured else ""
-    print(f"run {added.run.run_id}: commit {added.run.short} of {added.run.datetime[:19]}, {added.cells} cells"
-          f"{skipped}, {added.rows} rows → {args.store}")
+    print(printable(f"run {added.run.run_id}: commit {added.run.short} of {added.run.datetime[:19]}, {added.cells} "
+                    f"cells{skipped}, {added.rows} rows → {args.store}"))
     return 0
 
 
@@ -102,29 +103,30 @@ def _show(args) -> int:
         runs, acks = store.runs(), store.acks()
     changes = [c for s in found for c in s.changes]
     for c in changes:
-        print(c.line())
+        print(printable(c.line()))  # commits, software versions: recorded strings, printed inert
     wanted = {s.series.cell.id for s in found}
     for a in acks:
         if a.cell_id in wanted:
-            print(f"acknowledged: {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
+            print(printable(f"acknowledged: {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}"))
     cells = len({s.series.cell.id for s in found})
     filed = sum(c.filed for c in changes)
-    print(f"{len(changes)} change point{'s' * (len(changes) != 1)} ({filed} filed) in {len(found)} series of {cells} "
-          f"cells, {len(runs)} runs in {args.store}")
+    print(printable(f"{len(changes)} change point{'s' * (len(changes) != 1)} ({filed} filed) in {len(found)} series "
+                    f"of {cells} cells, {len(runs)} runs in {args.store}"))
     if args.json:
-        print(f"→ {write_changes(args.json, found, args.store)}")
+        print(printable(f"→ {write_changes(args.json, found, args.store)}"))
     return 0
 
 
 def _ack(args) -> int:
-    from perfsuite.history.store import BUSY_TIMEOUT_S, open_store
+    from perfsuite.history.store import BUSY_TIMEOUT_S, checked_store_path, open_store
     from perfsuite.locks import writer_lock
 
+    checked_store_path(args.store)  # before the lock file is made beside it
     with writer_lock(args.store, f"history store {args.store}", folder=False, wait=BUSY_TIMEOUT_S):
-        with open_store(args.store) as store:
+        with open_store(args.store, write=True) as store:
             acks = store.ack(args.cells, args.commit, args.note)
     for a in acks:
-        print(f"acknowledged {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}")
+        print(printable(f"acknowledged {a.cell_id} from {a.run.short} ({a.run.datetime[:10]}): {a.note}"))
     return 0
 
 

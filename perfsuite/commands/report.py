@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from perfsuite.errors import PerfsuiteError
+from perfsuite.table import printable
 
 HELP = "render the heatmaps, results.csv and a summary page (index.html, summary.md) from result JSON files"
 DEFAULT_OUT = "perfsuite-out/report"
@@ -42,20 +43,20 @@ def run(args) -> int:
     comparison = read_comparison(args.comparison) if args.comparison else None
     results = load_for_report(args.results)
     for line in results.errors:
-        print(f"perfsuite report: error: {line}", file=sys.stderr)
+        print(f"perfsuite report: error: {printable(line)}", file=sys.stderr)
     if not results.runs:
         raise PerfsuiteError(f"none of the {len(args.results)} result file(s) could be read; nothing to report")
     files = api.report(results, args.out, comparison=comparison, title=args.title, vector=args.vector,
                        history=args.history)
-    print(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/")
+    print(printable(f"{len(results.frame)} cells from {len(results.runs)} file(s) → {files.out_dir}/"))
     combined = runs_combined(results)
     if combined:
         print(f"cells of several runs: each drawn as its median over {combined} runs (the tables give the lowest "
               "and highest run)")
     for path in (files.index, files.summary, files.csv, *files.figures):
-        print(f"  {path.name}")
+        print(f"  {printable(path.name)}")
     if files.missing:
         print(f"missing ({len(files.missing)}):")
-        for line in files.missing:
-            print(f"  {line}")
+        for line in files.missing:  # cell ids and the reasons the results recorded
+            print(f"  {printable(line)}")
     return 2 if results.errors else 0

@@ -7,6 +7,7 @@ import argparse
 from perfsuite.commands.compare import add_compare_arguments
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.plugin.options import add_cell_options, add_wait_argument, cell_option_values
+from perfsuite.table import printable
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
 
@@ -42,8 +43,8 @@ def run(args) -> int:
         **cell_option_values(args), out_dir=args.out, resume=args.resume, fresh=args.fresh,
         compare=not args.no_compare, baseline=args.baseline, baselines_dir=args.baselines_dir, alpha=args.alpha,
         min_effect_pct=args.min_effect, remeasure=args.remeasure, accept_environment=args.accept_environment,
-        accept_behaviour=args.accept_behaviour, report=not args.no_report,
+        accept_behaviour=args.accept_behaviour, allow_missing=args.allow_missing, report=not args.no_report,
         benchmarks=args.benchmarks, wait=args.wait, pytest_args=tuple(a for a in args.pytest_args if a != "--"))
     result = api.run(options, verbose=True)
-    print("\n".join(["", "perfsuite run: summary", *("  " + line for line in result.summary)]))
+    print("\n".join(["", "perfsuite run: summary", *("  " + printable(line) for line in result.summary)]))
     return result.exit_code

@@ -13,6 +13,7 @@ from perfsuite.formats.subspace import GRID_CSV, JSON_FILE, SUMMARY_CSV, results
 from perfsuite.subspace.checkpoints import compare_checkpoints
 from perfsuite.subspace.peft_io import read_lora_checkpoint
 from perfsuite.subspace.phi import PhiGrid
+from perfsuite.table import printable
 
 HELP = "subspace similarity φ(A, A', i, j) of two peft LoRA checkpoints, layer by layer (LoRA paper §7.2)"
 
@@ -75,15 +76,15 @@ def run(args) -> int:
     control_seed = None if args.no_control else args.control_seed
     comparisons = compare_checkpoints(a, b, layers=layers, matrices=matrices, factor=args.factor,
                                       comparison=args.comparison, control_seed=control_seed)
-    for line in summary_table(comparisons):
-        print(line)
+    for line in summary_table(comparisons):  # matrix names from the checkpoints' tensor names
+        print(printable(line))
     n = sum(c.comparison != "control" for c in comparisons)
     print(f"{n} matrices compared on lora_{args.factor}: φ(1,1) of unrelated directions is about 1/d; "
           f"top_agree = largest i with φ(i,i) > 0.5")
     for ckpt in (a, b):
         if ckpt.other_keys:
-            print(f"note: {ckpt.path}: {len(ckpt.other_keys)} tensors that are not LoRA factors were not read "
-                  f"(e.g. {ckpt.other_keys[0]})")
+            print(printable(f"note: {ckpt.path}: {len(ckpt.other_keys)} tensors that are not LoRA factors were not "
+                            f"read (e.g. {ckpt.other_keys[0]})"))
     if args.out:
         results = results_json(a, b, comparisons, factor=args.factor, control_seed=control_seed)
         from perfsuite.report import render_subspace

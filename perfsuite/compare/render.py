@@ -14,7 +14,7 @@ import statistics
 from perfsuite.compare.quality import quality_lines
 from perfsuite.compare.stats import ERROR_CONTROLS
 from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, VERDICTS
-from perfsuite.table import Table, markdown_table, text_table
+from perfsuite.table import Table, markdown_table, markdown_text, printable, text_table
 
 COLUMNS = ("cell", "verdict", "metric", "baseline", "current", "change", "interval", "p", "runs")
 MODE_TEXT = {
@@ -100,6 +100,21 @@ def summary_line(comparison: Comparison) -> str:
     return line
 
 
+MAX_NAMED_CELLS = 10  # cells named in the missing line; the table lists every one
+
+
+def unmeasured_line(comparison: Comparison) -> str | None:
+    """The baseline's cells this run should have measured and did not (they fail it), named; None when none."""
+    cells = comparison.unmeasured
+    if not cells:
+        return None
+    names = ", ".join(c.cell_id for c in cells[:MAX_NAMED_CELLS])
+    more = f" and {len(cells) - MAX_NAMED_CELLS} more" if len(cells) > MAX_NAMED_CELLS else ""
+    return (f"MISSING: {len(cells)} cell{'s' * (len(cells) != 1)} of the baseline not measured by this run, which "
+            f"fails it: {names}{more} (removed, renamed, or skipped by the code under test; pass --allow-missing when "
+            "that is intended)")
+
+
 def detectable_medians(comparison: Comparison, part: str | None) -> dict[str, float]:
     """Per metric, the median over the part's cells of the smallest change that would have been significant (judged
     metrics: at the run's error control, what a lone moved cell needs); raw time where the probe-normalised time
@@ -182,26 +197,32 @@ def full_table(comparison: Comparison) -> Table:
 
 
 def render_terminal(comparison: Comparison, title: str = "perfsuite compare") -> str:
-    lines = [title, *part_lines(comparison)]
+    """The comparison for a terminal or a CI log: every recorded string printable (no escape sequence, no line
+    break that could forge an annotation)."""
+    lines = [printable(line) for line in (title, *part_lines(comparison))]
     if comparison.cells:
         lines.append(text_table(full_table(comparison)))
-    lines.append(summary_line(comparison))
+    lines += [printable(line) for line in (summary_line(comparison), unmeasured_line(comparison)) if line]
     return "\n".join(lines)
 
 
 def render_markdown(comparison: Comparison, title: str = "perfsuite") -> str:
-    """A pull-request comment: the outcome first, the cells that need a look, all cells folded below."""
+    """A pull-request comment: the outcome first, the cells that need a look, all cells folded below. Every
+    recorded string (a machine, a baseline's name, a note) is inert Markdown: no HTML, no mention, no link."""
     n_reg = comparison.count("regression") + sum(len(p.failing_groups()) for p in comparison.parts)
-    n_changed = comparison.count("changed")
-    if n_reg or n_changed:
-        found = [f"{n} {what}{'s' if n != 1 else ''}" for n, what in ((n_reg, "regression"),
-                                                                    (n_changed, "behaviour change")) if n]
+    n_changed, n_missing = comparison.count("changed"), len(comparison.unmeasured)
+    if n_reg or n_changed or n_missing:
+        found = [f"{n} {what}{'s' if n != 1 and what != 'missing' else ''}"
+                 for n, what in ((n_reg, "regression"), (n_changed, "behaviour change"), (n_missing, "missing")) if n]
         head = "**" + ", ".join(found) + "**"
     elif not comparison.gating:
         head = "no gating comparison (no baseline of this machine)"
     else:
         head = "no regression"
-    out = [f"### {title}: {head}", "", *(f"- {line.strip()}" for line in part_lines(comparison)), ""]
+    missing = unmeasured_line(comparison)
+    out = [f"### {markdown_text(title)}: {head}", "",
+           *(f"- {markdown_text(line.strip())}" for line in part_lines(comparison)),
+           *([f"- **{markdown_text(missing)}**"] if missing else []), ""]
     for t in verdict_tables(comparison):
         out += [markdown_table(t), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -178,7 +178,7 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
     for cid in baseline.cell_ids():
         if cid not in out and cid not in cur_runs and (in_scope is None or in_scope(baseline.cell_runs(cid)[-1].cell)):
             why = f"did not run ({lost[cid].status}: {lost[cid].reason})" if cid in lost else "not in this run"
-            out[cid] = _missing(cid, part, why)
+            out[cid] = _missing(cid, part, why) | ({"not_run": lost[cid].status} if cid in lost else {})
     tests_of: dict[str, list[Test]] = {}
     for t in tests:
         tests_of.setdefault(t.cell_id, []).append(t)

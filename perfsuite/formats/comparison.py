@@ -28,6 +28,10 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
       verdict, change_pct, ci_low_pct, ci_high_pct, p_value, p_adjusted, df, se_log, detectable, baseline_runs,
       current_runs, [remeasured]}) and ``priors`` (each family's prior and variance components). Nothing of
       version 3 changes meaning; ``outlier_runs`` (Dixon's screen, dropped) is no longer written.
+  5 — missing cells that fail the run: a missing cell carries ``not_run`` (the status the run recorded for it: oom,
+      no_device, outside_budget, ...; absent when the run has no record of the cell at all), and the document
+      ``allow_missing`` (whether the caller let missing cells pass). Older documents: ``not_run`` read back from the
+      note ("did not run (oom: ...)"), ``allow_missing`` false.
 
 Readers take the document as typed records (:class:`Comparison` of :class:`PartEntry` and :class:`CellVerdict`
 of :class:`MetricVerdict`), checked on reading. Over 350 lines on purpose: the version history, its migrations
@@ -36,7 +40,8 @@ and the records that read the current version are one format, changed together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,8 +102,22 @@ def _update_to_4(doc: dict) -> dict:
     return doc
 
 
-COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 4, {2: _update_to_2, 3: _update_to_3,
-                                                                   4: _update_to_4}, ComparisonError)
+_NOT_RUN_NOTE = re.compile(r"did not run \((\w+): ")
+
+
+def _update_to_5(doc: dict) -> dict:
+    """v4 → v5: a missing cell's recorded status, from its note; missing cells were never allowed to fail."""
+    for c in doc.get("cells") or []:
+        if isinstance(c, dict) and c.get("verdict") == "missing" and isinstance(c.get("note"), str):
+            found = _NOT_RUN_NOTE.match(c["note"])
+            if found:
+                c.setdefault("not_run", found[1])
+    doc.setdefault("allow_missing", False)
+    return doc
+
+
+COMPARISON_FORMAT = Format("comparison", "perfsuite_comparison", 5,
+                           {2: _update_to_2, 3: _update_to_3, 4: _update_to_4, 5: _update_to_5}, ComparisonError)
 
 
 def check_comparison(doc: Any, where: str = "comparison") -> dict:
@@ -270,12 +289,13 @@ class CellVerdict(_Entry):
     metrics: tuple[MetricVerdict, ...] = ()
     note: str | None = None  # why a cell is missing
     accepted: bool | None = None  # an environment change acknowledged (--accept-environment): shown, not failing
+    not_run: str | None = None  # a missing cell the run recorded as not run: its status (oom, no_device, ...)
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     REQUIRED = {"cell_id": (str, False), "part": (str, True), "verdict": (VERDICTS, False), "moved": (list, False),
                 "remeasured": (int, False), "metrics": (list, False)}
-    OPTIONAL = {"note": (str, True), "accepted": (bool, True)}
+    OPTIONAL = {"note": (str, True), "accepted": (bool, True), "not_run": (str, True)}
 
     @property
     def fails(self) -> bool:
@@ -364,6 +384,7 @@ class Comparison:
     parts: tuple[PartEntry, ...]
     cells: tuple[CellVerdict, ...]
     summary: Mapping[str, int]
+    allow_missing: bool = False  # the caller let the baseline's cells this run lacks pass (--allow-missing)
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -376,15 +397,17 @@ class Comparison:
                                                     and not isinstance(v, bool) for k, v in summary.items()):
             raise ComparisonError(f"{where}: 'summary' is not an object of counts")
         gating = _check(doc.get("gating"), bool, where, "gating", False)
-        known = {COMPARISON_FORMAT.key, "gating", "parts", "cells", "summary"}
+        allow_missing = _check(doc.get("allow_missing", False), bool, where, "allow_missing", False)
+        known = {COMPARISON_FORMAT.key, "gating", "parts", "cells", "summary", "allow_missing"}
         return cls(gating, tuple(PartEntry.from_dict(p, f"{where}: part {i}") for i, p in enumerate(doc["parts"])),
                    tuple(CellVerdict.from_dict(c, f"{where}: cell {i}") for i, c in enumerate(doc["cells"])),
-                   dict(summary), tuple(doc), {k: v for k, v in doc.items() if k not in known})
+                   dict(summary), allow_missing, tuple(doc), {k: v for k, v in doc.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
         """The document as written (the current format version first)."""
         values = {"gating": self.gating, "parts": [p.to_dict() for p in self.parts],
-                  "cells": [c.to_dict() for c in self.cells], "summary": dict(self.summary)}
+                  "cells": [c.to_dict() for c in self.cells], "summary": dict(self.summary),
+                  "allow_missing": self.allow_missing}
         order = [k for k in self.keys if k != COMPARISON_FORMAT.key] + [k for k in (*values, *self.extra)
                                                                        if k not in self.keys]
         return COMPARISON_FORMAT.stamp({k: values[k] if k in values else self.extra[k] for k in order})
@@ -397,6 +420,39 @@ class Comparison:
         """Whether this comparison fails its run: a confirmed regression or a changed behaviour not acknowledged, of a
         cell or of a group (an adapter on every shape)."""
         return any(c.fails for c in self.cells) or any(p.failing_groups() for p in self.parts)
+
+    def allowing_missing(self, allow: bool) -> "Comparison":
+        """This comparison with the caller's word on missing cells (``--allow-missing``)."""
+        return replace(self, allow_missing=bool(allow))
+
+    @property
+    def unmeasured(self) -> tuple[CellVerdict, ...]:
+        """The baseline's cells this run set out to measure (a selection or shard scopes them) and did not, in the
+        parts that gate: absent from the run (removed, renamed, never collected), and, in an A/B part, also those
+        the new side recorded as not run (both sides ran on one machine with the same options, so a skip there
+        — an OOM, a budget, a device check — comes from the code under test). A cell a gating run recorded as not
+        run (oom, no_device, outside_budget, ...) is reported with its reason and does not count: the run said
+        why, and the baseline's machine is the same one. Empty when ``allow_missing``."""
+        if self.allow_missing:
+            return ()
+        gates: dict[str | None, bool] = {}
+        ab: set[str | None] = set()
+        for p in self.parts:
+            gates[p.profile] = gates.get(p.profile, False) or p.gates
+            if p.mode == "ab":
+                ab.add(p.profile)
+        return tuple(c for c in self.cells if c.verdict == "missing" and gates.get(c.part)
+                     and (c.not_run is None or c.part in ab))
+
+    @property
+    def fails(self) -> bool:
+        """Whether this comparison fails the run (exit 1): :attr:`has_regression`, or a cell that should have been
+        measured and was not (:attr:`unmeasured`)."""
+        return self.has_regression or bool(self.unmeasured)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.fails else 0
 
 
 def as_comparison(doc: "Comparison | dict", where: str = "comparison") -> Comparison:

@@ -10,8 +10,10 @@ half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import stat
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
@@ -70,15 +72,29 @@ def read_json(path: str | Path, error: type[PerfsuiteError] = FormatError) -> An
         raise error(f"{path}: JSON nested too deeply") from None
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the OS has none (Windows)
+
+
 def _temporary_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A new, empty file beside ``path`` that this call created: O_CREAT | O_EXCL | O_NOFOLLOW under a random
+    name, so a symlink or file planted in the folder is never written through (and, unlike ``mkstemp``'s 0600,
+    the file gets the mode the umask gives any other file)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name[:100]}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no free temporary name", str(path))
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | NOFOLLOW)
+        with open(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -88,32 +104,35 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 class atomic_path:
     """``with atomic_path(target) as tmp: <write tmp>``: on success ``tmp`` replaces ``target`` in one rename; on
     any error (disk full, ...) ``tmp`` is removed and ``target`` left as it was. For writers that want a path
-    (matplotlib's savefig, pandas' to_csv)."""
+    (matplotlib's savefig, pandas' to_csv). ``tmp`` is a fresh file of a random name (never a planted symlink);
+    the rename replaces ``target`` itself, so a symlink at ``target`` is replaced, never written through."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.tmp = _temporary_beside(self.path)
+        self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_dir():
+        if self.path.is_dir() and not self.path.is_symlink():
             raise IsADirectoryError(21, "Is a directory", str(self.path))
+        self.tmp = _temporary_beside(self.path)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.tmp is not None
         try:
             if isinstance(exc, OSError) and exc.filename is None:  # a write error names the file it was for
                 raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
             if exc_type is None:
-                fd = os.open(self.tmp, os.O_RDONLY)
+                fd = os.open(self.tmp, os.O_RDONLY | NOFOLLOW)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
                 os.replace(self.tmp, self.path)
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)  # removes the name (a link, if one was put there since), never its target
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

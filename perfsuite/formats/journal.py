@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.formats.io import check_regular_file
+from perfsuite.formats.io import NOFOLLOW, check_regular_file
 from perfsuite.formats.record import STATUS_NO_DEVICE, CellRecord, RecordError
 from perfsuite.formats.results import results_document
 
@@ -73,10 +73,12 @@ class Journal:
         """Cut off a torn last line (a write the run did not finish: killed, disk full) so the next line does not
         glue onto it; a complete last line that only lacks its newline gets one. Returns the bytes cut off."""
         self._healed = True
+        if self.path.is_symlink():  # planted to make the run append to another file
+            raise JournalWriteError(f"{self.path}: is a symbolic link; a journal is never written through one")
         if not self.path.exists():
             return 0
         check_regular_file(self.path, JournalError)
-        with open(self.path, "rb+") as f:
+        with open(os.open(self.path, os.O_RDWR | NOFOLLOW), "rb+") as f:  # a planted symlink: ELOOP
             size = f.seek(0, os.SEEK_END)
             if size == 0:
                 return 0
@@ -108,7 +110,8 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self._healed:
                 self.heal()
-            with open(self.path, "a", encoding="utf-8") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o666)  # never through a link
+            with open(fd, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())

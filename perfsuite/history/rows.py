@@ -10,17 +10,10 @@ import math
 import numpy as np
 
 from perfsuite.formats.record import CellRecord
+from perfsuite.history.schema import EXACT_METRICS, METRICS  # noqa: F401 (METRICS: the name its readers import)
 from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
 from perfsuite.paired import median_interval_ranks
 
-# Metrics kept per cell. Searched for change points (noisy, lower-is-better, positive): absolute time (every cell,
-# so an environment-wide slow-down shows even where the slow-down ratio cancels it), the slow-down against the
-# paired reference as a ratio (1 + slowdown_pct / 100: a step in it is a relative change, like one in time), peak
-# memory. Compared exactly night to night (deterministic on fixed seeds: any change is a behaviour change, see
-# perfsuite.history.looks): the recompute workload's recompute_pct, mismatches and matches_fixed_schedule (1 or 0).
-STEP_METRICS = ("time_ms", "slowdown_ratio", "peak_mem_bytes")
-EXACT_METRICS = ("recompute_pct", "mismatches", "matches_fixed_schedule")
-METRICS = STEP_METRICS + EXACT_METRICS
 
 
 def median_interval(samples) -> tuple[float | None, float | None]:

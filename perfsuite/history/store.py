@@ -10,9 +10,10 @@ fingerprint without software versions and boot id, so a torch upgrade or a reboo
 can show up as a step in it), ``cells`` (the cell of each id), ``measurements`` (value, 95 % interval of
 the run's median, rounds, IQR) and ``acks``.
 
-Format history (``PRAGMA user_version``; a newer version is refused, an older one migrated in
-``_MIGRATIONS``):
-  1 — runs, machines, cells, metrics, measurements, acks; view measurements_v.
+The schema and its format history (``PRAGMA user_version``; a newer version is refused, an older one migrated
+in ``_MIGRATIONS``) are in :mod:`perfsuite.history.schema`, with the checks every store passes when opened: only
+the objects perfsuite creates, SQLite's integrity check; every value read is checked as it is read, so a crafted
+or damaged store is one line, never a traceback. Read-only commands open the store read-only.
 
 Over 350 lines on purpose: the SQLite schema, its migrations and every transaction that writes it are one
 unit of concurrency (BEGIN IMMEDIATE, the busy timeout, idempotent creation), reviewed together.
@@ -32,38 +33,17 @@ from perfsuite.cells.grid import Cell, compile_selection
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import check_regular_file
 from perfsuite.formats.io import utc_now as _now
+from perfsuite.formats.record import NAME_FIELDS, RecordError, check_name
 from perfsuite.formats.results import Results, load_results
-from perfsuite.history.rows import METRICS, metric_rows, series_key, software_line
+from perfsuite.history.rows import metric_rows, series_key, software_line
+from perfsuite.history.schema import (METRICS, SCHEMA, STORE_VERSION, StoreProblem, connect, integrity_problems,
+                                      iso_problem, key_problem, schema_problems, statements, store_uri, text_problem,
+                                      value_problem)
 from perfsuite.locks import writer_lock
 from perfsuite.machine import Fingerprint
 from perfsuite.paired import finite as _finite
 
-STORE_VERSION = 1
-
-# Rows refer to cells, metrics and machines by small integers, and measurements are clustered by series
-# (WITHOUT ROWID, keyed cell → metric → run): a year of the full grid is ~350 000 rows.
-_SCHEMA = """
-CREATE TABLE runs (run_id INTEGER PRIMARY KEY, run_key TEXT NOT NULL UNIQUE, datetime TEXT NOT NULL,
-                   commit_sha TEXT NOT NULL, branch TEXT, dirty INTEGER, profile TEXT, sources TEXT NOT NULL,
-                   added_at TEXT NOT NULL);
-CREATE TABLE machines (machine_key INTEGER PRIMARY KEY, machine_id TEXT NOT NULL UNIQUE, series_key TEXT NOT NULL,
-                       fingerprint TEXT NOT NULL, description TEXT NOT NULL);
-CREATE TABLE cells (cell_key INTEGER PRIMARY KEY, cell_id TEXT NOT NULL UNIQUE, cell TEXT NOT NULL);
-CREATE TABLE metrics (metric_key INTEGER PRIMARY KEY, metric TEXT NOT NULL UNIQUE);
-CREATE TABLE measurements (cell_key INTEGER NOT NULL REFERENCES cells, metric_key INTEGER NOT NULL REFERENCES metrics,
-                           run_id INTEGER NOT NULL REFERENCES runs, machine_key INTEGER NOT NULL REFERENCES machines,
-                           value REAL NOT NULL, ci_low REAL, ci_high REAL, rounds INTEGER, iqr_pct REAL,
-                           PRIMARY KEY (cell_key, metric_key, run_id)) WITHOUT ROWID;
-CREATE TABLE acks (cell_key INTEGER NOT NULL REFERENCES cells, run_id INTEGER NOT NULL REFERENCES runs,
-                   note TEXT NOT NULL, acked_at TEXT NOT NULL, PRIMARY KEY (cell_key, run_id));
-CREATE VIEW measurements_v AS
-  SELECT r.datetime, r.commit_sha, r.branch, c.cell_id, k.metric, m.value, m.ci_low, m.ci_high, m.rounds,
-         m.iqr_pct, mc.machine_id, mc.description AS machine, mc.series_key, m.run_id
-  FROM measurements m JOIN runs r USING (run_id) JOIN cells c USING (cell_key) JOIN metrics k USING (metric_key)
-  JOIN machines mc USING (machine_key);
-"""
 _MIGRATIONS: dict[int, str] = {}  # target version -> SQL from the version before (none yet)
-TABLES = ("runs", "machines", "cells", "metrics", "measurements", "acks")
 BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction (an add takes about a second)
 
 
@@ -207,14 +187,28 @@ class HistoryStore:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    def _damaged(self, what: str, problem: str) -> HistoryError:
+        return HistoryError(f"{self.path}: {what}: {problem} (a damaged or crafted store: restore it from a backup)")
+
+    def _run(self, row: tuple) -> Run:
+        """A runs row, checked: an int key, an ISO date, a commit and branch of printable text."""
+        run_id, stamp, commit, branch = row
+        problem = (key_problem(run_id) or iso_problem(stamp) or text_problem(commit)
+                   or text_problem(branch, optional=True))
+        if problem:
+            raise self._damaged(f"run {run_id!r:.40}", problem)
+        return Run(run_id, stamp, commit, branch)
+
     def run(self, run_id: int) -> Run:
         row = self.conn.execute("SELECT run_id, datetime, commit_sha, branch FROM runs WHERE run_id = ?",
                                 (run_id,)).fetchone()
-        return Run(*row)
+        if row is None:
+            raise self._damaged(f"run {run_id!r:.40}", "no such run")
+        return self._run(row)
 
     def runs(self) -> list[Run]:
-        return [Run(*r) for r in self.conn.execute(
-            "SELECT run_id, datetime, commit_sha, branch FROM runs ORDER BY datetime, run_id")]
+        rows = self.conn.execute("SELECT run_id, datetime, commit_sha, branch FROM runs")
+        return sorted((self._run(r) for r in rows), key=lambda r: (r.datetime, r.run_id))
 
     def run_of_commit(self, commit: str) -> Run:
         """The first run of the commit that ``commit`` (at least 7 hex digits) names."""
@@ -230,30 +224,92 @@ class HistoryStore:
         return runs[0]
 
     def acks(self) -> list[Ack]:
-        rows = self.conn.execute("SELECT c.cell_id, r.run_id, r.datetime, r.commit_sha, r.branch, a.note, a.acked_at "
-                                 "FROM acks a JOIN runs r USING (run_id) JOIN cells c USING (cell_key) "
-                                 "ORDER BY r.datetime, r.run_id, c.cell_id")
-        return [Ack(c, Run(rid, dt, sha, br), note, at) for c, rid, dt, sha, br, note, at in rows]
+        runs, cells = {r.run_id: r for r in self.runs()}, self._cell_ids()
+        out = []
+        for cell, run, note, at in self.conn.execute("SELECT cell_key, run_id, note, acked_at FROM acks"):
+            problem = (None if cell in cells else f"cell key {cell!r:.40} is not in the store") or \
+                (None if run in runs else f"run {run!r:.40} is not in the store") or \
+                text_problem(note, max_chars=10_000) or iso_problem(at)
+            if problem:
+                raise self._damaged("an acknowledgement", problem)
+            out.append(Ack(cells[cell], runs[run], note, at))
+        return sorted(out, key=lambda a: (a.run.datetime, a.run.run_id, a.cell_id))
+
+    def _cell_ids(self) -> dict[int, str]:
+        out = {}
+        for key, cell_id in self.conn.execute("SELECT cell_key, cell_id FROM cells"):
+            problem = key_problem(key) or text_problem(cell_id, max_chars=1_000)
+            if problem:
+                raise self._damaged(f"cell {cell_id!r:.60}", problem)
+            out[key] = cell_id
+        return out
+
+    def _cells(self) -> dict[int, Cell]:
+        """Each cell of the store by its key, checked: its JSON a cell whose id is the one stored beside it."""
+        out = {}
+        ids = self._cell_ids()
+        for key, text in self.conn.execute("SELECT cell_key, cell FROM cells"):
+            cell = None
+            try:
+                d = json.loads(text) if isinstance(text, str) else None
+                if isinstance(d, dict):
+                    cell = Cell.from_dict(d)
+                    for name in NAME_FIELDS:
+                        check_name(getattr(cell, name), f"cell field {name}")
+            except (ValueError, TypeError, KeyError, RecursionError, RecordError) as e:
+                raise self._damaged(f"cell {ids.get(key)!r:.60}", f"not a cell ({str(e)[:120]})") from None
+            if cell is None or cell.id != ids[key]:
+                raise self._damaged(f"cell {ids.get(key)!r:.60}", "its record is not that cell")
+            out[key] = cell
+        return out
 
     def cells(self, expr: str | None = None) -> list[Cell]:
-        cells = sorted(Cell.from_dict(json.loads(t)) for (t,) in self.conn.execute("SELECT cell FROM cells"))
+        cells = sorted(self._cells().values())
         return [c for c in cells if compile_selection(expr)(c)] if expr else cells
+
+    def _machines(self) -> dict[int, tuple[str, str, str]]:
+        """machine key → (series key, software line, description), checked."""
+        out = {}
+        for key, series, text, description in self.conn.execute(
+                "SELECT machine_key, series_key, fingerprint, description FROM machines"):
+            try:
+                fp = json.loads(text) if isinstance(text, str) else None
+            except (ValueError, RecursionError):
+                fp = None
+            problem = (key_problem(key) or text_problem(series) or text_problem(description, max_chars=2_000)
+                       or (None if isinstance(fp, dict) else "its fingerprint is not a JSON object"))
+            if problem:
+                raise self._damaged(f"machine {key!r:.40}", problem)
+            out[key] = (series, software_line(fp), description)
+        return out
 
     def series(self, cells_expr: str | None = None, metric: str = "auto") -> list[Series]:
         """Every series of the selected cells: ``metric`` one of METRICS, "all", or "auto" (the slow-down ratio
-        where the cell has one, else time, as `perfsuite compare --metric auto`)."""
+        where the cell has one, else time, as `perfsuite compare --metric auto`). Every row is checked as it is
+        read (a key the store does not have, a value that is not a positive finite number): HistoryError."""
         if metric not in (*METRICS, "all", "auto"):
             raise HistoryError(f"unknown metric {metric!r}; known: auto, all, {', '.join(METRICS)}")
-        wanted = {c.id: c for c in self.cells(cells_expr)}
+        every = self._cells()
+        chosen = compile_selection(cells_expr) if cells_expr else (lambda c: True)
+        wanted = {c.id for c in every.values() if chosen(c)}
         # Small tables into dicts first, so each of the (many) measurement rows is five numbers.
-        cells = {k: wanted[cid] for k, cid in self.conn.execute("SELECT cell_key, cell_id FROM cells") if cid in wanted}
+        cells = {k: c for k, c in every.items() if c.id in wanted}
         metrics = dict(self.conn.execute("SELECT metric_key, metric FROM metrics"))
-        machines = {k: (key, software_line(json.loads(fp)), desc) for k, key, fp, desc in
-                    self.conn.execute("SELECT machine_key, series_key, fingerprint, description FROM machines")}
-        runs = {r.run_id: r for r in self.runs()}
+        unknown = [m for m in metrics.values() if m not in METRICS]
+        if unknown:
+            raise self._damaged("metrics", f"{unknown[0]!r:.60} is not a metric perfsuite keeps")
+        machines, runs = self._machines(), {r.run_id: r for r in self.runs()}
         grouped: dict[tuple[int, str, str], list] = {}
         for cell, mk, machine, run, value, lo, hi in self.conn.execute(
                 "SELECT cell_key, metric_key, machine_key, run_id, value, ci_low, ci_high FROM measurements"):
+            problem = ((None if cell in every else f"cell key {cell!r:.40} is not in the store")
+                       or (None if mk in metrics else f"metric key {mk!r:.40} is not in the store")
+                       or (None if machine in machines else f"machine key {machine!r:.40} is not in the store")
+                       or (None if run in runs else f"run {run!r:.40} is not in the store")
+                       or value_problem(value, metric=metrics.get(mk)) or value_problem(lo, optional=True)
+                       or value_problem(hi, optional=True))
+            if problem:
+                raise self._damaged("a measurement", problem)
             if cell in cells:
                 grouped.setdefault((cell, metrics[mk], machines[machine][0]), []).append((runs[run], value, lo, hi,
                                                                                           machine))
@@ -265,7 +321,7 @@ class HistoryStore:
             if metric not in ("auto", "all") and m != metric:
                 continue
             group.sort(key=lambda g: (g[0].datetime, g[0].run_id))
-            points = tuple(Point(run, value, lo, hi) for run, value, lo, hi, _ in group)
+            points = tuple(Point(run, float(value), _float(lo), _float(hi)) for run, value, lo, hi, _ in group)
             software = tuple(machines[g[4]][1] for g in group)
             out.append(Series(cells[cell], m, key, machines[group[-1][4]][2], points, software))
         return sorted(out, key=lambda s: (s.cell, s.metric, s.series_key))
@@ -283,6 +339,10 @@ class _Transaction:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
             self.conn.execute("ROLLBACK")
+
+
+def _float(v) -> float | None:
+    return None if v is None else float(v)
 
 
 def _bool(v) -> int | None:
@@ -304,7 +364,12 @@ def check_one_run(results: Results, sources: Sequence[str]) -> tuple[str, str]:
     stamps = [r.datetime for r in results.runs]
     if not all(isinstance(s, str) and s for s in stamps):
         raise HistoryError(f"{_files(sources)}: a file has no datetime")
-    return commits.pop(), min(stamps)
+    commit = commits.pop()
+    problem = text_problem(commit) or next(filter(None, map(iso_problem, stamps)), None) or next(
+        filter(None, (text_problem(r.branch, optional=True) for r in results.runs)), None)
+    if problem:  # what the store keeps is what its readers accept
+        raise HistoryError(f"{_files(sources)}: {problem} (the run's commit, branch or datetime)")
+    return commit, min(stamps)
 
 
 def run_key(paths: Sequence[str | Path]) -> str:
@@ -313,9 +378,20 @@ def run_key(paths: Sequence[str | Path]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def open_store(path: str | Path, *, create: bool = False) -> HistoryStore:
-    """The store at ``path``: created (with ``create``) when missing, migrated when older, refused when newer."""
-    path = Path(path)
+def checked_store_path(path: str | Path) -> Path:
+    """``path`` as a store's file name: refused (one line) when it names no file (``:memory:``, an SQLite URI)."""
+    try:
+        store_uri(path, "ro")
+    except StoreProblem as e:
+        raise HistoryError(f"--store {e}") from None
+    return Path(path)
+
+
+def open_store(path: str | Path, *, create: bool = False, write: bool = False) -> HistoryStore:
+    """The store at ``path``, read-only unless ``write`` (or ``create``: made when missing), migrated when older
+    (writers only), refused when newer, foreign (any schema object perfsuite did not create) or damaged."""
+    path = checked_store_path(path)
+    mode = "rwc" if create else "rw" if write else "ro"
     if not path.exists() and not create:
         raise HistoryError(f"{path}: no history store here (`perfsuite history add RESULTS.json --store {path}` "
                            "creates one)")
@@ -325,20 +401,30 @@ def open_store(path: str | Path, *, create: bool = False) -> HistoryStore:
     conn = None
     try:
         # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE), never implicitly by the module.
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn = connect(path, mode, BUSY_TIMEOUT_S)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         _check_version(version, tables, path)  # read-only first: a reader is refused without taking a write lock
-        if version != STORE_VERSION:  # create or migrate: under the write lock, the version read again inside
-            _create_or_migrate(conn, path)
-        _check_schema(conn, path)
+        if version != STORE_VERSION:
+            if mode == "ro" or (version == 0 and not create):
+                raise HistoryError(f"{path}: an empty file, not a history store" if version == 0 else
+                                   f"{path}: history store format {version}: `perfsuite history add` brings it to "
+                                   f"{STORE_VERSION}")
+            _create_or_migrate(conn, path)  # under the write lock, the version read again inside
+        problems = schema_problems(conn) or integrity_problems(conn)
+        if problems:
+            raise HistoryError(f"{path}: not a history store as perfsuite makes it: {'; '.join(problems[:3])}"
+                               + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+                               + " (restore it from a backup, or start a new store)")
         conn.execute("PRAGMA foreign_keys = ON")
-    except (sqlite3.Error, HistoryError) as e:
+    except (sqlite3.Error, HistoryError, StoreProblem) as e:
         if conn is not None:
             conn.close()
         if isinstance(e, HistoryError):
             raise
+        if isinstance(e, StoreProblem):
+            raise HistoryError(str(e)) from None
         raise HistoryError(f"{path}: not a perfsuite history store ({e})") from None
     return HistoryStore(conn, path)
 
@@ -360,10 +446,10 @@ def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         _check_version(version, conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0], path)
-        steps = [(STORE_VERSION, _SCHEMA)] if version == 0 else [(v, _MIGRATIONS[v]) for v in
-                                                                  range(version + 1, STORE_VERSION + 1)]
+        steps = [(STORE_VERSION, SCHEMA)] if version == 0 else [(v, _MIGRATIONS[v]) for v in
+                                                                 range(version + 1, STORE_VERSION + 1)]
         for target, sql in steps:
-            for statement in filter(str.strip, sql.split(";")):
+            for statement in statements(sql):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
@@ -373,17 +459,9 @@ def _create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Every table the store needs is there (one line naming what is missing, not a traceback on first use)."""
-    names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-    missing = [t for t in (*TABLES, "measurements_v") if t not in names]
-    if missing:
-        raise HistoryError(f"{path}: a damaged history store: no {', '.join(missing)} "
-                           "(restore it from a backup, or start a new store)")
-
-
 def add_files(store_path: str | Path, paths: Sequence[str | Path]) -> Added:
     """Read one run's results files (all of them, or refuse with one line) and add them to the store."""
+    checked_store_path(store_path)
     sources = [str(p) for p in paths]
     try:
         results = load_results(sources)  # strict: a malformed file is refused before the store is touched

@@ -32,7 +32,7 @@ from perfsuite.formats.io import atomic_path, write_text_atomic
 from perfsuite.history.changes import ChangePoint, SeriesChanges
 from perfsuite.history.chart import chart_data, chart_html, page_script, series_label
 from perfsuite.report.page import Section, html_page
-from perfsuite.table import Table
+from perfsuite.table import Table, figure_text, spreadsheet_safe
 
 SMALL_POINTS = 90  # points per small panel at most: a panel is ~190 px wide
 SMALL_COLUMNS = 6  # panels per row
@@ -110,7 +110,7 @@ def small_multiples(group: list[SeriesChanges], title: str) -> Figure:
         for c in s.changes:
             ax.axvline(_index(s, c) - 0.5, color=STEP_COLOUR, lw=1.2)
         mark = f"  {len(s.changes)} step{'s' * (len(s.changes) != 1)}" if s.changes else ""
-        ax.set_title(series_label(s) + mark, fontsize=7, color=STEP_COLOUR if s.changes else "#333333")
+        ax.set_title(figure_text(series_label(s)) + mark, fontsize=7, color=STEP_COLOUR if s.changes else "#333333")
         ax.tick_params(labelsize=5.5, length=2, pad=1)
         ax.set_xticks([])
     for ax in list(axes.flat)[len(group):]:
@@ -149,7 +149,8 @@ def large_figure(s: SeriesChanges) -> Figure:
     ax.set_xticks(ticks, [pts[i].run.datetime[:10] for i in ticks], fontsize=6.5)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_ylabel(f"{s.series.metric} ({UNITS.get(s.series.metric, '')})", fontsize=7.5)
-    ax.set_title(f"{s.series.cell.id} — {s.series.metric}, noise σ̂ {s.detection.noise_pct:.1f} %", fontsize=8.5)
+    ax.set_title(figure_text(f"{s.series.cell.id} — {s.series.metric}") + f", noise σ̂ {s.detection.noise_pct:.1f} %",
+                 fontsize=8.5)
     ax.legend(fontsize=6, loc="lower left", frameon=False, ncol=4)
     return fig
 
@@ -204,7 +205,7 @@ def trend_sections(found: list[SeriesChanges], out_dir: str | Path) -> list[Sect
     for (workload, adapter, metric), group in sorted(_groups(found).items()):
         title = f"Trends — {workload}, {adapter}, {metric}"
         path = out_dir / f"trends-{slug(workload)}-{slug(adapter)}-{slug(metric)}.png"
-        save_png(small_multiples(group, title), path, SMALL_DPI)
+        save_png(small_multiples(group, figure_text(title)), path, SMALL_DPI)
         stepped = [c for s in group for c in s.changes]
         tables = ((change_table(stepped, "Change points in this figure"),) if stepped else ()) + (
             series_table(group, "Every series of this figure"),)
@@ -238,8 +239,9 @@ def write_points_csv(found: list[SeriesChanges], path: Path) -> Path:
         steps = {_index(s, c): c.step_pct for c in s.changes}
         for a, b in bins(len(pts), len(pts) if s.changes else SMALL_POINTS):
             one = pts[a] if b - a == 1 else None
-            w.writerow([s.series.cell.id, s.series.metric, s.series.series_key, b - a, pts[a].run.datetime[:10],
-                        pts[b - 1].run.datetime[:10], one.run.commit if one else "", f"{np.median(values[a:b]):.6g}",
+            w.writerow([*map(spreadsheet_safe, (s.series.cell.id, s.series.metric, s.series.series_key)), b - a,
+                        pts[a].run.datetime[:10], pts[b - 1].run.datetime[:10],
+                        spreadsheet_safe(one.run.commit) if one else "", f"{np.median(values[a:b]):.6g}",
                         _opt(one and one.ci_low), _opt(one and one.ci_high), _opt(level.get(b - 1)),
                         _opt(next((v for i, v in steps.items() if a <= i < b), None))])
     return write_text_atomic(path, f.getvalue())

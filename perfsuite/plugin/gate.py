@@ -5,7 +5,9 @@ is a usage error before anything is measured, not after a night of cells. At ses
 session's results from the cells the perfsuite plugin saw timed (no reach into pytest-benchmark's session),
 compares each part with this machine's baseline (or, for information only, another machine's), re-measures
 suspects in a fresh pytest process, prints the table in the terminal summary and fails the session on a
-confirmed regression. An error is reported as one, never as a verdict.
+confirmed regression, or on a baseline cell within the session's --perfsuite-cells/--perfsuite-shard that it did
+not measure (a cell deselected with -k counts: narrow with --perfsuite-cells, or pass --perfsuite-allow-missing).
+An error is reported as one, never as a verdict.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ class SessionGate:
             with tempfile.TemporaryDirectory(prefix="perfsuite-remeasure-") as tmp:
                 remeasure = remeasurer(results, node_ids_of(doc), rootdir, tmp)
                 comparison = compare_results(results, self.baselines, CompareOptions(remeasure=REMEASURE),
-                                             remeasure=remeasure)
+                                             remeasure=remeasure).allowing_missing(
+                    self.config.getoption("perfsuite_allow_missing"))
         except PerfsuiteError as e:
             self.text = f"perfsuite compare: error: {e}"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
         self.text = render_terminal(comparison, "perfsuite compare (end of session)")
-        if comparison.has_regression:
+        if comparison.fails:  # a confirmed regression, or a baseline cell the session did not measure
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

@@ -16,6 +16,10 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 CELL_OPTIONS = ("profile", "device", "dtype", "cells", "rounds", "warmup", "threads", "shard", "weights", "adapters")
 
 
+ALLOW_MISSING_HELP = ("let the baseline's cells this run did not measure pass: by default a cell of the baseline "
+                      "that the run set out to measure (its --cells and --shard scope that) and did not fails it "
+                      "(exit 1, named), as a PR that drops or renames a slow cell would otherwise pass")
+
 MAX_COUNT = 10_000_000  # rounds, warm-up, threads, runs: a bound far above any real run, below any overflow
 
 
@@ -84,6 +88,8 @@ def add_session_options(addoption: Callable[..., Any], prefix: str = PREFIX) -> 
               help="at the end of the session, compare the cells with BASELINE (a baseline file or a results JSON; "
                    "default: this machine's baseline in baselines/), re-measure suspects, fail on a confirmed "
                    "regression")
+    addoption(f"{prefix}allow-missing", action="store_true", default=False,
+              help=f"with {prefix}compare: {ALLOW_MISSING_HELP}")
     addoption(f"{prefix}journal", default=None, metavar="FILE",
               help="append each finished cell to FILE (JSON lines) as it is measured, so an interrupted run keeps it")
     addoption(f"{prefix}resume", action="store_true", default=False,

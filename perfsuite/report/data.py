@@ -28,6 +28,7 @@ from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, ST
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
 from perfsuite.paired import NOISY_IQR_PCT
+from perfsuite.table import figure_text
 
 # Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).
 MISSING = "missing"  # no result file has a row for this position of the grid
@@ -152,7 +153,7 @@ def as_int(v: Any) -> int | None:
 
 
 def adapter_label(name: str) -> str:
-    return ADAPTER_LABELS.get(name, name)
+    return ADAPTER_LABELS.get(name) or figure_text(name)  # a contributed adapter's name: never mathtext
 
 
 def _adapter_rank(name: str) -> int:
@@ -206,8 +207,8 @@ def setup_rows(frame: pd.DataFrame, workload: str, setup: dict[str, str]) -> lis
 def setup_label(setup: dict[str, str]) -> str:
     impl = IMPL_LABELS.get(setup.get("impl", "ref"), setup.get("impl"))
     mode = MODE_LABELS.get(setup.get("mode", DEFAULT_MODE), setup.get("mode"))
-    return (f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
-            + (f", {mode}" if mode else ""))
+    return figure_text(f"{setup['model']}, {setup['dtype']}, {setup['device']}" + (f", {impl}" if impl else "")
+                       + (f", {mode}" if mode else ""))  # recorded names: plain text in a figure's title
 
 
 # --- the tidy frame, for CSV -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ pull-request comment.
 from __future__ import annotations
 
 import html
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,7 @@ from perfsuite.report.overhead import has_numbers, overhead_data, overhead_figur
 from perfsuite.report.serving import serving_sections
 from perfsuite.report.tables import (gpu_state_table, latency_tables, missing_lines, plain_label, recompute_tables,
                                      run_table, subspace_tables)
-from perfsuite.table import Table, html_table, markdown_table
+from perfsuite.table import Table, html_table, markdown_code, markdown_table, markdown_text, spreadsheet_safe
 
 CSV_NAME = "results.csv"
 BLANK_TEXTS = {STATUS_OUTSIDE_BUDGET: "blank by design (over the token budget)"}
@@ -128,7 +129,7 @@ def build_sections(results: Results, out_dir: Path, *, vector: str | None) -> tu
                                 "φ(A, A′, i, j) = ‖U_A^i⊤ U_A′^j‖²_F / min(i, j): how much of the top-i directions of one "
                                 "adapter's A lie in the top-j of the other's, after LoRA (Hu et al. 2021) Figs. 4 and 7."))
     if phis:
-        write_text_atomic(out_dir / PHI_CSV_NAME, phi_frame(phis).to_csv(index=False))
+        write_text_atomic(out_dir / PHI_CSV_NAME, phi_frame(phis).map(spreadsheet_safe).to_csv(index=False))
     return sections, missing_lines(results, drawn)
 
 
@@ -158,7 +159,7 @@ def render_report(results: Results, out_dir: str | Path, *, comparison: Comparis
     except OSError as e:
         raise ReportError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
     csv = out_dir / CSV_NAME
-    write_text_atomic(csv, report_frame(results).to_csv(index=False))
+    write_text_atomic(csv, report_frame(results).map(spreadsheet_safe).to_csv(index=False))  # no cell a formula
     sections, missing = build_sections(results, out_dir, vector=vector)
     sections += list(trends)
     profiles = sorted({r.profile for r in results.runs if r.profile})
@@ -297,10 +298,18 @@ def html_page(title: str, head: list[Table], comparison: list[Section], missing:
 # --- Markdown --------------------------------------------------------------------------------------
 
 
+def _link(name: str) -> str:
+    """A file of the report as a Markdown link target: percent-encoded, so no name can end it or add HTML."""
+    return urllib.parse.quote(name)
+
+
 def _markdown_section(s: Section) -> list[str]:
-    parts = [f"### {s.title}\n\n{s.note}"]
+    """A section in Markdown; titles and notes carry recorded strings (models, machines): inert text."""
+    parts = [f"### {markdown_text(s.title)}\n\n{markdown_text(s.note)}"]
     if s.figures:
-        parts.append(f"![{s.title}]({s.figures[0].name})\n\n" + " · ".join(f"[{p.name}]({p.name})" for p in s.figures))
+        alt = markdown_text(s.title).replace("[", "\\[").replace("]", "\\]")
+        parts.append(f"![{alt}]({_link(s.figures[0].name)})\n\n"
+                     + " · ".join(f"[{markdown_text(p.name)}]({_link(p.name)})" for p in s.figures))
     elif s.drawn:
         parts.append("_No cell has a number to draw._")
     # φ grids stay on the HTML page (and in subspace_phi.csv): too long for a pull-request comment.
@@ -310,22 +319,23 @@ def _markdown_section(s: Section) -> list[str]:
 def markdown_page(title: str, head: list[Table], comparison: list[Section], missing: list[str],
                   sections: list[Section], extra_files: list[str], *, lead: Answer | None = None,
                   notes: Sequence[str] = ()) -> str:
-    parts = [f"## {title}", *notes]
+    """The page in Markdown (summary.md, a pull-request comment); every recorded string in it is inert text."""
+    parts = [f"## {markdown_text(title)}", *map(markdown_text, notes)]
     if lead is not None:
-        parts.append(f"**{lead.headline}**")
+        parts.append(f"**{markdown_text(lead.headline)}**")
         if lead.moved is not None:
             parts.append(markdown_table(lead.moved))
-        parts += [f"- {line}" for line in lead.others]
-        parts.append(lead.detectable)
+        parts += [f"- {markdown_text(line)}" for line in lead.others]
+        parts.append(markdown_text(lead.detectable))
     for s in comparison:
         parts += _markdown_section(s)
     if lead is not None:
-        body = "\n".join(f"- {line}" for line in lead.method) + "\n\n" + "\n\n".join(
+        body = "\n".join(f"- {markdown_text(line)}" for line in lead.method) + "\n\n" + "\n\n".join(
             markdown_table(replace(t, collapsed=False)) for t in lead.verdicts)
         parts.append(f"<details><summary>Method, and every metric's verdict</summary>\n\n{body}\n\n</details>")
     parts += [markdown_table(t) for t in head]
     if missing:
-        parts.append("### Missing\n\n" + "\n".join(f"- `{m}`" for m in missing))
+        parts.append("### Missing\n\n" + "\n".join(f"- {markdown_code(m)}" for m in missing))
     for s in sections:
         parts += _markdown_section(s)
     if extra_files:

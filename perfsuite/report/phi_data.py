@@ -3,6 +3,7 @@ the figures of LoRA Figs. 3-4 and 6-7 (a panel per layer and matrix, one random-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -12,13 +13,19 @@ import pandas as pd
 from perfsuite.formats.record import STATUS_OK
 from perfsuite.report.data import ReportError, as_int
 from perfsuite.subspace.phi import PhiGrid
+from perfsuite.table import figure_text
 
 MAX_INLINE_PHI_CELLS = 1024  # φ grids larger than this are only in subspace_phi.csv, not printed on the page
+_SUBSCRIPT = re.compile(r"[A-Za-z0-9_.\-]{1,40}")  # what mathtext sets as a subscript as it is
 
 
 def matrix_label(matrix: str) -> str:
-    name = str(matrix).replace("_", "\\_")
-    return f"$\\Delta W_{{{name}}}$"
+    """ΔW with the matrix as its subscript (ΔW_q); a name mathtext could not set so (a brace, a backslash, a
+    dollar: a crafted record) follows as plain text instead, so no record can break the figure."""
+    name = str(matrix)
+    if _SUBSCRIPT.fullmatch(name):
+        return "$\\Delta W_{" + name.replace("_", "\\_") + "}$"
+    return f"ΔW {figure_text(name)}"
 
 
 def panel_title(p: PhiGrid) -> str:

@@ -98,3 +98,16 @@ def test_without_any_baseline_nothing_is_compared(bench):
     result.stdout.fnmatch_lines(["part smoke: no baseline for this machine and part",
                                  "*record this machine's baseline with: perfsuite baseline record*"])
     assert result.ret == 0
+
+
+def test_a_baseline_cell_the_session_did_not_measure_fails_it_unless_allowed(bench):
+    """Issue 27, probe 2, in a pytest session: -k drops a cell the baseline has within --perfsuite-cells."""
+    env = machine_env("cpu") | {"threads": 1}
+    both = (LORA, syn.cell("lora", batch=4))  # far slower than any real run: no regression, only the missing cell
+    add_runs([syn.results([syn.record(c, seed=10 * k + i, ratio=3.0, base_ms=1000.0, run_sd=0.01, e=env)
+                           for i, c in enumerate(both)]) for k in range(5)], directory=bench.path / "baselines")
+    args = [*ONE_CELL[:-1], "adapter == 'lora' and batch in (1, 4)", "-k", "not b4", "--perfsuite-compare"]
+    result = bench.runpytest_inprocess(*args)
+    result.stdout.fnmatch_lines(["MISSING: 1 cell of the baseline not measured by this run*lora-r8-b4-s32*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert bench.runpytest_inprocess(*args, "--perfsuite-allow-missing").ret == 0

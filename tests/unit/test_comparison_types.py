@@ -118,7 +118,7 @@ _metric = st.fixed_dictionaries(
 _cell = st.fixed_dictionaries(
     {"cell_id": _text, "part": st.one_of(st.none(), _text), "verdict": st.sampled_from(VERDICTS),
      "moved": st.lists(_text, max_size=2), "remeasured": st.integers(0, 3), "metrics": st.lists(_metric, max_size=3)},
-    optional={"note": _text})
+    optional={"note": _text, "not_run": st.sampled_from(["oom", "no_device", "outside_budget"])})
 _part = st.fixed_dictionaries(
     {"profile": st.one_of(st.none(), _text), "mode": st.sampled_from(["gating", "reference", "ab", "none"]),
      "baseline": st.one_of(st.none(), _text), "baseline_runs": st.integers(0, 9), "current_runs": st.integers(0, 9),
@@ -128,8 +128,9 @@ _part = st.fixed_dictionaries(
               "alpha": st.floats(0.001, 0.5), "per_test_alpha": st.floats(0.0001, 0.5),
               "baseline_quality": st.fixed_dictionaries({"runs": st.integers(1, 9)})})
 _document = st.fixed_dictionaries(
-    {"perfsuite_comparison": st.just(3), "gating": st.booleans(), "parts": st.lists(_part, max_size=2),
-     "cells": st.lists(_cell, max_size=3), "summary": st.dictionaries(st.sampled_from(VERDICTS), st.integers(0, 9))})
+    {"perfsuite_comparison": st.just(5), "gating": st.booleans(), "parts": st.lists(_part, max_size=2),
+     "cells": st.lists(_cell, max_size=3), "summary": st.dictionaries(st.sampled_from(VERDICTS), st.integers(0, 9)),
+     "allow_missing": st.booleans()})
 
 
 @settings(max_examples=60, deadline=None)

@@ -93,7 +93,7 @@ def _break(d, kind):
 
 @pytest.mark.parametrize("kind, words", [
     ("no folder", "not a folder"), ("no config", "no config.json"), ("no weights", "found pytorch_model.bin"),
-    ("not json", "cannot read it as JSON"), ("not gpt2", "is not a GPT-2"),
+    ("not json", "not valid JSON"), ("not gpt2", "is not a GPT-2"),
     ("wrong width", "has shape (512, 64), the config implies (512, 128)"),
     ("extra layer", "missing 12 tensor(s)"), ("other activation", "activation_function 'relu'"),
     ("garbage weights", "not a readable safetensors file"), ("untied head", "untied head is not supported"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synthetic import workflow_script
+from workflow_fakes import github_issues
 
 pytest.importorskip("ruptures", reason="ruptures does not install on this Python")
 
@@ -27,7 +27,6 @@ from perfsuite.history.synthetic import (Upgrade, build_store, commit_of, issues
 CELLS = get_profile("smoke").cells(device="cpu")
 
 
-github_issues = workflow_script("github_issues")
 
 
 def planted(nights=60, at=40, pct=6.0, noise=0.005, seed=0):

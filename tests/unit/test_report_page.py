@@ -1,5 +1,6 @@
 """perfsuite.report.page and ``perfsuite report``: the files written, and that the page's tables are the frame's."""
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -56,6 +57,11 @@ def html_tables(path: Path) -> dict[str, list[list[str]]]:
     return {title: rows for title, rows in parser.tables}
 
 
+def rendered(cell: str) -> str:
+    """A Markdown cell as a reader sees it: backslash escapes and HTML entities undone (perfsuite.table.markdown_text)."""
+    return html.unescape(re.sub(r"\\([\\`|\[\]()!])", r"\1", cell))
+
+
 def md_table(text: str, title: str) -> list[list[str]]:
     """The Markdown table under heading ``title`` (or in <details> with that summary)."""
     start = text.index(title)
@@ -65,7 +71,7 @@ def md_table(text: str, title: str) -> list[list[str]]:
     for line in lines[first:]:
         if not line.startswith("| "):
             break
-        rows.append([c.strip().replace("\\|", "|") for c in line.strip()[2:-2].split(" | ")])
+        rows.append([rendered(c.strip()) for c in line.strip()[2:-2].split(" | ")])
     return [rows[0]] + rows[2:]
 
 

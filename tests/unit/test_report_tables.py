@@ -206,7 +206,7 @@ def test_a_version_1_comparison_file_migrates():
 
 @pytest.mark.parametrize("doc, message", [
     ({"cells": []}, "not a perfsuite comparison"),
-    ({"perfsuite_comparison": 5, "cells": []}, "comparison format 5 is newer than this perfsuite reads"),
+    ({"perfsuite_comparison": 6, "cells": []}, "comparison format 6 is newer than this perfsuite reads"),
     ({"perfsuite_comparison": "1", "cells": []}, "unknown comparison format '1'"),
     ({"perfsuite_comparison": 1, "cells": {}}, "cannot migrate comparison format 1 to 2: 'cells' is not a list"),
     ({"perfsuite_comparison": 2, "cells": "x", "parts": []}, "'cells' is not a list of verdicts"),

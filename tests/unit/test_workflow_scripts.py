@@ -7,51 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic import workflow_script
+from workflow_fakes import URL, FakeGitHub, change_point, github_issues, issue_body, night, preflight
 
 from perfsuite.formats.comparison import Comparison, load_comparison, read_comparison
 
 FIXTURE = Path(__file__).parents[2] / "tests" / "fixtures" / "results" / "comparison.json"
-URL = "https://github.com/o/r/actions/runs/42"
-
-issue_body, github_issues, preflight = (workflow_script(n) for n in ("issue_body", "github_issues", "preflight"))
-
-
-class FakeGitHub:
-    """Issues and comments in memory, with the methods of github_issues.GitHub."""
-
-    def __init__(self):
-        self.items, self.calls = [], []
-
-    def _new(self, **kw):
-        item = {"number": len(self.items) + 1, "state": "open", "comments": [], **kw}
-        self.items.append(item)
-        return item
-
-    def issues(self, label, state):
-        return [i for i in self.items if label in i["labels"] and state in ("all", i["state"])]
-
-    def create_issue(self, title, body, label):
-        self.calls.append("create")
-        return self._new(title=title, body=body, labels=[label])
-
-    def update_issue(self, number, title, body):
-        self.calls.append("update")
-        self.items[number - 1] |= {"title": title, "body": body}
-
-    def comment(self, number, body):
-        self.calls.append("comment")
-        self.items[number - 1]["comments"].append({"id": 100 + len(self.calls), "body": body})
-
-    def comments(self, number):
-        return self.items[number - 1]["comments"]
-
-    def update_comment(self, comment_id, body):
-        self.calls.append("update_comment")
-        for i in self.items:
-            for c in i["comments"]:
-                if c["id"] == comment_id:
-                    c["body"] = body
 
 
 def big_comparison(cells: int, notable_every: int) -> dict:
@@ -127,18 +87,6 @@ def test_the_nightlys_regression_issue_is_one_issue_commented_night_after_night(
     assert all(len(i["body"]) < github_issues.BODY_LIMIT_CHARS and URL in i["body"] for i in api.items)
 
 
-def change_point(cell, good_night, bad_night, step_pct=8.0, filed=True, kind="step"):
-    run = lambda n: {"run_id": n, "datetime": f"2026-02-{n:02d}T02:30:00+00:00",  # noqa: E731
-                     "commit": f"{n:02d}" + "a" * 38, "branch": "main"}
-    return {"cell_id": cell, "metric": "slowdown", "step_pct": step_pct, "before": 20.0, "after": 21.6,
-            "p_value": 1e-4, "noise_pct": 1.5, "good": run(good_night), "at": run(good_night + 1),
-            "bad": run(bad_night), "software_changes": [], "kind": kind, "filed": filed, "filing": ""}
-
-
-def night(*points, version=2):
-    return {"perfsuite_history_changes": version, "change_points": list(points)}
-
-
 def test_ranges_that_overlap_are_one_change_and_a_later_step_is_another():
     api = FakeGitHub()
     nights = [[change_point("a", 4, 11)],
@@ -181,8 +129,8 @@ def test_a_synthetic_history_with_one_step_opens_one_issue_however_its_range_dri
     with open_store(tmp_path / "h.sqlite") as store:
         series, acks = store.series(None, "auto"), store.acks()
     api, ranges = FakeGitHub(), set()
-    for night in range(41, 61):
-        found = [series_changes(dataclasses.replace(s, points=s.points[:night], software=s.software[:night]), acks)
+    for nights in range(41, 61):
+        found = [series_changes(dataclasses.replace(s, points=s.points[:nights], software=s.software[:nights]), acks)
                  for s in series]
         doc = json.loads(json.dumps(changes_document(found, "h.sqlite")))
         ranges |= {g["commit_range"] for g in doc["by_commit_range"]}

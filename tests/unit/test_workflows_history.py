@@ -126,7 +126,7 @@ def test_a_branch_that_moved_since_restore_is_not_overwritten(tmp_path, remote):
     assert perfsuite(["history", "add", str(night_results(tmp_path, 3)), "--store", str(slow / STORE)]) == 0
     night(tmp_path, "night2", remote, 2)  # another writer keeps its store meanwhile
     refused = step("keep", slow)
-    assert refused.returncode != 0 and "stale info" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and "not at the lease" in refused.stderr, refused.stderr
     assert branch_runs(remote, tmp_path) == ["01", "02"]
 
 
@@ -145,3 +145,75 @@ def test_the_token_goes_in_a_header_for_github_only_and_never_into_the_repositor
     assert restored.returncode == 0, restored.stderr
     assert "::add-mask::" in restored.stdout, "the header value is masked in the log"
     assert "s3cret" not in (ws / ".git" / "config").read_text()
+
+
+# --- issue 27, probe 3: the write job trusts nothing the history job (PyPI code) hands it --------------------------
+
+def planted(tmp_path: Path, remote: Path, name: str, *sql: str, nights: tuple[int, ...] = (3,)) -> Path:
+    """A history job that restored the branch's store, added tonight's run, then (a compromised package, a crafted
+    input) changed the store before uploading it."""
+    ws = workspace(tmp_path, name, remote)
+    assert step("restore", ws).returncode == 0
+    for n in nights:
+        assert perfsuite(["history", "add", str(night_results(tmp_path / name, n)), "--store", str(ws / STORE)]) == 0
+    conn = sqlite3.connect(ws / STORE)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return ws
+
+
+@pytest.mark.parametrize("sql, nights, why", [
+    (["CREATE TRIGGER eat AFTER INSERT ON measurements BEGIN DELETE FROM measurements; END"], (3,),
+     "a trigger perfsuite did not create: 'eat'"),
+    (["DELETE FROM measurements WHERE run_id = 1", "DELETE FROM runs WHERE run_id = 1"], (3,),
+     "row(s) of runs on the branch are missing or changed"),
+    (["UPDATE measurements SET value = value * 0.5 WHERE run_id = 2"], (3,),
+     "row(s) of measurements on the branch are missing or changed"),
+    ([], (3, 4), "2 new runs; a night adds at most 1"),
+    (["INSERT INTO acks SELECT cell_key, 1, 'hush', '2026-11-03T00:00:00+00:00' FROM cells LIMIT 1"], (3,),
+     "new acknowledgement"),
+])
+def test_a_store_the_history_job_tampered_with_is_never_pushed(tmp_path, remote, sql, nights, why):
+    night(tmp_path, "night1", remote, 1)
+    night(tmp_path, "night2", remote, 2)
+    before = git("rev-parse", f"refs/heads/{BRANCH}", cwd=remote)
+    ws = planted(tmp_path, remote, "tampered", *sql, nights=nights)
+    refused = step("keep", ws)
+    assert refused.returncode == 1 and why in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert git("rev-parse", f"refs/heads/{BRANCH}", cwd=remote) == before
+    assert branch_runs(remote, tmp_path) == ["01", "02"]
+
+
+def test_tonights_run_must_be_of_the_commit_the_nightly_measured(tmp_path, remote):
+    night(tmp_path, "night1", remote, 1)
+    ws = planted(tmp_path, remote, "other-commit")
+    measured = json.loads(night_results(tmp_path / "x", 3).read_text())["commit_info"]["id"]
+    refused = step("keep", ws, HISTORY_COMMIT="f" * 40)
+    assert refused.returncode == 1 and "is not the commit this nightly measured" in refused.stdout
+    kept = step("keep", ws, HISTORY_COMMIT=measured)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "verified: 1 kept run(s) unchanged, 1 new" in kept.stdout and branch_runs(remote, tmp_path) == ["01", "03"]
+
+
+def test_a_forged_lease_pushes_nothing(tmp_path, remote):
+    night(tmp_path, "night1", remote, 1)
+    before = git("rev-parse", f"refs/heads/{BRANCH}", cwd=remote)
+    ws = planted(tmp_path, remote, "forged", "DELETE FROM measurements", "DELETE FROM runs")
+    for lease in ("", "HEAD --force", before[:-1] + ("0" if before[-1] != "0" else "1")):
+        (ws / f"{STORE}.lease").write_text(lease + "\n")  # "first night", an option, another commit
+        assert step("keep", ws).returncode == 1
+    assert git("rev-parse", f"refs/heads/{BRANCH}", cwd=remote) == before and branch_runs(remote, tmp_path) == ["01"]
+
+
+def test_a_person_keeps_their_own_acknowledgement_only_when_they_say_so(tmp_path, remote):
+    night(tmp_path, "night1", remote, 1)
+    ws = workspace(tmp_path, "ack", remote)
+    assert step("restore", ws).returncode == 0
+    commit = json.loads(night_results(tmp_path / "c", 1).read_text())["commit_info"]["id"]
+    assert perfsuite(["history", "ack", "latency[lora-r8-b1-s32]", "--store", str(ws / STORE), "--commit", commit,
+                      "--note", "intended"]) == 0
+    assert step("keep", ws, MAX_NEW_RUNS="0").returncode == 1, "the nightly never adds an acknowledgement"
+    kept = step("keep", ws, MAX_NEW_RUNS="0", ALLOW_ACKS="1")
+    assert kept.returncode == 0 and "0 new" in kept.stdout, kept.stdout + kept.stderr
