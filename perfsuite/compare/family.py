@@ -42,8 +42,14 @@ class Test:
     group: str | None = None  # the group (adapter method) its slow-down belongs to
     within: tuple | None = None  # one run a side: the two runs' own samples (logs), to describe the change
     note: str | None = None
+    initial: int | None = None  # how many of ``current`` are the night's own runs (the rest: re-measures); None: all
     shared: bool = False  # its rounds are another cell's (merged LoRA: one timing for every rank): a copy, not a
     # cell of its own, so it neither feeds the family's prior nor counts twice in a group
+
+    @property
+    def fresh(self) -> list[float]:
+        """The re-measured runs: ``current`` beyond the night's own."""
+        return list(self.current[self.initial:]) if self.initial is not None else []
 
     @property
     def family(self) -> tuple[str, str]:
@@ -124,6 +130,10 @@ def metric_entry(test: Test, prior: Prior, *, alpha: float, min_effect_pct: floa
     entry["verdict"] = verdict
     if test.note:
         entry["note"] = test.note
+    fresh = test.fresh
+    if fresh and not pairs:  # the confirmation: the re-measured runs on their own (perfsuite.compare.sequential)
+        alone = moderated_test(x, fresh, prior=prior, floor_sd=test.floor, alpha=alpha, min_effect_pct=min_effect_pct)
+        entry["p_fresh"], entry["change_fresh_pct"] = alone.p_value, _finite(alone.change_pct)
     return entry
 
 
@@ -156,7 +166,14 @@ def group_entries(tests: list[Test], priors_: dict[tuple[str, str], Prior], *, a
         current_runs = min(len(t.current) for t in members)
         shift = group_test(diffs, [t.loop for t in members], comp=prior.components, base_runs=base_runs,
                            current_runs=current_runs, alpha=alpha, min_effect_pct=min_effect_pct)
-        out.append({"group": name, "workload": workload, "metric": GROUP_METRIC, "unit": "%",
+        fresh = {}
+        if all(t.fresh for t in members):  # the confirmation: the re-measured runs on their own
+            alone = group_test([float(np.mean(t.fresh)) - float(np.mean(list(t.base.values()))) for t in members],
+                               [t.loop for t in members], comp=prior.components, base_runs=base_runs,
+                               current_runs=min(len(t.fresh) for t in members), alpha=alpha,
+                               min_effect_pct=min_effect_pct)
+            fresh = {"p_fresh": alone.p_value, "change_fresh_pct": _finite(alone.change_pct)}
+        out.append(fresh | {"group": name, "workload": workload, "metric": GROUP_METRIC, "unit": "%",
                     "cells": sorted(t.cell_id for t in members), "verdict": shift.verdict,
                     "change_pct": _finite(shift.change_pct), "ci_low_pct": _finite(shift.ci_low_pct),
                     "ci_high_pct": _finite(shift.ci_high_pct), "p_value": shift.p_value, "p_adjusted": None,

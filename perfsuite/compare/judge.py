@@ -134,6 +134,8 @@ def judge(tests: list[Test], cells: dict[str, Cell], options: CompareOptions, *,
     by_cell: dict[str, list[Test]] = {}
     for t in tests:
         by_cell.setdefault(t.cell_id, []).append(t)
+        if t.initial is None:
+            t.initial = len(t.current)  # the night's own runs; what a look adds are re-measures
     family_priors = priors(tests, base_runs)
     runs_of = {cid: frozenset(v) for cid, v in (runs_of or {}).items()}
     if looks is None:

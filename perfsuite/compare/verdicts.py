@@ -182,6 +182,8 @@ def compare_part(current: list[Part], baseline: Baseline, options: CompareOption
     tests_of: dict[str, list[Test]] = {}
     for t in tests:
         tests_of.setdefault(t.cell_id, []).append(t)
+        if main_runs is not None:  # the runs beyond the night's own are re-measures made elsewhere (a shard's)
+            t.initial = min(len(t.current), len([i for i in runs_of[t.cell_id] if i < main_runs]))
 
     def more(cids: list[str]):
         if remeasure_both is not None:

@@ -31,7 +31,9 @@ Format history of ``perfsuite_comparison`` (bump on any change a reader must kno
   5 — missing cells that fail the run: a missing cell carries ``not_run`` (the status the run recorded for it: oom,
       no_device, outside_budget, ...; absent when the run has no record of the cell at all), and the document
       ``allow_missing`` (whether the caller let missing cells pass). Older documents: ``not_run`` read back from the
-      note ("did not run (oom: ...)"), ``allow_missing`` false.
+      note ("did not run (oom: ...)"), ``allow_missing`` false. Also optional from here: a re-measured metric (and
+      group) carries ``p_fresh`` and ``change_fresh_pct`` — the re-measured runs on their own, the confirmation a
+      regression needs (perfsuite.compare.sequential.confirmed).
 
 Readers take the document as typed records (:class:`Comparison` of :class:`PartEntry` and :class:`CellVerdict`
 of :class:`MetricVerdict`), checked on reading. Over 350 lines on purpose: the version history, its migrations
@@ -252,6 +254,8 @@ class MetricVerdict(_Entry):
     more_runs: int | None = None  # inconclusive: fresh runs that would decide it
     tolerance: float | None = None  # a deterministic outcome: values this close are equal
     accepted: bool | None = None  # a change acknowledged (--accept-behaviour): shown, not failing
+    p_fresh: float | None = None  # the re-measured runs on their own: a regression's confirmation
+    change_fresh_pct: float | None = None
     keys: tuple[str, ...] = field(**_KEEP)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -263,7 +267,8 @@ class MetricVerdict(_Entry):
     OPTIONAL = {"se_log": (_NUMBER, True), "p_adjusted": (_NUMBER, True), "note": (str, True),
                 "outlier_runs": (int, True), "with_reference": (str, True), "judged": (bool, True),
                 "paired": (bool, True), "prior_df": (_NUMBER, True), "within_pct": (_NUMBER, True),
-                "more_runs": (int, True), "tolerance": (_NUMBER, True), "accepted": (bool, True)}
+                "more_runs": (int, True), "tolerance": (_NUMBER, True), "accepted": (bool, True),
+                "p_fresh": (_NUMBER, True), "change_fresh_pct": (_NUMBER, True)}
 
     @property
     def is_judged(self) -> bool:

@@ -134,3 +134,38 @@ def test_a_loop_trial_judges_the_whole_run_and_the_measured_cell(mode):
         _loop_trial(mode, pool, 1, rng, options, CompareOptions(), cells, slow)
     assert aa.count(f"{mode}/run", "regression") == 0
     assert slow.count(f"{mode}/cell", "regression") == 5 and slow.count(f"{mode}/run", "regression") == 5
+
+
+def test_a_screening_run_hammered_by_a_neighbour_fails_no_night(monkeypatch):
+    """One cell's first-look run +100 % (a neighbour on the runner), its re-measures clean: averaged with them it
+    passed the part's level (27 of 40 smoke nights failed, review); a regression now also needs the fresh runs on
+    their own to point the same way, and no night fails. A real +100 % is still called."""
+    import math
+
+    import numpy as np
+
+    import perfsuite.selftest_grid as grid
+
+    sim = GridSimulation(grid="smoke", design="1v5")
+    loops = grid_loops("smoke")
+    target = next(c.id for loop in loops for c in loop if c.adapter == "lora" and c.workload == "latency")
+    original, calls = grid.Nights.run, [0]
+
+    def hammered(self, shift=None):
+        out = original(self, shift)
+        calls[0] += 1
+        if calls[0] == sim.base_runs + 1:  # the night's one run, the screening look
+            out[target] = tuple(v + math.log(2.0) for v in out[target])
+        return out
+
+    monkeypatch.setattr(grid.Nights, "run", hammered)
+    failed = 0
+    nights = grid.Nights(sim, loops, np.random.default_rng(100))
+    for _ in range(15):
+        calls[0] = 0
+        night = grid.simulate_night(sim, loops, nights)
+        failed += bool(night.regressed_cells or night.regressed_groups)
+    assert failed == 0
+    calls[0] = -1000  # no hammer: a real +100 % on that cell, in every run of the night
+    night = grid.simulate_night(sim, loops, nights, {target: math.log(2.0)})
+    assert target in night.regressed_cells
