@@ -10,7 +10,7 @@ Errors are :class:`perfsuite.errors.PerfsuiteError` with a one-line message, as 
     print(result.exit_code, result.report)  # 0, perfsuite-out/smoke/report/index.html
 
 Each function wraps the step the command runs (:func:`perfsuite.job.run_job`, :mod:`perfsuite.compare`,
-:func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); README, "Python API".
+:func:`perfsuite.report.render_report`, :func:`perfsuite.ab.ab`, :mod:`perfsuite.history`); docs/api.md.
 Over 350 lines on purpose: the whole public surface — every command's options and results — in one module.
 """
 

@@ -18,7 +18,7 @@ more block of both sides (paired from :data:`~perfsuite.compare.verdicts.PAIRED_
                            ``slowdown_correlation``, total sd ``slowdown_noise_pct``;
   within a run             every estimate's own sampling error ``within_noise_pct`` (the floor of a test's spread).
 Merged LoRA's ranks share one timing per shape, so they share their draws. Defaults: the issue's 3 % for both
-between-run spreads (this project's VMs measured 0.5-5 %: README), correlations 0.95 / 0.4 (measured) and 0.5
+between-run spreads (this project's VMs measured 0.5-5 %: docs/verdicts.md), correlations 0.95 / 0.4 (measured) and 0.5
 (assumed). All are options.
 
 **Power** is the smallest slow-down flagged in 95 % of nights, for three kinds of change: *uniform* (every adapter

@@ -24,7 +24,7 @@ SUITE_ROUNDS = 5  # rounds of each benchmark cell when the suite runs them as te
 
 def pytest_configure(config):
     """The suite's own session (any path outside tests/benchmarks): the grid of the built-in adapters, whatever
-    adapter packages are installed (README's custom-adapter steps install one), so the cell counts and ids the
+    adapter packages are installed (docs/adapters.md's custom-adapter steps install one), so the cell counts and ids the
     tests expect hold; inherited by the suite's subprocesses. The smoke cells of tests/benchmarks run with
     SUITE_ROUNDS rounds unless --perfsuite-rounds says otherwise: they are exercised end to end, not measured; the
     hypothesis profile is chosen; what in-process sessions need is imported. A benchmark run (only tests/benchmarks) keeps its installed adapters and its

@@ -299,7 +299,7 @@ def change_body(change: Change, run_url: str) -> tuple[str, str]:
             "| cell | metric | step | level | p | noise | software changed |", "|---|---|---|---|---|---|---|"]
     tail = ["", f"Trend figures: artifact `perfsuite-history` of {run_url} (`trends/index.html`).",
             f"Intended? `perfsuite history ack CELL... --commit {change.bad[:12]} --note \"why\"` on the store "
-            "(README, \"History and change points\"), then close this issue."]
+            "(docs/history.md, \"History and change points\"), then close this issue."]
     room = BODY_LIMIT_CHARS - 2_000 - len("\n".join(head + tail))
     kept, used = [], 0
     for row in rows:

@@ -61,7 +61,7 @@ def regression_body(comparison: Comparison, artifact_url: str, budget_chars: int
             *(f"- {markdown_text(line.strip())}" for line in part_lines(comparison)),
             *([f"- **{markdown_text(missing)}**"] if missing else []), ""]
     tail = ["", f"Whole comparison, report and shards' results: {artifact_url}",
-            "Intended? Record a new baseline from the nightly's results (README, \"Baselines\") and close this issue."]
+            "Intended? Record a new baseline from the nightly's results (docs/verdicts.md, \"Baselines\") and close this issue."]
     notable = [t for t in verdict_tables(comparison) if not t.collapsed]
     room = budget_chars - len("\n".join(head)) - len("\n".join(tail)) - 2
     table = fit_table(replace(notable[0], lead=""), room, artifact_url) if notable else "(no verdict rows)"
@@ -85,7 +85,7 @@ def gating_off_body(compare_exit: int, comparison: Comparison | None, artifact_u
                      + (f"; differs in: {markdown_text('; '.join(p.differences))}" if p.differences else "")
                      + (f"; {markdown_text(p.hint)}" if p.hint else ""))
     lines += ["", "To gate again: record a baseline of this machine from a nightly's results "
-              "(`perfsuite baseline record`, README \"Baselines\"), commit it, and close this issue.",
+              "(`perfsuite baseline record`, docs/verdicts.md, \"Baselines\"), commit it, and close this issue.",
               f"Artifacts: {artifact_url}"]
     return "\n".join(lines)
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for issue in issues:
         if issue["key"] == "gating-off":
             print(f"::warning title=perfsuite gating is off::{issue['summary']}: a regression tonight would pass; "
-                  "record a baseline of this machine (README, Baselines)")
+                  "record a baseline of this machine (docs/verdicts.md, Baselines)")
     too_long = [i["key"] for i in issues if len(i["body"]) >= BODY_BUDGET_CHARS]
     if too_long:  # a bug here, not an input to pass on: GitHub would refuse the issue
         print(f"issue_body: error: the {', '.join(too_long)} body is over {BODY_BUDGET_CHARS} characters",

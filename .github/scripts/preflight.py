@@ -3,7 +3,7 @@
 Without a registered runner the shard jobs would queue for a day, be cancelled, and nights would pile up.
 GitHub's API lists runners only to a token with administration rights, which no job of this workflow should
 hold, so the registration is declared instead: the repository (or organisation) variable
-PERFSUITE_GPU_RUNNERS says how many self-hosted GPU runners serve this repository (README, "Continuous
+PERFSUITE_GPU_RUNNERS says how many self-hosted GPU runners serve this repository (docs/ci.md, "Continuous
 integration"). Unset or 0: the GPU jobs are skipped with a warning; not a whole number: the preflight fails.
 
 Writes ``gpu=true|false`` and ``runners=N`` to $GITHUB_OUTPUT; stdlib only (it runs before any install).

@@ -11,7 +11,7 @@ branch now (``--before``, taken from the remote itself, not from the artifact):
   - at most ``--max-new-runs`` runs were added (one nightly adds one), each of ``--commit`` when given (the commit
     the nightly measured), with a hex commit and an ISO date; every new measurement belongs to a new run and is a
     positive finite number; no acknowledgement was added or changed (the nightly adds none; ``--allow-acks`` for a
-    person keeping their own `perfsuite history ack`, README "Continuous integration").
+    person keeping their own `perfsuite history ack`, docs/ci.md, "Continuous integration").
 
 The definitions are perfsuite's own (perfsuite/history/schema.py, loaded by its path from this checkout: nothing
 is installed or imported from the package).

@@ -16,7 +16,7 @@ def test_latency(benchmark, perfsuite_cell, perfsuite_measure):
     assert record.get("flops") > 0 and record.get("tokens") == tokens
     if cell.impl == "ref":  # perfsuite's own model: a forward pass must never make the host wait
         assert record.get("host_syncs") == 0, "a forward pass must not make the host wait for the device"
-    else:  # transformers' code is measured as shipped: its read-backs are recorded (README, "host_syncs"), not failed
+    else:  # transformers' code is measured as shipped: its read-backs are recorded (docs/timing.md, "host_syncs"), not failed
         assert isinstance(record.get("host_syncs"), int) and record.get("host_syncs") >= 0
     if record.get("time_ms") is not None:  # absent under --benchmark-disable
         assert record.get("time_ms") > 0

@@ -453,7 +453,7 @@ PROFILES: dict[str, Profile] = {
                 max_rounds=100),
         # 30 to 60 rounds per shape group, in whole cycles of 24 (23 models and the probe): 48 to 72 (the LoRA
         # paper averaged 100 trials; quiet GPU cells stop early); 5 warm-up rounds. Trimmed from 30-100 and 10 so
-        # the night, its doctor and GPU tests included, is modelled within 10 minutes on one H100 (README).
+        # the night, its doctor and GPU tests included, is modelled within 10 minutes on one H100 (docs/timing.md).
         Profile("paper", "LoRA paper Figure 5 latency grid on gpt2-medium (GPU)",
                 model="gpt2-medium", dtype="float16", needs_gpu=True, rounds=30, warmup=5, make_cells=_paper,
                 max_rounds=60),

@@ -89,7 +89,7 @@ def _record(args) -> int:
     for r in reports:
         print("\n".join(map(printable, r.lines())))
     print(f"{args.runs} runs in {time.monotonic() - t0:.0f} s; commit the file(s) above to share them "
-          "(they gate only runs on this machine: see README, Baselines)")
+          "(they gate only runs on this machine: see docs/verdicts.md)")
     return 0
 
 

@@ -95,7 +95,7 @@ def add_arguments(p) -> None:
                         f"(default: {SIM.within_noise_pct:g})")
     g.add_argument("--time-noise", type=float, default=SIM.time_noise_pct, metavar="PCT",
                    help=f"between-process sd of a cell's probe-normalised time (default: {SIM.time_noise_pct:g}; "
-                        "measured on this project's VMs: 0.7-5.2, README)")
+                        "measured on this project's VMs: 0.7-5.2, docs/verdicts.md)")
     g.add_argument("--slowdown-noise", type=float, default=SIM.slowdown_noise_pct, metavar="PCT",
                    help=f"between-process sd of a slow-down ratio (default: {SIM.slowdown_noise_pct:g})")
     g.add_argument("--loop-correlation", type=float, default=SIM.loop_correlation, metavar="R",

@@ -77,7 +77,7 @@ def attribute_shared_moves(entries: dict[str, dict], cells: dict[str, Cell],
     A latency cell whose time moved while its slow-down against the plain model of the same loop did not has
     moved *with* that plain model: the cause is shared by the loop — the plain model, the framework, the machine,
     or, on a CPU, another cell of the loop through process-wide state (measured: a LoRA change moved its loop's
-    other cells by 5-7 %; README, "Cells of one loop share a process"). The adapter's time entry becomes
+    other cells by 5-7 %; docs/verdicts.md, "Cells of one loop share a process"). The adapter's time entry becomes
     ``unchanged`` with ``with_reference`` naming the r = 0 cell only when that cell carries the verdict instead:
     it was measured in the same loop of the same runs (``runs_of``: cell id → the current runs that have it; an
     adapter's runs must all have it) and its own time was judged a move in the same direction. Otherwise — r = 0

@@ -1,7 +1,7 @@
 """What a baseline can confirm: its sittings (days, reboots) and the smallest change one new run could be flagged for.
 
 A baseline's runs recorded back to back share the machine's level of that hour and that boot; the next day, or
-after a reboot, the same VM was measured 5-7 % faster or slower on every cell (README, "Baselines, verdicts and
+after a reboot, the same VM was measured 5-7 % faster or slower on every cell (docs/verdicts.md, "Baselines, verdicts and
 A/B runs"). Their spread cannot contain that level, so a verdict against a baseline of one sitting cannot tell a
 small change of the code from the machine's day: such a baseline says so, with the smallest change it could
 confirm (Kalibera & Jones 2013 would add the day as a level of the design; recording runs on several days with
@@ -38,7 +38,7 @@ SITTING_GAP_H = 6.0
 # A baseline whose median detectable change (one new run against it, any judged metric) is above this, in %,
 # gates nothing useful: flagged when recorded and in every comparison that uses it.
 NOISY_BASELINE_PCT = 20.0
-# What one reboot or one day moved every cell of this project's VM by (README: 5-7 %): the day-to-day level a
+# What one reboot or one day moved every cell of this project's VM by (docs/verdicts.md: 5-7 %): the day-to-day level a
 # baseline of one sitting does not contain. Quoted, not used in a test.
 DAY_TO_DAY_PCT = 7.0
 

@@ -28,7 +28,7 @@ from perfsuite.paired import finite as _finite
 # A test becomes a suspect when its change is a slow-down and its own (unadjusted) p-value is below this: wide enough
 # that a real +35 % cell or +5 % method reaches a second look, narrow enough that an unchanged paper night
 # re-measures little (about 1 % of a run's ~900 tests point the wrong way by chance: a few loops; measured by
-# ``perfsuite selftest --grid paper --simulate``, README). The trigger decides only what is looked at again: a
+# ``perfsuite selftest --grid paper --simulate``, docs/verdicts.md). The trigger decides only what is looked at again: a
 # regression is still called at the part's level with α spent across the looks, whatever the trigger.
 TRIGGER = 0.01
 # How many more runs "could not tell" may say are needed before it says the baseline itself needs more runs.

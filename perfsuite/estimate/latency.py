@@ -13,14 +13,14 @@ from perfsuite.estimate.counts import config_of
 from perfsuite.estimate.night import Night
 from perfsuite.timing import whole_cycles
 
-# On a GPU only, assumed (no GPU was available to measure them; README "What a grid costs"): a torch.profiler
+# On a GPU only, assumed (no GPU was available to measure them; docs/timing.md, "What a grid costs"): a torch.profiler
 # session's start, stop and post-processing; CUPTI's first initialisation in a process; each op a forward
 # dispatches while the profiler records it (CPU and CUDA activity).
 PROFILER_SESSION_S = 1.0
 PROFILER_FIRST_S = 3.0
 PROFILED_OP_S = 20e-6
 # compile mode, assumed: inductor's compilation of one model (the tiny GPT-2 took 2.8 to 26 s on the 2-core VM,
-# README "Execution modes"); graphs mode pays its warm-up calls and one capture per model (counted below).
+# docs/timing.md, "Execution modes"); graphs mode pays its warm-up calls and one capture per model (counted below).
 COMPILE_S = 20.0
 
 

@@ -91,7 +91,7 @@ def _peft_config(name: str, rank: int, model_config, seed: int):
 @dataclass(frozen=True)
 class HFAdapterSpec:
     name: str
-    doc: str  # the configuration, in words (README's table is made from these)
+    doc: str  # the configuration, in words (docs/hf.md's table is made from these)
 
 
 HF_ADAPTERS: dict[str, HFAdapterSpec] = {s.name: s for s in [

@@ -33,7 +33,7 @@ class FamilyShape:
     num_attention_heads: int
     num_key_value_heads: int
     vocab_size: int
-    note: str = ""  # what the shape is, in words (README)
+    note: str = ""  # what the shape is, in words (docs/hf.md)
 
 
 SHAPES: dict[str, FamilyShape] = {

@@ -19,7 +19,7 @@ an outlier night two), so a noisy cell needs a bigger step than a quiet one: pen
 ``PENALTY_FACTOR`` · σ̂ · ln(n). Each candidate must then pass two gates, as in asv and Otava: the
 nights after it differ from the nights before (Mann–Whitney U, p < ``ALPHA``) AND the step is at least
 ``MIN_STEP_PCT``. A candidate that fails is dropped and its neighbours are measured again. The false
-change points and the power this gives are measured by :mod:`perfsuite.history.synthetic` (README,
+change points and the power this gives are measured by :mod:`perfsuite.history.synthetic` (docs/history.md,
 "History and change points").
 
 Two additions for what the search misses:

@@ -24,7 +24,7 @@ with a lag-1 autocorrelation of 0.3). Filing spends a budget per series, not per
   FILE_MIN_BEFORE_RUNS nights of the series (a new machine setup, or the nights after an acknowledged step) is
   filed only when it is also at least EARLY_STEP_SIGMAS × σ̂.
 
-Measured on simulated series (`perfsuite history simulate --tables monitoring`, README "History and change
+Measured on simulated series (`perfsuite history simulate --tables monitoring`, docs/history.md, "History and change
 points"); the constants were chosen on 1000 unchanged series of φ = 0.3 and 400 stepped ones of other seeds than
 the command's: PHI_BOUND_SES 0 / 0.5 / 1.0 let 12 / 8 / 4 of the 1000 file a false step, and filed +5 % at 1.5 %
 noise within 8 nights in 86 / 81 / 71 % (φ = 0.3) and 97 / 96 / 93 % (φ = 0) of series; FILE_MIN_BEFORE_RUNS 20

@@ -53,7 +53,7 @@ def metric_rows(rec: CellRecord) -> list[tuple[str, float, float | None, float |
 
 
 def searched_metrics(cell, *, gpu: bool) -> tuple[str, ...]:
-    """The metrics of ``cell`` the nightly searches for change points (the per-night family, see README): time
+    """The metrics of ``cell`` the nightly searches for change points (the per-night family, see docs/history.md): time
     always, the slow-down ratio where the cell has a paired reference, peak memory on a GPU (None on the CPU)."""
     ratio = ("slowdown_ratio",) if cell.adapter != "none" else ()
     return ("time_ms", *ratio, *(("peak_mem_bytes",) if gpu else ()))

@@ -168,7 +168,7 @@ def change_table(changes: list[ChangePoint], title: str = "Change points") -> Ta
     return Table(title, ("cell", "metric", "step", "before", "after", "commits", "nightlies", "dates", "p",
                          "noise σ̂", "software changed", "issue"), rows,
                  lead=("issue: FILED opens or updates an issue; a provisional or weaker step is shown here only "
-                       "(README, \"Shown and filed\")." if rows else
+                       "(docs/history.md, \"Shown and filed\")." if rows else
                        "No change point: every series is at one level since its last acknowledged step."),
                  strong_rows=frozenset(k for k, c in enumerate(changes) if c.filed), marks_holes=False)
 

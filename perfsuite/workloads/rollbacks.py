@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-DEFAULT_MISMATCH_RATE = 0.05  # per checked decision; see the module docstring and README "Recompute"
+DEFAULT_MISMATCH_RATE = 0.05  # per checked decision; see the module docstring and docs/timing.md, "Recompute is priced with its rollbacks"
 DRAWS = 64  # decodes drawn per estimate
 SEED = 42
 

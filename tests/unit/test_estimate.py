@@ -69,7 +69,7 @@ def test_a_gpu_night_pays_each_shards_doctor_and_gpu_tests_and_its_device_loops(
 
 
 def test_the_paper_night_is_modelled_within_ten_minutes_on_one_gpu():
-    """The trimmed paper profile (README), its doctor and GPU tests included, on a modelled H100 with host costs
+    """The trimmed paper profile (docs/timing.md), its doctor and GPU tests included, on a modelled H100 with host costs
     as this project's VM probed them: the GPU runner's ceiling stays under 10 minutes."""
     host = HostCosts(svd_1024_s=0.9, dispatch_op_s=1e-5, meta_op_s=1.1e-3, init_param_s=1e-8,
                      meta_build_layer_s=3e-3, adapted_build_layer_s=3e-3, host_speed=1.0)

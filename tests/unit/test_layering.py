@@ -3,7 +3,7 @@
 Every ``import`` and ``from … import`` counts, at module level and inside functions (a function-level import
 is still a dependency, only a later one); imports under ``if TYPE_CHECKING:`` do not (they never run). A
 module's layer is the longest prefix of its name in ``LAYERS``; a module may import its own layer or any
-layer below it, never one above. The order (lowest first), as README's Layout states it:
+layer below it, never one above. The order (lowest first), as docs/layout.md states it:
 
   base      errors, extensions, table, paired (torch-free statistics), machine, syncs
   cells     cells/ (the grid, shards), subspace/ (φ of two checkpoints: pure linear algebra)

@@ -183,7 +183,7 @@ def test_zizmor_finds_nothing_at_medium_severity_or_above():
 def test_zizmor_as_an_auditor_finds_only_the_gpu_runners_the_nightly_needs():
     """The auditor persona (every audit, at every confidence) finds one thing: the nightly's shards run on
     self-hosted GPU runners, as they must to measure a GPU. Their safeguards are elsewhere: a runner group serving
-    this repository's nightly only (README, "Continuous integration"), and no pull-request job on a self-hosted
+    this repository's nightly only (docs/ci.md, "Continuous integration"), and no pull-request job on a self-hosted
     runner (test_security_rules). Anything else it finds fails here."""
     proc = subprocess.run([zizmor(), "--offline", "--no-config", "--persona", "auditor", "--format", "json",
                            "--no-progress", str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
