@@ -132,12 +132,22 @@ def assess(baseline: Baseline, alpha: float = ALPHA, looks: int = DEFAULT_LOOKS)
     night confirms at the gate's level (see the module docstring)."""
     estimates: dict[tuple[str, str], dict[str, list[float]]] = {}
     loops: dict[tuple[str, str], dict[str, str]] = {}
+    memory_tests = 0
+    methods: dict[str, dict[str, int]] = {}  # workload -> adapter -> slow-down cells: the group tests
     for cid in baseline.cell_ids():
         recs = baseline.cell_runs(cid)
         metrics = cell_metrics(recs[-1])
+        cell = recs[-1].cell
         for m in metrics:
-            if not judged(m, metrics) or m == "memory":
+            if not judged(m, metrics):
                 continue
+            if m == "memory":  # in the gate's family, not in the quote (a memory change is exact or absent)
+                memory_tests += 1
+                continue
+            if (m == "slowdown" and cell.workload == "latency" and cell.adapter != "none" and cell.rank > 0
+                    and recs[-1].get("timed_as") is None):
+                per = methods.setdefault(cell.workload, {})
+                per[cell.adapter] = per.get(cell.adapter, 0) + 1
             try:
                 est = [e[0] for e in (run_estimate(r, m) for r in recs) if e is not None]
             except ValueError:
@@ -145,7 +155,8 @@ def assess(baseline: Baseline, alpha: float = ALPHA, looks: int = DEFAULT_LOOKS)
             family = (m, recs[-1].cell.workload)
             estimates.setdefault(family, {})[cid] = est
             loops.setdefault(family, {})[cid] = loop_key(recs[-1].cell)
-    tests = sum(len(v) for v in estimates.values())
+    groups = sum(sum(n > 1 for n in per.values()) + (sum(n > 1 for n in per.values()) > 1) for per in methods.values())
+    tests = sum(len(v) for v in estimates.values()) + memory_tests + groups  # the gate's family (its Holm count)
     level = alpha / max(tests, 1) / max(looks, 1)
     found: dict[str, list[float]] = {}
     for family, cells in estimates.items():

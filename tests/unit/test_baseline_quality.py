@@ -1,5 +1,6 @@
 """What a baseline can confirm: sittings (days, reboots), its detectable change, a baseline too noisy to gate."""
 
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -93,3 +94,28 @@ def test_a_baseline_recorded_under_load_is_flagged_when_recorded_and_in_every_co
     assert q.too_noisy and max(q.detectable_pct.values()) > NOISY_BASELINE_PCT
     doc = compare_results(_run(9), [load_baseline(r.path)]).to_dict()
     assert doc["parts"][0]["baseline_quality"]["too_noisy"] and "too noisy to gate" in render_terminal(Comparison.from_dict(doc))
+
+
+def test_the_quote_counts_the_gates_family_memory_and_groups_included():
+    """The quote's level is the gate's own: a comparison of one of the baseline's runs against it adjusts over the
+    same number of tests — cells' time and slow-down, their peak memory, and the method-wide groups (two methods of
+    two cells each: one group each, and one of every adapter). It counted 10 of the gate's 19 before (no memory,
+    no groups): a looser level than the gate's, so it quoted a smaller change than one night can confirm."""
+    cells = [syn.cell("none", batch=b) for b in (1, 4)] + [syn.cell(a, batch=b) for a in ("lora", "houlsby")
+                                                          for b in (1, 4)]
+
+    def run(i):
+        recs = []
+        for k, c in enumerate(cells):
+            r = syn.record(c, seed=10 * i + k, ratio=1.0 if c.adapter == "none" else 1.2, run_sd=0.005,
+                           e=syn.env(host="named-runner"))
+            recs.append(replace(r, metrics={**r.metrics, "peak_mem_bytes": 1 << 20}))
+        from perfsuite.formats.results import results_from_document
+
+        return results_from_document(syn.document(recs), f"r{i}.json")
+
+    runs = [run(i) for i in range(5)]
+    base = baseline_of([parts_of(r)[0] for r in runs], name="b")
+    gate = compare_results(run(9), [base]).to_dict()["parts"][0]["tests"]
+    q = assess(base)
+    assert q.tests == gate == 6 + 4 + 6 + 3  # time 6, slow-down 4, peak memory 6, groups 3
