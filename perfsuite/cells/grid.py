@@ -448,7 +448,8 @@ def _serving() -> list[Cell]:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
-        Profile("smoke", "tiny model, every adapter and workload, a few cells: about a minute on a CPU",
+        Profile("smoke", "tiny model, every adapter; latency (prefill and a decode step), recompute and subspace: "
+                "under a minute on a CPU",
                 model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_smoke,
                 max_rounds=100),
         # 30 to 60 rounds per shape group, in whole cycles of 24 (23 models and the probe): 48 to 72 (the LoRA
@@ -466,7 +467,7 @@ PROFILES: dict[str, Profile] = {
                 model="gpt2-medium", dtype=None, needs_gpu=True, rounds=None, warmup=None,
                 parts=("paper", "recompute", "subspace")),
         Profile("hf-smoke", "tiny model on transformers + peft (every hf method) and on the reference, latency "
-                "and recompute: about a minute on a CPU (needs the hf extra)",
+                "and recompute: under a minute on a CPU (needs the hf extra)",
                 model="tiny", dtype="float32", needs_gpu=False, rounds=30, warmup=3, make_cells=_hf_smoke),
         Profile("hf-paper", "the paper latency grid on transformers + peft, with the reference's twins (GPU, "
                 "needs the hf extra)",

@@ -48,7 +48,7 @@ def add_arguments(p) -> None:
     up.add_argument("--prune", action="store_true", help="drop, from the kept runs, cells this run lacks")
     _common(up)
     show = sub.add_parser("show", help="print a baseline's machine, runs and cells")
-    show.add_argument("file", metavar="FILE")
+    show.add_argument("file", metavar="FILE", help="a baseline file (baselines/*.json)")
     fnd = sub.add_parser("find", help="print the baseline of each part of a run on this machine (exit 1: a part "
                                       "has none)")
     fnd.add_argument("results", nargs="+", metavar="RESULTS.json")

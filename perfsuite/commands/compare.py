@@ -35,8 +35,8 @@ def add_compare_arguments(p, *, remeasure_default: int = 0) -> None:
                         "as 'changed'; with this flag it is shown and does not (an intended change)")
     add_allow_missing_argument(p)
     p.add_argument("--baselines-dir", default=None, metavar="DIR",
-                   help="where the baselines are (default: ./baselines; perfsuite run: ./baselines when the current "
-                        "folder has one, else the checkout's)")
+                   help="where the baselines are (default: baselines/ under --rootdir, the current folder unless "
+                        "given; perfsuite run: ./baselines when the current folder has one, else the checkout's)")
 
 
 def add_allow_missing_argument(p) -> None:

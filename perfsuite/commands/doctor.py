@@ -8,8 +8,8 @@ import sys
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_text_atomic
 
-HELP = ("check the machine and the harness before measuring: timing bracket, host syncs, memory accounting, NVML, "
-        "repeatability (exit 1 on a failed check, with what to fix)")
+HELP = ("check the machine and the harness before measuring: timing bracket, host syncs, memory accounting, attention, "
+        "NVML, repeatability (exit 1 on a failed check, with what to fix)")
 
 
 def add_arguments(p) -> None:

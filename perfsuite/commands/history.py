@@ -65,15 +65,15 @@ def add_arguments(p) -> None:
     m.add_argument("--autocorrelation", type=float, default=0.3, metavar="PHI",
                    help="lag-1 autocorrelation of the nightly noise in the last-nights rows' second setting "
                         "(default: 0.3)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="seed of the simulated series (default: 0)")
     y = with_store(sub.add_parser("synth", help="fill a store with synthetic nightlies (to size the page, or try it)"))
     y.add_argument("--profile", default="smoke", help="whose cells (default: smoke)")
-    y.add_argument("--nights", type=at_least_one, default=60)
+    y.add_argument("--nights", type=at_least_one, default=60, help="nightlies to write (default: 60)")
     y.add_argument("--step", action="append", default=[], metavar="EXPR:PCT@NIGHT",
                    help="a step of PCT %% from NIGHT on in the cells matching EXPR; repeatable")
     y.add_argument("--time-noise", type=float, default=3.0, metavar="PCT", help="time noise sd, %% (default: 3)")
     y.add_argument("--ratio-noise", type=float, default=1.5, metavar="PCT", help="slow-down noise sd, %% (1.5)")
-    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--seed", type=int, default=0, help="seed of the synthetic noise (default: 0)")
 
 
 def run(args) -> int:

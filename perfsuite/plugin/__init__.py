@@ -136,6 +136,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if workload not in WORKLOADS:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: workload must be one of {WORKLOADS}, not {workload!r}")
     cells = metafunc.config.stash[STATE].cells(workload)
+    if not cells:  # one skip that says why, not pytest's "got empty parameter set" with a file position
+        nothing = pytest.param(None, marks=pytest.mark.skip(reason=f"no {workload} cells in this profile and selection"))
+        metafunc.parametrize("perfsuite_cell", [nothing], ids=["no-cells"], indirect=True)
+        return
     metafunc.parametrize("perfsuite_cell", cells, ids=[c.param_id for c in cells], indirect=True)
 
 
@@ -246,7 +250,7 @@ def perfsuite_cell(request: pytest.FixtureRequest, perfsuite_state: SessionState
 def _cell_of(item: pytest.Item) -> Cell | None:
     callspec = getattr(item, "callspec", None)
     cell = callspec.params.get("perfsuite_cell") if callspec else None
-    return cell if isinstance(cell, Cell) else None  # not NOTSET, pytest's value for an empty parameter set
+    return cell if isinstance(cell, Cell) else None  # None: the one skipped "no-cells" parameter (or NOTSET)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

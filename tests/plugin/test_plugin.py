@@ -137,8 +137,10 @@ def test_bad_options_and_selections_that_cannot_select_give_one_clear_line(suite
 
 def test_journal_keeps_cells_and_resume_skips_them(suite, pfeiffer_journal):
     assert pfeiffer_journal == (suite.path / "j.jsonl").read_bytes()  # a session that measured both cells
-    second = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume")
-    second.assert_outcomes(skipped=1)  # the empty parameter set: nothing left to measure
+    second = suite.runpytest_inprocess(*PFEIFFER, "--perfsuite-resume", "-rs")
+    second.assert_outcomes(skipped=1)  # nothing left to measure: one skip that says so
+    second.stdout.fnmatch_lines(["*no latency cells in this profile and selection*"])
+    assert "empty parameter set" not in second.stdout.str()
     lines = [json.loads(x) for x in (suite.path / "j.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["header", "benchmark", "benchmark"]
 
@@ -148,7 +150,7 @@ def test_shards_split_the_grid(suite):
     ids = []
     for i in (1, 2, 3):
         result = suite.runpytest_inprocess("--collect-only", "-q", f"--perfsuite-shard={i}/3", *FAST)
-        ids.append({line for line in result.stdout.lines if "test_latency[" in line and "[NOTSET]" not in line})
+        ids.append({line for line in result.stdout.lines if "test_latency[" in line and "[no-cells]" not in line})
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     whole = suite.runpytest_inprocess("--collect-only", "-q", *FAST)
     assert ids[0] | ids[1] | ids[2] == {line for line in whole.stdout.lines if "test_latency[" in line}

@@ -167,9 +167,9 @@ def timed_forwards(profile: str, cells: str | None = None) -> str:
 # probed on the machine, and each page names the command and the machine that gave them (so are the serving grid's
 # timed calls: counting them prices every serving group, 10 s of a test run).
 QUOTED = [
-    ("README.md", "every adapter and workload on the `tiny` model, {} cells", lambda: cell_count("smoke")),
+    ("README.md", "every adapter; latency, recompute and subspace on the `tiny` model, {} cells", lambda: cell_count("smoke")),
     ("README.md", "one decode step of every adapter, {} cells", lambda: cell_count("paper")),
-    ("docs/running.md", "every adapter and workload, {} cells:", lambda: cell_count("smoke")),
+    ("docs/running.md", "every adapter; latency, recompute and subspace, {} cells:", lambda: cell_count("smoke")),
     ("docs/timing.md", "stays the eager smoke ({} cells)", lambda: cell_count("smoke")),
     ("docs/timing.md", "the timed forwards double,\n{}, modelled", lambda: timed_forwards("paper", "mode in ('eager', 'graphs')")),
     ("docs/serving.md", "the torchao bases: {} cells.", lambda: cell_count("serving-smoke")),

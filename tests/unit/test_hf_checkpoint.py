@@ -177,3 +177,12 @@ def test_perfsuite_run_refuses_a_bad_weights_folder_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert err == f"perfsuite run: error: {tmp_path / 'absent'}: not a folder (want a checkpoint folder with " \
                   "config.json and model.safetensors)\n"
+
+
+def test_make_tiny_help_states_the_default_it_trains_for(capsys):
+    """The help is built without importing torch, so it quotes the default: it must be train_tiny's."""
+    from perfsuite.train_tiny import STEPS
+
+    with pytest.raises(SystemExit):
+        main(["checkpoint", "make-tiny", "--help"])
+    assert f"(default: {STEPS}," in " ".join(capsys.readouterr().out.split())
