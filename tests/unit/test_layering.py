@@ -23,6 +23,7 @@ at ``options`` and ``errors``, below both.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -235,4 +236,45 @@ def test_a_module_over_350_lines_says_why():
         text = path.read_text(encoding="utf-8")
         if text.count("\n") > MAX_LINES and f"Over {MAX_LINES} lines" not in (ast.get_docstring(ast.parse(text)) or ""):
             long[name] = text.count("\n")
+    assert long == {}
+
+
+LAYOUT_PAGE = PACKAGE_DIR.parent / "docs" / "layout.md"
+MAX_TOP_MODULES = 12  # beside the step folders, the package's own __init__ included
+
+
+def top_level_entries(package_dir: Path) -> list[str]:
+    """The package's folders (``name/``) and modules (``name.py``) at its top, its own ``__init__`` aside."""
+    return sorted(p.name + "/" if p.is_dir() else p.name for p in package_dir.iterdir()
+                  if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.name != "__init__.py"))
+
+
+def map_entries(page: str) -> list[str]:
+    """The folders and modules named in the page's "Where things live" map, in order, repeats kept."""
+    section = page.split("## Where things live", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    return re.findall(r"\w+/|\w+\.py", section)
+
+
+def test_the_docs_map_of_where_things_live_is_the_tree():
+    named = map_entries(LAYOUT_PAGE.read_text(encoding="utf-8"))
+    assert sorted(named) == top_level_entries(PACKAGE_DIR)  # each once, none missing, none that is not there
+    assert len(list(PACKAGE_DIR.glob("*.py"))) <= MAX_TOP_MODULES
+
+
+def test_the_map_check_finds_a_missing_a_repeated_and_a_stale_entry(tmp_path):
+    (tmp_path / "pkg" / "step").mkdir(parents=True)
+    for name in ("__init__.py", "a.py", "step/__init__.py"):
+        (tmp_path / "pkg" / name).write_text("")
+    assert top_level_entries(tmp_path / "pkg") == ["a.py", "step/"]
+    page = "## Where things live\n\n```text\nfirst   step/  a.py\nthen    a.py  gone/\n```\n"
+    assert map_entries(page) == ["step/", "a.py", "a.py", "gone/"]
+
+
+def test_each_folder_says_its_step_in_its_first_line():
+    """A folder's ``__init__`` docstring opens with one line that stands alone (a blank line or nothing after it)."""
+    long = {}
+    for folder in sorted(p for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file()):
+        lines = (ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or "").splitlines()
+        if not lines or (len(lines) > 1 and lines[1].strip()):
+            long[folder.name] = lines[:2]
     assert long == {}
