@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 # public name → the module that defines it (imported on first access)
 _EXPORTS = {
-    "ADAPTERS": "perfsuite.adapters", "attach": "perfsuite.adapters", "merge_lora": "perfsuite.adapters",
+    "ADAPTERS": "perfsuite.models.adapters", "attach": "perfsuite.models.adapters", "merge_lora": "perfsuite.models.adapters",
     "PerfsuiteError": "perfsuite.errors",
     "PROFILES": "perfsuite.cells.grid", "Cell": "perfsuite.cells.grid", "get_profile": "perfsuite.cells.grid",
     "select": "perfsuite.cells.grid",
-    "PRESETS": "perfsuite.model", "GPT2": "perfsuite.model", "GPT2Config": "perfsuite.model",
-    "build_model": "perfsuite.model",
+    "PRESETS": "perfsuite.models.model", "GPT2": "perfsuite.models.model", "GPT2Config": "perfsuite.models.model",
+    "build_model": "perfsuite.models.model",
     "Results": "perfsuite.formats.results", "load_results": "perfsuite.formats.results",
     "RunInfo": "perfsuite.formats.results", "CellRecord": "perfsuite.formats.record",
     **{name: "perfsuite.formats.comparison" for name in (
@@ -55,7 +55,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see (nothing is imported at run time)
-    from perfsuite.adapters import ADAPTERS, attach, merge_lora
+    from perfsuite.models.adapters import ADAPTERS, attach, merge_lora
     from perfsuite.api import ABResult, CompareResult, ReportResult, RunOptions, RunResult
     from perfsuite.cells.grid import PROFILES, Cell, get_profile, select
     from perfsuite.errors import PerfsuiteError
@@ -63,4 +63,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (nothing is imported at run
     from perfsuite.formats.comparison import CellVerdict, Comparison, MetricVerdict, PartEntry, read_comparison
     from perfsuite.formats.record import CellRecord
     from perfsuite.formats.results import Results, RunInfo, load_results
-    from perfsuite.model import PRESETS, GPT2, GPT2Config, build_model
+    from perfsuite.models.model import PRESETS, GPT2, GPT2Config, build_model

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+import perfsuite.errors as errors
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.comparison import Comparison
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
     from perfsuite.history.changes import ChangePoint
     from perfsuite.history.store import Added
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as perfsuite.job and the CLI
+# the exit codes a result's exit_code takes (perfsuite.errors defines them for every entry point)
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = (errors.EXIT_OK, errors.EXIT_REGRESSION, errors.EXIT_USAGE,
+                                                          errors.EXIT_INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,8 @@ class RunOptions:
                                      f"{'>= 1' if name == 'rounds' else '>= 0'}")
 
     def cell_options(self) -> dict[str, object]:
-        """The options that choose and time cells (perfsuite.plugin.options.CELL_OPTIONS)."""
-        from perfsuite.plugin.options import CELL_OPTIONS
+        """The options that choose and time cells (perfsuite.options.CELL_OPTIONS)."""
+        from perfsuite.options import CELL_OPTIONS
 
         return {name: getattr(self, name) for name in CELL_OPTIONS}
 

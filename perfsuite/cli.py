@@ -14,7 +14,7 @@ import pkgutil
 import sqlite3
 import sys
 
-from perfsuite.errors import PerfsuiteError
+from perfsuite.errors import EXIT_USAGE, PerfsuiteError
 from perfsuite.table import printable
 
 
@@ -37,9 +37,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
-
-
-EXIT_USAGE = 2  # bad input or a fault of the machine (disk full, no permission): never 1, which means a regression
 
 
 def os_error_line(e: OSError) -> str:

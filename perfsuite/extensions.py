@@ -6,7 +6,7 @@ A package contributes adapters through the entry-point group ``perfsuite.adapter
 :class:`AdapterPlugin` or a list of them:
 
 - ``attach`` (the reference implementation): ``attach(model, rank, generator, init, **options)`` changes a
-  :class:`perfsuite.model.GPT2` in place, exactly as the built-in adapters of :mod:`perfsuite.adapters` do;
+  :class:`perfsuite.models.model.GPT2` in place, exactly as the built-in adapters of :mod:`perfsuite.models.adapters` do;
 - ``peft_config`` (the hf implementation): ``peft_config(rank, d, seed)`` returns the peft config that
   ``peft.get_peft_model`` applies to transformers' GPT-2 (``d``: the model width).
 

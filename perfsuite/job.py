@@ -16,22 +16,20 @@ from pathlib import Path
 import pytest
 
 from perfsuite.cells.grid import compile_selection, get_profile, no_match_message, selected_cells
-from perfsuite.errors import PerfsuiteError
+from perfsuite.errors import (EXIT_INTERRUPTED, EXIT_JOURNAL_WRITE_FAILED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE,
+                              PerfsuiteError)
 from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
 from perfsuite.formats.journal import Journal
-from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET
+from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, missing_extra_reasons
 from perfsuite.locks import writer_lock
-from perfsuite.plugin import EXIT_JOURNAL_WRITE_FAILED
-from perfsuite.plugin.options import cell_option_args
+from perfsuite.options import cell_option_args
 
 JOURNAL_NAME = "journal.jsonl"
 RESULTS_NAME = "results.json"
 PREVIOUS_NAME = "previous"  # a finished run that a new run into the same --out replaces is moved here
 # What a finished run leaves in --out (besides its lock files and the remeasure-*.json of its suspects).
 RUN_FILES = (JOURNAL_NAME, RESULTS_NAME, "comparison.json", "comparison.md", "report")
-
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass
@@ -210,8 +208,6 @@ def _locked_job(out: Path, *, options: dict[str, object], resume: bool, fresh: b
     outcome.lines.append(f"cells measured: {n_ok}, {not_run_text(doc['perfsuite']['not_run'])}, "
                          f"in {time.monotonic() - t0:.0f} s")
     outcome.lines.append(f"results:    {outcome.results}")
-    from perfsuite.plugin import missing_extra_reasons
-
     for reason, n in missing_extra_reasons(doc["perfsuite"]["not_run"]).items():
         outcome.lines.append(f"not run:    {n} cell{'s' if n != 1 else ''}: {reason}")
     if interrupted:

@@ -16,7 +16,7 @@ from typing import Any
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.record import CellRecord
 from perfsuite.formats.results import Results, ResultsError, RunInfo, load_results
-from perfsuite.plugin.options import CELL_OPTIONS, cell_option_args
+from perfsuite.options import CELL_OPTIONS, cell_option_args
 
 BENCHMARKS = "tests/benchmarks"  # a checkout's; an installed perfsuite runs those of its package (PACKAGED)
 PACKAGED_BENCHMARKS = "perfsuite/benchmarks"
@@ -38,7 +38,7 @@ def run_benchmarks(checkout: str | Path, out_json: str | Path, options: dict, *,
                    own_code: bool = False, extra_args: list[str] | None = None) -> Path:
     """Run the benchmark tests of ``checkout`` (or just ``node_ids``) in a new pytest process; its results file.
 
-    ``options``: cell options (see :data:`perfsuite.plugin.options.CELL_OPTIONS`). ``own_code``: import
+    ``options``: cell options (see :data:`perfsuite.options.CELL_OPTIONS`). ``own_code``: import
     perfsuite from ``checkout`` itself (an A/B worktree), not from the installed package.
     """
     checkout, out_json = Path(checkout), Path(out_json).resolve()

@@ -14,7 +14,7 @@ import synthetic as syn
 import torch
 
 from perfsuite.cells.grid import get_profile, select
-from perfsuite.machine import machine_env
+from perfsuite.measure.machine import machine_env
 
 ROOT = Path(__file__).parents[1]
 

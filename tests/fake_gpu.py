@@ -3,7 +3,7 @@
 :class:`FakeGpu` keeps a host clock and a stream's timeline (ms). A kernel launch costs the host its launch time
 and runs on the device when both the launch happened and the stream is free, so launch gaps, queued work and a
 blocking spin behave as on a GPU; events complete when the stream reaches them. It is the
-:class:`perfsuite.device_time.CudaTiming` seam (events, hold, synchronize, clock), a profiler (ranges by host
+:class:`perfsuite.measure.device_time.CudaTiming` seam (events, hold, synchronize, clock), a profiler (ranges by host
 time, kernels with their device durations) and, with :class:`FakeCudaGraphs`, a capture whose replay is one
 launch. :class:`FakeNVML` is pynvml over an idle, busy or throttled GPU.
 """
@@ -54,7 +54,7 @@ class FakeGpu:
         self.ops: list[Op] = []  # every launch, for the profiler
         self.capturing: list | None = None  # launches recorded by a capture instead of run
 
-    # --- perfsuite.device_time.CudaTiming ---
+    # --- perfsuite.measure.device_time.CudaTiming ---
     def event(self) -> FakeEvent:
         self.events_made += 1
         return FakeEvent(self)
@@ -258,7 +258,7 @@ class FakeCudaMemory:
     def install(self, monkeypatch):
         import torch
 
-        import perfsuite.device as device_module
+        import perfsuite.measure.device as device_module
 
         monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
         monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: self.allocated)
@@ -273,7 +273,7 @@ def on_fake_cuda(monkeypatch, gpu: FakeGpu, work: dict, **prepare_kw):
     also launches its fake kernels (``work[key]``: launches, host and device ms each; the probe's, or a small
     device-bound call, instead of the real probe); ``prepare_kw`` reach
     perfsuite.workloads.modes.prepare (a fake capture)."""
-    from perfsuite.device_time import DeviceTimer, kernel_sums_ms
+    from perfsuite.measure.device_time import DeviceTimer, kernel_sums_ms
     from perfsuite.workloads import latency, modes
 
     monkeypatch.setattr(latency, "DeviceTimer", lambda device: DeviceTimer("cuda", api=gpu))

@@ -15,7 +15,7 @@ from perfsuite.cells.grid import Cell
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.record import CellRecord, not_run
 from perfsuite.formats.results import Results, results_document, results_from_document
-from perfsuite.paired import PairedTiming
+from perfsuite.measure.paired import PairedTiming
 
 CPU = "GenuineIntel family 6 model 143 stepping 8: Test CPU"
 HEADER = {"machine_info": {"node": "test"}, "commit_info": {"id": "0123456789abcdef", "branch": "main"},
@@ -77,7 +77,7 @@ def skipped(c: Cell, status: str = "oom", reason: str = "CUDA out of memory") ->
 
 
 class FakeBenchmark:
-    """Enough of pytest-benchmark's fixture for perfsuite.bench_bridge.record_rounds (a workload's record then holds
+    """Enough of pytest-benchmark's fixture for perfsuite.measure.bench_bridge.record_rounds (a workload's record then holds
     its timing metrics)."""
 
     disabled = False

@@ -21,10 +21,10 @@ from perfsuite.errors import PerfsuiteError
 PAPER_WORKLOADS = ("latency", "recompute", "subspace")  # what the smoke and full profiles cover
 WORKLOADS = PAPER_WORKLOADS + ("serving",)  # serving: its own profiles (serving-smoke, serving)
 # Every adapter design but the plain model, in the order the report draws them; the registry in
-# perfsuite.adapters has these and "none" (a test keeps the two in step).
+# perfsuite.models.adapters has these and "none" (a test keeps the two in step).
 ADAPTER_NAMES = ("houlsby", "lin", "pfeiffer", "adapterdrop", "parallel", "spectral-r", "lora", "lora-merged")
-# The implementations a cell can run on: "ref", perfsuite's own model and adapters (perfsuite.model,
-# perfsuite.adapters); "hf", transformers' GPT2LMHeadModel with peft's adapters, or AdapterHub's bottlenecks
+# The implementations a cell can run on: "ref", perfsuite's own model and adapters (perfsuite.models.model,
+# perfsuite.models.adapters); "hf", transformers' GPT2LMHeadModel with peft's adapters, or AdapterHub's bottlenecks
 # (perfsuite.hf, the optional extra `pip install -e '.[hf]'`).
 IMPLS = ("ref", "hf")
 # The adapters of the hf implementation, in drawing order (perfsuite.hf.adapters has these and "none"; a test
@@ -93,7 +93,7 @@ class Cell:
     rank_b: int | None = None  # subspace: the rank of the second adapter
     dtype: str = "float32"
     device: str = "cpu"
-    model: str = "tiny"  # a preset of perfsuite.model, or a checkpoint's label (perfsuite.checkpoint)
+    model: str = "tiny"  # a preset of perfsuite.models.model, or a checkpoint's label (perfsuite.models.checkpoint)
     impl: str = "ref"  # "ref" (perfsuite's model) or "hf" (transformers + peft); see IMPLS
     mode: str = DEFAULT_MODE  # how the forward is executed: eager, compile or graphs; see MODES
     # Fields added for serving-time cells; at their defaults a cell's id and its file form are as before them.
@@ -258,7 +258,7 @@ class Profile:
 
     def timing(self, cell: Cell) -> tuple[int, int, int]:
         """(at least, at most, warm-up) rounds for ``cell``'s loop: the profile's, or in a composite profile its
-        part's. Between the two the loop stops once its medians are precise (perfsuite.timing.RoundPolicy)."""
+        part's. Between the two the loop stops once its medians are precise (perfsuite.measure.timing.RoundPolicy)."""
         part = self.part_of(cell)
         profile = self if part == self.name else get_profile(part)
         return profile.rounds, profile.max_rounds or profile.rounds, profile.warmup

@@ -8,7 +8,7 @@ from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
+from perfsuite.options import add_cell_options, add_wait_argument, at_least_two, at_least_zero, cell_option_values
 
 HELP = ("A/B: run BASE's and HEAD's benchmarks alternately, each run in its own process; exit 1 on a regression or a "
         "cell BASE measured and HEAD did not. BASE's and HEAD's own code executes (their perfsuite package, "

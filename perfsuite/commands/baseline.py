@@ -11,7 +11,7 @@ from perfsuite.compare.baselines import BASELINE_DIR, add_runs, default_name, fi
 from perfsuite.formats.baseline import KEEP_RUNS, load_baseline
 from perfsuite.formats.results import load_results
 from perfsuite.locks import writer_lock
-from perfsuite.plugin.options import add_cell_options, add_wait_argument, at_least_one, cell_option_values
+from perfsuite.options import add_cell_options, add_wait_argument, at_least_one, cell_option_values
 from perfsuite.table import printable
 
 HELP = "record this machine's baselines (separate runs), add a run to them, show one, find the one of a run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from perfsuite.cells.grid import MODERN_MODELS, PROFILES, get_profile, no_match_message, selected_cells
 from perfsuite.errors import PerfsuiteError
 from perfsuite.estimate.rates import H100_TFLOPS, LAUNCH_US
-from perfsuite.plugin.options import at_least_one, at_least_zero
+from perfsuite.options import at_least_one, at_least_zero
 from perfsuite.workloads.rollbacks import DEFAULT_MISMATCH_RATE
 
 HELP = "list the cells of a profile (after --cells selection) without running anything; --estimate: their cost"
@@ -91,7 +91,7 @@ def run(args) -> int:
     else:
         timer = probe_timer(device)
         how = f"probed on this machine's {device} (the plain model at two sizes)"
-    from perfsuite.device import cpu_threads
+    from perfsuite.measure.device import cpu_threads
 
     rates = _recorded_rates(args.mismatch_from) if args.mismatch_from else {}
     modelled = getattr(timer, "modelled", False)

@@ -17,11 +17,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from perfsuite.checkpoint import read_checkpoint, reference_state_dict, save_checkpoint
+    from perfsuite.models.checkpoint import read_checkpoint, reference_state_dict, save_checkpoint
     from perfsuite.errors import PerfsuiteError
 
     if args.action == "make-tiny":
-        from perfsuite.train_tiny import STEPS, train_tiny
+        from perfsuite.models.train_tiny import STEPS, train_tiny
 
         steps = STEPS if args.steps is None else args.steps
         if steps < 0:

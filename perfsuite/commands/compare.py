@@ -10,7 +10,7 @@ from perfsuite.compare.render import render_markdown, render_terminal
 from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT
 from perfsuite.compare.verdicts import CompareError, CompareOptions
 from perfsuite.formats.io import write_json_atomic, write_text_atomic
-from perfsuite.plugin.options import ALLOW_MISSING_HELP, at_least_zero
+from perfsuite.options import ALLOW_MISSING_HELP, at_least_zero
 
 HELP = ("compare a run with its baseline or another run: a verdict per cell; exit 1 on a confirmed regression or a "
         "baseline cell the run did not measure")

@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from perfsuite.doctor import run_doctor
-    from perfsuite.device import DeviceUnavailable, resolve_device
+    from perfsuite.measure.device import DeviceUnavailable, resolve_device
 
     try:
         device = resolve_device(args.device)

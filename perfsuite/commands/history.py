@@ -8,7 +8,7 @@ from pathlib import Path
 
 from perfsuite.commands import comma_numbers
 from perfsuite.errors import PerfsuiteError
-from perfsuite.plugin.options import at_least_one
+from perfsuite.options import at_least_one
 from perfsuite.table import printable
 
 HELP = "nightly history: add runs to a store, list change points, acknowledge intended steps, draw trends"

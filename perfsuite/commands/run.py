@@ -6,7 +6,7 @@ import argparse
 
 from perfsuite.commands.compare import add_compare_arguments
 from perfsuite.compare.verdicts import REMEASURE
-from perfsuite.plugin.options import add_cell_options, add_wait_argument, cell_option_values
+from perfsuite.options import add_cell_options, add_wait_argument, cell_option_values
 from perfsuite.table import printable
 
 HELP = "run a profile's benchmarks, compare with the matching baseline, and write the report"
@@ -36,7 +36,7 @@ def run(args) -> int:
     from perfsuite import api
 
     if args.weights:  # a bad checkpoint folder or file: one line here, before pytest starts
-        from perfsuite.checkpoint import check_weights, read_checkpoint
+        from perfsuite.models.checkpoint import check_weights, read_checkpoint
 
         check_weights(read_checkpoint(args.weights))
     options = api.RunOptions(

@@ -10,9 +10,10 @@ from perfsuite.commands import comma_numbers
 from perfsuite.compare.verdicts import REMEASURE
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import write_text_atomic
-from perfsuite.selftest import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of, run_selftest
+from perfsuite.selftest.options import METRICS, MODES, THREADS_NOTE, SelftestOptions, family_of
+from perfsuite.selftest.trials import run_selftest
 from perfsuite.compare.stats import ALPHA, ERROR_CONTROLS, MIN_EFFECT_PCT
-from perfsuite.selftest_grid import DESIGNS, KINDS, GridSimulation, detectable, simulate_grid
+from perfsuite.selftest.grid import DESIGNS, KINDS, GridSimulation, detectable, simulate_grid
 
 HELP = ("measure the detector on this machine, between separate processes: false alarms over A/A comparisons and "
         "detection of real slow-downs of known size, in A/B mode and against a baseline")
@@ -121,10 +122,10 @@ def _family(text: str) -> int:
 
 def _check_cell(o: SelftestOptions) -> None:
     """Unknown names fail here, in one line, before minutes of measuring."""
-    from perfsuite.adapters import get_adapter
-    from perfsuite.model import PRESETS
-    from perfsuite.caches import DTYPES
-    from perfsuite.device import DeviceUnavailable, resolve_device
+    from perfsuite.models.adapters import get_adapter
+    from perfsuite.models.model import PRESETS
+    from perfsuite.models.caches import DTYPES
+    from perfsuite.measure.device import DeviceUnavailable, resolve_device
 
     if o.model not in PRESETS:
         raise PerfsuiteError(f"unknown model preset {o.model!r}; known: {', '.join(PRESETS)}")

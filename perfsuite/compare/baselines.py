@@ -21,7 +21,7 @@ from perfsuite.formats.io import utc_now as _now
 from perfsuite.formats.record import CellRecord
 from perfsuite.locks import writer_lock
 from perfsuite.formats.results import Results, ResultsError, load_results, results_from_document
-from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
+from perfsuite.measure.machine import SOFTWARE_FIELDS, Fingerprint
 
 BASELINE_DIR = Path("baselines")
 

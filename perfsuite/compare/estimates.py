@@ -10,7 +10,7 @@ import numpy as np
 
 from perfsuite.compare.stats import bootstrap_se, check_samples
 from perfsuite.formats.record import CellRecord
-from perfsuite.paired import PairedTiming
+from perfsuite.measure.paired import PairedTiming
 
 
 def probe_numerator(rec: CellRecord) -> tuple[float, ...] | None:

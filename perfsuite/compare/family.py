@@ -6,7 +6,7 @@ form a *family* that shares a prior (:mod:`perfsuite.compare.moderated`); each t
 comparison document (:func:`metric_entry`), and the slow-downs of one adapter across every shape one *group* entry
 (:func:`group_entries`): a method that moved everywhere is one hypothesis. Records become tests in
 :mod:`perfsuite.compare.verdicts`; the grid self-test builds the same tests from simulated runs
-(:mod:`perfsuite.selftest_grid`), so both are judged by this code.
+(:mod:`perfsuite.selftest.grid`), so both are judged by this code.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from perfsuite.compare.estimates import shown
 from perfsuite.compare.moderated import Prior, family_prior, group_test, moderated_test
 from perfsuite.compare.stats import compare_samples, paired_runs
-from perfsuite.paired import finite as _finite
+from perfsuite.measure.paired import finite as _finite
 
 UNITS = {"time": "%", "norm_time": "%", "slowdown": "pp", "memory": "%"}
 GROUP_METRIC = "slowdown"  # an adapter's own cost: what one method's change moves on every shape

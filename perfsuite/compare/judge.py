@@ -4,7 +4,7 @@ The order of the work: each family's prior (:mod:`perfsuite.compare.moderated`),
 group's (:mod:`perfsuite.compare.family`), the part's error control over all of them with α spent across the looks
 (:mod:`perfsuite.compare.sequential`), the shared-move rule, then — where a suspect can be re-measured — the looks
 again, until every suspect is decided or the budget is spent. :mod:`perfsuite.compare.verdicts` calls it with the
-tests of real records; :mod:`perfsuite.selftest_grid` with simulated ones, so what the grid self-test measures is this.
+tests of real records; :mod:`perfsuite.selftest.grid` with simulated ones, so what the grid self-test measures is this.
 """
 
 from __future__ import annotations

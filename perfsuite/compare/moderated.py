@@ -26,7 +26,7 @@ So the prior is fitted on what correlated sampling cannot explain, and trusted n
 
 A family with too few cells to fit anything gets no prior: the ordinary t on its own runs. Everything here is
 numpy on per-run log estimates; :mod:`perfsuite.compare.verdicts` turns the results into verdicts and
-:mod:`perfsuite.selftest_grid` measures the false alarms and power this gives, through the same functions.
+:mod:`perfsuite.selftest.grid` measures the false alarms and power this gives, through the same functions.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from perfsuite.compare.stats import adjust_p_values, decide, family_alpha, pct_of_log, t_quantile
-from perfsuite.paired import finite as _finite
+from perfsuite.measure.paired import finite as _finite
 
 # A test becomes a suspect when its change is a slow-down and its own (unadjusted) p-value is below this: wide enough
 # that a real +35 % cell or +5 % method reaches a second look, narrow enough that an unchanged paper night

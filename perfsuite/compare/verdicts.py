@@ -7,7 +7,7 @@ Each cell is compared on every metric it has, each from one estimate per separat
             for recompute), from rounds timed in alternation so drift hits both: the adapter's own cost.
             Shown in percentage points of slow-down (20.2 % → 27.0 % is +6.8 pp).
   norm_time log of the cell's time (recompute: plain decoding's) over a fixed torch probe timed in the same loop
-            (:mod:`perfsuite.probe`): the machine's speed of the moment cancels in the ratio, as the plain model
+            (:mod:`perfsuite.measure.probe`): the machine's speed of the moment cancels in the ratio, as the plain model
             cancels it for the slow-down. Where a record has probe rounds, ``norm_time`` is judged in place of
             ``time``; the raw time is still computed and shown, verdict ``reference`` (for information).
   memory    log of the cell's peak memory above what was resident before its call.
@@ -33,7 +33,7 @@ With one run a side there is no between-run spread: the comparison is described 
 samples, but a regression or improvement it suggests is reported as ``inconclusive``, never as a verdict.
 The document is :mod:`perfsuite.formats.comparison`: what leaves this module is a typed :class:`Comparison`. The
 judging itself (:mod:`perfsuite.compare.judge`) works on the document's entries (dicts) in place, the form the
-simulated grid of :mod:`perfsuite.selftest_grid` judges too, hundreds of runs of ~900 tests.
+simulated grid of :mod:`perfsuite.selftest.grid` judges too, hundreds of runs of ~900 tests.
 
 Re-exported for callers (the names every command and test imports from here): :class:`CompareOptions`,
 :class:`CompareError`, :data:`REMEASURE`, :func:`attribute_shared_moves`, :func:`control_errors`, :func:`judge`.

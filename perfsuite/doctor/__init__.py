@@ -3,7 +3,7 @@
 Each check measures one thing the night's numbers rely on, against what it must be:
 
 timing bracket     a call of known duration (a calibrated ``torch.cuda._sleep`` kernel on a GPU, timed by CUDA
-                   events; a ``time.sleep`` on a CPU) timed by :func:`perfsuite.timing.timed_call`: the bracket
+                   events; a ``time.sleep`` on a CPU) timed by :func:`perfsuite.measure.timing.timed_call`: the bracket
                    must cover it — not shorter (a missing synchronize), not much longer (a slow clock, a stall);
 latency syncs      host syncs of a real latency forward on the device: 0;
 decode syncs       host syncs of a verified decode: 1 per window;
@@ -92,8 +92,8 @@ CHECKS: tuple[tuple[str, Callable[[str], Check]], ...] = (
 def run_doctor(device: str, checks=None, progress: Callable[[str], None] = lambda line: None) -> DoctorReport:
     """Every check (default :data:`CHECKS`) on ``device`` ('cpu' or 'cuda'), one after another; a check that raises
     is a failed check."""
-    from perfsuite.machine import pin_precision
-    from perfsuite.device import cpu_threads
+    from perfsuite.measure.machine import pin_precision
+    from perfsuite.measure.device import cpu_threads
 
     t0 = time.perf_counter()
     pin_precision()

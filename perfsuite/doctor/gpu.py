@@ -14,7 +14,7 @@ def check_memory(device: str, model=None, tokens=None) -> Check:
         return Check("memory", "-", SKIPPED, "the CPU has no device memory accounting")
     import torch
 
-    from perfsuite.device import peak_memory_above
+    from perfsuite.measure.device import peak_memory_above
 
     if model is None:
         model, tokens = small_model(device)
@@ -25,7 +25,7 @@ def check_memory(device: str, model=None, tokens=None) -> Check:
     values = {"first_bytes": first, "second_bytes": second}
     if abs(first - second) > MEMORY_AGREE_BYTES:
         return Check("memory", figure, FAILED, "the first peak reading differs from the second: something allocates "
-                     "on first use inside peak_memory_above (warm it in perfsuite.device.warm_cublas)", values)
+                     "on first use inside peak_memory_above (warm it in perfsuite.measure.device.warm_cublas)", values)
     return Check("memory", figure, OK, None, values)
 
 
@@ -38,7 +38,7 @@ def check_nvml(device: str, monitor=None, busy=None) -> Check:
     context in which the GPU works; a seam), since an idle GPU's clock says nothing about throttling."""
     if not device.startswith("cuda"):
         return Check("nvml", "-", SKIPPED, "no GPU: nothing for NVML to read")
-    from perfsuite.gpu_state import IDLE, monitor_for, throttled
+    from perfsuite.measure.gpu_state import IDLE, monitor_for, throttled
 
     monitor = monitor or monitor_for(device)
     if monitor is None:
@@ -67,7 +67,7 @@ def check_nvml(device: str, monitor=None, busy=None) -> Check:
 @contextlib.contextmanager
 def _gpu_busy():
     """A known kernel (a spin of NVML_BUSY_MS) running on the GPU for the block, entered after NVML_SETTLE_S."""
-    from perfsuite.device_time import CudaTiming
+    from perfsuite.measure.device_time import CudaTiming
 
     api = CudaTiming()
     api.synchronize()
@@ -88,11 +88,11 @@ ATTENTION_BATCH = {"cuda": 32, "cpu": 1}  # its largest batch on a GPU; one sequ
 def check_attention(device: str, attend=None) -> Check:
     """fp16 and bf16 attention at the paper model's shapes (its heads and head width, 512 tokens): the latency
     forward's causal call as torch picks its kernel, and the decoder's masked call under its pinned backends, each
-    against fp32 math. ``attend`` is :func:`perfsuite.attention.check_attention` (a seam)."""
+    against fp32 math. ``attend`` is :func:`perfsuite.models.attention.check_attention` (a seam)."""
     import torch
 
-    from perfsuite.attention import check_attention as one
-    from perfsuite.model import get_config
+    from perfsuite.models.attention import check_attention as one
+    from perfsuite.models.model import get_config
 
     attend = attend or one
     cfg = get_config(PAPER_MODEL)

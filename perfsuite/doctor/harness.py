@@ -22,7 +22,7 @@ def check_timing_bracket(device: str, *, known_call: Callable[[], Callable[[], f
     call and returns how to read its true duration in seconds once the bracket is over (on a GPU the kernel is
     only launched inside the bracket: the bracket itself must wait for it); ``timed(fn)`` is the bracket (tests
     pass fakes)."""
-    from perfsuite.timing import timed_call
+    from perfsuite.measure.timing import timed_call
 
     known_call = known_call or _known_call(device)
     timed = timed or (lambda fn: timed_call(fn, device))
@@ -56,7 +56,7 @@ def _known_call(device: str) -> Callable[[], Callable[[], float]]:
             elapsed = time.perf_counter() - t0
             return lambda: elapsed
         return sleep
-    from perfsuite.device_time import CudaTiming
+    from perfsuite.measure.device_time import CudaTiming
 
     api = CudaTiming()
     api.cycles_per_ms()  # calibrated here, not inside the first bracket
@@ -79,7 +79,7 @@ def check_latency_syncs(device: str, model=None, tokens=None) -> Check:
     """Host syncs of one real latency forward (a LoRA model) on the device: must be 0."""
     import torch
 
-    from perfsuite.syncs import count_host_syncs
+    from perfsuite.measure.syncs import count_host_syncs
 
     if model is None:
         model, tokens = small_model(device)
@@ -101,8 +101,8 @@ def check_decode_syncs(device: str, model=None) -> Check:
     """Host syncs of a verified decode: one read-back per window, nothing else."""
     import torch
 
-    from perfsuite.decoding import Schedule, decode_verified
-    from perfsuite.syncs import count_host_syncs
+    from perfsuite.models.decoding import Schedule, decode_verified
+    from perfsuite.measure.syncs import count_host_syncs
     from perfsuite.workloads.recompute import untied_head
 
     if model is None:
@@ -124,7 +124,7 @@ def check_decode_syncs(device: str, model=None) -> Check:
     if counts.get("tolist", 0) != n or n > windows or (warned or 0) > windows:
         return Check("decode syncs", figure, FAILED, f"verified decoding syncs beyond its one read-back per window "
                      f"({dict(counts)}, CUDA saw {warned}): keep the window's data on the device "
-                     "(perfsuite/decoding.py)", values)
+                     "(perfsuite/models/decoding.py)", values)
     return Check("decode syncs", figure, OK, None, values)
 
 
@@ -174,7 +174,7 @@ def check_repeatability(device: str, loop: Callable[[], dict[str, list[float]]] 
 def _small_group_loop(device: str):
     import torch
 
-    from perfsuite.timing import RoundPolicy, round_robin
+    from perfsuite.measure.timing import RoundPolicy, round_robin
     from perfsuite.workloads.context import ModelCache
 
     cache = ModelCache()
@@ -194,14 +194,14 @@ DEVICE_BOUND_SHAPE = (8, 512)  # batch × tokens of the paper grid: the probe's 
 
 
 def _device_bound_loop(device: str):
-    """The probe (perfsuite.probe: MLP-shaped matmuls) at the paper model's widths and a b8 × s512 forward's tokens,
+    """The probe (perfsuite.measure.probe: MLP-shaped matmuls) at the paper model's widths and a b8 × s512 forward's tokens,
     in fp16 and bf16: calls whose time is the device's, not the host's launches (the tiny model's 0.4 ms forward
     on a GPU times Python)."""
     import torch
 
-    from perfsuite.model import get_config
-    from perfsuite.probe import ProbeShape, make_probe
-    from perfsuite.timing import RoundPolicy, round_robin
+    from perfsuite.models.model import get_config
+    from perfsuite.measure.probe import ProbeShape, make_probe
+    from perfsuite.measure.timing import RoundPolicy, round_robin
 
     shape = ProbeShape.of_forward(get_config(PAPER_MODEL), *DEVICE_BOUND_SHAPE)
     fns = {str(dtype).removeprefix("torch."): make_probe(shape, dtype=dtype, device=device)

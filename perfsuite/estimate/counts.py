@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from perfsuite.device import count_work
+from perfsuite.measure.device import count_work
 
 
 def count_ops(fn) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def forward_ops(config, adapter: str, rank: int, dtype: str = "float32") -> tupl
 def _forward_ops(config, adapter: str) -> tuple[int, int]:
     import torch
 
-    from perfsuite.adapters import attach
+    from perfsuite.models.adapters import attach
     from perfsuite.workloads.counting import layered_work
 
     model = _narrow_twin(config)
@@ -46,7 +46,7 @@ def _narrow_twin(config):
 
     import torch
 
-    from perfsuite.model import GPT2
+    from perfsuite.models.model import GPT2
 
     narrow = dataclasses.replace(config, n_embd=64, n_head=4, n_inner=256, vocab_size=64, n_positions=64)
     with torch.random.fork_rng(devices=[]):
@@ -61,7 +61,7 @@ def token_flops(config, adapter: str, rank: int, dtype: str) -> int:
     equal to the work counter's count of a one-token forward there (tests/unit/test_estimate.py), without
     dispatching a forward on the meta device (Python reference kernels: seconds for a grid). An adapter another
     package contributes is counted by that forward."""
-    from perfsuite.adapters import ADAPTERS
+    from perfsuite.models.adapters import ADAPTERS
     from perfsuite.workloads.counting import forward_work, meta_model
 
     if adapter not in ADAPTERS:
@@ -73,12 +73,12 @@ def token_flops(config, adapter: str, rank: int, dtype: str) -> int:
 
 @functools.lru_cache(maxsize=64)
 def ragged_ops(config, adapter: str, rank: int) -> tuple[int, int]:
-    """(kernels, ops) of one ragged decoder pass (:func:`perfsuite.decoding.ragged_forward`) of a model with
+    """(kernels, ops) of one ragged decoder pass (:func:`perfsuite.models.decoding.ragged_forward`) of a model with
     ``config``'s blocks and ``adapter``: counted on a narrow twin on the CPU (the count does not depend on width)."""
     import torch
 
-    from perfsuite.adapters import attach
-    from perfsuite.decoding import KVBuffer, ragged_forward
+    from perfsuite.models.adapters import attach
+    from perfsuite.models.decoding import KVBuffer, ragged_forward
 
     from perfsuite.workloads.counting import layered_work
 
@@ -93,7 +93,7 @@ def ragged_ops(config, adapter: str, rank: int) -> tuple[int, int]:
 
 
 def config_of(cell):
-    from perfsuite.model import get_config
+    from perfsuite.models.model import get_config
 
     return get_config(cell.model)
 

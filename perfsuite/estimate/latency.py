@@ -11,7 +11,7 @@ from collections import defaultdict
 from perfsuite.cells.grid import Cell, Profile
 from perfsuite.estimate.counts import config_of
 from perfsuite.estimate.night import Night
-from perfsuite.timing import whole_cycles
+from perfsuite.measure.timing import whole_cycles
 
 # On a GPU only, assumed (no GPU was available to measure them; docs/timing.md, "What a grid costs"): a torch.profiler
 # session's start, stop and post-processing; CUPTI's first initialisation in a process; each op a forward
@@ -51,7 +51,7 @@ def count_latency(profile: Profile, cells: list[Cell], rounds: int | None = None
 
 
 def probe_s(night: Night, cell: Cell, rows: int, repeats: int = 1) -> float:
-    """One call of the loop's probe (perfsuite.probe): per layer a product, a tanh and a product, ``repeats``
+    """One call of the loop's probe (perfsuite.measure.probe): per layer a product, a tanh and a product, ``repeats``
     times."""
     cfg = config_of(cell)
     kernels = 3 * cfg.n_layer * repeats
@@ -61,7 +61,7 @@ def probe_s(night: Night, cell: Cell, rows: int, repeats: int = 1) -> float:
 
 def price_group(night: Night, cell: Cell, models, low: int, high: int, warmup: int) -> None:
     """One shape group's loop and everything around it (see the module docstring)."""
-    from perfsuite.device_time import DEVICE_ROUNDS, HOLD_EXTRA_MS, HOLD_MARGIN
+    from perfsuite.measure.device_time import DEVICE_ROUNDS, HOLD_EXTRA_MS, HOLD_MARGIN
 
     night.base_model(cell)
     probe = probe_s(night, cell, cell.batch * cell.seq_len)

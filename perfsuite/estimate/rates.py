@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 # An H100 (SXM) sustaining about 40 % of its dense peak: fp16/bf16 on tensor cores (989 TFLOP/s peak); fp32 without
-# TF32 (perfsuite.machine.pin_precision sets matmul precision "highest") on the CUDA cores (67 TFLOP/s peak).
+# TF32 (perfsuite.measure.machine.pin_precision sets matmul precision "highest") on the CUDA cores (67 TFLOP/s peak).
 H100_TFLOPS = {"float16": 400.0, "bfloat16": 400.0, "float32": 50.0}
 LAUNCH_US = 8.0  # host time to launch one kernel from eager PyTorch
 # `perfsuite run` outside its cells was calibrated on the project's 2-core VM when quiet (AMD EPYC family 25 model
@@ -67,7 +67,7 @@ def probe_timer(device: str, repeats: int = 30):
     import torch
 
     from perfsuite.estimate.counts import forward_ops
-    from perfsuite.timing import timed_call
+    from perfsuite.measure.timing import timed_call
     from perfsuite.workloads.context import ModelCache
     from perfsuite.workloads.counting import forward_flops
 
@@ -99,9 +99,9 @@ def _decode_op_s(model, device: str, s_per_flop: float, repeats: int) -> float:
     """Seconds per op of a one-token ragged decoder pass of ``model`` on ``device``, its arithmetic taken out."""
     import torch
 
-    from perfsuite.decoding import KVBuffer, ragged_forward
+    from perfsuite.models.decoding import KVBuffer, ragged_forward
     from perfsuite.estimate.counts import ragged_ops
-    from perfsuite.timing import timed_call
+    from perfsuite.measure.timing import timed_call
 
     cfg = model.config
     cache = KVBuffer(model, 1, 32)
@@ -119,7 +119,7 @@ def probe_host(repeats: int = 7) -> HostCosts:
     the least of a small timed sample (about a second in all): what a step costs when it has a core, as on a runner
     that nothing else shares; the constants calibrated on the quiet VM scale with the median of the tiny forward
     (``host_speed``)."""
-    from perfsuite.device import cpu_threads
+    from perfsuite.measure.device import cpu_threads
 
     with cpu_threads(1):
         return _probe_host(repeats)
@@ -128,10 +128,10 @@ def probe_host(repeats: int = 7) -> HostCosts:
 def _probe_host(repeats: int) -> HostCosts:
     import torch
 
-    from perfsuite.adapters import adapted_copy, attach
-    from perfsuite.device import count_work
-    from perfsuite.model import build_model, get_config
-    from perfsuite.syncs import count_host_syncs
+    from perfsuite.models.adapters import adapted_copy, attach
+    from perfsuite.measure.device import count_work
+    from perfsuite.models.model import build_model, get_config
+    from perfsuite.measure.syncs import count_host_syncs
     from perfsuite.workloads.counting import _meta_base
 
     def least(fn) -> float:  # the least of a few: what this CPU does when it has a core (a runner is not shared)

@@ -7,7 +7,7 @@ probe. A verified decode costs its prompt's fixed-shape passes, a verify pass pe
 the batch per step, windows and steps expected from the cell's mismatch rate (:mod:`perfsuite.workloads.rollbacks`:
 the batch steps as far as its longest window, and a disagreement at token j of a window throws the rest of it
 away). Decoder passes are priced from the ops of one ragged pass (counted on a narrow twin) plus what each decoder
-adds around it (counted once with count_ops on perfsuite.decoding at two output lengths and windows: independent
+adds around it (counted once with count_ops on perfsuite.models.decoding at two output lengths and windows: independent
 of the model's size), every pass over the same key slots (the decoder's fixed key length).
 """
 

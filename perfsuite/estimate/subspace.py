@@ -37,7 +37,7 @@ def probe_train_step(cell: Cell, device: str, steps: int = 5) -> float:
     """Seconds of one Adam step of a subspace cell's student on ``device``: a few real steps, timed."""
     import dataclasses
 
-    from perfsuite.model import build_model
+    from perfsuite.models.model import build_model
     from perfsuite.workloads.subspace import PlantedTask, train_config, train_lora
 
     cfg = dataclasses.replace(train_config(cell.model), steps=steps)

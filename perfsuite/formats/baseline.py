@@ -2,7 +2,7 @@
 
 A baseline keeps, per run (one pytest process each), every cell's raw samples and summary numbers, so a
 later run is tested against the spread *between* runs, not only within one (pyperf's lesson). It is
-keyed by the full machine :class:`~perfsuite.machine.Fingerprint`: only a run of the same fingerprint can
+keyed by the full machine :class:`~perfsuite.measure.machine.Fingerprint`: only a run of the same fingerprint can
 be failed by it; other machines get a reference comparison. What is stored, where and when is
 :mod:`perfsuite.compare.baselines`' job; this module reads and writes the file.
 
@@ -11,7 +11,7 @@ Format history of ``perfsuite_baseline`` (bump on any change a reader must know 
       base_samples_ms}``.
   2 — ``fingerprint`` an object (device_name, torch/cuda versions, dtype, model); ``cells`` keyed by cell
       id, each with its statistics beside the samples; ``source``, ``updated`` and ``note`` added.
-  3 — ``fingerprint`` is the machine identity of :mod:`perfsuite.machine` (host, CPU, ISA, cores, GPU, driver,
+  3 — ``fingerprint`` is the machine identity of :mod:`perfsuite.measure.machine` (host, CPU, ISA, cores, GPU, driver,
       software, device, dtype, model, threads); ``runs``: a list of separate runs, each ``{source, cells}``
       with cells keyed by id (the paired reference's samples named ``ref_samples_ms``); ``keep``: how many
       runs an update keeps. A v2 file becomes one run whose fingerprint lacks the machine fields, so it
@@ -32,7 +32,7 @@ from typing import Any
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import Format, write_json_atomic
 from perfsuite.formats.record import MAX_TIME_MS, RECORD_FORMAT, CellRecord, RecordError
-from perfsuite.machine import Fingerprint
+from perfsuite.measure.machine import Fingerprint
 
 KEEP_RUNS = 5  # runs a baseline keeps by default: enough for a between-run spread (t test, 4 df with one new run)
 SAMPLE_FIELDS = ("samples_ms", "ref_samples_ms")

@@ -11,7 +11,7 @@ Format history of ``perfsuite_schema`` (bump on any change a reader must know ab
       (recompute: plain decoding).
   2 — one name for the paired reference: ``ref_samples_ms`` and ``ref_time_ms``; recompute cells record
       ``slowdown_pct`` against plain decoding like latency cells against r = 0; ``env`` carries the machine
-      identity (:mod:`perfsuite.machine`).
+      identity (:mod:`perfsuite.measure.machine`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _update_to_2(d: dict) -> dict:
     out = {_RENAMED_IN_2.get(k, k): v for k, v in d.items()}
     samples, ref = out.get("samples_ms"), out.get("ref_samples_ms")
     if "slowdown_pct" not in out and samples and ref and len(samples) == len(ref) and min(ref) > 0:
-        from perfsuite.paired import PairedTiming
+        from perfsuite.measure.paired import PairedTiming
 
         out["slowdown_pct"] = PairedTiming(tuple(samples), tuple(ref)).slowdown_pct
     return out
@@ -112,7 +112,7 @@ class CellRecord:
 
     @cached_property
     def probe_samples_ms(self) -> tuple[float, ...] | None:
-        """The fixed torch probe's rounds of the cell's loop (:mod:`perfsuite.probe`), or None (none timed)."""
+        """The fixed torch probe's rounds of the cell's loop (:mod:`perfsuite.measure.probe`), or None (none timed)."""
         return _times(self.metrics.get("probe_samples_ms"))
 
     @property
@@ -235,6 +235,16 @@ def _check_numbers(v: Any, where: str, depth: int) -> None:
 def not_run(cell: Cell, status: str, reason: str, **metrics: Any) -> CellRecord:
     """The record of a cell that did not run: why, and nothing measured."""
     return CellRecord(cell, status=status, reason=reason, metrics=metrics)
+
+
+def missing_extra_reasons(records) -> dict[str, int]:
+    """Distinct reasons of ``missing_extra`` records (CellRecords or their dicts) → how many cells gave each."""
+    out: dict[str, int] = {}
+    for r in records:
+        status, reason = (r.get("status"), r.get("reason")) if isinstance(r, dict) else (r.status, r.reason)
+        if status == STATUS_MISSING_EXTRA:
+            out[reason or ""] = out.get(reason or "", 0) + 1
+    return out
 
 
 def model_dims(model) -> dict[str, int]:

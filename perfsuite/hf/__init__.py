@@ -1,4 +1,6 @@
-"""The ``hf`` implementation: cells on transformers' ``GPT2LMHeadModel`` with peft's adapters (the optional extra
+"""The real stack: cells on transformers' models with peft's adapters, and whether this machine can run them.
+
+The ``hf`` implementation: cells on transformers' ``GPT2LMHeadModel`` with peft's adapters (the optional extra
 ``pip install -e '.[hf]'``), and whether this machine can run them — answered here without importing torch,
 transformers or peft, so listing cells and recording the ones that cannot run stay free.
 

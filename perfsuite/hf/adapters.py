@@ -7,7 +7,7 @@ False. On GPT-2, all peft methods (``task_type="CAUSAL_LM"``: a PeftModelForCaus
 stored (in, out), hence ``fan_in_fan_out=True`` — in every block (IA³ also scales ``mlp.c_proj``'s input).
 **What LoRA adapts, and how it compares with the reference.** peft's LoRA on ``c_attn`` is one rank-r pair for
 the whole fused projection: A is r × d, B is 3d × r, so ΔW covers q, k *and* v with a shared A. The reference
-model's LoRA (:class:`perfsuite.adapters.LoRAQKV`) adapts only q and v, each with its own rank-r pair. Both have
+model's LoRA (:class:`perfsuite.models.adapters.LoRAQKV`) adapts only q and v, each with its own rank-r pair. Both have
 4·r·d parameters and cost 4·r·d multiply-adds per token per block, so their latencies compare like with like in
 work; the functions differ (k is adapted here). peft has no way to adapt only some outputs of one fused layer;
 peft LoRA of rank 2r with B's k rows zero computes the reference's function exactly, at 6·r·d — that is how the
@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from perfsuite.adapters import INIT_STD, UnknownAdapterError
+from perfsuite.models.adapters import INIT_STD, UnknownAdapterError
 from perfsuite.cells.grid import HF_ADAPTER_NAMES, RANK_FREE
 from perfsuite.hf import ADAPTERHUB_ADAPTERS
 

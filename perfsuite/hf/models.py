@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import torch
 
 from perfsuite.cells.grid import MODERN_MODELS
-from perfsuite.caches import LastAdapted, torch_dtype
-from perfsuite.checkpoint import config_to_hf, hf_state_dict
+from perfsuite.models.caches import LastAdapted, torch_dtype
+from perfsuite.models.checkpoint import config_to_hf, hf_state_dict
 from perfsuite.errors import PerfsuiteError
 from perfsuite.hf.facade import ModelFacade
 from perfsuite.hf.adapters import attach_hf
-from perfsuite.model import GPT2Config
+from perfsuite.models.model import GPT2Config
 
 
 def hf_config(cfg: GPT2Config):

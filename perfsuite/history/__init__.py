@@ -1,5 +1,4 @@
-"""Nightly history: every run kept in a store, change points found per cell and traced to a commit range,
-trends drawn.
+"""Nightly history: every run kept in a store, change points found per cell and traced to commits, trends drawn.
 
 One module per step: :mod:`~perfsuite.history.store` (the SQLite store), :mod:`~perfsuite.history.changepoints`
 (the search on one series), :mod:`~perfsuite.history.looks` (one night's look at a series: what is shown, what

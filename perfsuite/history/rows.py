@@ -11,8 +11,8 @@ import numpy as np
 
 from perfsuite.formats.record import CellRecord
 from perfsuite.history.schema import EXACT_METRICS, METRICS  # noqa: F401 (METRICS: the name its readers import)
-from perfsuite.machine import SOFTWARE_FIELDS, Fingerprint
-from perfsuite.paired import median_interval_ranks
+from perfsuite.measure.machine import SOFTWARE_FIELDS, Fingerprint
+from perfsuite.measure.paired import median_interval_ranks
 
 
 

@@ -5,7 +5,7 @@ SQLite from the standard library: one file under a path the user chooses, querya
 as it was. Results files are read only through :func:`perfsuite.formats.results.load_results`.
 
 Tables: ``runs`` (one per ``add``: commit, date, branch, profile, source files), ``machines`` (the
-:class:`~perfsuite.machine.Fingerprint` of each machine + software + setup, with ``series_key``: the
+:class:`~perfsuite.measure.machine.Fingerprint` of each machine + software + setup, with ``series_key``: the
 fingerprint without software versions and boot id, so a torch upgrade or a reboot continues a series and
 can show up as a step in it), ``cells`` (the cell of each id), ``measurements`` (value, 95 % interval of
 the run's median, rounds, IQR) and ``acks``.
@@ -40,8 +40,8 @@ from perfsuite.history.schema import (METRICS, SCHEMA, STORE_VERSION, StoreProbl
                                       iso_problem, key_problem, schema_problems, statements, store_uri, text_problem,
                                       value_problem)
 from perfsuite.locks import writer_lock
-from perfsuite.machine import Fingerprint
-from perfsuite.paired import finite as _finite
+from perfsuite.measure.machine import Fingerprint
+from perfsuite.measure.paired import finite as _finite
 
 _MIGRATIONS: dict[int, str] = {}  # target version -> SQL from the version before (none yet)
 BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction (an add takes about a second)

@@ -5,7 +5,7 @@ A test asks for the ``perfsuite_cell`` fixture and names its workload with
 profile's cells of that workload and ``perfsuite_measure`` turns the workload's
 :class:`~perfsuite.formats.record.CellRecord` into pytest-benchmark's ``extra_info``. Cells that
 cannot run are recorded through ``perfsuite_skip`` and listed under ``perfsuite.not_run``, so nothing
-silently disappears. Options: :mod:`~perfsuite.plugin.options`; session state:
+silently disappears. Options: :mod:`~perfsuite.options`; session state:
 :mod:`~perfsuite.plugin.session`; the end-of-session comparison: :mod:`~perfsuite.plugin.gate`.
 """
 
@@ -21,23 +21,20 @@ import pytest
 
 from perfsuite.cells.grid import WORKLOADS, Cell, compile_selection, get_profile, unsupported_reason
 from perfsuite.cells.shard import parse_shard
-from perfsuite.errors import PerfsuiteError
+from perfsuite.errors import EXIT_JOURNAL_WRITE_FAILED, PerfsuiteError
 from perfsuite.formats.io import write_json_atomic
 from perfsuite.formats.journal import Journal, JournalWriteError
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OOM, STATUS_UNSUPPORTED, STATUSES,
-                                      CellRecord)
+                                      CellRecord, missing_extra_reasons)
 from perfsuite.formats.results import perfsuite_section, results_document
 from perfsuite.hf import missing_extra
 from perfsuite.locks import writer_lock
-from perfsuite.plugin.options import add_cell_options, add_session_options
+from perfsuite.options import add_cell_options, add_session_options
 from perfsuite.plugin.progress import ProgressPlugin
 from perfsuite.plugin.session import STATE, SessionState, run_header, state_of
 
 MARKER_KWARGS = {"workload"}  # allow-list for @pytest.mark.perfsuite(...)
 JOURNAL_LOCK = pytest.StashKey[contextlib.ExitStack]()
-# pytest's exit status when a journal line could not be written (disk full): the session stops at once, since every
-# later cell would be lost too. 74 is EX_IOERR of sysexits.h, far from pytest's own codes.
-EXIT_JOURNAL_WRITE_FAILED = 74
 
 
 def _stop_on_journal_error(e: JournalWriteError) -> NoReturn:
@@ -103,7 +100,7 @@ def _checkpoint(path: str | None):
     """--perfsuite-weights DIR, read and hashed (CheckpointError, one line, when it is not a GPT-2 checkpoint)."""
     if not path:
         return None
-    from perfsuite.checkpoint import check_weights, read_checkpoint
+    from perfsuite.models.checkpoint import check_weights, read_checkpoint
 
     checkpoint = read_checkpoint(path)
     check_weights(checkpoint)  # the whole file, before the first cell
@@ -112,7 +109,7 @@ def _checkpoint(path: str | None):
 
 def _device(requested: str, profile) -> tuple[str, str | None]:
     """(device the cells are built for, why it cannot run here or None)."""
-    from perfsuite.device import DeviceUnavailable, resolve_device
+    from perfsuite.measure.device import DeviceUnavailable, resolve_device
 
     try:
         device = resolve_device(requested)
@@ -152,7 +149,7 @@ def perfsuite_state(request: pytest.FixtureRequest) -> SessionState:
 def perfsuite_context(perfsuite_state: SessionState):
     """What cells run with: the shared models, the rounds policy, the session's cells (shape groups share a
     loop) and the GPU monitor (NVML; None on a CPU)."""
-    from perfsuite.gpu_state import monitor_for
+    from perfsuite.measure.gpu_state import monitor_for
     from perfsuite.workloads.context import CellContext, ModelCache
 
     state = perfsuite_state
@@ -194,7 +191,7 @@ def perfsuite_measure(benchmark, perfsuite_cell: Cell, perfsuite_state: SessionS
     """
 
     def measure(run_cell) -> CellRecord:
-        from perfsuite.device import cpu_threads, is_out_of_memory
+        from perfsuite.measure.device import cpu_threads, is_out_of_memory
 
         state, cell = perfsuite_state, perfsuite_cell
         oom = None
@@ -329,16 +326,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     state = state_of(config)
     for reason, n in missing_extra_reasons(state.not_run if state else []).items():
         terminalreporter.write_line(f"perfsuite: {n} cell{'s' if n != 1 else ''} not run: {reason}")
-
-
-def missing_extra_reasons(records) -> dict[str, int]:
-    """Distinct reasons of ``missing_extra`` records (CellRecords or their dicts) → how many cells gave each."""
-    out: dict[str, int] = {}
-    for r in records:
-        status, reason = (r.get("status"), r.get("reason")) if isinstance(r, dict) else (r.status, r.reason)
-        if status == STATUS_MISSING_EXTRA:
-            out[reason or ""] = out.get(reason or "", 0) + 1
-    return out
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:

@@ -37,13 +37,13 @@ class SessionState:
     context: object = None  # perfsuite.workloads.context.CellContext, built on first use (it imports torch)
     cell_nodeids: dict[str, Cell] = field(default_factory=dict)  # node id -> cell of the collected cell items
     benchmarks: list[dict] = field(default_factory=list)  # pytest-benchmark entries of the cells timed so far
-    checkpoint: object = None  # perfsuite.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
+    checkpoint: object = None  # perfsuite.models.checkpoint.Checkpoint of --perfsuite-weights, or None: random weights
     adapters: str | None = None  # --perfsuite-adapters MODULE:OBJECT (contributed adapters not installed as packages)
 
     def policy(self, cell: Cell):
         """The rounds policy of ``cell``'s loop: exactly the command line's rounds when given, else its profile's
         range (a floor, a ceiling, stopping once precise)."""
-        from perfsuite.timing import RoundPolicy
+        from perfsuite.measure.timing import RoundPolicy
 
         low, high, warmup = self.profile.timing(cell)
         warmup = warmup if self.warmup is None else self.warmup

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from perfsuite.cells.grid import ADAPTER_NAMES, DEFAULT_MODE, HF_ADAPTER_NAMES, Cell
-from perfsuite.device_time import SOURCE_EVENTS
+from perfsuite.measure.device_time import SOURCE_EVENTS
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.comparison import Comparison
 from perfsuite.formats.record import (STATUS_MISSING_EXTRA, STATUS_NO_DEVICE, STATUS_OK, STATUS_OOM,
                                       STATUS_OUTSIDE_BUDGET, STATUS_UNSUPPORTED)
 from perfsuite.formats.results import Results
-from perfsuite.paired import NOISY_IQR_PCT
+from perfsuite.measure.paired import NOISY_IQR_PCT
 from perfsuite.table import figure_text
 
 # Why a grid position has no number, besides the statuses a cell records (perfsuite.formats.record).

@@ -15,7 +15,7 @@ from perfsuite.report.data import (CELL_NOTES, MAX_LISTED, MISSING, NO_DATA, Gri
                                    adapter_label, is_number, sizes)
 from perfsuite.report.phi_data import MAX_INLINE_PHI_CELLS, SubspaceGroup, panel_title
 from perfsuite.table import Table
-from perfsuite.paired import NOISY_IQR_PCT
+from perfsuite.measure.paired import NOISY_IQR_PCT
 
 def fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
     """A number for a table; "" for None/NaN, so a missing value is blank, never 0."""

@@ -1,4 +1,6 @@
-"""The workloads, one module each, turning a :class:`~perfsuite.cells.grid.Cell` into timed work and a record:
+"""The workloads: a cell turned into timed work and a record, one module each, and what a cell costs.
+
+A :class:`~perfsuite.cells.grid.Cell` becomes timed work in one module per workload:
 :mod:`~perfsuite.workloads.latency`, :mod:`~perfsuite.workloads.recompute`, :mod:`~perfsuite.workloads.subspace`;
 :mod:`~perfsuite.workloads.context` keeps the models cells share. This module knows what a cell costs, without
 importing torch, so sharding and progress estimates are free.

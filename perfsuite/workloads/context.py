@@ -1,5 +1,5 @@
 """What cells run with: the models a session shares (built once, adapters on copies sharing the plain model's
-weights; random weights from a seed, or a checkpoint's (:mod:`perfsuite.checkpoint`); hf cells get transformers'
+weights; random weights from a seed, or a checkpoint's (:mod:`perfsuite.models.checkpoint`); hf cells get transformers'
 twin (:mod:`perfsuite.hf`)) and the :class:`CellContext` a workload receives (models, rounds policy, the
 session's cells for shared loops, the GPU monitor)."""
 
@@ -8,18 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from perfsuite.adapters import adapted_copy, attach
-# torch_dtype, LastAdapted live in perfsuite.caches so that perfsuite.hf.models needs nothing from here (no cycle)
-from perfsuite.caches import LastAdapted, torch_dtype
+from perfsuite.models.adapters import adapted_copy, attach
+# torch_dtype, LastAdapted live in perfsuite.models.caches so that perfsuite.hf.models needs nothing from here (no cycle)
+from perfsuite.models.caches import LastAdapted, torch_dtype
 from perfsuite.cells.grid import Cell
-from perfsuite.model import GPT2, build_model
-from perfsuite.timing import RoundPolicy
+from perfsuite.models.model import GPT2, build_model
+from perfsuite.measure.timing import RoundPolicy
 
 
 class ModelCache(LastAdapted):
     """One plain model per (preset, dtype, device), and the last adapted model asked for.
 
-    Adapted models are :func:`~perfsuite.adapters.adapted_copy`\\ s: their weights are the plain model's, so a
+    Adapted models are :func:`~perfsuite.models.adapters.adapted_copy`\\ s: their weights are the plain model's, so a
     latency group can hold every adapter of a shape at once (:meth:`build_adapted`) without a copy of the
     model per adapter.
     """
@@ -27,7 +27,7 @@ class ModelCache(LastAdapted):
     def __init__(self, seed: int = 0, checkpoint=None):
         super().__init__()
         self.seed = seed
-        self.checkpoint = checkpoint  # a perfsuite.checkpoint.Checkpoint: cells whose model is its label load it
+        self.checkpoint = checkpoint  # a perfsuite.models.checkpoint.Checkpoint: cells whose model is its label load it
         self._hf = None  # the hf twin (perfsuite.hf.models.HFModelCache), made on first use
 
     def base(self, preset: str, dtype: str, device: str, quant: str = "none") -> GPT2:
@@ -41,7 +41,7 @@ class ModelCache(LastAdapted):
             self._base[key] = quantize_base(fresh, quant)
         if key not in self._base:
             if self.trained(preset):
-                from perfsuite.checkpoint import load_reference_model
+                from perfsuite.models.checkpoint import load_reference_model
 
                 self._base[key] = load_reference_model(self.checkpoint, dtype=torch_dtype(dtype), device=device)
             else:
@@ -92,7 +92,7 @@ class CellContext:
     policy: Callable[[Cell], RoundPolicy] = lambda cell: RoundPolicy(30, 100, 3)
     cells: list[Cell] = field(default_factory=list)  # the profile's runnable cells: a shared loop times its whole group
     shared: dict[Any, Any] = field(default_factory=dict)  # results of shared loops, by group key
-    gpu: Any = None  # perfsuite.gpu_state.GpuMonitor on a GPU with NVML, else None
+    gpu: Any = None  # perfsuite.measure.gpu_state.GpuMonitor on a GPU with NVML, else None
 
     def group(self, key: Any, measure: Callable[[], Any]) -> Any:
         """A shared loop's result, measured now by ``measure()`` if this is its group's first cell. Out of memory,
@@ -102,7 +102,7 @@ class CellContext:
             try:
                 self.shared[key] = measure()
             except Exception as e:
-                from perfsuite.device import is_out_of_memory
+                from perfsuite.measure.device import is_out_of_memory
 
                 if is_out_of_memory(e):  # the rest of the group must not try again: one OOM, not a cascade
                     self.shared[key] = str(e).splitlines()[0]

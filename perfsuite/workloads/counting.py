@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from perfsuite.adapters import attach
-from perfsuite.caches import torch_dtype
-from perfsuite.device import Work, count_work, op_name
+from perfsuite.models.adapters import attach
+from perfsuite.models.caches import torch_dtype
+from perfsuite.measure.device import Work, count_work, op_name
 
 
 # What initialising a module's parameters dispatches: on the meta device there are no values to set, and torch's
@@ -45,7 +45,7 @@ class _NoValues(TorchDispatchMode):
 
 @functools.lru_cache(maxsize=16)
 def _meta_base(config, dtype: str):
-    from perfsuite.model import GPT2
+    from perfsuite.models.model import GPT2
 
     with torch.device("meta"), _NoValues():
         return GPT2(config).to(dtype=torch_dtype(dtype)).eval()
@@ -93,7 +93,7 @@ def block_kind(block: nn.Module) -> tuple:
 
 def layered_work(model, run, *, flops: bool = True) -> Work:
     """``count_work(run)`` as if ``model.h`` held all its blocks, counted with no block and with one block of each
-    kind (``run`` must use whatever ``model.h`` holds: the model's forward, :func:`perfsuite.decoding.ragged_forward`)."""
+    kind (``run`` must use whatever ``model.h`` holds: the model's forward, :func:`perfsuite.models.decoding.ragged_forward`)."""
     blocks = model.h
     kinds: dict[tuple, list] = {}
     for block in blocks:
@@ -122,7 +122,7 @@ def forward_work(config, adapter: str, rank: int, seq_len: int, dtype: str) -> W
 def forward_flops(model, adapter: str, rank: int, batch: int, seq_len: int, dtype: str) -> int:
     """FLOPs of one forward pass of the reference model (``model``: a preset name or a GPT2Config), once per
     (model, adapter, rank, length) on the meta device, times the batch."""
-    from perfsuite.model import get_config
+    from perfsuite.models.model import get_config
 
     config = get_config(model) if isinstance(model, str) else model
     return batch * forward_work(config, adapter, rank, seq_len, dtype).flops

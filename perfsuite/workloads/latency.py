@@ -1,7 +1,7 @@
 """Latency: one inference forward pass of each adapter against the plain model (LoRA paper, Fig. 5).
 
 The cells of one shape (model, dtype, device, batch, sequence length) are a *group*: the plain model and
-every adapter of the group are timed together in one round-robin loop (:func:`perfsuite.timing.round_robin`),
+every adapter of the group are timed together in one round-robin loop (:func:`perfsuite.measure.timing.round_robin`),
 so each round has one plain-model measurement that every adapter is paired with — instead of re-timing the
 plain model for every cell. The group is measured when its first cell runs; each cell then records its own
 rounds. ``lora-merged`` has the plain model's shapes at every rank, so it is timed once per shape and its
@@ -23,23 +23,23 @@ import statistics
 import torch
 
 from perfsuite.cells.grid import Cell
-from perfsuite.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sums_ms
+from perfsuite.measure.device_time import SOURCE_WALL_CPU, DeviceTimer, host_bound_pct, kernel_sums_ms
 from perfsuite.formats.record import STATUS_OOM, STATUS_UNSUPPORTED, CellRecord, model_dims, not_run
-from perfsuite.gpu_state import watched
-from perfsuite.machine import machine_env
-from perfsuite.probe import ProbeShape, make_probe
-from perfsuite.syncs import count_host_syncs
-from perfsuite.paired import PairedTiming
-from perfsuite.bench_bridge import record_rounds
-from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
-from perfsuite.timing import round_robin
+from perfsuite.measure.gpu_state import watched
+from perfsuite.measure.machine import machine_env
+from perfsuite.measure.probe import ProbeShape, make_probe
+from perfsuite.measure.syncs import count_host_syncs
+from perfsuite.measure.paired import PairedTiming
+from perfsuite.measure.bench_bridge import record_rounds
+from perfsuite.measure.device import count_flops, peak_memory_above, tensor_bytes
+from perfsuite.measure.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
 from perfsuite.workloads.counting import forward_flops
 from perfsuite.workloads.decode import kv_cache, step_fn
 from perfsuite.workloads.modes import CompileFallback, compiled_graphs, mode_context, prepare
 
 BASE = ("none", 0)
-PROBE = ("probe", -2)  # the loop's fixed torch probe (perfsuite.probe): times the machine, not the code
+PROBE = ("probe", -2)  # the loop's fixed torch probe (perfsuite.measure.probe): times the machine, not the code
 ANY_RANK = -1  # in a timing key: the model's rank does not change its shapes (merged LoRA)
 
 
@@ -91,13 +91,13 @@ def measure_group(cell: Cell, ctx: CellContext) -> dict[tuple, dict]:
         if BASE in prepared.failed:  # no reference to pair the adapters with: the whole group says why
             return {key: extras[key] | {"unsupported": prepared.failed[BASE]} for key in forwards}
         prepared.check_compiled()  # compile mode: every model really compiled, none ran eagerly
-        # the torch probe runs eagerly in every mode: one more member of the loop (perfsuite.probe)
+        # the torch probe runs eagerly in every mode: one more member of the loop (perfsuite.measure.probe)
         loop = prepared.forwards | {PROBE: probe}
         timer = DeviceTimer(cell.device)
         graphs_before = compiled_graphs()
         samples, gpu = watched(lambda: round_robin(loop, device=cell.device, policy=policy, clock=timer.clock,
                                                    sync=timer.synchronize if timer.on_device else None), ctx.gpu)
-        device = timer.measure(loop, samples)  # blocked events after the wall loop (perfsuite.device_time)
+        device = timer.measure(loop, samples)  # blocked events after the wall loop (perfsuite.measure.device_time)
         kernels = kernel_sums_ms(prepared.forwards) if timer.on_device else {}  # one profiler session per group
         recompiles = compiled_graphs() - graphs_before
         if cell.mode == "compile":
@@ -141,7 +141,7 @@ def _flops(cell: Cell, adapter: str, rank: int, forward, config) -> int:
 
 
 def device_metrics(mine: dict, ref: dict, *, is_base: bool) -> dict:
-    """Device time beside wall time (perfsuite.device_time): the median device ms, the share of wall time the
+    """Device time beside wall time (perfsuite.measure.device_time): the median device ms, the share of wall time the
     device sat idle (CUDA only; on the CPU device time is the wall time), and the slow-down on device time (the
     blocked rounds paired round by round; on the CPU the wall loop's, cycle by cycle)."""
     cycle = mine["cycle"] if mine["device_time_source"] == SOURCE_WALL_CPU else 1
@@ -181,7 +181,7 @@ def run_latency_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
         timing = PairedTiming(tuple(mine["samples_ms"]), tuple(ref["samples_ms"]), cycle=mine["cycle"])
         metrics |= {"time_ms": timing.time_ms, "iqr_pct": timing.iqr_pct, "flops_per_s": flops / (timing.time_ms / 1e3),
                     "samples_ms": list(timing.adapter_ms), "cycle": mine["cycle"]}
-        if mine.get("probe_samples_ms"):  # the cell's time in probe times: median of per-round ratios (perfsuite.probe)
+        if mine.get("probe_samples_ms"):  # the cell's time in probe times: median of per-round ratios (perfsuite.measure.probe)
             probed = PairedTiming(tuple(mine["samples_ms"]), tuple(mine["probe_samples_ms"]), cycle=mine["cycle"])
             metrics |= {"probe_time_ms": probed.ref_time_ms, "norm_time": statistics.median(probed.ratios),
                         "probe_samples_ms": list(probed.ref_ms)}

@@ -2,7 +2,7 @@
 compute it (a serving cell's ``method``).
 
 K adapters are K ordinary single-adapter models (:func:`single_adapters`: the reference LoRA on W_q and W_v,
-:class:`perfsuite.adapters.LoRAQKV`, each from its own seed), so each request can be checked against its own
+:class:`perfsuite.models.adapters.LoRAQKV`, each from its own seed), so each request can be checked against its own
 adapter alone. Their weights are stacked into a bank per layer (:class:`MultiLoRAQKV`), zero-padded to the largest
 rank when ranks differ (``rank_mix`` "hetero"; padding adds nothing to the product, as Punica and vLLM pad to
 ``max_lora_rank``). Which adapter each row uses is an :class:`Assignment` that every layer of the model reads:
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perfsuite.adapters import INIT_STD, LoRAQKV, adapted_copy, attach
+from perfsuite.models.adapters import INIT_STD, LoRAQKV, adapted_copy, attach
 
 # A bank's B matrices are drawn with this spread (the latency workload's adapters: INIT_STD), so that each adapter
 # moves the logits well past the correctness check's tolerance, in fp16 too; values do not change what a call costs.

@@ -148,7 +148,7 @@ def compiled_entries(code: types.CodeType) -> int:
 
 
 def _synchronize(device: str) -> None:
-    from perfsuite.device import synchronize
+    from perfsuite.measure.device import synchronize
 
     synchronize(device)
 
@@ -179,7 +179,7 @@ def prepare(forwards: Mapping[Hashable, Callable[[], object]], mode: str, device
                 ready[key] = _first_call(compiler or _torch_compile, fn, device)
                 codes[key] = fn.__code__
         except Exception as e:  # a model that breaks under compilation or capture: its cells say why
-            from perfsuite.device import is_out_of_memory
+            from perfsuite.measure.device import is_out_of_memory
 
             if is_out_of_memory(e):
                 raise

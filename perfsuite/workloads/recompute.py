@@ -1,7 +1,7 @@
 """Recompute workload: a benchmark cell of deterministic decoding (LLM-42, Gond et al. 2026, Fig. 13).
 
-Times :func:`perfsuite.decoding.decode_verified` (decode–verify–rollback) against
-:func:`~perfsuite.decoding.decode_plain` in one round-robin loop, and records the recompute cost, the mismatch
+Times :func:`perfsuite.models.decoding.decode_verified` (decode–verify–rollback) against
+:func:`~perfsuite.models.decoding.decode_plain` in one round-robin loop, and records the recompute cost, the mismatch
 rate that drives it (``mismatch_rate``: rollbacks per fast-path decision checked, what the cost model prices
 rollbacks from), the host syncs per window, the logit margins of the greedy decisions, the attention backend the
 decoder ran on (``sdpa_backend``), whether the verified tokens equal the fixed-schedule decode's
@@ -27,21 +27,21 @@ from collections import Counter
 
 import torch
 
-from perfsuite.adapters import INIT_STD
-from perfsuite.attention import decoder_attention, decoder_backend
+from perfsuite.models.adapters import INIT_STD
+from perfsuite.models.attention import decoder_attention, decoder_backend
 from perfsuite.cells.grid import Cell, budget_violation, token_budget
-from perfsuite.decoding import (KVBuffer, Schedule, VerifiedDecode, decode_fixed, decode_plain, decode_verified,
+from perfsuite.models.decoding import (KVBuffer, Schedule, VerifiedDecode, decode_fixed, decode_plain, decode_verified,
                                 ragged_forward)
 from perfsuite.formats.record import STATUS_OUTSIDE_BUDGET, CellRecord, model_dims, not_run
-from perfsuite.gpu_state import watched
-from perfsuite.machine import machine_env
-from perfsuite.model import GPT2
-from perfsuite.probe import PROBE_KEY, ProbeShape, make_probe
-from perfsuite.syncs import count_host_syncs
-from perfsuite.paired import PairedTiming
-from perfsuite.bench_bridge import record_rounds
-from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
-from perfsuite.timing import round_robin
+from perfsuite.measure.gpu_state import watched
+from perfsuite.measure.machine import machine_env
+from perfsuite.models.model import GPT2
+from perfsuite.measure.probe import PROBE_KEY, ProbeShape, make_probe
+from perfsuite.measure.syncs import count_host_syncs
+from perfsuite.measure.paired import PairedTiming
+from perfsuite.measure.bench_bridge import record_rounds
+from perfsuite.measure.device import count_flops, peak_memory_above, tensor_bytes
+from perfsuite.measure.timing import round_robin
 from perfsuite.workloads.context import CellContext
 
 PROMPT_SEED = 4242  # request i's prompt is drawn from PROMPT_SEED + i: the same requests in every cell
@@ -151,7 +151,7 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
     plain_tokens = plain()
     probe = make_probe(ProbeShape.of_decode(model.config, cell.batch, cell.gen_len),
                        dtype=model.wte.weight.dtype, device=cell.device)
-    loop = {"verified": verified, "plain": plain, PROBE_KEY: probe}  # the probe: see perfsuite.probe
+    loop = {"verified": verified, "plain": plain, PROBE_KEY: probe}  # the probe: see perfsuite.measure.probe
     samples, gpu = watched(lambda: round_robin(loop, device=cell.device, policy=ctx.policy(cell)), ctx.gpu)
     metrics = {
         "recompute_pct": result.recompute_pct,
@@ -203,7 +203,7 @@ def run_recompute_cell(benchmark, cell: Cell, ctx: CellContext) -> CellRecord:
             "throughput_ratio": statistics.median(1.0 / r for r in timing.pair_ratios),
             "samples_ms": list(timing.adapter_ms),
             "ref_samples_ms": list(timing.ref_ms),
-            # plain decoding in probe times, median of per-round ratios: judged as the cell's norm_time (perfsuite.probe)
+            # plain decoding in probe times, median of per-round ratios: judged as the cell's norm_time (perfsuite.measure.probe)
             "probe_time_ms": probed.ref_time_ms,
             "norm_time": statistics.median(probed.ratios),
             "probe_samples_ms": list(probed.ref_ms),

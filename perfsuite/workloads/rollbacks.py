@@ -1,6 +1,6 @@
 """How many fast-path steps and verified windows a decode–verify–rollback decode takes, given a mismatch rate.
 
-:func:`perfsuite.decoding.decode_verified` decodes a window of ``min(W, left)`` tokens per request on the fast
+:func:`perfsuite.models.decoding.decode_verified` decodes a window of ``min(W, left)`` tokens per request on the fast
 path, verifies them, and at the first disagreement keeps the verified token and decodes the rest again. The batch
 moves in lockstep: every window, each unfinished request proposes its tokens and the batch steps as far as its
 longest proposal (requests already done compute on, discarded). So a window with no mismatch anywhere costs W
@@ -76,7 +76,7 @@ def expected_decode(window: int, gen_len: int, batch: int, p: float, draws: int 
 
 def lockstep(window: int, gen_len: int, mismatches: list[set[int]]) -> tuple[int, int]:
     """(windows, steps) of a batch in lockstep when request b's fast path disagrees at exactly the output
-    positions ``mismatches[b]`` whenever it checks them (as :func:`perfsuite.decoding.decode_verified`'s ``inject``
+    positions ``mismatches[b]`` whenever it checks them (as :func:`perfsuite.models.decoding.decode_verified`'s ``inject``
     does): the decoder's own bookkeeping, step by step, to check the model against the decoder."""
     n_out = [1] * len(mismatches)
     windows = steps = 0

@@ -2,7 +2,7 @@
 vLLM), against the plain model and the single-adapter batch.
 
 The cells of one shape (implementation, model, dtype, device, batch, phase and its length, quantized base) are a
-group, timed in one round-robin loop (:func:`perfsuite.timing.round_robin`, as the latency workload does): the
+group, timed in one round-robin loop (:func:`perfsuite.measure.timing.round_robin`, as the latency workload does): the
 plain model (r = 0), and per method every (K, order, ranks) of the group — the K = 1 batch of each method always
 among them, since every mixed batch is also reported against it — and the fixed torch probe. Each member is a
 function of nothing: it points the model's :class:`~perfsuite.workloads.mixed.Assignment` at its batch's adapters
@@ -27,16 +27,16 @@ import statistics
 
 import torch
 
-from perfsuite.bench_bridge import record_rounds
+from perfsuite.measure.bench_bridge import record_rounds
 from perfsuite.cells.grid import Cell
-from perfsuite.device import count_flops, peak_memory_above, tensor_bytes
+from perfsuite.measure.device import count_flops, peak_memory_above, tensor_bytes
 from perfsuite.formats.record import STATUS_OOM, CellRecord, model_dims, not_run
-from perfsuite.gpu_state import watched
-from perfsuite.machine import machine_env
-from perfsuite.paired import PairedTiming
-from perfsuite.probe import ProbeShape, make_probe
-from perfsuite.syncs import count_host_syncs
-from perfsuite.timing import round_robin
+from perfsuite.measure.gpu_state import watched
+from perfsuite.measure.machine import machine_env
+from perfsuite.measure.paired import PairedTiming
+from perfsuite.measure.probe import ProbeShape, make_probe
+from perfsuite.measure.syncs import count_host_syncs
+from perfsuite.measure.timing import round_robin
 from perfsuite.workloads.context import CellContext, torch_dtype
 from perfsuite.workloads.decode import hf_call, kv_cache, position_of, n_positions, reference_step, rows_of
 from perfsuite.workloads.mixed import adapter_ranks, mixed_model, row_adapters, single_adapters
@@ -98,7 +98,7 @@ def logits(model, inputs: Inputs, **kwargs) -> torch.Tensor:
     """Logits of one call: perfsuite's GPT2 (a forward, or a decode step) or a transformers model (``model.model``
     of the hf wrappers, or a PeftModel; ``kwargs``: ``adapter_names``)."""
     from perfsuite.hf.facade import ModelFacade
-    from perfsuite.model import GPT2
+    from perfsuite.models.model import GPT2
 
     if isinstance(model, GPT2):
         if inputs.kv is None:

@@ -62,7 +62,7 @@ def dims_of(model: str) -> Dims:
         s = get_shape(model)
         kv = s.num_key_value_heads * (s.hidden_size // s.num_attention_heads)
         return Dims(s.num_hidden_layers, s.hidden_size, s.intermediate_size, s.vocab_size, kv, True)
-    from perfsuite.model import get_config
+    from perfsuite.models.model import get_config
 
     c = get_config(model)
     return Dims(c.n_layer, c.n_embd, c.n_inner, c.vocab_size, c.n_embd, False)
@@ -81,7 +81,7 @@ def _narrow_base(model: str, impl: str):
     """The model's narrow twin: every layer, width 64 (perfsuite's GPT2 and its transformers twin, or the family)."""
     import torch
 
-    from perfsuite.model import GPT2, get_config
+    from perfsuite.models.model import GPT2, get_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -148,7 +148,7 @@ def price_decode_group(night, cell: Cell, models, low: int, high: int, warmup: i
     """A latency group of decode steps: as a latency group, each call one token per request after ``kv_len``;
     FLOPs counted on one real call (FlopCounterMode's bookkeeping per op). ``forward_ops``: the estimate's count
     of a forward's (kernels, ops) for an adapter."""
-    from perfsuite.model import get_config
+    from perfsuite.models.model import get_config
 
     night.base_model(cell)
     per_round = 0.0

@@ -38,15 +38,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perfsuite.adapters import LoRAQKV, adapter_parameters, attach
+from perfsuite.models.adapters import LoRAQKV, adapter_parameters, attach
 from perfsuite.cells.grid import Cell
-from perfsuite.machine import machine_env
-from perfsuite.model import GPT2
+from perfsuite.measure.machine import machine_env
+from perfsuite.models.model import GPT2
 from perfsuite.formats.record import CellRecord, model_dims
 from perfsuite.subspace.phi import PhiGrid, compare, gaussian_pair
-from perfsuite.bench_bridge import record_rounds
-from perfsuite.device import cpu_threads
-from perfsuite.timing import round_robin
+from perfsuite.measure.bench_bridge import record_rounds
+from perfsuite.measure.device import cpu_threads
+from perfsuite.measure.timing import round_robin
 from perfsuite.workloads.context import CellContext
 
 SEEDS = (0, 1)  # the two seeds of every rank

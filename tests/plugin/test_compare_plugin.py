@@ -10,7 +10,7 @@ import pytest
 import synthetic as syn
 
 from perfsuite.compare.baselines import add_runs
-from perfsuite.machine import machine_env
+from perfsuite.measure.machine import machine_env
 
 pytest_plugins = ["pytester"]
 
@@ -40,7 +40,7 @@ def plant(pytester, ratio: float, *, base_ms: float = 1000.0, host: str | None =
 @pytest.fixture
 def bench(pytester, monkeypatch):
     # one thread in the re-measure's process: two OpenMP threads on a busy 2-core runner stall for whole scheduler
-    # slices (see perfsuite.selftest)
+    # slices (see perfsuite.selftest.options.THREADS_NOTE)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pytester.makepyfile(test_bench=BENCH)
     return pytester

@@ -110,7 +110,7 @@ def test_a_peft_config_adapter_joins_the_hf_grid_and_attaches(monkeypatch):
     from perfsuite import extensions
     from perfsuite.hf.adapters import attach_hf, get_hf_adapter
     from perfsuite.hf.models import hf_model_from_reference
-    from perfsuite.model import build_model
+    from perfsuite.models.model import build_model
 
     rslora = AdapterPlugin("rslora", "peft LoRA with rank-stabilised scaling (α/√r)", peft_config=lambda rank, d, seed:
                            peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=["c_attn"], fan_in_fan_out=True,

@@ -3,10 +3,10 @@ import copy
 import pytest
 import torch
 
-from perfsuite.adapters import (ADAPTERS, UnknownAdapterError, attach, default_drop_layers, merge_lora,
+from perfsuite.models.adapters import (ADAPTERS, UnknownAdapterError, attach, default_drop_layers, merge_lora,
                                 trainable_parameter_count)
 from perfsuite.cells.grid import ADAPTER_NAMES
-from perfsuite.model import build_model
+from perfsuite.models.model import build_model
 
 RANK = 4
 

@@ -10,7 +10,7 @@ import synthetic as syn
 from perfsuite.cli import main
 from perfsuite.compare.baselines import add_runs, default_name, find, load_all, load_reference, parts_of
 from perfsuite.formats.baseline import BASELINE_FORMAT, BaselineError, load_baseline
-from perfsuite.machine import Fingerprint
+from perfsuite.measure.machine import Fingerprint
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "baselines"
 ROOT = Path(__file__).parents[2]

@@ -272,7 +272,7 @@ def test_a_re_measure_that_lacks_the_metric_or_the_cell_confirms_nothing():
     import numpy as np
 
     from perfsuite.compare.judge import judge
-    from perfsuite.selftest_grid import grid_loops
+    from perfsuite.selftest.grid import grid_loops
 
     loops = grid_loops("paper")
     cells = {c.id: c for lp in loops for c in lp}

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from perfsuite.adapters import ADAPTERS, attach
-from perfsuite.decoding import KVBuffer, ragged_forward
-from perfsuite.device import count_work
-from perfsuite.model import build_model, get_config
+from perfsuite.models.adapters import ADAPTERS, attach
+from perfsuite.models.decoding import KVBuffer, ragged_forward
+from perfsuite.measure.device import count_work
+from perfsuite.models.model import build_model, get_config
 from perfsuite.workloads.counting import forward_work, layered_work, meta_model
 
 

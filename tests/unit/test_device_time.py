@@ -5,9 +5,9 @@ import pytest
 from fake_gpu import FakeGpu, on_fake_cuda
 
 from perfsuite.cells.grid import Cell
-from perfsuite.device_time import (DEVICE_ROUNDS, HOLD_EXTRA_MS, SOURCE_EVENTS, SOURCE_WALL_CPU, DeviceTimer,
+from perfsuite.measure.device_time import (DEVICE_ROUNDS, HOLD_EXTRA_MS, SOURCE_EVENTS, SOURCE_WALL_CPU, DeviceTimer,
                                    host_bound_pct, kernel_sums_ms)
-from perfsuite.timing import RoundPolicy, round_robin
+from perfsuite.measure.timing import RoundPolicy, round_robin
 from perfsuite.workloads import latency
 from perfsuite.workloads.context import CellContext
 from synthetic import FakeBenchmark
@@ -111,7 +111,7 @@ def test_kernel_sums_leave_out_cpu_ops_and_range_annotations():
     that launched nothing: neither is a kernel."""
     from types import SimpleNamespace as NS
 
-    from perfsuite.device_time import _sum_by_range
+    from perfsuite.measure.device_time import _sum_by_range
 
     span = lambda a, b: NS(start=a, end=b)  # noqa: E731
     events = [NS(name="perfsuite:0", time_range=span(0, 100), kernels=[NS(name="perfsuite:0", duration=90.0)]),

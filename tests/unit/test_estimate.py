@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from perfsuite.adapters import ADAPTERS
+from perfsuite.models.adapters import ADAPTERS
 from perfsuite.cells.grid import Cell, get_profile, select
-from perfsuite.device import count_work
+from perfsuite.measure.device import count_work
 from perfsuite.estimate import (DeviceRates, HostCosts, analytic_timer, count_latency, count_ops, estimate,
                                 forward_ops, ragged_ops)
 from perfsuite.estimate.counts import token_flops
-from perfsuite.model import get_config
+from perfsuite.models.model import get_config
 from perfsuite.workloads.counting import forward_flops
 
 HOST = HostCosts(svd_1024_s=0.5, dispatch_op_s=1e-5, meta_op_s=1e-4, init_param_s=1e-8)  # planted, not probed
@@ -110,8 +110,8 @@ def test_the_analytic_gpu_model_prices_each_precision_at_its_own_speed():
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_kernels_are_counted_per_adapter_on_the_narrow_twin_as_on_a_wider_model(adapter):
     """The twin is 64 wide; a 12-block model 256 wide (on the CPU, as the twin) dispatches the same ops."""
-    from perfsuite.adapters import attach
-    from perfsuite.model import GPT2
+    from perfsuite.models.adapters import attach
+    from perfsuite.models.model import GPT2
 
     cfg = dataclasses.replace(get_config("gpt2"), n_embd=256, n_head=8, n_inner=1024, vocab_size=1000)
     with torch.random.fork_rng(devices=[]):

@@ -249,7 +249,7 @@ def test_numeric_options_and_selections_are_checked_at_the_command_line(tmp_path
         assert code == 2 and "Traceback" not in err and "argument --" in err
     import argparse
 
-    from perfsuite.plugin.options import add_cell_options
+    from perfsuite.options import add_cell_options
 
     pytest_flags = argparse.ArgumentParser()  # the pytest plugin's flags are built by the same function
     add_cell_options(pytest_flags.add_argument)
@@ -287,8 +287,8 @@ def test_cells_hints_the_valid_names_of_a_selection_that_matches_nothing():
 
 
 def test_corrupt_weights_are_refused_before_the_first_cell(tmp_path):
-    from perfsuite.checkpoint import save_checkpoint
-    from perfsuite.model import GPT2, GPT2Config
+    from perfsuite.models.checkpoint import save_checkpoint
+    from perfsuite.models.model import GPT2, GPT2Config
 
     ckpt = tmp_path / "ckpt"
     save_checkpoint(GPT2(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=16)), ckpt)

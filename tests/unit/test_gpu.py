@@ -8,11 +8,11 @@ import pytest
 import torch
 from fake_gpu import FakeCudaMemory, FakeGpu
 
-from perfsuite.adapters import attach
-from perfsuite.device import peak_memory_above, tensor_bytes
-from perfsuite.device_time import CudaTiming
-from perfsuite.model import build_model
-from perfsuite.timing import timed_call
+from perfsuite.models.adapters import attach
+from perfsuite.measure.device import peak_memory_above, tensor_bytes
+from perfsuite.measure.device_time import CudaTiming
+from perfsuite.models.model import build_model
+from perfsuite.measure.timing import timed_call
 
 ON = [pytest.param("cuda", marks=pytest.mark.gpu, id="cuda"), pytest.param("seam", id="cpu-seam")]
 
@@ -63,9 +63,9 @@ def test_synchronized_timing_covers_the_kernel(on):
 
 def _syncs(on: str, fn, *, strict: bool = False) -> int:
     """Host syncs of one call of ``fn``: CUDA's own report (sync debug mode; ``strict``: an error) on a GPU, the
-    dispatcher's counter (perfsuite.syncs) on the CPU."""
+    dispatcher's counter (perfsuite.measure.syncs) on the CPU."""
     if on == "seam":
-        from perfsuite.syncs import count_host_syncs
+        from perfsuite.measure.syncs import count_host_syncs
 
         return sum(count_host_syncs(fn).values())
     import warnings
@@ -85,7 +85,7 @@ def _syncs(on: str, fn, *, strict: bool = False) -> int:
 @torch.inference_mode()
 def test_timed_regions_do_not_sync(on):
     """A latency forward must not make the host wait; verified decoding only at its one read-back per window."""
-    from perfsuite.decoding import Schedule, decode_verified
+    from perfsuite.models.decoding import Schedule, decode_verified
     from perfsuite.workloads.recompute import untied_head
 
     device = "cuda" if on == "cuda" else "cpu"

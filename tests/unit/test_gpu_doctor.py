@@ -11,7 +11,7 @@ import perfsuite.doctor.harness as harness
 from perfsuite.cli import main
 from perfsuite.doctor import (FAILED, OK, SKIPPED, Check, check_attention, check_decode_syncs, check_latency_syncs,
                               check_memory, check_nvml, check_repeatability, check_timing_bracket, run_doctor)
-from perfsuite.gpu_state import GpuMonitor
+from perfsuite.measure.gpu_state import GpuMonitor
 
 
 def known(seconds):
@@ -99,7 +99,7 @@ def test_an_idle_gpu_passes_the_clock_check_and_a_throttled_one_fails_it():
     hot = BusyNVML(throttled=True)
     failed = check_nvml("cuda", GpuMonitor(hot, "h"), busy=hot.busy)
     assert failed.status == FAILED and "hw_thermal_slowdown" in failed.fix
-    from perfsuite.gpu_state import throttled
+    from perfsuite.measure.gpu_state import throttled
 
     parked = GpuMonitor(BusyNVML(), "h").read()  # no kernel running: idle clock, gpu_idle
     assert parked["sm_clock_mhz"] == 345 and throttled(parked) is None

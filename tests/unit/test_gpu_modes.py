@@ -6,8 +6,8 @@ import pytest
 from fake_gpu import FakeCudaGraphs, FakeGpu, on_fake_cuda
 
 from perfsuite.cells.grid import Cell
-from perfsuite.device_time import DEVICE_ROUNDS, SOURCE_EVENTS
-from perfsuite.timing import RoundPolicy, whole_cycles
+from perfsuite.measure.device_time import DEVICE_ROUNDS, SOURCE_EVENTS
+from perfsuite.measure.timing import RoundPolicy, whole_cycles
 from perfsuite.workloads import latency
 from perfsuite.workloads.context import CellContext
 from synthetic import FakeBenchmark

@@ -7,10 +7,10 @@ import pytest
 import torch
 from fake_gpu import MIB, FakeCudaMemory
 
-import perfsuite.device as device_module
-import perfsuite.timing as timing
-from perfsuite.device import peak_memory_above
-from perfsuite.timing import RoundPolicy, round_robin, williams_orders
+import perfsuite.measure.device as device_module
+import perfsuite.measure.timing as timing
+from perfsuite.measure.device import peak_memory_above
+from perfsuite.measure.timing import RoundPolicy, round_robin, williams_orders
 
 
 def test_the_first_peak_reading_does_not_carry_cublass_workspace(monkeypatch):
@@ -89,9 +89,9 @@ def test_the_loop_reports_the_end_of_its_warm_up():
 
 
 def test_spectral_r_decomposes_each_base_weight_once_per_process(monkeypatch):
-    import perfsuite.adapters as adapters
-    from perfsuite.adapters import adapted_copy, attach
-    from perfsuite.model import build_model
+    import perfsuite.models.adapters as adapters
+    from perfsuite.models.adapters import adapted_copy, attach
+    from perfsuite.models.model import build_model
 
     calls = []
     svd = torch.linalg.svd

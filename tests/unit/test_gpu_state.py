@@ -4,9 +4,9 @@ import pytest
 import synthetic as syn
 import torch
 
-from perfsuite.gpu_state import GpuMonitor, monitor_for, throttled, throttled_during, watched
-from perfsuite.machine import driver_version, nvml_initialised
-from perfsuite.timing import RoundPolicy, round_robin
+from perfsuite.measure.gpu_state import GpuMonitor, monitor_for, throttled, throttled_during, watched
+from perfsuite.measure.machine import driver_version, nvml_initialised
+from perfsuite.measure.timing import RoundPolicy, round_robin
 from perfsuite.workloads.latency import run_latency_cell
 from perfsuite.workloads.context import CellContext
 

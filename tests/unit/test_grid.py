@@ -86,14 +86,14 @@ def test_cells_refuse_fields_of_the_wrong_type(field, value):
 
 
 def test_the_grid_names_the_same_adapters_as_the_registry():
-    from perfsuite.adapters import ADAPTERS
+    from perfsuite.models.adapters import ADAPTERS
 
     assert ("none", *ADAPTER_NAMES) == tuple(ADAPTERS)
 
 
 def test_the_plugin_offers_the_dtypes_the_workloads_know():
-    from perfsuite.plugin.options import DTYPE_NAMES
-    from perfsuite.caches import DTYPES
+    from perfsuite.options import DTYPE_NAMES
+    from perfsuite.models.caches import DTYPES
 
     assert DTYPE_NAMES == tuple(DTYPES)
 
@@ -103,7 +103,7 @@ def test_the_profile_option_names_every_profile():
     import argparse
 
     from perfsuite.cells.grid import PROFILES
-    from perfsuite.plugin.options import add_cell_options
+    from perfsuite.options import add_cell_options
 
     parser = argparse.ArgumentParser()
     add_cell_options(parser.add_argument, prefix="--")

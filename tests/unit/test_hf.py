@@ -7,15 +7,15 @@ peft = pytest.importorskip("peft", reason="the hf extra is not installed: pip in
 
 import torch  # noqa: E402
 
-from perfsuite.adapters import attach  # noqa: E402
+from perfsuite.models.adapters import attach  # noqa: E402
 from perfsuite.cells.grid import HF_ADAPTER_NAMES, RANK_FREE, Cell  # noqa: E402
-from perfsuite.checkpoint import load_reference_model, read_checkpoint  # noqa: E402
+from perfsuite.models.checkpoint import load_reference_model, read_checkpoint  # noqa: E402
 from perfsuite.hf import ADAPTERHUB_ADAPTERS, library_versions  # noqa: E402
 from perfsuite.hf.adapters import HF_ADAPTERS, REFUSED, TARGET, attach_hf  # noqa: E402
 from perfsuite.hf.models import HFGPT2, hf_model_from_reference  # noqa: E402
-from perfsuite.model import build_model  # noqa: E402
+from perfsuite.models.model import build_model  # noqa: E402
 from perfsuite.workloads.context import ModelCache  # noqa: E402
-from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_verified, ragged_forward  # noqa: E402
+from perfsuite.models.decoding import KVBuffer, Schedule, decode_fixed, decode_verified, ragged_forward  # noqa: E402
 
 TOKENS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(0))
 ATOL = 1e-5  # float32: the two stacks sum in different orders
@@ -130,7 +130,7 @@ def test_hf_cells_record_the_library_versions():
 def test_adapterhub_bottlenecks_match_the_reference_designs(name):
     """Where the `adapters` package is installed (it pins transformers < 5): the same bottlenecks, as many weights."""
     pytest.importorskip("adapters", reason="AdapterHub's `adapters` is not installed (it needs transformers 4.x)")
-    from perfsuite.adapters import adapter_parameters
+    from perfsuite.models.adapters import adapter_parameters
 
     base = hf_model_from_reference(build_model("tiny"))
     model = attach_hf(base, name, 8, seed=1)

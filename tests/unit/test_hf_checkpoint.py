@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from perfsuite.cells.grid import get_profile
-from perfsuite.checkpoint import (CheckpointError, hf_state_dict, load_reference_model, read_checkpoint,
+from perfsuite.models.checkpoint import (CheckpointError, hf_state_dict, load_reference_model, read_checkpoint,
                                   save_checkpoint)
 from perfsuite.cli import main
-from perfsuite.model import build_model
+from perfsuite.models.model import build_model
 from perfsuite.plugin.session import SessionState
-from perfsuite.timing import RoundPolicy
+from perfsuite.measure.timing import RoundPolicy
 from perfsuite.workloads.context import CellContext, ModelCache
 
 TOKENS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(0))
@@ -138,7 +138,7 @@ class DisabledBenchmark:
 
 def test_recompute_cells_run_on_a_briefly_trained_checkpoint(tmp_path):
     from perfsuite.cells.grid import Cell
-    from perfsuite.train_tiny import train_tiny
+    from perfsuite.models.train_tiny import train_tiny
     from perfsuite.workloads.recompute import run_recompute_cell
 
     trained = train_tiny(steps=30)

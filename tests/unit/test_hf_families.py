@@ -81,7 +81,7 @@ def test_hf_modern_smoke_runs_lora_dora_and_more_on_llama_and_qwen2_and_recomput
 def test_the_recompute_decoder_on_a_family_model_computes_transformers_logits(name, adapter):
     """The ragged decoder (perfsuite's KV cache and attention) through the family's layers, RoPE and grouped KV
     heads: the whole prompt at once, and in two steps through the cache, give transformers' own logits."""
-    from perfsuite.decoding import KVBuffer, ragged_forward
+    from perfsuite.models.decoding import KVBuffer, ragged_forward
 
     model = HFModelCache(ModelCache(seed=0)).build_adapted(name, "float32", "cpu", adapter, 4 if adapter != "none" else 0)
     idx = torch.randint(0, 512, (2, 10), generator=torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ from perfsuite.cli import main
 from perfsuite.history.rows import median_interval, metric_rows, series_key
 from perfsuite.history.store import STORE_VERSION, HistoryError, add_files, open_store
 from perfsuite.history.synthetic import build_store, commit_of, night_document, night_records
-from perfsuite.machine import Fingerprint
+from perfsuite.measure.machine import Fingerprint
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 CELLS = get_profile("smoke").cells(device="cpu")

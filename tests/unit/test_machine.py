@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import synthetic as syn
 
-from perfsuite import machine
-from perfsuite.machine import Fingerprint, describe_cpu, driver_version, gpu_identity, host_id
+from perfsuite.measure import machine
+from perfsuite.measure.machine import Fingerprint, describe_cpu, driver_version, gpu_identity, host_id
 
 MILAN = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -89,7 +89,7 @@ def test_precision_switches_are_pinned_recorded_and_in_a_gpus_fingerprint():
     import torch
 
     from perfsuite.cells.grid import Cell
-    from perfsuite.machine import PRECISION_PINS, Fingerprint, machine_env
+    from perfsuite.measure.machine import PRECISION_PINS, Fingerprint, machine_env
 
     torch.backends.cuda.matmul.allow_tf32 = True  # left set by someone else
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False

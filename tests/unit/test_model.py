@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from perfsuite.model import PRESETS, build_model, get_config, truncate_cache
+from perfsuite.models.model import PRESETS, build_model, get_config, truncate_cache
 
 
 def test_presets_have_the_papers_dimensions():

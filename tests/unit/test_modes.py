@@ -7,7 +7,7 @@ from fake_gpu import FakeCudaGraphs
 from perfsuite.cells.grid import (MODES, Cell, get_profile, in_modes, names_field, selected_cells,
                                   unsupported_reason)
 from perfsuite.formats.record import STATUS_UNSUPPORTED
-from perfsuite.timing import RoundPolicy
+from perfsuite.measure.timing import RoundPolicy
 from perfsuite.workloads import latency
 from perfsuite.workloads.context import CellContext
 from perfsuite.workloads.modes import GRAPH_WARMUP_CALLS, CompileFallback, capture, compiled_graphs, prepare
@@ -216,7 +216,7 @@ def test_compile_cells_across_three_shape_groups_compile_static_graphs_once_each
     at the second shape and nothing at the third."""
     import torch
 
-    from perfsuite.device import cpu_threads
+    from perfsuite.measure.device import cpu_threads
 
     compiled = {"graphs": [], "calls": 0}
 

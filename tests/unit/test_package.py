@@ -45,18 +45,18 @@ def test_the_full_parser_still_lists_every_command():
     assert {"run", "history", "cells", "compare"} <= set(command_names())
 
 
-@pytest.mark.parametrize("module", ["perfsuite.paired", "perfsuite.compare.verdicts", "perfsuite.report.tables",
+@pytest.mark.parametrize("module", ["perfsuite.measure.paired", "perfsuite.compare.verdicts", "perfsuite.report.tables",
                                     "perfsuite.report.data", "perfsuite.history.store"])
 def test_statistics_verdicts_and_tables_load_no_torch(module):
-    """They read timings (perfsuite.paired), they do not measure: no torch (pandas for the report is fine)."""
+    """They read timings (perfsuite.measure.paired), they do not measure: no torch (pandas for the report is fine)."""
     assert "torch" not in _loaded_after(f"import {module}")
 
 
 def test_the_paired_statistics_are_one_implementation():
-    """timing.py's stopping rule uses paired's interval (one implementation); the median interval's ranks are
+    """measure/timing.py's stopping rule uses paired's interval (one implementation); the median interval's ranks are
     shared with the history's bands."""
-    import perfsuite.paired as paired
-    import perfsuite.timing as timing
+    import perfsuite.measure.paired as paired
+    import perfsuite.measure.timing as timing
     from perfsuite.history.rows import median_interval
 
     assert timing.median_ci_pct is paired.median_ci_pct and not hasattr(timing, "PairedTiming")

@@ -5,15 +5,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfsuite.adapters import ADAPTERS, attach
+from perfsuite.models.adapters import ADAPTERS, attach
 from perfsuite.cells.grid import Cell
-from perfsuite.model import build_model
+from perfsuite.models.model import build_model
 from perfsuite.formats.record import STATUS_OK, STATUS_OUTSIDE_BUDGET
 from perfsuite.workloads.context import CellContext
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
-from perfsuite.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
-from perfsuite.syncs import count_host_syncs
-from perfsuite.device import count_flops
+from perfsuite.models.decoding import KVBuffer, Schedule, decode_fixed, decode_plain, decode_verified, ragged_forward
+from perfsuite.measure.syncs import count_host_syncs
+from perfsuite.measure.device import count_flops
 from perfsuite.workloads.recompute import (decode_flops, mismatch_rate, run_recompute_cell, syncs_per_window,
                                            untied_head)
 
@@ -270,7 +270,7 @@ def test_the_mismatch_rate_is_rollbacks_per_checked_decision(fp32):
 
 
 def test_cell_record_carries_the_metrics():
-    from perfsuite.timing import RoundPolicy
+    from perfsuite.measure.timing import RoundPolicy
 
     cell = Cell("recompute", "lora", 4, batch=2, seq_len=8, window=4, gen_len=12)
     few_rounds = CellContext(policy=lambda c: RoundPolicy(3, 3, 1))  # the record's fields, not its precision

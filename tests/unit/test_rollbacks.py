@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfsuite.decoding import Schedule, decode_verified
-from perfsuite.model import build_model
+from perfsuite.models.decoding import Schedule, decode_verified
+from perfsuite.models.model import build_model
 from perfsuite.workloads.rollbacks import expected_decode, lockstep, single_request
 
 GEN = 24

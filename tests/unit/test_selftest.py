@@ -8,7 +8,8 @@ import torch
 
 from perfsuite.cli import main
 from perfsuite.compare.verdicts import CompareOptions
-from perfsuite.selftest import Level, SelftestOptions, SelftestReport, _trial, realized_effect
+from perfsuite.selftest.options import Level, SelftestOptions
+from perfsuite.selftest.trials import SelftestReport, _trial, realized_effect
 
 
 def planted_pool(processes: int, effects: list[float], *, run_sd: float, seed: int = 0) -> list[dict]:

@@ -8,7 +8,7 @@ import pytest
 from perfsuite.cli import main
 from dataclasses import replace
 
-from perfsuite.selftest_grid import GridSimulation, detection_rate, grid_loops, parse_design, simulate_grid
+from perfsuite.selftest.grid import GridSimulation, detection_rate, grid_loops, parse_design, simulate_grid
 
 
 def test_the_paper_grid_is_eighteen_loops_of_twenty_five():
@@ -40,7 +40,7 @@ def test_the_simulation_is_judged_by_the_production_judge(monkeypatch):
     """Every simulated night goes through perfsuite.compare.verdicts.judge, the function compare_part calls: a
     planted judge that calls everything a regression makes every night a false alarm."""
     import perfsuite.compare.verdicts as verdicts
-    import perfsuite.selftest_grid as grid
+    import perfsuite.selftest.grid as grid
 
     seen = []
 
@@ -122,7 +122,8 @@ def _planted_pool(processes, slowdown_of_lora, seed=0):
 def test_a_loop_trial_judges_the_whole_run_and_the_measured_cell(mode):
     import numpy as np
 
-    from perfsuite.selftest import Level, SelftestOptions, _loop_trial
+    from perfsuite.selftest.options import Level, SelftestOptions
+    from perfsuite.selftest.trials import _loop_trial
     from perfsuite.compare.verdicts import CompareOptions
 
     cells, pool = _planted_pool(12, 1.15)
@@ -144,7 +145,7 @@ def test_a_screening_run_hammered_by_a_neighbour_fails_no_night(monkeypatch):
 
     import numpy as np
 
-    import perfsuite.selftest_grid as grid
+    import perfsuite.selftest.grid as grid
 
     sim = GridSimulation(grid="smoke", design="1v5")
     loops = grid_loops("smoke")

@@ -396,8 +396,8 @@ def test_bitsandbytes_replaces_every_block_linear_and_lora_runs_on_top(quant, on
     """On CUDA, the real library: the quantized base and LoRA on top differ, the block linears are its layers. Its CPU
     twin through a fake bitsandbytes: every block linear replaced by the library's layer with the same weights, moved
     to the model's device, LoRA on top."""
-    from perfsuite.adapters import attach
-    from perfsuite.model import build_model
+    from perfsuite.models.adapters import attach
+    from perfsuite.models.model import build_model
     from perfsuite.workloads.quant import block_linears, quantize_base
 
     layer, kw = BNB[quant]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from perfsuite.cells.grid import Cell
-from perfsuite.model import build_model
+from perfsuite.models.model import build_model
 from perfsuite.subspace.phi import (
     PhiGrid,
     SubspaceError,
@@ -24,7 +24,7 @@ from perfsuite.subspace.phi import (
     top_agree,
 )
 from perfsuite.workloads import subspace as workload
-from perfsuite.timing import RoundPolicy
+from perfsuite.measure.timing import RoundPolicy
 from perfsuite.workloads.context import CellContext
 
 TOL = 1e-9
@@ -200,7 +200,7 @@ def test_training_is_reproducible_from_its_seeds():
 
 
 class FakeBenchmark:
-    """Enough of pytest-benchmark's fixture for perfsuite.bench_bridge.record_rounds."""
+    """Enough of pytest-benchmark's fixture for perfsuite.measure.bench_bridge.record_rounds."""
 
     disabled = False
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from perfsuite.adapters import ADAPTERS, attach
-from perfsuite.model import build_model
-from perfsuite.syncs import READ_BACK_METHODS, count_host_syncs
-from perfsuite.decoding import Schedule, decode_plain, decode_verified, device_ints
+from perfsuite.models.adapters import ADAPTERS, attach
+from perfsuite.models.model import build_model
+from perfsuite.measure.syncs import READ_BACK_METHODS, count_host_syncs
+from perfsuite.models.decoding import Schedule, decode_plain, decode_verified, device_ints
 from perfsuite.workloads.recompute import untied_head
 
 X = torch.arange(6)

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfsuite.paired import PairedTiming
-from perfsuite.bench_bridge import record_rounds
-from perfsuite.device import DeviceUnavailable, is_out_of_memory, resolve_device
-from perfsuite.timing import RoundPolicy, round_robin, timed_call
+from perfsuite.measure.paired import PairedTiming
+from perfsuite.measure.bench_bridge import record_rounds
+from perfsuite.measure.device import DeviceUnavailable, is_out_of_memory, resolve_device
+from perfsuite.measure.timing import RoundPolicy, round_robin, timed_call
 
 times = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40)
 
@@ -110,7 +110,7 @@ def test_the_loop_stops_once_every_median_is_precise_and_never_outside_its_range
 
 def test_timed_calls_synchronize_before_reading_the_clock(monkeypatch):
     """The GPU path by construction: the clock is read only after the device has finished (CPU seam)."""
-    import perfsuite.timing as timing
+    import perfsuite.measure.timing as timing
 
     events = []
     monkeypatch.setattr(timing, "synchronize", lambda device: events.append(f"sync {device}"))
@@ -154,9 +154,9 @@ def test_record_rounds_hands_the_cells_rounds_to_pytest_benchmark():
 
 
 def test_tensor_bytes_counts_shared_weights_once_and_no_peak_is_faked_on_the_cpu():
-    from perfsuite.adapters import adapted_copy, attach
-    from perfsuite.model import build_model
-    from perfsuite.device import peak_memory_above, tensor_bytes
+    from perfsuite.models.adapters import adapted_copy, attach
+    from perfsuite.models.model import build_model
+    from perfsuite.measure.device import peak_memory_above, tensor_bytes
 
     base = build_model("tiny")
     lora = attach(adapted_copy(base), "lora", 8)

@@ -14,8 +14,8 @@ from hostile import mutated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perfsuite.checkpoint import CheckpointError, check_weights, config_to_hf, read_checkpoint
-from perfsuite.model import PRESETS
+from perfsuite.models.checkpoint import CheckpointError, check_weights, config_to_hf, read_checkpoint
+from perfsuite.models.model import PRESETS
 
 matplotlib.use("Agg")
 
@@ -39,7 +39,7 @@ def never_build_shapes(monkeypatch):
     def refuse(cfg):
         raise AssertionError(f"shapes built for {cfg.n_layer} layers: the caps were not checked first")
 
-    monkeypatch.setattr("perfsuite.checkpoint._expected_shapes", refuse)
+    monkeypatch.setattr("perfsuite.models.checkpoint._expected_shapes", refuse)
 
 
 def test_a_billion_layers_is_refused_before_any_shape_is_built(tmp_path, monkeypatch):

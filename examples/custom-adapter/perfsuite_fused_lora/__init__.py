@@ -1,6 +1,6 @@
 """fused-lora: LoRA on W_q and W_v of GPT-2's fused ``c_attn`` with ONE down- and ONE up-projection.
 
-perfsuite's built-in ``lora`` (perfsuite.adapters.LoRAQKV) stacks A_q and A_v into one down-projection but runs
+perfsuite's built-in ``lora`` (perfsuite.models.adapters.LoRAQKV) stacks A_q and A_v into one down-projection but runs
 two up-projections (B_q, B_v) and two slices. Here q and v share A (r × d) and their up-projections are one
 (2d × r) matrix: h_q += (α/r)·B_q·A·x and h_v += (α/r)·B_v·A·x with one product each way. 3·r·d weights instead
 of 4·r·d, and two kernel launches instead of three: whether that pays is what the grid measures, beside LoRA.
@@ -23,7 +23,7 @@ def _fused_module(base, r: int, alpha: float, generator, init: str):
     from torch import nn
 
     class FusedLoRAQKV(nn.Module):
-        is_adapter = True  # perfsuite.adapters.adapter_parameters counts its weights
+        is_adapter = True  # perfsuite.models.adapters.adapter_parameters counts its weights
 
         def __init__(self):
             super().__init__()

@@ -1,8 +1,10 @@
-"""The plugin's options, built by shared functions so pytest's flags and the ``perfsuite`` commands cannot drift.
+"""The options that choose and time cells, built once for the pytest plugin's flags and the ``perfsuite`` commands.
 
 In pytest-benchmark's shape: ``add_cell_options(addoption, prefix="--perfsuite-")`` adds the options that
 choose and time cells; ``perfsuite run``, ``baseline record`` and ``ab`` add the same ones with
-``prefix="--"`` and pass them on to pytest with :func:`cell_option_args`.
+``prefix="--"`` and pass them on to pytest with :func:`cell_option_args`. This module is the seam where the
+plugin (:mod:`perfsuite.plugin`) and the job (:mod:`perfsuite.job`, :mod:`perfsuite.processes`, the commands)
+meet, below both: neither imports the other (the exit codes they share are in :mod:`perfsuite.errors`).
 """
 
 from __future__ import annotations

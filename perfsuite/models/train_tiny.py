@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from perfsuite.model import GPT2, build_model
-from perfsuite.device import cpu_threads
+from perfsuite.models.model import GPT2, build_model
+from perfsuite.measure.device import cpu_threads
 
 SUCCESSORS = 4  # possible next tokens per token
 STEPS, BATCH, LENGTH, LR = 200, 32, 64, 3e-3  # about 8 s on one CPU core for the tiny preset

@@ -4,7 +4,7 @@
 On an H100 with a recent cuDNN it prefers cuDNN attention, which builds an execution graph per (batch, query
 length, key length, mask): a decoder whose key length moves with every step would build hundreds of graphs per
 cell, and a cuDNN upgrade would move the kernel under the suite without a word. So the decoder
-(:mod:`perfsuite.decoding`) runs under :func:`decoder_attention`: on CUDA the memory-efficient kernel first (it
+(:mod:`perfsuite.models.decoding`) runs under :func:`decoder_attention`: on CUDA the memory-efficient kernel first (it
 takes the decoder's boolean mask), the math kernel as the fallback, cuDNN never; on the CPU torch's fused CPU
 kernel, then math. And the decoder keeps one key length per pass shape (the mask covers the slots a row may not
 see), so the backend sees the same few shapes all night.

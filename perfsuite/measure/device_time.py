@@ -1,6 +1,6 @@
 """Device time beside wall time: what a timed call costs the GPU, with the host's launches set aside.
 
-:func:`perfsuite.timing.round_robin` reads the host clock around each synchronized call (wall time). A pair of
+:func:`perfsuite.measure.timing.round_robin` reads the host clock around each synchronized call (wall time). A pair of
 CUDA events around the same call would not separate host from device: the start event runs as soon as it is
 queued, so the interval holds every idle gap while Python launches kernels, and a launch-bound call (GPT-2 medium
 at batch 1: milliseconds of launches for a millisecond of kernels) reads device ≈ wall. So device time is taken

@@ -1,6 +1,6 @@
 """The timing loop: one round-robin loop times every model of a group, close in time, until it is precise.
 
-GPU work is asynchronous, so every timed call ends with a device synchronize (:func:`perfsuite.device.synchronize`)
+GPU work is asynchronous, so every timed call ends with a device synchronize (:func:`perfsuite.measure.device.synchronize`)
 and the clock is read on the host around it. :func:`round_robin` times several functions once per round — the
 plain model and every adapter of one shape, or verified and plain decoding — in a balanced order (a Williams
 design), so drift hits all of them alike, each takes every position equally often and follows every other function
@@ -10,8 +10,8 @@ functions, a cycle is the pair of rounds with the reference first and then secon
 confidence interval of every median is within ``RoundPolicy.target_ci_pct`` (torch.utils.benchmark's
 ``adaptive_autorange`` and nvbench's noise target), between a floor and a ceiling of rounds.
 
-The device, its threads and its memory live in :mod:`perfsuite.device`; handing a cell's rounds to
-pytest-benchmark in :mod:`perfsuite.bench_bridge`.
+The device, its threads and its memory live in :mod:`perfsuite.measure.device`; handing a cell's rounds to
+pytest-benchmark in :mod:`perfsuite.measure.bench_bridge`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from perfsuite.device import synchronize
-from perfsuite.paired import median_ci_pct  # the pure statistics live in perfsuite.paired (no torch)
+from perfsuite.measure.device import synchronize
+from perfsuite.measure.paired import median_ci_pct  # the pure statistics live in perfsuite.measure.paired (no torch)
 
 
 def timed_call(fn: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter,
@@ -68,7 +68,7 @@ _AFTER_WARMUP: contextvars.ContextVar[Callable[[], None] | None] = contextvars.C
 @contextlib.contextmanager
 def after_warmup(callback: Callable[[], None]):
     """Have every :func:`round_robin` loop in the block call ``callback()`` once its warm-up is done, before its
-    first timed round (the GPU monitor reads the clocks and violation counters there: :mod:`perfsuite.gpu_state`)."""
+    first timed round (the GPU monitor reads the clocks and violation counters there: :mod:`perfsuite.measure.gpu_state`)."""
     token = _AFTER_WARMUP.set(callback)
     try:
         yield

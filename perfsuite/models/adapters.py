@@ -1,7 +1,7 @@
 """Every adapter design the suite measures, in one registry.
 
 Rank ``r`` is the bottleneck width (the LoRA rank); r = 0 is the plain model.
-``attach(model, name, rank)`` changes a :class:`~perfsuite.model.GPT2` in place
+``attach(model, name, rank)`` changes a :class:`~perfsuite.models.model.GPT2` in place
 and returns it. Adapter weights are drawn from ``seed``; ``init="zero"`` gives the
 identity initialisations of the papers (output equal to the base model), while
 the default ``"random"`` keeps every weight non-zero so that timing never runs on
@@ -24,7 +24,7 @@ import torch.utils.weak
 from torch import nn
 
 from perfsuite.errors import PerfsuiteError
-from perfsuite.model import GPT2
+from perfsuite.models.model import GPT2
 
 INIT_STD = 0.02  # std of the random initialisation of adapter weights
 

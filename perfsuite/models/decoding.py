@@ -21,7 +21,7 @@ preallocated buffer per layer, a row per request, with per-row positions and an
 attention mask (as serving engines do), not the model's concatenated cache. Every pass
 attends to a fixed number of key slots (the schedule's context; plain decoding: its cache),
 the mask hiding what a row may not see, and every decoder runs under its pinned attention
-backends (:func:`perfsuite.attention.decoder_attention`): the attention kernel sees the same
+backends (:func:`perfsuite.models.attention.decoder_attention`): the attention kernel sees the same
 few shapes all night, not a new key length every step.
 """
 
@@ -33,9 +33,9 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from perfsuite.attention import decoder_attention
+from perfsuite.models.attention import decoder_attention
 from perfsuite.cells.grid import DEFAULT_TOKEN_BUDGET, budget_violation
-from perfsuite.model import GPT2
+from perfsuite.models.model import GPT2
 
 
 @dataclass(frozen=True)

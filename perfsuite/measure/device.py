@@ -1,6 +1,6 @@
 """The device a cell runs on, as torch sees it: which device (:func:`resolve_device`), its CPU threads, its
 synchronize, out-of-memory errors, the memory a call needs above what is resident, the bytes of a model's tensors
-and the FLOPs of one call. The timing loop (:mod:`perfsuite.timing`) synchronizes through it.
+and the FLOPs of one call. The timing loop (:mod:`perfsuite.measure.timing`) synchronizes through it.
 """
 
 from __future__ import annotations

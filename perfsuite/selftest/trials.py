@@ -4,7 +4,7 @@ Users meet the detector across processes — a run against a baseline recorded e
 commits — so that is what is measured. ``processes`` worker processes each measure one block per level (0 %:
 nothing changed; and each planted slow-down), in a random order, with fresh models per block: a block is one
 latency cell timed as a run times it, through the same timing loop
-(:func:`perfsuite.timing.round_robin`). Comparisons are then formed from blocks of *different*
+(:func:`perfsuite.measure.timing.round_robin`). Comparisons are then formed from blocks of *different*
 processes and judged by the same function ``perfsuite compare`` and ``perfsuite ab`` use
 (:func:`perfsuite.compare.verdicts.compare_metric`):
 
@@ -20,8 +20,7 @@ uncertainty; the pool's size is what bounds it.
 The slow-downs are real extra work inside the measured call: ``k`` tiny tensor operations after the adapted
 forward pass, ``k`` calibrated from the measured cost of one operation and of the forward pass; the effect
 each ``k`` really has is measured on its own (interleaved, many rounds) and reported beside the nominal one.
-
-Over 350 lines on purpose: the worker, the calibration and the pooled comparisons are one experiment, read together.
+The workers and the calibration are :mod:`perfsuite.selftest.bench`; this module draws and judges the comparisons.
 """
 
 from __future__ import annotations
@@ -32,253 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from perfsuite.cells.grid import Cell
-from perfsuite.compare.stats import ALPHA, MIN_EFFECT_PCT, wilson_interval
-from perfsuite.compare.verdicts import REMEASURE, CompareOptions, compare_metric, run_estimate
-from perfsuite.formats.comparison import CellVerdict, MetricVerdict
+from perfsuite.compare.stats import wilson_interval
+from perfsuite.compare.verdicts import CompareOptions, compare_metric, run_estimate
 from perfsuite.errors import PerfsuiteError
+from perfsuite.formats.comparison import CellVerdict, MetricVerdict
 from perfsuite.formats.record import CellRecord
-
-THREADS_NOTE = ("one thread: the tiny smoke cell gains nothing from more, and on a shared 2-core runner two OpenMP "
-                "threads stall for whole scheduler slices (measured under load: median 0.3 ms, but 10-40 % of calls "
-                "200-700 ms); run the suite the same way, OMP_NUM_THREADS=1")
-EXTRA_OP_NUMEL = 64  # elements of the tensors the extra work adds: small, so it never wakes torch's thread pool
-CALIBRATION_OPS = 50  # extra operations timed together when calibrating the cost of one
-MODES = ("ab", "baseline")
-METRICS = ("slowdown", "norm_time", "time")
-
-
-def family_of(profile: str) -> int:
-    """How many tests one part of a run of ``profile`` makes (r = 0 latency cells: time; other latency and recompute
-    cells: time and slow-down): the family the run's error control spans."""
-    from perfsuite.cells.grid import get_profile
-
-    cells = get_profile(profile).cells(device="cpu")
-    return sum(1 if c.workload == "latency" and (c.adapter == "none" or c.rank == 0) else 2 for c in cells
-               if c.workload in ("latency", "recompute"))
-
-
-@dataclass(frozen=True)
-class SelftestOptions:
-    processes: int = 40  # worker processes: the pool the comparisons are drawn from
-    trials: int = 300  # comparisons per mode and level, drawn from the pool
-    runs: int = 5  # runs per side in A/B mode; baseline runs in baseline mode
-    rounds: int = 100  # timed rounds per block: the smoke profile's rounds per latency cell
-    warmup: int = 3
-    effects_pct: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)
-    modes: tuple[str, ...] = MODES
-    metrics: tuple[str, ...] = METRICS
-    device: str = "auto"
-    model: str = "tiny"
-    adapter: str = "lora"
-    rank: int = 8
-    batch: int = 1
-    seq_len: int = 32
-    dtype: str = "float32"
-    alpha: float = ALPHA
-    min_effect_pct: float = MIN_EFFECT_PCT
-    remeasure: int = REMEASURE
-    calibration_rounds: int = 300
-    threads: int = 1  # torch CPU threads while measuring; 0 leaves torch's setting (see THREADS_NOTE)
-    seed: int = 0
-    family: int = 1  # judge at α / family: what a lone moved cell must pass in a run of that many tests (Holm)
-    loop: str | None = None  # a profile: time its whole loop of the cell's shape and count per-run verdicts
-
-    def __post_init__(self) -> None:
-        if self.family < 1:
-            raise ValueError("need family >= 1 (tests in a run)")
-        if self.trials < 1 or self.rounds < 2 or self.warmup < 0 or self.calibration_rounds < 10 or self.threads < 0:
-            raise ValueError("need trials >= 1, rounds >= 2, warmup >= 0, calibration_rounds >= 10, threads >= 0")
-        if self.runs < 2:
-            raise ValueError("need runs >= 2: a between-run spread needs two runs a side")
-        need = max(2 * self.runs + bool(self.loop) if "ab" in self.modes else 0,
-                   self.runs + 1 + self.remeasure if "baseline" in self.modes else 0)
-        if self.processes < need:
-            raise ValueError(f"need at least {need} processes for {self.runs} runs a side")
-        if any(e <= 0 for e in self.effects_pct):
-            raise ValueError("effect sizes must be positive (%)")
-        if not self.modes or set(self.modes) - set(MODES) or not self.metrics or set(self.metrics) - set(METRICS):
-            raise ValueError(f"modes must be among {MODES}, metrics among {METRICS}")
-
-    @property
-    def cell(self) -> Cell:
-        device = "cuda" if self.device == "cuda" else "cpu"
-        return Cell("latency", self.adapter, self.rank, batch=self.batch, seq_len=self.seq_len, dtype=self.dtype,
-                    device=device, model=self.model)
-
-
-@dataclass
-class Level:
-    """One effect size: the extra work that makes it, and what the trials decided, per mode and metric."""
-
-    nominal_pct: float
-    extra_ops: int
-    measured_pct: float | None = None  # the slow-down the extra work really causes, measured on its own
-    realized_pct: dict[str, float] = field(default_factory=dict)  # metric -> the effect in the trials' own blocks
-    verdicts: dict[str, list[str]] = field(default_factory=dict)  # "mode/metric" -> one verdict per trial
-
-    def count(self, key: str, verdict: str) -> int:
-        return sum(v == verdict for v in self.verdicts.get(key, []))
-
-
-# --- the measured function -----------------------------------------------------------------------------------------
-
-class ExtraWork:
-    """``k`` tiny tensor additions on the device: real work of a tunable cost, appended to the measured function."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.src = torch.ones(EXTRA_OP_NUMEL, device=device)
-        self.out = torch.empty_like(self.src)
-
-    def __call__(self, k: int) -> None:
-        import torch
-
-        for _ in range(k):
-            torch.add(self.src, 1.0, out=self.out)
-
-
-class Bench:
-    """The measured function (a forward pass of the adapted model, plus ``k`` extra operations) and its r = 0 twin."""
-
-    def __init__(self, options: SelftestOptions, device: str):
-        import torch
-
-        from perfsuite.workloads.context import ModelCache
-
-        self.o, self.device = options, device
-        self.extra = ExtraWork(device)
-        self.models = ModelCache(seed=options.seed)
-        vocab = self.models.base(options.model, options.dtype, device).config.vocab_size
-        gen = torch.Generator().manual_seed(options.seed)
-        self.tokens = torch.randint(0, vocab, (options.batch, options.seq_len), generator=gen).to(device)
-
-    def functions(self, k: int) -> tuple[Callable[[], object], Callable[[], object]]:
-        base = self.models.base(self.o.model, self.o.dtype, self.device)
-        adapted = self.models.adapted(self.o.model, self.o.dtype, self.device, self.o.adapter, self.o.rank)
-        tokens, extra = self.tokens, self.extra
-
-        def measured():
-            adapted(tokens)
-            extra(k)
-
-        return measured, (lambda: base(tokens))
-
-    def block(self, k: int) -> dict:
-        """One cell's worth of measurement, with fresh models (as a run builds them), through the loop cells use:
-        the plain model and the adapted one in one round-robin loop of exactly ``rounds`` rounds."""
-        import torch
-
-        from perfsuite.timing import RoundPolicy, round_robin
-
-        self.models.clear()
-        from perfsuite.probe import ProbeShape, make_probe
-        from perfsuite.workloads.context import torch_dtype
-
-        fn, base_fn = self.functions(k)
-        config = self.models.base(self.o.model, self.o.dtype, self.device).config
-        probe = make_probe(ProbeShape.of_forward(config, self.o.batch, self.o.seq_len), dtype=torch_dtype(self.o.dtype),
-                           device=self.device)
-        with torch.inference_mode():
-            samples = round_robin({"base": base_fn, "adapted": fn, "probe": probe}, device=self.device,
-                                  policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
-        return {"samples_ms": samples["adapted"], "ref_samples_ms": samples["base"],
-                "probe_samples_ms": samples["probe"], "cycle": 3}
-
-    def loop_cells(self) -> list[Cell]:
-        """The profile's latency cells of the measured cell's shape: the production loop (the measured cell in it)."""
-        from perfsuite.cells.grid import get_profile
-
-        me = self.o.cell
-        cells = [c for c in get_profile(self.o.loop).cells(device=me.device) if c.workload == "latency"
-                 and (c.batch, c.seq_len, c.model, c.dtype) == (me.batch, me.seq_len, me.model, me.dtype)]
-        return cells if me.id in {c.id for c in cells} else [*cells, me]
-
-    def loop_block(self, k: int) -> dict:
-        """The whole loop timed as a run times it (every cell's model, the plain one, the probe), the measured cell
-        with ``k`` extra operations; per cell id its samples as a record keeps them."""
-        import torch
-
-        from perfsuite.probe import ProbeShape, make_probe
-        from perfsuite.timing import RoundPolicy, round_robin
-        from perfsuite.workloads.context import torch_dtype
-
-        self.models.clear()
-        base = self.models.base(self.o.model, self.o.dtype, self.device)
-        me, tokens, extra = self.o.cell.id, self.tokens, self.extra
-        fns = {"base": lambda: base(tokens)}
-        for c in self.loop_cells():
-            if c.adapter == "none" or c.rank == 0:
-                continue
-            model = self.models.build_adapted(c.model, c.dtype, self.device, c.adapter, c.rank)
-            fns[c.id] = (lambda m=model: (m(tokens), extra(k))) if c.id == me else (lambda m=model: m(tokens))
-        fns["probe"] = make_probe(ProbeShape.of_forward(base.config, self.o.batch, self.o.seq_len),
-                                  dtype=torch_dtype(self.o.dtype), device=self.device)
-        with torch.inference_mode():
-            samples = round_robin(fns, device=self.device, policy=RoundPolicy.fixed(self.o.rounds, self.o.warmup))
-        out = {}
-        for c in self.loop_cells():
-            plain = c.adapter == "none" or c.rank == 0
-            out[c.id] = {"samples_ms": samples["base" if plain else c.id], "probe_samples_ms": samples["probe"],
-                         "cycle": len(fns), **({} if plain else {"ref_samples_ms": samples["base"]})}
-        return out
-
-    def calibrate(self) -> tuple[float, float]:
-        """(median forward ms, median µs of one extra operation), measured interleaved."""
-        import torch
-
-        from perfsuite.timing import timed_call
-
-        fn, _ = self.functions(0)
-        fwd, op = [], []
-        with torch.inference_mode():
-            for _ in range(self.o.calibration_rounds):
-                fwd.append(timed_call(fn, self.device))
-                op.append(timed_call(lambda: self.extra(CALIBRATION_OPS), self.device) / CALIBRATION_OPS)
-        return 1e3 * float(np.median(fwd)), 1e6 * float(np.median(op))
-
-    def measure_effect(self, k: int) -> float:
-        """The slow-down ``k`` extra operations really cause: median of paired ratios, interleaved rounds."""
-        import torch
-
-        from perfsuite.timing import timed_call
-
-        fn, _ = self.functions(0)
-        slow, _ = self.functions(k)
-        ratios = []
-        with torch.inference_mode():
-            for _ in range(self.o.calibration_rounds):
-                t0 = timed_call(fn, self.device)
-                t1 = timed_call(slow, self.device)
-                ratios.append(t1 / t0)
-        return 100.0 * (float(np.median(ratios)) - 1.0)
-
-
-def _with_threads(options: SelftestOptions, fn):
-    from perfsuite.device import cpu_threads
-
-    with cpu_threads(options.threads or None):
-        return fn()
-
-
-def worker(spec_path: str, out_path: str) -> None:
-    """One worker process: a block per level, in the order given, written as JSON {level index: samples}."""
-    spec = json.loads(Path(spec_path).read_text())
-    options = SelftestOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["options"].items()})
-    bench = Bench(options, spec["device"])
-    block = bench.loop_block if options.loop else bench.block
-    blocks = _with_threads(options, lambda: {i: block(spec["extra_ops"][i]) for i in spec["order"]})
-    Path(out_path).write_text(json.dumps(blocks))
-
-
-# --- the trials ----------------------------------------------------------------------------------------------------
+from perfsuite.selftest.bench import Bench, _with_threads
+from perfsuite.selftest.options import Level, SelftestOptions
 
 @dataclass
 class SelftestReport:
@@ -347,7 +113,7 @@ class SelftestReport:
 def run_selftest(options: SelftestOptions, progress: Callable[[str], None] = lambda s: None,
                  workdir: str | Path | None = None) -> SelftestReport:
     """Calibrate the slow-downs, measure the pool of worker processes, then draw and judge the comparisons."""
-    from perfsuite.device import resolve_device, synchronize
+    from perfsuite.measure.device import resolve_device, synchronize
 
     t0 = time.monotonic()
     device = resolve_device(options.device)
@@ -390,7 +156,7 @@ def _measure_pool(options: SelftestOptions, device: str, extra_ops: list[int], p
             out = Path(tmp) / f"blocks-{p}.json"
             spec.write_text(json.dumps({"options": asdict(options), "device": device, "extra_ops": extra_ops,
                                         "order": [int(i) for i in rng.permutation(len(extra_ops))]}))
-            proc = subprocess.run([sys.executable, "-m", "perfsuite.selftest", str(spec), str(out)],
+            proc = subprocess.run([sys.executable, "-m", "perfsuite.selftest.bench", str(spec), str(out)],
                                   capture_output=True, text=True)
             if proc.returncode != 0 or not out.exists():
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -445,7 +211,7 @@ LOOP_KEYS = ("run", "cell")  # per-run: any regression in the loop; per cell: th
 
 def _loop_part(cells: dict[str, Cell], block: dict):
     from perfsuite.compare.baselines import Part
-    from perfsuite.machine import Fingerprint
+    from perfsuite.measure.machine import Fingerprint
 
     recs = tuple(CellRecord(cells[cid], metrics=b) for cid, b in sorted(block.items()))
     return Part("selftest", Fingerprint.of({}, recs[0].cell), recs)
@@ -487,6 +253,3 @@ def _loop_trial(mode: str, pool: list[dict], level: int, rng, options: SelftestO
         "regression" if "regression" in verdicts.values() else "unchanged")
     lv.verdicts.setdefault(f"{mode}/cell", []).append(verdicts.get(options.cell.id, "missing"))
 
-
-if __name__ == "__main__":
-    worker(*sys.argv[1:3])

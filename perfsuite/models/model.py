@@ -6,7 +6,7 @@ on trained values. Pre-LN blocks, causal attention through
 embedding, and an incremental KV cache for decoding.
 
 Each block has three empty adapter slots (``adapter_attn``, ``adapter_mlp``,
-``parallel_mlp``) that :mod:`perfsuite.adapters` fills; an empty slot costs one
+``parallel_mlp``) that :mod:`perfsuite.models.adapters` fills; an empty slot costs one
 ``is None`` test, so the r = 0 model is the plain model.
 """
 
@@ -100,7 +100,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
-        # Adapter slots, filled by perfsuite.adapters; None means "not there".
+        # Adapter slots, filled by perfsuite.models.adapters; None means "not there".
         self.adapter_attn: nn.Module | None = None  # on the attention output, before the residual add
         self.adapter_mlp: nn.Module | None = None  # on the MLP output, before the residual add
         self.parallel_mlp: nn.Module | None = None  # beside the MLP, same input, outputs summed

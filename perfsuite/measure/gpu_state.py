@@ -16,7 +16,7 @@ cause, as DCGM reads them) taken across the loop:
   with a known kernel running (:func:`perfsuite.doctor.check_nvml`).
 
 NVML comes from the optional ``nvidia-ml-py`` package (module ``pynvml``), initialised once per process
-(:func:`perfsuite.machine.nvml_initialised`); without it, or on a CPU, these fields are ``null`` — never
+(:func:`perfsuite.measure.machine.nvml_initialised`); without it, or on a CPU, these fields are ``null`` — never
 guessed. Tests pass a fake module with the same functions.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perfsuite.machine import nvml_initialised
+from perfsuite.measure.machine import nvml_initialised
 
 THROTTLED_BELOW = 0.75  # an SM clock below this share of the maximum is throttling (nvbench's threshold)
 THROTTLED_SHARE = 0.01  # thermal violation time above this share of a loop's time is throttling
@@ -144,8 +144,8 @@ def state_fields(before: dict | None, after: dict | None) -> dict[str, Any]:
 
 def _observed(measure, monitor: GpuMonitor):
     """One run of ``measure()``; the first reading is replaced by one after the loop's warm-up, when the loop
-    reports it (:func:`perfsuite.timing.after_warmup`), so the warm-up's heating is not the loop's."""
-    from perfsuite.timing import after_warmup
+    reports it (:func:`perfsuite.measure.timing.after_warmup`), so the warm-up's heating is not the loop's."""
+    from perfsuite.measure.timing import after_warmup
 
     readings = {"before": monitor.read()}
     with after_warmup(lambda: readings.__setitem__("before", monitor.read())):

@@ -1,7 +1,7 @@
 """The statistics of paired timings, without torch: the per-round record of a cell and its reference
 (:class:`PairedTiming`), the interquartile range and the order-statistic interval of a median.
 
-:mod:`perfsuite.timing` measures (through :mod:`perfsuite.device`, which imports torch); comparisons, tables and the
+:mod:`perfsuite.measure.timing` measures (through :mod:`perfsuite.measure.device`, which imports torch); comparisons, tables and the
 history only read what it measured, so they import this module and load no torch.
 """
 

@@ -1,5 +1,5 @@
 """GPT-2 checkpoints in the Hugging Face layout (``config.json`` + ``model.safetensors``), read into and written from
-the reference model of :mod:`perfsuite.model`; nothing is ever downloaded.
+the reference model of :mod:`perfsuite.models.model`; nothing is ever downloaded.
 
 The layout is what ``GPT2LMHeadModel.save_pretrained`` writes and what the Hub's ``gpt2`` / ``gpt2-medium``
 folders hold: tensor names with or without the ``transformer.`` prefix, the four projections stored as
@@ -21,7 +21,7 @@ from typing import Any
 
 from perfsuite.errors import PerfsuiteError
 from perfsuite.formats.io import read_json
-from perfsuite.model import GPT2Config
+from perfsuite.models.model import GPT2Config
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -212,10 +212,10 @@ def reference_state_dict(ckpt: Checkpoint, *, dtype=None, device="cpu") -> dict:
 
 
 def load_reference_model(ckpt: Checkpoint | str | Path, *, dtype=None, device="cpu"):
-    """The reference :class:`~perfsuite.model.GPT2` with the checkpoint's weights, in eval mode."""
+    """The reference :class:`~perfsuite.models.model.GPT2` with the checkpoint's weights, in eval mode."""
     import torch
 
-    from perfsuite.model import GPT2
+    from perfsuite.models.model import GPT2
 
     ckpt = ckpt if isinstance(ckpt, Checkpoint) else read_checkpoint(ckpt)
     state = reference_state_dict(ckpt, dtype=dtype, device=device)
