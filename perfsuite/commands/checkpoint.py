@@ -12,7 +12,8 @@ def add_arguments(p) -> None:
     make = sub.add_parser("make-tiny", help="train the tiny preset briefly on a synthetic Markov language and save "
                                             "it as a checkpoint folder (trained-like weights without a download)")
     make.add_argument("dir", metavar="DIR", help="folder to write (created; files in it are replaced)")
-    make.add_argument("--steps", type=int, default=None, metavar="N", help="Adam steps (default: 200, perfsuite.train_tiny.STEPS)")
+    make.add_argument("--steps", type=int, default=None, metavar="N",
+                      help="Adam steps (default: 200, perfsuite.models.train_tiny.STEPS)")
     make.add_argument("--seed", type=int, default=0, help="seed of the weights, the chain and the batches (0)")
 
 

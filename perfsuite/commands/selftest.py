@@ -80,7 +80,7 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("grid-scale simulation (--grid PROFILE --simulate): a whole grid's nightly, judged by the "
                              "production code: per-run false alarms, power, re-measure cost")
     g.add_argument("--grid", default=None, metavar="PROFILE", help="the profile whose loops are simulated, "
-                   "e.g. paper (450 latency cells in 18 loops of 25)")
+                   "e.g. paper (531 latency cells in 27 loops)")
     g.add_argument("--simulate", action="store_true", help="simulate instead of measuring (needs --grid)")
     g.add_argument("--design", default=SIM.design, metavar="MvK",
                    help=f"M current runs against K baseline runs: {', '.join(DESIGNS)} (KvK: A/B, K runs a side) "

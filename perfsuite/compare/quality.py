@@ -155,7 +155,9 @@ def assess(baseline: Baseline, alpha: float = ALPHA, looks: int = DEFAULT_LOOKS)
             family = (m, recs[-1].cell.workload)
             estimates.setdefault(family, {})[cid] = est
             loops.setdefault(family, {})[cid] = loop_key(recs[-1].cell)
-    groups = sum(sum(n > 1 for n in per.values()) + (sum(n > 1 for n in per.values()) > 1) for per in methods.values())
+    # As compare.family.group_entries makes them: a method's group of two or more cells, and every adapter's where
+    # the workload has several methods.
+    groups = sum(sum(n > 1 for n in per.values()) + (len(per) > 1) for per in methods.values())
     tests = sum(len(v) for v in estimates.values()) + memory_tests + groups  # the gate's family (its Holm count)
     level = alpha / max(tests, 1) / max(looks, 1)
     found: dict[str, list[float]] = {}

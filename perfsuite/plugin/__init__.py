@@ -134,7 +134,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: workload must be one of {WORKLOADS}, not {workload!r}")
     cells = metafunc.config.stash[STATE].cells(workload)
     if not cells:  # one skip that says why, not pytest's "got empty parameter set" with a file position
-        nothing = pytest.param(None, marks=pytest.mark.skip(reason=f"no {workload} cells in this profile and selection"))
+        reason = f"no {workload} cells in this profile and selection"
+        nothing = pytest.param(None, marks=pytest.mark.skip(reason=reason))
         metafunc.parametrize("perfsuite_cell", [nothing], ids=["no-cells"], indirect=True)
         return
     metafunc.parametrize("perfsuite_cell", cells, ids=[c.param_id for c in cells], indirect=True)

@@ -17,13 +17,24 @@ METRICS = ("slowdown", "norm_time", "time")
 
 
 def family_of(profile: str) -> int:
-    """How many tests one part of a run of ``profile`` makes (r = 0 latency cells: time; other latency and recompute
-    cells: time and slow-down): the family the run's error control spans."""
-    from perfsuite.cells.grid import get_profile
+    """How many tests one part of a run of ``profile`` makes, as the gate counts them (the Holm family of
+    :func:`perfsuite.compare.sequential.control`): every timed cell's time and peak memory, the slow-down of the
+    adapter and recompute cells, the subspace cell's time, and the method-wide groups (a method of two or more
+    latency cells; every adapter's where there are several). Cells over the token budget are blank by design."""
+    from perfsuite.cells.grid import budget_violation, get_profile, token_budget
 
-    cells = get_profile(profile).cells(device="cpu")
-    return sum(1 if c.workload == "latency" and (c.adapter == "none" or c.rank == 0) else 2 for c in cells
-               if c.workload in ("latency", "recompute"))
+    tests, methods = 0, {}
+    for c in get_profile(profile).cells(device="cpu"):
+        if c.workload == "subspace":
+            tests += 1
+        elif c.workload == "recompute" and not budget_violation(c.batch, c.window, token_budget(c)):
+            tests += 3
+        elif c.workload == "latency":
+            adapter = c.adapter != "none" and c.rank > 0
+            tests += 3 if adapter else 2
+            if adapter:
+                methods[c.adapter] = methods.get(c.adapter, 0) + 1
+    return tests + sum(n > 1 for n in methods.values()) + (len(methods) > 1)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def test_perfsuite_run_refuses_a_bad_weights_folder_in_one_line(tmp_path, capsys
 
 def test_make_tiny_help_states_the_default_it_trains_for(capsys):
     """The help is built without importing torch, so it quotes the default: it must be train_tiny's."""
-    from perfsuite.train_tiny import STEPS
+    from perfsuite.models.train_tiny import STEPS
 
     with pytest.raises(SystemExit):
         main(["checkpoint", "make-tiny", "--help"])

@@ -105,7 +105,7 @@ def test_quick_selftest_runs_end_to_end_in_separate_processes(capsys, tmp_path):
                for lv in doc["levels"])
     assert doc["levels"][1]["extra_ops"] >= 1 and doc["levels"][1]["measured_pct"] > 0
     assert set(doc["levels"][1]["realized_pct"]) == {"slowdown", "norm_time", "time"}
-    assert "alpha 0.01 over a run of 61 tests" in out[1]  # judged as one cell of a smoke run (decode steps included)
+    assert "alpha 0.01 over a run of 100 tests" in out[1]  # one cell of a smoke run: the gate's family of 100
 
 
 @pytest.mark.parametrize("argv,message", [
