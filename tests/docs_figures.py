@@ -16,6 +16,11 @@ from perfsuite.report.figures import save_figure
 
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 VERDICT_STEM = "verdict-planted"  # README's picture of a verdict: docs/img/verdict-planted.png
+# The docs' pictures of real runs: each is a figure of a committed reference run (reports/, measured, with the machine
+# named in reports/README.md), copied as it was drawn: docs/img NAME <- reports/FOLDER/report/FIGURE.
+REPORT_FIGURES = {"latency-smoke.png": ("smoke-cpu", "latency.png"),
+                  "hf-modern-smoke-llama-tiny.png": ("hf-modern-smoke-cpu", "latency-llama-tiny-float32-cpu-hf.png")}
+REPORTS = IMG.parents[1] / "reports"
 
 
 def planted_verdicts() -> ChangeData:

@@ -187,3 +187,19 @@ def test_a_figure_the_docs_quote_is_the_tools(path, around, tool):
     text = (ROOT / path).read_text()
     assert around.format(tool()) in text, f"{path} should say: {around.format(tool())!r}"
 
+
+
+@pytest.mark.parametrize("picture", sorted(docs_figures.REPORT_FIGURES))
+def test_a_picture_of_a_real_run_is_its_committed_reports_figure_as_the_report_draws_it_now(picture, tmp_path):
+    """A docs picture of a measured run is the committed reference run's own figure, and that figure is what the
+    report draws from the run's results.json today: a change to the figures that leaves a stale picture fails here
+    (the home page showed the old layout, r = 0 rows and paper names only, after the report changed).
+    Regenerate: the command in reports/README.md, then copy the figure to docs/img."""
+    folder, figure = docs_figures.REPORT_FIGURES[picture]
+    committed = docs_figures.REPORTS / folder / "report" / figure
+    assert (DOCS / "img" / picture).read_bytes() == committed.read_bytes(), f"copy {committed} to docs/img/{picture}"
+    api.report(docs_figures.REPORTS / folder / "results.json", tmp_path, vector="none")
+    fresh = imread(tmp_path / figure)[..., :3]
+    drawn = imread(committed)[..., :3]
+    assert drawn.shape == fresh.shape, f"the report draws {figure} differently now: re-make {folder}"
+    assert float(np.abs(drawn - fresh).mean()) < 0.02, f"the report draws {figure} differently now: re-make {folder}"
