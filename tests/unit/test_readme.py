@@ -20,4 +20,7 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     test_command = next(c for c in readme_commands() if c.endswith("pytest"))
     assert ci[-1] == test_command
-    assert any(line.startswith("python -m pip install -q torch==2.13.0") for line in ci), "CPU torch first"
+    torch_line = next(i for i, line in enumerate(ci) if line.startswith("python -m pip install") and "torch==" in line)
+    assert torch_line < len(ci) - 1, "CPU torch first"
+    assert "torch==2.13.0" in ci[torch_line] and "download.pytorch.org/whl/cpu" in ci[torch_line], (
+        "the CPU build, from PyTorch's CPU index where it is reachable (PyPI's torch is the CUDA build)")
