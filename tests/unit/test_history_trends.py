@@ -29,9 +29,10 @@ def test_two_real_smoke_runs_in_a_fresh_store_render_a_trends_page(tmp_path, cap
         assert main(["history", "add", str(path), "--store", str(store)]) == 0
     assert main(["history", "show", "--store", str(store)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    # the runs differ in threads (2, then 1): a setup of its own, so each cell has two series of one night: time
-    # 46, the slow-down ratio 34, the recompute cells' recompute_pct, mismatches, matches_fixed_schedule 3 × 8
-    assert last.startswith("0 change points (0 filed) in 104 series of 27 cells, 2 runs"), last
+    # the fixture's 23 cells and the committed reference run's 32 (its 9 decode steps and 4 recompute cells of other
+    # ids are new): 36 cells; the runs differ in threads (2, then 1), a setup of its own, so every series is one
+    # night of one run (each cell's raw time, ratios, memory and exact outcomes where recorded): 152 series
+    assert last.startswith("0 change points (0 filed) in 152 series of 36 cells, 2 runs"), last
     assert main(["history", "report", "--store", str(store), "--out", str(tmp_path / "page")]) == 0
     page = (tmp_path / "page" / "index.html").read_text()
     assert "Trends — latency, lora, slowdown_ratio" in page and "No change point" in page
