@@ -180,7 +180,7 @@ def _search_table(args, nights, noises, steps) -> None:
             cells = [str(n), f"{noise:g} %", aa.text()]
             for k, step in enumerate(steps):
                 rate, width = power(n, noise / 100, step, args.trials, args.seed + k + 1, args.stalls)
-                cells.append(f"{rate.text()}, {width:.1f}")
+                cells.append(f"{rate.text()}, {width:.1f}" if width == width else f"{rate.text()}, –")  # none found
             print("| " + " | ".join(cells) + " |", flush=True)
     print(f"\n{args.trials} series per cell of the table; [95 % Wilson interval]; steps at 2/3 of the history, "
           f"found when a change point of the right sign has the step's night in its commit range"

@@ -15,7 +15,7 @@ pytest.importorskip("ruptures", reason="ruptures does not install on this Python
 from perfsuite.cells.grid import get_profile  # noqa: E402
 from perfsuite.cli import main  # noqa: E402
 from perfsuite.history import looks  # noqa: E402
-from perfsuite.history.changepoints import detect  # noqa: E402
+from perfsuite.history.changepoints import detect, inflation  # noqa: E402
 from perfsuite.history.changes import changes_document, find_changes  # noqa: E402
 from perfsuite.history.looks import (EARLY_STEP_SIGMAS, FILE_MIN_BEFORE_RUNS, LOOK_ALPHA, decide,  # noqa: E402
                                      exact_detection, filing_p, look)
@@ -46,7 +46,10 @@ def test_the_filing_p_allows_for_autocorrelation_the_series_cannot_rule_out(monk
     values, d = planted(pct=3.0, noise=0.01, seed=2)
     (s,) = d.steps
     bounded = filing_p(s, d, values)
-    assert filing_p(s, dataclasses.replace(d, autocorrelation=0.5), values) > bounded, "a larger φ̂, a larger bound"
+    # the same nights' spread (noise_pct is σ̂ inflated for φ̂), read as more autocorrelated: a larger bound
+    more = dataclasses.replace(d, autocorrelation=0.5,
+                               noise_pct=d.noise_pct / inflation(d.autocorrelation) * inflation(0.5))
+    assert filing_p(s, more, values) > bounded, "a larger φ̂, a larger bound"
     monkeypatch.setattr(looks, "PHI_BOUND_SES", 0.0)
     assert filing_p(s, d, values) < bounded, "φ̂ alone would be more lenient"
 
@@ -59,7 +62,7 @@ def test_a_shown_step_that_is_not_filed_says_why(case, why):
         (s,) = d.steps
         assert s.provisional
     elif case == "weak":  # the search's own α passes it; the nightly level does not
-        values, d = planted(pct=2.5, noise=0.015, seed=2)
+        values, d = planted(pct=2.2, noise=0.015, seed=2)
         (s,) = d.steps
         assert s.p_value < 0.01 and filing_p(s, d, values) >= LOOK_ALPHA
     else:  # a step in the first nights of a series, under 4 σ̂
