@@ -142,6 +142,13 @@ def _scale(metric: str, baseline: float | None) -> float:
     return 1.0 + baseline / 100.0 if metric == "slowdown" and baseline is not None else 1.0
 
 
+def method_groups(cells_per_method: dict[str, int]) -> int:
+    """How many group tests :func:`group_entries` makes of one workload whose methods have these numbers of
+    slow-down cells: one per method of two or more, and every adapter's where there are several methods (what
+    counting a family before its tests exist — a baseline's quote, the selftest's level — must agree with)."""
+    return sum(n > 1 for n in cells_per_method.values()) + (len(cells_per_method) > 1)
+
+
 def group_entries(tests: list[Test], priors_: dict[tuple[str, str], Prior], *, alpha: float,
                   min_effect_pct: float) -> list[dict]:
     """One entry per adapter method with slow-downs on two or more cells of the family, and one for every adapter

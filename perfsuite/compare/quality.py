@@ -23,6 +23,7 @@ from datetime import datetime
 import numpy as np
 
 from perfsuite.compare.estimates import cell_metrics, judged, loop_key, run_estimate
+from perfsuite.compare.family import method_groups
 from perfsuite.compare.moderated import family_prior
 from perfsuite.compare.stats import ALPHA, t_quantile
 from perfsuite.formats.baseline import Baseline, BaselineRun
@@ -155,9 +156,7 @@ def assess(baseline: Baseline, alpha: float = ALPHA, looks: int = DEFAULT_LOOKS)
             family = (m, recs[-1].cell.workload)
             estimates.setdefault(family, {})[cid] = est
             loops.setdefault(family, {})[cid] = loop_key(recs[-1].cell)
-    # As compare.family.group_entries makes them: a method's group of two or more cells, and every adapter's where
-    # the workload has several methods.
-    groups = sum(sum(n > 1 for n in per.values()) + (len(per) > 1) for per in methods.values())
+    groups = sum(method_groups(per) for per in methods.values())
     tests = sum(len(v) for v in estimates.values()) + memory_tests + groups  # the gate's family (its Holm count)
     level = alpha / max(tests, 1) / max(looks, 1)
     found: dict[str, list[float]] = {}

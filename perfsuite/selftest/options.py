@@ -22,6 +22,7 @@ def family_of(profile: str) -> int:
     adapter and recompute cells, the subspace cell's time, and the method-wide groups (a method of two or more
     latency cells; every adapter's where there are several). Cells over the token budget are blank by design."""
     from perfsuite.cells.grid import budget_violation, get_profile, token_budget
+    from perfsuite.compare.family import method_groups
 
     tests, methods = 0, {}
     for c in get_profile(profile).cells(device="cpu"):
@@ -34,7 +35,7 @@ def family_of(profile: str) -> int:
             tests += 3 if adapter else 2
             if adapter:
                 methods[c.adapter] = methods.get(c.adapter, 0) + 1
-    return tests + sum(n > 1 for n in methods.values()) + (len(methods) > 1)
+    return tests + method_groups(methods)
 
 
 @dataclass(frozen=True)
