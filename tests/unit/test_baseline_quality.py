@@ -96,23 +96,29 @@ def test_a_baseline_recorded_under_load_is_flagged_when_recorded_and_in_every_co
     assert doc["parts"][0]["baseline_quality"]["too_noisy"] and "too noisy to gate" in render_terminal(Comparison.from_dict(doc))
 
 
+# Two methods of two shapes each and the plain model: enough for method-wide groups and every adapter's.
+GRID = [syn.cell("none", batch=b) for b in (1, 4)] + [syn.cell(a, batch=b) for a in ("lora", "houlsby") for b in (1, 4)]
+
+
+def _grid_records(i):
+    """Run i of GRID on one named machine: quiet, LoRA and Houlsby 1.2 × the plain model."""
+    return [syn.record(c, seed=10 * i + k, ratio=1.0 if c.adapter == "none" else 1.2, run_sd=0.005,
+                       e=syn.env(host="named-runner")) for k, c in enumerate(GRID)]
+
+
+def _results(records, i):
+    from perfsuite.formats.results import results_from_document
+
+    return results_from_document(syn.document(records), f"r{i}.json")
+
+
 def test_the_quote_counts_the_gates_family_memory_and_groups_included():
     """The quote's level is the gate's own: a comparison of one of the baseline's runs against it adjusts over the
     same number of tests — cells' time and slow-down, their peak memory, and the method-wide groups (two methods of
     two cells each: one group each, and one of every adapter). It counted 10 of the gate's 19 before (no memory,
     no groups): a looser level than the gate's, so it quoted a smaller change than one night can confirm."""
-    cells = [syn.cell("none", batch=b) for b in (1, 4)] + [syn.cell(a, batch=b) for a in ("lora", "houlsby")
-                                                          for b in (1, 4)]
-
     def run(i):
-        recs = []
-        for k, c in enumerate(cells):
-            r = syn.record(c, seed=10 * i + k, ratio=1.0 if c.adapter == "none" else 1.2, run_sd=0.005,
-                           e=syn.env(host="named-runner"))
-            recs.append(replace(r, metrics={**r.metrics, "peak_mem_bytes": 1 << 20}))
-        from perfsuite.formats.results import results_from_document
-
-        return results_from_document(syn.document(recs), f"r{i}.json")
+        return _results([replace(r, metrics={**r.metrics, "peak_mem_bytes": 1 << 20}) for r in _grid_records(i)], i)
 
     runs = [run(i) for i in range(5)]
     base = baseline_of([parts_of(r)[0] for r in runs], name="b")
@@ -125,19 +131,11 @@ def test_one_noisy_cell_does_not_flag_a_baseline_whose_other_tests_gate_well():
     """The subspace analysis' time is one cell of its own metric: however it spreads, a baseline whose other tests
     confirm small changes is not 'too noisy' (flagged on any metric's median, a quiet smoke baseline was)."""
     sub = syn.Cell("subspace", "lora", 8, rank_b=64)  # in the smoke part, on the tiny model
-    cells = [syn.cell("none", batch=b) for b in (1, 4)] + [syn.cell(a, batch=b) for a in ("lora", "houlsby")
-                                                          for b in (1, 4)]
-
     def run(i):
-        from perfsuite.formats.results import results_from_document
-
-        recs = [syn.record(c, seed=10 * i + k, ratio=1.0 if c.adapter == "none" else 1.2, run_sd=0.005,
-                           e=syn.env(host="named-runner")) for k, c in enumerate(cells)]
         # a probe in every loop: the latency cells are judged on norm_time, the subspace cell alone on time
         recs = [replace(r, metrics={**r.metrics, "probe_samples_ms": [x / 3 for x in r.metrics["ref_samples_ms"]]})
-                for r in recs]
-        recs.append(syn.timed_only(sub, seed=100 + i, run_sd=0.8, e=syn.env(host="named-runner")))
-        return results_from_document(syn.document(recs), f"r{i}.json")
+                for r in _grid_records(i)]
+        return _results([*recs, syn.timed_only(sub, seed=100 + i, run_sd=0.8, e=syn.env(host="named-runner"))], i)
 
     q = assess(baseline_of([parts_of(run(i))[0] for i in range(5)], name="b"))
     assert q.detectable_pct["time"] > NOISY_BASELINE_PCT  # the one noisy cell's metric
